@@ -1,0 +1,630 @@
+//! Events: one flat JSON object each, `{"event": "<name>", "time": <unix s>, …fields}`.
+//!
+//! The seed's ten event names, plus `log`, `system` and `command_ack`, parse into typed
+//! bodies; every field is optional, and fields the type does not name are kept in
+//! `extra` so nothing a trainer sends is lost. Any other name matching
+//! `[a-z0-9_.-]{1,64}` is a custom event, kept verbatim.
+//!
+//! Parsing names the offending field in its error (`field "loss": expected a number …`),
+//! and [`parse_batch`] names the index of the bad event in a batch.
+
+use crate::num;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    /// The event is not a JSON object.
+    #[error("an event must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// The `event` field is missing.
+    #[error("missing field \"event\" (the event name, e.g. \"batch_end\")")]
+    MissingName,
+    /// The event name breaks the naming rule.
+    #[error("invalid event name {0:?}: names match [a-z0-9_.-]{{1,64}}")]
+    BadName(String),
+    /// A field has the wrong type.
+    #[error("field {field:?}: {problem}")]
+    BadField { field: String, problem: String },
+}
+
+impl EventError {
+    /// The field at fault, when one is (`"event"` for a missing or bad name).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            EventError::NotAnObject(_) => None,
+            EventError::MissingName | EventError::BadName(_) => Some("event"),
+            EventError::BadField { field, .. } => Some(field),
+        }
+    }
+}
+
+/// Why a batch was refused: the first bad event and its index in the batch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("event {index}: {error}")]
+pub struct BatchError {
+    /// 0-based position of the bad event in the request.
+    pub index: usize,
+    pub error: EventError,
+}
+
+/// `true` when `name` matches `[a-z0-9_.-]{1,64}`.
+pub fn is_valid_event_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `true` when `run` matches `[A-Za-z0-9._-]{1,128}`.
+pub fn is_valid_run_id(run: &str) -> bool {
+    (1..=128).contains(&run.len())
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A value type that a typed event field may hold, with the wire rules for it.
+trait Field: Sized {
+    fn from_json(v: Value) -> Result<Self, String>;
+    fn to_json(&self) -> Value;
+}
+
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if s.len() > 40 => format!("a string ({} bytes)", s.len()),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+impl Field for f64 {
+    fn from_json(v: Value) -> Result<Self, String> {
+        num::from_json(&v).ok_or_else(|| {
+            format!(
+                "expected a number (or \"NaN\", \"Infinity\", \"-Infinity\"), got {}",
+                kind(&v)
+            )
+        })
+    }
+    fn to_json(&self) -> Value {
+        num::to_json(*self)
+    }
+}
+
+impl Field for u64 {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match &v {
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    return Ok(u);
+                }
+                // Python sends 3.0 for an int sometimes; accept whole floats.
+                match n.as_f64() {
+                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(f as u64),
+                    _ => Err(format!("expected a non-negative integer, got {}", kind(&v))),
+                }
+            }
+            _ => Err(format!("expected a non-negative integer, got {}", kind(&v))),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+impl Field for String {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(s),
+            other => Err(format!("expected a string, got {}", kind(&other))),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::String(self.clone())
+    }
+}
+
+impl Field for bool {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("expected true or false, got {}", kind(&other))),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Bool(*self)
+    }
+}
+
+/// Named metric values (`{"accuracy": 0.91, "val/loss": "NaN"}`).
+pub type Metrics = BTreeMap<String, f64>;
+
+impl Field for Metrics {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Object(m) => m
+                .into_iter()
+                .map(|(k, v)| match num::from_json(&v) {
+                    Some(x) => Ok((k, x)),
+                    None => Err(format!("metric {k:?}: expected a number, got {}", kind(&v))),
+                })
+                .collect(),
+            other => Err(format!(
+                "expected an object of name → number, got {}",
+                kind(&other)
+            )),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Object(
+            self.iter()
+                .map(|(k, v)| (k.clone(), num::to_json(*v)))
+                .collect(),
+        )
+    }
+}
+
+impl Field for Map<String, Value> {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Object(m) => Ok(m),
+            other => Err(format!("expected an object, got {}", kind(&other))),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Object(self.clone())
+    }
+}
+
+fn take<T: Field>(fields: &mut Map<String, Value>, key: &str) -> Result<Option<T>, EventError> {
+    match fields.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => T::from_json(v)
+            .map(Some)
+            .map_err(|problem| EventError::BadField {
+                field: key.to_string(),
+                problem,
+            }),
+    }
+}
+
+/// Declares a typed event body: every field optional, unknown fields kept in `extra`.
+macro_rules! body {
+    ($(#[$meta:meta])* $name:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Default)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: Option<$ty>, )*
+            /// Fields this event type does not name, kept as sent.
+            pub extra: Map<String, Value>,
+        }
+
+        impl $name {
+            fn take_from(fields: &mut Map<String, Value>) -> Result<Self, EventError> {
+                Ok(Self {
+                    $( $field: take(fields, stringify!($field))?, )*
+                    extra: std::mem::take(fields),
+                })
+            }
+
+            fn put_into(&self, out: &mut Map<String, Value>) {
+                $( if let Some(v) = &self.$field {
+                    out.insert(stringify!($field).to_string(), Field::to_json(v));
+                } )*
+                for (k, v) in &self.extra {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    };
+}
+
+body!(
+    /// `training_start`: a run begins.
+    TrainingStart {
+        /// Epochs planned.
+        total_epochs: u64,
+        /// Batches per epoch.
+        total_batches: u64,
+        /// Hyperparameters, shown as the run's parameter table.
+        config: Map<String, Value>,
+        /// Human-readable run name (defaults to the run id).
+        name: String,
+    }
+);
+body!(
+    /// `training_end`: a run ends.
+    TrainingEnd {
+        /// `completed` (default), `failed` or `stopped`.
+        status: String,
+    }
+);
+body!(
+    /// `epoch_start`.
+    EpochStart { epoch: u64, total_epochs: u64 }
+);
+body!(
+    /// `epoch_end`, with the epoch's summary metrics (e.g. `avg_loss`, `val_loss`).
+    EpochEnd { epoch: u64, metrics: Metrics }
+);
+body!(
+    /// `batch_start`.
+    BatchStart { batch_idx: u64, epoch: u64 }
+);
+body!(
+    /// `batch_end`: the heartbeat of a run, carrying its loss.
+    BatchEnd {
+        /// Batch index within the epoch.
+        batch_idx: u64,
+        loss: f64,
+        /// Learning rate.
+        lr: f64,
+        /// Global step; when absent the reducer counts batch_end events.
+        step: u64,
+        epoch: u64,
+        /// Further per-step metrics.
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `checkpoint_saved`.
+    CheckpointSaved {
+        checkpoint_path: String,
+        epoch: u64,
+        step: u64,
+        size_bytes: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `checkpoint_loaded`.
+    CheckpointLoaded {
+        checkpoint_path: String,
+        epoch: u64,
+        step: u64,
+        size_bytes: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `metric_update`: one named value (`name`, `value`) or several (`metrics`).
+    MetricUpdate {
+        name: String,
+        value: f64,
+        step: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `error_occurred`.
+    ErrorOccurred {
+        message: String,
+        traceback: String,
+        /// A fatal error ends the run as failed.
+        fatal: bool,
+    }
+);
+body!(
+    /// `log`: one log record.
+    Log {
+        /// `debug`, `info`, `warning`, `error`, `critical`.
+        level: String,
+        message: String,
+        logger: String,
+    }
+);
+body!(
+    /// `system`: a resource sample.
+    System {
+        cpu_percent: f64,
+        mem_used_bytes: u64,
+        mem_total_bytes: u64,
+        gpus: Vec<Map<String, Value>>,
+    }
+);
+body!(
+    /// `command_ack`: the trainer's answer to a control command.
+    CommandAck {
+        command_id: String,
+        /// `accepted`, `done`, `rejected` or `failed`.
+        status: String,
+        message: String,
+        command: String,
+    }
+);
+
+impl Field for Vec<Map<String, Value>> {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(m) => Ok(m),
+                    other => Err(format!("item {i}: expected an object, got {}", kind(&other))),
+                })
+                .collect(),
+            other => Err(format!("expected an array of objects, got {}", kind(&other))),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Array(self.iter().cloned().map(Value::Object).collect())
+    }
+}
+
+/// What an event says, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    TrainingStart(TrainingStart),
+    TrainingEnd(TrainingEnd),
+    EpochStart(EpochStart),
+    EpochEnd(EpochEnd),
+    BatchStart(BatchStart),
+    BatchEnd(BatchEnd),
+    CheckpointSaved(CheckpointSaved),
+    CheckpointLoaded(CheckpointLoaded),
+    MetricUpdate(MetricUpdate),
+    ErrorOccurred(ErrorOccurred),
+    Log(Log),
+    System(System),
+    CommandAck(CommandAck),
+    /// Any other valid name: stored, streamed and listed as sent.
+    Custom {
+        name: String,
+        fields: Map<String, Value>,
+    },
+}
+
+impl EventBody {
+    /// The event's wire name.
+    pub fn name(&self) -> &str {
+        match self {
+            EventBody::TrainingStart(_) => "training_start",
+            EventBody::TrainingEnd(_) => "training_end",
+            EventBody::EpochStart(_) => "epoch_start",
+            EventBody::EpochEnd(_) => "epoch_end",
+            EventBody::BatchStart(_) => "batch_start",
+            EventBody::BatchEnd(_) => "batch_end",
+            EventBody::CheckpointSaved(_) => "checkpoint_saved",
+            EventBody::CheckpointLoaded(_) => "checkpoint_loaded",
+            EventBody::MetricUpdate(_) => "metric_update",
+            EventBody::ErrorOccurred(_) => "error_occurred",
+            EventBody::Log(_) => "log",
+            EventBody::System(_) => "system",
+            EventBody::CommandAck(_) => "command_ack",
+            EventBody::Custom { name, .. } => name,
+        }
+    }
+
+    fn parse(name: String, fields: &mut Map<String, Value>) -> Result<Self, EventError> {
+        Ok(match name.as_str() {
+            "training_start" => EventBody::TrainingStart(TrainingStart::take_from(fields)?),
+            "training_end" => EventBody::TrainingEnd(TrainingEnd::take_from(fields)?),
+            "epoch_start" => EventBody::EpochStart(EpochStart::take_from(fields)?),
+            "epoch_end" => EventBody::EpochEnd(EpochEnd::take_from(fields)?),
+            "batch_start" => EventBody::BatchStart(BatchStart::take_from(fields)?),
+            "batch_end" => EventBody::BatchEnd(BatchEnd::take_from(fields)?),
+            "checkpoint_saved" => EventBody::CheckpointSaved(CheckpointSaved::take_from(fields)?),
+            "checkpoint_loaded" => {
+                EventBody::CheckpointLoaded(CheckpointLoaded::take_from(fields)?)
+            }
+            "metric_update" => EventBody::MetricUpdate(MetricUpdate::take_from(fields)?),
+            "error_occurred" => EventBody::ErrorOccurred(ErrorOccurred::take_from(fields)?),
+            "log" => EventBody::Log(Log::take_from(fields)?),
+            "system" => EventBody::System(System::take_from(fields)?),
+            "command_ack" => EventBody::CommandAck(CommandAck::take_from(fields)?),
+            _ => EventBody::Custom {
+                name,
+                fields: std::mem::take(fields),
+            },
+        })
+    }
+
+    fn put_into(&self, out: &mut Map<String, Value>) {
+        match self {
+            EventBody::TrainingStart(b) => b.put_into(out),
+            EventBody::TrainingEnd(b) => b.put_into(out),
+            EventBody::EpochStart(b) => b.put_into(out),
+            EventBody::EpochEnd(b) => b.put_into(out),
+            EventBody::BatchStart(b) => b.put_into(out),
+            EventBody::BatchEnd(b) => b.put_into(out),
+            EventBody::CheckpointSaved(b) => b.put_into(out),
+            EventBody::CheckpointLoaded(b) => b.put_into(out),
+            EventBody::MetricUpdate(b) => b.put_into(out),
+            EventBody::ErrorOccurred(b) => b.put_into(out),
+            EventBody::Log(b) => b.put_into(out),
+            EventBody::System(b) => b.put_into(out),
+            EventBody::CommandAck(b) => b.put_into(out),
+            EventBody::Custom { fields, .. } => {
+                for (k, v) in fields {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// One event, as sent by a trainer and as stored and streamed by the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix seconds at the trainer. The relay fills in its receive time when absent.
+    pub time: Option<f64>,
+    /// Sender id; with `seq`, lets the relay store a retried event once.
+    pub src: Option<String>,
+    /// Increasing per `src`.
+    pub seq: Option<u64>,
+    /// Per-run id given by the relay: 1, 2, 3 … with no gaps.
+    pub id: Option<u64>,
+    /// Unix seconds when the relay received it.
+    pub received: Option<f64>,
+    pub body: EventBody,
+}
+
+impl Event {
+    /// A new event with no metadata.
+    pub fn new(body: EventBody) -> Self {
+        Event {
+            time: None,
+            src: None,
+            seq: None,
+            id: None,
+            received: None,
+            body,
+        }
+    }
+
+    /// The event's wire name.
+    pub fn name(&self) -> &str {
+        self.body.name()
+    }
+
+    /// The trainer's time if it sent one, else the relay's receive time.
+    pub fn timestamp(&self) -> Option<f64> {
+        self.time.or(self.received)
+    }
+
+    /// Parses one event from a JSON value, naming the bad field on error.
+    pub fn from_value(v: Value) -> Result<Self, EventError> {
+        let mut fields = match v {
+            Value::Object(m) => m,
+            Value::Array(_) => return Err(EventError::NotAnObject("an array")),
+            Value::String(_) => return Err(EventError::NotAnObject("a string")),
+            Value::Number(_) => return Err(EventError::NotAnObject("a number")),
+            Value::Bool(_) => return Err(EventError::NotAnObject("a boolean")),
+            Value::Null => return Err(EventError::NotAnObject("null")),
+        };
+        let name = match fields.remove("event") {
+            None | Some(Value::Null) => return Err(EventError::MissingName),
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(EventError::BadField {
+                    field: "event".into(),
+                    problem: format!("expected the event name as a string, got {}", kind(&other)),
+                })
+            }
+        };
+        if !is_valid_event_name(&name) {
+            return Err(EventError::BadName(name));
+        }
+        let time = take::<f64>(&mut fields, "time")?;
+        if let Some(t) = time {
+            if !t.is_finite() {
+                return Err(EventError::BadField {
+                    field: "time".into(),
+                    problem: "expected finite unix seconds".into(),
+                });
+            }
+        }
+        let src = take::<String>(&mut fields, "src")?;
+        let seq = take::<u64>(&mut fields, "seq")?;
+        let id = take::<u64>(&mut fields, "id")?;
+        let received = take::<f64>(&mut fields, "received")?;
+        let body = EventBody::parse(name, &mut fields)?;
+        Ok(Event {
+            time,
+            src,
+            seq,
+            id,
+            received,
+            body,
+        })
+    }
+
+    /// Parses one event from JSON text.
+    pub fn from_json(text: &str) -> Result<Self, EventError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| EventError::BadField {
+            field: "(json)".into(),
+            problem: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_value(v)
+    }
+
+    /// The flat wire object: `event`, metadata, then the body's fields.
+    pub fn to_value(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("event".into(), Value::String(self.name().to_string()));
+        if let Some(id) = self.id {
+            out.insert("id".into(), Value::from(id));
+        }
+        if let Some(t) = self.time {
+            out.insert("time".into(), num::to_json(t));
+        }
+        if let Some(r) = self.received {
+            out.insert("received".into(), num::to_json(r));
+        }
+        if let Some(s) = &self.src {
+            out.insert("src".into(), Value::String(s.clone()));
+        }
+        if let Some(s) = self.seq {
+            out.insert("seq".into(), Value::from(s));
+        }
+        self.body.put_into(&mut out);
+        Value::Object(out)
+    }
+
+    /// The flat wire object as JSON text.
+    pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Event::from_value(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a request body: one JSON object, a JSON array of objects, or NDJSON
+/// (one object per line). Returns every event or the first bad one with its index.
+pub fn parse_batch(body: &str, ndjson: bool) -> Result<Vec<Event>, BatchError> {
+    let bad_json = |index: usize, e: serde_json::Error| BatchError {
+        index,
+        error: EventError::BadField {
+            field: "(json)".into(),
+            problem: format!("invalid JSON: {e}"),
+        },
+    };
+    let trimmed = body.trim_start();
+    if ndjson || (!trimmed.starts_with('[') && looks_like_ndjson(trimmed)) {
+        let mut out = Vec::new();
+        for (index, line) in body.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let v: Value = serde_json::from_str(line).map_err(|e| bad_json(index, e))?;
+            out.push(Event::from_value(v).map_err(|error| BatchError { index, error })?);
+        }
+        return Ok(out);
+    }
+    let v: Value = serde_json::from_str(body).map_err(|e| bad_json(0, e))?;
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| Event::from_value(item).map_err(|error| BatchError { index, error }))
+            .collect(),
+        other => Ok(vec![
+            Event::from_value(other).map_err(|error| BatchError { index: 0, error })?
+        ]),
+    }
+}
+
+/// Several non-empty lines, each starting with `{`.
+fn looks_like_ndjson(body: &str) -> bool {
+    let mut lines = body.lines().filter(|l| !l.trim().is_empty());
+    lines.next().is_some() && lines.next().is_some() && body.trim_end().ends_with('}') && {
+        let mut all = body.lines().filter(|l| !l.trim().is_empty());
+        all.all(|l| l.trim_start().starts_with('{') && l.trim_end().ends_with('}'))
+    }
+}

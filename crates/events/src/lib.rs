@@ -1,0 +1,25 @@
+//! # stepwatch-events — the wire contract, in one place
+//!
+//! Everything that crosses the wire between a trainer, the relay and the dashboard
+//! is defined here, and so is the one piece of logic all of them share: the
+//! [`RunState`] reducer that turns a run's events into its current state.
+//!
+//! This crate does no IO and knows nothing about actix, SQLite or Leptos; it builds
+//! for `wasm32-unknown-unknown` and for native targets alike.
+//!
+//! - [`event`]: [`Event`], one flat JSON object per event (`{"event":"batch_end","loss":2.5,…}`),
+//!   typed for the seed's ten names plus `log`, `system`, `command_ack`, and kept verbatim
+//!   for any other (custom) name.
+//! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+//! - [`state`]: [`RunState::apply`], the reducer, and [`RunSummary`] for run lists.
+//! - [`downsample`]: per-pixel-column min/max bucketing so spikes never vanish from charts.
+
+pub mod downsample;
+pub mod event;
+pub mod num;
+pub mod state;
+
+pub use event::{
+    is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
+};
+pub use state::{Checkpoint, RunState, RunStatus, RunSummary};

@@ -1,0 +1,416 @@
+//! The run-state reducer: `RunState::apply(&Event)` folds a run's events, in id order,
+//! into what a dashboard shows. The relay uses it for `GET /api/runs/{run}` and the
+//! runs list; the dashboard uses the same code for its live view.
+
+use crate::event::{Event, EventBody};
+use crate::num;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// How many checkpoints a state keeps (newest last).
+pub const MAX_CHECKPOINTS: usize = 100;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Events arrived but no `training_start` yet.
+    #[default]
+    Pending,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl RunStatus {
+    /// The wire name (`running`, `completed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Stopped => "stopped",
+        }
+    }
+
+    /// Still going: running, paused or pending.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Pending | RunStatus::Running | RunStatus::Paused
+        )
+    }
+}
+
+/// One saved checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Checkpoint {
+    pub path: String,
+    pub epoch: Option<u64>,
+    pub step: Option<u64>,
+    pub size_bytes: Option<u64>,
+    /// Trainer time of the save.
+    #[serde(with = "num::opt", default)]
+    pub time: Option<f64>,
+    #[serde(with = "num::map", default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The last error a run reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LastError {
+    pub message: String,
+    pub traceback: Option<String>,
+    pub fatal: bool,
+    #[serde(with = "num::opt", default)]
+    pub time: Option<f64>,
+}
+
+/// The current state of one run, as the seed's `get_current_state()` and more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunState {
+    /// Run id (as in the URL).
+    pub run: String,
+    /// Display name: `training_start.name`, else the run id.
+    pub name: String,
+    pub status: RunStatus,
+    /// Seed field: whether training is under way.
+    pub is_training: bool,
+    /// Seed field: the current (or last) epoch.
+    pub current_epoch: u64,
+    pub total_epochs: Option<u64>,
+    /// Seed field: the current batch within the epoch.
+    pub current_batch: u64,
+    /// Batches per epoch.
+    pub total_batches: Option<u64>,
+    /// Seed field: the latest loss.
+    #[serde(with = "num::opt", default)]
+    pub current_loss: Option<f64>,
+    /// Mean loss over the current epoch's batch_end events so far.
+    #[serde(with = "num::opt", default)]
+    pub avg_loss: Option<f64>,
+    /// Seed field: the latest learning rate.
+    #[serde(with = "num::opt", default)]
+    pub learning_rate: Option<f64>,
+    /// Global step: from `batch_end.step`, else the count of batch_end events.
+    pub step: u64,
+    /// Lowest finite loss seen, and its step.
+    #[serde(with = "num::opt", default)]
+    pub best_loss: Option<f64>,
+    pub best_step: Option<u64>,
+    /// A loss came in NaN or infinite.
+    pub loss_non_finite: bool,
+    /// Latest value of every metric, by name.
+    #[serde(with = "num::map", default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Checkpoints, oldest first (at most [`MAX_CHECKPOINTS`]).
+    pub checkpoints: Vec<Checkpoint>,
+    /// The checkpoint last loaded.
+    pub loaded_checkpoint: Option<String>,
+    pub last_error: Option<LastError>,
+    /// `training_start.config`.
+    pub config: Map<String, Value>,
+    /// Latest `system` event's fields.
+    pub system: Option<Map<String, Value>>,
+    /// Trainer time of training_start (or the first event).
+    #[serde(with = "num::opt", default)]
+    pub started_at: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub ended_at: Option<f64>,
+    /// Trainer time of the latest event.
+    #[serde(with = "num::opt", default)]
+    pub last_event_at: Option<f64>,
+    /// Id of the latest event applied.
+    pub last_id: u64,
+    /// Events applied.
+    pub event_count: u64,
+    /// batch_end events applied.
+    pub batch_count: u64,
+    #[serde(skip)]
+    epoch_loss_sum: f64,
+    #[serde(skip)]
+    epoch_loss_n: u64,
+}
+
+/// The part of a [`RunState`] a runs list needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunSummary {
+    pub run: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub current_epoch: u64,
+    pub total_epochs: Option<u64>,
+    pub current_batch: u64,
+    pub total_batches: Option<u64>,
+    pub step: u64,
+    #[serde(with = "num::opt", default)]
+    pub current_loss: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub best_loss: Option<f64>,
+    pub loss_non_finite: bool,
+    #[serde(with = "num::opt", default)]
+    pub started_at: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub ended_at: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub last_event_at: Option<f64>,
+    pub last_id: u64,
+    pub event_count: u64,
+}
+
+impl RunState {
+    /// An empty state for run `run`.
+    pub fn new(run: &str) -> Self {
+        RunState {
+            run: run.to_string(),
+            name: run.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Folds every event in order into a fresh state.
+    pub fn from_events<'a>(run: &str, events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut s = RunState::new(run);
+        for e in events {
+            s.apply(e);
+        }
+        s
+    }
+
+    /// The global step an event refers to: its own `step` when it has one, else the run's.
+    pub fn step_of(&self, e: &Event) -> u64 {
+        match &e.body {
+            EventBody::BatchEnd(b) => b.step.unwrap_or(self.step),
+            EventBody::MetricUpdate(m) => m.step.unwrap_or(self.step),
+            EventBody::CheckpointSaved(c) => c.step.unwrap_or(self.step),
+            _ => self.step,
+        }
+    }
+
+    /// Applies one event. Events must come in id order; the reducer never fails.
+    pub fn apply(&mut self, e: &Event) {
+        self.event_count += 1;
+        if let Some(id) = e.id {
+            self.last_id = self.last_id.max(id);
+        }
+        let t = e.timestamp();
+        if t.is_some() {
+            self.last_event_at = t;
+        }
+        if self.started_at.is_none() {
+            self.started_at = t;
+        }
+        match &e.body {
+            EventBody::TrainingStart(b) => {
+                self.status = RunStatus::Running;
+                self.is_training = true;
+                self.started_at = t.or(self.started_at);
+                self.ended_at = None;
+                if b.total_epochs.is_some() {
+                    self.total_epochs = b.total_epochs;
+                }
+                if b.total_batches.is_some() {
+                    self.total_batches = b.total_batches;
+                }
+                if let Some(cfg) = &b.config {
+                    self.config = cfg.clone();
+                }
+                if let Some(name) = &b.name {
+                    self.name = name.clone();
+                }
+            }
+            EventBody::TrainingEnd(b) => {
+                self.is_training = false;
+                self.ended_at = t;
+                self.status = match b.status.as_deref() {
+                    Some("failed") => RunStatus::Failed,
+                    Some("stopped") => RunStatus::Stopped,
+                    _ => RunStatus::Completed,
+                };
+            }
+            EventBody::EpochStart(b) => {
+                self.mark_running();
+                if let Some(ep) = b.epoch {
+                    self.current_epoch = ep;
+                }
+                if b.total_epochs.is_some() {
+                    self.total_epochs = b.total_epochs;
+                }
+                self.current_batch = 0;
+                self.epoch_loss_sum = 0.0;
+                self.epoch_loss_n = 0;
+            }
+            EventBody::EpochEnd(b) => {
+                if let Some(ep) = b.epoch {
+                    self.current_epoch = ep;
+                }
+                if let Some(m) = &b.metrics {
+                    self.merge_metrics(m);
+                }
+            }
+            EventBody::BatchStart(b) => {
+                self.mark_running();
+                if let Some(ep) = b.epoch {
+                    self.current_epoch = ep;
+                }
+                if let Some(i) = b.batch_idx {
+                    self.current_batch = i;
+                }
+            }
+            EventBody::BatchEnd(b) => {
+                self.mark_running();
+                self.batch_count += 1;
+                self.step = b.step.unwrap_or(self.batch_count);
+                if let Some(ep) = b.epoch {
+                    self.current_epoch = ep;
+                }
+                if let Some(i) = b.batch_idx {
+                    self.current_batch = i;
+                }
+                if let Some(lr) = b.lr {
+                    self.learning_rate = Some(lr);
+                }
+                if let Some(loss) = b.loss {
+                    self.current_loss = Some(loss);
+                    if loss.is_finite() {
+                        self.epoch_loss_sum += loss;
+                        self.epoch_loss_n += 1;
+                        self.avg_loss = Some(self.epoch_loss_sum / self.epoch_loss_n as f64);
+                        if self.best_loss.is_none_or(|best| loss < best) {
+                            self.best_loss = Some(loss);
+                            self.best_step = Some(self.step);
+                        }
+                    } else {
+                        self.loss_non_finite = true;
+                    }
+                }
+                if let Some(m) = &b.metrics {
+                    self.merge_metrics(m);
+                }
+                for (k, v) in &b.extra {
+                    if let Some(x) = v.as_f64() {
+                        self.metrics.insert(k.clone(), x);
+                    }
+                }
+            }
+            EventBody::CheckpointSaved(c) => {
+                if let Some(path) = &c.checkpoint_path {
+                    self.checkpoints.push(Checkpoint {
+                        path: path.clone(),
+                        epoch: c.epoch,
+                        step: c.step.or(Some(self.step)),
+                        size_bytes: c.size_bytes,
+                        time: t,
+                        metrics: c.metrics.clone().unwrap_or_default(),
+                    });
+                    if self.checkpoints.len() > MAX_CHECKPOINTS {
+                        self.checkpoints.remove(0);
+                    }
+                }
+            }
+            EventBody::CheckpointLoaded(c) => {
+                self.loaded_checkpoint = c.checkpoint_path.clone();
+            }
+            EventBody::MetricUpdate(m) => {
+                if let (Some(name), Some(v)) = (&m.name, m.value) {
+                    self.metrics.insert(name.clone(), v);
+                }
+                if let Some(ms) = &m.metrics {
+                    self.merge_metrics(ms);
+                }
+            }
+            EventBody::ErrorOccurred(err) => {
+                let fatal = err.fatal.unwrap_or(false);
+                self.last_error = Some(LastError {
+                    message: err.message.clone().unwrap_or_default(),
+                    traceback: err.traceback.clone(),
+                    fatal,
+                    time: t,
+                });
+                if fatal {
+                    self.status = RunStatus::Failed;
+                    self.is_training = false;
+                }
+            }
+            EventBody::System(s) => {
+                let mut m = Map::new();
+                if let Some(c) = s.cpu_percent {
+                    m.insert("cpu_percent".into(), num::to_json(c));
+                }
+                if let Some(u) = s.mem_used_bytes {
+                    m.insert("mem_used_bytes".into(), u.into());
+                }
+                if let Some(u) = s.mem_total_bytes {
+                    m.insert("mem_total_bytes".into(), u.into());
+                }
+                if let Some(g) = &s.gpus {
+                    m.insert(
+                        "gpus".into(),
+                        Value::Array(g.iter().cloned().map(Value::Object).collect()),
+                    );
+                }
+                for (k, v) in &s.extra {
+                    m.insert(k.clone(), v.clone());
+                }
+                self.system = Some(m);
+            }
+            EventBody::Log(_) | EventBody::CommandAck(_) | EventBody::Custom { .. } => {}
+        }
+    }
+
+    fn mark_running(&mut self) {
+        if self.status == RunStatus::Pending {
+            self.status = RunStatus::Running;
+            self.is_training = true;
+        }
+    }
+
+    fn merge_metrics(&mut self, m: &BTreeMap<String, f64>) {
+        for (k, v) in m {
+            self.metrics.insert(k.clone(), *v);
+        }
+    }
+
+    /// The runs-list view of this state.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            run: self.run.clone(),
+            name: self.name.clone(),
+            status: self.status,
+            current_epoch: self.current_epoch,
+            total_epochs: self.total_epochs,
+            current_batch: self.current_batch,
+            total_batches: self.total_batches,
+            step: self.step,
+            current_loss: self.current_loss,
+            best_loss: self.best_loss,
+            loss_non_finite: self.loss_non_finite,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            last_event_at: self.last_event_at,
+            last_id: self.last_id,
+            event_count: self.event_count,
+        }
+    }
+
+    /// The best checkpoint: lowest `loss`/`val_loss` metric if any carry one, else the newest.
+    pub fn best_checkpoint(&self) -> Option<&Checkpoint> {
+        let key = |c: &Checkpoint| {
+            ["val_loss", "val/loss", "loss"]
+                .iter()
+                .find_map(|k| c.metrics.get(*k).copied())
+                .filter(|x| x.is_finite())
+        };
+        self.checkpoints
+            .iter()
+            .filter_map(|c| key(c).map(|k| (k, c)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c)
+            .or(self.checkpoints.last())
+    }
+}
