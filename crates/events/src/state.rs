@@ -131,9 +131,10 @@ pub struct RunState {
     pub event_count: u64,
     /// batch_end events applied.
     pub batch_count: u64,
-    #[serde(skip)]
+    /// Running sum and count behind `avg_loss` (kept so a restored state continues the epoch).
+    #[serde(with = "num::float", default)]
     epoch_loss_sum: f64,
-    #[serde(skip)]
+    #[serde(default)]
     epoch_loss_n: u64,
 }
 

@@ -1,0 +1,329 @@
+//! # stepwatch-client — the Rust trainer SDK
+//!
+//! [`Client::emit`] hands an event to a bounded queue and returns at once; a
+//! background thread sends queued events to the relay in NDJSON batches, with a
+//! `src` id and increasing `seq` so a retried batch is stored once. When the relay is
+//! unreachable the thread retries with capped, jittered exponential backoff; when the
+//! queue is full an emit is dropped and counted ([`Client::dropped`]) rather than
+//! waiting. The training thread is never blocked and never sees an error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use stepwatch_events::event::{
+    BatchEnd, CheckpointSaved, EpochEnd, EpochStart, Log, TrainingEnd, TrainingStart,
+};
+use stepwatch_events::{Event, EventBody};
+
+/// Events the queue holds before emits are dropped.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
+/// Most events sent in one request.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+/// How long the sender waits to fill a batch.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+/// Backoff bounds while the relay is unreachable.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Event(Event),
+    Flush(SyncSender<()>),
+    Close,
+}
+
+/// Counters shared with the sender thread.
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    sent: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A connection to a relay for one run.
+pub struct Client {
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
+    src: String,
+    seq: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    d.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
+}
+
+impl Client {
+    /// Starts sending events for `run` to the relay at `url` (e.g. `http://127.0.0.1:8080`).
+    pub fn connect(url: &str, run: &str) -> Client {
+        Self::with_capacity(url, run, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// As [`Client::connect`], with a queue of `capacity` events.
+    pub fn with_capacity(url: &str, run: &str, capacity: usize) -> Client {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let endpoint = format!("{}/api/runs/{}/events", url.trim_end_matches('/'), run);
+        let c2 = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("stepwatch-sender-{run}"))
+            .spawn(move || sender_loop(&endpoint, &rx, &c2))
+            .ok();
+        let src = format!(
+            "rs-{}-{:x}",
+            std::process::id(),
+            (now() * 1e6) as u64 ^ (run.len() as u64) << 48
+        );
+        Client {
+            tx,
+            counters,
+            src,
+            seq: AtomicU64::new(0),
+            thread,
+        }
+    }
+
+    /// Queues one event; never blocks, never fails (a full queue drops and counts it).
+    pub fn emit(&self, body: EventBody) {
+        let mut e = Event::new(body);
+        e.time = Some(now());
+        e.src = Some(self.src.clone());
+        e.seq = Some(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
+        match self.tx.try_send(Msg::Event(e)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events the relay has acknowledged.
+    pub fn sent(&self) -> u64 {
+        self.counters.sent.load(Ordering::Relaxed)
+    }
+
+    /// Events the relay refused as invalid (4xx); they are not retried.
+    pub fn rejected(&self) -> u64 {
+        self.counters.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` until everything emitted so far is acknowledged.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+
+    /// Flushes (bounded by `timeout`) and stops the sender thread.
+    pub fn close(mut self, timeout: Duration) -> bool {
+        let ok = self.flush(timeout);
+        let _ = self.tx.try_send(Msg::Close);
+        if ok {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+        ok
+    }
+
+    /// `training_start`.
+    pub fn training_start(
+        &self,
+        name: &str,
+        total_epochs: u64,
+        total_batches: u64,
+        config: serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.emit(EventBody::TrainingStart(TrainingStart {
+            name: Some(name.to_string()),
+            total_epochs: Some(total_epochs),
+            total_batches: Some(total_batches),
+            config: Some(config),
+            ..Default::default()
+        }));
+    }
+
+    /// `training_end` with status `completed`, `failed` or `stopped`.
+    pub fn training_end(&self, status: &str) {
+        self.emit(EventBody::TrainingEnd(TrainingEnd {
+            status: Some(status.to_string()),
+            ..Default::default()
+        }));
+    }
+
+    /// `epoch_start`.
+    pub fn epoch_start(&self, epoch: u64, total_epochs: u64) {
+        self.emit(EventBody::EpochStart(EpochStart {
+            epoch: Some(epoch),
+            total_epochs: Some(total_epochs),
+            ..Default::default()
+        }));
+    }
+
+    /// `epoch_end` with summary metrics.
+    pub fn epoch_end(&self, epoch: u64, metrics: stepwatch_events::event::Metrics) {
+        self.emit(EventBody::EpochEnd(EpochEnd {
+            epoch: Some(epoch),
+            metrics: Some(metrics),
+            ..Default::default()
+        }));
+    }
+
+    /// `batch_end` with loss and learning rate.
+    pub fn batch_end(&self, epoch: u64, batch_idx: u64, step: u64, loss: f64, lr: f64) {
+        self.emit(EventBody::BatchEnd(BatchEnd {
+            epoch: Some(epoch),
+            batch_idx: Some(batch_idx),
+            step: Some(step),
+            loss: Some(loss),
+            lr: Some(lr),
+            ..Default::default()
+        }));
+    }
+
+    /// `checkpoint_saved`.
+    pub fn checkpoint_saved(
+        &self,
+        path: &str,
+        epoch: u64,
+        step: u64,
+        size_bytes: u64,
+        metrics: stepwatch_events::event::Metrics,
+    ) {
+        self.emit(EventBody::CheckpointSaved(CheckpointSaved {
+            checkpoint_path: Some(path.to_string()),
+            epoch: Some(epoch),
+            step: Some(step),
+            size_bytes: Some(size_bytes),
+            metrics: Some(metrics),
+            ..Default::default()
+        }));
+    }
+
+    /// `log`.
+    pub fn log(&self, level: &str, message: &str) {
+        self.emit(EventBody::Log(Log {
+            level: Some(level.to_string()),
+            message: Some(message.to_string()),
+            logger: Some("trainer".to_string()),
+            ..Default::default()
+        }));
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.tx.try_send(Msg::Close);
+    }
+}
+
+enum Outcome {
+    Sent,
+    Rejected,
+    Retry,
+}
+
+fn post(agent: &ureq::Agent, endpoint: &str, batch: &[Event]) -> Outcome {
+    let mut body = String::new();
+    for e in batch {
+        body.push_str(&e.to_json());
+        body.push('\n');
+    }
+    match agent
+        .post(endpoint)
+        .set("Content-Type", "application/x-ndjson")
+        .send_string(&body)
+    {
+        Ok(_) => Outcome::Sent,
+        Err(ureq::Error::Status(code, _)) if (400..500).contains(&code) && code != 429 => {
+            Outcome::Rejected
+        }
+        Err(_) => Outcome::Retry,
+    }
+}
+
+fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut batch: Vec<Event> = Vec::new();
+    let mut waiters: Vec<SyncSender<()>> = Vec::new();
+    let mut closing = false;
+    loop {
+        // Gather a batch: block for the first message, then linger briefly.
+        if batch.is_empty() && waiters.is_empty() {
+            match rx.recv() {
+                Ok(Msg::Event(e)) => batch.push(e),
+                Ok(Msg::Flush(w)) => waiters.push(w),
+                Ok(Msg::Close) | Err(_) => return,
+            }
+        }
+        let linger_until = Instant::now() + DEFAULT_LINGER;
+        while batch.len() < DEFAULT_MAX_BATCH && waiters.is_empty() && !closing {
+            let left = linger_until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Msg::Event(e)) => batch.push(e),
+                Ok(Msg::Flush(w)) => waiters.push(w),
+                Ok(Msg::Close) => closing = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => closing = true,
+            }
+        }
+        let mut backoff = MIN_BACKOFF;
+        while !batch.is_empty() {
+            match post(&agent, endpoint, &batch) {
+                Outcome::Sent => {
+                    counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
+                Outcome::Rejected => {
+                    counters
+                        .rejected
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
+                Outcome::Retry => {
+                    std::thread::sleep(jitter(backoff));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        for w in waiters.drain(..) {
+            let _ = w.try_send(());
+        }
+        if closing {
+            return;
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `stepwatch demo`: simulated trainers with noisy, decaying loss, a warm-up and
+//! cosine LR schedule, epochs, checkpoints, system samples and the odd log line,
+//! posting through the Rust SDK so a newcomer sees live charts at once.
+
+use rand::Rng;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stepwatch_client::Client;
+use stepwatch_events::event::{Metrics, System};
+use stepwatch_events::EventBody;
+
+/// One simulated run.
+struct Plan {
+    run: String,
+    name: &'static str,
+    epochs: u64,
+    batches: u64,
+    base_lr: f64,
+    floor: f64,
+    noise: f64,
+}
+
+/// Runs `runs` simulated trainers against the relay at `url`, each stepping every
+/// `step_ms` milliseconds. Runs forever when `repeat` is set (a finished run is
+/// followed by a new one), else returns when every run has ended.
+pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
+    let names = ["gpt2-small", "resnet50-imagenet", "vit-b16-cifar", "bert-base-mlm"];
+    let handles: Vec<_> = (0..runs.max(1))
+        .map(|i| {
+            let url = url.to_string();
+            let name = names[i % names.len()];
+            std::thread::spawn(move || {
+                let mut round = 0u64;
+                loop {
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let plan = Plan {
+                        run: format!("demo-{name}-{stamp}-{round}"),
+                        name,
+                        epochs: 5 + i as u64 * 2,
+                        batches: 200 + 100 * i as u64,
+                        base_lr: [3e-4, 1e-1, 1e-3, 5e-5][i % 4],
+                        floor: [1.9, 0.6, 0.35, 1.2][i % 4],
+                        noise: [0.08, 0.05, 0.12, 0.06][i % 4],
+                    };
+                    simulate(&url, &plan, step_ms);
+                    round += 1;
+                    if !repeat {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn simulate(url: &str, p: &Plan, step_ms: u64) {
+    let client = Client::connect(url, &p.run);
+    let mut rng = rand::thread_rng();
+    let mut config = serde_json::Map::new();
+    config.insert("model".into(), json!(p.name));
+    config.insert("optimizer".into(), json!("adamw"));
+    config.insert("learning_rate".into(), json!(p.base_lr));
+    config.insert("batch_size".into(), json!(32));
+    config.insert("warmup_steps".into(), json!(100));
+    config.insert("weight_decay".into(), json!(0.01));
+    client.training_start(p.name, p.epochs, p.batches, config);
+    client.log("info", &format!("starting {} for {} epochs", p.name, p.epochs));
+    let total = p.epochs * p.batches;
+    let mut step = 0u64;
+    let mut ema = 0.0;
+    for epoch in 1..=p.epochs {
+        client.epoch_start(epoch, p.epochs);
+        let mut sum = 0.0;
+        for b in 0..p.batches {
+            step += 1;
+            let progress = step as f64 / total as f64;
+            let warm = (step as f64 / 100.0).min(1.0);
+            let lr = p.base_lr * warm * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            let clean = p.floor + 4.5 * (-5.0 * progress).exp();
+            let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
+                + if rng.gen_bool(0.004) { clean * 0.6 } else { 0.0 })
+            .max(0.0);
+            ema = if step == 1 { loss } else { 0.98 * ema + 0.02 * loss };
+            sum += loss;
+            client.batch_end(epoch, b, step, loss, lr);
+            if step % 25 == 0 {
+                let mut gpu = serde_json::Map::new();
+                gpu.insert("index".into(), json!(0));
+                gpu.insert("name".into(), json!("Simulated GPU"));
+                gpu.insert("util_percent".into(), json!(rng.gen_range(85.0..99.0)));
+                gpu.insert("mem_used_bytes".into(), json!(61_000_000_000u64));
+                gpu.insert("mem_total_bytes".into(), json!(80_000_000_000u64));
+                gpu.insert("temperature_c".into(), json!(rng.gen_range(58.0..72.0)));
+                client.emit(EventBody::System(System {
+                    cpu_percent: Some(rng.gen_range(20.0..60.0)),
+                    mem_used_bytes: Some(12_000_000_000),
+                    mem_total_bytes: Some(64_000_000_000),
+                    gpus: Some(vec![gpu]),
+                    ..Default::default()
+                }));
+            }
+            if rng.gen_bool(0.003) {
+                client.log("warning", &format!("gradient norm clipped at step {step}"));
+            }
+            std::thread::sleep(Duration::from_millis(step_ms));
+        }
+        let avg = sum / p.batches as f64;
+        let val = ema * (1.02 + 0.03 * rng.gen::<f64>());
+        let mut metrics: Metrics = BTreeMap::new();
+        metrics.insert("avg_loss".into(), avg);
+        metrics.insert("val_loss".into(), val);
+        client.epoch_end(epoch, metrics.clone());
+        client.checkpoint_saved(
+            &format!("./checkpoints/{}/epoch{epoch}_step{step}.pt", p.name),
+            epoch,
+            step,
+            rng.gen_range(400_000_000..2_600_000_000),
+            metrics,
+        );
+        client.log(
+            "info",
+            &format!("epoch {epoch}/{}: avg_loss {avg:.4}, val_loss {val:.4}", p.epochs),
+        );
+    }
+    client.training_end("completed");
+    client.close(Duration::from_secs(5));
+}

@@ -1,0 +1,526 @@
+//! The HTTP API: ingest, reads, SSE streams, health and metrics. Only this layer
+//! knows HTTP; storage and fan-out know nothing of it.
+
+use crate::hub::Hub;
+use crate::store::{Storage, StoredEvent};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use stepwatch_events::{is_valid_run_id, parse_batch};
+use tokio::sync::{broadcast, mpsc};
+
+/// Largest request body accepted by the ingest endpoint.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Events sent per storage read while a stream replays its backlog.
+pub const REPLAY_PAGE: usize = 1000;
+/// Interval of SSE keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default and largest `limit` of `GET /api/runs/{run}/events`.
+pub const DEFAULT_EVENTS_LIMIT: usize = 1000;
+pub const MAX_EVENTS_LIMIT: usize = 100_000;
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub store: Arc<dyn Storage>,
+    pub hub: Arc<Hub>,
+    pub max_body: usize,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Storage>, max_body: usize) -> Self {
+        AppState {
+            store,
+            hub: Arc::new(Hub::default()),
+            max_body,
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+}
+
+type Data = web::Data<AppState>;
+
+fn error(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": msg.into() }))
+}
+
+fn check_run(run: &str) -> Result<(), HttpResponse> {
+    if is_valid_run_id(run) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid run id {:?}: run ids match [A-Za-z0-9._-]{{1,128}}",
+                truncate(run, 160)
+            ),
+        ))
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Wires the API routes into an actix app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api")
+                .route("/runs", web::get().to(list_runs))
+                .route("/stream", web::get().to(summary_stream))
+                .route("/runs/{run}", web::get().to(get_run))
+                .route("/runs/{run}/events", web::post().to(post_events))
+                .route("/runs/{run}/events", web::get().to(get_events))
+                .route("/runs/{run}/stream", web::get().to(run_stream))
+                .default_service(web::to(|req: HttpRequest| async move {
+                    error(
+                        StatusCode::NOT_FOUND,
+                        format!("no API endpoint {} {}", req.method(), req.path()),
+                    )
+                })),
+        );
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn metrics(data: Data) -> HttpResponse {
+    let body = format!(
+        "# HELP stepwatch_events_accepted_total Events stored since start.\n\
+         # TYPE stepwatch_events_accepted_total counter\n\
+         stepwatch_events_accepted_total {}\n\
+         # HELP stepwatch_events_duplicate_total Retried events recognised by (src, seq) and not stored again.\n\
+         # TYPE stepwatch_events_duplicate_total counter\n\
+         stepwatch_events_duplicate_total {}\n\
+         # HELP stepwatch_requests_rejected_total Ingest requests refused with a 4xx.\n\
+         # TYPE stepwatch_requests_rejected_total counter\n\
+         stepwatch_requests_rejected_total {}\n\
+         # HELP stepwatch_events_stored Events in storage.\n\
+         # TYPE stepwatch_events_stored gauge\n\
+         stepwatch_events_stored {}\n\
+         # HELP stepwatch_runs Runs in storage.\n\
+         # TYPE stepwatch_runs gauge\n\
+         stepwatch_runs {}\n\
+         # HELP stepwatch_sse_streams Open SSE streams.\n\
+         # TYPE stepwatch_sse_streams gauge\n\
+         stepwatch_sse_streams {}\n\
+         # HELP stepwatch_sse_cut_off_total Subscribers cut off for falling behind.\n\
+         # TYPE stepwatch_sse_cut_off_total counter\n\
+         stepwatch_sse_cut_off_total {}\n",
+        data.accepted.load(Ordering::Relaxed),
+        data.duplicates.load(Ordering::Relaxed),
+        data.rejected.load(Ordering::Relaxed),
+        data.store.event_total(),
+        data.store.runs().len(),
+        data.hub.open_streams.load(Ordering::Relaxed),
+        data.hub.cut_off.load(Ordering::Relaxed),
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}
+
+async fn list_runs(data: Data) -> HttpResponse {
+    HttpResponse::Ok().json(data.store.runs())
+}
+
+async fn get_run(data: Data, path: web::Path<String>) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        return r;
+    }
+    match data.store.state(&run) {
+        Some(state) => HttpResponse::Ok().json(&*state),
+        None => error(StatusCode::NOT_FOUND, format!("no run {run:?}")),
+    }
+}
+
+async fn post_events(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        data.rejected.fetch_add(1, Ordering::Relaxed);
+        return r;
+    }
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body over the limit of {} bytes: send smaller batches",
+                data.max_body
+            ),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > data.max_body {
+            data.rejected.fetch_add(1, Ordering::Relaxed);
+            return too_big();
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(c) => {
+                if body.len() + c.len() > data.max_body {
+                    data.rejected.fetch_add(1, Ordering::Relaxed);
+                    return too_big();
+                }
+                body.extend_from_slice(&c);
+            }
+            Err(e) => {
+                data.rejected.fetch_add(1, Ordering::Relaxed);
+                return error(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}"));
+            }
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        data.rejected.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::BAD_REQUEST, "request body is not UTF-8");
+    };
+    if text.trim().is_empty() {
+        data.rejected.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send one event object, a JSON array of events, or NDJSON",
+        );
+    }
+    let ndjson = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl"));
+    let events = match parse_batch(text, ndjson) {
+        Ok(events) if events.is_empty() => {
+            data.rejected.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, "the batch holds no events");
+        }
+        Ok(events) => events,
+        Err(e) => {
+            data.rejected.fetch_add(1, Ordering::Relaxed);
+            let mut body = json!({ "error": e.to_string(), "index": e.index });
+            if let Some(field) = e.error.field() {
+                body["field"] = json!(field);
+            }
+            return HttpResponse::BadRequest().json(body);
+        }
+    };
+    let store = data.store.clone();
+    let hub = data.hub.clone();
+    let run2 = run.clone();
+    let result = web::block(move || store.append(&run2, events, now(), &|c| hub.publish(c))).await;
+    match result {
+        Ok(Ok(c)) => {
+            data.accepted.fetch_add(c.accepted as u64, Ordering::Relaxed);
+            data.duplicates
+                .fetch_add(c.duplicates as u64, Ordering::Relaxed);
+            HttpResponse::Ok().json(json!({
+                "accepted": c.accepted,
+                "duplicates": c.duplicates,
+                "last_id": c.last_id,
+            }))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(run = %run, error = %e, "ingest failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("ingest worker failed: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    event: Option<String>,
+}
+
+fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, HttpResponse> {
+    let Some(list) = event.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !stepwatch_events::is_valid_event_name(n))
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid event name {bad:?} in `event`: names match [a-z0-9_.-]{{1,64}}"),
+        ));
+    }
+    Ok(Some(names))
+}
+
+async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQuery>) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    if limit == 0 || limit > MAX_EVENTS_LIMIT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`limit` must be between 1 and {MAX_EVENTS_LIMIT}"),
+        );
+    }
+    let names = match name_filter(q.event.as_deref()) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    if data.store.state(&run).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
+    }
+    let store = data.store.clone();
+    let after = q.after.unwrap_or(0);
+    match web::block(move || store.events(&run, after, limit, names.as_deref())).await {
+        Ok(Ok(events)) => {
+            let mut body = String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
+            body.push('[');
+            for (i, e) in events.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&e.json);
+            }
+            body.push(']');
+            HttpResponse::Ok().content_type("application/json").body(body)
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn sse_event(e: &StoredEvent) -> Bytes {
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.name, e.json))
+}
+
+fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // Never compress a stream: a gzip encoder would hold events back.
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")))
+        .streaming(stream)
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<u64>,
+}
+
+/// Counts an open stream for as long as it lives.
+struct StreamGuard(Arc<Hub>);
+impl StreamGuard {
+    fn new(hub: Arc<Hub>) -> Self {
+        hub.open_streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(hub)
+    }
+}
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run_stream(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<StreamQuery>,
+) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        return r;
+    }
+    let header_id = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().parse::<u64>());
+    let after = match header_id {
+        Some(Ok(id)) => id,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be a non-negative integer event id",
+            )
+        }
+        None => q.after.unwrap_or(0),
+    };
+    // Subscribe before reading the backlog, so nothing committed in between is missed.
+    let live = data.hub.subscribe_run(&run);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let store = data.store.clone();
+    let guard = StreamGuard::new(data.hub.clone());
+    actix_web::rt::spawn(async move {
+        let _guard = guard;
+        let hub = _guard.0.clone();
+        if stream_run(store, &run, after, live, tx).await == StreamEnd::CutOff {
+            hub.note_cut_off();
+        }
+    });
+    sse_response(rx)
+}
+
+#[derive(PartialEq)]
+enum StreamEnd {
+    ClientGone,
+    CutOff,
+    StorageFailed,
+}
+
+async fn replay(
+    store: &Arc<dyn Storage>,
+    run: &str,
+    last: &mut u64,
+    upto: Option<u64>,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), StreamEnd> {
+    loop {
+        let s = store.clone();
+        let r = run.to_string();
+        let after = *last;
+        let page = match web::block(move || s.events(&r, after, REPLAY_PAGE, None)).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(StreamEnd::StorageFailed),
+        };
+        let n = page.len();
+        for e in page {
+            if upto.is_some_and(|u| e.id > u) {
+                return Ok(());
+            }
+            tx.send(sse_event(&e)).await.map_err(|_| StreamEnd::ClientGone)?;
+            *last = e.id;
+        }
+        if n < REPLAY_PAGE || upto.is_some_and(|u| *last >= u) {
+            return Ok(());
+        }
+    }
+}
+
+async fn stream_run(
+    store: Arc<dyn Storage>,
+    run: &str,
+    after: u64,
+    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    tx: mpsc::Sender<Bytes>,
+) -> StreamEnd {
+    if tx.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+        return StreamEnd::ClientGone;
+    }
+    let mut last = after;
+    if let Err(end) = replay(&store, run, &mut last, None, &tx).await {
+        return end;
+    }
+    let mut ticker = tokio::time::interval(KEEP_ALIVE);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            msg = live.recv() => match msg {
+                Ok(e) => {
+                    if e.id <= last {
+                        continue;
+                    }
+                    if e.id > last + 1 {
+                        // Fill a gap from storage, then carry on live.
+                        if let Err(end) = replay(&store, run, &mut last, Some(e.id - 1), &tx).await {
+                            return end;
+                        }
+                    }
+                    if tx.send(sse_event(&e)).await.is_err() {
+                        return StreamEnd::ClientGone;
+                    }
+                    last = e.id;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return StreamEnd::CutOff,
+                Err(broadcast::error::RecvError::Closed) => return StreamEnd::ClientGone,
+            },
+            _ = ticker.tick() => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return StreamEnd::ClientGone;
+                }
+            }
+            _ = tx.closed() => return StreamEnd::ClientGone,
+        }
+    }
+}
+
+async fn summary_stream(data: Data) -> HttpResponse {
+    let mut live = data.hub.subscribe_summaries();
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let initial = data.store.runs();
+    let guard = StreamGuard::new(data.hub.clone());
+    actix_web::rt::spawn(async move {
+        let _guard = guard;
+        let send = |s: &stepwatch_events::RunSummary| {
+            Bytes::from(format!(
+                "event: run\ndata: {}\n\n",
+                serde_json::to_string(s).unwrap_or_default()
+            ))
+        };
+        if tx.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+            return;
+        }
+        for s in &initial {
+            if tx.send(send(s)).await.is_err() {
+                return;
+            }
+        }
+        if tx.send(Bytes::from_static(b"event: ready\ndata: {}\n\n")).await.is_err() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(KEEP_ALIVE);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = live.recv() => match msg {
+                    Ok(s) => if tx.send(send(&s)).await.is_err() { return },
+                    Err(broadcast::error::RecvError::Lagged(_)) => { _guard.0.note_cut_off(); return }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick() => {
+                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    sse_response(rx)
+}

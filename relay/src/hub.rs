@@ -1,0 +1,77 @@
+//! Fan-out: one broadcast channel per run for its events, one for run summaries.
+//!
+//! Publishing never waits: `tokio::sync::broadcast` overwrites the oldest message
+//! for a subscriber that falls behind, who then sees `Lagged` and is cut off (it
+//! reconnects with Last-Event-ID and catches up from storage).
+
+use crate::store::{Committed, StoredEvent};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use stepwatch_events::RunSummary;
+use tokio::sync::broadcast;
+
+/// Messages a run subscriber can fall behind by before it is cut off.
+pub const RUN_CHANNEL_CAPACITY: usize = 4096;
+/// Summaries a runs-list subscriber can fall behind by before it is cut off.
+pub const SUMMARY_CHANNEL_CAPACITY: usize = 1024;
+
+/// The fan-out hub shared by ingest and every stream.
+pub struct Hub {
+    runs: Mutex<HashMap<String, broadcast::Sender<Arc<StoredEvent>>>>,
+    summaries: broadcast::Sender<Arc<RunSummary>>,
+    /// Subscribers cut off for falling behind, since start.
+    pub cut_off: AtomicU64,
+    /// Streams open now.
+    pub open_streams: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            runs: Mutex::new(HashMap::new()),
+            summaries: broadcast::channel(SUMMARY_CHANNEL_CAPACITY).0,
+            cut_off: AtomicU64::new(0),
+            open_streams: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Hub {
+    /// Subscribes to a run's live events (call before reading the backlog from storage).
+    pub fn subscribe_run(&self, run: &str) -> broadcast::Receiver<Arc<StoredEvent>> {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.entry(run.to_string())
+            .or_insert_with(|| broadcast::channel(RUN_CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Subscribes to run summaries.
+    pub fn subscribe_summaries(&self) -> broadcast::Receiver<Arc<RunSummary>> {
+        self.summaries.subscribe()
+    }
+
+    /// Publishes a committed batch; never blocks.
+    pub fn publish(&self, c: &Committed) {
+        if c.events.is_empty() {
+            return;
+        }
+        {
+            let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = runs.get(&c.run) {
+                for e in &c.events {
+                    if tx.send(e.clone()).is_err() {
+                        // No subscriber left: forget the channel.
+                        runs.remove(&c.run);
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = self.summaries.send(Arc::new(c.state.summary()));
+    }
+
+    pub fn note_cut_off(&self) {
+        self.cut_off.fetch_add(1, Ordering::Relaxed);
+    }
+}

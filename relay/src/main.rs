@@ -1,0 +1,101 @@
+//! The `stepwatch` binary: `serve` the relay (and dashboard), or run the `demo` trainers.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use stepwatch_relay::{http, store::SyncLevel, ServeOptions};
+
+#[derive(Parser)]
+#[command(name = "stepwatch", version, about = "Live monitor and control panel for training runs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the relay: store events, stream them, serve the dashboard.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "STEPWATCH_BIND")]
+        bind: SocketAddr,
+        /// Where the SQLite database lives.
+        #[arg(long, default_value = "./stepwatch-data", env = "STEPWATCH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The built dashboard (trunk's output).
+        #[arg(long, default_value = "dist", env = "STEPWATCH_DIST")]
+        dist: PathBuf,
+        /// Origin allowed to call the API from a browser (repeatable; `*` for any).
+        #[arg(long = "allow-origin")]
+        allow_origin: Vec<String>,
+        /// SQLite durability: `normal` survives a relay crash, `full` also power loss.
+        #[arg(long, value_enum, default_value = "normal")]
+        sync: SyncLevel,
+        /// Largest ingest request body in bytes.
+        #[arg(long, default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
+        max_body: usize,
+        /// Also run the demo trainers against this relay.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run simulated trainers against a relay.
+    Demo {
+        /// The relay's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEPWATCH_URL")]
+        url: String,
+        /// How many runs at once.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Milliseconds between steps.
+        #[arg(long, default_value_t = 50)]
+        step_ms: u64,
+        /// Start a new run when one finishes, forever.
+        #[arg(long)]
+        repeat: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve {
+            bind,
+            data_dir,
+            dist,
+            allow_origin,
+            sync,
+            max_body,
+            demo,
+        } => {
+            if demo {
+                let url = format!("http://{bind}");
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    stepwatch_relay::demo::run_demo(&url, 3, 50, true);
+                });
+            }
+            actix_web::rt::System::new().block_on(stepwatch_relay::serve(ServeOptions {
+                bind,
+                data_dir,
+                dist,
+                allow_origins: allow_origin,
+                sync,
+                max_body,
+            }))
+        }
+        Cmd::Demo {
+            url,
+            runs,
+            step_ms,
+            repeat,
+        } => {
+            stepwatch_relay::demo::run_demo(&url, runs, step_ms, repeat);
+            Ok(())
+        }
+    }
+}

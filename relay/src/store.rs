@@ -1,0 +1,344 @@
+//! Durable storage of runs and events.
+//!
+//! [`Storage`] is what the HTTP layer sees; [`SqliteStore`] is the embedded default
+//! (one file, WAL journal). Invariants:
+//! - per run, ids are 1, 2, 3 … with no gaps, assigned under one writer lock;
+//! - a batch is stored whole or not at all (one transaction);
+//! - an event with `(src, seq)` already stored for the run is counted as a duplicate
+//!   and not stored again;
+//! - `on_commit` runs after the commit and before the writer lock is released, so
+//!   subscribers see batches in id order.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use stepwatch_events::{Event, RunState, RunSummary};
+
+/// An event as stored: its id, its name and its wire JSON (with `id` and `received`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: u64,
+    pub name: String,
+    pub json: String,
+}
+
+/// What one committed batch produced.
+#[derive(Debug)]
+pub struct Committed {
+    pub run: String,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub last_id: u64,
+    pub events: Vec<Arc<StoredEvent>>,
+    pub state: Arc<RunState>,
+}
+
+/// Storage failures. The HTTP layer answers 503 for these: the client should retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+    #[error("storage lock poisoned")]
+    Poisoned,
+}
+
+/// The storage the relay runs on.
+pub trait Storage: Send + Sync + 'static {
+    /// Stores `events` for `run` in one transaction; calls `on_commit` once committed,
+    /// before the next append can start.
+    fn append(
+        &self,
+        run: &str,
+        events: Vec<Event>,
+        received: f64,
+        on_commit: &dyn Fn(&Committed),
+    ) -> Result<Committed, StoreError>;
+    /// Events with id > `after`, oldest first, at most `limit`, optionally only these names.
+    fn events(
+        &self,
+        run: &str,
+        after: u64,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The run's current state, if the run exists.
+    fn state(&self, run: &str) -> Option<Arc<RunState>>;
+    /// Every run's summary, newest first.
+    fn runs(&self) -> Vec<RunSummary>;
+    /// Total events stored.
+    fn event_total(&self) -> u64;
+}
+
+/// How hard SQLite syncs to disk on commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncLevel {
+    /// WAL + synchronous=NORMAL: survives a crash of the relay (kill -9); the last
+    /// commits may be lost on power loss or an OS crash.
+    Normal,
+    /// WAL + synchronous=FULL: survives power loss too, at a cost in ingest speed.
+    Full,
+}
+
+struct Writer {
+    conn: Connection,
+}
+
+/// SQLite storage in `<data-dir>/stepwatch.db`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    states: RwLock<HashMap<String, Arc<RunState>>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run     TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    state   TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    run  TEXT NOT NULL,
+    id   INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    src  TEXT,
+    seq  INTEGER,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_src_seq ON events (run, src, seq)
+    WHERE src IS NOT NULL AND seq IS NOT NULL;
+";
+
+impl SqliteStore {
+    /// Opens (creating when needed) the database in `dir`.
+    pub fn open(dir: &Path, sync: SyncLevel) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Corrupt(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("stepwatch.db");
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncLevel::Normal => "NORMAL",
+                SyncLevel::Full => "FULL",
+            },
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let mut states = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT run, state FROM runs")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (run, json) = row?;
+                let state: RunState = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
+                states.insert(run, Arc::new(state));
+            }
+        }
+        let total: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Writer { conn }),
+            readers: Mutex::new(Vec::new()),
+            states: RwLock::new(states),
+            total: std::sync::atomic::AtomicU64::new(total as u64),
+        })
+    }
+
+    fn reader(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(c);
+            }
+        }
+    }
+}
+
+impl Storage for SqliteStore {
+    fn append(
+        &self,
+        run: &str,
+        events: Vec<Event>,
+        received: f64,
+        on_commit: &dyn Fn(&Committed),
+    ) -> Result<Committed, StoreError> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut state = self
+            .states
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .get(run)
+            .map(|s| (**s).clone())
+            .unwrap_or_else(|| RunState::new(run));
+        let tx = w.conn.transaction()?;
+        let mut stored = Vec::with_capacity(events.len());
+        let mut duplicates = 0;
+        let mut seen_in_batch: HashSet<(String, u64)> = HashSet::new();
+        {
+            let mut dup_check =
+                tx.prepare_cached("SELECT 1 FROM events WHERE run = ?1 AND src = ?2 AND seq = ?3")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (run, id, name, src, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for mut event in events {
+                if let (Some(src), Some(seq)) = (&event.src, event.seq) {
+                    let key = (src.clone(), seq);
+                    let known = seen_in_batch.contains(&key)
+                        || dup_check
+                            .query_row(params![run, src, seq as i64], |_| Ok(()))
+                            .optional()?
+                            .is_some();
+                    if known {
+                        duplicates += 1;
+                        continue;
+                    }
+                    seen_in_batch.insert(key);
+                }
+                let id = state.last_id + 1;
+                event.id = Some(id);
+                event.received = Some(received);
+                if event.time.is_none() {
+                    event.time = Some(received);
+                }
+                let json = event.to_json();
+                insert.execute(params![
+                    run,
+                    id as i64,
+                    event.name(),
+                    event.src,
+                    event.seq.map(|s| s as i64),
+                    json
+                ])?;
+                state.apply(&event);
+                stored.push(Arc::new(StoredEvent {
+                    id,
+                    name: event.name().to_string(),
+                    json,
+                }));
+            }
+        }
+        if !stored.is_empty() {
+            let state_json = serde_json::to_string(&state)
+                .map_err(|e| StoreError::Corrupt(format!("state of {run}: {e}")))?;
+            tx.execute(
+                "INSERT INTO runs (run, last_id, state, created, updated) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(run) DO UPDATE SET last_id = ?2, state = ?3, updated = ?4",
+                params![run, state.last_id as i64, state_json, received],
+            )?;
+        }
+        tx.commit()?;
+        let state = Arc::new(state);
+        if !stored.is_empty() {
+            self.states
+                .write()
+                .map_err(|_| StoreError::Poisoned)?
+                .insert(run.to_string(), state.clone());
+            self.total
+                .fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let committed = Committed {
+            run: run.to_string(),
+            accepted: stored.len(),
+            duplicates,
+            last_id: state.last_id,
+            events: stored,
+            state,
+        };
+        on_commit(&committed);
+        drop(w);
+        Ok(committed)
+    }
+
+    fn events(
+        &self,
+        run: &str,
+        after: u64,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.reader()?;
+        let out = (|| {
+            let map = |r: &rusqlite::Row| {
+                Ok(StoredEvent {
+                    id: r.get::<_, i64>(0)? as u64,
+                    name: r.get(1)?,
+                    json: r.get(2)?,
+                })
+            };
+            let mut out = Vec::new();
+            match names {
+                None => {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT id, name, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    )?;
+                    for row in stmt.query_map(params![run, after as i64, limit as i64], map)? {
+                        out.push(row?);
+                    }
+                }
+                Some(names) => {
+                    let placeholders = vec!["?"; names.len()].join(",");
+                    let sql = format!(
+                        "SELECT id, name, data FROM events WHERE run = ? AND id > ? AND name IN ({placeholders}) ORDER BY id LIMIT ?"
+                    );
+                    let mut stmt = conn.prepare(&sql)?;
+                    let mut args: Vec<rusqlite::types::Value> =
+                        vec![run.to_string().into(), (after as i64).into()];
+                    args.extend(names.iter().map(|n| n.clone().into()));
+                    args.push((limit as i64).into());
+                    for row in stmt.query_map(rusqlite::params_from_iter(args), map)? {
+                        out.push(row?);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(out)
+        })();
+        self.give_back(conn);
+        out
+    }
+
+    fn state(&self, run: &str) -> Option<Arc<RunState>> {
+        self.states.read().ok()?.get(run).cloned()
+    }
+
+    fn runs(&self) -> Vec<RunSummary> {
+        let mut out: Vec<RunSummary> = self
+            .states
+            .read()
+            .map(|m| m.values().map(|s| s.summary()).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| {
+            b.started_at
+                .unwrap_or(0.0)
+                .total_cmp(&a.started_at.unwrap_or(0.0))
+                .then_with(|| a.run.cmp(&b.run))
+        });
+        out
+    }
+
+    fn event_total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
