@@ -1,0 +1,165 @@
+//! Every string the dashboard shows, in English and Simplified Chinese, in one table.
+//! Views never hold literals: they call [`t`] with a [`Key`].
+
+use leptos::prelude::*;
+
+/// A UI language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// The BCP-47 tag for `<html lang>`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+
+    /// Picks the language from a browser tag such as `zh-CN` or `en-US`.
+    pub fn from_tag(tag: &str) -> Lang {
+        if tag.to_ascii_lowercase().starts_with("zh") {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+}
+
+macro_rules! strings {
+    ($( $key:ident => $en:expr, $zh:expr; )*) => {
+        /// A UI string's name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Key { $( $key, )* }
+
+        /// The text of `key` in `lang`.
+        pub fn text(lang: Lang, key: Key) -> &'static str {
+            match (lang, key) {
+                $( (Lang::En, Key::$key) => $en, (Lang::Zh, Key::$key) => $zh, )*
+            }
+        }
+
+        /// Every key, for completeness tests.
+        pub const ALL_KEYS: &[Key] = &[ $( Key::$key, )* ];
+    };
+}
+
+strings! {
+    AppTitle => "Stepwatch", "Stepwatch 训练监控";
+    Tagline => "Live training monitor", "实时训练监控";
+    Runs => "Runs", "训练任务";
+    AllRuns => "All runs", "全部任务";
+    NoRuns => "No runs yet. Point a trainer at this relay and its run appears here live.", "还没有训练任务。让训练程序连接到此中继,任务会实时出现在这里。";
+    NoRunsHint => "Python: stepwatch.connect(\"http://127.0.0.1:8080\", run=\"my-run\")", "Python: stepwatch.connect(\"http://127.0.0.1:8080\", run=\"my-run\")";
+    ColName => "Name", "名称";
+    ColStatus => "Status", "状态";
+    ColProgress => "Progress", "进度";
+    ColStep => "Step", "步数";
+    ColLoss => "Loss", "损失";
+    ColBestLoss => "Best loss", "最佳损失";
+    ColStarted => "Started", "开始时间";
+    ColDuration => "Duration", "时长";
+    Status => "Status", "状态";
+    Epoch => "Epoch", "轮次";
+    Batch => "Batch", "批次";
+    Loss => "Loss", "损失";
+    AvgLoss => "Avg loss", "平均损失";
+    BestLoss => "Best loss", "最佳损失";
+    LearningRate => "Learning rate", "学习率";
+    Step => "Step", "步数";
+    Elapsed => "Elapsed", "已用时间";
+    LossCurve => "Loss curve", "损失曲线";
+    NoPointsYet => "Waiting for batch_end events…", "等待 batch_end 事件…";
+    StatusPending => "pending", "等待中";
+    StatusRunning => "running", "运行中";
+    StatusPaused => "paused", "已暂停";
+    StatusCompleted => "completed", "已完成";
+    StatusFailed => "failed", "失败";
+    StatusStopped => "stopped", "已停止";
+    StatusStale => "stale", "无响应";
+    Live => "live", "实时";
+    Reconnecting => "reconnecting…", "正在重连…";
+    Connecting => "connecting…", "连接中…";
+    BackToRuns => "← Runs", "← 任务列表";
+    RunNotFound => "No such run yet: it appears as soon as its first event arrives.", "暂无此任务:收到第一个事件后即会出现。";
+    NonFiniteLoss => "Loss is not finite (NaN or infinity): the run may have diverged.", "损失值非有限(NaN 或无穷):训练可能已发散。";
+    LastError => "Error", "错误";
+    Checkpoints => "Recent checkpoints", "最近的检查点";
+    NoCheckpoints => "No checkpoints yet.", "还没有检查点。";
+    Best => "best", "最佳";
+    Config => "Training parameters", "训练参数";
+    Events => "events", "个事件";
+    Language => "Language", "语言";
+    Relay => "Relay", "中继";
+    SecondsAgo => "s ago", "秒前";
+    MinutesAgo => "min ago", "分钟前";
+    HoursAgo => "h ago", "小时前";
+    DaysAgo => "d ago", "天前";
+    JustNow => "just now", "刚刚";
+}
+
+/// The language in force, shared through context.
+#[derive(Clone, Copy)]
+pub struct I18n(pub RwSignal<Lang>);
+
+impl I18n {
+    /// Reactive lookup: re-renders when the language changes.
+    pub fn t(&self, key: Key) -> &'static str {
+        text(self.0.get(), key)
+    }
+}
+
+/// The i18n handle from context.
+pub fn use_i18n() -> I18n {
+    expect_context::<I18n>()
+}
+
+/// The browser's preferred language, unless the user chose one before.
+pub fn initial_lang() -> Lang {
+    let win = window();
+    if let Ok(Some(storage)) = win.local_storage() {
+        if let Ok(Some(saved)) = storage.get_item("stepwatch.lang") {
+            return Lang::from_tag(&saved);
+        }
+    }
+    win.navigator()
+        .language()
+        .map(|l| Lang::from_tag(&l))
+        .unwrap_or(Lang::En)
+}
+
+/// Remembers the user's choice and updates `<html lang>`.
+pub fn remember_lang(lang: Lang) {
+    let win = window();
+    if let Ok(Some(storage)) = win.local_storage() {
+        let _ = storage.set_item("stepwatch.lang", lang.tag());
+    }
+    if let Some(el) = win.document().and_then(|d| d.document_element()) {
+        let _ = el.set_attribute("lang", lang.tag());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_both_languages() {
+        for k in ALL_KEYS {
+            assert!(!text(Lang::En, *k).is_empty(), "{k:?} en");
+            assert!(!text(Lang::Zh, *k).is_empty(), "{k:?} zh");
+        }
+        assert_ne!(text(Lang::En, Key::Runs), text(Lang::Zh, Key::Runs));
+    }
+
+    #[test]
+    fn browser_tags_pick_a_language() {
+        assert_eq!(Lang::from_tag("zh-CN"), Lang::Zh);
+        assert_eq!(Lang::from_tag("zh-TW"), Lang::Zh);
+        assert_eq!(Lang::from_tag("en-US"), Lang::En);
+        assert_eq!(Lang::from_tag("de"), Lang::En);
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    stepwatch_frontend::start();
+}
