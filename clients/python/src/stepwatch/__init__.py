@@ -1,0 +1,57 @@
+"""Stepwatch trainer SDK.
+
+The seed's API, unchanged but for the import line::
+
+    from stepwatch import training_emitter, WebUIHooks, emit_batch_end
+
+    training_emitter.emit("batch_end", batch_idx=100, loss=2.5, lr=0.0001)
+
+Call ``stepwatch.connect("http://127.0.0.1:8080", run="my-run")`` (or set
+``STEPWATCH_URL`` / ``STEPWATCH_RUN``) and every event is also forwarded to a relay
+from a background thread. Emitting never blocks training and never raises because
+the relay is unreachable.
+"""
+
+from . import _relay
+from ._emitter import TrainingEventEmitter, training_emitter
+from ._helpers import (
+    emit_batch_end,
+    emit_batch_start,
+    emit_checkpoint_loaded,
+    emit_checkpoint_saved,
+    emit_epoch_end,
+    emit_epoch_start,
+    emit_error_occurred,
+    emit_log,
+    emit_metric_update,
+    emit_training_end,
+    emit_training_start,
+)
+from ._hooks import WebUIHooks
+from ._relay import RelaySender, connect, disconnect, flush
+
+__all__ = [
+    "RelaySender",
+    "TrainingEventEmitter",
+    "WebUIHooks",
+    "connect",
+    "disconnect",
+    "emit_batch_end",
+    "emit_batch_start",
+    "emit_checkpoint_loaded",
+    "emit_checkpoint_saved",
+    "emit_epoch_end",
+    "emit_epoch_start",
+    "emit_error_occurred",
+    "emit_log",
+    "emit_metric_update",
+    "emit_training_end",
+    "emit_training_start",
+    "flush",
+    "training_emitter",
+]
+
+__version__ = "0.1.0"
+
+# STEPWATCH_URL set: forward to that relay from the start, with no code change.
+_relay.connect_from_env()

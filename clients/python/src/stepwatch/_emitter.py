@@ -1,0 +1,90 @@
+"""The event emitter: ``emit``, ``on``, ``off``, ``get_history`` (the seed's API)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+_log = logging.getLogger("stepwatch")
+
+#: Events of each name kept for ``get_history``.
+DEFAULT_HISTORY = 1000
+
+Listener = Callable[[dict], Any]
+
+
+class TrainingEventEmitter:
+    """Dispatches training events to listeners, keeps a bounded history per event name.
+
+    A listener that raises is logged and skipped: the training loop never sees it.
+    """
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        self._listeners: dict[str, list[Listener]] = {}
+        self._any: list[Listener] = []
+        self._history: dict[str, deque] = {}
+        self._history_len = history
+        self._lock = threading.Lock()
+
+    def on(self, event: str, callback: Listener) -> Listener:
+        """Calls ``callback(event_data)`` for every ``event``; ``"*"`` means every event."""
+        with self._lock:
+            if event == "*":
+                self._any = [*self._any, callback]
+            else:
+                self._listeners[event] = [*self._listeners.get(event, []), callback]
+        return callback
+
+    def off(self, event: str, callback: Listener) -> None:
+        """Removes a listener added with ``on``."""
+        with self._lock:
+            if event == "*":
+                self._any = [c for c in self._any if c is not callback]
+            else:
+                self._listeners[event] = [
+                    c for c in self._listeners.get(event, []) if c is not callback
+                ]
+
+    def emit(self, event: str, **data: Any) -> dict:
+        """Records and dispatches one event; returns the event's data dict."""
+        record = {"event": event, "time": time.time(), **data}
+        hist = self._history.get(event)
+        if hist is None:
+            hist = self._history.setdefault(event, deque(maxlen=self._history_len))
+        hist.append(record)
+        for cb in self._listeners.get(event, ()):
+            self._call(cb, record)
+        for cb in self._any:
+            self._call(cb, record)
+        return record
+
+    @staticmethod
+    def _call(cb: Listener, record: dict) -> None:
+        try:
+            cb(record)
+        except Exception:  # a listener must never break training
+            _log.exception("stepwatch listener %r failed on %s", cb, record.get("event"))
+
+    def get_history(self, event: str | None = None, limit: int | None = None) -> list[dict]:
+        """The most recent events named ``event`` (all names if None), oldest first."""
+        if event is None:
+            items = sorted(
+                (r for h in list(self._history.values()) for r in list(h)),
+                key=lambda r: r["time"],
+            )
+        else:
+            items = list(self._history.get(event, ()))
+        if limit is not None:
+            items = items[-limit:] if limit > 0 else []
+        return items
+
+    def clear_history(self) -> None:
+        """Forgets the history (listeners stay)."""
+        self._history.clear()
+
+
+#: The process-wide emitter the seed's code imports.
+training_emitter = TrainingEventEmitter()

@@ -1,0 +1,245 @@
+"""Forwarding events to a Stepwatch relay from a background thread.
+
+The training thread only appends to a bounded deque (no lock, no IO). A daemon
+thread drains it into NDJSON batches, tags each event with ``src`` and an increasing
+``seq`` (so a retried batch is stored once), and POSTs them. While the relay is down
+it retries with capped, jittered exponential backoff; when the queue is full the
+oldest events are dropped and counted. Nothing here ever raises into training.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from typing import Any
+
+from ._emitter import TrainingEventEmitter, training_emitter
+
+_log = logging.getLogger("stepwatch")
+
+#: Events queued before the oldest are dropped.
+DEFAULT_QUEUE_SIZE = 100_000
+#: Most events per request.
+DEFAULT_MAX_BATCH = 1000
+#: Seconds the sender waits to fill a batch.
+DEFAULT_LINGER = 0.02
+#: Backoff bounds (seconds) while the relay is unreachable.
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+#: Default bounded wait (seconds) for the final flush at exit.
+DEFAULT_EXIT_FLUSH = 3.0
+
+
+def _clean(value: Any) -> Any:
+    """Makes a value JSON-safe: non-finite floats as strings, tensors as numbers."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _clean(item())
+        except Exception:
+            pass
+    try:
+        return _clean(float(value))
+    except Exception:
+        return str(value)
+
+
+def default_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid())
+
+
+class RelaySender:
+    """Sends one run's events to a relay. Create it with :func:`connect`."""
+
+    def __init__(
+        self,
+        url: str,
+        run: str,
+        token: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.run = run
+        self.endpoint = f"{self.url}/api/runs/{run}/events"
+        self.token = token
+        self.timeout = timeout
+        self.src = f"py-{uuid.uuid4().hex[:12]}"
+        self._queue: deque = deque(maxlen=queue_size)
+        self._queue_size = queue_size
+        self._seq = 0
+        self._appended = 0  # events handed to the queue (training thread only)
+        self._taken = 0  # events taken by the sender thread
+        self._done = 0  # events acknowledged or rejected
+        self.sent = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="stepwatch-sender", daemon=True)
+        self._thread.start()
+
+    # -- training thread -------------------------------------------------------------
+    def __call__(self, record: dict) -> None:
+        """Listener: queue one event. O(1), never blocks, never raises."""
+        if len(self._queue) >= self._queue_size:
+            self.dropped += 1
+        self._queue.append(record)
+        self._appended += 1
+
+    # -- any thread ------------------------------------------------------------------
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Waits up to ``timeout`` s until everything queued so far is acknowledged."""
+        target = self._appended
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while time.monotonic() < deadline:
+            if self._done + self.dropped >= target and not self._queue:
+                return True
+            time.sleep(0.005)
+        return self._done + self.dropped >= target and not self._queue
+
+    def close(self, timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
+        """Flushes (bounded by ``timeout``) and stops the thread."""
+        ok = self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        return ok
+
+    # -- sender thread ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stop:
+                    return
+                self._wake.wait(DEFAULT_LINGER)
+                self._wake.clear()
+                continue
+            batch = []
+            while self._queue and len(batch) < DEFAULT_MAX_BATCH:
+                try:
+                    record = self._queue.popleft()
+                except IndexError:
+                    break
+                self._seq += 1
+                event = _clean(record)
+                event["src"] = self.src
+                event["seq"] = self._seq
+                batch.append(event)
+            self._taken += len(batch)
+            body = "\n".join(json.dumps(e, allow_nan=False) for e in batch).encode()
+            self._send(body, len(batch))
+
+    def _send(self, body: bytes, n: int) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            req = urllib.request.Request(self.endpoint, data=body, method="POST")
+            req.add_header("Content-Type", "application/x-ndjson")
+            if self.token:
+                req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    resp.read()
+                self.sent += n
+                self._done += n
+                self.last_error = None
+                return
+            except urllib.error.HTTPError as e:
+                detail = e.read().decode(errors="replace")[:500]
+                if 400 <= e.code < 500 and e.code not in (408, 429):
+                    self.rejected += n
+                    self._done += n
+                    self.last_error = f"relay refused a batch ({e.code}): {detail}"
+                    _log.warning("stepwatch: %s", self.last_error)
+                    return
+                self.last_error = f"relay answered {e.code}: {detail}"
+            except Exception as e:  # relay down, DNS, timeout: keep trying
+                self.last_error = f"relay unreachable: {e}"
+            if self._stop:  # close() already waited its bounded time
+                return
+            time.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+_sender: RelaySender | None = None
+_lock = threading.Lock()
+
+
+def connect(
+    url: str | None = None,
+    run: str | None = None,
+    token: str | None = None,
+    emitter: TrainingEventEmitter = training_emitter,
+    **options: Any,
+) -> RelaySender:
+    """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
+
+    ``url``, ``run`` and ``token`` default to ``STEPWATCH_URL``, ``STEPWATCH_RUN`` and
+    ``STEPWATCH_TOKEN``. Calling it again replaces the previous connection.
+    """
+    global _sender
+    url = url or os.environ.get("STEPWATCH_URL") or "http://127.0.0.1:8080"
+    run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
+    token = token or os.environ.get("STEPWATCH_TOKEN")
+    with _lock:
+        if _sender is not None:
+            emitter.off("*", _sender)
+            _sender.close(timeout=1.0)
+        _sender = RelaySender(url, run, token=token, **options)
+        emitter.on("*", _sender)
+        return _sender
+
+
+def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
+    """Flushes (bounded) and stops forwarding."""
+    global _sender
+    with _lock:
+        s, _sender = _sender, None
+    if s is None:
+        return True
+    training_emitter.off("*", s)
+    return s.close(timeout)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Waits up to ``timeout`` s for queued events to reach the relay."""
+    s = _sender
+    return True if s is None else s.flush(timeout)
+
+
+def connect_from_env() -> None:
+    if os.environ.get("STEPWATCH_URL"):
+        try:
+            connect()
+        except Exception:  # never break an import
+            _log.exception("stepwatch: could not connect from STEPWATCH_URL")
+
+
+def _at_exit() -> None:
+    s = _sender
+    if s is not None:
+        wait = float(os.environ.get("STEPWATCH_EXIT_FLUSH", DEFAULT_EXIT_FLUSH))
+        s.close(timeout=wait)
+
+
+atexit.register(_at_exit)

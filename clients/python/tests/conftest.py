@@ -1,0 +1,113 @@
+"""Fixtures: a real relay process on a free port, with its own data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "crates" / "events" / "tests" / "fixtures"
+
+
+def relay_binary() -> Path:
+    env = os.environ.get("STEPWATCH_BIN")
+    path = Path(env) if env else REPO / "target" / "debug" / "stepwatch"
+    if not path.exists():
+        pytest.fail(f"relay binary not found at {path}: run `cargo build -p stepwatch-relay`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Relay:
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Relay:
+        self.proc = subprocess.Popen(
+            [
+                str(relay_binary()),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--data-dir",
+                str(self.data_dir),
+                "--dist",
+                str(self.data_dir / "no-dist"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("relay did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            return json.loads(r.read())
+
+    def wait_for(self, run: str, predicate, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            try:
+                state = self.get(f"/api/runs/{run}")
+                if predicate(state):
+                    return state
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met for run {run}; last state: {state}")
+
+
+@pytest.fixture
+def relay(tmp_path):
+    r = Relay(tmp_path / "data").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Runs a Python script in a fresh interpreter with the SDK importable."""
+
+    def run(code: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        script = tmp_path / "trainer.py"
+        script.write_text(code)
+        full_env = {**os.environ, "PYTHONPATH": str(REPO / "clients" / "python" / "src")}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, str(script)],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

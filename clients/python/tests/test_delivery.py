@@ -1,0 +1,111 @@
+"""Delivery: the training loop never blocks or raises; events survive a relay outage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import FIXTURES, Relay, free_port
+
+
+def test_relay_down_training_goes_on_and_nothing_raises(run_script):
+    port = free_port()  # nothing listens here
+    code = f"""
+import time, stepwatch
+stepwatch.connect("http://127.0.0.1:{port}", run="offline")
+t0 = time.perf_counter()
+for i in range(20000):
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0 / (i + 1), lr=0.001)
+dt = time.perf_counter() - t0
+assert stepwatch.flush(0.2) is False  # bounded wait, relay still down
+print(f"EMITS {{dt / 20000 * 1e6:.2f}} us")
+"""
+    start = time.monotonic()
+    proc = run_script(code, env={"STEPWATCH_EXIT_FLUSH": "0.5"})
+    assert proc.returncode == 0, proc.stderr
+    assert "EMITS" in proc.stdout
+    assert time.monotonic() - start < 30, "exit was not bounded"
+
+
+def test_events_sent_while_relay_is_down_arrive_after_it_returns(tmp_path, run_script):
+    relay = Relay(tmp_path / "data")
+    code = f"""
+import time, stepwatch
+stepwatch.connect("{relay.url}", run="outage")
+stepwatch.emit_training_start(total_epochs=1)
+for i in range(300):
+    stepwatch.emit_batch_end(batch_idx=i, loss=float(i), lr=0.1)
+open("{tmp_path / "emitted"}", "w").close()
+assert stepwatch.flush(30), "not delivered after the relay came up"
+stepwatch.emit_training_end()
+"""
+    import subprocess
+    import sys
+
+    script = tmp_path / "t.py"
+    script.write_text(code)
+    env = {
+        "PYTHONPATH": str(FIXTURES.parents[3] / "clients" / "python" / "src"),
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "emitted").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "emitted").exists()
+        relay.start()  # the relay comes up only after everything was emitted
+        assert proc.wait(60) == 0, proc.stderr.read().decode()
+        state = relay.wait_for("outage", lambda s: s["status"] == "completed")
+        assert state["batch_count"] == 300
+        events = relay.get("/api/runs/outage/events?event=batch_end&limit=1000")
+        assert [e["batch_idx"] for e in events] == list(range(300)), "order or count wrong"
+    finally:
+        proc.kill()
+        relay.stop()
+
+
+def test_golden_fixtures_travel_through_the_sdk(relay, run_script):
+    names = [
+        p.stem
+        for p in sorted(FIXTURES.glob("*.json"))
+        if p.stem not in ("stored",)  # stored.json carries relay-assigned fields
+    ]
+    code = f"""
+import json, stepwatch
+from pathlib import Path
+stepwatch.connect(run="golden")
+for name in {names!r}:
+    e = json.loads((Path({str(FIXTURES)!r}) / (name + ".json")).read_text())
+    event = e.pop("event")
+    for k in ("src", "seq", "time"):
+        e.pop(k, None)
+    stepwatch.training_emitter.emit(event, **e)
+assert stepwatch.flush(10)
+"""
+    proc = run_script(code, env={"STEPWATCH_URL": relay.url})
+    assert proc.returncode == 0, proc.stderr
+    stored = relay.get("/api/runs/golden/events?limit=100")
+    assert len(stored) == len(names)
+    for name, got in zip(names, stored):
+        want = json.loads((FIXTURES / f"{name}.json").read_text())
+        for k in ("src", "seq", "time", "id", "received"):
+            want.pop(k, None)
+            got.pop(k, None)
+        assert got == want, name
+
+
+def test_listener_errors_never_reach_the_training_loop():
+    from stepwatch import TrainingEventEmitter
+
+    em = TrainingEventEmitter(history=5)
+
+    def broken(_):
+        raise RuntimeError("UI bug")
+
+    em.on("batch_end", broken)
+    for i in range(10):
+        em.emit("batch_end", batch_idx=i, loss=1.0)
+    hist = em.get_history("batch_end")
+    assert [h["batch_idx"] for h in hist] == [5, 6, 7, 8, 9]
+    assert em.get_history("batch_end", limit=2)[0]["batch_idx"] == 8
