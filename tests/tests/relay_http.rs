@@ -1,0 +1,282 @@
+//! The relay over HTTP on a real port, as a separate process with a real SQLite file.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use stepwatch_e2e::{sse_collect, Relay, TempDir};
+
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+
+fn ids(relay: &Relay, run: &str) -> Vec<u64> {
+    relay
+        .get_ok(&format!("/api/runs/{run}/events?limit=100000"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn batch_ingest_in_every_shape_gets_gapless_ids() {
+    let dir = TempDir::new("ingest");
+    let relay = Relay::start(&dir.0, &[]);
+    let (s, v) = relay.post("r1", r#"{"event":"training_start","total_epochs":2}"#, JSON);
+    assert_eq!((s, v["accepted"].as_u64(), v["last_id"].as_u64()), (200, Some(1), Some(1)));
+    let arr: Vec<Value> = (0..10)
+        .map(|i| json!({"event":"batch_end","batch_idx":i,"loss":1.0/(i as f64 + 1.0)}))
+        .collect();
+    let (s, v) = relay.post("r1", &serde_json::to_string(&arr).unwrap(), JSON);
+    assert_eq!((s, v["last_id"].as_u64()), (200, Some(11)));
+    let nd: String = (10..20)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":0.5}}\n"))
+        .collect();
+    let (s, v) = relay.post("r1", &nd, NDJSON);
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(10)));
+    assert_eq!(ids(&relay, "r1"), (1..=21).collect::<Vec<_>>());
+    let state = relay.get_ok("/api/runs/r1");
+    assert_eq!(state["batch_count"], 20);
+    assert_eq!(state["step"], 20);
+    assert_eq!(state["current_batch"], 19);
+    assert_eq!(state["total_epochs"], 2);
+    assert_eq!(state["status"], "running");
+    for field in ["current_epoch", "current_loss", "learning_rate", "is_training"] {
+        assert!(state.get(field).is_some(), "seed field {field} missing");
+    }
+    let runs = relay.get_ok("/api/runs");
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["run"], "r1");
+}
+
+#[test]
+fn concurrent_writers_to_one_run_leave_no_gaps() {
+    let dir = TempDir::new("concurrent");
+    let relay = Relay::start(&dir.0, &[]);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let relay = &relay;
+            s.spawn(move || {
+                for b in 0..10 {
+                    let body: String = (0..25)
+                        .map(|i| format!("{{\"event\":\"log\",\"message\":\"{t}-{b}-{i}\"}}\n"))
+                        .collect();
+                    assert_eq!(relay.post("busy", &body, NDJSON).0, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(ids(&relay, "busy"), (1..=1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_bad_event_rejects_the_whole_batch_and_names_its_index() {
+    let dir = TempDir::new("atomic");
+    let relay = Relay::start(&dir.0, &[]);
+    relay.post("r", r#"{"event":"log","message":"first"}"#, JSON);
+    let body = r#"[{"event":"log"},{"event":"batch_end","loss":1},{"event":"batch_end","loss":"high"}]"#;
+    let (s, v) = relay.post("r", body, JSON);
+    assert_eq!(s, 400);
+    assert_eq!(v["index"], 2);
+    assert_eq!(v["field"], "loss");
+    assert!(v["error"].as_str().unwrap().contains("loss"), "{v}");
+    assert_eq!(ids(&relay, "r"), vec![1], "part of a rejected batch was stored");
+    // A rejected first batch does not create the run.
+    let (s, _) = relay.post("never", r#"[{"event":"log"},{"event":"BAD"}]"#, JSON);
+    assert_eq!(s, 400);
+    assert_eq!(relay.get("/api/runs/never").0, 404);
+}
+
+#[test]
+fn duplicates_by_src_and_seq_are_stored_once() {
+    let dir = TempDir::new("dups");
+    let relay = Relay::start(&dir.0, &[]);
+    let batch: String = (1..=5)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"src\":\"a\",\"seq\":{i},\"loss\":{i}}}\n"))
+        .collect();
+    let (_, v) = relay.post("d", &batch, NDJSON);
+    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(5), Some(0)));
+    // A retry of the same batch, plus one new event, plus a duplicate inside the batch.
+    let retry = format!(
+        "{batch}{}\n{}\n",
+        r#"{"event":"batch_end","src":"a","seq":6,"loss":6}"#,
+        r#"{"event":"batch_end","src":"a","seq":6,"loss":6}"#
+    );
+    let (s, v) = relay.post("d", &retry, NDJSON);
+    assert_eq!(s, 200);
+    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(1), Some(6)));
+    assert_eq!(v["last_id"], 6);
+    // Another sender may reuse the same seq numbers.
+    let (_, v) = relay.post("d", r#"{"event":"log","src":"b","seq":1}"#, JSON);
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(ids(&relay, "d"), (1..=7).collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_input_of_every_shape_gets_a_clear_4xx_and_the_relay_keeps_serving() {
+    let dir = TempDir::new("bad");
+    let relay = Relay::start(&dir.0, &["--max-body", "2000"]);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("r", "{not json".into(), 400, "invalid JSON"),
+        ("r", "".into(), 400, "empty body"),
+        ("r", "[]".into(), 400, "no events"),
+        ("r", "42".into(), 400, "JSON object"),
+        ("r", r#"{"loss":1}"#.into(), 400, "missing field \"event\""),
+        ("r", r#"{"event":"batch_end","batch_idx":"seven"}"#.into(), 400, "batch_idx"),
+        ("r", r#"{"event":"epoch_end","metrics":{"acc":"x"}}"#.into(), 400, "acc"),
+        ("r", r#"{"event":"has space"}"#.into(), 400, "invalid event name"),
+        ("bad%20run", r#"{"event":"log"}"#.into(), 400, "invalid run id"),
+        ("r", format!("[{}]", vec![r#"{"event":"log","message":"xxxxxxxxxx"}"#; 100].join(",")), 413, "limit"),
+    ];
+    for (run, body, status, needle) in cases {
+        let (s, v) = relay.post(run, &body, JSON);
+        assert_eq!(s, status, "{needle}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "error {msg:?} does not mention {needle:?}");
+    }
+    let long_run = "x".repeat(129);
+    assert_eq!(relay.post(&long_run, r#"{"event":"log"}"#, JSON).0, 400);
+    let (s, v) = relay.get("/api/runs/r/events?limit=0");
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = relay.get("/api/nope");
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("/api/nope"));
+    // Non-UTF-8 body.
+    let res = ureq::post(&format!("{}/api/runs/r/events", relay.url)).send_bytes(&[0xff, 0xfe, 0x7b]);
+    assert!(matches!(res, Err(ureq::Error::Status(400, _))));
+    // Nothing was stored, and the relay still works.
+    assert_eq!(relay.get("/api/runs/r").0, 404);
+    assert_eq!(relay.post("r", r#"{"event":"log"}"#, JSON).0, 200);
+    let metrics = ureq::get(&format!("{}/metrics", relay.url)).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("stepwatch_events_accepted_total 1"), "{metrics}");
+}
+
+#[test]
+fn events_endpoint_filters_and_pages() {
+    let dir = TempDir::new("page");
+    let relay = Relay::start(&dir.0, &[]);
+    let body: String = (0..30)
+        .map(|i| {
+            if i % 3 == 0 {
+                "{\"event\":\"log\"}\n".to_string()
+            } else {
+                format!("{{\"event\":\"batch_end\",\"loss\":{i}}}\n")
+            }
+        })
+        .collect();
+    relay.post("p", &body, NDJSON);
+    let page = relay.get_ok("/api/runs/p/events?after=10&limit=5");
+    let got: Vec<u64> = page.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![11, 12, 13, 14, 15]);
+    let logs = relay.get_ok("/api/runs/p/events?event=log");
+    assert_eq!(logs.as_array().unwrap().len(), 10);
+    assert!(logs.as_array().unwrap().iter().all(|e| e["event"] == "log"));
+    assert_eq!(relay.get("/api/runs/p/events?event=BAD!").0, 400);
+    assert_eq!(relay.get("/api/runs/missing/events").0, 404);
+}
+
+#[test]
+fn sse_replays_after_last_event_id_then_streams_live() {
+    let dir = TempDir::new("sse");
+    let relay = Relay::start(&dir.0, &[]);
+    let body: String = (1..=10)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":{i}}}\n"))
+        .collect();
+    relay.post("s", &body, NDJSON);
+    let url = format!("{}/api/runs/s/stream", relay.url);
+    let msgs = sse_collect(&url, Some(4), 8, Duration::from_secs(10), || {
+        let live = r#"[{"event":"log","message":"live-1"},{"event":"batch_end","loss":0.1}]"#;
+        assert_eq!(relay.post("s", live, JSON).0, 200);
+    });
+    let got: Vec<u64> = msgs.iter().map(|m| m.id.unwrap()).collect();
+    assert_eq!(got, (5..=12).collect::<Vec<_>>(), "gap or duplicate");
+    assert_eq!(msgs[0].event, "batch_end");
+    assert_eq!(msgs[0].data["batch_idx"], 5);
+    assert_eq!(msgs[6].event, "log");
+    assert_eq!(msgs[6].data["message"], "live-1");
+    // `?after=` works the same as the header.
+    let again = sse_collect(&format!("{url}?after=10"), None, 2, Duration::from_secs(10), || {});
+    assert_eq!(again.iter().map(|m| m.id.unwrap()).collect::<Vec<_>>(), vec![11, 12]);
+    // The runs stream sends every run's summary.
+    let sums = sse_collect(&format!("{}/api/stream", relay.url), None, 1, Duration::from_secs(10), || {});
+    assert_eq!(sums[0].event, "run");
+    assert_eq!(sums[0].data["run"], "s");
+    assert_eq!(sums[0].data["last_id"], 12);
+}
+
+#[test]
+fn sse_replay_larger_than_a_page_has_no_gap() {
+    let dir = TempDir::new("sse-big");
+    let relay = Relay::start(&dir.0, &[]);
+    let body: String = (0..2500)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"loss\":{i}}}\n"))
+        .collect();
+    relay.post("big", &body, NDJSON);
+    let msgs = sse_collect(
+        &format!("{}/api/runs/big/stream", relay.url),
+        None,
+        2500,
+        Duration::from_secs(30),
+        || {},
+    );
+    assert!(msgs.iter().enumerate().all(|(i, m)| m.id == Some(i as u64 + 1)));
+}
+
+#[test]
+fn restart_on_the_same_data_dir_keeps_every_run_and_event() {
+    let dir = TempDir::new("restart");
+    let mut relay = Relay::start(&dir.0, &[]);
+    relay.post(
+        "keep",
+        r#"[{"event":"training_start","total_epochs":3,"name":"kept","config":{"lr":0.1}},
+            {"event":"batch_end","loss":2.0,"src":"a","seq":1},
+            {"event":"checkpoint_saved","checkpoint_path":"/c/e1.pt","epoch":1}]"#,
+        JSON,
+    );
+    relay.post("other", r#"{"event":"log"}"#, JSON);
+    let before_state = relay.get_ok("/api/runs/keep");
+    let before_events = relay.get_ok("/api/runs/keep/events");
+    relay.restart(); // SIGKILL, then start again
+    assert_eq!(relay.get_ok("/api/runs/keep"), before_state);
+    assert_eq!(relay.get_ok("/api/runs/keep/events"), before_events);
+    assert_eq!(relay.get_ok("/api/runs").as_array().unwrap().len(), 2);
+    // Ids continue, and a retried event is still recognised.
+    let (_, v) = relay.post(
+        "keep",
+        r#"[{"event":"batch_end","loss":2.0,"src":"a","seq":1},{"event":"batch_end","loss":1.0}]"#,
+        JSON,
+    );
+    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64(), v["last_id"].as_u64()), (Some(1), Some(1), Some(4)));
+    assert_eq!(relay.get_ok("/api/runs/keep")["name"], "kept");
+}
+
+#[test]
+fn cors_answers_allowed_origins_only() {
+    let dir = TempDir::new("cors");
+    let relay = Relay::start(&dir.0, &["--allow-origin", "http://dash.example:9000"]);
+    let pre = |origin: &str| {
+        ureq::request("OPTIONS", &format!("{}/api/runs", relay.url))
+            .set("Origin", origin)
+            .set("Access-Control-Request-Method", "GET")
+            .call()
+    };
+    let ok = pre("http://dash.example:9000").unwrap();
+    assert_eq!(ok.header("Access-Control-Allow-Origin"), Some("http://dash.example:9000"));
+    let other = pre("http://evil.example");
+    let allowed = other.ok().and_then(|r| r.header("Access-Control-Allow-Origin").map(String::from));
+    assert_eq!(allowed, None);
+}
+
+#[test]
+fn serves_the_dashboard_with_spa_fallback() {
+    let dir = TempDir::new("static");
+    let dist = dir.0.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "<html>stepwatch-index</html>").unwrap();
+    std::fs::write(dist.join("app.js"), "console.log(1)").unwrap();
+    let relay = Relay::start(&dir.0.join("data"), &["--dist", dist.to_str().unwrap()]);
+    let get = |p: &str| ureq::get(&format!("{}{p}", relay.url)).call().unwrap().into_string().unwrap();
+    assert!(get("/").contains("stepwatch-index"));
+    assert_eq!(get("/app.js"), "console.log(1)");
+    assert!(get("/runs/some-run").contains("stepwatch-index"));
+    assert!(ureq::get(&format!("{}/../../etc/passwd", relay.url)).call().map(|r| r.into_string().unwrap()).unwrap_or_default().find("root:").is_none());
+}
