@@ -259,7 +259,7 @@ fn RunRow(s: RunSummary, clock: RwSignal<f64>) -> impl IntoView {
     let shown = Signal::derive(move || model::shown_status(status, last, clock.get()));
     let epoch = model::progress(s.current_epoch, s.total_epochs);
     let batch = model::progress(s.current_batch, s.total_batches);
-    let frac = model::fraction(s.current_epoch, s.total_epochs);
+    let frac = model::overall_fraction(&s);
     let started = s.started_at;
     let end = s.ended_at;
     let dur = move || {
@@ -327,7 +327,7 @@ fn RunPage(base: String, run: String) -> impl IntoView {
                 <h1 data-testid="run-name">{move || view_state.with(|v| v.state.name.clone())}</h1>
                 <StatusPill status=shown/>
                 <span class="spacer"></span>
-                <span class="muted small">{move || view_state.with(|v| v.state.event_count)}" "{move || i18n.t(Key::Events)}</span>
+                <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
                 <ConnBadge conn=conn/>
             </div>
             <Show when=move || !has_events()>
@@ -342,22 +342,22 @@ fn RunPage(base: String, run: String) -> impl IntoView {
             <div class="stats">
                 <Stat label=Key::Epoch testid="epoch"
                     value=Signal::derive(move || { let s = st(); model::progress(s.current_epoch, s.total_epochs) })
-                    frac=Signal::derive(move || { let s = st(); Some(model::fraction(s.current_epoch, s.total_epochs)) })/>
+                    frac=Signal::derive(move || { let s = st(); model::fraction(s.current_epoch, s.total_epochs) })/>
                 <Stat label=Key::Batch testid="batch"
                     value=Signal::derive(move || { let s = st(); model::progress(s.current_batch, s.total_batches) })
-                    frac=Signal::derive(move || { let s = st(); Some(model::fraction(s.current_batch, s.total_batches)) })/>
+                    frac=Signal::derive(move || { let s = st(); model::fraction(s.current_batch + 1, s.total_batches) })/>
                 <Stat label=Key::Loss testid="loss"
-                    value=Signal::derive(move || fmt_opt(st().current_loss, 5)) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(move || fmt_opt(st().current_loss, 5)) alert=Signal::derive(non_finite)/>
                 <Stat label=Key::AvgLoss testid="avg-loss"
-                    value=Signal::derive(move || fmt_opt(st().avg_loss, 5)) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(move || fmt_opt(st().avg_loss, 5))/>
                 <Stat label=Key::LearningRate testid="lr"
-                    value=Signal::derive(move || fmt_opt(st().learning_rate, 3)) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(move || fmt_opt(st().learning_rate, 3))/>
                 <Stat label=Key::Step testid="step"
-                    value=Signal::derive(move || st().step.to_string()) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(move || st().step.to_string())/>
                 <Stat label=Key::BestLoss testid="best-loss"
-                    value=Signal::derive(move || fmt_opt(st().best_loss, 5)) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(move || fmt_opt(st().best_loss, 5))/>
                 <Stat label=Key::Elapsed testid="elapsed"
-                    value=Signal::derive(elapsed) frac=Signal::derive(|| None)/>
+                    value=Signal::derive(elapsed)/>
             </div>
         </section>
         <section class="panel">
@@ -372,15 +372,21 @@ fn RunPage(base: String, run: String) -> impl IntoView {
 }
 
 #[component]
-fn Stat(label: Key, testid: &'static str, value: Signal<String>, frac: Signal<Option<f64>>) -> impl IntoView {
+fn Stat(
+    label: Key,
+    testid: &'static str,
+    value: Signal<String>,
+    #[prop(optional)] frac: Option<Signal<f64>>,
+    #[prop(optional)] alert: Option<Signal<bool>>,
+) -> impl IntoView {
     let i18n = use_i18n();
+    let alert = move || alert.is_some_and(|a| a.get());
     view! {
         <div class="stat">
             <div class="label">{move || i18n.t(label)}</div>
-            <div class=move || if value.get().chars().any(|c| c.is_ascii_alphabetic() && c != 'e') { "value alert" } else { "value" }
-                data-testid=testid>{value}</div>
-            {move || frac.get().map(|f| view! {
-                <div class="bar"><div class="fill" style=format!("width:{:.1}%", f * 100.0)></div></div>
+            <div class=move || if alert() { "value alert" } else { "value" } data-testid=testid>{value}</div>
+            {frac.map(|f| view! {
+                <div class="bar"><div class="fill" style=move || format!("width:{:.1}%", f.get() * 100.0)></div></div>
             })}
         </div>
     }

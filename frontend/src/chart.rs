@@ -83,7 +83,7 @@ pub fn draw_line(canvas: &HtmlCanvasElement, points: &[(f64, f64)], x_label: &st
     };
     let _ = chart
         .configure_mesh()
-        .light_line_style(GRID.mix(0.5))
+        .light_line_style(GRID.mix(0.25))
         .bold_line_style(GRID)
         .axis_style(GRID)
         .label_style(font.clone())
@@ -91,6 +91,7 @@ pub fn draw_line(canvas: &HtmlCanvasElement, points: &[(f64, f64)], x_label: &st
         .axis_desc_style(font)
         .x_labels(8)
         .y_labels(6)
+        .max_light_lines(2)
         .y_label_formatter(&|y| stepwatch_events::num::display(*y, 3))
         .x_label_formatter(&|x| format!("{}", *x as i64))
         .draw();

@@ -1,7 +1,7 @@
 //! What the run page holds: the shared reducer's [`RunState`] plus the series the
 //! charts draw. Plain data, testable natively.
 
-use stepwatch_events::{Event, EventBody, RunState, RunStatus};
+use stepwatch_events::{Event, EventBody, RunState, RunStatus, RunSummary};
 
 /// Seconds without an event after which a running run shows as stale.
 pub const STALE_AFTER_S: f64 = 60.0;
@@ -87,6 +87,20 @@ pub fn fraction(current: u64, total: Option<u64>) -> f64 {
     }
 }
 
+/// Overall progress of a run, 0..=1: epochs done plus the current epoch's batches.
+pub fn overall_fraction(s: &RunSummary) -> f64 {
+    match (s.total_epochs, s.total_batches) {
+        (Some(te), Some(tb)) if te > 0 && tb > 0 => {
+            if !s.status.is_live() && s.status == RunStatus::Completed {
+                return 1.0;
+            }
+            let done = s.current_epoch.saturating_sub(1) * tb + (s.current_batch + 1).min(tb);
+            (done as f64 / (te * tb) as f64).clamp(0.0, 1.0)
+        }
+        _ => fraction(s.current_epoch, s.total_epochs),
+    }
+}
+
 /// "1h 02m", "3m 05s", "42s".
 pub fn duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
@@ -167,6 +181,21 @@ mod tests {
             shown_status(RunStatus::Completed, Some(0.0), 1e9),
             ShownStatus::Run(RunStatus::Completed)
         );
+    }
+
+    #[test]
+    fn overall_progress_counts_finished_epochs() {
+        let s = RunSummary {
+            current_epoch: 2,
+            total_epochs: Some(4),
+            current_batch: 49,
+            total_batches: Some(100),
+            status: RunStatus::Running,
+            ..Default::default()
+        };
+        assert!((overall_fraction(&s) - 0.375).abs() < 1e-9);
+        let done = RunSummary { status: RunStatus::Completed, ..s };
+        assert_eq!(overall_fraction(&done), 1.0);
     }
 
     #[test]

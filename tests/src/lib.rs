@@ -273,6 +273,11 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub fn start() -> Browser {
+        Self::start_with(&[])
+    }
+
+    /// As [`Browser::start`], with extra Chromium arguments (e.g. `--lang=zh-CN`).
+    pub fn start_with(extra_args: &[&str]) -> Browser {
         let port = free_port();
         let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = Command::new(driver_bin)
@@ -287,15 +292,31 @@ impl Browser {
         });
         let profile = TempDir::new("chrome");
         let chrome = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-quic",
+            "--window-size=1400,1000",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.0.display()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        // `--lang=xx` also sets the languages the page sees in navigator.language.
+        let prefs = match extra_args.iter().find_map(|a| a.strip_prefix("--lang=")) {
+            Some(lang) => json!({ "intl.accept_languages": lang }),
+            None => json!({}),
+        };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chrome,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                    "--disable-sync", "--disable-quic", "--window-size=1400,1000",
-                    format!("--user-data-dir={}", profile.0.display())]
-            }
+            "goog:chromeOptions": { "binary": chrome, "args": args, "prefs": prefs }
         }}});
         let v: Value = ureq::post(&format!("{base}/session"))
             .send_json(caps)
