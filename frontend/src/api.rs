@@ -43,8 +43,35 @@ pub enum ConnState {
     Reconnecting,
 }
 
-/// An open EventSource. Dropping it closes the connection.
+/// A live SSE subscription. Dropping it closes the connection.
+///
+/// The browser reconnects by itself after a drop, sending `Last-Event-ID`. When it
+/// gives up (the relay answered with an error while restarting, say), the stream is
+/// reopened after [`REOPEN_AFTER_MS`] with `?after=<last id seen>`, so nothing is
+/// missed and nothing is applied twice.
 pub struct Stream {
+    inner: Rc<Inner>,
+}
+
+/// Delay before reopening a stream the browser closed.
+pub const REOPEN_AFTER_MS: i32 = 2000;
+
+type BatchFn = dyn Fn(Vec<(String, String)>);
+type StatusFn = dyn Fn(ConnState);
+
+struct Inner {
+    url: String,
+    names: Vec<String>,
+    on_batch: Rc<BatchFn>,
+    on_status: Rc<StatusFn>,
+    queue: Rc<RefCell<Vec<(String, String)>>>,
+    scheduled: Rc<Cell<bool>>,
+    last_id: Cell<Option<u64>>,
+    closed: Cell<bool>,
+    current: RefCell<Option<Open>>,
+}
+
+struct Open {
     es: EventSource,
     _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
     _status: Vec<Closure<dyn FnMut(web_sys::Event)>>,
@@ -52,37 +79,71 @@ pub struct Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.es.close();
+        self.inner.closed.set(true);
+        if let Some(open) = self.inner.current.borrow_mut().take() {
+            open.es.close();
+        }
     }
 }
 
 impl Stream {
     /// Opens `url` and listens for the SSE event types in `names`. Messages are queued
     /// and handed to `on_batch` as `(event type, data)` pairs once per animation frame.
-    /// The browser reconnects by itself after a drop, sending `Last-Event-ID`.
     pub fn open(
         url: &str,
         names: &[&str],
         on_batch: impl Fn(Vec<(String, String)>) + 'static,
         on_status: impl Fn(ConnState) + 'static,
-    ) -> Option<Stream> {
-        let es = EventSource::new(url).ok()?;
-        let queue: Rc<RefCell<Vec<(String, String)>>> = Rc::default();
-        let scheduled = Rc::new(Cell::new(false));
-        let on_batch = Rc::new(on_batch);
+    ) -> Stream {
+        let inner = Rc::new(Inner {
+            url: url.to_string(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            on_batch: Rc::new(on_batch),
+            on_status: Rc::new(on_status),
+            queue: Rc::default(),
+            scheduled: Rc::new(Cell::new(false)),
+            last_id: Cell::new(None),
+            closed: Cell::new(false),
+            current: RefCell::new(None),
+        });
+        (inner.on_status)(ConnState::Connecting);
+        Inner::connect(&inner);
+        Stream { inner }
+    }
+}
+
+impl Inner {
+    fn connect(this: &Rc<Inner>) {
+        if this.closed.get() {
+            return;
+        }
+        let url = match this.last_id.get() {
+            Some(id) => {
+                let sep = if this.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}after={id}", this.url)
+            }
+            None => this.url.clone(),
+        };
+        let Ok(es) = EventSource::new(&url) else {
+            Inner::reopen_later(this);
+            return;
+        };
+        let weak = Rc::downgrade(this);
         let mut listeners = Vec::new();
-        for name in names {
-            let queue = queue.clone();
-            let scheduled = scheduled.clone();
-            let on_batch = on_batch.clone();
-            let name_owned = name.to_string();
+        for name in &this.names {
+            let weak = weak.clone();
+            let name_owned = name.clone();
             let cb = Closure::<dyn FnMut(MessageEvent)>::new(move |m: MessageEvent| {
+                let Some(this) = weak.upgrade() else { return };
+                if let Ok(id) = m.last_event_id().parse::<u64>() {
+                    this.last_id.set(Some(id));
+                }
                 let data = m.data().as_string().unwrap_or_default();
-                queue.borrow_mut().push((name_owned.clone(), data));
-                if !scheduled.replace(true) {
-                    let queue = queue.clone();
-                    let scheduled = scheduled.clone();
-                    let on_batch = on_batch.clone();
+                this.queue.borrow_mut().push((name_owned.clone(), data));
+                if !this.scheduled.replace(true) {
+                    let queue = this.queue.clone();
+                    let scheduled = this.scheduled.clone();
+                    let on_batch = this.on_batch.clone();
                     leptos::prelude::request_animation_frame(move || {
                         scheduled.set(false);
                         let batch = std::mem::take(&mut *queue.borrow_mut());
@@ -92,23 +153,50 @@ impl Stream {
                     });
                 }
             });
-            es.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref())
-                .ok()?;
+            let _ = es.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
             listeners.push(cb);
         }
-        let on_status = Rc::new(on_status);
-        let s1 = on_status.clone();
-        let open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| s1(ConnState::Live));
-        let s2 = on_status.clone();
-        let error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| s2(ConnState::Reconnecting));
+        let w1 = weak.clone();
+        let open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            if let Some(this) = w1.upgrade() {
+                (this.on_status)(ConnState::Live);
+            }
+        });
+        let w2 = weak;
+        let error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            let Some(this) = w2.upgrade() else { return };
+            (this.on_status)(ConnState::Reconnecting);
+            let gave_up = this
+                .current
+                .borrow()
+                .as_ref()
+                .is_some_and(|o| o.es.ready_state() == EventSource::CLOSED);
+            if gave_up {
+                Inner::reopen_later(&this);
+            }
+        });
         es.set_onopen(Some(open.as_ref().unchecked_ref()));
         es.set_onerror(Some(error.as_ref().unchecked_ref()));
-        on_status(ConnState::Connecting);
-        Some(Stream {
+        *this.current.borrow_mut() = Some(Open {
             es,
             _listeners: listeners,
             _status: vec![open, error],
-        })
+        });
+    }
+
+    fn reopen_later(this: &Rc<Inner>) {
+        let weak = Rc::downgrade(this);
+        let cb = Closure::once_into_js(move || {
+            if let Some(this) = weak.upgrade() {
+                Inner::connect(&this);
+            }
+        });
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                cb.unchecked_ref(),
+                REOPEN_AFTER_MS,
+            );
+        }
     }
 }
 

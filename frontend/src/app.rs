@@ -108,7 +108,8 @@ pub fn App() -> impl IntoView {
 
     let route = RwSignal::new(Route::from_hash(&current_hash()));
     let on_hash = Closure::<dyn FnMut()>::new(move || route.set(Route::from_hash(&current_hash())));
-    let _ = window().add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
+    let _ =
+        window().add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
     on_hash.forget();
 
     let i18n = use_i18n();
@@ -263,10 +264,18 @@ fn RunRow(s: RunSummary, clock: RwSignal<f64>) -> impl IntoView {
     let started = s.started_at;
     let end = s.ended_at;
     let dur = move || {
-        let stop = if status.is_live() { clock.get() } else { end.or(last).unwrap_or(clock.get()) };
+        let stop = if status.is_live() {
+            clock.get()
+        } else {
+            end.or(last).unwrap_or(clock.get())
+        };
         started.map_or("–".into(), |t| model::duration(stop - t))
     };
-    let loss_class = if s.current_loss.is_some_and(|l| !l.is_finite()) { "num alert" } else { "num" };
+    let loss_class = if s.current_loss.is_some_and(|l| !l.is_finite()) {
+        "num alert"
+    } else {
+        "num"
+    };
     view! {
         <tr data-testid="run-row" data-run=s.run.clone()>
             <td class="name"><a href=run_href(&s.run)>{s.name.clone()}</a>
@@ -313,11 +322,17 @@ fn RunPage(base: String, run: String) -> impl IntoView {
         view_state.with(|v| model::shown_status(v.state.status, v.state.last_event_at, clock.get()))
     });
     let has_events = move || view_state.with(|v| v.state.event_count > 0);
-    let non_finite = move || view_state.with(|v| v.state.current_loss.is_some_and(|l| !l.is_finite()));
+    let non_finite =
+        move || view_state.with(|v| v.state.current_loss.is_some_and(|l| !l.is_finite()));
     let elapsed = move || {
         let s = st();
-        let stop = if s.status.is_live() { clock.get() } else { s.ended_at.or(s.last_event_at).unwrap_or(clock.get()) };
-        s.started_at.map_or("–".into(), |t| model::duration(stop - t))
+        let stop = if s.status.is_live() {
+            clock.get()
+        } else {
+            s.ended_at.or(s.last_event_at).unwrap_or(clock.get())
+        };
+        s.started_at
+            .map_or("–".into(), |t| model::duration(stop - t))
     };
 
     view! {
@@ -402,7 +417,8 @@ fn LossChart(view_state: RwSignal<RunView>) -> impl IntoView {
     let _ = window().add_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
     let on_resize = SendWrapper::new(on_resize);
     on_cleanup(move || {
-        let _ = window().remove_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
+        let _ = window()
+            .remove_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
     });
     Effect::new(move |_| {
         resized.track();

@@ -64,9 +64,11 @@ pub fn draw_line(canvas: &HtmlCanvasElement, points: &[(f64, f64)], x_label: &st
     }
     let x0 = points.first().map_or(0.0, |p| p.0);
     let x1 = points.last().map_or(1.0, |p| p.0).max(x0 + 1.0);
-    let (mut y0, mut y1) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-        (a.min(p.1), b.max(p.1))
-    });
+    let (mut y0, mut y1) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
     }
@@ -75,7 +77,7 @@ pub fn draw_line(canvas: &HtmlCanvasElement, points: &[(f64, f64)], x_label: &st
     let font = ("sans-serif", 12.0 * dpr).into_font().color(&AXIS_TEXT);
     let chart = ChartBuilder::on(&root)
         .margin((10.0 * dpr) as i32)
-        .x_label_area_size((28.0 * dpr) as i32)
+        .x_label_area_size((40.0 * dpr) as i32)
         .y_label_area_size((56.0 * dpr) as i32)
         .build_cartesian_2d(x0..x1, y0..y1);
     let Ok(mut chart) = chart else {
@@ -101,9 +103,10 @@ pub fn draw_line(canvas: &HtmlCanvasElement, points: &[(f64, f64)], x_label: &st
         sampled.iter().copied(),
         LINE.stroke_width((1.5 * dpr).max(1.0) as u32),
     ));
-    let _ = chart.draw_series(bad.iter().map(|x| {
-        Circle::new((*x, y1 - pad * 0.5), (3.0 * dpr) as i32, ALERT.filled())
-    }));
+    let _ = chart.draw_series(
+        bad.iter()
+            .map(|x| Circle::new((*x, y1 - pad * 0.5), (3.0 * dpr) as i32, ALERT.filled())),
+    );
     let _ = root.present();
     Drawn {
         points: sampled.len(),

@@ -194,7 +194,10 @@ mod tests {
             ..Default::default()
         };
         assert!((overall_fraction(&s) - 0.375).abs() < 1e-9);
-        let done = RunSummary { status: RunStatus::Completed, ..s };
+        let done = RunSummary {
+            status: RunStatus::Completed,
+            ..s
+        };
         assert_eq!(overall_fraction(&done), 1.0);
     }
 

@@ -25,7 +25,12 @@ struct Plan {
 /// `step_ms` milliseconds. Runs forever when `repeat` is set (a finished run is
 /// followed by a new one), else returns when every run has ended.
 pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
-    let names = ["gpt2-small", "resnet50-imagenet", "vit-b16-cifar", "bert-base-mlm"];
+    let names = [
+        "gpt2-small",
+        "resnet50-imagenet",
+        "vit-b16-cifar",
+        "bert-base-mlm",
+    ];
     let handles: Vec<_> = (0..runs.max(1))
         .map(|i| {
             let url = url.to_string();
@@ -71,7 +76,10 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
     config.insert("warmup_steps".into(), json!(100));
     config.insert("weight_decay".into(), json!(0.01));
     client.training_start(p.name, p.epochs, p.batches, config);
-    client.log("info", &format!("starting {} for {} epochs", p.name, p.epochs));
+    client.log(
+        "info",
+        &format!("starting {} for {} epochs", p.name, p.epochs),
+    );
     let total = p.epochs * p.batches;
     let mut step = 0u64;
     let mut ema = 0.0;
@@ -85,12 +93,20 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
             let lr = p.base_lr * warm * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
             let clean = p.floor + 4.5 * (-5.0 * progress).exp();
             let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
-                + if rng.gen_bool(0.004) { clean * 0.6 } else { 0.0 })
+                + if rng.gen_bool(0.004) {
+                    clean * 0.6
+                } else {
+                    0.0
+                })
             .max(0.0);
-            ema = if step == 1 { loss } else { 0.98 * ema + 0.02 * loss };
+            ema = if step == 1 {
+                loss
+            } else {
+                0.98 * ema + 0.02 * loss
+            };
             sum += loss;
             client.batch_end(epoch, b, step, loss, lr);
-            if step % 25 == 0 {
+            if step.is_multiple_of(25) {
                 let mut gpu = serde_json::Map::new();
                 gpu.insert("index".into(), json!(0));
                 gpu.insert("name".into(), json!("Simulated GPU"));
@@ -126,7 +142,10 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
         );
         client.log(
             "info",
-            &format!("epoch {epoch}/{}: avg_loss {avg:.4}, val_loss {val:.4}", p.epochs),
+            &format!(
+                "epoch {epoch}/{}: avg_loss {avg:.4}, val_loss {val:.4}",
+                p.epochs
+            ),
         );
     }
     client.training_end("completed");

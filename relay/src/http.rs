@@ -55,17 +55,34 @@ fn error(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": msg.into() }))
 }
 
-fn check_run(run: &str) -> Result<(), HttpResponse> {
+/// A refusal: status and a message naming what is wrong.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl From<ApiError> for HttpResponse {
+    fn from(e: ApiError) -> HttpResponse {
+        error(e.status, e.message)
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message,
+    }
+}
+
+fn check_run(run: &str) -> Result<(), ApiError> {
     if is_valid_run_id(run) {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "invalid run id {:?}: run ids match [A-Za-z0-9._-]{{1,128}}",
-                truncate(run, 160)
-            ),
-        ))
+        Err(bad_request(format!(
+            "invalid run id {:?}: run ids match [A-Za-z0-9._-]{{1,128}}",
+            truncate(run, 160)
+        )))
     }
 }
 
@@ -151,7 +168,7 @@ async fn list_runs(data: Data) -> HttpResponse {
 async fn get_run(data: Data, path: web::Path<String>) -> HttpResponse {
     let run = path.into_inner();
     if let Err(r) = check_run(&run) {
-        return r;
+        return r.into();
     }
     match data.store.state(&run) {
         Some(state) => HttpResponse::Ok().json(&*state),
@@ -168,7 +185,7 @@ async fn post_events(
     let run = path.into_inner();
     if let Err(r) = check_run(&run) {
         data.rejected.fetch_add(1, Ordering::Relaxed);
-        return r;
+        return r.into();
     }
     let too_big = || {
         error(
@@ -202,7 +219,10 @@ async fn post_events(
             }
             Err(e) => {
                 data.rejected.fetch_add(1, Ordering::Relaxed);
-                return error(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body failed: {e}"),
+                );
             }
         }
     }
@@ -221,7 +241,9 @@ async fn post_events(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl"));
+        .is_some_and(|ct| {
+            ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
+        });
     let events = match parse_batch(text, ndjson) {
         Ok(events) if events.is_empty() => {
             data.rejected.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +265,8 @@ async fn post_events(
     let result = web::block(move || store.append(&run2, events, now(), &|c| hub.publish(c))).await;
     match result {
         Ok(Ok(c)) => {
-            data.accepted.fetch_add(c.accepted as u64, Ordering::Relaxed);
+            data.accepted
+                .fetch_add(c.accepted as u64, Ordering::Relaxed);
             data.duplicates
                 .fetch_add(c.duplicates as u64, Ordering::Relaxed);
             HttpResponse::Ok().json(json!({
@@ -256,7 +279,10 @@ async fn post_events(
             tracing::error!(run = %run, error = %e, "ingest failed");
             error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("ingest worker failed: {e}")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ingest worker failed: {e}"),
+        ),
     }
 }
 
@@ -267,7 +293,7 @@ struct EventsQuery {
     event: Option<String>,
 }
 
-fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, HttpResponse> {
+fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
     let Some(list) = event.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -276,18 +302,21 @@ fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, HttpResponse>
         .iter()
         .find(|n| !stepwatch_events::is_valid_event_name(n))
     {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid event name {bad:?} in `event`: names match [a-z0-9_.-]{{1,64}}"),
-        ));
+        return Err(bad_request(format!(
+            "invalid event name {bad:?} in `event`: names match [a-z0-9_.-]{{1,64}}"
+        )));
     }
     Ok(Some(names))
 }
 
-async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQuery>) -> HttpResponse {
+async fn get_events(
+    data: Data,
+    path: web::Path<String>,
+    q: web::Query<EventsQuery>,
+) -> HttpResponse {
     let run = path.into_inner();
     if let Err(r) = check_run(&run) {
-        return r;
+        return r.into();
     }
     let limit = q.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
@@ -298,7 +327,7 @@ async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQue
     }
     let names = match name_filter(q.event.as_deref()) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into(),
     };
     if data.store.state(&run).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
@@ -307,7 +336,8 @@ async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQue
     let after = q.after.unwrap_or(0);
     match web::block(move || store.events(&run, after, limit, names.as_deref())).await {
         Ok(Ok(events)) => {
-            let mut body = String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
+            let mut body =
+                String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
             body.push('[');
             for (i, e) in events.iter().enumerate() {
                 if i > 0 {
@@ -316,7 +346,9 @@ async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQue
                 body.push_str(&e.json);
             }
             body.push(']');
-            HttpResponse::Ok().content_type("application/json").body(body)
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body)
         }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -324,7 +356,10 @@ async fn get_events(data: Data, path: web::Path<String>, q: web::Query<EventsQue
 }
 
 fn sse_event(e: &StoredEvent) -> Bytes {
-    Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.name, e.json))
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        e.id, e.name, e.json
+    ))
 }
 
 fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
@@ -367,7 +402,7 @@ async fn run_stream(
 ) -> HttpResponse {
     let run = path.into_inner();
     if let Err(r) = check_run(&run) {
-        return r;
+        return r.into();
     }
     let header_id = req
         .headers()
@@ -426,7 +461,9 @@ async fn replay(
             if upto.is_some_and(|u| e.id > u) {
                 return Ok(());
             }
-            tx.send(sse_event(&e)).await.map_err(|_| StreamEnd::ClientGone)?;
+            tx.send(sse_event(&e))
+                .await
+                .map_err(|_| StreamEnd::ClientGone)?;
             *last = e.id;
         }
         if n < REPLAY_PAGE || upto.is_some_and(|u| *last >= u) {
@@ -442,7 +479,11 @@ async fn stream_run(
     mut live: broadcast::Receiver<Arc<StoredEvent>>,
     tx: mpsc::Sender<Bytes>,
 ) -> StreamEnd {
-    if tx.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+    if tx
+        .send(Bytes::from_static(b"retry: 1000\n\n"))
+        .await
+        .is_err()
+    {
         return StreamEnd::ClientGone;
     }
     let mut last = after;
@@ -495,7 +536,11 @@ async fn summary_stream(data: Data) -> HttpResponse {
                 serde_json::to_string(s).unwrap_or_default()
             ))
         };
-        if tx.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+        if tx
+            .send(Bytes::from_static(b"retry: 1000\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         for s in &initial {
@@ -503,7 +548,11 @@ async fn summary_stream(data: Data) -> HttpResponse {
                 return;
             }
         }
-        if tx.send(Bytes::from_static(b"event: ready\ndata: {}\n\n")).await.is_err() {
+        if tx
+            .send(Bytes::from_static(b"event: ready\ndata: {}\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut ticker = tokio::time::interval(KEEP_ALIVE);

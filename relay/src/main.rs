@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use stepwatch_relay::{http, store::SyncLevel, ServeOptions};
 
 #[derive(Parser)]
-#[command(name = "stepwatch", version, about = "Live monitor and control panel for training runs")]
+#[command(
+    name = "stepwatch",
+    version,
+    about = "Live monitor and control panel for training runs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -138,7 +138,8 @@ impl SqliteStore {
         let mut states = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT run, state FROM runs")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (run, json) = row?;
                 let state: RunState = serde_json::from_str(&json)

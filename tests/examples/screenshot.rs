@@ -13,13 +13,22 @@ fn main() {
     let browser = Browser::start();
     browser.goto(url);
     if let Some(lang) = args.get(4) {
-        browser.eval(&format!("localStorage.setItem('stepwatch.lang', '{lang}'); location.reload(); return 1;"));
+        browser.eval(&format!(
+            "localStorage.setItem('stepwatch.lang', '{lang}'); location.reload(); return 1;"
+        ));
     }
     let found = stepwatch_e2e::wait_until("selector", Duration::from_secs(20), || {
         let v = browser.eval(&format!("return !!document.querySelector('{wait}');"));
-        if v == serde_json::Value::Bool(true) { Some(true) } else { None }
+        if v == serde_json::Value::Bool(true) {
+            Some(true)
+        } else {
+            None
+        }
     });
     std::thread::sleep(Duration::from_millis(1500));
-    println!("found={found} body={}", browser.eval("return document.body.innerText.slice(0, 400);"));
+    println!(
+        "found={found} body={}",
+        browser.eval("return document.body.innerText.slice(0, 400);")
+    );
     browser.screenshot(std::path::Path::new(out));
 }

@@ -89,11 +89,16 @@ impl Relay {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(relay_bin());
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port), "--data-dir"])
-            .arg(&self.data_dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{}", self.port),
+            "--data-dir",
+        ])
+        .arg(&self.data_dir)
+        .args(&self.extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if !self.extra.iter().any(|a| a == "--dist") {
             cmd.arg("--dist").arg(self.data_dir.join("no-dist"));
         }
@@ -194,7 +199,11 @@ pub fn sse_collect(
     let (mut id, mut event, mut data) = (None, String::new(), String::new());
     let mut line = String::new();
     while out.len() < n {
-        assert!(Instant::now() < deadline, "SSE: only {} of {n} messages", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "SSE: only {} of {n} messages",
+            out.len()
+        );
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             panic!("SSE stream ended after {} of {n} messages", out.len());
@@ -341,7 +350,10 @@ impl Browser {
         };
         match res {
             Ok(r) => r.into_json::<Value>().unwrap()["value"].clone(),
-            Err(ureq::Error::Status(s, r)) => panic!("webdriver {path}: {s} {}", r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => panic!(
+                "webdriver {path}: {s} {}",
+                r.into_string().unwrap_or_default()
+            ),
             Err(e) => panic!("webdriver {path}: {e}"),
         }
     }

@@ -1,6 +1,7 @@
 //! Browser end to end: a real Python trainer, a real relay process, the built dashboard
 //! in headless Chromium. Needs `dist/` (trunk build --release) and chromium-driver;
 //! `cargo xtask test` provides both.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -76,7 +77,11 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
     let relay = relay_with_dashboard(&dir);
     let browser = Browser::start();
     browser.goto(&format!("{}/", relay.url));
-    browser.wait_for("runs page", WAIT, "return document.querySelector('.conn.live') !== null;");
+    browser.wait_for(
+        "runs page",
+        WAIT,
+        "return document.querySelector('.conn.live') !== null;",
+    );
 
     let go = dir.0.join("go");
     let mut trainer = python_trainer(&trainer_code(&go), &relay.url, "browser-run");
@@ -88,22 +93,37 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
         "return document.querySelector('[data-testid=run-row][data-run=\"browser-run\"]') !== null;",
     );
     browser.eval("document.querySelector('[data-testid=run-row] a').click(); return 1;");
-    browser.wait_for("run page", WAIT, "return location.hash === '#/runs/browser-run';");
+    browser.wait_for(
+        "run page",
+        WAIT,
+        "return location.hash === '#/runs/browser-run';",
+    );
 
     // After two epochs the trainer waits: the header shows epoch 2 and its last batch.
-    browser.wait_for("epoch 2 done", WAIT, "return document.querySelector('[data-testid=step]')?.textContent === '80';");
+    browser.wait_for(
+        "epoch 2 done",
+        WAIT,
+        "return document.querySelector('[data-testid=step]')?.textContent === '80';",
+    );
     assert_eq!(text(&browser, "epoch"), "2/3");
     assert_eq!(text(&browser, "batch"), "39/40");
-    assert_eq!(text(&browser, "loss"), stepwatch_events::num::display(4.0 / 80.0, 5));
+    assert_eq!(
+        text(&browser, "loss"),
+        stepwatch_events::num::display(4.0 / 80.0, 5)
+    );
     assert_eq!(text(&browser, "lr"), "0.001");
     assert_eq!(
         browser.eval("return document.querySelector('[data-testid=status]').dataset.status;"),
         "running"
     );
-    let points = browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
+    let points =
+        browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
     assert_eq!(points, 80, "chart did not draw every point");
     let drawn = browser.eval(LINE_PIXELS).as_u64().unwrap();
-    assert!(drawn > 100, "the loss line is not on the canvas ({drawn} pixels)");
+    assert!(
+        drawn > 100,
+        "the loss line is not on the canvas ({drawn} pixels)"
+    );
 
     // The rest arrives live, without a reload.
     std::fs::write(&go, "").unwrap();
@@ -115,11 +135,18 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
     );
     assert_eq!(text(&browser, "epoch"), "3/3");
     assert_eq!(text(&browser, "step"), "120");
-    assert_eq!(text(&browser, "loss"), stepwatch_events::num::display(4.0 / 120.0, 5));
-    let points = browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
+    assert_eq!(
+        text(&browser, "loss"),
+        stepwatch_events::num::display(4.0 / 120.0, 5)
+    );
+    let points =
+        browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
     assert_eq!(points, 120);
     let ckpts = text(&browser, "checkpoints");
-    assert!(ckpts.contains("epoch3.pt") && ckpts.contains("2.5 GB"), "{ckpts}");
+    assert!(
+        ckpts.contains("epoch3.pt") && ckpts.contains("2.5 GB"),
+        "{ckpts}"
+    );
     let cfg = text(&browser, "config");
     assert!(cfg.contains("tiny-mlp"), "{cfg}");
     browser.screenshot(&repo().join("target/screenshots/run-page.png"));
@@ -131,13 +158,22 @@ fn the_run_page_resumes_after_a_relay_restart_without_gap_or_duplicate() {
     let mut relay = relay_with_dashboard(&dir);
     let batch = |from: u64, to: u64| -> String {
         (from..to)
-            .map(|i| format!("{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":{}}}\n", 1.0 + i as f64))
+            .map(|i| {
+                format!(
+                    "{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":{}}}\n",
+                    1.0 + i as f64
+                )
+            })
             .collect()
     };
     relay.post("resume", &batch(0, 50), "application/x-ndjson");
     let browser = Browser::start();
     browser.goto(&format!("{}/#/runs/resume", relay.url));
-    browser.wait_for("50 events", WAIT, "return document.querySelector('[data-testid=event-count]')?.textContent === '50';");
+    browser.wait_for(
+        "50 events",
+        WAIT,
+        "return document.querySelector('[data-testid=event-count]')?.textContent === '50';",
+    );
 
     relay.restart(); // SIGKILL: the page's stream drops
     browser.wait_for(
@@ -146,8 +182,16 @@ fn the_run_page_resumes_after_a_relay_restart_without_gap_or_duplicate() {
         "return document.querySelector('[data-testid=conn]')?.classList.contains('live');",
     );
     relay.post("resume", &batch(50, 80), "application/x-ndjson");
-    browser.wait_for("80 events", WAIT, "return document.querySelector('[data-testid=event-count]')?.textContent === '80';");
-    assert_eq!(text(&browser, "step"), "80", "a replayed event was counted twice");
+    browser.wait_for(
+        "80 events",
+        WAIT,
+        "return document.querySelector('[data-testid=event-count]')?.textContent === '80';",
+    );
+    assert_eq!(
+        text(&browser, "step"),
+        "80",
+        "a replayed event was counted twice"
+    );
     assert_eq!(
         browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;"),
         80
@@ -174,14 +218,27 @@ fn dist_works_from_a_plain_static_server() {
     )
     .unwrap();
     let mut server = Command::new(python())
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
         .arg(&site)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until("static server", WAIT, || ureq::get(&format!("{origin}/")).call().ok());
-    relay.post("static-run", r#"{"event":"training_start","total_epochs":1,"name":"from-static"}"#, "application/json");
+    wait_until("static server", WAIT, || {
+        ureq::get(&format!("{origin}/")).call().ok()
+    });
+    relay.post(
+        "static-run",
+        r#"{"event":"training_start","total_epochs":1,"name":"from-static"}"#,
+        "application/json",
+    );
 
     let browser = Browser::start();
     browser.goto(&format!("{origin}/index.html"));
@@ -191,7 +248,11 @@ fn dist_works_from_a_plain_static_server() {
         "return document.querySelector('[data-testid=run-row][data-run=\"static-run\"]') !== null;",
     );
     // Live from the static page: a new event updates the row.
-    relay.post("static-run", r#"{"event":"batch_end","loss":0.125}"#, "application/json");
+    relay.post(
+        "static-run",
+        r#"{"event":"batch_end","loss":0.125}"#,
+        "application/json",
+    );
     browser.wait_for(
         "live loss",
         WAIT,
@@ -204,7 +265,10 @@ fn dist_works_from_a_plain_static_server() {
         format!("{{\"relay\": \"http://127.0.0.1:{}\"}}", free_port()),
     )
     .unwrap();
-    browser.goto(&format!("{origin}/index.html?relay={}#/runs/static-run", relay.url));
+    browser.goto(&format!(
+        "{origin}/index.html?relay={}#/runs/static-run",
+        relay.url
+    ));
     browser.wait_for(
         "run page via ?relay=",
         WAIT,
@@ -220,14 +284,30 @@ fn the_dashboard_follows_the_browser_language_and_can_switch() {
     let relay = relay_with_dashboard(&dir);
     let zh = Browser::start_with(&["--lang=zh-CN"]);
     zh.goto(&format!("{}/", relay.url));
-    zh.wait_for("chinese", WAIT, "return document.body.innerText.includes('全部任务');");
+    zh.wait_for(
+        "chinese",
+        WAIT,
+        "return document.body.innerText.includes('全部任务');",
+    );
     assert_eq!(zh.eval("return document.documentElement.lang;"), "zh-CN");
     zh.eval("document.querySelector('[data-testid=lang-en]').click(); return 1;");
-    zh.wait_for("english", WAIT, "return document.body.innerText.includes('All runs');");
+    zh.wait_for(
+        "english",
+        WAIT,
+        "return document.body.innerText.includes('All runs');",
+    );
     assert_eq!(zh.eval("return document.documentElement.lang;"), "en");
     // The choice is remembered across a reload.
     zh.goto(&format!("{}/", relay.url));
-    zh.wait_for("still english", WAIT, "return document.body.innerText.includes('All runs');");
+    zh.wait_for(
+        "still english",
+        WAIT,
+        "return document.body.innerText.includes('All runs');",
+    );
     zh.eval("document.querySelector('[data-testid=lang-zh]').click(); return 1;");
-    zh.wait_for("chinese again", WAIT, "return document.body.innerText.includes('全部任务');");
+    zh.wait_for(
+        "chinese again",
+        WAIT,
+        "return document.body.innerText.includes('全部任务');",
+    );
 }

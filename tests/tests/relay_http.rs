@@ -1,4 +1,5 @@
 //! The relay over HTTP on a real port, as a separate process with a real SQLite file.
+#![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -22,7 +23,10 @@ fn batch_ingest_in_every_shape_gets_gapless_ids() {
     let dir = TempDir::new("ingest");
     let relay = Relay::start(&dir.0, &[]);
     let (s, v) = relay.post("r1", r#"{"event":"training_start","total_epochs":2}"#, JSON);
-    assert_eq!((s, v["accepted"].as_u64(), v["last_id"].as_u64()), (200, Some(1), Some(1)));
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["last_id"].as_u64()),
+        (200, Some(1), Some(1))
+    );
     let arr: Vec<Value> = (0..10)
         .map(|i| json!({"event":"batch_end","batch_idx":i,"loss":1.0/(i as f64 + 1.0)}))
         .collect();
@@ -40,7 +44,12 @@ fn batch_ingest_in_every_shape_gets_gapless_ids() {
     assert_eq!(state["current_batch"], 19);
     assert_eq!(state["total_epochs"], 2);
     assert_eq!(state["status"], "running");
-    for field in ["current_epoch", "current_loss", "learning_rate", "is_training"] {
+    for field in [
+        "current_epoch",
+        "current_loss",
+        "learning_rate",
+        "is_training",
+    ] {
         assert!(state.get(field).is_some(), "seed field {field} missing");
     }
     let runs = relay.get_ok("/api/runs");
@@ -73,13 +82,18 @@ fn a_bad_event_rejects_the_whole_batch_and_names_its_index() {
     let dir = TempDir::new("atomic");
     let relay = Relay::start(&dir.0, &[]);
     relay.post("r", r#"{"event":"log","message":"first"}"#, JSON);
-    let body = r#"[{"event":"log"},{"event":"batch_end","loss":1},{"event":"batch_end","loss":"high"}]"#;
+    let body =
+        r#"[{"event":"log"},{"event":"batch_end","loss":1},{"event":"batch_end","loss":"high"}]"#;
     let (s, v) = relay.post("r", body, JSON);
     assert_eq!(s, 400);
     assert_eq!(v["index"], 2);
     assert_eq!(v["field"], "loss");
     assert!(v["error"].as_str().unwrap().contains("loss"), "{v}");
-    assert_eq!(ids(&relay, "r"), vec![1], "part of a rejected batch was stored");
+    assert_eq!(
+        ids(&relay, "r"),
+        vec![1],
+        "part of a rejected batch was stored"
+    );
     // A rejected first batch does not create the run.
     let (s, _) = relay.post("never", r#"[{"event":"log"},{"event":"BAD"}]"#, JSON);
     assert_eq!(s, 400);
@@ -94,7 +108,10 @@ fn duplicates_by_src_and_seq_are_stored_once() {
         .map(|i| format!("{{\"event\":\"batch_end\",\"src\":\"a\",\"seq\":{i},\"loss\":{i}}}\n"))
         .collect();
     let (_, v) = relay.post("d", &batch, NDJSON);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(5), Some(0))
+    );
     // A retry of the same batch, plus one new event, plus a duplicate inside the batch.
     let retry = format!(
         "{batch}{}\n{}\n",
@@ -103,7 +120,10 @@ fn duplicates_by_src_and_seq_are_stored_once() {
     );
     let (s, v) = relay.post("d", &retry, NDJSON);
     assert_eq!(s, 200);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(1), Some(6)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(6))
+    );
     assert_eq!(v["last_id"], 6);
     // Another sender may reuse the same seq numbers.
     let (_, v) = relay.post("d", r#"{"event":"log","src":"b","seq":1}"#, JSON);
@@ -121,17 +141,48 @@ fn bad_input_of_every_shape_gets_a_clear_4xx_and_the_relay_keeps_serving() {
         ("r", "[]".into(), 400, "no events"),
         ("r", "42".into(), 400, "JSON object"),
         ("r", r#"{"loss":1}"#.into(), 400, "missing field \"event\""),
-        ("r", r#"{"event":"batch_end","batch_idx":"seven"}"#.into(), 400, "batch_idx"),
-        ("r", r#"{"event":"epoch_end","metrics":{"acc":"x"}}"#.into(), 400, "acc"),
-        ("r", r#"{"event":"has space"}"#.into(), 400, "invalid event name"),
-        ("bad%20run", r#"{"event":"log"}"#.into(), 400, "invalid run id"),
-        ("r", format!("[{}]", vec![r#"{"event":"log","message":"xxxxxxxxxx"}"#; 100].join(",")), 413, "limit"),
+        (
+            "r",
+            r#"{"event":"batch_end","batch_idx":"seven"}"#.into(),
+            400,
+            "batch_idx",
+        ),
+        (
+            "r",
+            r#"{"event":"epoch_end","metrics":{"acc":"x"}}"#.into(),
+            400,
+            "acc",
+        ),
+        (
+            "r",
+            r#"{"event":"has space"}"#.into(),
+            400,
+            "invalid event name",
+        ),
+        (
+            "bad%20run",
+            r#"{"event":"log"}"#.into(),
+            400,
+            "invalid run id",
+        ),
+        (
+            "r",
+            format!(
+                "[{}]",
+                vec![r#"{"event":"log","message":"xxxxxxxxxx"}"#; 100].join(",")
+            ),
+            413,
+            "limit",
+        ),
     ];
     for (run, body, status, needle) in cases {
         let (s, v) = relay.post(run, &body, JSON);
         assert_eq!(s, status, "{needle}: {v}");
         let msg = v["error"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "error {msg:?} does not mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "error {msg:?} does not mention {needle:?}"
+        );
     }
     let long_run = "x".repeat(129);
     assert_eq!(relay.post(&long_run, r#"{"event":"log"}"#, JSON).0, 400);
@@ -141,13 +192,21 @@ fn bad_input_of_every_shape_gets_a_clear_4xx_and_the_relay_keeps_serving() {
     assert_eq!(s, 404);
     assert!(v["error"].as_str().unwrap().contains("/api/nope"));
     // Non-UTF-8 body.
-    let res = ureq::post(&format!("{}/api/runs/r/events", relay.url)).send_bytes(&[0xff, 0xfe, 0x7b]);
+    let res =
+        ureq::post(&format!("{}/api/runs/r/events", relay.url)).send_bytes(&[0xff, 0xfe, 0x7b]);
     assert!(matches!(res, Err(ureq::Error::Status(400, _))));
     // Nothing was stored, and the relay still works.
     assert_eq!(relay.get("/api/runs/r").0, 404);
     assert_eq!(relay.post("r", r#"{"event":"log"}"#, JSON).0, 200);
-    let metrics = ureq::get(&format!("{}/metrics", relay.url)).call().unwrap().into_string().unwrap();
-    assert!(metrics.contains("stepwatch_events_accepted_total 1"), "{metrics}");
+    let metrics = ureq::get(&format!("{}/metrics", relay.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("stepwatch_events_accepted_total 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -165,7 +224,12 @@ fn events_endpoint_filters_and_pages() {
         .collect();
     relay.post("p", &body, NDJSON);
     let page = relay.get_ok("/api/runs/p/events?after=10&limit=5");
-    let got: Vec<u64> = page.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    let got: Vec<u64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(got, vec![11, 12, 13, 14, 15]);
     let logs = relay.get_ok("/api/runs/p/events?event=log");
     assert_eq!(logs.as_array().unwrap().len(), 10);
@@ -194,10 +258,25 @@ fn sse_replays_after_last_event_id_then_streams_live() {
     assert_eq!(msgs[6].event, "log");
     assert_eq!(msgs[6].data["message"], "live-1");
     // `?after=` works the same as the header.
-    let again = sse_collect(&format!("{url}?after=10"), None, 2, Duration::from_secs(10), || {});
-    assert_eq!(again.iter().map(|m| m.id.unwrap()).collect::<Vec<_>>(), vec![11, 12]);
+    let again = sse_collect(
+        &format!("{url}?after=10"),
+        None,
+        2,
+        Duration::from_secs(10),
+        || {},
+    );
+    assert_eq!(
+        again.iter().map(|m| m.id.unwrap()).collect::<Vec<_>>(),
+        vec![11, 12]
+    );
     // The runs stream sends every run's summary.
-    let sums = sse_collect(&format!("{}/api/stream", relay.url), None, 1, Duration::from_secs(10), || {});
+    let sums = sse_collect(
+        &format!("{}/api/stream", relay.url),
+        None,
+        1,
+        Duration::from_secs(10),
+        || {},
+    );
     assert_eq!(sums[0].event, "run");
     assert_eq!(sums[0].data["run"], "s");
     assert_eq!(sums[0].data["last_id"], 12);
@@ -218,7 +297,10 @@ fn sse_replay_larger_than_a_page_has_no_gap() {
         Duration::from_secs(30),
         || {},
     );
-    assert!(msgs.iter().enumerate().all(|(i, m)| m.id == Some(i as u64 + 1)));
+    assert!(msgs
+        .iter()
+        .enumerate()
+        .all(|(i, m)| m.id == Some(i as u64 + 1)));
 }
 
 #[test]
@@ -245,7 +327,14 @@ fn restart_on_the_same_data_dir_keeps_every_run_and_event() {
         r#"[{"event":"batch_end","loss":2.0,"src":"a","seq":1},{"event":"batch_end","loss":1.0}]"#,
         JSON,
     );
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64(), v["last_id"].as_u64()), (Some(1), Some(1), Some(4)));
+    assert_eq!(
+        (
+            v["accepted"].as_u64(),
+            v["duplicates"].as_u64(),
+            v["last_id"].as_u64()
+        ),
+        (Some(1), Some(1), Some(4))
+    );
     assert_eq!(relay.get_ok("/api/runs/keep")["name"], "kept");
 }
 
@@ -253,17 +342,19 @@ fn restart_on_the_same_data_dir_keeps_every_run_and_event() {
 fn cors_answers_allowed_origins_only() {
     let dir = TempDir::new("cors");
     let relay = Relay::start(&dir.0, &["--allow-origin", "http://dash.example:9000"]);
-    let pre = |origin: &str| {
+    let allowed = |origin: &str| -> Option<String> {
         ureq::request("OPTIONS", &format!("{}/api/runs", relay.url))
             .set("Origin", origin)
             .set("Access-Control-Request-Method", "GET")
             .call()
+            .ok()
+            .and_then(|r| r.header("Access-Control-Allow-Origin").map(String::from))
     };
-    let ok = pre("http://dash.example:9000").unwrap();
-    assert_eq!(ok.header("Access-Control-Allow-Origin"), Some("http://dash.example:9000"));
-    let other = pre("http://evil.example");
-    let allowed = other.ok().and_then(|r| r.header("Access-Control-Allow-Origin").map(String::from));
-    assert_eq!(allowed, None);
+    assert_eq!(
+        allowed("http://dash.example:9000").as_deref(),
+        Some("http://dash.example:9000")
+    );
+    assert_eq!(allowed("http://evil.example"), None);
 }
 
 #[test]
@@ -274,9 +365,20 @@ fn serves_the_dashboard_with_spa_fallback() {
     std::fs::write(dist.join("index.html"), "<html>stepwatch-index</html>").unwrap();
     std::fs::write(dist.join("app.js"), "console.log(1)").unwrap();
     let relay = Relay::start(&dir.0.join("data"), &["--dist", dist.to_str().unwrap()]);
-    let get = |p: &str| ureq::get(&format!("{}{p}", relay.url)).call().unwrap().into_string().unwrap();
+    let get = |p: &str| {
+        ureq::get(&format!("{}{p}", relay.url))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
     assert!(get("/").contains("stepwatch-index"));
     assert_eq!(get("/app.js"), "console.log(1)");
     assert!(get("/runs/some-run").contains("stepwatch-index"));
-    assert!(ureq::get(&format!("{}/../../etc/passwd", relay.url)).call().map(|r| r.into_string().unwrap()).unwrap_or_default().find("root:").is_none());
+    assert!(ureq::get(&format!("{}/../../etc/passwd", relay.url))
+        .call()
+        .map(|r| r.into_string().unwrap())
+        .unwrap_or_default()
+        .find("root:")
+        .is_none());
 }

@@ -15,6 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "crates" / "events" / "tests" / "fixtures"
+# The SDK under test is the source tree, not an installed copy.
+sys.path.insert(0, str(REPO / "clients" / "python" / "src"))
 
 
 def relay_binary() -> Path:

@@ -28,7 +28,7 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 enum Msg {
-    Event(Event),
+    Event(Box<Event>),
     Flush(SyncSender<()>),
     Close,
 }
@@ -101,7 +101,7 @@ impl Client {
         e.time = Some(now());
         e.src = Some(self.src.clone());
         e.seq = Some(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
-        match self.tx.try_send(Msg::Event(e)) {
+        match self.tx.try_send(Msg::Event(Box::new(e))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +284,7 @@ fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
         // Gather a batch: block for the first message, then linger briefly.
         if batch.is_empty() && waiters.is_empty() {
             match rx.recv() {
-                Ok(Msg::Event(e)) => batch.push(e),
+                Ok(Msg::Event(e)) => batch.push(*e),
                 Ok(Msg::Flush(w)) => waiters.push(w),
                 Ok(Msg::Close) | Err(_) => return,
             }
@@ -293,7 +293,7 @@ fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
         while batch.len() < DEFAULT_MAX_BATCH && waiters.is_empty() && !closing {
             let left = linger_until.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(Msg::Event(e)) => batch.push(e),
+                Ok(Msg::Event(e)) => batch.push(*e),
                 Ok(Msg::Flush(w)) => waiters.push(w),
                 Ok(Msg::Close) => closing = true,
                 Err(RecvTimeoutError::Timeout) => break,
@@ -304,7 +304,9 @@ fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
         while !batch.is_empty() {
             match post(&agent, endpoint, &batch) {
                 Outcome::Sent => {
-                    counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    counters
+                        .sent
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     batch.clear();
                 }
                 Outcome::Rejected => {

@@ -53,9 +53,9 @@ pub struct BatchError {
 /// `true` when `name` matches `[a-z0-9_.-]{1,64}`.
 pub fn is_valid_event_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
 }
 
 /// `true` when `run` matches `[A-Za-z0-9._-]{1,128}`.
@@ -348,10 +348,16 @@ impl Field for Vec<Map<String, Value>> {
                 .enumerate()
                 .map(|(i, item)| match item {
                     Value::Object(m) => Ok(m),
-                    other => Err(format!("item {i}: expected an object, got {}", kind(&other))),
+                    other => Err(format!(
+                        "item {i}: expected an object, got {}",
+                        kind(&other)
+                    )),
                 })
                 .collect(),
-            other => Err(format!("expected an array of objects, got {}", kind(&other))),
+            other => Err(format!(
+                "expected an array of objects, got {}",
+                kind(&other)
+            )),
         }
     }
     fn to_json(&self) -> Value {
@@ -612,7 +618,9 @@ pub fn parse_batch(body: &str, ndjson: bool) -> Result<Vec<Event>, BatchError> {
         Value::Array(items) => items
             .into_iter()
             .enumerate()
-            .map(|(index, item)| Event::from_value(item).map_err(|error| BatchError { index, error }))
+            .map(|(index, item)| {
+                Event::from_value(item).map_err(|error| BatchError { index, error })
+            })
             .collect(),
         other => Ok(vec![
             Event::from_value(other).map_err(|error| BatchError { index: 0, error })?

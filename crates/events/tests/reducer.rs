@@ -1,4 +1,5 @@
 //! The reducer: step derivation, best loss, NaN, status transitions, serialisation.
+#![allow(clippy::unwrap_used)]
 
 use stepwatch_events::{Event, RunState, RunStatus};
 
@@ -49,13 +50,19 @@ fn status_follows_the_run() {
 
     let mut f = RunState::new("f");
     f.apply(&ev(r#"{"event":"training_start"}"#));
-    f.apply(&ev(r#"{"event":"error_occurred","message":"boom","fatal":true}"#));
+    f.apply(&ev(
+        r#"{"event":"error_occurred","message":"boom","fatal":true}"#,
+    ));
     assert_eq!(f.status, RunStatus::Failed);
 
     let mut n = RunState::new("n");
     n.apply(&ev(r#"{"event":"training_start"}"#));
     n.apply(&ev(r#"{"event":"error_occurred","message":"warn"}"#));
-    assert_eq!(n.status, RunStatus::Running, "non-fatal errors do not end a run");
+    assert_eq!(
+        n.status,
+        RunStatus::Running,
+        "non-fatal errors do not end a run"
+    );
 }
 
 #[test]
@@ -72,17 +79,27 @@ fn epoch_start_resets_the_epoch_average() {
 #[test]
 fn best_checkpoint_prefers_lowest_val_loss() {
     let mut s = RunState::new("r");
-    s.apply(&ev(r#"{"event":"checkpoint_saved","checkpoint_path":"a.pt","metrics":{"val_loss":2.0}}"#));
-    s.apply(&ev(r#"{"event":"checkpoint_saved","checkpoint_path":"b.pt","metrics":{"val_loss":1.0}}"#));
-    s.apply(&ev(r#"{"event":"checkpoint_saved","checkpoint_path":"c.pt","metrics":{"val_loss":3.0}}"#));
+    s.apply(&ev(
+        r#"{"event":"checkpoint_saved","checkpoint_path":"a.pt","metrics":{"val_loss":2.0}}"#,
+    ));
+    s.apply(&ev(
+        r#"{"event":"checkpoint_saved","checkpoint_path":"b.pt","metrics":{"val_loss":1.0}}"#,
+    ));
+    s.apply(&ev(
+        r#"{"event":"checkpoint_saved","checkpoint_path":"c.pt","metrics":{"val_loss":3.0}}"#,
+    ));
     assert_eq!(s.best_checkpoint().unwrap().path, "b.pt");
 }
 
 #[test]
 fn summary_carries_progress() {
     let mut s = RunState::new("r");
-    s.apply(&ev(r#"{"event":"training_start","total_epochs":10,"total_batches":50,"name":"demo"}"#));
-    s.apply(&ev(r#"{"id":1,"event":"batch_end","batch_idx":7,"epoch":2,"loss":0.5}"#));
+    s.apply(&ev(
+        r#"{"event":"training_start","total_epochs":10,"total_batches":50,"name":"demo"}"#,
+    ));
+    s.apply(&ev(
+        r#"{"id":1,"event":"batch_end","batch_idx":7,"epoch":2,"loss":0.5}"#,
+    ));
     let sum = s.summary();
     assert_eq!(sum.name, "demo");
     assert_eq!(sum.current_epoch, 2);

@@ -1,4 +1,5 @@
 //! Wire format: every golden fixture round-trips, bad input names its field.
+#![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -29,7 +30,11 @@ fn every_fixture_round_trips_unchanged() {
         let event = Event::from_value(json.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(event.to_value(), json, "{name} changed on the round trip");
         let again = Event::from_json(&event.to_json()).unwrap();
-        assert_eq!(again.to_value(), json, "{name} changed on the text round trip");
+        assert_eq!(
+            again.to_value(),
+            json,
+            "{name} changed on the text round trip"
+        );
     }
 }
 
@@ -99,8 +104,11 @@ fn batch_accepts_object_array_and_ndjson() {
     assert_eq!(one.len(), 1);
     let arr = parse_batch(r#"[{"event":"log"},{"event":"batch_end","loss":1}]"#, false).unwrap();
     assert_eq!(arr.len(), 2);
-    let nd = parse_batch("{\"event\":\"log\"}\n\n{\"event\":\"batch_end\",\"loss\":1}\n", true)
-        .unwrap();
+    let nd = parse_batch(
+        "{\"event\":\"log\"}\n\n{\"event\":\"batch_end\",\"loss\":1}\n",
+        true,
+    )
+    .unwrap();
     assert_eq!(nd.len(), 2);
     let sniffed = parse_batch("{\"event\":\"log\"}\n{\"event\":\"log\"}", false).unwrap();
     assert_eq!(sniffed.len(), 2);
@@ -170,8 +178,14 @@ fn fixture_run_reduces_to_the_seed_state() {
     );
     assert_eq!(s.event_count, order.len() as u64);
 
-    let end = Event::from_value(all.iter().find(|(k, _)| k == "training_end").unwrap().1.clone())
-        .unwrap();
+    let end = Event::from_value(
+        all.iter()
+            .find(|(k, _)| k == "training_end")
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
     let mut done = s.clone();
     done.apply(&end);
     assert_eq!(done.status, RunStatus::Completed);

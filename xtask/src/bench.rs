@@ -1,0 +1,282 @@
+//! `cargo xtask bench`: programs that print figures next to the targets in DESIGN.md.
+//! Every load goes to a relay process on loopback started here, with its own data dir.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Relay {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Relay {
+    fn start(root: &Path) -> Result<Relay> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("stepwatch-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(root.join("target/release/stepwatch"))
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .args(["--dist", "dist"])
+            .current_dir(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let t0 = Instant::now();
+        while ureq::get(&format!("{url}/healthz")).call().is_err() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                bail!("relay did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Relay { child, url, dir })
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ndjson_batch(start: usize, n: usize) -> String {
+    let mut s = String::with_capacity(n * 80);
+    for i in start..start + n {
+        s.push_str(&format!(
+            "{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":{:.6},\"lr\":0.001,\"step\":{}}}\n",
+            1.0 / (i as f64 + 1.0),
+            i + 1
+        ));
+    }
+    s
+}
+
+fn row(what: &str, figure: String, target: &str) {
+    println!("| {what:<44} | {figure:>26} | {target:<34} |");
+}
+
+pub fn run_all(root: &Path) -> Result<()> {
+    println!(
+        "\n| {:<44} | {:>26} | {:<34} |",
+        "benchmark", "measured", "target (DESIGN.md)"
+    );
+    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(28), "-".repeat(36));
+    download_size(root)?;
+    let relay = Relay::start(root)?;
+    std::thread::sleep(Duration::from_millis(300));
+    row(
+        "relay RSS, idle",
+        format!("{:.1} MB", relay.rss_mb()),
+        "< 20 MB",
+    );
+    ingest_batched(&relay)?;
+    row(
+        "relay RSS after storing 1,000,000 events",
+        format!("{:.1} MB", relay.rss_mb()),
+        "< 50 MB",
+    );
+    ingest_single(&relay)?;
+    delivery_latency(&relay)?;
+    rust_emit_cost(&relay.url);
+    rust_emit_cost("http://127.0.0.1:9");
+    python_emit_cost(root)?;
+    println!();
+    Ok(())
+}
+
+fn download_size(root: &Path) -> Result<()> {
+    let mut total = 0usize;
+    for entry in std::fs::read_dir(root.join("dist")).context("dist/ missing")? {
+        let p = entry?.path();
+        if p.is_file() && p.file_name().is_some_and(|n| n != "stepwatch-config.json") {
+            let out = Command::new("gzip").args(["-9", "-c"]).arg(&p).output()?;
+            total += out.stdout.len();
+        }
+    }
+    row(
+        "dashboard download, gzip -9",
+        format!("{:.1} KB", total as f64 / 1024.0),
+        "< 250 KB",
+    );
+    Ok(())
+}
+
+fn ingest_batched(relay: &Relay) -> Result<()> {
+    const BATCH: usize = 1000;
+    const BATCHES: usize = 1000;
+    let threads = 4;
+    let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let bodies = &bodies;
+            let url = format!("{}/api/runs/bench-ingest-{t}/events", relay.url);
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                for b in 0..BATCHES / threads {
+                    let _ = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&bodies[b % bodies.len()]);
+                }
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    row(
+        "ingest, NDJSON batches of 1,000 (4 clients)",
+        format!("{:.0} events/s", (BATCH * BATCHES) as f64 / dt),
+        "1,000,000 events/s on 2 cores",
+    );
+    Ok(())
+}
+
+fn ingest_single(relay: &Relay) -> Result<()> {
+    let n = 3000;
+    let agent = ureq::AgentBuilder::new().build();
+    let url = format!("{}/api/runs/bench-single/events", relay.url);
+    let t0 = Instant::now();
+    for i in 0..n {
+        agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&format!("{{\"event\":\"batch_end\",\"loss\":{i}}}"))?;
+    }
+    row(
+        "ingest, one event per POST (keep-alive)",
+        format!("{:.0} req/s", n as f64 / t0.elapsed().as_secs_f64()),
+        "(reported)",
+    );
+    Ok(())
+}
+
+fn delivery_latency(relay: &Relay) -> Result<()> {
+    let run = "bench-latency";
+    let agent = ureq::AgentBuilder::new().build();
+    agent
+        .post(&format!("{}/api/runs/{run}/events", relay.url))
+        .send_string("{\"event\":\"training_start\"}")?;
+    let resp = ureq::get(&format!("{}/api/runs/{run}/stream?after=1", relay.url)).call()?;
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut lat = Vec::new();
+    let mut line = String::new();
+    for i in 0..500 {
+        let t0 = Instant::now();
+        agent
+            .post(&format!("{}/api/runs/{run}/events", relay.url))
+            .send_string(&format!("{{\"event\":\"batch_end\",\"loss\":{i}}}"))?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("stream closed");
+            }
+            if line.starts_with("data: ") {
+                break;
+            }
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    row(
+        "POST → SSE subscriber, p50 / p99",
+        format!(
+            "{:.2} / {:.2} ms",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        ),
+        "emit → pixel p99 < 50 ms",
+    );
+    Ok(())
+}
+
+fn rust_emit_cost(url: &str) {
+    let client = stepwatch_client::Client::with_capacity(url, "bench-emit", 2_000_000);
+    let n = 1_000_000u64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        client.batch_end(1, i, i + 1, 1.0 / (i as f64 + 1.0), 0.001);
+    }
+    let per = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let up = !url.ends_with(":9");
+    row(
+        if up {
+            "Rust SDK emit, relay up (mean)"
+        } else {
+            "Rust SDK emit, relay down (mean)"
+        },
+        format!("{per:.2} µs"),
+        "< 5 µs",
+    );
+    if up {
+        client.close(Duration::from_secs(30));
+    }
+}
+
+fn python_emit_cost(root: &Path) -> Result<()> {
+    let py = root.join(".venv/bin/python");
+    let py = if py.exists() {
+        py
+    } else {
+        PathBuf::from("python3")
+    };
+    let code = r#"
+import time, statistics, stepwatch
+stepwatch.connect("http://127.0.0.1:9", run="bench")
+samples = []
+for r in range(20):
+    t0 = time.perf_counter()
+    for i in range(10000):
+        stepwatch.emit_batch_end(batch_idx=i, loss=1.0, lr=0.001)
+    samples.append((time.perf_counter() - t0) / 10000 * 1e6)
+print(f"{statistics.median(samples):.2f}")
+"#;
+    let out = Command::new(py)
+        .args(["-c", code])
+        .env("PYTHONPATH", root.join("clients/python/src"))
+        .env("STEPWATCH_EXIT_FLUSH", "0")
+        .output()?;
+    let figure = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if figure.is_empty() {
+        bail!(
+            "python emit benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    row(
+        "Python emit_batch_end, relay down (median)",
+        format!("{figure} µs"),
+        "< 5 µs",
+    );
+    Ok(())
+}
