@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub const REPLAY_PAGE: usize = 1000;
 /// Interval of SSE keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A stream whose client reads nothing for this long is cut off.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default and largest `limit` of `GET /api/runs/{run}/events`.
 pub const DEFAULT_EVENTS_LIMIT: usize = 1000;
 pub const MAX_EVENTS_LIMIT: usize = 100_000;
@@ -441,6 +443,16 @@ enum StreamEnd {
     StorageFailed,
 }
 
+/// Hands one message to the connection; a client that takes nothing for
+/// [`STALL_TIMEOUT`] is cut off rather than waited on.
+async fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Result<(), StreamEnd> {
+    match tokio::time::timeout(STALL_TIMEOUT, tx.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(StreamEnd::ClientGone),
+        Err(_) => Err(StreamEnd::CutOff),
+    }
+}
+
 async fn replay(
     store: &Arc<dyn Storage>,
     run: &str,
@@ -461,9 +473,7 @@ async fn replay(
             if upto.is_some_and(|u| e.id > u) {
                 return Ok(());
             }
-            tx.send(sse_event(&e))
-                .await
-                .map_err(|_| StreamEnd::ClientGone)?;
+            deliver(tx, sse_event(&e)).await?;
             *last = e.id;
         }
         if n < REPLAY_PAGE || upto.is_some_and(|u| *last >= u) {
@@ -505,8 +515,8 @@ async fn stream_run(
                             return end;
                         }
                     }
-                    if tx.send(sse_event(&e)).await.is_err() {
-                        return StreamEnd::ClientGone;
+                    if let Err(end) = deliver(&tx, sse_event(&e)).await {
+                        return end;
                     }
                     last = e.id;
                 }
@@ -544,7 +554,7 @@ async fn summary_stream(data: Data) -> HttpResponse {
             return;
         }
         for s in &initial {
-            if tx.send(send(s)).await.is_err() {
+            if deliver(&tx, send(s)).await.is_err() {
                 return;
             }
         }
@@ -560,7 +570,11 @@ async fn summary_stream(data: Data) -> HttpResponse {
         loop {
             tokio::select! {
                 msg = live.recv() => match msg {
-                    Ok(s) => if tx.send(send(&s)).await.is_err() { return },
+                    Ok(s) => match deliver(&tx, send(&s)).await {
+                        Ok(()) => {}
+                        Err(StreamEnd::CutOff) => { _guard.0.note_cut_off(); return }
+                        Err(_) => return,
+                    },
                     Err(broadcast::error::RecvError::Lagged(_)) => { _guard.0.note_cut_off(); return }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

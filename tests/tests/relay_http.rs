@@ -382,3 +382,62 @@ fn serves_the_dashboard_with_spa_fallback() {
         .find("root:")
         .is_none());
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_is_cut_off_and_catches_up_on_reconnect() {
+    use std::io::Read;
+    let dir = TempDir::new("slow");
+    let relay = Relay::start(&dir.0, &[]);
+    relay.post("slow", r#"{"event":"training_start"}"#, JSON);
+    // A subscriber that never reads: its socket buffers fill, then its channel lags.
+    let stalled = ureq::get(&format!("{}/api/runs/slow/stream?after=1", relay.url))
+        .call()
+        .unwrap();
+    let mut stalled_reader = stalled.into_reader();
+    let mut first = [0u8; 16];
+    stalled_reader.read_exact(&mut first).unwrap(); // the stream is open
+    let pad = "x".repeat(2000);
+    let total = 20_000;
+    for chunk in 0..(total / 500) {
+        let body: String = (0..500)
+            .map(|i| {
+                format!(
+                    "{{\"event\":\"log\",\"message\":\"{pad}\",\"n\":{}}}\n",
+                    chunk * 500 + i
+                )
+            })
+            .collect();
+        let (s, _) = relay.post("slow", &body, NDJSON);
+        assert_eq!(s, 200, "ingest stalled behind a slow subscriber");
+    }
+    let metrics = wait_for_metric(&relay, "stepwatch_sse_cut_off_total");
+    assert!(metrics >= 1.0, "the stalled subscriber was not cut off");
+    // Reconnecting from the last id it saw, it gets everything after, in order.
+    let msgs = sse_collect(
+        &format!("{}/api/runs/slow/stream", relay.url),
+        Some(total as u64 - 99),
+        100,
+        Duration::from_secs(20),
+        || {},
+    );
+    let ids: Vec<u64> = msgs.iter().map(|m| m.id.unwrap()).collect();
+    assert_eq!(
+        ids,
+        ((total as u64 - 98)..=(total as u64 + 1)).collect::<Vec<_>>()
+    );
+    drop(stalled_reader);
+}
+
+fn wait_for_metric(relay: &Relay, name: &str) -> f64 {
+    stepwatch_e2e::wait_until(name, Duration::from_secs(10), || {
+        let text = ureq::get(&format!("{}/metrics", relay.url))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| *v >= 1.0)
+    })
+}

@@ -109,3 +109,21 @@ def test_listener_errors_never_reach_the_training_loop():
     hist = em.get_history("batch_end")
     assert [h["batch_idx"] for h in hist] == [5, 6, 7, 8, 9]
     assert em.get_history("batch_end", limit=2)[0]["batch_idx"] == 8
+
+
+def test_one_bad_event_is_dropped_alone_and_the_rest_arrive(relay, run_script):
+    code = """
+import stepwatch
+s = stepwatch.connect(run="partial")
+stepwatch.emit_log("before")
+stepwatch.training_emitter.emit("Not A Valid Name", x=1)
+stepwatch.emit_batch_end(batch_idx="not-a-number", loss=1.0)
+stepwatch.emit_log("after")
+assert stepwatch.flush(10)
+assert s.rejected == 2, s.rejected
+assert "batch_idx" in s.last_rejection, s.last_rejection
+"""
+    proc = run_script(code, env={"STEPWATCH_URL": relay.url})
+    assert proc.returncode == 0, proc.stderr
+    events = relay.get("/api/runs/partial/events")
+    assert [e.get("message") for e in events] == ["before", "after"]

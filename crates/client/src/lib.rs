@@ -249,6 +249,8 @@ impl Drop for Client {
 
 enum Outcome {
     Sent,
+    /// The relay named one bad event: drop it, send the rest again.
+    BadEvent(usize),
     Rejected,
     Retry,
 }
@@ -265,6 +267,13 @@ fn post(agent: &ureq::Agent, endpoint: &str, batch: &[Event]) -> Outcome {
         .send_string(&body)
     {
         Ok(_) => Outcome::Sent,
+        Err(ureq::Error::Status(400, resp)) => resp
+            .into_json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["index"].as_u64())
+            .map(|i| i as usize)
+            .filter(|i| *i < batch.len())
+            .map_or(Outcome::Rejected, Outcome::BadEvent),
         Err(ureq::Error::Status(code, _)) if (400..500).contains(&code) && code != 429 => {
             Outcome::Rejected
         }
@@ -308,6 +317,10 @@ fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
                         .sent
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     batch.clear();
+                }
+                Outcome::BadEvent(i) => {
+                    counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    batch.remove(i);
                 }
                 Outcome::Rejected => {
                     counters

@@ -93,7 +93,10 @@ class RelaySender:
         self.sent = 0
         self.rejected = 0
         self.dropped = 0
+        #: Why the relay is unreachable now (None while delivery works).
         self.last_error: str | None = None
+        #: The relay's answer to the last event it refused as invalid.
+        self.last_rejection: str | None = None
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="stepwatch-sender", daemon=True)
@@ -147,12 +150,13 @@ class RelaySender:
                 event["seq"] = self._seq
                 batch.append(event)
             self._taken += len(batch)
-            body = "\n".join(json.dumps(e, allow_nan=False) for e in batch).encode()
-            self._send(body, len(batch))
+            self._send(batch)
 
-    def _send(self, body: bytes, n: int) -> None:
+    def _send(self, batch: list) -> None:
         backoff = MIN_BACKOFF
-        while True:
+        while batch:
+            n = len(batch)
+            body = "\n".join(json.dumps(e, allow_nan=False) for e in batch).encode()
             req = urllib.request.Request(self.endpoint, data=body, method="POST")
             req.add_header("Content-Type", "application/x-ndjson")
             if self.token:
@@ -167,10 +171,21 @@ class RelaySender:
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:500]
                 if 400 <= e.code < 500 and e.code not in (408, 429):
+                    bad = _bad_index(detail, n) if e.code == 400 else None
+                    if bad is not None:
+                        # Drop only the event the relay named; send the rest again.
+                        self.rejected += 1
+                        self._done += 1
+                        self.last_rejection = (
+                            f"relay refused event {batch[bad]['event']!r}: {detail}"
+                        )
+                        _log.warning("stepwatch: %s", self.last_rejection)
+                        batch = batch[:bad] + batch[bad + 1 :]
+                        continue
                     self.rejected += n
                     self._done += n
-                    self.last_error = f"relay refused a batch ({e.code}): {detail}"
-                    _log.warning("stepwatch: %s", self.last_error)
+                    self.last_rejection = f"relay refused a batch ({e.code}): {detail}"
+                    _log.warning("stepwatch: %s", self.last_rejection)
                     return
                 self.last_error = f"relay answered {e.code}: {detail}"
             except Exception as e:  # relay down, DNS, timeout: keep trying
@@ -179,6 +194,15 @@ class RelaySender:
                 return
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def _bad_index(detail: str, n: int) -> int | None:
+    """The index of the bad event in a 400 answer, if the relay named one."""
+    try:
+        index = json.loads(detail).get("index")
+    except (ValueError, AttributeError):
+        return None
+    return index if isinstance(index, int) and 0 <= index < n else None
 
 
 _sender: RelaySender | None = None
