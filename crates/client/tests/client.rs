@@ -1,87 +1,26 @@
 //! The Rust SDK against a real relay process.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stepwatch_client::Client;
+use stepwatch_e2e::{Relay, TempDir};
 use stepwatch_events::event::Log;
 use stepwatch_events::EventBody;
 
-struct Relay {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Relay {
-    fn start(port: u16, dir: PathBuf) -> Relay {
-        let bin = std::env::var_os("STEPWATCH_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/stepwatch")
-            });
-        assert!(
-            bin.exists(),
-            "build the relay first: cargo build -p stepwatch-relay"
-        );
-        let child = Command::new(bin)
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let t0 = Instant::now();
-        while ureq::get(&format!("{url}/healthz")).call().is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "relay did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Relay { child, url, dir }
-    }
-
-    fn events(&self, run: &str) -> Vec<serde_json::Value> {
-        ureq::get(&format!("{}/api/runs/{run}/events?limit=100000", self.url))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+fn events(relay: &Relay, run: &str) -> Vec<serde_json::Value> {
+    relay
+        .get_ok(&format!("/api/runs/{run}/events?limit=100000"))
+        .as_array()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("stepwatch-client-{tag}-{}", std::process::id()))
+        .clone()
 }
 
 #[test]
 fn events_emitted_while_the_relay_is_down_arrive_in_order_once_it_is_up() {
-    let p = port();
-    let client = Client::connect(&format!("http://127.0.0.1:{p}"), "rust-outage");
+    let dir = TempDir::new("client-outage");
+    let mut relay = Relay::start(&dir.0, &[]);
+    relay.kill(); // the relay is down while the trainer emits
+    let client = Client::connect(&relay.url, "rust-outage");
     client.training_start("rust", 1, 500, serde_json::Map::new());
     let t0 = Instant::now();
     for i in 0..500 {
@@ -92,10 +31,10 @@ fn events_emitted_while_the_relay_is_down_arrive_in_order_once_it_is_up() {
         !client.flush(Duration::from_millis(200)),
         "flush claims delivery with no relay"
     );
-    let relay = Relay::start(p, tmp("outage"));
+    relay.restart();
     client.training_end("completed");
     assert!(client.close(Duration::from_secs(30)));
-    let events = relay.events("rust-outage");
+    let events = events(&relay, "rust-outage");
     assert_eq!(events.len(), 502);
     let idx: Vec<u64> = events[1..501]
         .iter()
@@ -108,7 +47,8 @@ fn events_emitted_while_the_relay_is_down_arrive_in_order_once_it_is_up() {
 
 #[test]
 fn a_bad_event_is_dropped_alone() {
-    let relay = Relay::start(port(), tmp("bad"));
+    let dir = TempDir::new("client-bad");
+    let relay = Relay::start(&dir.0, &[]);
     let client = Client::connect(&relay.url, "rust-bad");
     client.log("info", "before");
     client.emit(EventBody::Custom {
@@ -122,8 +62,7 @@ fn a_bad_event_is_dropped_alone() {
     assert!(client.flush(Duration::from_secs(10)));
     assert_eq!(client.rejected(), 1);
     assert_eq!(client.sent(), 2);
-    let msgs: Vec<_> = relay
-        .events("rust-bad")
+    let msgs: Vec<_> = events(&relay, "rust-bad")
         .iter()
         .map(|e| e["message"].as_str().unwrap().to_string())
         .collect();
