@@ -262,6 +262,7 @@ fn main() -> Result<()> {
         Some("test") => cmd_test(),
         Some("bench") => {
             ensure_web_tools()?;
+            ensure_browser()?;
             build_dashboard()?;
             run("cargo", &["build", "--release", "-p", "stepwatch-relay"])?;
             bench::run_all(&root())
