@@ -63,6 +63,20 @@ fn on_path(program: &str) -> Option<PathBuf> {
     })
 }
 
+/// Installs `krate` at exactly `version` unless `bin --version` already reports it.
+fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, flags: &[&str]) -> Result<()> {
+    let in_cargo_home = cargo_bin(bin);
+    let ok = output(bin, &["--version"])
+        .or_else(|| output(in_cargo_home.to_str().unwrap_or(bin), &["--version"]))
+        .is_some_and(|v| v.contains(version));
+    if !ok {
+        let mut args = vec!["install", krate, "--version", version];
+        args.extend(flags);
+        run("cargo", &args)?;
+    }
+    Ok(())
+}
+
 /// The wasm target, trunk and a matching wasm-bindgen CLI.
 fn ensure_web_tools() -> Result<()> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
@@ -72,41 +86,14 @@ fn ensure_web_tools() -> Result<()> {
     {
         run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
     }
-    let trunk_ok = output("trunk", &["--version"])
-        .or_else(|| {
-            output(
-                cargo_bin("trunk").to_str().unwrap_or("trunk"),
-                &["--version"],
-            )
-        })
-        .is_some_and(|v| v.contains(TRUNK_VERSION));
-    if !trunk_ok {
-        run(
-            "cargo",
-            &["install", "trunk", "--version", TRUNK_VERSION, "--locked"],
-        )?;
-    }
-    let wb_ok = output("wasm-bindgen", &["--version"])
-        .or_else(|| {
-            output(
-                cargo_bin("wasm-bindgen").to_str().unwrap_or("wasm-bindgen"),
-                &["--version"],
-            )
-        })
-        .is_some_and(|v| v.contains(WASM_BINDGEN_VERSION));
-    if !wb_ok {
-        // Not --locked: its lockfile names a webpki-roots release the registry lacks.
-        run(
-            "cargo",
-            &[
-                "install",
-                "wasm-bindgen-cli",
-                "--version",
-                WASM_BINDGEN_VERSION,
-                "--force",
-            ],
-        )?;
-    }
+    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, &["--locked"])?;
+    // Not --locked: its lockfile names a webpki-roots release the registry lacks.
+    ensure_cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        WASM_BINDGEN_VERSION,
+        &["--force"],
+    )?;
     Ok(())
 }
 
