@@ -1,20 +1,80 @@
 //! What the run page holds: the shared reducer's [`RunState`] plus the series the
 //! charts draw. Plain data, testable natively.
 
-use stepwatch_events::{Event, EventBody, RunState, RunStatus, RunSummary};
+use std::collections::{BTreeMap, VecDeque};
+use stepwatch_events::{num, Event, EventBody, RunState, RunStatus, RunSummary};
 
 /// Seconds without an event after which a running run shows as stale.
 pub const STALE_AFTER_S: f64 = 60.0;
 
-/// The live view of one run.
+/// Log lines kept per run for the live tail.
+pub const MAX_LOGS: usize = 5000;
+/// System samples kept per run for sparklines.
+pub const MAX_SYSTEM: usize = 300;
+/// Window (seconds) over which events/s is measured.
+pub const RATE_WINDOW_S: f64 = 10.0;
+
+/// One point of a metric series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Global step.
+    pub step: f64,
+    pub value: f64,
+    /// Trainer time (unix seconds).
+    pub time: f64,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub id: u64,
+    pub time: f64,
+    pub level: String,
+    pub message: String,
+    pub logger: String,
+}
+
+/// One GPU in a system sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuSample {
+    pub index: u64,
+    pub name: String,
+    pub util_percent: Option<f64>,
+    pub mem_used_bytes: Option<f64>,
+    pub mem_total_bytes: Option<f64>,
+    pub temperature_c: Option<f64>,
+    pub power_w: Option<f64>,
+}
+
+/// One `system` event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SystemSample {
+    pub time: f64,
+    pub cpu_percent: Option<f64>,
+    pub mem_used_bytes: Option<f64>,
+    pub mem_total_bytes: Option<f64>,
+    pub gpus: Vec<GpuSample>,
+}
+
+/// The live view of one run: the shared reducer's state plus what the panels draw.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunView {
     pub state: RunState,
-    /// (global step, loss), in arrival order; non-finite losses kept.
-    pub loss: Vec<(f64, f64)>,
-    /// (global step, learning rate).
-    pub lr: Vec<(f64, f64)>,
+    /// Every metric's points by name (`loss`, `lr`, and whatever else the run reports),
+    /// in arrival order; non-finite values kept.
+    pub series: BTreeMap<String, Vec<Point>>,
+    /// The newest log lines (at most [`MAX_LOGS`]).
+    pub logs: VecDeque<LogLine>,
+    /// The newest system samples (at most [`MAX_SYSTEM`]).
+    pub system: VecDeque<SystemSample>,
+    /// Trainer times of the events of the last [`RATE_WINDOW_S`] seconds.
+    recent: VecDeque<f64>,
 }
+
+/// The name of the loss series.
+pub const LOSS: &str = "loss";
+/// The name of the learning-rate series.
+pub const LR: &str = "lr";
 
 impl RunView {
     pub fn new(run: &str) -> Self {
@@ -22,6 +82,18 @@ impl RunView {
             state: RunState::new(run),
             ..Default::default()
         }
+    }
+
+    /// A series by name (empty when the run has not reported it).
+    pub fn points(&self, name: &str) -> &[Point] {
+        self.series.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    fn push(&mut self, name: &str, step: f64, value: f64, time: f64) {
+        self.series
+            .entry(name.to_string())
+            .or_default()
+            .push(Point { step, value, time });
     }
 
     /// Applies one streamed event; events already applied (by id) are ignored.
@@ -32,16 +104,140 @@ impl RunView {
             }
         }
         self.state.apply(e);
-        if let EventBody::BatchEnd(b) = &e.body {
-            let step = self.state.step as f64;
-            if let Some(loss) = b.loss {
-                self.loss.push((step, loss));
+        let time = e.timestamp().unwrap_or(0.0);
+        self.recent.push_back(time);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| *t < time - RATE_WINDOW_S)
+        {
+            self.recent.pop_front();
+        }
+        let step = self.state.step_of(e) as f64;
+        match &e.body {
+            EventBody::BatchEnd(b) => {
+                if let Some(loss) = b.loss {
+                    self.push(LOSS, step, loss, time);
+                }
+                if let Some(lr) = b.lr {
+                    self.push(LR, step, lr, time);
+                }
+                for (k, v) in b.metrics.iter().flatten() {
+                    self.push(k, step, *v, time);
+                }
+                for (k, v) in &b.extra {
+                    if let Some(x) =
+                        num::from_json(v).filter(|_| !v.is_string() || is_nonfinite_str(v))
+                    {
+                        self.push(k, step, x, time);
+                    }
+                }
             }
-            if let Some(lr) = b.lr {
-                self.lr.push((step, lr));
+            EventBody::EpochEnd(b) => {
+                for (k, v) in b.metrics.iter().flatten() {
+                    self.push(k, step, *v, time);
+                }
             }
+            EventBody::MetricUpdate(m) => {
+                if let (Some(name), Some(v)) = (&m.name, m.value) {
+                    self.push(name, step, v, time);
+                }
+                for (k, v) in m.metrics.iter().flatten() {
+                    self.push(k, step, *v, time);
+                }
+            }
+            EventBody::Log(l) => {
+                self.logs.push_back(LogLine {
+                    id: e.id.unwrap_or(0),
+                    time,
+                    level: l
+                        .level
+                        .clone()
+                        .unwrap_or_else(|| "info".into())
+                        .to_lowercase(),
+                    message: l.message.clone().unwrap_or_default(),
+                    logger: l.logger.clone().unwrap_or_default(),
+                });
+                if self.logs.len() > MAX_LOGS {
+                    self.logs.pop_front();
+                }
+            }
+            EventBody::System(s) => {
+                let f = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+                    m.get(k).and_then(num::from_json)
+                };
+                self.system.push_back(SystemSample {
+                    time,
+                    cpu_percent: s.cpu_percent,
+                    mem_used_bytes: s.mem_used_bytes.map(|x| x as f64),
+                    mem_total_bytes: s.mem_total_bytes.map(|x| x as f64),
+                    gpus: s
+                        .gpus
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, g)| GpuSample {
+                            index: g.get("index").and_then(|v| v.as_u64()).unwrap_or(i as u64),
+                            name: g
+                                .get("name")
+                                .and_then(|v| v.as_str())
+                                .unwrap_or_default()
+                                .to_string(),
+                            util_percent: f(g, "util_percent"),
+                            mem_used_bytes: f(g, "mem_used_bytes"),
+                            mem_total_bytes: f(g, "mem_total_bytes"),
+                            temperature_c: f(g, "temperature_c"),
+                            power_w: f(g, "power_w"),
+                        })
+                        .collect(),
+                });
+                if self.system.len() > MAX_SYSTEM {
+                    self.system.pop_front();
+                }
+            }
+            _ => {}
         }
     }
+
+    /// Events per second over the last [`RATE_WINDOW_S`] seconds before `now`.
+    pub fn events_per_s(&self, now: f64) -> f64 {
+        let n = self
+            .recent
+            .iter()
+            .filter(|t| **t > now - RATE_WINDOW_S)
+            .count();
+        n as f64 / RATE_WINDOW_S
+    }
+
+    /// Seconds left, from progress so far, while the run is live.
+    pub fn eta_s(&self, now: f64) -> Option<f64> {
+        let s = &self.state;
+        if !s.status.is_live() {
+            return None;
+        }
+        let f = overall_fraction(&s.summary());
+        let started = s.started_at?;
+        (f > 0.0 && f < 1.0).then(|| (now - started) * (1.0 - f) / f)
+    }
+
+    /// Metric names other than loss and lr, grouped by the prefix before the first `/`
+    /// (`""` for names without one), groups and names sorted.
+    pub fn metric_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in self.series.keys().filter(|n| *n != LOSS && *n != LR) {
+            let group = name.split_once('/').map_or("", |(g, _)| g);
+            groups
+                .entry(group.to_string())
+                .or_default()
+                .push(name.clone());
+        }
+        groups.into_iter().collect()
+    }
+}
+
+fn is_nonfinite_str(v: &serde_json::Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| num::parse_non_finite(s).is_some())
 }
 
 /// A status as shown: the reducer's status, or stale when a live run went silent.
@@ -151,10 +347,11 @@ mod tests {
         v.apply(&ev(r#"{"id":1,"event":"batch_end","loss":2.0,"lr":0.1}"#));
         v.apply(&ev(r#"{"id":2,"event":"log","message":"x"}"#));
         v.apply(&ev(r#"{"id":3,"event":"batch_end","loss":"NaN"}"#));
-        assert_eq!(v.loss.len(), 2);
-        assert_eq!(v.loss[0], (1.0, 2.0));
-        assert!(v.loss[1].1.is_nan());
-        assert_eq!(v.lr, vec![(1.0, 0.1)]);
+        let loss = v.points(LOSS);
+        assert_eq!(loss.len(), 2);
+        assert_eq!((loss[0].step, loss[0].value), (1.0, 2.0));
+        assert!(loss[1].value.is_nan());
+        assert_eq!(v.points(LR).len(), 1);
     }
 
     #[test]
@@ -163,8 +360,62 @@ mod tests {
         let e = ev(r#"{"id":1,"event":"batch_end","loss":2.0}"#);
         v.apply(&e);
         v.apply(&e);
-        assert_eq!(v.loss.len(), 1);
+        assert_eq!(v.points(LOSS).len(), 1);
         assert_eq!(v.state.event_count, 1);
+    }
+
+    #[test]
+    fn every_metric_becomes_a_series_grouped_by_prefix() {
+        let mut v = RunView::new("r");
+        v.apply(&ev(r#"{"id":1,"time":10,"event":"batch_end","loss":2.0,"metrics":{"train/acc":0.5},"grad_norm":1.5,"note":"x"}"#));
+        v.apply(&ev(
+            r#"{"id":2,"time":11,"event":"epoch_end","metrics":{"val/loss":2.5,"val/acc":0.4}}"#,
+        ));
+        v.apply(&ev(r#"{"id":3,"time":12,"event":"metric_update","name":"val/bleu","value":"NaN","step":7}"#));
+        assert_eq!(v.points("train/acc").len(), 1);
+        assert_eq!(v.points("grad_norm")[0].value, 1.5);
+        assert!(v.points("note").is_empty(), "text fields are not metrics");
+        assert_eq!(
+            v.points("val/loss")[0].step,
+            1.0,
+            "epoch metrics sit at the current step"
+        );
+        assert_eq!(v.points("val/bleu")[0].step, 7.0);
+        assert!(v.points("val/bleu")[0].value.is_nan());
+        let groups = v.metric_groups();
+        let names: Vec<_> = groups.iter().map(|(g, _)| g.as_str()).collect();
+        assert_eq!(names, vec!["", "train", "val"]);
+        assert_eq!(groups[2].1, vec!["val/acc", "val/bleu", "val/loss"]);
+    }
+
+    #[test]
+    fn logs_system_and_rate_are_kept() {
+        let mut v = RunView::new("r");
+        v.apply(&ev(
+            r#"{"id":1,"time":100,"event":"log","level":"WARNING","message":"hot"}"#,
+        ));
+        v.apply(&ev(r#"{"id":2,"time":101,"event":"system","cpu_percent":50,"gpus":[{"index":0,"util_percent":90,"temperature_c":60}]}"#));
+        v.apply(&ev(r#"{"id":3,"time":102,"event":"log","message":"ok"}"#));
+        assert_eq!(v.logs.len(), 2);
+        assert_eq!(v.logs[0].level, "warning");
+        assert_eq!(v.logs[1].level, "info");
+        assert_eq!(v.system[0].gpus[0].util_percent, Some(90.0));
+        assert_eq!(v.system[0].cpu_percent, Some(50.0));
+        assert!((v.events_per_s(102.0) - 0.3).abs() < 1e-9);
+        assert_eq!(v.events_per_s(200.0), 0.0);
+    }
+
+    #[test]
+    fn eta_from_progress() {
+        let mut v = RunView::new("r");
+        v.apply(&ev(
+            r#"{"id":1,"time":0,"event":"training_start","total_epochs":2,"total_batches":10}"#,
+        ));
+        v.apply(&ev(
+            r#"{"id":2,"time":10,"event":"batch_end","epoch":1,"batch_idx":4,"loss":1}"#,
+        ));
+        // 5 of 20 batches after 10 s: 30 s left.
+        assert_eq!(v.eta_s(10.0), Some(30.0));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Takes a screenshot of a dashboard page in headless Chromium:
-//! `cargo run -p stepwatch-e2e --example screenshot -- URL OUT.png [WAIT_SELECTOR] [LANG]`
+//! `cargo run -p stepwatch-e2e --example screenshot -- URL OUT.png [WAIT_SELECTOR] [LANG] [SCROLL_Y]`
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ fn main() {
     let wait = args.get(3).cloned().unwrap_or_else(|| "header".into());
     let browser = Browser::start();
     browser.goto(url);
-    if let Some(lang) = args.get(4) {
+    if let Some(lang) = args.get(4).filter(|l| !l.is_empty()) {
         browser.eval(&format!(
             "localStorage.setItem('stepwatch.lang', '{lang}'); location.reload(); return 1;"
         ));
@@ -26,6 +26,10 @@ fn main() {
         }
     });
     std::thread::sleep(Duration::from_millis(1500));
+    if let Some(y) = args.get(5) {
+        browser.eval(&format!("window.scrollTo(0, {y}); return 1;"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
     println!(
         "found={found} body={}",
         browser.eval("return document.body.innerText.slice(0, 400);")

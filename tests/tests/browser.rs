@@ -61,7 +61,7 @@ fn text(b: &Browser, testid: &str) -> String {
 
 /// Pixels of the loss line's colour on the chart canvas.
 const LINE_PIXELS: &str = r#"
-const c = document.querySelector('[data-testid=loss-chart]');
+const c = document.querySelector('[data-testid=canvas-loss]');
 if (!c || !c.width) return 0;
 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
 let n = 0;
@@ -117,7 +117,7 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
         "running"
     );
     let points =
-        browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
+        browser.eval("return +document.querySelector('[data-testid=canvas-loss]').dataset.points;");
     assert_eq!(points, 80, "chart did not draw every point");
     let drawn = browser.eval(LINE_PIXELS).as_u64().unwrap();
     assert!(
@@ -140,7 +140,7 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
         stepwatch_events::num::display(4.0 / 120.0, 5)
     );
     let points =
-        browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;");
+        browser.eval("return +document.querySelector('[data-testid=canvas-loss]').dataset.points;");
     assert_eq!(points, 120);
     let ckpts = text(&browser, "checkpoints");
     assert!(
@@ -193,7 +193,7 @@ fn the_run_page_resumes_after_a_relay_restart_without_gap_or_duplicate() {
         "a replayed event was counted twice"
     );
     assert_eq!(
-        browser.eval("return +document.querySelector('[data-testid=loss-chart]').dataset.points;"),
+        browser.eval("return +document.querySelector('[data-testid=canvas-loss]').dataset.points;"),
         80
     );
 }

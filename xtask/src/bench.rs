@@ -383,7 +383,7 @@ fn open_long_run(relay: &Relay) -> Result<()> {
     browser.wait_for(
         "chart drawn",
         Duration::from_secs(120),
-        &format!("const c = document.querySelector('[data-testid=loss-chart]'); return c && c.dataset.points > 0 && document.querySelector('[data-testid=step]')?.textContent === '{}';", state["step"]),
+        &format!("const c = document.querySelector('[data-testid=canvas-loss]'); return c && c.dataset.points > 0 && document.querySelector('[data-testid=step]')?.textContent === '{}';", state["step"]),
     );
     row(
         &format!("open a run of {n} steps, chart drawn"),

@@ -5,44 +5,57 @@
 /// Reduces `points` (sorted by x) to at most 4 per bucket, `buckets` buckets spanning
 /// the points' x range. Non-finite y values are kept as they are (they mark divergence).
 pub fn m4(points: &[(f64, f64)], buckets: usize) -> Vec<(f64, f64)> {
+    m4_indices(points, buckets)
+        .into_iter()
+        .map(|i| points[i])
+        .collect()
+}
+
+/// The indices [`m4`] keeps, in order: per bucket the first, lowest, highest and last
+/// point, plus up to four non-finite ones.
+pub fn m4_indices(points: &[(f64, f64)], buckets: usize) -> Vec<usize> {
     if buckets == 0 || points.len() <= buckets.saturating_mul(4) {
-        return points.to_vec();
+        return (0..points.len()).collect();
     }
     let (x0, x1) = (points[0].0, points[points.len() - 1].0);
     let width = (x1 - x0) / buckets as f64;
     if width.is_nan() || width <= 0.0 {
-        return points.to_vec();
+        return (0..points.len()).collect();
     }
+    let bucket_of = |x: f64| (((x - x0) / width).max(0.0) as usize).min(buckets - 1);
     let mut out = Vec::with_capacity(buckets * 4);
     let mut start = 0;
     while start < points.len() {
-        let b = (((points[start].0 - x0) / width) as usize).min(buckets - 1);
+        let b = bucket_of(points[start].0);
         let mut end = start + 1;
-        while end < points.len() && (((points[end].0 - x0) / width) as usize).min(buckets - 1) == b
-        {
+        while end < points.len() && bucket_of(points[end].0) == b {
             end += 1;
         }
-        let bucket = &points[start..end];
-        let mut lo = 0;
-        let mut hi = 0;
+        let mut lo: Option<usize> = None;
+        let mut hi: Option<usize> = None;
         let mut odd = Vec::new();
-        for (i, p) in bucket.iter().enumerate() {
-            if !p.1.is_finite() {
-                odd.push(i);
+        for i in start..end {
+            let y = points[i].1;
+            if !y.is_finite() {
+                if odd.len() < 4 {
+                    odd.push(i);
+                }
                 continue;
             }
-            if !bucket[lo].1.is_finite() || p.1 < bucket[lo].1 {
-                lo = i;
+            if lo.is_none_or(|l| y < points[l].1) {
+                lo = Some(i);
             }
-            if !bucket[hi].1.is_finite() || p.1 > bucket[hi].1 {
-                hi = i;
+            if hi.is_none_or(|h| y > points[h].1) {
+                hi = Some(i);
             }
         }
-        let mut idx = vec![0, lo, hi, bucket.len() - 1];
-        idx.extend(odd.into_iter().take(4));
+        let mut idx = vec![start, end - 1];
+        idx.extend(lo);
+        idx.extend(hi);
+        idx.extend(odd);
         idx.sort_unstable();
         idx.dedup();
-        out.extend(idx.into_iter().map(|i| bucket[i]));
+        out.extend(idx);
         start = end;
     }
     out
@@ -63,6 +76,30 @@ mod tests {
         assert!(out.iter().any(|p| p.1.is_nan()), "NaN vanished");
         assert_eq!(out.first(), pts.first());
         assert_eq!(out.last(), pts.last());
+    }
+
+    #[test]
+    fn every_buckets_min_and_max_survive() {
+        // A saw-tooth with a different extreme in every bucket.
+        let pts: Vec<(f64, f64)> = (0..100_000)
+            .map(|i| {
+                (
+                    i as f64,
+                    ((i * 7919) % 1000) as f64 + (i / 1000) as f64 * 0.001,
+                )
+            })
+            .collect();
+        let buckets = 100;
+        let kept = m4(&pts, buckets);
+        for b in 0..buckets {
+            let bucket = &pts[b * 1000..(b + 1) * 1000];
+            let min = bucket.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let max = bucket.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let in_b: Vec<_> = kept.iter().filter(|p| (p.0 as usize) / 1000 == b).collect();
+            assert!(in_b.iter().any(|p| p.1 == min), "bucket {b} lost its min");
+            assert!(in_b.iter().any(|p| p.1 == max), "bucket {b} lost its max");
+            assert!(in_b.len() <= 4);
+        }
     }
 
     #[test]

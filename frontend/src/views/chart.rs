@@ -1,0 +1,355 @@
+//! The chart panel: a plotters canvas with hover readout, drag-to-zoom, double-click
+//! reset, log-scale toggle and PNG export. Page-wide settings (x axis, smoothing, zoom)
+//! live in [`ChartSettings`] so every chart of a page moves together.
+
+use super::common::{download_url, prefers_light};
+use crate::chart::{self, ChartOpts, Frame, Prepared, XMode};
+use crate::i18n::{use_i18n, Key};
+use crate::model::RunView;
+use crate::route::Route;
+use leptos::prelude::*;
+use std::collections::BTreeSet;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+/// Settings shared by every chart of a page, mirrored in the URL.
+#[derive(Clone, Copy)]
+pub struct ChartSettings {
+    pub x_mode: RwSignal<XMode>,
+    pub smooth: RwSignal<f64>,
+    pub log: RwSignal<BTreeSet<String>>,
+    pub zoom: RwSignal<Option<(f64, f64)>>,
+}
+
+impl ChartSettings {
+    /// Reads the settings from a route's parameters.
+    pub fn from_route(r: &Route) -> Self {
+        let zoom = r.get("zoom").and_then(|z| {
+            let (a, b) = z.split_once('~')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+        ChartSettings {
+            x_mode: RwSignal::new(XMode::parse(r.get("x").unwrap_or("step"))),
+            smooth: RwSignal::new(
+                r.get("smooth")
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|s| (0.0..1.0).contains(s))
+                    .unwrap_or(0.0),
+            ),
+            log: RwSignal::new(
+                r.get("log")
+                    .map(|l| {
+                        l.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            zoom: RwSignal::new(zoom),
+        }
+    }
+
+    /// The settings as URL parameters.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let x = self.x_mode.get();
+        let smooth = self.smooth.get();
+        vec![
+            (
+                "x",
+                if x == XMode::Step {
+                    String::new()
+                } else {
+                    x.as_str().to_string()
+                },
+            ),
+            (
+                "smooth",
+                if smooth > 0.0 {
+                    format!("{smooth:.2}")
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "log",
+                self.log
+                    .with(|l| l.iter().cloned().collect::<Vec<_>>().join(",")),
+            ),
+            (
+                "zoom",
+                self.zoom
+                    .get()
+                    .map(|(a, b)| format!("{a}~{b}"))
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+
+    pub fn opts(&self, metric: &str) -> ChartOpts {
+        ChartOpts {
+            x_mode: self.x_mode.get(),
+            log_y: self.log.with(|l| l.contains(metric)),
+            smooth: self.smooth.get(),
+            x_range: self.zoom.get(),
+        }
+    }
+}
+
+/// The x-axis switch, smoothing slider and zoom reset for a page.
+#[component]
+pub fn ChartToolbar(
+    settings: ChartSettings,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    let i18n = use_i18n();
+    let mode_btn = move |m: XMode, key: Key| {
+        view! {
+            <button class=move || if settings.x_mode.get() == m { "seg on" } else { "seg" }
+                data-testid=format!("x-{}", m.as_str())
+                on:click=move |_| { settings.x_mode.set(m); settings.zoom.set(None); }>
+                {move || i18n.t(key)}
+            </button>
+        }
+    };
+    view! {
+        <div class="toolbar" data-testid="chart-toolbar">
+            <span class="muted small">{move || i18n.t(Key::XAxis)}</span>
+            <div class="segs">
+                {mode_btn(XMode::Step, Key::XStep)}
+                {mode_btn(XMode::Wall, Key::XWall)}
+                {mode_btn(XMode::Relative, Key::XRelative)}
+            </div>
+            <label class="smooth">
+                <span class="muted small">{move || i18n.t(Key::Smoothing)}</span>
+                <input type="range" min="0" max="0.99" step="0.01" data-testid="smoothing"
+                    prop:value=move || settings.smooth.get().to_string()
+                    on:input=move |ev| {
+                        if let Ok(v) = event_target_value(&ev).parse::<f64>() {
+                            settings.smooth.set(v.clamp(0.0, 0.99));
+                        }
+                    }/>
+                <span class="small mono">{move || format!("{:.2}", settings.smooth.get())}</span>
+            </label>
+            <Show when=move || settings.zoom.get().is_some()>
+                <button class="btn" data-testid="reset-zoom" on:click=move |_| settings.zoom.set(None)>
+                    {move || i18n.t(Key::ResetZoom)}
+                </button>
+            </Show>
+            <span class="spacer"></span>
+            <span class="muted small hint">{move || i18n.t(Key::ZoomHint)}</span>
+            {children.map(|c| c())}
+        </div>
+    }
+}
+
+/// One run's contribution to a chart.
+#[derive(Clone, Copy)]
+pub struct Source {
+    pub view: RwSignal<RunView>,
+    pub color: usize,
+}
+
+#[derive(Clone, PartialEq)]
+struct Hover {
+    px: f64,
+    lines: Vec<(String, usize, String)>,
+    head: String,
+}
+
+/// A chart of `metric` for one or more runs.
+#[component]
+pub fn ChartPanel(
+    /// Metric name (`loss`, `lr`, `val/acc`, …).
+    metric: String,
+    /// Title shown above the chart.
+    title: String,
+    sources: Vec<Source>,
+    settings: ChartSettings,
+    /// Label per source, for the tooltip (run names in compare).
+    #[prop(optional)]
+    labels: Option<Signal<Vec<String>>>,
+) -> impl IntoView {
+    let i18n = use_i18n();
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let frame = RwSignal::new(None::<Frame>);
+    let prepared = StoredValue::new_local(Vec::<Prepared>::new());
+    let drawn = RwSignal::new((0usize, 0usize, 0usize));
+    let hover = RwSignal::new(None::<Hover>);
+    let drag = RwSignal::new(None::<(f64, f64)>);
+    let resized = RwSignal::new(0u32);
+    let on_resize = Closure::<dyn FnMut()>::new(move || resized.update(|n| *n += 1));
+    let _ = window().add_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
+    let on_resize = send_wrapper::SendWrapper::new(on_resize);
+    on_cleanup(move || {
+        let _ = window()
+            .remove_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
+    });
+
+    let m = metric.clone();
+    let sources2 = sources.clone();
+    // Redraw only when this chart's data or settings change.
+    let lens = Memo::new(move |_| {
+        sources
+            .iter()
+            .map(|s| {
+                s.view.with(|v| {
+                    (
+                        v.points(&m).len(),
+                        v.state.started_at.unwrap_or(0.0).to_bits(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let m = metric.clone();
+    Effect::new(move |_| {
+        lens.track();
+        resized.track();
+        let opts = settings.opts(&m);
+        let Some(c) = canvas.get() else { return };
+        let buckets = chart::buckets_for(&c);
+        let series: Vec<Prepared> = sources2
+            .iter()
+            .map(|s| {
+                s.view.with(|v| {
+                    let t0 = v.state.started_at.unwrap_or(0.0);
+                    chart::prepare(&m, s.color, v.points(&m), t0, &opts, buckets)
+                })
+            })
+            .collect();
+        let theme = if prefers_light() {
+            chart::LIGHT
+        } else {
+            chart::DARK
+        };
+        let f = chart::draw(&c, &series, &opts, theme);
+        drawn.set((
+            series.iter().map(|s| s.visible).sum(),
+            series.iter().map(|s| s.raw.len()).sum(),
+            series.iter().map(|s| s.bad.len()).sum(),
+        ));
+        prepared.set_value(series);
+        frame.set(f);
+    });
+
+    let on_move = move |ev: web_sys::MouseEvent| {
+        let Some(f) = frame.get_untracked() else {
+            return;
+        };
+        let px = ev.offset_x() as f64;
+        if let Some((start, _)) = drag.get_untracked() {
+            drag.set(Some((start, px)));
+        }
+        if px < f.left || px > f.left + f.width {
+            hover.set(None);
+            return;
+        }
+        let x = f.x_at(px);
+        let names = labels.map(|l| l.get_untracked()).unwrap_or_default();
+        let mut head = String::new();
+        let lines = prepared.with_value(|series| {
+            series
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let d = chart::nearest(s, x)?;
+                    if head.is_empty() {
+                        let p = d.p;
+                        head = format!(
+                            "step {} · {}",
+                            p.step as u64,
+                            chart::fmt_x(p.time, XMode::Wall),
+                        );
+                    }
+                    let mut value = stepwatch_events::num::display(d.p.value, 5);
+                    if let Some(sm) = d.smooth {
+                        value = format!("{} ({value})", stepwatch_events::num::display(sm, 5));
+                    }
+                    let label = names.get(i).cloned().unwrap_or_else(|| s.label.clone());
+                    Some((label, s.color, value))
+                })
+                .collect::<Vec<_>>()
+        });
+        hover.set((!lines.is_empty()).then_some(Hover { px, lines, head }));
+    };
+    let on_down = move |ev: web_sys::MouseEvent| {
+        let px = ev.offset_x() as f64;
+        drag.set(Some((px, px)));
+    };
+    let on_up = move |_ev: web_sys::MouseEvent| {
+        if let (Some((a, b)), Some(f)) = (drag.get_untracked(), frame.get_untracked()) {
+            if (a - b).abs() > 4.0 {
+                let (x0, x1) = (f.x_at(a.min(b)), f.x_at(a.max(b)));
+                settings.zoom.set(Some((x0, x1)));
+            }
+        }
+        drag.set(None);
+    };
+    let m = metric.clone();
+    let log_on = move || settings.log.with(|l| l.contains(&m));
+    let m = metric.clone();
+    let toggle_log = move |_| {
+        settings.log.update(|l| {
+            if !l.remove(&m) {
+                l.insert(m.clone());
+            }
+        })
+    };
+    let m = metric.clone();
+    let export_png = move |_| {
+        if let Some(c) = canvas.get_untracked() {
+            if let Ok(url) = c.to_data_url() {
+                download_url(&format!("{}.png", m.replace('/', "_")), &url);
+            }
+        }
+    };
+    let testid = format!("chart-{metric}");
+    view! {
+        <div class="chart-panel" data-testid=testid.clone() data-metric=metric.clone()>
+            <div class="chart-head">
+                <span class="chart-title">{title}</span>
+                <span class="spacer"></span>
+                <button class=move || if log_on() { "mini on" } else { "mini" } data-testid=format!("log-{metric}")
+                    title="log scale" on:click=toggle_log>{move || i18n.t(Key::LogScale)}</button>
+                <button class="mini" data-testid=format!("png-{metric}") on:click=export_png>{move || i18n.t(Key::ExportPng)}</button>
+            </div>
+            <div class="chart-box">
+                <canvas node_ref=canvas class="chart"
+                    data-testid=format!("canvas-{metric}")
+                    data-points=move || drawn.get().0
+                    data-drawn=move || drawn.get().1
+                    data-nonfinite=move || drawn.get().2
+                    data-x0=move || frame.get().map(|f| f.x0.to_string()).unwrap_or_default()
+                    data-x1=move || frame.get().map(|f| f.x1.to_string()).unwrap_or_default()
+                    on:mousemove=on_move
+                    on:mouseleave=move |_| { hover.set(None); drag.set(None); }
+                    on:mousedown=on_down
+                    on:mouseup=on_up
+                    on:dblclick=move |_| settings.zoom.set(None)></canvas>
+                {move || frame.get().and_then(|f| hover.get().map(|h| {
+                    let left = h.px.min(f.left + f.width - 170.0).max(f.left);
+                    view! {
+                        <div class="crosshair" style=format!("left:{}px;top:{}px;height:{}px", h.px, f.top, f.height)></div>
+                        <div class="tooltip" data-testid="tooltip" style=format!("left:{}px;top:{}px", left + 8.0, f.top + 4.0)>
+                            <div class="tt-head">{h.head.clone()}</div>
+                            {h.lines.iter().map(|(label, color, value)| view! {
+                                <div class="tt-line">
+                                    <span class=format!("swatch c{}", color % chart::PALETTE.len())></span>
+                                    <span class="tt-label">{label.clone()}</span>
+                                    <span class="tt-value mono">{value.clone()}</span>
+                                </div>
+                            }).collect_view()}
+                        </div>
+                    }
+                }))}
+                {move || frame.get().and_then(|f| drag.get().filter(|(a, b)| (a - b).abs() > 4.0).map(|(a, b)| view! {
+                    <div class="selection" style=format!("left:{}px;width:{}px;top:{}px;height:{}px", a.min(b), (a - b).abs(), f.top, f.height)></div>
+                }))}
+                <Show when=move || drawn.get().0 == 0 && drawn.get().2 == 0>
+                    <div class="chart-empty">{move || i18n.t(Key::NoPointsYet)}</div>
+                </Show>
+            </div>
+        </div>
+    }
+}

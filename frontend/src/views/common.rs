@@ -1,0 +1,165 @@
+//! Small pieces shared by the pages: status pill, connection badge, stat tiles,
+//! formatting, downloads.
+
+use crate::api::{self, ConnState};
+use crate::i18n::{use_i18n, I18n, Key};
+use crate::model::ShownStatus;
+use leptos::prelude::*;
+use stepwatch_events::{num, RunStatus};
+use wasm_bindgen::JsCast;
+
+/// A clock ticking every second, for relative times, staleness and rates.
+#[derive(Clone, Copy)]
+pub struct Clock(pub RwSignal<f64>);
+
+/// The clock from context.
+pub fn use_clock() -> RwSignal<f64> {
+    expect_context::<Clock>().0
+}
+
+pub fn status_key(s: ShownStatus) -> Key {
+    match s {
+        ShownStatus::Stale => Key::StatusStale,
+        ShownStatus::Run(RunStatus::Pending) => Key::StatusPending,
+        ShownStatus::Run(RunStatus::Running) => Key::StatusRunning,
+        ShownStatus::Run(RunStatus::Paused) => Key::StatusPaused,
+        ShownStatus::Run(RunStatus::Completed) => Key::StatusCompleted,
+        ShownStatus::Run(RunStatus::Failed) => Key::StatusFailed,
+        ShownStatus::Run(RunStatus::Stopped) => Key::StatusStopped,
+    }
+}
+
+/// A number for people, "–" when absent.
+pub fn fmt_opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "–".to_string(), |v| num::display(v, digits))
+}
+
+/// "5 s ago", "3 min ago", in the UI language.
+pub fn ago(i18n: I18n, then: Option<f64>, now: f64) -> String {
+    let Some(t) = then else {
+        return "–".into();
+    };
+    let d = (now - t).max(0.0);
+    if d < 5.0 {
+        i18n.t(Key::JustNow).to_string()
+    } else if d < 60.0 {
+        format!("{} {}", d as u64, i18n.t(Key::SecondsAgo))
+    } else if d < 3600.0 {
+        format!("{} {}", (d / 60.0) as u64, i18n.t(Key::MinutesAgo))
+    } else if d < 86400.0 {
+        format!("{} {}", (d / 3600.0) as u64, i18n.t(Key::HoursAgo))
+    } else {
+        format!("{} {}", (d / 86400.0) as u64, i18n.t(Key::DaysAgo))
+    }
+}
+
+/// Whether the OS asks for the light theme.
+pub fn prefers_light() -> bool {
+    web_sys::window()
+        .and_then(|w| {
+            w.match_media("(prefers-color-scheme: light)")
+                .ok()
+                .flatten()
+        })
+        .is_some_and(|m| m.matches())
+}
+
+/// Offers `data` as a file download named `name`.
+pub fn download(name: &str, mime: &str, data: &str) {
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(data));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts) else {
+        return;
+    };
+    if let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) {
+        download_url(name, &url);
+        let _ = web_sys::Url::revoke_object_url(&url);
+    }
+}
+
+/// Clicks a temporary `<a download>` for `url`.
+pub fn download_url(name: &str, url: &str) {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    if let Ok(a) = doc.create_element("a") {
+        if let Ok(a) = a.dyn_into::<web_sys::HtmlAnchorElement>() {
+            a.set_href(url);
+            a.set_download(name);
+            if let Some(body) = doc.body() {
+                let _ = body.append_child(&a);
+                a.click();
+                let _ = body.remove_child(&a);
+            }
+        }
+    }
+}
+
+#[component]
+pub fn ConnBadge(conn: RwSignal<ConnState>) -> impl IntoView {
+    let i18n = use_i18n();
+    view! {
+        <span class=move || match conn.get() {
+            ConnState::Live => "conn live",
+            ConnState::Connecting => "conn",
+            ConnState::Reconnecting => "conn down",
+        } data-testid="conn" data-state=move || match conn.get() {
+            ConnState::Live => "live",
+            ConnState::Connecting => "connecting",
+            ConnState::Reconnecting => "reconnecting",
+        }>
+            {move || i18n.t(match conn.get() {
+                ConnState::Live => Key::Live,
+                ConnState::Connecting => Key::Connecting,
+                ConnState::Reconnecting => Key::Reconnecting,
+            })}
+        </span>
+    }
+}
+
+#[component]
+pub fn StatusPill(status: Signal<ShownStatus>) -> impl IntoView {
+    let i18n = use_i18n();
+    view! {
+        <span class=move || format!("status {}", status.get().as_str()) data-testid="status"
+            data-status=move || status.get().as_str()>
+            <span class="dot">"●"</span>
+            {move || i18n.t(status_key(status.get()))}
+        </span>
+    }
+}
+
+/// One tile of the run header.
+#[component]
+pub fn Stat(
+    label: Key,
+    testid: &'static str,
+    value: Signal<String>,
+    #[prop(optional)] frac: Option<Signal<f64>>,
+    #[prop(optional)] alert: Option<Signal<bool>>,
+) -> impl IntoView {
+    let i18n = use_i18n();
+    let alert = move || alert.is_some_and(|a| a.get());
+    view! {
+        <div class="stat">
+            <div class="label">{move || i18n.t(label)}</div>
+            <div class=move || if alert() { "value alert" } else { "value" } data-testid=testid>{value}</div>
+            {frac.map(|f| view! {
+                <div class="bar"><div class="fill" style=move || format!("width:{:.1}%", f.get() * 100.0)></div></div>
+            })}
+        </div>
+    }
+}
+
+/// Opens an SSE stream for the lifetime of the calling component.
+pub fn stream_for_component(
+    url: String,
+    names: &[&str],
+    on_batch: impl Fn(Vec<(String, String)>) + 'static,
+    conn: RwSignal<ConnState>,
+) {
+    let stream = api::Stream::open(&url, names, on_batch, move |c| conn.set(c));
+    let stream = send_wrapper::SendWrapper::new(stream);
+    on_cleanup(move || drop(stream));
+}

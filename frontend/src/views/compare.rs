@@ -1,0 +1,328 @@
+//! Compare runs (the seed's model version comparison and A/B testing): curves overlaid
+//! on shared charts, the config keys that differ, and a summary per metric against a
+//! baseline run.
+
+use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
+use super::common::{stream_for_component, ConnBadge};
+use super::run::config_value;
+use crate::api::{self, ConnState};
+use crate::chart::PALETTE;
+use crate::i18n::{use_i18n, Key};
+use crate::model::{RunView, LOSS, LR};
+use crate::route::{replace_hash, run_href, Page, Route};
+use leptos::prelude::*;
+use std::collections::BTreeSet;
+use stepwatch_events::{num, Event};
+
+/// Whether lower is better for a metric, judged by its name.
+pub fn lower_is_better(metric: &str) -> bool {
+    let m = metric.to_lowercase();
+    [
+        "loss",
+        "err",
+        "ppl",
+        "perplexity",
+        "mse",
+        "mae",
+        "wer",
+        "cer",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+        || m == "lr"
+}
+
+/// Last, best and mean of the last `n` finite values of a series.
+pub fn summarize(values: &[f64], lower_better: bool, n: usize) -> Option<(f64, f64, f64)> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let last = *values.last()?;
+    let best = if lower_better {
+        finite.iter().copied().fold(f64::INFINITY, f64::min)
+    } else {
+        finite.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let tail = &finite[finite.len().saturating_sub(n.max(1))..];
+    let mean = if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().sum::<f64>() / tail.len() as f64
+    };
+    Some((last, if best.is_finite() { best } else { f64::NAN }, mean))
+}
+
+/// "+0.12 (+4.8%)" of `x` against `base`.
+pub fn diff(x: f64, base: f64) -> String {
+    if !x.is_finite() || !base.is_finite() {
+        return "–".into();
+    }
+    let d = x - base;
+    let rel = if base != 0.0 {
+        format!(" ({:+.1}%)", d / base.abs() * 100.0)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{}{rel}",
+        if d >= 0.0 { "+" } else { "" },
+        num::display(d, 3)
+    )
+}
+
+#[component]
+pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoView {
+    let i18n = use_i18n();
+    let views: Vec<RwSignal<RunView>> = runs
+        .iter()
+        .map(|r| RwSignal::new(RunView::new(r)))
+        .collect();
+    let conns: Vec<RwSignal<ConnState>> = runs
+        .iter()
+        .map(|_| RwSignal::new(ConnState::Connecting))
+        .collect();
+    for ((run, view), conn) in runs.iter().zip(&views).zip(&conns) {
+        let view = *view;
+        stream_for_component(
+            format!("{base}/api/runs/{run}/stream"),
+            api::RUN_EVENT_NAMES,
+            move |batch| {
+                view.update(|v| {
+                    for (_, data) in batch {
+                        if let Ok(e) = Event::from_json(&data) {
+                            v.apply(&e);
+                        }
+                    }
+                })
+            },
+            *conn,
+        );
+    }
+    let settings = ChartSettings::from_route(&route);
+    let baseline = RwSignal::new(
+        route
+            .get("base")
+            .filter(|b| runs.iter().any(|r| r == b))
+            .map(String::from)
+            .or_else(|| runs.first().cloned())
+            .unwrap_or_default(),
+    );
+    let last_n = RwSignal::new(
+        route
+            .get("n")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(50),
+    );
+    let page = Page::Compare(runs.clone());
+    Effect::new(move |_| {
+        let mut p = settings.params();
+        p.push(("base", baseline.get()));
+        p.push((
+            "n",
+            if last_n.get() == 50 {
+                String::new()
+            } else {
+                last_n.get().to_string()
+            },
+        ));
+        replace_hash(&Route::hash(&page, &p));
+    });
+    let names = Signal::derive({
+        let views = views.clone();
+        move || {
+            views
+                .iter()
+                .map(|v| v.with(|v| v.state.name.clone()))
+                .collect::<Vec<_>>()
+        }
+    });
+    let sources: Vec<Source> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Source { view: *v, color: i })
+        .collect();
+    let metrics = Memo::new({
+        let views = views.clone();
+        move |_| {
+            let mut set = BTreeSet::new();
+            for v in &views {
+                v.with(|v| set.extend(v.series.keys().cloned()));
+            }
+            let mut ordered: Vec<String> = [LOSS, LR]
+                .iter()
+                .filter(|m| set.contains(**m))
+                .map(|m| m.to_string())
+                .collect();
+            ordered.extend(set.into_iter().filter(|m| m != LOSS && m != LR));
+            ordered
+        }
+    });
+
+    let legend =
+        {
+            let runs = runs.clone();
+            let conns = conns.clone();
+            let views = views.clone();
+            runs.iter().enumerate().map(|(i, r)| {
+            let r = r.clone();
+            let r2 = r.clone();
+            let view = views[i];
+            let conn = conns[i];
+            view! {
+                <div class="legend-item" data-testid="legend-item" data-run=r.clone()>
+                    <span class=format!("swatch c{}", i % PALETTE.len())></span>
+                    <a href=run_href(&r)>{move || view.with(|v| v.state.name.clone())}</a>
+                    <label class="small muted">
+                        <input type="radio" name="baseline" data-testid=format!("baseline-{r}")
+                            prop:checked=move || baseline.get() == r2
+                            on:change={ let r = r.clone(); move |_| baseline.set(r.clone()) }/>
+                        {move || i18n.t(Key::Baseline)}
+                    </label>
+                    <ConnBadge conn=conn/>
+                </div>
+            }
+        }).collect_view()
+        };
+
+    let config_diff = {
+        let views = views.clone();
+        move || {
+            let configs: Vec<serde_json::Map<String, serde_json::Value>> = views
+                .iter()
+                .map(|v| v.with(|v| v.state.config.clone()))
+                .collect();
+            let keys: BTreeSet<String> = configs.iter().flat_map(|c| c.keys().cloned()).collect();
+            keys.into_iter()
+                .filter(|k| {
+                    let first = configs.first().and_then(|c| c.get(k));
+                    configs.iter().any(|c| c.get(k) != first)
+                })
+                .map(|k| {
+                    let vals: Vec<String> = configs
+                        .iter()
+                        .map(|c| c.get(&k).map(config_value).unwrap_or_else(|| "—".into()))
+                        .collect();
+                    (k, vals)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let summary = {
+        let views = views.clone();
+        let runs = runs.clone();
+        move || {
+            let n = last_n.get();
+            let base_idx = runs.iter().position(|r| *r == baseline.get()).unwrap_or(0);
+            metrics
+                .get()
+                .into_iter()
+                .map(|m| {
+                    let lower = lower_is_better(&m);
+                    let stats: Vec<Option<(f64, f64, f64)>> = views
+                        .iter()
+                        .map(|v| {
+                            v.with(|v| {
+                                let vals: Vec<f64> = v.points(&m).iter().map(|p| p.value).collect();
+                                summarize(&vals, lower, n)
+                            })
+                        })
+                        .collect();
+                    (m, base_idx, stats)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    view! {
+        <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
+        <section class="panel" data-testid="compare">
+            <div class="panel-head"><h1>{move || i18n.t(Key::CompareRuns)}</h1></div>
+            <div class="legend" data-testid="legend">{legend}</div>
+        </section>
+        <section class="panel">
+            <ChartToolbar settings=settings/>
+            <div class="charts">
+                <For each=move || metrics.get() key=|m| m.clone() let:m>
+                    <ChartPanel metric=m.clone() title=m.clone() sources=sources.clone() settings=settings labels=names/>
+                </For>
+            </div>
+        </section>
+        <div class="two-col">
+            <section class="panel" data-testid="config-diff">
+                <div class="panel-head"><h2>{move || i18n.t(Key::ConfigDiff)}</h2></div>
+                {
+                    let config_diff = config_diff.clone();
+                    move || {
+                        let rows = config_diff();
+                        if rows.is_empty() {
+                            view! { <p class="muted">{i18n.t(Key::NoConfigDiff)}</p> }.into_any()
+                        } else {
+                            view! {
+                                <div class="scroll"><table class="grid">
+                                    <thead><tr><th></th>{names.get().into_iter().enumerate().map(|(i, n)| view! {
+                                        <th><span class=format!("swatch c{}", i % PALETTE.len())></span>{n}</th>
+                                    }).collect_view()}</tr></thead>
+                                    <tbody>{rows.into_iter().map(|(k, vals)| view! {
+                                        <tr data-testid="config-diff-row" data-key=k.clone()><th class="mono">{k.clone()}</th>
+                                            {vals.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr>
+                                    }).collect_view()}</tbody>
+                                </table></div>
+                            }.into_any()
+                        }
+                    }
+                }
+            </section>
+            <section class="panel" data-testid="summary">
+                <div class="panel-head">
+                    <h2>{move || i18n.t(Key::Summary)}</h2>
+                    <span class="spacer"></span>
+                    <label class="small muted">{move || i18n.t(Key::LastN)}" = "
+                        <input type="number" min="1" class="n-input" data-testid="last-n" prop:value=move || last_n.get().to_string()
+                            on:change=move |ev| { if let Ok(n) = event_target_value(&ev).parse::<usize>() { last_n.set(n.max(1)); } }/>
+                    </label>
+                </div>
+                <div class="scroll"><table class="grid">
+                    <thead><tr>
+                        <th>{move || i18n.t(Key::ColMetric)}</th><th>{move || i18n.t(Key::ColRun)}</th>
+                        <th class="num">{move || i18n.t(Key::ColLast)}</th><th class="num">{move || i18n.t(Key::ColBest)}</th>
+                        <th class="num">{move || i18n.t(Key::ColMeanLastN)}</th><th class="num">{move || i18n.t(Key::ColDiff)}</th>
+                    </tr></thead>
+                    <tbody>
+                    {move || summary().into_iter().flat_map(|(m, base_idx, stats)| {
+                        let base = stats.get(base_idx).copied().flatten();
+                        let names = names.get();
+                        stats.into_iter().enumerate().map(move |(i, st)| {
+                            let (last, best, mean) = st.map_or(("–".into(), "–".into(), "–".into()), |(l, b, a)| (num::display(l, 5), num::display(b, 5), num::display(a, 5)));
+                            let d = match (st, base) { (Some(s), Some(b)) if i != base_idx => diff(s.0, b.0), _ => String::new() };
+                            view! {
+                                <tr data-testid="summary-row" data-metric=m.clone() data-run-index=i.to_string()>
+                                    <td class="mono">{(i == 0).then(|| m.clone())}</td>
+                                    <td><span class=format!("swatch c{}", i % PALETTE.len())></span>{names.get(i).cloned().unwrap_or_default()}</td>
+                                    <td class="num mono">{last}</td><td class="num mono">{best}</td><td class="num mono">{mean}</td>
+                                    <td class="num mono" data-testid="summary-diff">{d}</td>
+                                </tr>
+                            }
+                        }).collect::<Vec<_>>()
+                    }).collect_view()}
+                    </tbody>
+                </table></div>
+            </section>
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_diff() {
+        let (last, best, mean) = summarize(&[3.0, 1.0, f64::NAN, 2.0], true, 2).unwrap();
+        assert_eq!((last, best, mean), (2.0, 1.0, 1.5));
+        let (_, best, _) = summarize(&[0.2, 0.9, 0.5], false, 10).unwrap();
+        assert_eq!(best, 0.9);
+        assert!(summarize(&[], true, 5).is_none());
+        assert_eq!(diff(1.1, 1.0), "+0.1 (+10.0%)");
+        assert_eq!(diff(0.5, 1.0), "-0.5 (-50.0%)");
+        assert!(lower_is_better("val/loss") && !lower_is_better("val/acc"));
+    }
+}

@@ -1,0 +1,7 @@
+//! The pages (one file per screen) and the pieces they share.
+
+pub mod chart;
+pub mod common;
+pub mod compare;
+pub mod run;
+pub mod runs;

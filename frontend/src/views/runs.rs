@@ -1,0 +1,297 @@
+//! The runs list: every run the relay has stored, live from `/api/stream`; sort,
+//! filter by name and status, pick runs to compare.
+
+use super::common::{ago, fmt_opt, stream_for_component, use_clock, ConnBadge, StatusPill};
+use crate::api::ConnState;
+use crate::i18n::{use_i18n, Key};
+use crate::model::{self, ShownStatus};
+use crate::route::{replace_hash, run_href, Page, Route};
+use leptos::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use stepwatch_events::{RunStatus, RunSummary};
+
+/// Columns the list sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortBy {
+    Started,
+    Name,
+    Status,
+    Step,
+    Loss,
+    Best,
+    Duration,
+}
+
+impl SortBy {
+    fn parse(s: &str) -> SortBy {
+        match s {
+            "name" => SortBy::Name,
+            "status" => SortBy::Status,
+            "step" => SortBy::Step,
+            "loss" => SortBy::Loss,
+            "best" => SortBy::Best,
+            "duration" => SortBy::Duration,
+            _ => SortBy::Started,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            SortBy::Started => "started",
+            SortBy::Name => "name",
+            SortBy::Status => "status",
+            SortBy::Step => "step",
+            SortBy::Loss => "loss",
+            SortBy::Best => "best",
+            SortBy::Duration => "duration",
+        }
+    }
+}
+
+fn compare_class(picked: usize) -> &'static str {
+    if picked >= 2 {
+        "btn primary"
+    } else {
+        "btn disabled"
+    }
+}
+
+fn duration_of(s: &RunSummary, now: f64) -> f64 {
+    let stop = if s.status.is_live() {
+        now
+    } else {
+        s.ended_at.or(s.last_event_at).unwrap_or(now)
+    };
+    s.started_at.map_or(0.0, |t| stop - t)
+}
+
+fn cmp_opt(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    // Missing and NaN last.
+    let k = |x: Option<f64>| x.filter(|v| !v.is_nan()).unwrap_or(f64::INFINITY);
+    k(a).total_cmp(&k(b))
+}
+
+const STATUSES: [RunStatus; 6] = [
+    RunStatus::Running,
+    RunStatus::Paused,
+    RunStatus::Completed,
+    RunStatus::Failed,
+    RunStatus::Stopped,
+    RunStatus::Pending,
+];
+
+#[component]
+pub fn RunsPage(base: String, route: Route) -> impl IntoView {
+    let i18n = use_i18n();
+    let clock = use_clock();
+    let runs = RwSignal::new(BTreeMap::<String, RunSummary>::new());
+    let conn = RwSignal::new(ConnState::Connecting);
+    stream_for_component(
+        format!("{base}/api/stream"),
+        &["run"],
+        move |batch| {
+            runs.update(|m| {
+                for (_, data) in batch {
+                    if let Ok(s) = serde_json::from_str::<RunSummary>(&data) {
+                        m.insert(s.run.clone(), s);
+                    }
+                }
+            })
+        },
+        conn,
+    );
+    let query = RwSignal::new(route.get("q").unwrap_or_default().to_string());
+    let status = RwSignal::new(route.get("status").unwrap_or_default().to_string());
+    let sort = RwSignal::new(SortBy::parse(route.get("sort").unwrap_or("started")));
+    let desc = RwSignal::new(route.get("dir") != Some("asc"));
+    let picked = RwSignal::new(BTreeSet::<String>::new());
+    Effect::new(move |_| {
+        replace_hash(&Route::hash(
+            &Page::Runs,
+            &[
+                ("q", query.get()),
+                ("status", status.get()),
+                (
+                    "sort",
+                    if sort.get() == SortBy::Started {
+                        String::new()
+                    } else {
+                        sort.get().as_str().into()
+                    },
+                ),
+                (
+                    "dir",
+                    if desc.get() {
+                        String::new()
+                    } else {
+                        "asc".into()
+                    },
+                ),
+            ],
+        ))
+    });
+
+    let shown = move || {
+        let q = query.get().to_lowercase();
+        let st = status.get();
+        let now = clock.get_untracked();
+        let mut v: Vec<RunSummary> = runs.with(|m| {
+            m.values()
+                .filter(|s| {
+                    q.is_empty()
+                        || s.name.to_lowercase().contains(&q)
+                        || s.run.to_lowercase().contains(&q)
+                })
+                .filter(|s| {
+                    st.is_empty()
+                        || model::shown_status(s.status, s.last_event_at, now).as_str() == st
+                })
+                .cloned()
+                .collect()
+        });
+        let by = sort.get();
+        v.sort_by(|a, b| {
+            let o = match by {
+                SortBy::Started => a
+                    .started_at
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.started_at.unwrap_or(0.0)),
+                SortBy::Name => a.name.to_lowercase().cmp(&b.name.to_lowercase()),
+                SortBy::Status => a.status.as_str().cmp(b.status.as_str()),
+                SortBy::Step => a.step.cmp(&b.step),
+                SortBy::Loss => cmp_opt(a.current_loss, b.current_loss),
+                SortBy::Best => cmp_opt(a.best_loss, b.best_loss),
+                SortBy::Duration => duration_of(a, now).total_cmp(&duration_of(b, now)),
+            };
+            let o = if desc.get() { o.reverse() } else { o };
+            o.then_with(|| a.run.cmp(&b.run))
+        });
+        v
+    };
+    let header = move |by: SortBy, key: Key, class: &'static str| {
+        view! {
+            <th class=class>
+                <button class="sort" data-testid=format!("sort-{}", by.as_str())
+                    on:click=move |_| {
+                        if sort.get() == by { desc.update(|d| *d = !*d) } else { sort.set(by); desc.set(by == SortBy::Started) }
+                    }>
+                    {move || i18n.t(key)}
+                    {move || (sort.get() == by).then(|| if desc.get() { " ▾" } else { " ▴" })}
+                </button>
+            </th>
+        }
+    };
+    let compare_href = move || {
+        Route::hash(
+            &Page::Compare(picked.with(|p| p.iter().cloned().collect())),
+            &[],
+        )
+    };
+    view! {
+        <section class="panel">
+            <div class="panel-head">
+                <h1>{move || i18n.t(Key::AllRuns)}</h1>
+                <span class="count" data-testid="run-count">{move || runs.with(|m| m.len())}</span>
+                <span class="spacer"></span>
+                <ConnBadge conn=conn/>
+            </div>
+            <div class="toolbar">
+                <input type="search" class="filter" data-testid="filter" placeholder=move || i18n.t(Key::FilterRuns)
+                    prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev))/>
+                <select data-testid="status-filter" prop:value=move || status.get()
+                    on:change=move |ev| status.set(event_target_value(&ev))>
+                    <option value="">{move || i18n.t(Key::AllStatuses)}</option>
+                    {STATUSES.iter().map(|s| {
+                        let s = *s;
+                        view! { <option value=s.as_str()>{move || i18n.t(super::common::status_key(ShownStatus::Run(s)))}</option> }
+                    }).collect_view()}
+                    <option value="stale">{move || i18n.t(Key::StatusStale)}</option>
+                </select>
+                <span class="spacer"></span>
+                <span class="muted small">{move || (picked.with(|p| p.len()) < 2).then(|| i18n.t(Key::CompareHint))}</span>
+                <a class=move || compare_class(picked.with(|p| p.len()))
+                    data-testid="compare-button" href=compare_href
+                    aria-disabled=move || (picked.with(|p| p.len()) < 2).to_string()>
+                    {move || i18n.t(Key::Compare)}" ("{move || picked.with(|p| p.len())}")"
+                </a>
+            </div>
+            <Show when=move || runs.with(|m| m.is_empty())>
+                <div class="empty">
+                    <p>{move || i18n.t(Key::NoRuns)}</p>
+                    <code>{move || i18n.t(Key::NoRunsHint)}</code>
+                </div>
+            </Show>
+            <Show when=move || runs.with(|m| !m.is_empty())>
+                <div class="scroll">
+                <table class="runs" data-testid="runs-table">
+                    <thead><tr>
+                        <th class="pick"></th>
+                        {header(SortBy::Name, Key::ColName, "")}
+                        {header(SortBy::Status, Key::ColStatus, "")}
+                        <th>{move || i18n.t(Key::ColProgress)}</th>
+                        {header(SortBy::Step, Key::ColStep, "num")}
+                        {header(SortBy::Loss, Key::ColLoss, "num")}
+                        {header(SortBy::Best, Key::ColBestLoss, "num")}
+                        {header(SortBy::Started, Key::ColStarted, "")}
+                        {header(SortBy::Duration, Key::ColDuration, "num")}
+                    </tr></thead>
+                    <tbody>
+                        <For each=shown key=|s| (s.run.clone(), s.last_id, s.status.as_str()) let:s>
+                            <RunRow s=s picked=picked/>
+                        </For>
+                    </tbody>
+                </table>
+                </div>
+                <Show when=move || shown().is_empty()>
+                    <p class="muted">{move || i18n.t(Key::NoMatch)}</p>
+                </Show>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
+    let i18n = use_i18n();
+    let clock = use_clock();
+    let status = s.status;
+    let last = s.last_event_at;
+    let shown = Signal::derive(move || model::shown_status(status, last, clock.get()));
+    let epoch = model::progress(s.current_epoch, s.total_epochs);
+    let batch = model::progress(s.current_batch, s.total_batches);
+    let frac = model::overall_fraction(&s);
+    let started = s.started_at;
+    let s2 = s.clone();
+    let dur = move || {
+        if started.is_some() {
+            model::duration(duration_of(&s2, clock.get()))
+        } else {
+            "–".into()
+        }
+    };
+    let loss_class = if s.current_loss.is_some_and(|l| !l.is_finite()) {
+        "num alert"
+    } else {
+        "num"
+    };
+    let run = s.run.clone();
+    let run2 = s.run.clone();
+    view! {
+        <tr data-testid="run-row" data-run=s.run.clone()>
+            <td class="pick"><input type="checkbox" data-testid="pick"
+                prop:checked=move || picked.with(|p| p.contains(&run))
+                on:change=move |_| picked.update(|p| { if !p.remove(&run2) { p.insert(run2.clone()); } })/></td>
+            <td class="name"><a href=run_href(&s.run)>{s.name.clone()}</a>
+                <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span></td>
+            <td><StatusPill status=shown/></td>
+            <td class="progress-cell">
+                <div class="bar"><div class="fill" style=format!("width:{:.1}%", frac * 100.0)></div></div>
+                <span class="small">{move || i18n.t(Key::Epoch)}" "{epoch.clone()}" · "{move || i18n.t(Key::Batch)}" "{batch.clone()}</span>
+            </td>
+            <td class="num">{s.step}</td>
+            <td class=loss_class data-testid="row-loss">{fmt_opt(s.current_loss, 5)}</td>
+            <td class="num">{fmt_opt(s.best_loss, 5)}</td>
+            <td>{move || ago(i18n, started, clock.get())}</td>
+            <td class="num">{dur}</td>
+        </tr>
+    }
+}
