@@ -1,5 +1,6 @@
 //! Takes a screenshot of a dashboard page in headless Chromium:
 //! `cargo run -p stepwatch-e2e --example screenshot -- URL OUT.png [WAIT_SELECTOR] [LANG] [SCROLL_Y]`
+//! (`SHOT_THEME=dark` for the dark theme)
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -10,7 +11,11 @@ fn main() {
     let url = args.get(1).expect("URL");
     let out = args.get(2).expect("OUT.png");
     let wait = args.get(3).cloned().unwrap_or_else(|| "header".into());
-    let browser = Browser::start();
+    let browser = if std::env::var("SHOT_THEME").as_deref() == Ok("dark") {
+        Browser::start_with(&["--force-dark-mode", "--blink-settings=preferredColorScheme=0"])
+    } else {
+        Browser::start()
+    };
     browser.goto(url);
     if let Some(lang) = args.get(4).filter(|l| !l.is_empty()) {
         browser.eval(&format!(
