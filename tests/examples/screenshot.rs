@@ -12,7 +12,10 @@ fn main() {
     let out = args.get(2).expect("OUT.png");
     let wait = args.get(3).cloned().unwrap_or_else(|| "header".into());
     let browser = if std::env::var("SHOT_THEME").as_deref() == Ok("dark") {
-        Browser::start_with(&["--force-dark-mode", "--blink-settings=preferredColorScheme=0"])
+        Browser::start_with(&[
+            "--force-dark-mode",
+            "--blink-settings=preferredColorScheme=0",
+        ])
     } else {
         Browser::start()
     };

@@ -109,7 +109,10 @@ pub fn run_all(root: &Path) -> Result<()> {
     ingest_single(&relay)?;
     delivery_latency(&relay)?;
     browser_latency(&relay)?;
-    open_long_run(&relay)?;
+    open_long_run(&relay, "bench-live-long")?;
+    frame_time(&relay)?;
+    ingest_run(&relay, "bench-1m", 1_000_000)?;
+    open_long_run(&relay, "bench-1m")?;
     rust_emit_cost(&relay.url);
     rust_emit_cost("http://127.0.0.1:9");
     python_emit_cost(root)?;
@@ -371,9 +374,8 @@ fn browser_latency(relay: &Relay) -> Result<()> {
 }
 
 /// Opening a run page: until its loss chart is drawn with every stored point.
-fn open_long_run(relay: &Relay) -> Result<()> {
+fn open_long_run(relay: &Relay, run: &str) -> Result<()> {
     let browser = stepwatch_e2e::Browser::start();
-    let run = "bench-live-long";
     let state: serde_json::Value = ureq::get(&format!("{}/api/runs/{run}", relay.url))
         .call()?
         .into_json()?;
@@ -382,13 +384,62 @@ fn open_long_run(relay: &Relay) -> Result<()> {
     browser.goto(&format!("{}/#/runs/{run}", relay.url));
     browser.wait_for(
         "chart drawn",
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         &format!("const c = document.querySelector('[data-testid=canvas-loss]'); return c && c.dataset.points > 0 && document.querySelector('[data-testid=step]')?.textContent === '{}';", state["step"]),
     );
     row(
         &format!("open a run of {n} steps, chart drawn"),
         format!("{:.0} ms", t0.elapsed().as_secs_f64() * 1000.0),
         "10M steps < 500 ms (issue 6)",
+    );
+    Ok(())
+}
+
+fn ingest_run(relay: &Relay, run: &str, n: usize) -> Result<()> {
+    let agent = ureq::AgentBuilder::new().build();
+    let mut done = 0;
+    while done < n {
+        agent
+            .post(&format!("{}/api/runs/{run}/events", relay.url))
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&ndjson_batch(done, 1000))?;
+        done += 1000;
+    }
+    Ok(())
+}
+
+/// Frame intervals on an open run page while 10,000 points/s stream in.
+fn frame_time(relay: &Relay) -> Result<()> {
+    let run = "bench-frames";
+    ingest_run(relay, run, 1000)?;
+    let browser = stepwatch_e2e::Browser::start();
+    browser.goto(&format!("{}/#/runs/{run}", relay.url));
+    browser.wait_for("page", Duration::from_secs(60), "return document.querySelector('.conn.live') !== null && +document.querySelector('[data-testid=canvas-loss]')?.dataset.points > 0;");
+    browser.eval("window.__frames = []; let last = performance.now(); const tick = (t) => { window.__frames.push(t - last); last = t; if (window.__frames.length < 100000) requestAnimationFrame(tick); }; requestAnimationFrame(tick); return 1;");
+    let t0 = Instant::now();
+    let mut sent = 1000;
+    let agent = ureq::AgentBuilder::new().build();
+    while t0.elapsed() < Duration::from_secs(5) {
+        let tick = Instant::now();
+        agent
+            .post(&format!("{}/api/runs/{run}/events", relay.url))
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&ndjson_batch(sent, 100))?;
+        sent += 100;
+        if let Some(rest) = Duration::from_millis(10).checked_sub(tick.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let rate = (sent - 1000) as f64 / t0.elapsed().as_secs_f64();
+    let frames: Vec<f64> =
+        serde_json::from_value(browser.eval("return window.__frames.slice(5);"))?;
+    let mut sorted = frames.clone();
+    sorted.sort_by(f64::total_cmp);
+    let fps = frames.len() as f64 / (frames.iter().sum::<f64>() / 1000.0);
+    row(
+        &format!("frames while {:.0} points/s stream in", rate),
+        format!("{fps:.0} fps, p99 {:.1} ms", percentile(&sorted, 0.99)),
+        "60 frames/s at 10,000 points/s",
     );
     Ok(())
 }

@@ -197,6 +197,7 @@ fn cmd_test() -> Result<()> {
             "clippy",
             "-p",
             "stepwatch-frontend",
+            "--all-targets",
             "--target",
             "wasm32-unknown-unknown",
             "--",
@@ -219,6 +220,20 @@ fn cmd_test() -> Result<()> {
     let build = t0.elapsed();
 
     run("cargo", &["test", "--workspace"])?;
+    // Components and downsampling in headless Chromium (wasm-bindgen-test).
+    if let Some(driver) = on_path("chromedriver") {
+        std::env::set_var("CHROMEDRIVER", driver);
+    }
+    run(
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "stepwatch-frontend",
+            "--target",
+            "wasm32-unknown-unknown",
+        ],
+    )?;
     run(&py, &["-m", "ruff", "check", "clients/python", "examples"])?;
     run(
         &py,
