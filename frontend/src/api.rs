@@ -40,7 +40,10 @@ pub async fn resolve_relay() -> String {
 pub enum ConnState {
     Connecting,
     Live,
+    /// The connection dropped; the browser is reconnecting.
     Reconnecting,
+    /// The relay is unreachable (or the browser is offline); retrying every few seconds.
+    Offline,
 }
 
 /// A live SSE subscription. Dropping it closes the connection.
@@ -165,12 +168,17 @@ impl Inner {
         let w2 = weak;
         let error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
             let Some(this) = w2.upgrade() else { return };
-            (this.on_status)(ConnState::Reconnecting);
             let gave_up = this
                 .current
                 .borrow()
                 .as_ref()
                 .is_some_and(|o| o.es.ready_state() == EventSource::CLOSED);
+            let offline = web_sys::window().is_some_and(|w| !w.navigator().on_line());
+            (this.on_status)(if gave_up || offline {
+                ConnState::Offline
+            } else {
+                ConnState::Reconnecting
+            });
             if gave_up {
                 Inner::reopen_later(&this);
             }

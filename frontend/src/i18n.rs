@@ -83,6 +83,8 @@ strings! {
     Live => "live", "实时";
     Reconnecting => "reconnecting…", "正在重连…";
     Connecting => "connecting…", "连接中…";
+    Offline => "offline — retrying", "离线 — 正在重试";
+    ChartKeys => "Chart: arrows pan, + / − zoom, 0 resets", "图表:方向键平移,+ / − 缩放,0 重置";
     BackToRuns => "← Runs", "← 任务列表";
     RunNotFound => "No such run yet: it appears as soon as its first event arrives.", "暂无此任务:收到第一个事件后即会出现。";
     NonFiniteLoss => "Loss is not finite (NaN or infinity): the run may have diverged.", "损失值非有限(NaN 或无穷):训练可能已发散。";

@@ -142,6 +142,24 @@ async fn chart_panel_draws_every_point_and_redraws_on_new_data() {
     settle().await;
     assert_eq!(canvas.get_attribute("data-points").as_deref(), Some("11"));
     assert_eq!(canvas.get_attribute("data-x0").as_deref(), Some("10"));
+    // Keyboard: + zooms in around the centre, 0 resets.
+    s.zoom.set(None);
+    settle().await;
+    let key = |k: &str| {
+        let init = web_sys::KeyboardEventInit::new();
+        init.set_key(k);
+        init.set_bubbles(true);
+        let ev =
+            web_sys::KeyboardEvent::new_with_keyboard_event_init_dict("keydown", &init).unwrap();
+        canvas.dispatch_event(&ev).unwrap();
+    };
+    key("+");
+    settle().await;
+    let (a, b) = s.zoom.get_untracked().expect("+ did not zoom");
+    assert!(a > 1.0 && b < 52.0 && b - a < 30.0, "{a}..{b}");
+    key("0");
+    settle().await;
+    assert_eq!(s.zoom.get_untracked(), None);
     // The canvas backs its CSS size at the device pixel ratio.
     let c: web_sys::HtmlCanvasElement = canvas.dyn_into().unwrap();
     let dpr = web_sys::window().unwrap().device_pixel_ratio();

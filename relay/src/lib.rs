@@ -7,8 +7,10 @@
 //! - [`store`]: durable storage behind the [`store::Storage`] trait (SQLite now).
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
 //! - [`http`]: the HTTP API, the only layer that knows HTTP.
+//! - [`dashboard`]: the built dashboard, brotli-precompressed, with SPA fallback.
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod hub;
@@ -16,7 +18,7 @@ pub mod store;
 
 use actix_web::{web, App, HttpServer};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How to run the relay.
@@ -29,11 +31,6 @@ pub struct ServeOptions {
     pub sync: store::SyncLevel,
     pub max_body: usize,
 }
-
-const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Stepwatch</title>\
-<body style=\"font-family:sans-serif;padding:2em\"><h1>Stepwatch relay is running</h1>\
-<p>The dashboard is not built. Run <code>cargo xtask run</code>, or <code>trunk build --release</code> \
-and start the relay with <code>--dist dist</code>.</p><p>The API is under <code>/api</code>.</p>";
 
 fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut c = actix_cors::Cors::default()
@@ -54,46 +51,24 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     c
 }
 
-async fn spa_fallback(dist: web::Data<PathBuf>) -> actix_web::HttpResponse {
-    match std::fs::read(dist.join("index.html")) {
-        Ok(bytes) => actix_web::HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-cache"))
-            .body(bytes),
-        Err(_) => actix_web::HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body(NOT_BUILT),
-    }
-}
-
 /// Opens storage and serves until the process is stopped.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let store: Arc<dyn store::Storage> =
         Arc::new(store::SqliteStore::open(&opts.data_dir, opts.sync)?);
     let state = web::Data::new(http::AppState::new(store, opts.max_body));
-    let dist = opts.dist.clone();
-    let has_dist = Path::new(&dist).join("index.html").is_file();
-    if !has_dist {
-        tracing::warn!(dist = %dist.display(), "no built dashboard found; serving the API only");
+    if !opts.dist.join("index.html").is_file() {
+        tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
     }
+    let dashboard = web::Data::new(dashboard::Dashboard::new(opts.dist.clone()));
     let origins = opts.allow_origins.clone();
     let server = HttpServer::new(move || {
-        let mut app = App::new()
+        App::new()
             .wrap(cors(&origins))
             .wrap(actix_web::middleware::Compress::default())
             .app_data(state.clone())
-            .app_data(web::Data::new(dist.clone()))
-            .configure(http::configure);
-        if has_dist {
-            app = app.service(
-                actix_files::Files::new("/", &dist)
-                    .index_file("index.html")
-                    .default_handler(web::to(spa_fallback)),
-            );
-        } else {
-            app = app.default_service(web::to(spa_fallback));
-        }
-        app
+            .app_data(dashboard.clone())
+            .configure(http::configure)
+            .default_service(web::get().to(dashboard::serve))
     })
     .workers(2)
     .bind(opts.bind)?;

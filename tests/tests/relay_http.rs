@@ -358,12 +358,16 @@ fn cors_answers_allowed_origins_only() {
 }
 
 #[test]
-fn serves_the_dashboard_with_spa_fallback() {
+fn serves_the_dashboard_with_spa_fallback_brotli_and_no_escape() {
+    use std::io::Read;
     let dir = TempDir::new("static");
     let dist = dir.0.join("dist");
     std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dir.0.join("secret.txt"), "top-secret").unwrap();
+    std::fs::write(dist.join(".hidden"), "hidden").unwrap();
     std::fs::write(dist.join("index.html"), "<html>stepwatch-index</html>").unwrap();
-    std::fs::write(dist.join("app.js"), "console.log(1)").unwrap();
+    let js = "console.log('stepwatch');\n".repeat(2000);
+    std::fs::write(dist.join("app.js"), &js).unwrap();
     let relay = Relay::start(&dir.0.join("data"), &["--dist", dist.to_str().unwrap()]);
     let get = |p: &str| {
         ureq::get(&format!("{}{p}", relay.url))
@@ -373,14 +377,40 @@ fn serves_the_dashboard_with_spa_fallback() {
             .unwrap()
     };
     assert!(get("/").contains("stepwatch-index"));
-    assert_eq!(get("/app.js"), "console.log(1)");
+    assert_eq!(get("/app.js"), js);
+    // Client-side routes fall back to index.html.
     assert!(get("/runs/some-run").contains("stepwatch-index"));
-    assert!(ureq::get(&format!("{}/../../etc/passwd", relay.url))
-        .call()
-        .map(|r| r.into_string().unwrap())
-        .unwrap_or_default()
-        .find("root:")
-        .is_none());
+    // Nothing outside dist, nor hidden files, is served.
+    for p in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/.hidden",
+        "/..%2fsecret.txt",
+    ] {
+        let body = get(p);
+        assert!(
+            !body.contains("top-secret") && !body.contains("hidden"),
+            "{p}: {body}"
+        );
+    }
+    // Brotli for browsers that accept it, once precompressed; identical once decoded.
+    let br = stepwatch_e2e::wait_until("brotli copy", Duration::from_secs(30), || {
+        let r = ureq::get(&format!("{}/app.js", relay.url))
+            .set("Accept-Encoding", "gzip, br")
+            .call()
+            .unwrap();
+        (r.header("Content-Encoding") == Some("br")).then(|| {
+            let mut raw = Vec::new();
+            r.into_reader().read_to_end(&mut raw).unwrap();
+            raw
+        })
+    });
+    assert!(br.len() < js.len() / 10, "not compressed: {}", br.len());
+    let mut decoded = String::new();
+    brotli::Decompressor::new(&br[..], 4096)
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, js);
 }
 
 #[test]

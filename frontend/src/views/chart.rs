@@ -286,6 +286,29 @@ pub fn ChartPanel(
         }
         drag.set(None);
     };
+    // Keyboard: arrows pan, + / - zoom around the centre, 0 or Escape resets.
+    let on_key = move |ev: web_sys::KeyboardEvent| {
+        let Some(f) = frame.get_untracked() else {
+            return;
+        };
+        let (x0, x1) = settings.zoom.get_untracked().unwrap_or((f.x0, f.x1));
+        let w = x1 - x0;
+        let next = match ev.key().as_str() {
+            "ArrowLeft" => Some((x0 - w * 0.2, x1 - w * 0.2)),
+            "ArrowRight" => Some((x0 + w * 0.2, x1 + w * 0.2)),
+            "+" | "=" => Some((x0 + w * 0.25, x1 - w * 0.25)),
+            "-" | "_" => Some((x0 - w * 0.5, x1 + w * 0.5)),
+            "0" | "Escape" => {
+                settings.zoom.set(None);
+                None
+            }
+            _ => return,
+        };
+        ev.prevent_default();
+        if let Some(z) = next {
+            settings.zoom.set(Some(z));
+        }
+    };
     let m = metric.clone();
     let log_on = move || settings.log.with(|l| l.contains(&m));
     let m = metric.clone();
@@ -326,7 +349,9 @@ pub fn ChartPanel(
                     on:mouseleave=move |_| { hover.set(None); drag.set(None); }
                     on:mousedown=on_down
                     on:mouseup=on_up
-                    on:dblclick=move |_| settings.zoom.set(None)></canvas>
+                    on:dblclick=move |_| settings.zoom.set(None)
+                    tabindex="0" role="img" aria-label=format!("{metric} chart") title=move || i18n.t(Key::ChartKeys)
+                    on:keydown=on_key></canvas>
                 {move || frame.get().and_then(|f| hover.get().map(|h| {
                     let left = h.px.min(f.left + f.width - 170.0).max(f.left);
                     view! {

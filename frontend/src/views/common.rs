@@ -104,15 +104,18 @@ pub fn ConnBadge(conn: RwSignal<ConnState>) -> impl IntoView {
             ConnState::Live => "conn live",
             ConnState::Connecting => "conn",
             ConnState::Reconnecting => "conn down",
+            ConnState::Offline => "conn offline",
         } data-testid="conn" data-state=move || match conn.get() {
             ConnState::Live => "live",
             ConnState::Connecting => "connecting",
             ConnState::Reconnecting => "reconnecting",
+            ConnState::Offline => "offline",
         }>
             {move || i18n.t(match conn.get() {
                 ConnState::Live => Key::Live,
                 ConnState::Connecting => Key::Connecting,
                 ConnState::Reconnecting => Key::Reconnecting,
+                ConnState::Offline => Key::Offline,
             })}
         </span>
     }
