@@ -1,6 +1,7 @@
 //! The HTTP API: ingest, reads, SSE streams, health and metrics. Only this layer
 //! knows HTTP; storage and fan-out know nothing of it.
 
+use crate::commands;
 use crate::hub::Hub;
 use crate::store::{Storage, StoredEvent};
 use actix_web::http::header::{self, HeaderValue};
@@ -51,17 +52,17 @@ impl AppState {
     }
 }
 
-type Data = web::Data<AppState>;
+pub(crate) type Data = web::Data<AppState>;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": msg.into() }))
 }
 
 /// A refusal: status and a message naming what is wrong.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
 }
 
 impl From<ApiError> for HttpResponse {
@@ -77,7 +78,7 @@ fn bad_request(message: String) -> ApiError {
     }
 }
 
-fn check_run(run: &str) -> Result<(), ApiError> {
+pub(crate) fn check_run(run: &str) -> Result<(), ApiError> {
     if is_valid_run_id(run) {
         Ok(())
     } else {
@@ -95,7 +96,7 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -114,6 +115,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/runs/{run}/events", web::post().to(post_events))
                 .route("/runs/{run}/events", web::get().to(get_events))
                 .route("/runs/{run}/stream", web::get().to(run_stream))
+                .route(
+                    "/runs/{run}/commands",
+                    web::post().to(commands::post_command),
+                )
+                .route(
+                    "/runs/{run}/commands/stream",
+                    web::get().to(commands::command_stream),
+                )
+                .route(
+                    "/runs/{run}/commands/{id}/cancel",
+                    web::post().to(commands::cancel_command),
+                )
                 .default_service(web::to(|req: HttpRequest| async move {
                     error(
                         StatusCode::NOT_FOUND,
@@ -364,7 +377,7 @@ fn sse_event(e: &StoredEvent) -> Bytes {
     ))
 }
 
-fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
     });
@@ -383,9 +396,9 @@ struct StreamQuery {
 }
 
 /// Counts an open stream for as long as it lives.
-struct StreamGuard(Arc<Hub>);
+pub(crate) struct StreamGuard(pub Arc<Hub>);
 impl StreamGuard {
-    fn new(hub: Arc<Hub>) -> Self {
+    pub fn new(hub: Arc<Hub>) -> Self {
         hub.open_streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(hub)
     }
@@ -437,7 +450,7 @@ async fn run_stream(
 }
 
 #[derive(PartialEq)]
-enum StreamEnd {
+pub(crate) enum StreamEnd {
     ClientGone,
     CutOff,
     StorageFailed,
@@ -445,7 +458,7 @@ enum StreamEnd {
 
 /// Hands one message to the connection; a client that takes nothing for
 /// [`STALL_TIMEOUT`] is cut off rather than waited on.
-async fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Result<(), StreamEnd> {
+pub(crate) async fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Result<(), StreamEnd> {
     match tokio::time::timeout(STALL_TIMEOUT, tx.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(StreamEnd::ClientGone),

@@ -7,9 +7,11 @@
 //! - [`store`]: durable storage behind the [`store::Storage`] trait (SQLite now).
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
 //! - [`http`]: the HTTP API, the only layer that knows HTTP.
+//! - [`commands`]: control commands, recorded in the run's stream, delivered to the trainer.
 //! - [`dashboard`]: the built dashboard, brotli-precompressed, with SPA fallback.
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
+pub mod commands;
 pub mod dashboard;
 pub mod demo;
 pub mod http;

@@ -74,7 +74,7 @@ def test_golden_fixtures_travel_through_the_sdk(relay, run_script):
     code = f"""
 import json, stepwatch
 from pathlib import Path
-stepwatch.connect(run="golden")
+stepwatch.connect(run="golden", commands=False)
 for name in {names!r}:
     e = json.loads((Path({str(FIXTURES)!r}) / (name + ".json")).read_text())
     event = e.pop("event")

@@ -330,15 +330,39 @@ body!(
     }
 );
 body!(
-    /// `command_ack`: the trainer's answer to a control command.
+    /// `command_ack`: the trainer's answer to a control command (or the relay's, for a
+    /// cancellation).
     CommandAck {
         command_id: String,
-        /// `accepted`, `done`, `rejected` or `failed`.
+        /// `accepted`, `done`, `rejected`, `failed` (or `cancelled`, recorded by the relay).
         status: String,
         message: String,
         command: String,
+        /// What the command produced (the answer of `ask`: text, numbers, a table).
+        output: Value,
     }
 );
+body!(
+    /// `command`: a control command sent from a dashboard, recorded by the relay in the
+    /// run's stream and delivered to the trainer until acknowledged.
+    Command {
+        command_id: String,
+        /// `pause`, `resume`, `stop`, `load_checkpoint` or `ask`.
+        command: String,
+        args: Map<String, Value>,
+        /// Who sent it, when known.
+        sender: String,
+    }
+);
+
+impl Field for Value {
+    fn from_json(v: Value) -> Result<Self, String> {
+        Ok(v)
+    }
+    fn to_json(&self) -> Value {
+        self.clone()
+    }
+}
 
 impl Field for Vec<Map<String, Value>> {
     fn from_json(v: Value) -> Result<Self, String> {
@@ -381,6 +405,7 @@ pub enum EventBody {
     Log(Log),
     System(System),
     CommandAck(CommandAck),
+    Command(Command),
     /// Any other valid name: stored, streamed and listed as sent.
     Custom {
         name: String,
@@ -405,6 +430,7 @@ impl EventBody {
             EventBody::Log(_) => "log",
             EventBody::System(_) => "system",
             EventBody::CommandAck(_) => "command_ack",
+            EventBody::Command(_) => "command",
             EventBody::Custom { name, .. } => name,
         }
     }
@@ -426,6 +452,7 @@ impl EventBody {
             "log" => EventBody::Log(Log::take_from(fields)?),
             "system" => EventBody::System(System::take_from(fields)?),
             "command_ack" => EventBody::CommandAck(CommandAck::take_from(fields)?),
+            "command" => EventBody::Command(Command::take_from(fields)?),
             _ => EventBody::Custom {
                 name,
                 fields: std::mem::take(fields),
@@ -448,6 +475,7 @@ impl EventBody {
             EventBody::Log(b) => b.put_into(out),
             EventBody::System(b) => b.put_into(out),
             EventBody::CommandAck(b) => b.put_into(out),
+            EventBody::Command(b) => b.put_into(out),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     out.entry(k.clone()).or_insert_with(|| v.clone());

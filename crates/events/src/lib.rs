@@ -8,7 +8,7 @@
 //! for `wasm32-unknown-unknown` and for native targets alike.
 //!
 //! - [`event`]: [`Event`], one flat JSON object per event (`{"event":"batch_end","loss":2.5,…}`),
-//!   typed for the seed's ten names plus `log`, `system`, `command_ack`, and kept verbatim
+//!   typed for the seed's ten names plus `log`, `system`, `command`, `command_ack`, and kept verbatim
 //!   for any other (custom) name.
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - [`state`]: [`RunState::apply`], the reducer, and [`RunSummary`] for run lists.
@@ -22,4 +22,4 @@ pub mod state;
 pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
 };
-pub use state::{Checkpoint, RunState, RunStatus, RunSummary};
+pub use state::{Checkpoint, CommandState, RunState, RunStatus, RunSummary, COMMANDS};

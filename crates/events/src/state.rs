@@ -61,6 +61,36 @@ pub struct Checkpoint {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// How many commands a state keeps (newest last).
+pub const MAX_COMMANDS: usize = 100;
+
+/// The commands a relay accepts.
+pub const COMMANDS: [&str; 5] = ["pause", "resume", "stop", "load_checkpoint", "ask"];
+
+/// One control command and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommandState {
+    pub id: String,
+    pub command: String,
+    pub args: Map<String, Value>,
+    /// `pending` (sent, no answer), `accepted`, `done`, `rejected`, `failed`, `cancelled`.
+    pub status: String,
+    pub message: Option<String>,
+    pub output: Option<Value>,
+    pub sender: Option<String>,
+    #[serde(with = "num::opt", default)]
+    pub sent_at: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub updated_at: Option<f64>,
+}
+
+impl CommandState {
+    /// Not finished: the trainer still has to act on it (pending or accepted).
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "accepted")
+    }
+}
+
 /// The last error a run reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct LastError {
@@ -127,6 +157,9 @@ pub struct RunState {
     pub last_event_at: Option<f64>,
     /// Id of the latest event applied.
     pub last_id: u64,
+    /// Control commands, oldest first (at most [`MAX_COMMANDS`]).
+    #[serde(default)]
+    pub commands: Vec<CommandState>,
     /// Events applied.
     pub event_count: u64,
     /// batch_end events applied.
@@ -360,8 +393,60 @@ impl RunState {
                 }
                 self.system = Some(m);
             }
-            EventBody::Log(_) | EventBody::CommandAck(_) | EventBody::Custom { .. } => {}
+            EventBody::Command(c) => {
+                self.commands.push(CommandState {
+                    id: c.command_id.clone().unwrap_or_default(),
+                    command: c.command.clone().unwrap_or_default(),
+                    args: c.args.clone().unwrap_or_default(),
+                    status: "pending".into(),
+                    sender: c.sender.clone(),
+                    sent_at: t,
+                    updated_at: t,
+                    ..Default::default()
+                });
+                if self.commands.len() > MAX_COMMANDS {
+                    self.commands.remove(0);
+                }
+            }
+            EventBody::CommandAck(a) => self.apply_ack(a, t),
+            EventBody::Log(_) | EventBody::Custom { .. } => {}
         }
+    }
+
+    fn apply_ack(&mut self, a: &crate::event::CommandAck, t: Option<f64>) {
+        let Some(id) = &a.command_id else { return };
+        let Some(cmd) = self.commands.iter_mut().rev().find(|c| &c.id == id) else {
+            return;
+        };
+        if matches!(
+            cmd.status.as_str(),
+            "done" | "rejected" | "failed" | "cancelled"
+        ) {
+            return; // final answers are final
+        }
+        let status = a.status.clone().unwrap_or_else(|| "accepted".into());
+        cmd.status = status.clone();
+        if a.message.is_some() {
+            cmd.message = a.message.clone();
+        }
+        if a.output.is_some() {
+            cmd.output = a.output.clone();
+        }
+        cmd.updated_at = t;
+        let command = cmd.command.clone();
+        // The run's status follows the trainer's answers, not the clicks.
+        match (command.as_str(), status.as_str()) {
+            ("pause", "accepted") if self.status.is_live() => self.status = RunStatus::Paused,
+            ("pause", "done") | ("resume", "done") if self.status == RunStatus::Paused => {
+                self.status = RunStatus::Running
+            }
+            _ => {}
+        }
+    }
+
+    /// Commands the trainer has not finished (pending or accepted), oldest first.
+    pub fn open_commands(&self) -> impl Iterator<Item = &CommandState> {
+        self.commands.iter().filter(|c| c.is_open())
     }
 
     fn mark_running(&mut self) {

@@ -107,3 +107,41 @@ fn summary_carries_progress() {
     assert_eq!(sum.current_loss, Some(0.5));
     assert_eq!(sum.last_id, 1);
 }
+
+#[test]
+fn commands_follow_the_trainers_answers() {
+    let mut s = RunState::new("r");
+    s.apply(&ev(r#"{"event":"training_start"}"#));
+    s.apply(&ev(
+        r#"{"event":"command","command_id":"c1","command":"pause"}"#,
+    ));
+    assert_eq!(s.status, RunStatus::Running, "a click alone does not pause");
+    assert_eq!(s.open_commands().count(), 1);
+    s.apply(&ev(
+        r#"{"event":"command_ack","command_id":"c1","status":"accepted"}"#,
+    ));
+    assert_eq!(s.status, RunStatus::Paused);
+    assert_eq!(s.open_commands().count(), 1, "accepted is still open");
+    s.apply(&ev(
+        r#"{"event":"command","command_id":"c2","command":"resume"}"#,
+    ));
+    s.apply(&ev(
+        r#"{"event":"command_ack","command_id":"c2","status":"done"}"#,
+    ));
+    s.apply(&ev(
+        r#"{"event":"command_ack","command_id":"c1","status":"done","message":"resumed"}"#,
+    ));
+    assert_eq!(s.status, RunStatus::Running);
+    assert_eq!(s.open_commands().count(), 0);
+    assert_eq!(s.commands[0].message.as_deref(), Some("resumed"));
+    // A final answer is final.
+    s.apply(&ev(
+        r#"{"event":"command_ack","command_id":"c1","status":"failed"}"#,
+    ));
+    assert_eq!(s.commands[0].status, "done");
+    // Unknown ids are ignored.
+    s.apply(&ev(
+        r#"{"event":"command_ack","command_id":"nope","status":"done"}"#,
+    ));
+    assert_eq!(s.commands.len(), 2);
+}

@@ -13,6 +13,7 @@ the relay is unreachable.
 """
 
 from . import _relay
+from ._control import StopTraining, on_command
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._helpers import (
     emit_batch_end,
@@ -28,10 +29,14 @@ from ._helpers import (
     emit_training_start,
 )
 from ._hooks import WebUIHooks
-from ._relay import RelaySender, connect, disconnect, flush
+from ._relay import RelaySender, connect, control_point, disconnect, flush, should_stop
 
 __all__ = [
     "RelaySender",
+    "StopTraining",
+    "control_point",
+    "on_command",
+    "should_stop",
     "TrainingEventEmitter",
     "WebUIHooks",
     "connect",

@@ -28,6 +28,8 @@ class TrainingEventEmitter:
         self._history: dict[str, deque] = {}
         self._history_len = history
         self._lock = threading.Lock()
+        #: Called on the emitting thread after every ``batch_end`` (the control point).
+        self.control_hook: Callable[[], None] | None = None
 
     def on(self, event: str, callback: Listener) -> Listener:
         """Calls ``callback(event_data)`` for every ``event``; ``"*"`` means every event."""
@@ -59,6 +61,8 @@ class TrainingEventEmitter:
             self._call(cb, record)
         for cb in self._any:
             self._call(cb, record)
+        if event == "batch_end" and self.control_hook is not None:
+            self.control_hook()  # may block while paused, or raise StopTraining
         return record
 
     @staticmethod

@@ -29,7 +29,13 @@ def emit_training_start(
     )
 
 
-def emit_training_end(status: str = "completed", **extra: Any) -> dict:
+def emit_training_end(status: str | None = None, **extra: Any) -> dict:
+    """Ends the run: ``completed`` by default, ``stopped`` after a stop from the dashboard."""
+    from ._relay import finish_stop
+
+    stopped = finish_stop()
+    if status is None:
+        status = "stopped" if stopped else "completed"
     return _emit("training_end", status=status, **extra)
 
 

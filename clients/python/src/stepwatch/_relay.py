@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+from . import _control
 from ._emitter import TrainingEventEmitter, training_emitter
 
 _log = logging.getLogger("stepwatch")
@@ -206,6 +207,7 @@ def _bad_index(detail: str, n: int) -> int | None:
 
 
 _sender: RelaySender | None = None
+_controller: _control.Controller | None = None
 _lock = threading.Lock()
 
 
@@ -214,14 +216,19 @@ def connect(
     run: str | None = None,
     token: str | None = None,
     emitter: TrainingEventEmitter = training_emitter,
+    commands: bool = True,
+    raise_on_stop: bool = False,
     **options: Any,
 ) -> RelaySender:
     """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
 
     ``url``, ``run`` and ``token`` default to ``STEPWATCH_URL``, ``STEPWATCH_RUN`` and
-    ``STEPWATCH_TOKEN``. Calling it again replaces the previous connection.
+    ``STEPWATCH_TOKEN``. With ``commands`` (the default) the trainer also obeys the
+    dashboard's pause / resume / stop / load_checkpoint / ask at its control points;
+    ``raise_on_stop`` makes a stop raise :class:`StopTraining` there. Calling it again
+    replaces the previous connection.
     """
-    global _sender
+    global _sender, _controller
     url = url or os.environ.get("STEPWATCH_URL") or "http://127.0.0.1:8080"
     run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
     token = token or os.environ.get("STEPWATCH_TOKEN")
@@ -231,14 +238,27 @@ def connect(
             _sender.close(timeout=1.0)
         _sender = RelaySender(url, run, token=token, **options)
         emitter.on("*", _sender)
+        if _controller is not None:
+            _controller.close()
+            _controller = None
+            emitter.control_hook = None
+        if commands:
+            _controller = _control.Controller(
+                url, run, emitter, token=token, raise_on_stop=raise_on_stop
+            )
+            emitter.control_hook = _controller.control_point
         return _sender
 
 
 def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
     """Flushes (bounded) and stops forwarding."""
-    global _sender
+    global _sender, _controller
     with _lock:
         s, _sender = _sender, None
+        c, _controller = _controller, None
+    if c is not None:
+        c.close()
+        training_emitter.control_hook = None
     if s is None:
         return True
     training_emitter.off("*", s)
@@ -267,3 +287,23 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+
+
+def control_point(raise_on_stop: bool | None = None) -> None:
+    """Where the trainer may pause, run dashboard commands, or stop. ``emit_batch_end``
+    calls it for you; call it yourself in loops that emit nothing (e.g. validation)."""
+    c = _controller
+    if c is not None:
+        c.control_point(raise_on_stop)
+
+
+def should_stop() -> bool:
+    """True once the dashboard asked this run to stop."""
+    c = _controller
+    return c is not None and c.should_stop()
+
+
+def finish_stop() -> bool:
+    """Answers a pending stop command; True when training ends because of one."""
+    c = _controller
+    return c is not None and c.finish_stop()

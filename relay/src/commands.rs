@@ -1,0 +1,258 @@
+//! Control commands: a dashboard POSTs one, the relay records it as a `command` event in
+//! the run's stream (so every open dashboard sees it), and delivers it to the trainer's
+//! command stream until the trainer answers with `command_ack` events. The run state
+//! (the shared reducer) says which commands are still open.
+
+use crate::http::{
+    check_run, deliver, error, now, sse_response, ApiError, Data, StreamGuard, KEEP_ALIVE,
+};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::HttpResponse;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+use stepwatch_events::event::{Command, CommandAck};
+use stepwatch_events::{Event, EventBody, RunState, COMMANDS};
+use tokio::sync::{broadcast, mpsc};
+
+/// Largest command body.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: msg.into(),
+    }
+}
+
+/// Checks a command against the run it is for; returns the command name and its args.
+pub(crate) fn validate(
+    state: &RunState,
+    body: &Value,
+) -> Result<(String, Map<String, Value>), ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| bad("a command is a JSON object: {\"command\": \"pause\", \"args\": {}}"))?;
+    let command = match obj.get("command") {
+        Some(Value::String(c)) => c.clone(),
+        Some(_) => return Err(bad("field \"command\" must be a string")),
+        None => return Err(bad("missing field \"command\"")),
+    };
+    if !COMMANDS.contains(&command.as_str()) {
+        return Err(bad(format!(
+            "unknown command {command:?}: expected one of {}",
+            COMMANDS.join(", ")
+        )));
+    }
+    let args = match obj.get("args") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(bad("field \"args\" must be an object")),
+    };
+    match command.as_str() {
+        "load_checkpoint" => {
+            let path = match args.get("path") {
+                Some(Value::String(p)) if !p.is_empty() => p,
+                Some(_) => {
+                    return Err(bad("load_checkpoint: args.path must be a non-empty string"))
+                }
+                None => {
+                    return Err(bad(
+                        "load_checkpoint needs args.path, the checkpoint to load",
+                    ))
+                }
+            };
+            if !state.checkpoints.iter().any(|c| &c.path == path) {
+                return Err(bad(format!(
+                    "load_checkpoint: {path:?} is not a checkpoint this run reported (checkpoint_saved)"
+                )));
+            }
+        }
+        "ask" => {
+            if args.get("input").is_none_or(Value::is_null) {
+                return Err(bad("ask needs args.input, the input for the model"));
+            }
+        }
+        _ => {}
+    }
+    if !state.status.is_live() {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "run {:?} has ended ({}): commands go to live runs only",
+                state.run,
+                state.status.as_str()
+            ),
+        });
+    }
+    Ok((command, args))
+}
+
+fn new_id() -> String {
+    format!("c-{:016x}", rand::random::<u64>())
+}
+
+async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, HttpResponse> {
+    let store = data.store.clone();
+    let hub = data.hub.clone();
+    let run2 = run.to_string();
+    let event = Event::new(body);
+    match web::block(move || store.append(&run2, vec![event], now(), &|c| hub.publish(c))).await {
+        Ok(Ok(c)) => {
+            data.accepted.fetch_add(1, Ordering::Relaxed);
+            Ok(c.last_id)
+        }
+        Ok(Err(e)) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}; retry later"),
+        )),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// `POST /api/runs/{run}/commands`.
+pub async fn post_command(data: Data, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(e) = check_run(&run) {
+        return e.into();
+    }
+    if body.len() > MAX_COMMAND_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a command body is at most {MAX_COMMAND_BYTES} bytes"),
+        );
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let Some(state) = data.store.state(&run) else {
+        return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
+    };
+    let (command, args) = match validate(&state, &value) {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    // A second click while the same command is still open returns the first one.
+    if let Some(open) = state
+        .open_commands()
+        .find(|c| c.command == command && c.args == args)
+    {
+        return HttpResponse::Accepted().json(json!({
+            "command_id": open.id, "duplicate": true, "status": open.status
+        }));
+    }
+    let id = new_id();
+    let body = EventBody::Command(Command {
+        command_id: Some(id.clone()),
+        command: Some(command),
+        args: Some(args),
+        ..Default::default()
+    });
+    match record(&data, &run, body).await {
+        Ok(event_id) => {
+            HttpResponse::Accepted().json(json!({ "command_id": id, "event_id": event_id }))
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/runs/{run}/commands/{id}/cancel`: withdraws a command nobody answered.
+pub async fn cancel_command(data: Data, path: web::Path<(String, String)>) -> HttpResponse {
+    let (run, id) = path.into_inner();
+    if let Err(e) = check_run(&run) {
+        return e.into();
+    }
+    let Some(state) = data.store.state(&run) else {
+        return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
+    };
+    let Some(cmd) = state.commands.iter().rev().find(|c| c.id == id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("run {run:?} has no command {id:?}"),
+        );
+    };
+    if !cmd.is_open() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("command {id:?} is already {}", cmd.status),
+        );
+    }
+    let body = EventBody::CommandAck(CommandAck {
+        command_id: Some(id.clone()),
+        status: Some("cancelled".into()),
+        message: Some("cancelled from the dashboard".into()),
+        command: Some(cmd.command.clone()),
+        ..Default::default()
+    });
+    match record(&data, &run, body).await {
+        Ok(_) => HttpResponse::Ok().json(json!({ "command_id": id, "status": "cancelled" })),
+        Err(r) => r,
+    }
+}
+
+fn command_message(id: Option<u64>, json: &str) -> Bytes {
+    match id {
+        Some(id) => Bytes::from(format!("id: {id}\nevent: command\ndata: {json}\n\n")),
+        None => Bytes::from(format!("event: command\ndata: {json}\n\n")),
+    }
+}
+
+/// `GET /api/runs/{run}/commands/stream`: the trainer's feed — every open command, then
+/// new ones live. The trainer drops ids it has already handled.
+pub async fn command_stream(data: Data, path: web::Path<String>) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(e) = check_run(&run) {
+        return e.into();
+    }
+    let mut live = data.hub.subscribe_run(&run);
+    let open: Vec<String> = data
+        .store
+        .state(&run)
+        .map(|s| {
+            s.open_commands()
+                .map(|c| {
+                    json!({"event": "command", "command_id": c.id, "command": c.command, "args": c.args, "time": c.sent_at})
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let guard = StreamGuard::new(data.hub.clone());
+    actix_web::rt::spawn(async move {
+        let _guard = guard;
+        if tx
+            .send(Bytes::from_static(b"retry: 1000\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for json in &open {
+            if deliver(&tx, command_message(None, json)).await.is_err() {
+                return;
+            }
+        }
+        let mut ticker = tokio::time::interval(KEEP_ALIVE);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = live.recv() => match msg {
+                    Ok(e) if e.name == "command" => {
+                        if deliver(&tx, command_message(Some(e.id), &e.json)).await.is_err() { return }
+                    }
+                    Ok(_) => {}
+                    // Fell behind: close; the trainer reconnects and gets every open command.
+                    Err(broadcast::error::RecvError::Lagged(_)) => { _guard.0.note_cut_off(); return }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick() => {
+                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    sse_response(rx)
+}
