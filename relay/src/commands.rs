@@ -68,10 +68,8 @@ pub(crate) fn validate(
                 )));
             }
         }
-        "ask" => {
-            if args.get("input").is_none_or(Value::is_null) {
-                return Err(bad("ask needs args.input, the input for the model"));
-            }
+        "ask" if args.get("input").is_none_or(Value::is_null) => {
+            return Err(bad("ask needs args.input, the input for the model"));
         }
         _ => {}
     }
