@@ -471,3 +471,86 @@ fn wait_for_metric(relay: &Relay, name: &str) -> f64 {
             .filter(|v| *v >= 1.0)
     })
 }
+
+fn post_command(relay: &Relay, run: &str, body: &str) -> (u16, Value) {
+    let res = ureq::post(&format!("{}/api/runs/{run}/commands", relay.url))
+        .set("Content-Type", "application/json")
+        .send_string(body);
+    match res {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn commands_are_recorded_delivered_until_answered_and_survive_a_restart() {
+    let dir = TempDir::new("commands");
+    let mut relay = Relay::start(&dir.0, &[]);
+    relay.post("c", r#"{"event":"training_start","total_epochs":1}"#, JSON);
+    let (s, v) = post_command(&relay, "c", r#"{"command":"pause"}"#);
+    assert_eq!(s, 202, "{v}");
+    let pause = v["command_id"].as_str().unwrap().to_string();
+    // Recorded in the run's own stream, so every dashboard sees it.
+    let events = relay.get_ok("/api/runs/c/events?event=command");
+    assert_eq!(events[0]["command_id"], pause.as_str());
+    assert_eq!(events[0]["command"], "pause");
+    let stream = format!("{}/api/runs/c/commands/stream", relay.url);
+    let first = sse_collect(&stream, None, 1, Duration::from_secs(10), || {});
+    assert_eq!(first[0].event, "command");
+    assert_eq!(first[0].data["command_id"], pause.as_str());
+    // A trainer that reconnects before answering gets it again, also after a relay restart.
+    relay.restart();
+    let again = sse_collect(&stream, None, 1, Duration::from_secs(10), || {});
+    assert_eq!(again[0].data["command_id"], pause.as_str());
+    // Accepted is still open; done is not delivered again.
+    let ack = |status: &str| {
+        format!(
+            r#"{{"event":"command_ack","command_id":"{pause}","command":"pause","status":"{status}"}}"#
+        )
+    };
+    relay.post("c", &ack("accepted"), JSON);
+    assert_eq!(relay.get_ok("/api/runs/c")["status"], "paused");
+    relay.post("c", &ack("done"), JSON);
+    assert_eq!(relay.get_ok("/api/runs/c")["status"], "running");
+    let live = sse_collect(&stream, None, 1, Duration::from_secs(10), || {
+        assert_eq!(post_command(&relay, "c", r#"{"command":"stop"}"#).0, 202);
+    });
+    assert_eq!(
+        live[0].data["command"], "stop",
+        "an answered command came again"
+    );
+    // Cancel withdraws an open command; it is not delivered any more.
+    let stop = live[0].data["command_id"].as_str().unwrap().to_string();
+    let cancel =
+        |id: &str| ureq::post(&format!("{}/api/runs/c/commands/{id}/cancel", relay.url)).call();
+    assert_eq!(cancel(&stop).unwrap().status(), 200);
+    assert!(matches!(cancel(&stop), Err(ureq::Error::Status(409, _))));
+    assert!(matches!(
+        cancel("c-unknown"),
+        Err(ureq::Error::Status(404, _))
+    ));
+    let state = relay.get_ok("/api/runs/c");
+    let cmds = state["commands"].as_array().unwrap();
+    assert_eq!(cmds.last().unwrap()["status"], "cancelled");
+    let resumed = sse_collect(&stream, None, 1, Duration::from_secs(10), || {
+        assert_eq!(post_command(&relay, "c", r#"{"command":"resume"}"#).0, 202);
+    });
+    assert_eq!(
+        resumed[0].data["command"], "resume",
+        "a cancelled command came again"
+    );
+    // Duplicate clicks return the open command instead of a new one.
+    let (_, a) = post_command(&relay, "c", r#"{"command":"resume"}"#);
+    assert_eq!(a["command_id"], resumed[0].data["command_id"]);
+    assert_eq!(a["duplicate"], true);
+    // Commands to a finished run are refused.
+    relay.post(
+        "c",
+        r#"{"event":"training_end","status":"completed"}"#,
+        JSON,
+    );
+    let (s, v) = post_command(&relay, "c", r#"{"command":"pause"}"#);
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("has ended"));
+}
