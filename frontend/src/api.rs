@@ -222,6 +222,7 @@ pub const RUN_EVENT_NAMES: &[&str] = &[
     "error_occurred",
     "log",
     "system",
+    "command",
     "command_ack",
 ];
 

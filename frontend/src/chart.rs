@@ -328,8 +328,12 @@ pub fn draw(
     let pad = if y1 - y0 > 1e-12 * y1.abs().max(1.0) {
         (y1 - y0) * 0.08
     } else {
-        // A flat line or a single point: give it room.
-        (y1.abs() * 0.1).max(0.5)
+        // A flat line or a single point: give it room on its own scale.
+        if y1 != 0.0 {
+            y1.abs() * 0.1
+        } else {
+            0.5
+        }
     };
     let (y0, y1) = (y0 - pad, y1 + pad);
     let font = ("sans-serif", 12.0 * dpr).into_font().color(&theme.text);

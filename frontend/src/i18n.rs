@@ -154,6 +154,27 @@ strings! {
     LastN => "N", "N";
     Missing => "—", "—";
     NoMatch => "No run matches the filter.", "没有符合筛选条件的任务。";
+    Pause => "Pause", "暂停";
+    Resume => "Resume", "继续";
+    Stop => "Stop", "停止";
+    ReallyStop => "Really stop?", "确认停止?";
+    Load => "Load", "加载";
+    Commands => "Commands", "控制命令";
+    NoCommands => "No commands sent yet.", "还没有发送命令。";
+    TryModel => "Try the model", "模型测试";
+    AskPlaceholder => "Input for the model (text, or JSON)…", "模型输入(文本或 JSON)…";
+    Send => "Send", "发送";
+    Output => "Output", "输出";
+    Latency => "latency", "延迟";
+    Unanswered => "unanswered — is the trainer listening?", "无应答 — 训练程序是否在监听?";
+    Cancel => "Cancel", "取消";
+    CmdPending => "pending", "等待中";
+    CmdAccepted => "accepted", "已接受";
+    CmdDone => "done", "完成";
+    CmdRejected => "rejected", "已拒绝";
+    CmdFailed => "failed", "失败";
+    CmdCancelled => "cancelled", "已取消";
+    SendFailed => "could not send", "发送失败";
 }
 
 /// The language in force, shared through context.

@@ -6,6 +6,10 @@
 //! unreachable the thread retries with capped, jittered exponential backoff; when the
 //! queue is full an emit is dropped and counted ([`Client::dropped`]) rather than
 //! waiting. The training thread is never blocked and never sees an error.
+//!
+//! Commands from the dashboard (pause, resume, stop, load_checkpoint, ask) arrive on a
+//! second background thread; the trainer takes them with [`Client::poll_commands`] at
+//! its control points (each id once) and answers with [`Client::ack`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -41,9 +45,21 @@ struct Counters {
     rejected: AtomicU64,
 }
 
+/// A control command from the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub id: String,
+    /// `pause`, `resume`, `stop`, `load_checkpoint` or `ask`.
+    pub command: String,
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A connection to a relay for one run.
 pub struct Client {
     tx: SyncSender<Msg>,
+    commands: Receiver<Command>,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     counters: Arc<Counters>,
     src: String,
     seq: AtomicU64,
@@ -86,8 +102,22 @@ impl Client {
             std::process::id(),
             (now() * 1e6) as u64 ^ (run.len() as u64) << 48
         );
+        let (cmd_tx, commands) = mpsc::sync_channel(1024);
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = format!(
+            "{}/api/runs/{}/commands/stream",
+            url.trim_end_matches('/'),
+            run
+        );
+        let closed2 = closed.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("stepwatch-commands-{run}"))
+            .spawn(move || command_loop(&stream, &cmd_tx, &closed2));
         Client {
             tx,
+            commands,
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            closed,
             counters,
             src,
             seq: AtomicU64::new(0),
@@ -107,6 +137,41 @@ impl Client {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Commands received since the last call, each id once. Never blocks.
+    pub fn poll_commands(&self) -> Vec<Command> {
+        let mut out = Vec::new();
+        while let Ok(c) = self.commands.try_recv() {
+            let fresh = self
+                .seen
+                .lock()
+                .map(|mut s| s.insert(c.id.clone()))
+                .unwrap_or(true);
+            if fresh {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Answers a command: `accepted`, `done`, `rejected` or `failed`, with a message and,
+    /// for `ask`, the output.
+    pub fn ack(
+        &self,
+        cmd: &Command,
+        status: &str,
+        message: &str,
+        output: Option<serde_json::Value>,
+    ) {
+        self.emit(EventBody::CommandAck(stepwatch_events::event::CommandAck {
+            command_id: Some(cmd.id.clone()),
+            command: Some(cmd.command.clone()),
+            status: Some(status.to_string()),
+            message: (!message.is_empty()).then(|| message.to_string()),
+            output,
+            ..Default::default()
+        }));
     }
 
     /// Events dropped because the queue was full.
@@ -243,7 +308,53 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
         let _ = self.tx.try_send(Msg::Close);
+    }
+}
+
+/// Follows the run's command stream, reconnecting with backoff, until the client closes.
+fn command_loop(url: &str, out: &SyncSender<Command>, closed: &std::sync::atomic::AtomicBool) {
+    use std::io::BufRead;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(2))
+        .timeout_read(Duration::from_secs(30))
+        .build();
+    let mut backoff = MIN_BACKOFF;
+    while !closed.load(Ordering::Relaxed) {
+        if let Ok(resp) = agent.get(url).call() {
+            backoff = MIN_BACKOFF;
+            let reader = std::io::BufReader::new(resp.into_reader());
+            let (mut event, mut data) = (String::new(), String::new());
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                } else if line.is_empty() {
+                    if event == "command" {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+                            let cmd = Command {
+                                id: v["command_id"].as_str().unwrap_or_default().to_string(),
+                                command: v["command"].as_str().unwrap_or_default().to_string(),
+                                args: v["args"].as_object().cloned().unwrap_or_default(),
+                            };
+                            if !cmd.id.is_empty() && out.try_send(cmd).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    event.clear();
+                    data.clear();
+                }
+            }
+        }
+        std::thread::sleep(jitter(backoff));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

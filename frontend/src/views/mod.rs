@@ -3,5 +3,6 @@
 pub mod chart;
 pub mod common;
 pub mod compare;
+pub mod control;
 pub mod run;
 pub mod runs;

@@ -5,6 +5,7 @@ use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{
     ago, download, fmt_opt, stream_for_component, use_clock, ConnBadge, Stat, StatusPill,
 };
+use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton, Target};
 use crate::api::{self, ConnState};
 use crate::i18n::{use_i18n, Key};
 use crate::model::{self, RunView, LOSS, LR};
@@ -33,6 +34,10 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         conn,
     );
     let settings = ChartSettings::from_route(&route);
+    let target = Target {
+        base: base.clone(),
+        run: run.clone(),
+    };
     let page = Page::Run(run.clone());
     Effect::new(move |_| replace_hash(&Route::hash(&page, &settings.params())));
 
@@ -88,6 +93,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
             <div class="panel-head">
                 <h1 data-testid="run-name">{move || view_state.with(|v| v.state.name.clone())}</h1>
                 <StatusPill status=shown/>
+                <ControlBar view_state=view_state target=target.clone()/>
                 <span class="spacer"></span>
                 <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
                 <ConnBadge conn=conn/>
@@ -136,8 +142,12 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
             </For>
         </section>
         <div class="two-col">
-            <Checkpoints view_state=view_state/>
+            <Checkpoints view_state=view_state target=target.clone()/>
             <ConfigTable view_state=view_state/>
+        </div>
+        <div class="two-col">
+            <AskPanel view_state=view_state target=target.clone()/>
+            <CommandsPanel view_state=view_state target=target/>
         </div>
         <div class="two-col">
             <LogsPanel view_state=view_state/>
@@ -188,8 +198,9 @@ fn ErrorBanner(view_state: RwSignal<RunView>) -> impl IntoView {
 }
 
 #[component]
-fn Checkpoints(view_state: RwSignal<RunView>) -> impl IntoView {
+fn Checkpoints(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
     let i18n = use_i18n();
+    let target = StoredValue::new(target);
     let clock = use_clock();
     let rows = move || {
         view_state.with(|v| {
@@ -219,6 +230,7 @@ fn Checkpoints(view_state: RwSignal<RunView>) -> impl IntoView {
                         <th class="num">{move || i18n.t(Key::ColSize)}</th>
                         <th>{move || i18n.t(Key::ColSaved)}</th>
                         <th>{move || i18n.t(Key::ColMetrics)}</th>
+                        <th></th>
                     </tr></thead>
                     <tbody>
                     {move || rows().into_iter().map(|(c, best)| {
@@ -232,6 +244,7 @@ fn Checkpoints(view_state: RwSignal<RunView>) -> impl IntoView {
                                 <td class="num">{c.size_bytes.map(model::bytes).unwrap_or_default()}</td>
                                 <td class="muted">{ago(i18n, c.time, clock.get())}</td>
                                 <td class="mono small">{metrics}</td>
+                                <td><LoadButton view_state=view_state target=target.get_value() path=c.path.clone()/></td>
                             </tr>
                         }
                     }).collect_view()}
