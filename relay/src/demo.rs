@@ -6,8 +6,8 @@ use rand::Rng;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use stepwatch_client::{Client, Command};
-use stepwatch_events::event::{CheckpointLoaded, Metrics, System};
+use stepwatch_client::{Client, Flow, Handlers};
+use stepwatch_events::event::{Metrics, System};
 use stepwatch_events::EventBody;
 
 /// One simulated run.
@@ -65,87 +65,6 @@ pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
     }
 }
 
-#[derive(PartialEq)]
-enum Flow {
-    Go,
-    Stop,
-}
-
-/// Handles one command that needs no pause; returns `Stop` for a stop.
-fn handle(client: &Client, p: &Plan, loss: f64, c: &Command) -> Flow {
-    match c.command.as_str() {
-        "stop" => {
-            client.ack(c, "accepted", "stopping", None);
-            client.ack(c, "done", "stopped", None);
-            return Flow::Stop;
-        }
-        "load_checkpoint" => {
-            let path = c
-                .args
-                .get("path")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            client.ack(c, "accepted", "loading", None);
-            client.emit(EventBody::CheckpointLoaded(CheckpointLoaded {
-                checkpoint_path: Some(path.to_string()),
-                ..Default::default()
-            }));
-            client.ack(c, "done", &format!("loaded {path}"), None);
-        }
-        "ask" => {
-            let input = c.args.get("input").cloned().unwrap_or_default();
-            let text = match &input {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let output = json!({
-                "model": p.name,
-                "input": text,
-                "answer": format!("{} (simulated) would say: {}", p.name, text.chars().rev().collect::<String>()),
-                "current_loss": (loss * 1e4).round() / 1e4,
-            });
-            client.ack(c, "done", "answered", Some(output));
-        }
-        "resume" => client.ack(c, "rejected", "not paused", None),
-        other => client.ack(c, "rejected", &format!("unknown command {other:?}"), None),
-    }
-    Flow::Go
-}
-
-/// The demo trainer's control point: obeys every dashboard command.
-fn obey(client: &Client, p: &Plan, loss: f64) -> Flow {
-    for c in client.poll_commands() {
-        if c.command != "pause" {
-            if handle(client, p, loss, &c) == Flow::Stop {
-                return Flow::Stop;
-            }
-            continue;
-        }
-        client.ack(&c, "accepted", "paused", None);
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            for n in client.poll_commands() {
-                match n.command.as_str() {
-                    "resume" => {
-                        client.ack(&n, "accepted", "resuming", None);
-                        client.ack(&n, "done", "resumed", None);
-                        client.ack(&c, "done", "resumed", None);
-                        return Flow::Go;
-                    }
-                    "pause" => client.ack(&n, "rejected", "already paused", None),
-                    _ => {
-                        if handle(client, p, loss, &n) == Flow::Stop {
-                            client.ack(&c, "done", "stopped while paused", None);
-                            return Flow::Stop;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Flow::Go
-}
-
 fn simulate(url: &str, p: &Plan, step_ms: u64) {
     let client = Client::connect(url, &p.run);
     let mut rng = rand::thread_rng();
@@ -187,7 +106,24 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
             };
             sum += loss;
             client.batch_end(epoch, b, step, loss, lr);
-            if obey(&client, p, loss) == Flow::Stop {
+            let mut load = |path: &str| Ok(format!("loaded {path}"));
+            let mut ask = |input: &serde_json::Value| {
+                let text = match input {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Ok(json!({
+                    "model": p.name,
+                    "input": text,
+                    "answer": format!("{} (simulated) would say: {}", p.name, text.chars().rev().collect::<String>()),
+                    "current_loss": (loss * 1e4).round() / 1e4,
+                }))
+            };
+            let mut handlers = Handlers {
+                load_checkpoint: Some(&mut load),
+                ask: Some(&mut ask),
+            };
+            if client.control_point(&mut handlers) == Flow::Stop {
                 client.training_end("stopped");
                 client.close(Duration::from_secs(5));
                 return;

@@ -30,6 +30,8 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 /// Backoff bounds while the relay is unreachable.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a paused trainer looks for resume, stop or other commands.
+pub const PAUSE_POLL: Duration = Duration::from_millis(50);
 
 enum Msg {
     Event(Box<Event>),
@@ -52,6 +54,28 @@ pub struct Command {
     /// `pause`, `resume`, `stop`, `load_checkpoint` or `ask`.
     pub command: String,
     pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the training loop should do after a control point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The dashboard asked the run to stop: end it with `training_end("stopped")`.
+    Stop,
+}
+
+/// Load-checkpoint handler: gets the path, returns a message or an error.
+pub type LoadHandler<'a> = &'a mut dyn FnMut(&str) -> Result<String, String>;
+/// Ask handler: gets the input, returns the output (text, numbers, an object) or an error.
+pub type AskHandler<'a> =
+    &'a mut dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// The trainer's handlers for commands that act on the model. A missing handler makes
+/// the trainer reject that command at once, saying it does not support it.
+#[derive(Default)]
+pub struct Handlers<'a> {
+    pub load_checkpoint: Option<LoadHandler<'a>>,
+    pub ask: Option<AskHandler<'a>>,
 }
 
 /// A connection to a relay for one run.
@@ -172,6 +196,99 @@ impl Client {
             output,
             ..Default::default()
         }));
+    }
+
+    /// The control point: call it once per step on the training thread. Runs the
+    /// dashboard's commands, blocks while paused (still answering load/ask), and
+    /// returns [`Flow::Stop`] when asked to stop.
+    pub fn control_point(&self, handlers: &mut Handlers<'_>) -> Flow {
+        for c in self.poll_commands() {
+            if c.command != "pause" {
+                if self.handle(&c, handlers) == Flow::Stop {
+                    return Flow::Stop;
+                }
+                continue;
+            }
+            self.ack(&c, "accepted", "paused", None);
+            loop {
+                std::thread::sleep(PAUSE_POLL);
+                for n in self.poll_commands() {
+                    match n.command.as_str() {
+                        "resume" => {
+                            self.ack(&n, "accepted", "resuming", None);
+                            self.ack(&n, "done", "resumed", None);
+                            self.ack(&c, "done", "resumed", None);
+                            return Flow::Continue;
+                        }
+                        "pause" => self.ack(&n, "rejected", "already paused", None),
+                        _ => {
+                            if self.handle(&n, handlers) == Flow::Stop {
+                                self.ack(&c, "done", "stopped while paused", None);
+                                return Flow::Stop;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn handle(&self, c: &Command, handlers: &mut Handlers<'_>) -> Flow {
+        match c.command.as_str() {
+            "stop" => {
+                self.ack(c, "accepted", "stopping", None);
+                self.ack(c, "done", "stopped", None);
+                return Flow::Stop;
+            }
+            "resume" => self.ack(c, "rejected", "not paused", None),
+            "load_checkpoint" => match handlers.load_checkpoint.as_mut() {
+                None => self.ack(
+                    c,
+                    "rejected",
+                    "this trainer does not support load_checkpoint",
+                    None,
+                ),
+                Some(f) => {
+                    let path = c
+                        .args
+                        .get("path")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    self.ack(c, "accepted", "loading", None);
+                    match f(path) {
+                        Ok(msg) => {
+                            self.emit(EventBody::CheckpointLoaded(
+                                stepwatch_events::event::CheckpointLoaded {
+                                    checkpoint_path: Some(path.to_string()),
+                                    ..Default::default()
+                                },
+                            ));
+                            self.ack(c, "done", &msg, None);
+                        }
+                        Err(e) => self.ack(c, "failed", &e, None),
+                    }
+                }
+            },
+            "ask" => match handlers.ask.as_mut() {
+                None => self.ack(c, "rejected", "this trainer does not support ask", None),
+                Some(f) => {
+                    let input = c.args.get("input").cloned().unwrap_or_default();
+                    let t0 = Instant::now();
+                    match f(&input) {
+                        Ok(out) => self.ack(
+                            c,
+                            "done",
+                            &format!("answered in {:.0} ms", t0.elapsed().as_secs_f64() * 1000.0),
+                            Some(out),
+                        ),
+                        Err(e) => self.ack(c, "failed", &e, None),
+                    }
+                }
+            },
+            other => self.ack(c, "rejected", &format!("unknown command {other:?}"), None),
+        }
+        Flow::Continue
     }
 
     /// Events dropped because the queue was full.

@@ -68,3 +68,79 @@ fn a_bad_event_is_dropped_alone() {
         .collect();
     assert_eq!(msgs, vec!["before", "after"]);
 }
+
+fn command(relay: &Relay, run: &str, body: &str) -> String {
+    let v: serde_json::Value = ureq::post(&format!("{}/api/runs/{run}/commands", relay.url))
+        .send_string(body)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    v["command_id"].as_str().unwrap().to_string()
+}
+
+fn command_state(relay: &Relay, run: &str, id: &str) -> serde_json::Value {
+    let s = relay.get_ok(&format!("/api/runs/{run}"));
+    s["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn control_point_pauses_resumes_stops_and_rejects_what_it_cannot_do() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use stepwatch_client::{Flow, Handlers};
+    use stepwatch_e2e::wait_until;
+    let dir = TempDir::new("client-control");
+    let relay = Relay::start(&dir.0, &[]);
+    let steps = std::sync::Arc::new(AtomicU64::new(0));
+    let url = relay.url.clone();
+    let counter = steps.clone();
+    let trainer = std::thread::spawn(move || {
+        let client = Client::connect(&url, "rust-ctl");
+        client.training_start("rust", 1, 1_000_000, serde_json::Map::new());
+        loop {
+            let s = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            client.batch_end(1, s, s, 1.0 / s as f64, 0.1);
+            if client.control_point(&mut Handlers::default()) == Flow::Stop {
+                client.training_end("stopped");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        client.close(Duration::from_secs(10))
+    });
+    let wait = Duration::from_secs(20);
+    wait_until("steps", wait, || {
+        (steps.load(Ordering::SeqCst) > 5).then_some(())
+    });
+    let ask = command(
+        &relay,
+        "rust-ctl",
+        r#"{"command":"ask","args":{"input":"x"}}"#,
+    );
+    let st = wait_until("ask rejected", wait, || {
+        Some(command_state(&relay, "rust-ctl", &ask)).filter(|c| c["status"] == "rejected")
+    });
+    assert!(st["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not support ask"));
+    command(&relay, "rust-ctl", r#"{"command":"pause"}"#);
+    wait_until("paused", wait, || {
+        (relay.get_ok("/api/runs/rust-ctl")["status"] == "paused").then_some(())
+    });
+    let at = steps.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300)); // the counter must stand still
+    assert_eq!(steps.load(Ordering::SeqCst), at, "stepped while paused");
+    command(&relay, "rust-ctl", r#"{"command":"resume"}"#);
+    wait_until("resumed", wait, || {
+        (steps.load(Ordering::SeqCst) > at).then_some(())
+    });
+    command(&relay, "rust-ctl", r#"{"command":"stop"}"#);
+    assert!(trainer.join().unwrap(), "final flush failed");
+    assert_eq!(relay.get_ok("/api/runs/rust-ctl")["status"], "stopped");
+}
