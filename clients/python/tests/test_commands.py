@@ -160,3 +160,42 @@ for i in range(3000):
         assert command(state, cid)["message"] == "not paused"
     finally:
         proc.kill()
+
+
+def test_stop_can_raise_stop_training_and_the_run_ends_stopped(relay, tmp_path):
+    code = """
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end
+stepwatch.connect(raise_on_stop=True)
+emit_training_start(total_epochs=1)
+step = 0
+try:
+    while True:
+        step += 1
+        emit_batch_end(batch_idx=step, loss=1.0)
+        time.sleep(0.005)
+except stepwatch.StopTraining:
+    print("STOPPED AT", step)
+    raise
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={
+            "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
+            "STEPWATCH_URL": relay.url,
+            "STEPWATCH_RUN": "raise",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        relay.wait_for("raise", lambda s: s["step"] > 5)
+        status, body = post(relay, "raise", {"command": "stop"})
+        cid = body["command_id"]
+        out, err = proc.communicate(timeout=30)
+        assert b"STOPPED AT" in out
+        assert b"StopTraining" in err  # it propagated, as the trainer chose
+        state = relay.wait_for("raise", lambda s: s["status"] == "stopped")
+        assert command(state, cid)["status"] == "done"
+    finally:
+        proc.kill()

@@ -280,6 +280,12 @@ def connect_from_env() -> None:
 
 
 def _at_exit() -> None:
+    c = _controller
+    if c is not None and c.should_stop() and not training_emitter.get_history("training_end"):
+        # StopTraining ended the loop before the trainer could: end the run as stopped.
+        from ._helpers import emit_training_end
+
+        emit_training_end()
     s = _sender
     if s is not None:
         wait = float(os.environ.get("STEPWATCH_EXIT_FLUSH", DEFAULT_EXIT_FLUSH))
