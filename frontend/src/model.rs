@@ -212,7 +212,7 @@ impl RunView {
     /// Seconds left, from progress so far, while the run is live.
     pub fn eta_s(&self, now: f64) -> Option<f64> {
         let s = &self.state;
-        if !s.status.is_live() {
+        if s.status != RunStatus::Running {
             return None;
         }
         let f = overall_fraction(&s.summary());

@@ -34,6 +34,19 @@ pub fn relay_bin() -> PathBuf {
     p
 }
 
+/// The built dashboard: `$STEPWATCH_DIST`, else `dist/` (trunk build --release).
+pub fn dist() -> PathBuf {
+    let d = std::env::var_os("STEPWATCH_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("dist"));
+    assert!(
+        d.join("index.html").exists(),
+        "no built dashboard in {}: run `trunk build --release` (cargo xtask test does)",
+        d.display()
+    );
+    d
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -114,6 +127,15 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(30));
         }
         panic!("relay did not come up on {}", self.url);
+    }
+
+    /// A relay serving the built dashboard, its data under `dir/data`.
+    pub fn with_dashboard(dir: &Path) -> Relay {
+        let dist = dist();
+        Relay::start(
+            &dir.join("data"),
+            &["--dist", dist.to_str().unwrap_or("dist")],
+        )
     }
 
     /// Kills the process (SIGKILL) and waits for it.

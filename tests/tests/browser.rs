@@ -3,28 +3,11 @@
 //! `cargo xtask test` provides both.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use stepwatch_e2e::{free_port, python, python_trainer, repo, wait_until, Browser, Relay, TempDir};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn dist() -> PathBuf {
-    let d = std::env::var_os("STEPWATCH_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("dist"));
-    assert!(
-        d.join("index.html").exists(),
-        "no built dashboard in {}: run `trunk build --release` (cargo xtask test does)",
-        d.display()
-    );
-    d
-}
-
-fn relay_with_dashboard(dir: &TempDir) -> Relay {
-    Relay::start(&dir.0.join("data"), &["--dist", dist().to_str().unwrap()])
-}
 
 /// The seed's loop, slowed a little, pausing after epoch 2 until `go` exists.
 fn trainer_code(go: &std::path::Path) -> String {
@@ -74,7 +57,7 @@ return n;
 #[test]
 fn a_python_trainer_is_seen_live_in_the_browser() {
     let dir = TempDir::new("browser-live");
-    let relay = relay_with_dashboard(&dir);
+    let relay = Relay::with_dashboard(&dir.0);
     let browser = Browser::start();
     browser.goto(&format!("{}/", relay.url));
     browser.wait_for(
@@ -155,7 +138,7 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
 #[test]
 fn the_run_page_resumes_after_a_relay_restart_without_gap_or_duplicate() {
     let dir = TempDir::new("browser-restart");
-    let mut relay = relay_with_dashboard(&dir);
+    let mut relay = Relay::with_dashboard(&dir.0);
     let batch = |from: u64, to: u64| -> String {
         (from..to)
             .map(|i| {
@@ -203,7 +186,7 @@ fn dist_works_from_a_plain_static_server() {
     let dir = TempDir::new("browser-static");
     let site = dir.0.join("site");
     std::fs::create_dir_all(&site).unwrap();
-    for entry in std::fs::read_dir(dist()).unwrap() {
+    for entry in std::fs::read_dir(stepwatch_e2e::dist()).unwrap() {
         let p = entry.unwrap().path();
         if p.is_file() {
             std::fs::copy(&p, site.join(p.file_name().unwrap())).unwrap();
@@ -281,7 +264,7 @@ fn dist_works_from_a_plain_static_server() {
 #[test]
 fn the_dashboard_follows_the_browser_language_and_can_switch() {
     let dir = TempDir::new("browser-lang");
-    let relay = relay_with_dashboard(&dir);
+    let relay = Relay::with_dashboard(&dir.0);
     let zh = Browser::start_with(&["--lang=zh-CN"]);
     zh.goto(&format!("{}/", relay.url));
     zh.wait_for(

@@ -4,22 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 use stepwatch_e2e::{python_trainer, repo, wait_until, Browser, Relay, TempDir};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn dist() -> PathBuf {
-    let d = std::env::var_os("STEPWATCH_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("dist"));
-    assert!(
-        d.join("index.html").exists(),
-        "build the dashboard first (trunk build --release)"
-    );
-    d
-}
 
 const TRAINER: &str = r#"
 import time, stepwatch
@@ -50,7 +38,7 @@ fn status_is(s: &str) -> String {
 #[test]
 fn clicks_pause_ask_load_resume_and_stop_a_real_trainer() {
     let dir = TempDir::new("control");
-    let relay = Relay::start(&dir.0.join("data"), &["--dist", dist().to_str().unwrap()]);
+    let relay = Relay::with_dashboard(&dir.0);
     let mut trainer = python_trainer(TRAINER, &relay.url, "ctl");
     let b = Browser::start();
     b.goto(&format!("{}/#/runs/ctl", relay.url));
@@ -141,7 +129,7 @@ fn clicks_pause_ask_load_resume_and_stop_a_real_trainer() {
 #[test]
 fn a_command_nobody_answers_shows_unanswered_and_can_be_cancelled() {
     let dir = TempDir::new("control-unanswered");
-    let relay = Relay::start(&dir.0.join("data"), &["--dist", dist().to_str().unwrap()]);
+    let relay = Relay::with_dashboard(&dir.0);
     // A run whose trainer does not listen for commands.
     relay.post(
         "deaf",

@@ -5,22 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 use stepwatch_e2e::{python_trainer, repo, Browser, Relay, TempDir};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn dist() -> PathBuf {
-    let d = std::env::var_os("STEPWATCH_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("dist"));
-    assert!(
-        d.join("index.html").exists(),
-        "build the dashboard first (trunk build --release)"
-    );
-    d
-}
 
 const EVERYTHING: &str = r#"
 import stepwatch
@@ -79,7 +67,7 @@ fn mouse(b: &Browser, kind: &str, frac: f64) {
 #[test]
 fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
     let dir = TempDir::new("dash-panels");
-    let relay = Relay::start(&dir.0.join("data"), &["--dist", dist().to_str().unwrap()]);
+    let relay = Relay::with_dashboard(&dir.0);
     let mut trainer = python_trainer(EVERYTHING, &relay.url, "panels");
     assert!(trainer.wait().unwrap().success());
 
@@ -243,7 +231,7 @@ fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
 #[test]
 fn runs_list_filters_sorts_and_compare_shows_the_diff() {
     let dir = TempDir::new("dash-compare");
-    let relay = Relay::start(&dir.0.join("data"), &["--dist", dist().to_str().unwrap()]);
+    let relay = Relay::with_dashboard(&dir.0);
     for (run, lr, scale) in [
         ("cmp-a", 0.1, 1.0),
         ("cmp-b", 0.01, 2.0),

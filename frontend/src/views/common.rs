@@ -34,6 +34,14 @@ pub fn fmt_opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "–".to_string(), |v| num::display(v, digits))
 }
 
+/// A learning rate: scientific below 1e-3 so it fits a tile (`1.52e-4`).
+pub fn fmt_lr(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() && v != 0.0 && v.abs() < 1e-3 => format!("{v:.2e}"),
+        other => fmt_opt(other, 3),
+    }
+}
+
 /// "5 s ago", "3 min ago", in the UI language.
 pub fn ago(i18n: I18n, then: Option<f64>, now: f64) -> String {
     let Some(t) = then else {
@@ -165,4 +173,18 @@ pub fn stream_for_component(
     let stream = api::Stream::open(&url, names, on_batch, move |c| conn.set(c));
     let stream = send_wrapper::SendWrapper::new(stream);
     on_cleanup(move || drop(stream));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rates_fit_a_tile() {
+        assert_eq!(fmt_lr(Some(0.000152)), "1.52e-4");
+        assert_eq!(fmt_lr(Some(0.001)), "0.001");
+        assert_eq!(fmt_lr(Some(0.0)), "0");
+        assert_eq!(fmt_lr(None), "–");
+        assert_eq!(fmt_lr(Some(f64::NAN)), "NaN");
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{
-    ago, download, fmt_opt, stream_for_component, use_clock, ConnBadge, Stat, StatusPill,
+    ago, download, fmt_lr, fmt_opt, stream_for_component, use_clock, ConnBadge, Stat, StatusPill,
 };
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton, Target};
 use crate::api::{self, ConnState};
@@ -114,7 +114,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
                     frac=Signal::derive(move || view_state.with(|v| model::fraction(v.state.current_batch + 1, v.state.total_batches)))/>
                 <Stat label=Key::Loss testid="loss" value=s(|s| fmt_opt(s.current_loss, 5)) alert=Signal::derive(non_finite)/>
                 <Stat label=Key::AvgLoss testid="avg-loss" value=s(|s| fmt_opt(s.avg_loss, 5))/>
-                <Stat label=Key::LearningRate testid="lr" value=s(|s| fmt_opt(s.learning_rate, 3))/>
+                <Stat label=Key::LearningRate testid="lr" value=s(|s| fmt_lr(s.learning_rate))/>
                 <Stat label=Key::Step testid="step" value=s(|s| s.step.to_string())/>
                 <Stat label=Key::BestLoss testid="best-loss" value=s(|s| fmt_opt(s.best_loss, 5))/>
                 <Stat label=Key::Elapsed testid="elapsed" value=elapsed/>
