@@ -29,10 +29,15 @@ from ._helpers import (
     emit_training_start,
 )
 from ._hooks import WebUIHooks
+from ._logs import LogHandler, capture_output
 from ._relay import RelaySender, connect, control_point, disconnect, flush, should_stop
+from ._system import parse_nvidia_smi_csv
 
 __all__ = [
+    "LogHandler",
     "RelaySender",
+    "capture_output",
+    "parse_nvidia_smi_csv",
     "StopTraining",
     "control_point",
     "on_command",

@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from . import _control
+from . import _control, _logs, _system
 from ._emitter import TrainingEventEmitter, training_emitter
 
 _log = logging.getLogger("stepwatch")
@@ -208,6 +208,8 @@ def _bad_index(detail: str, n: int) -> int | None:
 
 _sender: RelaySender | None = None
 _controller: _control.Controller | None = None
+_sampler: _system.SystemSampler | None = None
+_log_handler: _logs.LogHandler | None = None
 _lock = threading.Lock()
 
 
@@ -218,6 +220,9 @@ def connect(
     emitter: TrainingEventEmitter = training_emitter,
     commands: bool = True,
     raise_on_stop: bool = False,
+    system_interval: float | None = None,
+    capture_logging: bool = True,
+    capture_stdout: bool = False,
     **options: Any,
 ) -> RelaySender:
     """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
@@ -225,10 +230,13 @@ def connect(
     ``url``, ``run`` and ``token`` default to ``STEPWATCH_URL``, ``STEPWATCH_RUN`` and
     ``STEPWATCH_TOKEN``. With ``commands`` (the default) the trainer also obeys the
     dashboard's pause / resume / stop / load_checkpoint / ask at its control points;
-    ``raise_on_stop`` makes a stop raise :class:`StopTraining` there. Calling it again
-    replaces the previous connection.
+    ``raise_on_stop`` makes a stop raise :class:`StopTraining` there. It also records,
+    each switchable: system metrics every ``system_interval`` seconds (default 5, or
+    ``STEPWATCH_SYSTEM_INTERVAL``; 0 turns them off), records of the ``logging`` module
+    (``capture_logging``), and every line printed (``capture_stdout``, off by default).
+    Calling it again replaces the previous connection.
     """
-    global _sender, _controller
+    global _sender, _controller, _sampler, _log_handler
     url = url or os.environ.get("STEPWATCH_URL") or "http://127.0.0.1:8080"
     run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
     token = token or os.environ.get("STEPWATCH_TOKEN")
@@ -247,7 +255,30 @@ def connect(
                 url, run, emitter, token=token, raise_on_stop=raise_on_stop
             )
             emitter.control_hook = _controller.control_point
+        _stop_extras()
+        if system_interval is None:
+            system_interval = float(
+                os.environ.get("STEPWATCH_SYSTEM_INTERVAL", _system.DEFAULT_INTERVAL)
+            )
+        if system_interval > 0:
+            _sampler = _system.SystemSampler(emitter.emit, interval=system_interval)
+        if capture_logging:
+            _log_handler = _logs.LogHandler(emitter)
+            logging.getLogger().addHandler(_log_handler)
+        if capture_stdout:
+            _logs.capture_output(emitter)
         return _sender
+
+
+def _stop_extras() -> None:
+    global _sampler, _log_handler
+    if _sampler is not None:
+        _sampler.close()
+        _sampler = None
+    if _log_handler is not None:
+        logging.getLogger().removeHandler(_log_handler)
+        _log_handler = None
+    _logs.release_output()
 
 
 def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
@@ -259,6 +290,7 @@ def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
     if c is not None:
         c.close()
         training_emitter.control_hook = None
+    _stop_extras()
     if s is None:
         return True
     training_emitter.off("*", s)
