@@ -1,6 +1,11 @@
 //! Serving the built dashboard: files from `--dist` with SPA fallback to index.html,
-//! brotli-compressed (quality 11, made once in the background at start) for browsers
-//! that accept it, gzip on the fly otherwise. Paths never leave the dist directory.
+//! brotli-compressed (quality 11) for browsers that accept it, gzip on the fly otherwise.
+//! Paths never leave the dist directory.
+//!
+//! The brotli copies are made at start by a short-lived child process
+//! (`stepwatch precompress`) into `<data-dir>/dashboard-br/`, so the compressor's large
+//! working memory never stays in the relay (idle RSS target: 20 MB); the relay then
+//! keeps only the compressed bytes.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -46,9 +51,39 @@ pub fn brotli(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Writes `<name>.br` into `out` for every compressible file of `dist` whose copy is
+/// missing or older. Run by `stepwatch precompress` in a child process.
+pub fn precompress_to(dist: &Path, out: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(out)?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(dist)?.flatten() {
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        if !path.is_file() || !COMPRESSIBLE.contains(&ext) {
+            continue;
+        }
+        let target = out.join(format!("{}.br", name.to_string_lossy()));
+        let fresh = match (target.metadata(), path.metadata()) {
+            (Ok(t), Ok(s)) => t.modified().ok() >= s.modified().ok(),
+            _ => false,
+        };
+        if !fresh {
+            let compressed = brotli(&std::fs::read(&path)?);
+            let tmp = target.with_extension("br.tmp");
+            std::fs::write(&tmp, compressed)?;
+            std::fs::rename(&tmp, &target)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 impl Dashboard {
-    /// Serves `dist`; starts compressing its files in a background thread.
-    pub fn new(dist: PathBuf) -> Arc<Dashboard> {
+    /// Serves `dist`; makes brotli copies under `cache` in a child process, then loads them.
+    pub fn new(dist: PathBuf, cache: PathBuf) -> Arc<Dashboard> {
         let d = Arc::new(Dashboard {
             dist,
             brotli: RwLock::new(HashMap::new()),
@@ -56,25 +91,40 @@ impl Dashboard {
         let bg = d.clone();
         let _ = std::thread::Builder::new()
             .name("stepwatch-brotli".into())
-            .spawn(move || bg.precompress());
+            .spawn(move || bg.load_compressed(&cache));
         d
     }
 
-    fn precompress(&self) {
+    fn load_compressed(&self, cache: &Path) {
+        if !self.dist.join("index.html").is_file() {
+            return;
+        }
+        let ran = std::env::current_exe().ok().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("precompress")
+                .arg("--dist")
+                .arg(&self.dist)
+                .arg("--out")
+                .arg(cache)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .ok()
+        });
+        if !ran.is_some_and(|s| s.success()) {
+            tracing::warn!("could not precompress the dashboard; serving it with gzip");
+            return;
+        }
         let Ok(entries) = std::fs::read_dir(&self.dist) else {
             return;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if !path.is_file() || !COMPRESSIBLE.contains(&ext) {
-                continue;
-            }
-            if let (Ok(data), Some(name)) = (std::fs::read(&path), path.file_name()) {
-                let compressed = brotli(&data);
-                if compressed.len() < data.len() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let br = cache.join(format!("{name}.br"));
+            if let (Ok(data), Ok(orig)) = (std::fs::read(&br), entry.metadata()) {
+                if (data.len() as u64) < orig.len() {
                     if let Ok(mut map) = self.brotli.write() {
-                        map.insert(name.to_string_lossy().into_owned(), compressed.into());
+                        map.insert(name, data.into());
                     }
                 }
             }

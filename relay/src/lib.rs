@@ -61,7 +61,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if !opts.dist.join("index.html").is_file() {
         tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
     }
-    let dashboard = web::Data::new(dashboard::Dashboard::new(opts.dist.clone()));
+    let dashboard = web::Data::new(dashboard::Dashboard::new(
+        opts.dist.clone(),
+        opts.data_dir.join("dashboard-br"),
+    ));
     let origins = opts.allow_origins.clone();
     let server = HttpServer::new(move || {
         App::new()

@@ -42,6 +42,14 @@ enum Cmd {
         #[arg(long)]
         demo: bool,
     },
+    /// Write brotli copies of the dashboard's files (run by `serve` in a child process).
+    #[command(hide = true)]
+    Precompress {
+        #[arg(long)]
+        dist: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run simulated trainers against a relay.
     Demo {
         /// The relay's address.
@@ -91,6 +99,10 @@ fn main() -> anyhow::Result<()> {
                 sync,
                 max_body,
             }))
+        }
+        Cmd::Precompress { dist, out } => {
+            stepwatch_relay::dashboard::precompress_to(&dist, &out)?;
+            Ok(())
         }
         Cmd::Demo {
             url,
