@@ -93,6 +93,7 @@ strings! {
     NoCheckpoints => "No checkpoints yet.", "还没有检查点。";
     Best => "best", "最佳";
     Config => "Training parameters", "训练参数";
+    RunInfo => "Run info", "运行信息";
     Events => "events", "个事件";
     Language => "Language", "语言";
     Relay => "Relay", "中继";

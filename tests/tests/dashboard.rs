@@ -130,8 +130,10 @@ fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
         .len()
             > 1
     );
-    // Config.
+    // Config, and where the run started (recorded by the SDK).
     assert!(text(&b, "[data-testid=config]").contains("sgd"));
+    let meta = text(&b, "[data-testid=run-meta]");
+    assert!(meta.contains("python") && meta.contains("host"), "{meta}");
     // System panel with the GPU sample.
     assert!(text(&b, "[data-testid=gpu]").contains("H200"));
     assert_eq!(text(&b, "[data-testid=gpu0-util] .sys-value"), "87%");

@@ -70,3 +70,19 @@ assert stepwatch.flush(10)
     assert ("trainer", "warning", "learning rate warm-up done") in got
     assert ("stdout", "info", "epoch 1 finished") in got
     assert len(relay.get("/api/runs/sys/events?event=system")) >= 2
+
+
+def test_training_start_records_where_and_how_the_run_started(relay, run_script, tmp_path):
+    code = """
+import stepwatch
+stepwatch.connect(run="meta", system_interval=0)
+stepwatch.emit_training_start(total_epochs=1, config={"lr": 0.1})
+assert stepwatch.flush(10)
+"""
+    proc = run_script(code, env={"STEPWATCH_URL": relay.url})
+    assert proc.returncode == 0, proc.stderr
+    meta = relay.get("/api/runs/meta")["meta"]
+    assert meta["python"].count(".") == 2
+    assert meta["host"] and meta["pid"] > 0
+    assert meta["argv"][0].endswith("trainer.py")
+    assert relay.get("/api/runs/meta")["config"] == {"lr": 0.1}

@@ -237,6 +237,9 @@ body!(
         config: Map<String, Value>,
         /// Human-readable run name (defaults to the run id).
         name: String,
+        /// Where and how the run started: host, Python and framework versions, command
+        /// line, git commit (filled in by the SDKs).
+        meta: Map<String, Value>,
     }
 );
 body!(

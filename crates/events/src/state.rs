@@ -145,6 +145,9 @@ pub struct RunState {
     pub last_error: Option<LastError>,
     /// `training_start.config`.
     pub config: Map<String, Value>,
+    /// `training_start.meta`: host, versions, command line, git commit.
+    #[serde(default)]
+    pub meta: Map<String, Value>,
     /// Latest `system` event's fields.
     pub system: Option<Map<String, Value>>,
     /// Trainer time of training_start (or the first event).
@@ -253,6 +256,9 @@ impl RunState {
                 }
                 if let Some(cfg) = &b.config {
                     self.config = cfg.clone();
+                }
+                if let Some(meta) = &b.meta {
+                    self.meta = meta.clone();
                 }
                 if let Some(name) = &b.name {
                     self.name = name.clone();

@@ -191,3 +191,16 @@ fn fixture_run_reduces_to_the_seed_state() {
     assert_eq!(done.status, RunStatus::Completed);
     assert!(!done.is_training);
 }
+
+#[test]
+fn training_start_meta_reaches_the_state() {
+    let e = Event::from_json(
+        r#"{"event":"training_start","meta":{"host":"n1","git_commit":"abc"},"config":{"lr":1}}"#,
+    )
+    .unwrap();
+    let s = RunState::from_events("r", [&e]);
+    assert_eq!(s.meta["host"], "n1");
+    assert_eq!(s.meta["git_commit"], "abc");
+    let bad = Event::from_json(r#"{"event":"training_start","meta":"n1"}"#).unwrap_err();
+    assert_eq!(bad.field(), Some("meta"));
+}

@@ -268,12 +268,35 @@ fn ConfigTable(view_state: RwSignal<RunView>) -> impl IntoView {
                 .collect::<Vec<_>>()
         })
     };
+    let meta = move || {
+        view_state.with(|v| {
+            v.state
+                .meta
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        serde_json::Value::Array(items) => {
+                            items.iter().map(config_value).collect::<Vec<_>>().join(" ")
+                        }
+                        other => config_value(other),
+                    };
+                    (k.clone(), text)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
         <section class="panel">
             <div class="panel-head"><h2>{move || i18n.t(Key::Config)}</h2></div>
             <table class="kv" data-testid="config">
                 {move || rows().into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}
             </table>
+            <Show when=move || view_state.with(|v| !v.state.meta.is_empty())>
+                <h3 class="group-title">{move || i18n.t(Key::RunInfo)}</h3>
+                <table class="kv" data-testid="run-meta">
+                    {move || meta().into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}
+                </table>
+            </Show>
         </section>
     }
 }

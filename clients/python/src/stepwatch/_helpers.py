@@ -17,14 +17,24 @@ def emit_training_start(
     total_batches: int | None = None,
     config: dict | None = None,
     name: str | None = None,
+    meta: dict | None = None,
     **extra: Any,
 ) -> dict:
+    """Starts the run; ``meta`` (host, versions, command line, git commit) is filled in."""
+    if meta is None:
+        try:
+            from ._meta import run_meta
+
+            meta = run_meta()
+        except Exception:
+            meta = None
     return _emit(
         "training_start",
         total_epochs=total_epochs,
         total_batches=total_batches,
         config=config,
         name=name,
+        meta=meta,
         **extra,
     )
 
