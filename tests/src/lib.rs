@@ -274,6 +274,10 @@ pub fn python_trainer(code: &str, relay_url: &str, run: &str) -> Child {
         .env("PYTHONPATH", repo().join("clients/python/src"))
         .env("STEPWATCH_URL", relay_url)
         .env("STEPWATCH_RUN", run)
+        .env(
+            "STEPWATCH_SPOOL_DIR",
+            std::env::temp_dir().join(format!("stepwatch-e2e-spool-{}", std::process::id())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

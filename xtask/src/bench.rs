@@ -299,7 +299,12 @@ print(f"{statistics.median(samples):.2f}")
         .args(["-c", code])
         .env("PYTHONPATH", root.join("clients/python/src"))
         .env("STEPWATCH_EXIT_FLUSH", "0")
+        .env(
+            "STEPWATCH_SPOOL_DIR",
+            std::env::temp_dir().join("stepwatch-bench-spool"),
+        )
         .output()?;
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join("stepwatch-bench-spool"));
     let figure = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if figure.is_empty() {
         bail!(

@@ -102,7 +102,11 @@ def run_script(tmp_path):
     def run(code: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         script = tmp_path / "trainer.py"
         script.write_text(code)
-        full_env = {**os.environ, "PYTHONPATH": str(REPO / "clients" / "python" / "src")}
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
+            "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+        }
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, str(script)],

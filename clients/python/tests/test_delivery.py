@@ -47,6 +47,7 @@ stepwatch.emit_training_end()
     env = {
         "PYTHONPATH": str(FIXTURES.parents[3] / "clients" / "python" / "src"),
         "PATH": "/usr/bin:/bin",
+        "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
     }
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
     try:
@@ -127,3 +128,66 @@ assert "batch_idx" in s.last_rejection, s.last_rejection
     assert proc.returncode == 0, proc.stderr
     events = relay.get("/api/runs/partial/events")
     assert [e.get("message") for e in events] == ["before", "after"]
+
+
+def test_a_trainer_that_exits_while_the_relay_is_down_leaves_a_spool_the_next_one_sends(
+    tmp_path, run_script
+):
+    relay = Relay(tmp_path / "data")
+    spool = tmp_path / "spool"
+    first = f"""
+import stepwatch
+stepwatch.connect("{relay.url}", run="spooled")
+stepwatch.emit_training_start(total_epochs=1)
+for i in range(500):
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0 / (i + 1))
+"""
+    proc = run_script(first, env={"STEPWATCH_EXIT_FLUSH": "0.3"})
+    assert proc.returncode == 0, proc.stderr
+    files = list((spool / "spooled").glob("*.ndjson"))
+    assert len(files) == 1, "nothing spooled"
+    assert len(files[0].read_text().splitlines()) == 501
+    relay.start()
+    try:
+        second = f"""
+import stepwatch
+stepwatch.connect("{relay.url}", run="spooled")
+stepwatch.emit_batch_end(batch_idx=500, loss=0.001)
+stepwatch.emit_training_end()
+assert stepwatch.flush(20)
+"""
+        proc = run_script(second)
+        assert proc.returncode == 0, proc.stderr
+        events = relay.get("/api/runs/spooled/events?event=batch_end&limit=1000")
+        assert [e["batch_idx"] for e in events] == list(range(501)), "lost or out of order"
+        assert relay.get("/api/runs/spooled")["status"] == "completed"
+        assert not list((spool / "spooled").glob("*.ndjson")), "spool not cleared"
+    finally:
+        relay.stop()
+
+
+def test_python_m_stepwatch_sync_sends_the_spool_once(tmp_path, run_script):
+    import subprocess
+    import sys
+
+    relay = Relay(tmp_path / "data")
+    spool = tmp_path / "spool"
+    code = f"""
+import stepwatch
+stepwatch.connect("{relay.url}", run="offline-sync")
+for i in range(50):
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0)
+"""
+    assert run_script(code, env={"STEPWATCH_EXIT_FLUSH": "0.2"}).returncode == 0
+    relay.start()
+    try:
+        env = {"PYTHONPATH": str(FIXTURES.parents[3] / "clients" / "python" / "src")}
+        cmd = [sys.executable, "-m", "stepwatch", "sync", str(spool), "--url", relay.url]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "1 spool files sent, 0 left" in out.stdout
+        assert len(relay.get("/api/runs/offline-sync/events?limit=1000")) == 50
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert "0 spool files sent" in again.stdout
+    finally:
+        relay.stop()

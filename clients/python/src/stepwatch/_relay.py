@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from . import _control, _logs, _system
@@ -38,6 +39,18 @@ DEFAULT_LINGER = 0.02
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 #: Default bounded wait (seconds) for the final flush at exit.
 DEFAULT_EXIT_FLUSH = 3.0
+
+
+def default_spool_dir() -> Path:
+    """Where unsent events wait for the relay: ``STEPWATCH_SPOOL_DIR`` or ~/.cache."""
+    env = os.environ.get("STEPWATCH_SPOOL_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "stepwatch" / "spool"
+
+
+def spool_files(spool: Path, run: str) -> list[Path]:
+    """A run's spool files, oldest first."""
+    d = spool / run
+    return sorted(d.glob("*.ndjson")) if d.is_dir() else []
 
 
 def _clean(value: Any) -> Any:
@@ -78,8 +91,10 @@ class RelaySender:
         token: str | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         timeout: float = 10.0,
+        spool_dir: Path | str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir()
         self.run = run
         self.endpoint = f"{self.url}/api/runs/{run}/events"
         self.token = token
@@ -100,6 +115,8 @@ class RelaySender:
         self.last_rejection: str | None = None
         self._wake = threading.Event()
         self._stop = False
+        self._stop_evt = threading.Event()
+        self._unsent: list[list[dict]] = []  # batches given up on at close
         self._thread = threading.Thread(target=self._loop, name="stepwatch-sender", daemon=True)
         self._thread.start()
 
@@ -123,15 +140,70 @@ class RelaySender:
             time.sleep(0.005)
         return self._done + self.dropped >= target and not self._queue
 
-    def close(self, timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
-        """Flushes (bounded by ``timeout``) and stops the thread."""
+    def close(self, timeout: float = DEFAULT_EXIT_FLUSH, spool: bool = True) -> bool:
+        """Flushes (bounded by ``timeout``) and stops the thread. What the relay did not
+        take in time is written to the spool, for the next process or ``stepwatch sync``."""
         ok = self.flush(timeout)
         self._stop = True
+        self._stop_evt.set()
         self._wake.set()
+        if not ok and spool:
+            self._thread.join(2.0)
+            self._write_spool()
         return ok
+
+    def _write_spool(self) -> Path | None:
+        batches = list(self._unsent)
+        rest = []
+        while self._queue:
+            try:
+                record = self._queue.popleft()
+            except IndexError:
+                break
+            self._seq += 1
+            rest.append(self._stamp(record, self._seq))
+        if rest:
+            batches.append(rest)
+        lines = [json.dumps(e, allow_nan=False) for b in batches for e in b]
+        if not lines:
+            return None
+        try:
+            d = self.spool_dir / self.run
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"{time.time():.6f}-{self.src}.ndjson"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("\n".join(lines) + "\n")
+            tmp.rename(path)
+            _log.warning("stepwatch: relay unreachable; %d events spooled to %s", len(lines), path)
+            return path
+        except OSError as e:
+            _log.warning("stepwatch: could not spool %d events: %s", len(lines), e)
+            return None
+
+    def _stamp(self, record: dict, seq: int) -> dict:
+        event = _clean(record)
+        event["src"] = self.src
+        event["seq"] = seq
+        return event
+
+    def _send_spool(self) -> None:
+        """Sends what an earlier process left for this run, oldest first."""
+        for path in spool_files(self.spool_dir, self.run):
+            try:
+                lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+            except (OSError, ValueError):
+                continue
+            if self._send(lines, counted=False):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            else:
+                return
 
     # -- sender thread ---------------------------------------------------------------
     def _loop(self) -> None:
+        self._send_spool()
         while True:
             if not self._queue:
                 if self._stop:
@@ -146,14 +218,13 @@ class RelaySender:
                 except IndexError:
                     break
                 self._seq += 1
-                event = _clean(record)
-                event["src"] = self.src
-                event["seq"] = self._seq
-                batch.append(event)
+                batch.append(self._stamp(record, self._seq))
             self._taken += len(batch)
-            self._send(batch)
+            if not self._send(batch):
+                self._unsent.append(batch)
 
-    def _send(self, batch: list) -> None:
+    def _send(self, batch: list, counted: bool = True) -> bool:
+        """Sends until the relay takes it (True) or the sender is stopped (False)."""
         backoff = MIN_BACKOFF
         while batch:
             n = len(batch)
@@ -165,10 +236,11 @@ class RelaySender:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read()
-                self.sent += n
-                self._done += n
+                if counted:
+                    self.sent += n
+                    self._done += n
                 self.last_error = None
-                return
+                return True
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:500]
                 if 400 <= e.code < 500 and e.code not in (408, 429):
@@ -176,7 +248,7 @@ class RelaySender:
                     if bad is not None:
                         # Drop only the event the relay named; send the rest again.
                         self.rejected += 1
-                        self._done += 1
+                        self._done += 1 if counted else 0
                         self.last_rejection = (
                             f"relay refused event {batch[bad]['event']!r}: {detail}"
                         )
@@ -184,17 +256,18 @@ class RelaySender:
                         batch = batch[:bad] + batch[bad + 1 :]
                         continue
                     self.rejected += n
-                    self._done += n
+                    self._done += n if counted else 0
                     self.last_rejection = f"relay refused a batch ({e.code}): {detail}"
                     _log.warning("stepwatch: %s", self.last_rejection)
-                    return
+                    return True
                 self.last_error = f"relay answered {e.code}: {detail}"
             except Exception as e:  # relay down, DNS, timeout: keep trying
                 self.last_error = f"relay unreachable: {e}"
             if self._stop:  # close() already waited its bounded time
-                return
-            time.sleep(backoff * (0.5 + random.random()))
+                return False
+            self._stop_evt.wait(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF)
+        return True
 
 
 def _bad_index(detail: str, n: int) -> int | None:
