@@ -4,7 +4,7 @@
 //! (the shared reducer) says which commands are still open.
 
 use crate::http::{
-    check_run, deliver, error, now, sse_response, ApiError, Data, StreamGuard, KEEP_ALIVE,
+    check_run, deliver, error, forward_live, now, sse_response, ApiError, Data, StreamGuard,
 };
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use stepwatch_events::event::{Command, CommandAck};
 use stepwatch_events::{Event, EventBody, RunState, COMMANDS};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// Largest command body.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -232,25 +232,11 @@ pub async fn command_stream(data: Data, path: web::Path<String>) -> HttpResponse
                 return;
             }
         }
-        let mut ticker = tokio::time::interval(KEEP_ALIVE);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                msg = live.recv() => match msg {
-                    Ok(e) if e.name == "command" => {
-                        if deliver(&tx, command_message(Some(e.id), &e.json)).await.is_err() { return }
-                    }
-                    Ok(_) => {}
-                    // Fell behind: close; the trainer reconnects and gets every open command.
-                    Err(broadcast::error::RecvError::Lagged(_)) => { _guard.0.note_cut_off(); return }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = ticker.tick() => {
-                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return }
-                }
-                _ = tx.closed() => return,
-            }
-        }
+        // A trainer that falls behind is cut off; it reconnects and gets every open command.
+        forward_live(&mut live, &tx, &_guard.0, |e| {
+            (e.name == "command").then(|| command_message(Some(e.id), &e.json))
+        })
+        .await;
     });
     sse_response(rx)
 }

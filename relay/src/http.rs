@@ -546,6 +546,40 @@ async fn stream_run(
     }
 }
 
+/// Forwards live broadcast messages (those `render` turns into bytes) to a stream, with
+/// keep-alive comments, until the client leaves; a subscriber that lags or stalls is cut
+/// off (it reconnects and starts from storage).
+pub(crate) async fn forward_live<T: Clone>(
+    live: &mut broadcast::Receiver<T>,
+    tx: &mpsc::Sender<Bytes>,
+    hub: &Hub,
+    render: impl Fn(&T) -> Option<Bytes>,
+) {
+    let mut ticker = tokio::time::interval(KEEP_ALIVE);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            msg = live.recv() => match msg {
+                Ok(m) => {
+                    if let Some(bytes) = render(&m) {
+                        match deliver(tx, bytes).await {
+                            Ok(()) => {}
+                            Err(StreamEnd::CutOff) => { hub.note_cut_off(); return }
+                            Err(_) => return,
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => { hub.note_cut_off(); return }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick() => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
 async fn summary_stream(data: Data) -> HttpResponse {
     let mut live = data.hub.subscribe_summaries();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -578,25 +612,7 @@ async fn summary_stream(data: Data) -> HttpResponse {
         {
             return;
         }
-        let mut ticker = tokio::time::interval(KEEP_ALIVE);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                msg = live.recv() => match msg {
-                    Ok(s) => match deliver(&tx, send(&s)).await {
-                        Ok(()) => {}
-                        Err(StreamEnd::CutOff) => { _guard.0.note_cut_off(); return }
-                        Err(_) => return,
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => { _guard.0.note_cut_off(); return }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = ticker.tick() => {
-                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() { return }
-                }
-                _ = tx.closed() => return,
-            }
-        }
+        forward_live(&mut live, &tx, &_guard.0, |s| Some(send(s))).await;
     });
     sse_response(rx)
 }
