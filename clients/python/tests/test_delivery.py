@@ -191,3 +191,57 @@ for i in range(50):
         assert "0 spool files sent" in again.stdout
     finally:
         relay.stop()
+
+
+def test_an_uncaught_exception_fails_the_run_with_its_traceback(relay, run_script):
+    code = """
+import stepwatch
+stepwatch.connect(run="crash")
+stepwatch.emit_training_start(total_epochs=1)
+stepwatch.emit_batch_end(batch_idx=0, loss=1.0)
+def step():
+    raise RuntimeError("CUDA out of memory")
+step()
+"""
+    proc = run_script(code, env={"STEPWATCH_URL": relay.url})
+    assert proc.returncode == 1
+    assert "CUDA out of memory" in proc.stderr, "the original error must still be printed"
+    state = relay.get("/api/runs/crash")
+    assert state["status"] == "failed"
+    err = state["last_error"]
+    assert err["message"] == "RuntimeError: CUDA out of memory" and err["fatal"] is True
+    assert "in step" in err["traceback"]
+
+
+def test_sigterm_and_ctrl_c_end_the_run_as_stopped_with_everything_sent(relay, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = """
+import time, stepwatch
+stepwatch.connect()
+stepwatch.emit_training_start(total_epochs=1)
+i = 0
+while True:
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0)
+    i += 1
+    time.sleep(0.002)
+"""
+    # SIGTERM: exit status 128 + 15; Ctrl-C: Python re-raises SIGINT (-2) after cleanup.
+    for run, sig, code_expected in (("term", signal.SIGTERM, 143), ("int", signal.SIGINT, -2)):
+        env = {
+            "PYTHONPATH": str(FIXTURES.parents[3] / "clients" / "python" / "src"),
+            "STEPWATCH_URL": relay.url,
+            "STEPWATCH_RUN": run,
+            "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+        }
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+        relay.wait_for(run, lambda s: s["step"] > 20)
+        proc.send_signal(sig)
+        assert proc.wait(30) == code_expected, proc.stderr.read().decode()
+        state = relay.wait_for(run, lambda s: s["status"] == "stopped")
+        # The exit flush sent every batch the loop emitted before the signal.
+        events = relay.get(f"/api/runs/{run}/events?event=batch_end&limit=100000")
+        assert [e["batch_idx"] for e in events] == list(range(len(events)))
+        assert state["batch_count"] == len(events) > 20

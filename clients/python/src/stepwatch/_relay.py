@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from . import _control, _logs, _system
+from . import _control, _lifecycle, _logs, _system
 from ._emitter import TrainingEventEmitter, training_emitter
 
 _log = logging.getLogger("stepwatch")
@@ -340,6 +340,7 @@ def connect(
             logging.getLogger().addHandler(_log_handler)
         if capture_stdout:
             _logs.capture_output(emitter)
+        _lifecycle.install()
         return _sender
 
 
@@ -386,7 +387,7 @@ def connect_from_env() -> None:
 
 def _at_exit() -> None:
     c = _controller
-    if c is not None and c.should_stop() and not training_emitter.get_history("training_end"):
+    if c is not None and c.should_stop() and _lifecycle.run_open():
         # StopTraining ended the loop before the trainer could: end the run as stopped.
         from ._helpers import emit_training_end
 

@@ -1,0 +1,74 @@
+"""How a run ends when the process does: an uncaught exception is reported as
+``error_occurred`` (fatal, with its traceback) and ``training_end`` status ``failed``;
+Ctrl-C, SIGTERM and an uncaught ``StopTraining`` end it as ``stopped``. The bounded
+exit flush (atexit) then sends what is queued. Installed by ``connect()``; previous
+hooks and handlers are kept and called."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import traceback
+from typing import Any
+
+from . import _control
+from ._emitter import training_emitter
+
+_prev_excepthook: Any = None
+_prev_sigterm: Any = None
+
+
+def run_open() -> bool:
+    """A run was started in this process and has not ended."""
+    return bool(
+        training_emitter.get_history("training_start")
+    ) and not training_emitter.get_history("training_end")
+
+
+def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
+    try:
+        if run_open():
+            from ._helpers import emit_error_occurred, emit_training_end
+
+            if issubclass(tp, (KeyboardInterrupt, _control.StopTraining)):
+                emit_training_end(status="stopped")
+            else:
+                text = "".join(traceback.format_exception(tp, value, tb))
+                emit_error_occurred(value, traceback=text, fatal=True)
+                emit_training_end(status="failed")
+    except Exception:
+        pass  # reporting must never hide the real error
+    hook = _prev_excepthook or sys.__excepthook__
+    hook(tp, value, tb)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        if run_open():
+            from ._helpers import emit_training_end
+
+            emit_training_end(status="stopped")
+    except Exception:
+        pass
+    if callable(_prev_sigterm):
+        _prev_sigterm(signum, frame)
+        return
+    sys.exit(128 + signum)  # SystemExit: atexit flushes what is queued
+
+
+def install() -> None:
+    """Installs the hooks once (the SIGTERM handler only from the main thread)."""
+    global _prev_excepthook, _prev_sigterm
+    if sys.excepthook is not _excepthook:
+        _prev_excepthook = sys.excepthook
+        sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        try:
+            current = signal.getsignal(signal.SIGTERM)
+            if current is not _on_sigterm:
+                _prev_sigterm = current if current not in (signal.SIG_DFL, signal.SIG_IGN) else None
+                if current is not signal.SIG_IGN:
+                    signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            pass
