@@ -180,31 +180,21 @@ fn cmd_test() -> Result<()> {
     let tools = t0.elapsed();
 
     run("cargo", &["fmt", "--all", "--check"])?;
-    run(
-        "cargo",
+    // Lints natively for the whole workspace, then the dashboard as the browser builds it.
+    for target in [
+        &["--workspace"][..],
         &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
-    run(
-        "cargo",
-        &[
-            "clippy",
             "-p",
             "stepwatch-frontend",
-            "--all-targets",
             "--target",
             "wasm32-unknown-unknown",
-            "--",
-            "-D",
-            "warnings",
         ],
-    )?;
+    ] {
+        let mut args = vec!["clippy", "--all-targets"];
+        args.extend(target);
+        args.extend(["--", "-D", "warnings"]);
+        run("cargo", &args)?;
+    }
     run(
         "cargo",
         &[

@@ -19,6 +19,17 @@ FIXTURES = REPO / "crates" / "events" / "tests" / "fixtures"
 sys.path.insert(0, str(REPO / "clients" / "python" / "src"))
 
 
+def trainer_env(tmp_path: Path, **extra: str) -> dict:
+    """Environment for a trainer subprocess: the SDK from source, a private spool."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
+        "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    env.update(extra)
+    return env
+
+
 def relay_binary() -> Path:
     env = os.environ.get("STEPWATCH_BIN")
     path = Path(env) if env else REPO / "target" / "debug" / "stepwatch"
@@ -102,12 +113,7 @@ def run_script(tmp_path):
     def run(code: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         script = tmp_path / "trainer.py"
         script.write_text(code)
-        full_env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
-            "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
-        }
-        full_env.update(env or {})
+        full_env = trainer_env(tmp_path, **(env or {}))
         return subprocess.run(
             [sys.executable, str(script)],
             env=full_env,

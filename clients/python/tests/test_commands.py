@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import REPO
+from conftest import trainer_env
 
 TRAINER = """
 import time, stepwatch
@@ -49,11 +49,7 @@ def command(state: dict, cid: str) -> dict:
 
 
 def test_pause_resume_load_ask_stop_from_the_relay(relay, tmp_path):
-    env = {
-        "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
-        "STEPWATCH_URL": relay.url,
-        "STEPWATCH_RUN": "ctl",
-    }
+    env = trainer_env(tmp_path, STEPWATCH_URL=relay.url, STEPWATCH_RUN="ctl")
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
@@ -131,7 +127,7 @@ def test_bad_commands_get_clear_errors(relay, run_script):
     assert status == 404
 
 
-def test_a_trainer_without_a_handler_rejects_at_once(relay, run_script):
+def test_a_trainer_without_a_handler_rejects_at_once(relay, tmp_path):
     code = """
 import time, stepwatch
 from stepwatch import emit_training_start, emit_batch_end
@@ -142,11 +138,7 @@ for i in range(3000):
 """
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
-        env={
-            "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
-            "STEPWATCH_URL": relay.url,
-            "STEPWATCH_RUN": "nohandler",
-        },
+        env=trainer_env(tmp_path, STEPWATCH_URL=relay.url, STEPWATCH_RUN="nohandler"),
     )
     try:
         relay.wait_for("nohandler", lambda s: s["step"] > 5)
@@ -180,11 +172,7 @@ except stepwatch.StopTraining:
 """
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
-        env={
-            "PYTHONPATH": str(REPO / "clients" / "python" / "src"),
-            "STEPWATCH_URL": relay.url,
-            "STEPWATCH_RUN": "raise",
-        },
+        env=trainer_env(tmp_path, STEPWATCH_URL=relay.url, STEPWATCH_RUN="raise"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

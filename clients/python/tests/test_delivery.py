@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import FIXTURES, Relay, free_port
+from conftest import FIXTURES, Relay, free_port, trainer_env
 
 
 def test_relay_down_training_goes_on_and_nothing_raises(run_script):
@@ -230,12 +230,7 @@ while True:
 """
     # SIGTERM: exit status 128 + 15; Ctrl-C: Python re-raises SIGINT (-2) after cleanup.
     for run, sig, code_expected in (("term", signal.SIGTERM, 143), ("int", signal.SIGINT, -2)):
-        env = {
-            "PYTHONPATH": str(FIXTURES.parents[3] / "clients" / "python" / "src"),
-            "STEPWATCH_URL": relay.url,
-            "STEPWATCH_RUN": run,
-            "STEPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
-        }
+        env = trainer_env(tmp_path, STEPWATCH_URL=relay.url, STEPWATCH_RUN=run)
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
         relay.wait_for(run, lambda s: s["step"] > 20)
         proc.send_signal(sig)
