@@ -16,32 +16,48 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ._relay import default_spool_dir, spool_files
+from ._relay import default_spool_dir
+from ._spool import read_lines, spool_files
+
+#: Events per request when sending a spool file.
+CHUNK = 1000
+
+
+def _post(url: str, lines: list[dict], token: str | None) -> dict:
+    body = "\n".join(json.dumps(e, allow_nan=False) for e in lines).encode()
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
+    )
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"{}")
 
 
 def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
-    """Sends every spool file under ``spool``; returns (files sent, files left)."""
+    """Sends every spool file under ``spool`` in chunks, oldest first; a file is removed
+    once the relay took all of it. Returns (files sent, files left)."""
     sent = left = 0
     runs = sorted(p for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else []
     for run_dir in runs:
+        endpoint = f"{url.rstrip('/')}/api/runs/{run_dir.name}/events"
         for path in spool_files(spool, run_dir.name):
-            req = urllib.request.Request(
-                f"{url.rstrip('/')}/api/runs/{run_dir.name}/events",
-                data=path.read_bytes(),
-                method="POST",
-                headers={"Content-Type": "application/x-ndjson"},
-            )
-            if token:
-                req.add_header("Authorization", f"Bearer {token}")
+            stored = duplicates = pos = 0
             try:
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    answer = json.loads(r.read() or b"{}")
+                while True:
+                    lines, pos = read_lines(path, pos, CHUNK)
+                    if not lines:
+                        break
+                    answer = _post(endpoint, lines, token)
+                    stored += answer.get("accepted", 0)
+                    duplicates += answer.get("duplicates", 0)
                 path.unlink()
                 sent += 1
-                print(
-                    f"{run_dir.name}: {path.name}: {answer.get('accepted', 0)} stored, "
-                    f"{answer.get('duplicates', 0)} already there"
-                )
+                print(f"{run_dir.name}: {path.name}: {stored} stored, {duplicates} already there")
+            except urllib.error.HTTPError as e:
+                left += 1
+                detail = e.read().decode(errors="replace")[:300]
+                print(f"{run_dir.name}: {path.name}: refused ({e.code}: {detail})", file=sys.stderr)
             except (urllib.error.URLError, OSError) as e:
                 left += 1
                 print(f"{run_dir.name}: {path.name}: not sent ({e})", file=sys.stderr)

@@ -3,8 +3,9 @@
 The training thread only appends to a bounded deque (no lock, no IO). A daemon
 thread drains it into NDJSON batches, tags each event with ``src`` and an increasing
 ``seq`` (so a retried batch is stored once), and POSTs them. While the relay is down
-it retries with capped, jittered exponential backoff; when the queue is full the
-oldest events are dropped and counted. Nothing here ever raises into training.
+or answering 5xx it retries with capped, jittered exponential backoff, and meanwhile
+moves what the trainer emits into a bounded spool file on disk (see ``_spool``), sent
+in order once the relay is back. Nothing here ever raises into training.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any
 
 from . import _control, _lifecycle, _logs, _system
 from ._emitter import TrainingEventEmitter, training_emitter
+from ._spool import Spool, drop_report, max_bytes_from_env, spool_files
 
 _log = logging.getLogger("stepwatch")
 
-#: Events queued before the oldest are dropped.
+#: Events held in memory before the oldest are dropped (the spool takes them first).
 DEFAULT_QUEUE_SIZE = 100_000
 #: Most events per request.
 DEFAULT_MAX_BATCH = 1000
@@ -37,6 +39,8 @@ DEFAULT_MAX_BATCH = 1000
 DEFAULT_LINGER = 0.02
 #: Backoff bounds (seconds) while the relay is unreachable.
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+#: While waiting out a backoff, memory is moved to the spool this often (seconds).
+SPILL_EVERY = 0.2
 #: Default bounded wait (seconds) for the final flush at exit.
 DEFAULT_EXIT_FLUSH = 3.0
 
@@ -45,12 +49,6 @@ def default_spool_dir() -> Path:
     """Where unsent events wait for the relay: ``STEPWATCH_SPOOL_DIR`` or ~/.cache."""
     env = os.environ.get("STEPWATCH_SPOOL_DIR")
     return Path(env) if env else Path.home() / ".cache" / "stepwatch" / "spool"
-
-
-def spool_files(spool: Path, run: str) -> list[Path]:
-    """A run's spool files, oldest first."""
-    d = spool / run
-    return sorted(d.glob("*.ndjson")) if d.is_dir() else []
 
 
 def _clean(value: Any) -> Any:
@@ -82,7 +80,12 @@ def default_run_id() -> str:
 
 
 class RelaySender:
-    """Sends one run's events to a relay. Create it with :func:`connect`."""
+    """Sends one run's events to a relay. Create it with :func:`connect`.
+
+    ``spool_max_bytes`` caps the spool file (default ``STEPWATCH_SPOOL_MAX_BYTES`` or
+    128 MiB); ``dropped`` counts events given up to stay within the memory queue and
+    the spool cap (never run start/end, checkpoints or errors from the spool).
+    """
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class RelaySender:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         timeout: float = 10.0,
         spool_dir: Path | str | None = None,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir()
@@ -104,81 +108,80 @@ class RelaySender:
         self._queue_size = queue_size
         self._seq = 0
         self._appended = 0  # events handed to the queue (training thread only)
-        self._taken = 0  # events taken by the sender thread
-        self._done = 0  # events acknowledged or rejected
+        self._injected = 0  # events the sender thread added itself (drop reports)
+        self._done = 0  # own events acknowledged, rejected or dropped from the spool
         self.sent = 0
         self.rejected = 0
-        self.dropped = 0
+        self._queue_dropped = 0
+        self._reported = 0  # spool drops already told to the relay
         #: Why the relay is unreachable now (None while delivery works).
         self.last_error: str | None = None
         #: The relay's answer to the last event it refused as invalid.
         self.last_rejection: str | None = None
+        # Files left by earlier processes for this run, sent before anything new.
+        self._older = [Spool.existing(p) for p in spool_files(self.spool_dir, run)]
+        self.spool = Spool(
+            self.spool_dir / run / f"{time.time():.6f}-{self.src}.ndjson",
+            max_bytes=spool_max_bytes or max_bytes_from_env(),
+        )
+        self._inflight: list[dict] | None = None
         self._wake = threading.Event()
         self._stop = False
         self._stop_evt = threading.Event()
-        self._unsent: list[list[dict]] = []  # batches given up on at close
         self._thread = threading.Thread(target=self._loop, name="stepwatch-sender", daemon=True)
         self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Events given up: memory queue overflow plus spool-cap drops."""
+        return self._queue_dropped + self.spool.dropped
 
     # -- training thread -------------------------------------------------------------
     def __call__(self, record: dict) -> None:
         """Listener: queue one event. O(1), never blocks, never raises."""
         if len(self._queue) >= self._queue_size:
-            self.dropped += 1
+            self._queue_dropped += 1
         self._queue.append(record)
         self._appended += 1
 
     # -- any thread ------------------------------------------------------------------
+    def _delivered(self) -> bool:
+        target = self._appended + self._injected
+        return (
+            self._done + self._queue_dropped >= target
+            and not self._queue
+            and not self.spool.pending()
+        )
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Waits up to ``timeout`` s until everything queued so far is acknowledged."""
-        target = self._appended
         deadline = time.monotonic() + timeout
         self._wake.set()
         while time.monotonic() < deadline:
-            if self._done + self.dropped >= target and not self._queue:
+            if self._delivered():
                 return True
             time.sleep(0.005)
-        return self._done + self.dropped >= target and not self._queue
+        return self._delivered()
 
     def close(self, timeout: float = DEFAULT_EXIT_FLUSH, spool: bool = True) -> bool:
         """Flushes (bounded by ``timeout``) and stops the thread. What the relay did not
-        take in time is written to the spool, for the next process or ``stepwatch sync``."""
+        take in time stays in the spool, for the next process or ``stepwatch sync``."""
         ok = self.flush(timeout)
         self._stop = True
         self._stop_evt.set()
         self._wake.set()
         if not ok and spool:
             self._thread.join(2.0)
-            self._write_spool()
+            inflight = self._inflight
+            if self._thread.is_alive() and inflight:
+                self._spool_append(inflight)  # may arrive twice; the relay keeps one
+            self._spill()
+            self.spool.settle()
+            if self.spool.pending():
+                _log.warning(
+                    "stepwatch: relay unreachable; unsent events left in %s", self.spool.path
+                )
         return ok
-
-    def _write_spool(self) -> Path | None:
-        batches = list(self._unsent)
-        rest = []
-        while self._queue:
-            try:
-                record = self._queue.popleft()
-            except IndexError:
-                break
-            self._seq += 1
-            rest.append(self._stamp(record, self._seq))
-        if rest:
-            batches.append(rest)
-        lines = [json.dumps(e, allow_nan=False) for b in batches for e in b]
-        if not lines:
-            return None
-        try:
-            d = self.spool_dir / self.run
-            d.mkdir(parents=True, exist_ok=True)
-            path = d / f"{time.time():.6f}-{self.src}.ndjson"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("\n".join(lines) + "\n")
-            tmp.rename(path)
-            _log.warning("stepwatch: relay unreachable; %d events spooled to %s", len(lines), path)
-            return path
-        except OSError as e:
-            _log.warning("stepwatch: could not spool %d events: %s", len(lines), e)
-            return None
 
     def _stamp(self, record: dict, seq: int) -> dict:
         event = _clean(record)
@@ -186,46 +189,88 @@ class RelaySender:
         event["seq"] = seq
         return event
 
-    def _send_spool(self) -> None:
-        """Sends what an earlier process left for this run, oldest first."""
-        for path in spool_files(self.spool_dir, self.run):
+    def _take(self, limit: int) -> list[dict]:
+        batch = []
+        while self._queue and len(batch) < limit:
             try:
-                lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-            except (OSError, ValueError):
-                continue
-            if self._send(lines, counted=False):
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
-            else:
+                record = self._queue.popleft()
+            except IndexError:
+                break
+            self._seq += 1
+            batch.append(self._stamp(record, self._seq))
+        return batch
+
+    def _spool_append(self, batch: list[dict]) -> bool:
+        before = self.spool.dropped
+        try:
+            self.spool.append(batch)
+        except OSError as e:
+            self.last_error = f"spool unwritable: {e}"
+            return False
+        self._done += self.spool.dropped - before
+        return True
+
+    def _spill(self) -> None:
+        """Moves everything in memory to the spool (relay unreachable)."""
+        while self._queue:
+            batch = self._take(DEFAULT_MAX_BATCH)
+            if not self._spool_append(batch):
+                # The disk refuses too: keep them in memory, in order, and retry later.
+                for event in reversed(batch):
+                    self._queue.appendleft(event)
                 return
 
     # -- sender thread ---------------------------------------------------------------
     def _loop(self) -> None:
-        self._send_spool()
-        while True:
-            if not self._queue:
-                if self._stop:
-                    return
-                self._wake.wait(DEFAULT_LINGER)
-                self._wake.clear()
-                continue
-            batch = []
-            while self._queue and len(batch) < DEFAULT_MAX_BATCH:
-                try:
-                    record = self._queue.popleft()
-                except IndexError:
-                    break
-                self._seq += 1
-                batch.append(self._stamp(record, self._seq))
-            self._taken += len(batch)
-            if not self._send(batch):
-                self._unsent.append(batch)
-
-    def _send(self, batch: list, counted: bool = True) -> bool:
-        """Sends until the relay takes it (True) or the sender is stopped (False)."""
         backoff = MIN_BACKOFF
+        while True:
+            if self._older or self.spool.pending():
+                source = self._older[0] if self._older else self.spool
+                batch, pos, gen = source.read(DEFAULT_MAX_BATCH)
+                if not batch:  # only torn or unreadable lines left: skip past them
+                    source.advance(pos if pos > source.read_pos else source.size, gen)
+                    if source is not self.spool and not source.pending():
+                        self._older.pop(0)
+                    continue
+                ok = self._post(batch, own=sum(e.get("src") == self.src for e in batch))
+                if ok:
+                    source.advance(pos, gen)
+            else:
+                if self.spool.dropped > self._reported:
+                    self._reported = self.spool.dropped
+                    self._injected += 1
+                    self._queue.append(drop_report(self._reported, self.spool.dropped_batch_end))
+                if not self._queue:
+                    if self._stop:
+                        return
+                    self._wake.wait(DEFAULT_LINGER)
+                    self._wake.clear()
+                    continue
+                batch = self._take(DEFAULT_MAX_BATCH)
+                self._inflight = batch
+                ok = self._post(batch, own=len(batch))
+                self._inflight = None
+                if not ok and not self._spool_append(batch):
+                    for event in reversed(batch):  # disk refuses: back to memory
+                        self._queue.appendleft(event)
+            if ok:
+                backoff = MIN_BACKOFF
+                continue
+            # Relay unreachable: wait out the backoff, moving memory to disk meanwhile.
+            deadline = time.monotonic() + backoff * (0.5 + random.random())
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            while True:
+                self._spill()
+                left = deadline - time.monotonic()
+                if self._stop or left <= 0:
+                    break
+                self._stop_evt.wait(min(SPILL_EVERY, left))
+            if self._stop:
+                return
+
+    def _post(self, batch: list, own: int) -> bool:
+        """One delivery attempt: True when the relay took (or refused) every event,
+        False when it is unreachable or failing. ``own`` of them count as this process's."""
         while batch:
             n = len(batch)
             body = "\n".join(json.dumps(e, allow_nan=False) for e in batch).encode()
@@ -236,9 +281,8 @@ class RelaySender:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read()
-                if counted:
-                    self.sent += n
-                    self._done += n
+                self.sent += own
+                self._done += own
                 self.last_error = None
                 return True
             except urllib.error.HTTPError as e:
@@ -248,25 +292,24 @@ class RelaySender:
                     if bad is not None:
                         # Drop only the event the relay named; send the rest again.
                         self.rejected += 1
-                        self._done += 1 if counted else 0
+                        if batch[bad].get("src") == self.src:
+                            self._done += 1
+                            own -= 1
                         self.last_rejection = (
-                            f"relay refused event {batch[bad]['event']!r}: {detail}"
+                            f"relay refused event {batch[bad].get('event')!r}: {detail}"
                         )
                         _log.warning("stepwatch: %s", self.last_rejection)
                         batch = batch[:bad] + batch[bad + 1 :]
                         continue
                     self.rejected += n
-                    self._done += n if counted else 0
+                    self._done += own
                     self.last_rejection = f"relay refused a batch ({e.code}): {detail}"
                     _log.warning("stepwatch: %s", self.last_rejection)
                     return True
                 self.last_error = f"relay answered {e.code}: {detail}"
             except Exception as e:  # relay down, DNS, timeout: keep trying
                 self.last_error = f"relay unreachable: {e}"
-            if self._stop:  # close() already waited its bounded time
-                return False
-            self._stop_evt.wait(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            return False
         return True
 
 
