@@ -86,3 +86,21 @@ assert stepwatch.flush(10)
     assert meta["host"] and meta["pid"] > 0
     assert meta["argv"][0].endswith("trainer.py")
     assert relay.get("/api/runs/meta")["config"] == {"lr": 0.1}
+
+
+def test_a_quiet_trainer_keeps_beating_and_the_beat_can_be_switched_off(relay, run_script):
+    code = """
+import time, stepwatch
+stepwatch.connect(run="{run}", system_interval=0, heartbeat_interval={beat})
+stepwatch.emit_training_start(total_epochs=1)
+time.sleep(0.6)  # a long validation: no training events at all
+assert stepwatch.flush(10)
+"""
+    for run, beat in (("beating", 0.1), ("silent", 0)):
+        proc = run_script(code.format(run=run, beat=beat), env={"STEPWATCH_URL": relay.url})
+        assert proc.returncode == 0, proc.stderr
+    beats = relay.get("/api/runs/beating/events?event=heartbeat")
+    assert len(beats) >= 3, beats
+    state = relay.get("/api/runs/beating")
+    assert state["last_event_at"] >= beats[-1]["time"] > state["started_at"]
+    assert relay.get("/api/runs/silent/events?event=heartbeat") == []

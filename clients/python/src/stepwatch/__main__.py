@@ -65,7 +65,17 @@ def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stepwatch")
+    parser = argparse.ArgumentParser(
+        prog="python -m stepwatch",
+        description="Stepwatch trainer SDK tools.",
+        epilog=(
+            "environment: STEPWATCH_URL (relay, default http://127.0.0.1:8080), "
+            "STEPWATCH_RUN, STEPWATCH_TOKEN, STEPWATCH_SPOOL_DIR (default "
+            "~/.cache/stepwatch/spool), STEPWATCH_SPOOL_MAX_BYTES (default 128M), "
+            "STEPWATCH_EXIT_FLUSH (seconds, default 3), STEPWATCH_SYSTEM_INTERVAL, "
+            "STEPWATCH_HEARTBEAT_INTERVAL (seconds, 0 = off)"
+        ),
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sync", help="send spooled events to a relay")
     s.add_argument("dir", nargs="?", default=str(default_spool_dir()), help="the spool folder")

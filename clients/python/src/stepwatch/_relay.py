@@ -337,6 +337,7 @@ def connect(
     commands: bool = True,
     raise_on_stop: bool = False,
     system_interval: float | None = None,
+    heartbeat_interval: float | None = None,
     capture_logging: bool = True,
     capture_stdout: bool = False,
     **options: Any,
@@ -348,7 +349,10 @@ def connect(
     dashboard's pause / resume / stop / load_checkpoint / ask at its control points;
     ``raise_on_stop`` makes a stop raise :class:`StopTraining` there. It also records,
     each switchable: system metrics every ``system_interval`` seconds (default 5, or
-    ``STEPWATCH_SYSTEM_INTERVAL``; 0 turns them off), records of the ``logging`` module
+    ``STEPWATCH_SYSTEM_INTERVAL``; 0 turns them off; they double as heartbeats), a bare
+    ``heartbeat`` event every ``heartbeat_interval`` s when system metrics are off
+    (default 5, or ``STEPWATCH_HEARTBEAT_INTERVAL``; 0 turns it off), records of the
+    ``logging`` module
     (``capture_logging``), and every line printed (``capture_stdout``, off by default).
     Calling it again replaces the previous connection.
     """
@@ -376,8 +380,16 @@ def connect(
             system_interval = float(
                 os.environ.get("STEPWATCH_SYSTEM_INTERVAL", _system.DEFAULT_INTERVAL)
             )
+        if heartbeat_interval is None:
+            heartbeat_interval = float(
+                os.environ.get("STEPWATCH_HEARTBEAT_INTERVAL", _system.DEFAULT_INTERVAL)
+            )
         if system_interval > 0:
             _sampler = _system.SystemSampler(emitter.emit, interval=system_interval)
+        elif heartbeat_interval > 0:
+            _sampler = _system.SystemSampler(
+                emitter.emit, interval=heartbeat_interval, metrics=False
+            )
         if capture_logging:
             _log_handler = _logs.LogHandler(emitter)
             logging.getLogger().addHandler(_log_handler)

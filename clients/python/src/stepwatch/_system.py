@@ -161,15 +161,20 @@ def _process_rss() -> int | None:
 
 
 class SystemSampler:
-    """Emits a ``system`` event every ``interval`` seconds until closed."""
+    """Emits a ``system`` event every ``interval`` seconds until closed; with
+    ``metrics=False`` a bare ``heartbeat`` event instead. Either tells the dashboard the
+    trainer is alive while it is quiet (a long validation), so it shows "stale" only
+    when the process is gone."""
 
     def __init__(
         self,
         emit: Callable[..., Any],
         interval: float = DEFAULT_INTERVAL,
         gpus: Callable[[], list[dict[str, Any]]] | None = None,
+        metrics: bool = True,
     ) -> None:
         self._emit = emit
+        self.metrics = metrics
         self.interval = interval
         self._gpus = gpus
         self._stop = threading.Event()
@@ -200,7 +205,10 @@ class SystemSampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self._emit("system", **self.sample())
+                if self.metrics:
+                    self._emit("system", **self.sample())
+                else:
+                    self._emit("heartbeat", pid=os.getpid())
             except Exception:
                 pass  # a sampling hiccup never reaches training
 
