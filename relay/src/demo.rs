@@ -66,7 +66,12 @@ pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
 }
 
 fn simulate(url: &str, p: &Plan, step_ms: u64) {
-    let client = Client::connect(url, &p.run);
+    // In-process demo: no disk spool (the relay is in the same process).
+    let options = stepwatch_client::Options {
+        spool_dir: None,
+        ..Default::default()
+    };
+    let client = Client::with_options(url, &p.run, options);
     let mut rng = rand::thread_rng();
     let mut config = serde_json::Map::new();
     config.insert("model".into(), json!(p.name));

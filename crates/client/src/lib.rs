@@ -3,14 +3,20 @@
 //! [`Client::emit`] hands an event to a bounded queue and returns at once; a
 //! background thread sends queued events to the relay in NDJSON batches, with a
 //! `src` id and increasing `seq` so a retried batch is stored once. When the relay is
-//! unreachable the thread retries with capped, jittered exponential backoff; when the
-//! queue is full an emit is dropped and counted ([`Client::dropped`]) rather than
-//! waiting. The training thread is never blocked and never sees an error.
+//! unreachable or answers 5xx the thread retries with capped, jittered exponential
+//! backoff and meanwhile moves what the trainer emits into a bounded spool file on disk
+//! ([`spool`]), sent in order once the relay is back; a spool left by a process that
+//! exited is sent by the next one for the same run. Only when the queue itself is full
+//! is an emit dropped and counted ([`Client::dropped`]). The training thread is never
+//! blocked and never sees an error.
 //!
 //! Commands from the dashboard (pause, resume, stop, load_checkpoint, ask) arrive on a
 //! second background thread; the trainer takes them with [`Client::poll_commands`] at
 //! its control points (each id once) and answers with [`Client::ack`].
 
+pub mod spool;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -32,6 +38,38 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a paused trainer looks for resume, stop or other commands.
 pub const PAUSE_POLL: Duration = Duration::from_millis(50);
+/// While the relay is unreachable, queued events move to the spool this often.
+pub const SPILL_EVERY: Duration = Duration::from_millis(200);
+
+/// How a [`Client`] delivers. `Default` reads the environment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Events the in-memory queue holds before emits are dropped.
+    pub queue_capacity: usize,
+    /// Where events wait while the relay is down (`STEPWATCH_SPOOL_DIR`, else
+    /// `~/.cache/stepwatch/spool`); `None` keeps them in memory only.
+    pub spool_dir: Option<PathBuf>,
+    /// Cap of the spool file (`STEPWATCH_SPOOL_MAX_BYTES`, default 128 MiB).
+    pub spool_max_bytes: u64,
+    /// Bearer token for the relay (`STEPWATCH_TOKEN`).
+    pub token: Option<String>,
+    /// Follow the run's command stream (pause, stop, …).
+    pub commands: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            spool_dir: spool::default_dir(),
+            spool_max_bytes: spool::max_bytes_from_env(),
+            token: std::env::var("STEPWATCH_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            commands: true,
+        }
+    }
+}
 
 enum Msg {
     Event(Box<Event>),
@@ -43,6 +81,7 @@ enum Msg {
 #[derive(Default)]
 struct Counters {
     dropped: AtomicU64,
+    spool_dropped: AtomicU64,
     sent: AtomicU64,
     rejected: AtomicU64,
 }
@@ -106,37 +145,74 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Client {
-    /// Starts sending events for `run` to the relay at `url` (e.g. `http://127.0.0.1:8080`).
+    /// Starts sending events for `run` to the relay at `url` (e.g. `http://127.0.0.1:8080`),
+    /// with [`Options::default`].
     pub fn connect(url: &str, run: &str) -> Client {
-        Self::with_capacity(url, run, DEFAULT_QUEUE_CAPACITY)
+        Self::with_options(url, run, Options::default())
     }
 
     /// As [`Client::connect`], with a queue of `capacity` events.
     pub fn with_capacity(url: &str, run: &str, capacity: usize) -> Client {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        Self::with_options(
+            url,
+            run,
+            Options {
+                queue_capacity: capacity,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// As [`Client::connect`], with explicit options.
+    pub fn with_options(url: &str, run: &str, options: Options) -> Client {
+        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
-        let endpoint = format!("{}/api/runs/{}/events", url.trim_end_matches('/'), run);
-        let c2 = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("stepwatch-sender-{run}"))
-            .spawn(move || sender_loop(&endpoint, &rx, &c2))
-            .ok();
         let src = format!(
             "rs-{}-{:x}",
             std::process::id(),
             (now() * 1e6) as u64 ^ (run.len() as u64) << 48
         );
+        let base = url.trim_end_matches('/');
+        let mut sender = Sender {
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .build(),
+            endpoint: format!("{base}/api/runs/{run}/events"),
+            token: options.token.clone(),
+            src: src.clone(),
+            counters: counters.clone(),
+            older: Vec::new(),
+            spool: None,
+            reported: 0,
+            waiters: Vec::new(),
+            closing: false,
+        };
+        if let Some(dir) = &options.spool_dir {
+            sender.older = spool::files(dir, run)
+                .into_iter()
+                .map(spool::Spool::existing)
+                .collect();
+            let file = format!("{:.6}-{src}.ndjson", now());
+            sender.spool = Some(spool::Spool::new(
+                dir.join(run).join(file),
+                options.spool_max_bytes,
+            ));
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("stepwatch-sender-{run}"))
+            .spawn(move || sender.run(&rx))
+            .ok();
         let (cmd_tx, commands) = mpsc::sync_channel(1024);
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stream = format!(
-            "{}/api/runs/{}/commands/stream",
-            url.trim_end_matches('/'),
-            run
-        );
-        let closed2 = closed.clone();
-        let _ = std::thread::Builder::new()
-            .name(format!("stepwatch-commands-{run}"))
-            .spawn(move || command_loop(&stream, &cmd_tx, &closed2));
+        if options.commands {
+            let stream = format!("{base}/api/runs/{run}/commands/stream");
+            let closed2 = closed.clone();
+            let token = options.token.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("stepwatch-commands-{run}"))
+                .spawn(move || command_loop(&stream, token.as_deref(), &cmd_tx, &closed2));
+        }
         Client {
             tx,
             commands,
@@ -291,9 +367,16 @@ impl Client {
         Flow::Continue
     }
 
-    /// Events dropped because the queue was full.
+    /// Events given up: the queue was full, or the spool had to make room (oldest
+    /// `batch_end` first; never run start/end, checkpoints or errors).
     pub fn dropped(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)
+            + self.counters.spool_dropped.load(Ordering::Relaxed)
+    }
+
+    /// This client's sender id, as stamped on its events.
+    pub fn src(&self) -> &str {
+        &self.src
     }
 
     /// Events the relay has acknowledged.
@@ -326,12 +409,25 @@ impl Client {
             .is_ok()
     }
 
-    /// Flushes (bounded by `timeout`) and stops the sender thread.
+    /// Flushes (bounded by `timeout`) and stops the sender thread. What the relay did
+    /// not take in time stays in the spool for the next process for this run.
     pub fn close(mut self, timeout: Duration) -> bool {
         let ok = self.flush(timeout);
-        let _ = self.tx.try_send(Msg::Close);
-        if ok {
-            if let Some(t) = self.thread.take() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut msg = Msg::Close;
+        while let Err(TrySendError::Full(m)) = self.tx.try_send(msg) {
+            if Instant::now() > deadline {
+                break;
+            }
+            msg = m;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(t) = self.thread.take() {
+            // The thread spills what is left to the spool and ends; bounded wait.
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
                 let _ = t.join();
             }
         }
@@ -431,7 +527,12 @@ impl Drop for Client {
 }
 
 /// Follows the run's command stream, reconnecting with backoff, until the client closes.
-fn command_loop(url: &str, out: &SyncSender<Command>, closed: &std::sync::atomic::AtomicBool) {
+fn command_loop(
+    url: &str,
+    token: Option<&str>,
+    out: &SyncSender<Command>,
+    closed: &std::sync::atomic::AtomicBool,
+) {
     use std::io::BufRead;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(2))
@@ -439,7 +540,11 @@ fn command_loop(url: &str, out: &SyncSender<Command>, closed: &std::sync::atomic
         .build();
     let mut backoff = MIN_BACKOFF;
     while !closed.load(Ordering::Relaxed) {
-        if let Ok(resp) = agent.get(url).call() {
+        let mut req = agent.get(url);
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        if let Ok(resp) = req.call() {
             backoff = MIN_BACKOFF;
             let reader = std::io::BufReader::new(resp.into_reader());
             let (mut event, mut data) = (String::new(), String::new());
@@ -483,17 +588,234 @@ enum Outcome {
     Retry,
 }
 
-fn post(agent: &ureq::Agent, endpoint: &str, batch: &[Event]) -> Outcome {
+/// The sender thread's state.
+struct Sender {
+    agent: ureq::Agent,
+    endpoint: String,
+    token: Option<String>,
+    src: String,
+    counters: Arc<Counters>,
+    /// Spool files earlier processes left for this run, sent first.
+    older: Vec<spool::Spool>,
+    /// This sender's spool (none when spooling is off).
+    spool: Option<spool::Spool>,
+    /// Spool drops already reported to the relay.
+    reported: u64,
+    waiters: Vec<SyncSender<()>>,
+    closing: bool,
+}
+
+impl Sender {
+    fn run(mut self, rx: &Receiver<Msg>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let delivered = if let Some(s) = self.next_spool() {
+                let (mut events, pos) = s.read(DEFAULT_MAX_BATCH);
+                if events.is_empty() {
+                    let _ = pos; // only torn or invalid lines left: skip to the end
+                    s.advance(u64::MAX);
+                    self.older.retain(spool::Spool::pending);
+                    continue;
+                }
+                let ok = self.post_all(&mut events);
+                if ok {
+                    if let Some(s) = self.next_spool() {
+                        s.advance(pos);
+                    }
+                    self.older.retain(spool::Spool::pending);
+                }
+                ok
+            } else {
+                self.report_drops();
+                if !self.waiters.is_empty() {
+                    for w in self.waiters.drain(..) {
+                        let _ = w.try_send(());
+                    }
+                }
+                if self.closing {
+                    return;
+                }
+                let mut batch = self.gather(rx);
+                if batch.is_empty() {
+                    continue;
+                }
+                let ok = self.post_all(&mut batch);
+                if !ok && !self.spool_batch(&batch) {
+                    // No spool: hold the batch in memory and retry it (queue backs up).
+                    self.retry_in_memory(batch);
+                    continue;
+                }
+                ok
+            };
+            if delivered {
+                backoff = MIN_BACKOFF;
+                continue;
+            }
+            if self.closing {
+                self.spill(rx);
+                self.settle();
+                return;
+            }
+            // Relay unreachable: wait out the backoff, moving the queue to disk meanwhile.
+            let until = Instant::now() + jitter(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            while Instant::now() < until && !self.closing {
+                std::thread::sleep(
+                    SPILL_EVERY.min(until.saturating_duration_since(Instant::now())),
+                );
+                self.spill(rx);
+            }
+            if self.closing {
+                self.settle();
+                return;
+            }
+        }
+    }
+
+    /// The spool to send from next: earlier processes' files, then our own.
+    fn next_spool(&mut self) -> Option<&mut spool::Spool> {
+        if let Some(i) = self.older.iter().position(spool::Spool::pending) {
+            return self.older.get_mut(i);
+        }
+        self.spool.as_mut().filter(|s| s.pending())
+    }
+
+    /// Blocks for the first message, then lingers briefly to fill a batch.
+    fn gather(&mut self, rx: &Receiver<Msg>) -> Vec<Event> {
+        let mut batch = Vec::new();
+        match rx.recv() {
+            Ok(Msg::Event(e)) => batch.push(*e),
+            Ok(Msg::Flush(w)) => self.waiters.push(w),
+            Ok(Msg::Close) | Err(_) => self.closing = true,
+        }
+        let linger_until = Instant::now() + DEFAULT_LINGER;
+        while batch.len() < DEFAULT_MAX_BATCH && self.waiters.is_empty() && !self.closing {
+            let left = linger_until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Msg::Event(e)) => batch.push(*e),
+                Ok(Msg::Flush(w)) => self.waiters.push(w),
+                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => self.closing = true,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        batch
+    }
+
+    /// Moves everything queued now into the spool.
+    fn spill(&mut self, rx: &Receiver<Msg>) {
+        let mut batch = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Event(e)) => batch.push(*e),
+                Ok(Msg::Flush(w)) => self.waiters.push(w),
+                Ok(Msg::Close) => self.closing = true,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+            if batch.len() >= DEFAULT_MAX_BATCH {
+                self.spool_batch(&std::mem::take(&mut batch));
+            }
+        }
+        self.spool_batch(&batch);
+    }
+
+    fn spool_batch(&mut self, batch: &[Event]) -> bool {
+        let Some(s) = self.spool.as_mut() else {
+            return false;
+        };
+        let before = s.dropped;
+        let ok = s.append(batch).is_ok();
+        self.counters
+            .spool_dropped
+            .fetch_add(s.dropped - before, Ordering::Relaxed);
+        ok
+    }
+
+    fn settle(&mut self) {
+        if let Some(s) = self.spool.as_mut() {
+            s.settle();
+        }
+    }
+
+    /// Without a spool: retries one batch with backoff until it is taken or closing.
+    fn retry_in_memory(&mut self, mut batch: Vec<Event>) {
+        let mut backoff = MIN_BACKOFF;
+        while !self.post_all(&mut batch) {
+            std::thread::sleep(jitter(backoff));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Tells the relay, once the spool is empty again, how many events it dropped.
+    fn report_drops(&mut self) {
+        let Some(s) = self.spool.as_ref() else { return };
+        if s.dropped <= self.reported {
+            return;
+        }
+        self.reported = s.dropped;
+        let mut fields = serde_json::Map::new();
+        fields.insert("dropped_events".into(), s.dropped.into());
+        fields.insert("dropped_batch_end".into(), s.dropped_batch_end.into());
+        let mut e = Event::new(EventBody::Log(Log {
+            level: Some("warning".into()),
+            logger: Some("stepwatch".into()),
+            message: Some(format!(
+                "stepwatch: the relay was unreachable and the spool was full: {} events \
+                 dropped ({} of them batch_end)",
+                s.dropped, s.dropped_batch_end
+            )),
+            extra: fields,
+        }));
+        e.time = Some(now());
+        let _ = self.post_all(&mut vec![e]);
+    }
+
+    /// Sends until the relay took or refused every event (true), or is unreachable
+    /// (false). Only events stamped with this sender's `src` count as sent.
+    fn post_all(&mut self, batch: &mut Vec<Event>) -> bool {
+        while !batch.is_empty() {
+            match post(&self.agent, &self.endpoint, self.token.as_deref(), batch) {
+                Outcome::Sent => {
+                    let own = batch
+                        .iter()
+                        .filter(|e| e.src.as_deref() == Some(self.src.as_str()))
+                        .count();
+                    self.counters.sent.fetch_add(own as u64, Ordering::Relaxed);
+                    return true;
+                }
+                Outcome::BadEvent(i) => {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    batch.remove(i);
+                }
+                Outcome::Rejected => {
+                    self.counters
+                        .rejected
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    return true;
+                }
+                Outcome::Retry => return false,
+            }
+        }
+        true
+    }
+}
+
+fn post(agent: &ureq::Agent, endpoint: &str, token: Option<&str>, batch: &[Event]) -> Outcome {
     let mut body = String::new();
     for e in batch {
         body.push_str(&e.to_json());
         body.push('\n');
     }
-    match agent
+    let mut req = agent
         .post(endpoint)
-        .set("Content-Type", "application/x-ndjson")
-        .send_string(&body)
-    {
+        .set("Content-Type", "application/x-ndjson");
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.send_string(&body) {
         Ok(_) => Outcome::Sent,
         Err(ureq::Error::Status(400, resp)) => resp
             .into_json::<serde_json::Value>()
@@ -506,67 +828,5 @@ fn post(agent: &ureq::Agent, endpoint: &str, batch: &[Event]) -> Outcome {
             Outcome::Rejected
         }
         Err(_) => Outcome::Retry,
-    }
-}
-
-fn sender_loop(endpoint: &str, rx: &Receiver<Msg>, counters: &Counters) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build();
-    let mut batch: Vec<Event> = Vec::new();
-    let mut waiters: Vec<SyncSender<()>> = Vec::new();
-    let mut closing = false;
-    loop {
-        // Gather a batch: block for the first message, then linger briefly.
-        if batch.is_empty() && waiters.is_empty() {
-            match rx.recv() {
-                Ok(Msg::Event(e)) => batch.push(*e),
-                Ok(Msg::Flush(w)) => waiters.push(w),
-                Ok(Msg::Close) | Err(_) => return,
-            }
-        }
-        let linger_until = Instant::now() + DEFAULT_LINGER;
-        while batch.len() < DEFAULT_MAX_BATCH && waiters.is_empty() && !closing {
-            let left = linger_until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(Msg::Event(e)) => batch.push(*e),
-                Ok(Msg::Flush(w)) => waiters.push(w),
-                Ok(Msg::Close) => closing = true,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => closing = true,
-            }
-        }
-        let mut backoff = MIN_BACKOFF;
-        while !batch.is_empty() {
-            match post(&agent, endpoint, &batch) {
-                Outcome::Sent => {
-                    counters
-                        .sent
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                }
-                Outcome::BadEvent(i) => {
-                    counters.rejected.fetch_add(1, Ordering::Relaxed);
-                    batch.remove(i);
-                }
-                Outcome::Rejected => {
-                    counters
-                        .rejected
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                }
-                Outcome::Retry => {
-                    std::thread::sleep(jitter(backoff));
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        for w in waiters.drain(..) {
-            let _ = w.try_send(());
-        }
-        if closing {
-            return;
-        }
     }
 }

@@ -2,10 +2,27 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
-use stepwatch_client::Client;
+use stepwatch_client::{Client, Options};
 use stepwatch_e2e::{Relay, TempDir};
 use stepwatch_events::event::Log;
 use stepwatch_events::EventBody;
+
+/// Options with a private spool under `dir`.
+fn options(dir: &TempDir, cap: u64) -> Options {
+    Options {
+        spool_dir: Some(dir.0.join("spool")),
+        spool_max_bytes: cap,
+        commands: false,
+        ..Options::default()
+    }
+}
+
+fn spool_lines(dir: &TempDir, run: &str) -> usize {
+    stepwatch_client::spool::files(&dir.0.join("spool"), run)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum()
+}
 
 fn events(relay: &Relay, run: &str) -> Vec<serde_json::Value> {
     relay
@@ -20,7 +37,7 @@ fn events_emitted_while_the_relay_is_down_arrive_in_order_once_it_is_up() {
     let dir = TempDir::new("client-outage");
     let mut relay = Relay::start(&dir.0, &[]);
     relay.kill(); // the relay is down while the trainer emits
-    let client = Client::connect(&relay.url, "rust-outage");
+    let client = Client::with_options(&relay.url, "rust-outage", options(&dir, 1 << 20));
     client.training_start("rust", 1, 500, serde_json::Map::new());
     let t0 = Instant::now();
     for i in 0..500 {
@@ -30,6 +47,12 @@ fn events_emitted_while_the_relay_is_down_arrive_in_order_once_it_is_up() {
     assert!(
         !client.flush(Duration::from_millis(200)),
         "flush claims delivery with no relay"
+    );
+    // Meanwhile the queue moves to the spool on disk.
+    stepwatch_e2e::wait_until(
+        "the queue moves to the spool",
+        Duration::from_secs(10),
+        || (spool_lines(&dir, "rust-outage") == 501).then_some(()),
     );
     relay.restart();
     client.training_end("completed");
@@ -143,4 +166,83 @@ fn control_point_pauses_resumes_stops_and_rejects_what_it_cannot_do() {
     command(&relay, "rust-ctl", r#"{"command":"stop"}"#);
     assert!(trainer.join().unwrap(), "final flush failed");
     assert_eq!(relay.get_ok("/api/runs/rust-ctl")["status"], "stopped");
+}
+
+#[test]
+fn a_spool_left_by_a_closed_client_is_sent_by_the_next_one_for_the_run() {
+    let dir = TempDir::new("client-spool-next");
+    let mut relay = Relay::start(&dir.0, &[]);
+    relay.kill();
+    let first = Client::with_options(&relay.url, "rust-next", options(&dir, 1 << 20));
+    first.training_start("rust", 1, 300, serde_json::Map::new());
+    for i in 0..300 {
+        first.batch_end(0, i, i + 1, 0.5, 0.01);
+    }
+    let first_src = first.src().to_string();
+    assert!(
+        !first.close(Duration::from_millis(300)),
+        "no relay, yet delivered"
+    );
+    assert_eq!(
+        spool_lines(&dir, "rust-next"),
+        301,
+        "the spool lost events at exit"
+    );
+    relay.restart();
+    let second = Client::with_options(&relay.url, "rust-next", options(&dir, 1 << 20));
+    second.training_end("completed");
+    assert!(second.close(Duration::from_secs(30)));
+    let events = events(&relay, "rust-next");
+    assert_eq!(events.len(), 302);
+    assert!(events[..301].iter().all(|e| e["src"] == first_src.as_str()));
+    let idx: Vec<u64> = events[1..301]
+        .iter()
+        .map(|e| e["batch_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, (0..300).collect::<Vec<_>>(), "lost or out of order");
+    assert_eq!(events[301]["event"], "training_end");
+    assert_eq!(spool_lines(&dir, "rust-next"), 0, "spool not cleared");
+}
+
+#[test]
+fn a_full_spool_drops_old_batch_ends_keeps_the_rest_and_reports_the_count() {
+    let dir = TempDir::new("client-spool-cap");
+    let mut relay = Relay::start(&dir.0, &[]);
+    relay.kill();
+    let client = Client::with_options(&relay.url, "rust-cap", options(&dir, 32 * 1024));
+    client.training_start("rust", 1, 3000, serde_json::Map::new());
+    for i in 0..3000 {
+        client.batch_end(0, i, i + 1, 0.5, 0.01);
+        if i == 10 {
+            client.checkpoint_saved("/ckpt/early.pt", 0, 11, 1, Default::default());
+        }
+    }
+    stepwatch_e2e::wait_until("the spool fills up", Duration::from_secs(20), || {
+        (client.dropped() > 0).then_some(())
+    });
+    relay.restart();
+    client.training_end("completed");
+    assert!(client.flush(Duration::from_secs(30)));
+    let dropped = client.dropped();
+    let events = events(&relay, "rust-cap");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for kept in ["training_start", "checkpoint_saved", "training_end"] {
+        assert!(names.contains(&kept), "{kept} was dropped");
+    }
+    let idx: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "batch_end")
+        .map(|e| e["batch_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx.len() as u64 + dropped, 3000);
+    assert_eq!(idx, (3000 - idx.len() as u64..3000).collect::<Vec<_>>());
+    let report = events
+        .iter()
+        .find(|e| e["dropped_events"].is_u64())
+        .expect("no drop report");
+    assert_eq!(report["dropped_events"].as_u64().unwrap(), dropped);
+    assert_eq!(report["level"], "warning");
 }
