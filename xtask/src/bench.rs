@@ -114,7 +114,7 @@ pub fn run_all(root: &Path) -> Result<()> {
     open_long_run(&relay, "bench-1m")?;
     rust_emit_cost(&relay.url);
     rust_emit_cost("http://127.0.0.1:9");
-    python_emit_cost(root)?;
+    python_emit_cost(root, &relay)?;
     println!();
     Ok(())
 }
@@ -277,46 +277,52 @@ fn rust_emit_cost(url: &str) {
     }
 }
 
-fn python_emit_cost(root: &Path) -> Result<()> {
+/// The Python SDK's cost to a training loop: `clients/python/bench/emit_bench.py`.
+fn python_emit_cost(root: &Path, relay: &Relay) -> Result<()> {
     let py = root.join(".venv/bin/python");
     let py = if py.exists() {
         py
     } else {
         PathBuf::from("python3")
     };
-    let code = r#"
-import time, statistics, stepwatch
-stepwatch.connect("http://127.0.0.1:9", run="bench")
-samples = []
-for r in range(20):
-    t0 = time.perf_counter()
-    for i in range(10000):
-        stepwatch.emit_batch_end(batch_idx=i, loss=1.0, lr=0.001)
-    samples.append((time.perf_counter() - t0) / 10000 * 1e6)
-print(f"{statistics.median(samples):.2f}")
-"#;
+    let spool = std::env::temp_dir().join("stepwatch-bench-spool");
     let out = Command::new(py)
-        .args(["-c", code])
+        .arg(root.join("clients/python/bench/emit_bench.py"))
+        .arg(&relay.url)
         .env("PYTHONPATH", root.join("clients/python/src"))
         .env("STEPWATCH_EXIT_FLUSH", "0")
-        .env(
-            "STEPWATCH_SPOOL_DIR",
-            std::env::temp_dir().join("stepwatch-bench-spool"),
-        )
+        .env("STEPWATCH_SPOOL_DIR", &spool)
         .output()?;
-    let _ = std::fs::remove_dir_all(std::env::temp_dir().join("stepwatch-bench-spool"));
-    let figure = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if figure.is_empty() {
-        bail!(
+    let _ = std::fs::remove_dir_all(&spool);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
             "python emit benchmark failed: {}",
             String::from_utf8_lossy(&out.stderr)
-        );
-    }
+        )
+    })?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     row(
-        "Python emit_batch_end, relay down (median)",
-        format!("{figure} µs"),
+        "Python emit_batch_end, relay up / down (median)",
+        format!("{:.2} / {:.2} µs", f("emit_up_us"), f("emit_down_us")),
         "< 5 µs",
     );
+    for (label, step) in [("100us", "100 µs"), ("1ms", "1 ms")] {
+        let plain = f(&format!("steps_{label}_plain"));
+        let with = |k: &str| {
+            let v = f(&format!("steps_{label}_{k}"));
+            format!("{v:.0} (−{:.1}%)", 100.0 * (1.0 - v / plain))
+        };
+        row(
+            &format!("Python loop, {step} steps: steps/s plain"),
+            format!("{plain:.0}"),
+            "",
+        );
+        row(
+            "  … with Stepwatch, relay up / relay down",
+            format!("{} / {}", with("up"), with("down")),
+            "within a few % of plain",
+        );
+    }
     Ok(())
 }
 

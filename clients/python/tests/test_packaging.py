@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,17 @@ from conftest import REPO
 
 
 def test_pip_install_gives_a_typed_package_and_a_working_cli(tmp_path: Path):
+    source = tmp_path / "source"  # pip may build in the tree: keep the repo clean
+    shutil.copytree(
+        REPO / "clients" / "python",
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q"] + [str(REPO / "clients" / "python")],
+        [str(py), "-m", "pip", "install", "-q"] + [str(source)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
+from ._wire import dumps
 
 #: Events per request when sending a spool file.
 CHUNK = 1000
 
 
 def _post(url: str, lines: list[dict], token: str | None) -> dict:
-    body = "\n".join(json.dumps(e, allow_nan=False) for e in lines).encode()
+    body = "\n".join(dumps(e) for e in lines).encode()
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import os
 import random
 import threading
@@ -25,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from . import _control, _lifecycle, _logs, _system
+from . import _control, _lifecycle, _logs, _system, _wire
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._spool import Spool, drop_report, max_bytes_from_env, spool_files
 
@@ -49,30 +48,6 @@ def default_spool_dir() -> Path:
     """Where unsent events wait for the relay: ``STEPWATCH_SPOOL_DIR`` or ~/.cache."""
     env = os.environ.get("STEPWATCH_SPOOL_DIR")
     return Path(env) if env else Path.home() / ".cache" / "stepwatch" / "spool"
-
-
-def _clean(value: Any) -> Any:
-    """Makes a value JSON-safe: non-finite floats as strings, tensors as numbers."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return _clean(item())
-        except Exception:
-            pass
-    try:
-        return _clean(float(value))
-    except Exception:
-        return str(value)
 
 
 def default_run_id() -> str:
@@ -184,7 +159,7 @@ class RelaySender:
         return ok
 
     def _stamp(self, record: dict, seq: int) -> dict:
-        event = _clean(record)
+        event = dict(record)  # the emitter's dict may be shared with other listeners
         event["src"] = self.src
         event["seq"] = seq
         return event
@@ -273,9 +248,9 @@ class RelaySender:
         False when it is unreachable or failing. ``own`` of them count as this process's."""
         while batch:
             n = len(batch)
-            body = "\n".join(json.dumps(e, allow_nan=False) for e in batch).encode()
+            body = _wire.dumps_array(batch)
             req = urllib.request.Request(self.endpoint, data=body, method="POST")
-            req.add_header("Content-Type", "application/x-ndjson")
+            req.add_header("Content-Type", "application/json")
             if self.token:
                 req.add_header("Authorization", f"Bearer {self.token}")
             try:

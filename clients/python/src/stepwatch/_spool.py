@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ._wire import dumps
+
 #: Default cap of one sender's spool file.
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 #: After a compaction the file holds at most this share of the cap.
@@ -121,7 +123,7 @@ class Spool:
         """Appends events (already stamped). Raises OSError when the disk refuses."""
         if not events:
             return
-        lines = [(json.dumps(e, allow_nan=False) + "\n").encode() for e in events]
+        lines = [(dumps(e) + "\n").encode() for e in events]
         incoming = sum(len(ln) for ln in lines)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
