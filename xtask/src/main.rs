@@ -139,6 +139,28 @@ fn ensure_python() -> Result<PathBuf> {
             &["-m", "pip", "install", "--quiet", "pytest>=7", "ruff>=0.5"],
         )?;
     }
+    // The integration tests run against the real frameworks (torch on CPU, Lightning,
+    // transformers); the SDK itself depends on none of them.
+    let frameworks = output(
+        py.to_str().unwrap_or("python"),
+        &["-c", "import torch, lightning, transformers, accelerate"],
+    )
+    .is_some();
+    if !frameworks {
+        run(
+            &py,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "torch",
+                "lightning",
+                "transformers",
+                "accelerate",
+            ],
+        )?;
+    }
     Ok(py)
 }
 
@@ -236,6 +258,8 @@ fn cmd_test() -> Result<()> {
             "examples",
         ],
     )?;
+    // Framework tests fail rather than skip when a framework is missing.
+    std::env::set_var("STEPWATCH_REQUIRE_FRAMEWORKS", "1");
     run(&py, &["-m", "pytest", "-q", "clients/python/tests"])?;
     eprintln!(
         "\nAll tests passed. tools {:.0}s, checks+build {:.0}s, tests {:.0}s",
