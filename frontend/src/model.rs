@@ -2,7 +2,7 @@
 //! charts draw. Plain data, testable natively.
 
 use std::collections::{BTreeMap, VecDeque};
-use stepwatch_events::{num, Event, EventBody, RunState, RunStatus, RunSummary};
+use stepwatch_events::{num, series, Event, EventBody, RunState, RunStatus, RunSummary};
 
 /// Seconds without an event after which a running run shows as stale.
 pub const STALE_AFTER_S: f64 = 60.0;
@@ -71,10 +71,7 @@ pub struct RunView {
     recent: VecDeque<f64>,
 }
 
-/// The name of the loss series.
-pub const LOSS: &str = "loss";
-/// The name of the learning-rate series.
-pub const LR: &str = "lr";
+pub use stepwatch_events::series::{LOSS, LR};
 
 impl RunView {
     pub fn new(run: &str) -> Self {
@@ -114,38 +111,12 @@ impl RunView {
             self.recent.pop_front();
         }
         let step = self.state.step_of(e) as f64;
+        let mut points = Vec::new();
+        series::metric_values(e, |name, value| points.push((name.to_string(), value)));
+        for (name, value) in points {
+            self.push(&name, step, value, time);
+        }
         match &e.body {
-            EventBody::BatchEnd(b) => {
-                if let Some(loss) = b.loss {
-                    self.push(LOSS, step, loss, time);
-                }
-                if let Some(lr) = b.lr {
-                    self.push(LR, step, lr, time);
-                }
-                for (k, v) in b.metrics.iter().flatten() {
-                    self.push(k, step, *v, time);
-                }
-                for (k, v) in &b.extra {
-                    if let Some(x) =
-                        num::from_json(v).filter(|_| !v.is_string() || is_nonfinite_str(v))
-                    {
-                        self.push(k, step, x, time);
-                    }
-                }
-            }
-            EventBody::EpochEnd(b) => {
-                for (k, v) in b.metrics.iter().flatten() {
-                    self.push(k, step, *v, time);
-                }
-            }
-            EventBody::MetricUpdate(m) => {
-                if let (Some(name), Some(v)) = (&m.name, m.value) {
-                    self.push(name, step, v, time);
-                }
-                for (k, v) in m.metrics.iter().flatten() {
-                    self.push(k, step, *v, time);
-                }
-            }
             EventBody::Log(l) => {
                 self.logs.push_back(LogLine {
                     id: e.id.unwrap_or(0),
@@ -233,11 +204,6 @@ impl RunView {
         }
         groups.into_iter().collect()
     }
-}
-
-fn is_nonfinite_str(v: &serde_json::Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| num::parse_non_finite(s).is_some())
 }
 
 /// A status as shown: the reducer's status, or stale when a live run went silent.

@@ -3,6 +3,7 @@
 
 use crate::commands;
 use crate::hub::Hub;
+use crate::series::{self, SeriesQuery};
 use crate::store::{Storage, StoredEvent};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -11,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +117,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/runs/{run}/events", web::post().to(post_events))
                 .route("/runs/{run}/events", web::get().to(get_events))
                 .route("/runs/{run}/stream", web::get().to(run_stream))
+                .route("/runs/{run}/series", web::get().to(get_series))
                 .route(
                     "/runs/{run}/commands",
                     web::post().to(commands::post_command),
@@ -322,6 +325,102 @@ fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
         )));
     }
     Ok(Some(names))
+}
+
+/// Buckets a series answer has when the query names none.
+const DEFAULT_SERIES_POINTS: usize = 1000;
+
+/// The series query, checked: a clear 400 names the bad parameter.
+fn series_query(q: &HashMap<String, String>) -> Result<(Option<String>, SeriesQuery), ApiError> {
+    for key in q.keys() {
+        if !["metric", "points", "from", "to"].contains(&key.as_str()) {
+            return Err(bad_request(format!(
+                "unknown parameter `{key}` (use metric, points, from, to)"
+            )));
+        }
+    }
+    let metric = match q.get("metric") {
+        Some(m) if m.is_empty() || m.len() > 256 => {
+            return Err(bad_request(
+                "`metric` must be 1 to 256 characters".to_string(),
+            ))
+        }
+        m => m.cloned(),
+    };
+    let points = match q.get("points") {
+        None => DEFAULT_SERIES_POINTS,
+        Some(p) => match p.parse::<usize>() {
+            Ok(n) if (1..=series::MAX_POINTS).contains(&n) => n,
+            _ => {
+                return Err(bad_request(format!(
+                    "`points` must be an integer from 1 to {}, got {p:?}",
+                    series::MAX_POINTS
+                )))
+            }
+        },
+    };
+    let bound = |key: &str| -> Result<Option<f64>, ApiError> {
+        match q.get(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(bad_request(format!(
+                    "`{key}` must be a finite number (a step), got {v:?}"
+                ))),
+            },
+        }
+    };
+    let (from, to) = (bound("from")?, bound("to")?);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(bad_request(format!("`from` ({f}) is after `to` ({t})")));
+        }
+    }
+    Ok((
+        metric,
+        SeriesQuery {
+            points,
+            from,
+            to,
+            exact_limit: series::EXACT_LIMIT,
+        },
+    ))
+}
+
+/// `GET /api/runs/{run}/series?metric=&points=&from=&to=`: one metric reduced for a
+/// chart (M4 from the full data); without `metric`, the run's metrics and sizes.
+async fn get_series(
+    data: Data,
+    path: web::Path<String>,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        return r.into();
+    }
+    let (metric, query) = match series_query(&q) {
+        Ok(x) => x,
+        Err(r) => return r.into(),
+    };
+    let store = data.store.clone();
+    let answer = web::block(move || match metric {
+        Some(m) => store
+            .series(&run, &m, query)
+            .map(|p| p.map(|p| serde_json::to_string(&p))),
+        None => store
+            .series_list(&run)
+            .map(|l| l.map(|l| serde_json::to_string(&l))),
+    })
+    .await;
+    match answer {
+        Ok(Ok(Some(Ok(body)))) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such run".to_string()),
+        Ok(Ok(Some(Err(e)))) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn get_events(

@@ -5,6 +5,8 @@
 //! Server-Sent Events. It also serves the built dashboard.
 //!
 //! - [`store`]: durable storage behind the [`store::Storage`] trait (SQLite now).
+//! - [`series`]: the metric series index (blocks of points with summaries) behind
+//!   `GET /api/runs/{run}/series`, so huge runs chart in milliseconds.
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
 //! - [`http`]: the HTTP API, the only layer that knows HTTP.
 //! - [`commands`]: control commands, recorded in the run's stream, delivered to the trainer.
@@ -16,6 +18,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod series;
 pub mod store;
 
 use actix_web::{web, App, HttpServer};

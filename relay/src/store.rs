@@ -13,7 +13,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use stepwatch_events::series::{SeriesInfo, SeriesPage};
 use stepwatch_events::{Event, RunState, RunSummary};
+
+use crate::series::{self, SeriesQuery};
 
 /// An event as stored: its id, its name and its wire JSON (with `id` and `received`).
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +73,15 @@ pub trait Storage: Send + Sync + 'static {
     fn runs(&self) -> Vec<RunSummary>;
     /// Total events stored.
     fn event_total(&self) -> u64;
+    /// One metric of a run reduced for a chart (`None`: no such run).
+    fn series(
+        &self,
+        run: &str,
+        metric: &str,
+        q: SeriesQuery,
+    ) -> Result<Option<SeriesPage>, StoreError>;
+    /// The run's metrics and their sizes (`None`: no such run).
+    fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError>;
 }
 
 /// How hard SQLite syncs to disk on commit.
@@ -84,6 +96,7 @@ pub enum SyncLevel {
 
 struct Writer {
     conn: Connection,
+    index: series::Index,
 }
 
 /// SQLite storage in `<data-dir>/stepwatch.db`.
@@ -95,7 +108,7 @@ pub struct SqliteStore {
     total: std::sync::atomic::AtomicU64,
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run     TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL,
@@ -135,6 +148,7 @@ impl SqliteStore {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(series::SCHEMA)?;
         let mut states = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT run, state FROM runs")?;
@@ -150,7 +164,10 @@ impl SqliteStore {
         let total: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         Ok(SqliteStore {
             path,
-            writer: Mutex::new(Writer { conn }),
+            writer: Mutex::new(Writer {
+                conn,
+                index: series::Index::default(),
+            }),
             readers: Mutex::new(Vec::new()),
             states: RwLock::new(states),
             total: std::sync::atomic::AtomicU64::new(total as u64),
@@ -194,7 +211,12 @@ impl Storage for SqliteStore {
             .get(run)
             .map(|s| (**s).clone())
             .unwrap_or_else(|| RunState::new(run));
-        let tx = w.conn.transaction()?;
+        let Writer { conn, index } = &mut *w;
+        let tx = conn.transaction()?;
+        if let Err(e) = index.load_run(&tx, run) {
+            index.forget(run);
+            return Err(e.into());
+        }
         let mut stored = Vec::with_capacity(events.len());
         let mut duplicates = 0;
         let mut seen_in_batch: HashSet<(String, u64)> = HashSet::new();
@@ -234,6 +256,10 @@ impl Storage for SqliteStore {
                     json
                 ])?;
                 state.apply(&event);
+                if let Err(e) = index.push_event(&tx, run, &event, &state, id) {
+                    index.forget(run); // the transaction rolls back: rebuild from disk
+                    return Err(e.into());
+                }
                 stored.push(Arc::new(StoredEvent {
                     id,
                     name: event.name().to_string(),
@@ -250,7 +276,13 @@ impl Storage for SqliteStore {
                 params![run, state.last_id as i64, state_json, received],
             )?;
         }
-        tx.commit()?;
+        let finished = index
+            .finish_batch(&tx, run, state.last_id)
+            .and_then(|()| tx.commit());
+        if let Err(e) = finished {
+            index.forget(run);
+            return Err(e.into());
+        }
         let state = Arc::new(state);
         if !stored.is_empty() {
             self.states
@@ -341,5 +373,54 @@ impl Storage for SqliteStore {
 
     fn event_total(&self) -> u64 {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn series(
+        &self,
+        run: &str,
+        metric: &str,
+        q: SeriesQuery,
+    ) -> Result<Option<SeriesPage>, StoreError> {
+        let Some((open, last_id)) = self.open_series(run, |index| index.open_block(run, metric))?
+        else {
+            return Ok(None);
+        };
+        let conn = self.reader()?;
+        let page = series::query(&conn, run, metric, open, last_id, q);
+        self.give_back(conn);
+        Ok(Some(page?))
+    }
+
+    fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError> {
+        let Some((open, _)) = self.open_series(run, |index| index.open_blocks(run))? else {
+            return Ok(None);
+        };
+        let conn = self.reader()?;
+        let list = series::list(&conn, run, open);
+        self.give_back(conn);
+        Ok(Some(list?))
+    }
+}
+
+impl SqliteStore {
+    /// Under the writer lock: loads the run's series index and copies what `take`
+    /// wants of it, with the id of the newest event it covers.
+    fn open_series<T>(
+        &self,
+        run: &str,
+        take: impl FnOnce(&series::Index) -> T,
+    ) -> Result<Option<(T, u64)>, StoreError> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let Some(last_id) = self.state(run).map(|s| s.last_id) else {
+            return Ok(None);
+        };
+        let Writer { conn, index } = &mut *w;
+        let tx = conn.transaction()?;
+        let loaded = index.load_run(&tx, run).and_then(|()| tx.commit());
+        if let Err(e) = loaded {
+            index.forget(run);
+            return Err(e.into());
+        }
+        Ok(Some((take(index), last_id)))
     }
 }

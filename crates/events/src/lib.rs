@@ -13,10 +13,12 @@
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - [`state`]: [`RunState::apply`], the reducer, and [`RunSummary`] for run lists.
 //! - [`downsample`]: per-pixel-column min/max bucketing so spikes never vanish from charts.
+//! - [`series`]: which event numbers become chart points, and the relay's series answer.
 
 pub mod downsample;
 pub mod event;
 pub mod num;
+pub mod series;
 pub mod state;
 
 pub use event::{
