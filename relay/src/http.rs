@@ -307,8 +307,10 @@ async fn post_events(
 #[derive(Deserialize)]
 struct EventsQuery {
     after: Option<u64>,
+    before: Option<u64>,
     limit: Option<usize>,
     event: Option<String>,
+    order: Option<String>,
 }
 
 fn name_filter(event: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
@@ -446,9 +448,38 @@ async fn get_events(
     if data.store.state(&run).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
     }
+    let desc = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`order` must be asc or desc, got {other:?}"),
+            )
+        }
+    };
+    if q.before.is_some() && !desc {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`before` pages back through history: use it with order=desc".to_string(),
+        );
+    }
+    if desc && q.after.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`after` reads forward: use it without order=desc".to_string(),
+        );
+    }
     let store = data.store.clone();
-    let after = q.after.unwrap_or(0);
-    match web::block(move || store.events(&run, after, limit, names.as_deref())).await {
+    let (after, before) = (q.after.unwrap_or(0), q.before);
+    let read = move || {
+        if desc {
+            store.events_desc(&run, before, limit, names.as_deref())
+        } else {
+            store.events(&run, after, limit, names.as_deref())
+        }
+    };
+    match web::block(read).await {
         Ok(Ok(events)) => {
             let mut body =
                 String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);

@@ -67,6 +67,15 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events with id < `before` (any when `None`), newest first, at most `limit`,
+    /// optionally only these names: paging back through history.
+    fn events_desc(
+        &self,
+        run: &str,
+        before: Option<u64>,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// The run's current state, if the run exists.
     fn state(&self, run: &str) -> Option<Arc<RunState>>;
     /// Every run's summary, newest first.
@@ -347,6 +356,46 @@ impl Storage for SqliteStore {
                 }
             }
             Ok::<_, StoreError>(out)
+        })();
+        self.give_back(conn);
+        out
+    }
+
+    fn events_desc(
+        &self,
+        run: &str,
+        before: Option<u64>,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.reader()?;
+        let out = (|| {
+            let filter = names.map_or(String::new(), |n| {
+                format!(" AND name IN ({})", vec!["?"; n.len()].join(","))
+            });
+            let sql = format!(
+                "SELECT id, name, data FROM events WHERE run = ? AND id < ?{filter} ORDER BY id DESC LIMIT ?"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut args: Vec<rusqlite::types::Value> = vec![
+                run.to_string().into(),
+                (before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64).into(),
+            ];
+            args.extend(
+                names
+                    .iter()
+                    .flat_map(|n| n.iter())
+                    .map(|n| n.clone().into()),
+            );
+            args.push((limit as i64).into());
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(StoredEvent {
+                    id: r.get::<_, i64>(0)? as u64,
+                    name: r.get(1)?,
+                    json: r.get(2)?,
+                })
+            })?;
+            Ok::<_, StoreError>(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })();
         self.give_back(conn);
         out

@@ -556,3 +556,46 @@ fn commands_are_recorded_delivered_until_answered_and_survive_a_restart() {
     assert_eq!(s, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("has ended"));
 }
+
+#[test]
+fn history_pages_back_newest_first() {
+    let dir = TempDir::new("paging");
+    let relay = Relay::start(&dir.0, &[]);
+    let body: String = (0..30)
+        .map(|i| {
+            format!(
+                "{{\"event\":\"log\",\"message\":\"m{i}\"}}\n{{\"event\":\"batch_end\",\"loss\":1}}\n"
+            )
+        })
+        .collect();
+    assert_eq!(relay.post("p", &body, NDJSON).0, 200);
+    let messages = |q: &str| -> Vec<String> {
+        relay
+            .get_ok(&format!("/api/runs/p/events?{q}"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    let newest = messages("event=log&order=desc&limit=3");
+    assert_eq!(newest, vec!["m29", "m28", "m27"]);
+    let page = relay.get_ok("/api/runs/p/events?event=log&order=desc&limit=3");
+    let oldest_id = page[2]["id"].as_u64().unwrap();
+    let next = messages(&format!("event=log&order=desc&limit=3&before={oldest_id}"));
+    assert_eq!(next, vec!["m26", "m25", "m24"]);
+    assert_eq!(
+        messages("order=desc&limit=1"),
+        vec!["-"],
+        "newest is a batch_end"
+    );
+    for (q, word) in [
+        ("order=sideways", "order"),
+        ("before=5", "before"),
+        ("order=desc&after=5", "after"),
+    ] {
+        let (s, v) = relay.get(&format!("/api/runs/p/events?{q}"));
+        assert_eq!(s, 400, "{q}");
+        assert!(v["error"].as_str().unwrap().contains(word), "{q}: {v}");
+    }
+}
