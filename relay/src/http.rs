@@ -572,7 +572,11 @@ async fn run_stream(
     actix_web::rt::spawn(async move {
         let _guard = guard;
         let hub = _guard.0.clone();
-        if stream_run(store, &run, after, live, tx).await == StreamEnd::CutOff {
+        let end = tokio::select! {
+            end = stream_run(store, &run, after, live, tx) => end,
+            () = hub.closing() => StreamEnd::ShuttingDown,
+        };
+        if end == StreamEnd::CutOff {
             hub.note_cut_off();
         }
     });
@@ -584,6 +588,8 @@ pub(crate) enum StreamEnd {
     ClientGone,
     CutOff,
     StorageFailed,
+    /// The relay is shutting down; the client reconnects (elsewhere) with Last-Event-ID.
+    ShuttingDown,
 }
 
 /// Hands one message to the connection; a client that takes nothing for
@@ -687,8 +693,11 @@ pub(crate) async fn forward_live<T: Clone>(
 ) {
     let mut ticker = tokio::time::interval(KEEP_ALIVE);
     ticker.tick().await;
+    let closing = hub.closing();
+    tokio::pin!(closing);
     loop {
         tokio::select! {
+            () = &mut closing => return,
             msg = live.recv() => match msg {
                 Ok(m) => {
                     if let Some(bytes) = render(&m) {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stepwatch_events::RunSummary;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Messages a run subscriber can fall behind by before it is cut off.
 pub const RUN_CHANNEL_CAPACITY: usize = 4096;
@@ -24,6 +24,8 @@ pub struct Hub {
     pub cut_off: AtomicU64,
     /// Streams open now.
     pub open_streams: AtomicU64,
+    /// Set when the relay shuts down: every stream ends so clients reconnect elsewhere.
+    closing: watch::Sender<bool>,
 }
 
 impl Default for Hub {
@@ -33,6 +35,7 @@ impl Default for Hub {
             summaries: broadcast::channel(SUMMARY_CHANNEL_CAPACITY).0,
             cut_off: AtomicU64::new(0),
             open_streams: AtomicU64::new(0),
+            closing: watch::channel(false).0,
         }
     }
 }
@@ -69,6 +72,19 @@ impl Hub {
             }
         }
         let _ = self.summaries.send(Arc::new(c.state.summary()));
+    }
+
+    /// Ends every open stream (graceful shutdown).
+    pub fn shut_down(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Hub::shut_down`] was called.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 
     pub fn note_cut_off(&self) {

@@ -69,19 +69,93 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.data_dir.join("dashboard-br"),
     ));
     let origins = opts.allow_origins.clone();
+    let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap_fn(log_request)
             .wrap(cors(&origins))
             .wrap(actix_web::middleware::Compress::default())
-            .app_data(state.clone())
+            .app_data(app_state.clone())
             .app_data(dashboard.clone())
             .configure(http::configure)
             .default_service(web::get().to(dashboard::serve))
     })
     .workers(2)
-    .bind(opts.bind)?;
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .bind(opts.bind)?
+    .run();
     tracing::info!(bind = %opts.bind, data_dir = %opts.data_dir.display(), "stepwatch relay listening");
     println!("Stepwatch relay on http://{}", opts.bind);
-    server.run().await?;
+    let handle = server.handle();
+    let hub = state.hub.clone();
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down: no new connections, closing streams");
+        // Streams end first, so their clients reconnect (elsewhere) with Last-Event-ID;
+        // requests in flight finish, within the grace period.
+        hub.shut_down();
+        handle.stop(true).await;
+    });
+    server.await?;
+    let started = std::time::Instant::now();
+    match state.store.flush() {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "storage flushed; bye"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "storage flush at shutdown failed (no acknowledged event is lost)")
+        }
+    }
     Ok(())
+}
+
+/// Logs each request (debug; server errors as warnings) with its status and time.
+fn log_request<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let fut = srv.call(req);
+    async move {
+        let res = fut.await?;
+        let status = res.status().as_u16();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(%method, %path, status, ms, "request failed");
+        } else {
+            tracing::debug!(%method, %path, status, ms, "request");
+        }
+        Ok(res)
+    }
+}
+
+/// How long requests in flight may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C); returns its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // No signal handling here: wait forever, the process is killed the hard way.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

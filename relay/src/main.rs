@@ -12,8 +12,51 @@ use stepwatch_relay::{http, store::SyncLevel, ServeOptions};
     about = "Live monitor and control panel for training runs"
 )]
 struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `info,stepwatch_relay=debug`). `debug` logs every request.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "STEPWATCH_LOG_LEVEL"
+    )]
+    log_level: String,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STEPWATCH_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr; the level names our crates, the server stays quieter.
+fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = if level.contains('=') || level.contains(',') {
+        level.to_string()
+    } else {
+        format!("warn,stepwatch={level},stepwatch_relay={level},stepwatch_client={level}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -68,13 +111,9 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
-        )
-        .init();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    init_logs(&cli.log_level, cli.log_format)?;
+    match cli.cmd {
         Cmd::Serve {
             bind,
             data_dir,

@@ -355,6 +355,19 @@ impl Index {
         Ok(())
     }
 
+    /// Writes every loaded run's partial blocks (at shutdown).
+    pub fn persist_all(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let runs: Vec<(String, u64)> = self
+            .runs
+            .iter()
+            .map(|(k, r)| (k.clone(), r.seen_id))
+            .collect();
+        for (run, seen) in runs {
+            self.persist_run(conn, &run, seen)?;
+        }
+        Ok(())
+    }
+
     /// Forgets a run (deleted).
     pub fn forget(&mut self, run: &str) {
         self.runs.remove(run);

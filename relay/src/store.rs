@@ -91,6 +91,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<SeriesPage>, StoreError>;
     /// The run's metrics and their sizes (`None`: no such run).
     fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError>;
+    /// At shutdown: writes derived data still in memory and checkpoints the journal.
+    /// Acknowledged events are already durable; this only makes the next start faster.
+    fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// How hard SQLite syncs to disk on commit.
@@ -422,6 +425,16 @@ impl Storage for SqliteStore {
 
     fn event_total(&self) -> u64 {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let Writer { conn, index } = &mut *w;
+        let tx = conn.transaction()?;
+        index.persist_all(&tx)?;
+        tx.commit()?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     fn series(

@@ -82,6 +82,8 @@ pub struct Relay {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Where the relay's stderr (its logs) goes; discarded when `None`.
+    log: Option<PathBuf>,
 }
 
 impl Relay {
@@ -94,9 +96,44 @@ impl Relay {
             data_dir: data_dir.to_path_buf(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: None,
         };
         r.spawn();
         r
+    }
+
+    /// As [`Relay::start`], with the relay's logs appended to `log`.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path) -> Relay {
+        let port = free_port();
+        let mut r = Relay {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Some(log.to_path_buf()),
+        };
+        r.spawn();
+        r
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its
+    /// exit status (`None`: still running, then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
     }
 
     fn spawn(&mut self) {
@@ -110,7 +147,14 @@ impl Relay {
         .arg(&self.data_dir)
         .args(&self.extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(match &self.log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_or(Stdio::null(), Stdio::from),
+            None => Stdio::null(),
+        });
         if !self.extra.iter().any(|a| a == "--dist") {
             cmd.arg("--dist").arg(self.data_dir.join("no-dist"));
         }

@@ -599,3 +599,62 @@ fn history_pages_back_newest_first() {
         assert!(v["error"].as_str().unwrap().contains(word), "{q}: {v}");
     }
 }
+
+#[test]
+fn sigterm_closes_streams_finishes_requests_and_exits_quickly_losing_nothing() {
+    let dir = TempDir::new("sigterm");
+    let log = dir.0.join("relay.log");
+    let mut relay = Relay::start_logged(
+        &dir.0.join("data"),
+        &["--log-level", "debug", "--log-format", "json"],
+        &log,
+    );
+    let body: String = (0..500)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"loss\":{i}}}\n"))
+        .collect();
+    assert_eq!(relay.post("t", &body, NDJSON).0, 200);
+    // A subscriber reading the stream: it must see the stream end, not hang.
+    let url = format!("{}/api/runs/t/stream", relay.url);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let resp = ureq::get(&url).call().unwrap();
+        let mut all = String::new();
+        let _ = resp.into_reader().read_to_string(&mut all);
+        all.matches("event: batch_end").count()
+    });
+    std::thread::sleep(Duration::from_millis(300)); // the reader is connected and replaying
+    let t0 = std::time::Instant::now();
+    let status = relay
+        .terminate(Duration::from_secs(10))
+        .expect("the relay did not exit after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(t0.elapsed() < Duration::from_secs(7), "{:?}", t0.elapsed());
+    assert_eq!(
+        reader.join().unwrap(),
+        500,
+        "the stream did not end cleanly"
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a log line is not JSON"))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("shutting down")),
+        "{logs}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("storage flushed")),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["path"] == "/api/runs/t/events" && l["status"] == 200),
+        "debug logs name each request: {logs}"
+    );
+    // Everything acknowledged is there after a restart.
+    relay.restart();
+    assert_eq!(ids(&relay, "t"), (1..=500).collect::<Vec<_>>());
+}
