@@ -39,6 +39,10 @@ pub struct AppState {
     pub accepted: AtomicU64,
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
+    /// Ingest requests answered 503 because storage failed (full, unwritable, …).
+    pub storage_errors: AtomicU64,
+    /// Time from a batch's arrival to its durable commit.
+    pub ingest_latency: Histogram,
 }
 
 impl AppState {
@@ -50,7 +54,54 @@ impl AppState {
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            storage_errors: AtomicU64::new(0),
+            ingest_latency: Histogram::default(),
         }
+    }
+}
+
+/// Upper bounds (seconds) of the ingest latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A Prometheus histogram of seconds, lock-free.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The histogram in Prometheus text format.
+    fn render(&self, name: &str, help: &str) -> String {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{bound}\"}} {}\n",
+                self.buckets[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {count}\n",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        out
     }
 }
 
@@ -165,7 +216,13 @@ async fn metrics(data: Data) -> HttpResponse {
          stepwatch_sse_streams {}\n\
          # HELP stepwatch_sse_cut_off_total Subscribers cut off for falling behind.\n\
          # TYPE stepwatch_sse_cut_off_total counter\n\
-         stepwatch_sse_cut_off_total {}\n",
+         stepwatch_sse_cut_off_total {}\n\
+         # HELP stepwatch_storage_errors_total Ingest requests answered 503 because storage failed.\n\
+         # TYPE stepwatch_storage_errors_total counter\n\
+         stepwatch_storage_errors_total {}\n\
+         # HELP stepwatch_stored_bytes Bytes the database takes on disk.\n\
+         # TYPE stepwatch_stored_bytes gauge\n\
+         stepwatch_stored_bytes {}\n{}",
         data.accepted.load(Ordering::Relaxed),
         data.duplicates.load(Ordering::Relaxed),
         data.rejected.load(Ordering::Relaxed),
@@ -173,6 +230,12 @@ async fn metrics(data: Data) -> HttpResponse {
         data.store.runs().len(),
         data.hub.open_streams.load(Ordering::Relaxed),
         data.hub.cut_off.load(Ordering::Relaxed),
+        data.storage_errors.load(Ordering::Relaxed),
+        data.store.stored_bytes(),
+        data.ingest_latency.render(
+            "stepwatch_ingest_seconds",
+            "Time from a batch's arrival to its durable commit."
+        ),
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -280,9 +343,11 @@ async fn post_events(
     let store = data.store.clone();
     let hub = data.hub.clone();
     let run2 = run.clone();
+    let arrived = std::time::Instant::now();
     let result = web::block(move || store.append(&run2, events, now(), &|c| hub.publish(c))).await;
     match result {
         Ok(Ok(c)) => {
+            data.ingest_latency.observe(arrived.elapsed().as_secs_f64());
             data.accepted
                 .fetch_add(c.accepted as u64, Ordering::Relaxed);
             data.duplicates
@@ -295,7 +360,11 @@ async fn post_events(
         }
         Ok(Err(e)) => {
             tracing::error!(run = %run, error = %e, "ingest failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+            data.storage_errors.fetch_add(1, Ordering::Relaxed);
+            let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            resp
         }
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -40,12 +40,29 @@ pub struct Committed {
 /// Storage failures. The HTTP layer answers 503 for these: the client should retry.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("storage full (no space left on the relay's disk): nothing of this request was stored; retry once space is freed")]
+    Full,
+    #[error("storage is not writable ({0}): nothing of this request was stored; retry later")]
+    Unwritable(String),
     #[error("storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
     #[error("storage lock poisoned")]
     Poisoned,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DiskFull) => StoreError::Full,
+            Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied | C::SystemIoFailure) => {
+                StoreError::Unwritable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 /// The storage the relay runs on.
@@ -91,6 +108,8 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<SeriesPage>, StoreError>;
     /// The run's metrics and their sizes (`None`: no such run).
     fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError>;
+    /// Bytes the storage takes on disk.
+    fn stored_bytes(&self) -> u64;
     /// At shutdown: writes derived data still in memory and checkpoints the journal.
     /// Acknowledged events are already durable; this only makes the next start faster.
     fn flush(&self) -> Result<(), StoreError>;
@@ -425,6 +444,17 @@ impl Storage for SqliteStore {
 
     fn event_total(&self) -> u64 {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
