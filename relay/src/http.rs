@@ -165,6 +165,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/runs", web::get().to(list_runs))
                 .route("/stream", web::get().to(summary_stream))
                 .route("/runs/{run}", web::get().to(get_run))
+                .route("/runs/{run}", web::delete().to(delete_run))
                 .route("/runs/{run}/events", web::post().to(post_events))
                 .route("/runs/{run}/events", web::get().to(get_events))
                 .route("/runs/{run}/stream", web::get().to(run_stream))
@@ -255,6 +256,48 @@ async fn get_run(data: Data, path: web::Path<String>) -> HttpResponse {
         Some(state) => HttpResponse::Ok().json(&*state),
         None => error(StatusCode::NOT_FOUND, format!("no run {run:?}")),
     }
+}
+
+/// `DELETE /api/runs/{run}`: the run and all its events, series and commands go.
+async fn delete_run(data: Data, path: web::Path<String>) -> HttpResponse {
+    let run = path.into_inner();
+    if let Err(r) = check_run(&run) {
+        return r.into();
+    }
+    let store = data.store.clone();
+    let r = run.clone();
+    match web::block(move || store.delete_run(&r)).await {
+        Ok(Ok(Some(n))) => {
+            tracing::info!(run = %run, events = n, "run deleted");
+            data.hub.publish_deleted(&run);
+            HttpResponse::Ok().json(json!({ "deleted": run, "events": n }))
+        }
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no run {run:?}")),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Deletes runs whose last event is older than `days`; returns the runs deleted.
+pub fn apply_retention(store: &dyn Storage, hub: &Hub, days: f64, now: f64) -> Vec<String> {
+    let cutoff = now - days * 86_400.0;
+    let mut gone = Vec::new();
+    for s in store.runs() {
+        let last = s.last_event_at.or(s.started_at).unwrap_or(now);
+        if last >= cutoff {
+            continue;
+        }
+        match store.delete_run(&s.run) {
+            Ok(Some(n)) => {
+                tracing::info!(run = %s.run, events = n, days, "run deleted by retention");
+                hub.publish_deleted(&s.run);
+                gone.push(s.run);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(run = %s.run, error = %e, "retention could not delete run"),
+        }
+    }
+    gone
 }
 
 async fn post_events(

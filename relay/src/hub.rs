@@ -74,6 +74,20 @@ impl Hub {
         let _ = self.summaries.send(Arc::new(c.state.summary()));
     }
 
+    /// Tells runs-list subscribers a run is gone.
+    pub fn publish_deleted(&self, run: &str) {
+        let gone = RunSummary {
+            run: run.to_string(),
+            deleted: true,
+            ..Default::default()
+        };
+        let _ = self.summaries.send(Arc::new(gone));
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run);
+    }
+
     /// Ends every open stream (graceful shutdown).
     pub fn shut_down(&self) {
         self.closing.send_replace(true);

@@ -35,11 +35,13 @@ pub struct ServeOptions {
     pub allow_origins: Vec<String>,
     pub sync: store::SyncLevel,
     pub max_body: usize,
+    /// Delete runs whose last event is older than this many days (checked hourly).
+    pub retain_days: Option<f64>,
 }
 
 fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut c = actix_cors::Cors::default()
-        .allowed_methods(vec!["GET", "POST", "OPTIONS"])
+        .allowed_methods(vec!["GET", "POST", "DELETE", "OPTIONS"])
         .allowed_headers(vec![
             actix_web::http::header::CONTENT_TYPE,
             actix_web::http::header::AUTHORIZATION,
@@ -87,6 +89,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .run();
     tracing::info!(bind = %opts.bind, data_dir = %opts.data_dir.display(), "stepwatch relay listening");
     println!("Stepwatch relay on http://{}", opts.bind);
+    if let Some(days) = opts.retain_days {
+        let (store, hub) = (state.store.clone(), state.hub.clone());
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let (s, h) = (store.clone(), hub.clone());
+                let _ = web::block(move || http::apply_retention(&*s, &h, days, http::now())).await;
+            }
+        });
+    }
     let handle = server.handle();
     let hub = state.hub.clone();
     actix_web::rt::spawn(async move {

@@ -84,6 +84,10 @@ enum Cmd {
         /// Also run the demo trainers against this relay.
         #[arg(long)]
         demo: bool,
+        /// Delete runs whose last event is older than this many days (checked at start
+        /// and hourly). Runs are kept forever when not given.
+        #[arg(long, env = "STEPWATCH_RETAIN_DAYS", value_parser = positive_days)]
+        retain_days: Option<f64>,
     },
     /// Write brotli copies of the dashboard's files (run by `serve` in a child process).
     #[command(hide = true)]
@@ -110,6 +114,13 @@ enum Cmd {
     },
 }
 
+fn positive_days(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 => Ok(d),
+        _ => Err(format!("{s:?} is not a positive number of days")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(&cli.log_level, cli.log_format)?;
@@ -122,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             sync,
             max_body,
             demo,
+            retain_days,
         } => {
             if demo {
                 let url = format!("http://{bind}");
@@ -137,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 allow_origins: allow_origin,
                 sync,
                 max_body,
+                retain_days,
             }))
         }
         Cmd::Precompress { dist, out } => {

@@ -108,6 +108,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<SeriesPage>, StoreError>;
     /// The run's metrics and their sizes (`None`: no such run).
     fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError>;
+    /// Deletes a run and everything stored for it; returns how many events went
+    /// (`None`: no such run).
+    fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError>;
     /// Bytes the storage takes on disk.
     fn stored_bytes(&self) -> u64;
     /// At shutdown: writes derived data still in memory and checkpoints the journal.
@@ -444,6 +447,28 @@ impl Storage for SqliteStore {
 
     fn event_total(&self) -> u64 {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        if self.state(run).is_none() {
+            return Ok(None);
+        }
+        let Writer { conn, index } = &mut *w;
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM events WHERE run = ?1", [run])? as u64;
+        tx.execute("DELETE FROM runs WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM series WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM series_runs WHERE run = ?1", [run])?;
+        tx.commit()?;
+        index.forget(run);
+        self.states
+            .write()
+            .map_err(|_| StoreError::Poisoned)?
+            .remove(run);
+        self.total
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(n))
     }
 
     fn stored_bytes(&self) -> u64 {

@@ -658,3 +658,78 @@ fn sigterm_closes_streams_finishes_requests_and_exits_quickly_losing_nothing() {
     relay.restart();
     assert_eq!(ids(&relay, "t"), (1..=500).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_deleted_run_is_gone_everywhere_and_retention_deletes_old_runs() {
+    let dir = TempDir::new("delete");
+    let mut relay = Relay::start(&dir.0, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let batch = |t: f64| -> String {
+        (0..50)
+            .map(|i| {
+                format!(
+                    "{{\"event\":\"batch_end\",\"loss\":{i},\"time\":{}}}\n",
+                    t + i as f64
+                )
+            })
+            .collect()
+    };
+    for (run, t) in [
+        ("gone", now),
+        ("old", now - 10.0 * 86_400.0),
+        ("fresh", now - 3600.0),
+    ] {
+        assert_eq!(relay.post(run, &batch(t), NDJSON).0, 200);
+    }
+    let url = format!("{}/api/stream", relay.url);
+    let relay_url = relay.url.clone();
+    let runs_stream = sse_collect(&url, None, 5, Duration::from_secs(10), move || {
+        let r = ureq::delete(&format!("{relay_url}/api/runs/gone"))
+            .call()
+            .unwrap();
+        assert_eq!(r.into_json::<Value>().unwrap()["events"], 50);
+    });
+    let last = runs_stream.last().unwrap();
+    assert_eq!(
+        (last.data["run"].as_str(), last.data["deleted"].as_bool()),
+        (Some("gone"), Some(true))
+    );
+    assert_eq!(relay.get("/api/runs/gone").0, 404);
+    assert_eq!(relay.get("/api/runs/gone/series?metric=loss").0, 404);
+    let (s, v) = ureq::delete(&format!("{}/api/runs/gone", relay.url))
+        .call()
+        .map_or_else(
+            |e| match e {
+                ureq::Error::Status(s, r) => (s, r.into_json::<Value>().unwrap()),
+                e => panic!("{e}"),
+            },
+            |r| (r.status(), Value::Null),
+        );
+    assert_eq!(s, 404, "{v}");
+    // A new run under the same name starts again from id 1.
+    let (_, v) = relay.post("gone", &batch(now), NDJSON);
+    assert_eq!(v["last_id"], 50);
+    // Retention: at start, runs silent for longer than the limit go; others stay.
+    let data = relay.data_dir.clone();
+    relay.kill();
+    let relay = Relay::start(&data, &["--retain-days", "5"]);
+    let names: Vec<String> = relay
+        .get_ok("/api/runs")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"fresh".to_string()) && names.contains(&"gone".to_string()));
+    assert!(!names.contains(&"old".to_string()), "{names:?}");
+    assert_eq!(relay.get("/api/runs/old/events").0, 404);
+    let bad = std::process::Command::new(stepwatch_e2e::relay_bin())
+        .args(["serve", "--retain-days=0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("positive number of days"));
+}

@@ -198,6 +198,9 @@ pub struct RunSummary {
     pub last_event_at: Option<f64>,
     pub last_id: u64,
     pub event_count: u64,
+    /// Set only on the runs stream's last word about a run that was deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl RunState {
@@ -487,6 +490,7 @@ impl RunState {
             last_event_at: self.last_event_at,
             last_id: self.last_id,
             event_count: self.event_count,
+            deleted: false,
         }
     }
 
