@@ -86,35 +86,56 @@ fn row(what: &str, figure: String, target: &str) {
     println!("| {what:<44} | {figure:>26} | {target:<34} |");
 }
 
-pub fn run_all(root: &Path) -> Result<()> {
+/// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
+pub const GROUPS: &[&str] = &["size", "ingest", "latency", "browser", "open", "emit"];
+
+pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
+    for name in only {
+        if !GROUPS.contains(&name.as_str()) {
+            bail!("unknown benchmark group {name:?}; groups: {}", GROUPS.join(", "));
+        }
+    }
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     println!(
         "\n| {:<44} | {:>26} | {:<34} |",
         "benchmark", "measured", "target (DESIGN.md)"
     );
     println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(28), "-".repeat(36));
     let relay = Relay::start(root)?;
-    download_size(root, &relay)?;
+    if want("size") {
+        download_size(root, &relay)?;
+    }
     row(
         "relay RSS, idle",
         format!("{:.1} MB", relay.rss_mb()),
         "< 20 MB",
     );
-    ingest_batched(&relay)?;
-    row(
-        "relay RSS after storing 1,000,000 events",
-        format!("{:.1} MB", relay.rss_mb()),
-        "< 50 MB",
-    );
-    ingest_single(&relay)?;
-    delivery_latency(&relay)?;
-    browser_latency(&relay)?;
-    open_long_run(&relay, "bench-live-long")?;
-    frame_time(&relay)?;
-    ingest_run(&relay, "bench-1m", 1_000_000)?;
-    open_long_run(&relay, "bench-1m")?;
-    rust_emit_cost(&relay.url);
-    rust_emit_cost("http://127.0.0.1:9");
-    python_emit_cost(root, &relay)?;
+    if want("ingest") {
+        ingest_batched(&relay)?;
+        row(
+            "relay RSS after storing 1,000,000 events",
+            format!("{:.1} MB", relay.rss_mb()),
+            "< 50 MB",
+        );
+        ingest_single(&relay)?;
+    }
+    if want("latency") {
+        delivery_latency(&relay)?;
+    }
+    if want("browser") {
+        browser_latency(&relay)?;
+        open_long_run(&relay, "bench-live-long")?;
+        frame_time(&relay)?;
+    }
+    if want("open") {
+        ingest_run(&relay, "bench-1m", 1_000_000)?;
+        open_long_run(&relay, "bench-1m")?;
+    }
+    if want("emit") {
+        rust_emit_cost(&relay.url);
+        rust_emit_cost("http://127.0.0.1:9");
+        python_emit_cost(root, &relay)?;
+    }
     println!();
     Ok(())
 }

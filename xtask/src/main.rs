@@ -277,14 +277,24 @@ fn main() -> Result<()> {
         Some("run") => cmd_run(&args[1..]),
         Some("test") => cmd_test(),
         Some("bench") => {
-            ensure_web_tools()?;
-            ensure_browser()?;
-            build_dashboard()?;
+            let only = &args[1..];
+            let needs_ui = only.is_empty()
+                || only
+                    .iter()
+                    .any(|g| ["size", "browser", "open"].contains(&g.as_str()));
+            if needs_ui {
+                ensure_web_tools()?;
+                ensure_browser()?;
+                build_dashboard()?;
+            }
             run("cargo", &["build", "--release", "-p", "stepwatch-relay"])?;
-            bench::run_all(&root())
+            bench::run_all(&root(), &args[1..])
         }
         _ => {
-            eprintln!("usage: cargo xtask run [serve flags] | test | bench");
+            eprintln!(
+                "usage: cargo xtask run [serve flags] | test | bench [{}]",
+                bench::GROUPS.join(" ")
+            );
             std::process::exit(2)
         }
     }
