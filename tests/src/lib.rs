@@ -295,6 +295,35 @@ pub fn sse_collect(
     out
 }
 
+/// Follows an SSE stream, reconnecting with Last-Event-ID whenever it drops (relay
+/// restarted, subscriber cut off), until `until` event ids were seen or `deadline`.
+pub fn sse_follow_ids(url: &str, until: u64, deadline: Instant) -> Vec<u64> {
+    let mut seen: Vec<u64> = Vec::new();
+    while (seen.len() as u64) < until && Instant::now() < deadline {
+        let mut req = ureq::get(url).timeout(Duration::from_secs(10));
+        if let Some(last) = seen.last() {
+            req = req.set("Last-Event-ID", &last.to_string());
+        }
+        let Ok(resp) = req.call() else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let reader = BufReader::new(resp.into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(id) = line.strip_prefix("id: ") {
+                if let Ok(id) = id.trim().parse() {
+                    seen.push(id);
+                }
+                if seen.len() as u64 >= until {
+                    break;
+                }
+            }
+        }
+    }
+    seen
+}
+
 /// The Python interpreter for trainer processes: `$STEPWATCH_PYTHON`, the repo's
 /// `.venv`, else `python3`.
 pub fn python() -> PathBuf {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use stepwatch_e2e::{Relay, TempDir};
+use stepwatch_e2e::{sse_follow_ids, Relay, TempDir};
 
 const NDJSON: &str = "application/x-ndjson";
 
@@ -115,34 +115,6 @@ fn a_full_disk_answers_503_keeps_reads_and_recovers_when_space_returns() {
     drop(relay);
 }
 
-/// Follows a run's stream from `after`, reconnecting with Last-Event-ID whenever the
-/// connection drops, until `until` events were seen or the deadline passes.
-fn follow(url: &str, until: u64, deadline: Instant) -> Vec<u64> {
-    use std::io::BufRead;
-    let mut seen: Vec<u64> = Vec::new();
-    while (seen.len() as u64) < until && Instant::now() < deadline {
-        let mut req = ureq::get(url).timeout(Duration::from_secs(5));
-        if let Some(last) = seen.last() {
-            req = req.set("Last-Event-ID", &last.to_string());
-        }
-        let Ok(resp) = req.call() else {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        };
-        let reader = std::io::BufReader::new(resp.into_reader());
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            if let Some(id) = line.strip_prefix("id: ") {
-                seen.push(id.trim().parse().unwrap());
-                if seen.len() as u64 >= until {
-                    break;
-                }
-            }
-        }
-    }
-    seen
-}
-
 #[test]
 fn kill_9_of_the_relay_loses_no_acknowledged_event_and_streams_resume_exactly_once() {
     let dir = TempDir::new("kill9");
@@ -173,7 +145,7 @@ fn kill_9_of_the_relay_loses_no_acknowledged_event_and_streams_resume_exactly_on
     let subscribers: Vec<_> = (0..3)
         .map(|_| {
             let stream = format!("{url}/api/runs/k9/stream");
-            std::thread::spawn(move || follow(&stream, total, deadline))
+            std::thread::spawn(move || sse_follow_ids(&stream, total, deadline))
         })
         .collect();
     for _ in 0..3 {

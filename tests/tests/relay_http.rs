@@ -428,6 +428,12 @@ fn a_subscriber_that_stops_reading_is_cut_off_and_catches_up_on_reconnect() {
     stalled_reader.read_exact(&mut first).unwrap(); // the stream is open
     let pad = "x".repeat(2000);
     let total = 20_000;
+    // A healthy subscriber alongside: it must get every event, in order, meanwhile.
+    // (If it ever falls behind too, it reconnects and catches up, as clients do.)
+    let url = format!("{}/api/runs/slow/stream?after=1", relay.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let healthy =
+        std::thread::spawn(move || stepwatch_e2e::sse_follow_ids(&url, total as u64, deadline));
     for chunk in 0..(total / 500) {
         let body: String = (0..500)
             .map(|i| {
@@ -442,6 +448,11 @@ fn a_subscriber_that_stops_reading_is_cut_off_and_catches_up_on_reconnect() {
     }
     let metrics = wait_for_metric(&relay, "stepwatch_sse_cut_off_total");
     assert!(metrics >= 1.0, "the stalled subscriber was not cut off");
+    assert_eq!(
+        healthy.join().unwrap(),
+        (2..=total as u64 + 1).collect::<Vec<_>>(),
+        "the healthy subscriber was held back or lost events"
+    );
     // Reconnecting from the last id it saw, it gets everything after, in order.
     let msgs = sse_collect(
         &format!("{}/api/runs/slow/stream", relay.url),

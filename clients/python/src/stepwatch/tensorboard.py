@@ -1,0 +1,268 @@
+"""A stand-in for TensorBoard's ``SummaryWriter`` that sends to Stepwatch instead.
+
+Switch by changing one import::
+
+    # from torch.utils.tensorboard import SummaryWriter
+    from stepwatch.tensorboard import SummaryWriter
+
+    writer = SummaryWriter("runs/exp1")          # run id "exp1"
+    writer.add_scalar("Loss/train", loss, step)  # the run's loss chart
+    writer.add_scalar("Accuracy/test", acc, step)
+    writer.close()
+
+No framework is needed (not even torch); tensors and numpy scalars are read with
+``.item()``, and NaN and infinities travel as the SDK sends them (``"NaN"``,
+``"Infinity"``). No event files are written.
+
+Connecting: the writer connects to the relay unless the SDK is connected already
+(``url`` defaults to ``STEPWATCH_URL``, else ``http://127.0.0.1:8080``). The run id is
+``run=``, else ``STEPWATCH_RUN``, else the last part of ``log_dir`` (``runs/exp1`` ->
+``exp1``), else one made like TensorBoard's default (``<date>_<host><comment>``).
+
+What each call sends:
+
+- ``add_scalar(tag, value, step)``: ``metric_update`` with ``name=tag``, ``value`` and
+  ``step``; except for the training loss, which fills the dashboard's loss chart as
+  ``batch_end`` with ``loss`` (``step`` = ``global_step``, also used as ``batch_idx``).
+  The training loss is the first tag seen that has a ``loss`` part and no evaluation
+  part: ``loss``, ``train/loss``, ``Loss/train``, ``train_loss`` are; ``val/loss``,
+  ``Loss/test``, ``eval_loss`` are not (they stay metrics). ``loss_tag=`` names it
+  instead; ``loss_tag=""`` sends every tag as a metric.
+- ``add_scalars(main_tag, {k: v}, step)``: one ``metric_update`` with the metrics
+  ``main_tag/k`` (a training loss among them as ``batch_end``, as above).
+- ``add_hparams(hparams, metrics)``: the hyperparameters become the run's ``config``
+  when no other ``add_*`` call came first (the run starts with the writer's first call);
+  after that, a ``log`` line. The metrics are a ``metric_update``.
+- ``add_text(tag, text, step)``: a ``log`` event (``logger=tag``).
+- ``flush()``: waits (bounded, ``flush_timeout`` s) for delivery.
+- ``close()`` and leaving a ``with`` block: ``training_end`` for the run this writer
+  started (``completed``; ``stopped`` after a stop from the dashboard; leaving a ``with``
+  block by an exception: ``failed`` with the error, or ``stopped`` for Ctrl-C), then a
+  bounded wait for delivery. Writers that did not start the run only flush.
+
+The first ``add_*`` call starts the run (``training_start``) if nothing has. Other
+``SummaryWriter`` methods (``add_histogram``, ``add_image``, ``add_graph`` ...) are
+accepted and ignored, so existing code runs unchanged. ``walltime`` is ignored: events
+carry the time they are sent.
+
+Control from the dashboard: each training-loss value is a control point (pause and
+commands take effect there); to obey Stop, end your loop when ``stepwatch.should_stop()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Callable
+
+from . import _relay
+from ._helpers import (
+    emit_batch_end,
+    emit_error_occurred,
+    emit_log,
+    emit_metric_update,
+    emit_training_end,
+    emit_training_start,
+)
+from .integrations import _common
+
+__all__ = ["SummaryWriter"]
+
+#: Default bounded wait (seconds) of ``flush()``.
+FLUSH_TIMEOUT = 2.0
+
+
+def _default_log_dir(comment: str) -> str:
+    """TensorBoard's default: ``runs/<Mon>DD_HH-MM-SS_<host><comment>``."""
+    stamp = time.strftime("%b%d_%H-%M-%S")
+    return os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
+
+
+class SummaryWriter:
+    """Sends TensorBoard scalars, hyperparameters and text to Stepwatch (see the module
+    docstring). Takes the arguments of ``torch.utils.tensorboard.SummaryWriter``; the
+    ones about event files are accepted and ignored. Keyword-only: ``url``, ``run``,
+    ``loss_tag``, ``flush_timeout``, ``end_run_on_close`` (default: end the run on
+    ``close()`` if this writer started it), ``connect_kwargs`` for ``stepwatch.connect``.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] | None = None,
+        comment: str = "",
+        purge_step: int | None = None,
+        max_queue: int = 10,
+        flush_secs: int = 120,
+        filename_suffix: str = "",
+        *args: Any,
+        url: str | None = None,
+        run: str | None = None,
+        loss_tag: str | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
+        end_run_on_close: bool | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.log_dir = os.fspath(log_dir) if log_dir else _default_log_dir(comment)
+        self.loss_tag = loss_tag
+        self.flush_timeout = flush_timeout
+        self._end_run_on_close = end_run_on_close
+        self._owns_run = False
+        self._closed = False
+        self._config: dict[str, Any] = {}
+        base = os.path.basename(os.path.normpath(self.log_dir))
+        self.run_name = _common.safe_run_id(base)
+        _common.ensure_connected(url, run, self.run_name, **dict(connect_kwargs or {}))
+        sender = _common.current_sender()
+        #: The run this writer sends to.
+        self.run = sender.run if sender is not None else run
+
+    # -- the run --------------------------------------------------------------------------
+    def _ensure_run(self) -> None:
+        if self._closed:
+            self._closed = False  # TensorBoard reopens a closed writer on the next add_*
+        if not self._owns_run and not _common.run_open():
+            self._owns_run = True
+            emit_training_start(config=dict(self._config) or None, log_dir=self.log_dir)
+
+    def _is_loss(self, tag: str) -> bool:
+        if self.loss_tag is not None:
+            return tag == self.loss_tag
+        if _common.is_train_loss_name(tag):
+            self.loss_tag = tag  # the first training-loss tag is the run's loss
+            return True
+        return False
+
+    # -- TensorBoard API ------------------------------------------------------------------
+    def get_logdir(self) -> str:
+        return self.log_dir
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        new_style: bool = False,
+        double_precision: bool = False,
+    ) -> None:
+        """One value: ``metric_update`` (``name=tag``), or ``batch_end`` for the loss."""
+        value = _common.to_float(scalar_value)
+        if value is None:
+            return
+        self._ensure_run()
+        step = int(global_step) if global_step is not None else None
+        if self._is_loss(tag):
+            emit_batch_end(batch_idx=step if step is not None else 0, loss=value, step=step)
+        else:
+            emit_metric_update(name=tag, value=value, step=step)
+
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: Mapping[str, Any],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Several values under ``main_tag``: one ``metric_update`` (``main_tag/key``)."""
+        values = _common.numeric({f"{main_tag}/{k}": v for k, v in tag_scalar_dict.items()})
+        if not values:
+            return
+        self._ensure_run()
+        step = int(global_step) if global_step is not None else None
+        loss = next((t for t in values if self._is_loss(t)), None)
+        if loss is not None:
+            emit_batch_end(
+                batch_idx=step if step is not None else 0, loss=values.pop(loss), step=step
+            )
+        if values:
+            emit_metric_update(metrics=values, step=step)
+
+    def add_hparams(
+        self,
+        hparam_dict: Mapping[str, Any],
+        metric_dict: Mapping[str, Any],
+        hparam_domain_discrete: Mapping[str, list[Any]] | None = None,
+        run_name: str | None = None,
+        global_step: int | None = None,
+    ) -> None:
+        """Hyperparameters as the run's config (or a log line once it runs); metrics as
+        one ``metric_update``."""
+        params = _common.json_safe(dict(hparam_dict or {}))
+        if not self._owns_run and not _common.run_open():
+            self._config.update(params)
+        else:
+            started = _common.started_config()
+            new = {k: v for k, v in params.items() if started.get(k) != v}
+            if new:
+                emit_log(
+                    "hyperparameters: " + json.dumps(new, default=str, sort_keys=True),
+                    logger="tensorboard",
+                )
+        self._ensure_run()
+        metrics = _common.numeric(dict(metric_dict or {}))
+        if metrics:
+            emit_metric_update(
+                metrics=metrics, step=int(global_step) if global_step is not None else None
+            )
+
+    def add_text(
+        self,
+        tag: str,
+        text_string: str | list[str],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A ``log`` event with the text, ``logger=tag``."""
+        self._ensure_run()
+        text = text_string if isinstance(text_string, str) else "\n".join(map(str, text_string))
+        step = int(global_step) if global_step is not None else None
+        emit_log(text, level="info", logger=tag, step=step)
+
+    def flush(self) -> None:
+        """Waits up to ``flush_timeout`` s for what was sent to reach the relay."""
+        _relay.flush(self.flush_timeout)
+
+    def close(self) -> None:
+        """Ends the run this writer started, then waits (bounded) for delivery."""
+        self._finish(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        end = self._owns_run if self._end_run_on_close is None else self._end_run_on_close
+        if end and _common.run_open():
+            if exc is None:
+                emit_training_end()  # "stopped" after a stop from the dashboard
+            else:
+                status = _common.error_status(exc)
+                if status == "failed":
+                    emit_error_occurred(exc, fatal=True)
+                emit_training_end(status=status)
+        _relay.flush(_common.end_flush(None))
+
+    def __enter__(self) -> SummaryWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(exc)
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # add_histogram, add_image, add_graph, add_embedding, ...: accepted, not sent.
+        if name.startswith("add_"):
+
+            def ignored(*args: Any, **kwargs: Any) -> None:
+                return None
+
+            return ignored
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
