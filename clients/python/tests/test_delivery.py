@@ -240,3 +240,16 @@ while True:
         events = relay.get(f"/api/runs/{run}/events?event=batch_end&limit=100000")
         assert [e["batch_idx"] for e in events] == list(range(len(events)))
         assert state["batch_count"] == len(events) > 20
+
+
+def test_current_run_names_the_connection(tmp_path, monkeypatch):
+    import stepwatch
+
+    monkeypatch.setenv("STEPWATCH_SPOOL_DIR", str(tmp_path / "spool"))
+    assert stepwatch.current_run() is None
+    stepwatch.connect(f"http://127.0.0.1:{free_port()}", run="named", commands=False)
+    try:
+        assert stepwatch.current_run() == "named"
+    finally:
+        stepwatch.disconnect(timeout=0)
+    assert stepwatch.current_run() is None

@@ -30,7 +30,15 @@ from ._helpers import (
 )
 from ._hooks import WebUIHooks
 from ._logs import LogHandler, capture_output
-from ._relay import RelaySender, connect, control_point, disconnect, flush, should_stop
+from ._relay import (
+    RelaySender,
+    connect,
+    control_point,
+    current_run,
+    disconnect,
+    flush,
+    should_stop,
+)
 from ._system import parse_nvidia_smi_csv
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "TrainingEventEmitter",
     "WebUIHooks",
     "connect",
+    "current_run",
     "disconnect",
     "emit_batch_end",
     "emit_batch_start",

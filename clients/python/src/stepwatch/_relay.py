@@ -401,6 +401,17 @@ def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
     return s.close(timeout)
 
 
+def current() -> RelaySender | None:
+    """The active connection, or None when not connected."""
+    return _sender
+
+
+def current_run() -> str | None:
+    """The run id events go to now, or None when not connected."""
+    s = _sender
+    return None if s is None else s.run
+
+
 def flush(timeout: float = 5.0) -> bool:
     """Waits up to ``timeout`` s for queued events to reach the relay."""
     s = _sender

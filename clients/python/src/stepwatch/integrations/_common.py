@@ -30,7 +30,7 @@ END_FLUSH = 5.0
 # -- connection ---------------------------------------------------------------------------
 def current_sender() -> _relay.RelaySender | None:
     """The SDK's live connection, if any."""
-    return getattr(_relay, "_sender", None)
+    return _relay.current()
 
 
 def _is_sdk_default_run(run: str) -> bool:
