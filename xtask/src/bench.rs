@@ -424,11 +424,12 @@ fn fan_out(relay: &Relay) -> Result<()> {
     lat.sort_by(f64::total_cmp);
     let published = sent.load(Ordering::Relaxed);
     row(
-        &format!("fan-out: {FAN_SUBSCRIBERS} subscribers, {FAN_RUNS} runs × {FAN_RATE} ev/s"),
+        &format!("fan-out: {FAN_SUBSCRIBERS} SSE subscribers on {FAN_RUNS} runs"),
         format!("{:.0} deliveries/s", delivered as f64 / dt),
         &format!(
-            "{} expected",
-            published * FAN_SUBSCRIBERS / FAN_RUNS / dt as usize
+            "of {:.0}/s published ({:.0} ev/s/run)",
+            published as f64 * (FAN_SUBSCRIBERS / FAN_RUNS) as f64 / dt,
+            published as f64 / FAN_RUNS as f64 / dt
         ),
     );
     row(
