@@ -4,13 +4,14 @@
 //! (one file, WAL journal). Invariants:
 //! - per run, ids are 1, 2, 3 … with no gaps, assigned under one writer lock;
 //! - a batch is stored whole or not at all (one transaction);
-//! - an event with `(src, seq)` already stored for the run is counted as a duplicate
-//!   and not stored again;
+//! - `seq` increases per `src`: an event whose `seq` is not above the highest stored for
+//!   its `(run, src)` is a retry, counted as a duplicate and not stored again (the highest
+//!   seq per sender is kept in memory and in `sources`, written in the same transaction);
 //! - `on_commit` runs after the commit and before the writer lock is released, so
 //!   subscribers see batches in id order.
 
-use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::{HashMap, HashSet};
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use stepwatch_events::series::{SeriesInfo, SeriesPage};
@@ -48,6 +49,8 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Incompatible(String),
     #[error("storage lock poisoned")]
     Poisoned,
 }
@@ -131,6 +134,9 @@ pub enum SyncLevel {
 struct Writer {
     conn: Connection,
     index: series::Index,
+    /// Per run, per sender: the highest `seq` stored. An event whose `seq` is not above
+    /// its sender's is a retry and is not stored again (seq increases per src).
+    sources: HashMap<String, HashMap<String, u64>>,
 }
 
 /// SQLite storage in `<data-dir>/stepwatch.db`.
@@ -159,9 +165,51 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL,
     PRIMARY KEY (run, id)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_src_seq ON events (run, src, seq)
-    WHERE src IS NOT NULL AND seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sources (
+    run     TEXT NOT NULL,
+    src     TEXT NOT NULL,
+    max_seq INTEGER NOT NULL,
+    PRIMARY KEY (run, src)
+) WITHOUT ROWID;
 ";
+
+/// The schema this binary writes. 1: events with a unique `(run, src, seq)` index;
+/// 2: the highest `seq` per `(run, src)` in `sources` instead, plus the series index.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Brings an older database up to [`SCHEMA_VERSION`]; refuses a newer one.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "the database was written by a newer Stepwatch (schema {version}; this binary \
+             knows up to {SCHEMA_VERSION}): upgrade stepwatch, or point --data-dir elsewhere"
+        )));
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(series::SCHEMA)?;
+    let old_index: bool = tx
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_src_seq'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if old_index {
+        // Schema 1 → 2: keep each sender's highest seq, drop the per-event index.
+        tx.execute_batch(
+            "INSERT OR REPLACE INTO sources (run, src, max_seq)
+                 SELECT run, src, MAX(seq) FROM events
+                 WHERE src IS NOT NULL AND seq IS NOT NULL GROUP BY run, src;
+             DROP INDEX events_src_seq;",
+        )?;
+        tracing::info!("database migrated to schema 2");
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
 
 impl SqliteStore {
     /// Opens (creating when needed) the database in `dir`.
@@ -181,8 +229,7 @@ impl SqliteStore {
             },
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(series::SCHEMA)?;
+        migrate(&conn)?;
         let mut states = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT run, state FROM runs")?;
@@ -196,11 +243,27 @@ impl SqliteStore {
             }
         }
         let total: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        let mut sources: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT run, src, max_seq FROM sources")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?;
+            for row in rows {
+                let (run, src, seq) = row?;
+                sources.entry(run).or_default().insert(src, seq);
+            }
+        }
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Writer {
                 conn,
                 index: series::Index::default(),
+                sources,
             }),
             readers: Mutex::new(Vec::new()),
             states: RwLock::new(states),
@@ -245,7 +308,11 @@ impl Storage for SqliteStore {
             .get(run)
             .map(|s| (**s).clone())
             .unwrap_or_else(|| RunState::new(run));
-        let Writer { conn, index } = &mut *w;
+        let Writer {
+            conn,
+            index,
+            sources,
+        } = &mut *w;
         let tx = conn.transaction()?;
         if let Err(e) = index.load_run(&tx, run) {
             index.forget(run);
@@ -253,26 +320,24 @@ impl Storage for SqliteStore {
         }
         let mut stored = Vec::with_capacity(events.len());
         let mut duplicates = 0;
-        let mut seen_in_batch: HashSet<(String, u64)> = HashSet::new();
+        // Highest seq per sender after this batch; applied to `sources` once committed.
+        let known = sources.get(run);
+        let mut advanced: HashMap<String, u64> = HashMap::new();
         {
-            let mut dup_check =
-                tx.prepare_cached("SELECT 1 FROM events WHERE run = ?1 AND src = ?2 AND seq = ?3")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (run, id, name, src, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for mut event in events {
                 if let (Some(src), Some(seq)) = (&event.src, event.seq) {
-                    let key = (src.clone(), seq);
-                    let known = seen_in_batch.contains(&key)
-                        || dup_check
-                            .query_row(params![run, src, seq as i64], |_| Ok(()))
-                            .optional()?
-                            .is_some();
-                    if known {
+                    let high = advanced
+                        .get(src.as_str())
+                        .or_else(|| known.and_then(|k| k.get(src.as_str())))
+                        .copied();
+                    if high.is_some_and(|h| seq <= h) {
                         duplicates += 1;
                         continue;
                     }
-                    seen_in_batch.insert(key);
+                    advanced.insert(src.clone(), seq);
                 }
                 let id = state.last_id + 1;
                 event.id = Some(id);
@@ -301,6 +366,15 @@ impl Storage for SqliteStore {
                 }));
             }
         }
+        if !advanced.is_empty() {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO sources (run, src, max_seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(run, src) DO UPDATE SET max_seq = ?3",
+            )?;
+            for (src, seq) in &advanced {
+                upsert.execute(params![run, src, *seq as i64])?;
+            }
+        }
         if !stored.is_empty() {
             let state_json = serde_json::to_string(&state)
                 .map_err(|e| StoreError::Corrupt(format!("state of {run}: {e}")))?;
@@ -316,6 +390,9 @@ impl Storage for SqliteStore {
         if let Err(e) = finished {
             index.forget(run);
             return Err(e.into());
+        }
+        if !advanced.is_empty() {
+            sources.entry(run.to_string()).or_default().extend(advanced);
         }
         let state = Arc::new(state);
         if !stored.is_empty() {
@@ -454,14 +531,20 @@ impl Storage for SqliteStore {
         if self.state(run).is_none() {
             return Ok(None);
         }
-        let Writer { conn, index } = &mut *w;
+        let Writer {
+            conn,
+            index,
+            sources,
+        } = &mut *w;
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM events WHERE run = ?1", [run])? as u64;
+        tx.execute("DELETE FROM sources WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM runs WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM series WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM series_runs WHERE run = ?1", [run])?;
         tx.commit()?;
         index.forget(run);
+        sources.remove(run);
         self.states
             .write()
             .map_err(|_| StoreError::Poisoned)?
@@ -484,7 +567,7 @@ impl Storage for SqliteStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
-        let Writer { conn, index } = &mut *w;
+        let Writer { conn, index, .. } = &mut *w;
         let tx = conn.transaction()?;
         index.persist_all(&tx)?;
         tx.commit()?;
@@ -531,7 +614,7 @@ impl SqliteStore {
         let Some(last_id) = self.state(run).map(|s| s.last_id) else {
             return Ok(None);
         };
-        let Writer { conn, index } = &mut *w;
+        let Writer { conn, index, .. } = &mut *w;
         let tx = conn.transaction()?;
         let loaded = index.load_run(&tx, run).and_then(|()| tx.commit());
         if let Err(e) = loaded {
@@ -539,5 +622,98 @@ impl SqliteStore {
             return Err(e.into());
         }
         Ok(Some((take(index), last_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sw-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn event(json: &str) -> Event {
+        Event::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_and_keeps_deduplicating() {
+        let dir = temp("migrate");
+        {
+            // What the previous relay wrote: a unique (run, src, seq) index, no sources.
+            let conn = Connection::open(dir.join("stepwatch.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE runs (run TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
+                     state TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+                 CREATE TABLE events (run TEXT NOT NULL, id INTEGER NOT NULL, name TEXT NOT NULL,
+                     src TEXT, seq INTEGER, data TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
+                 CREATE UNIQUE INDEX events_src_seq ON events (run, src, seq)
+                     WHERE src IS NOT NULL AND seq IS NOT NULL;",
+            )
+            .unwrap();
+            let mut state = RunState::new("r");
+            for seq in 1..=3u64 {
+                let mut e = event(&format!(
+                    r#"{{"event":"batch_end","loss":1,"src":"a","seq":{seq}}}"#
+                ));
+                e.id = Some(seq);
+                state.apply(&e);
+                conn.execute(
+                    "INSERT INTO events VALUES ('r', ?1, 'batch_end', 'a', ?1, ?2)",
+                    params![seq as i64, e.to_json()],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO runs VALUES ('r', 3, ?1, 0, 0)",
+                [serde_json::to_string(&state).unwrap()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir, SyncLevel::Normal).unwrap();
+        let retry: Vec<Event> = (2..=5)
+            .map(|seq| event(&format!(r#"{{"event":"batch_end","src":"a","seq":{seq}}}"#)))
+            .collect();
+        let c = store.append("r", retry, 1.0, &|_| {}).unwrap();
+        assert_eq!((c.accepted, c.duplicates, c.last_id), (2, 2, 5));
+        // The series index was built for the old run on first use.
+        let page = store
+            .series(
+                "r",
+                "loss",
+                SeriesQuery {
+                    points: 10,
+                    from: None,
+                    to: None,
+                    exact_limit: u64::MAX,
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.total, 3);
+        drop(store);
+        let conn = Connection::open(dir.join("stepwatch.db")).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_stepwatch_is_refused_with_a_clear_message() {
+        let dir = temp("newer");
+        Connection::open(dir.join("stepwatch.db"))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&dir, SyncLevel::Normal).err().unwrap();
+        assert!(err.to_string().contains("newer Stepwatch"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

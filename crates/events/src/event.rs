@@ -70,6 +70,30 @@ pub fn is_valid_run_id(run: &str) -> bool {
 trait Field: Sized {
     fn from_json(v: Value) -> Result<Self, String>;
     fn to_json(&self) -> Value;
+    /// Writes the value as JSON (the fast path of [`Event::to_json`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, &self.to_json());
+    }
+}
+
+/// Writes a number the wire's way: finite as a JSON number, else "NaN"/"Infinity"/"-Infinity".
+fn write_f64(x: f64, out: &mut Vec<u8>) {
+    if x.is_finite() {
+        let _ = serde_json::to_writer(out, &x);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(num::non_finite_name(x).as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Writes `,"key":` (or `"key":` first in an object).
+fn write_key(key: &str, out: &mut Vec<u8>) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
 }
 
 fn kind(v: &Value) -> String {
@@ -96,6 +120,9 @@ impl Field for f64 {
     fn to_json(&self) -> Value {
         num::to_json(*self)
     }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        write_f64(*self, out);
+    }
 }
 
 impl Field for u64 {
@@ -117,6 +144,9 @@ impl Field for u64 {
     fn to_json(&self) -> Value {
         Value::from(*self)
     }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, self);
+    }
 }
 
 impl Field for String {
@@ -128,6 +158,9 @@ impl Field for String {
     }
     fn to_json(&self) -> Value {
         Value::String(self.clone())
+    }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, self);
     }
 }
 
@@ -169,6 +202,14 @@ impl Field for Metrics {
                 .collect(),
         )
     }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (k, v) in self {
+            write_key(k, out);
+            write_f64(*v, out);
+        }
+        out.push(b'}');
+    }
 }
 
 impl Field for Map<String, Value> {
@@ -180,6 +221,9 @@ impl Field for Map<String, Value> {
     }
     fn to_json(&self) -> Value {
         Value::Object(self.clone())
+    }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, self);
     }
 }
 
@@ -220,6 +264,24 @@ macro_rules! body {
                 } )*
                 for (k, v) in &self.extra {
                     out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+
+            /// The same fields as [`Self::put_into`], written straight as JSON.
+            fn write_fields(&self, out: &mut Vec<u8>, taken: &dyn Fn(&str) -> bool) {
+                $( if let Some(v) = &self.$field {
+                    write_key(stringify!($field), out);
+                    Field::write_json(v, out);
+                } )*
+                for (k, v) in &self.extra {
+                    let typed = match k.as_str() {
+                        $( stringify!($field) => self.$field.is_some(), )*
+                        _ => false,
+                    };
+                    if !typed && !taken(k) {
+                        write_key(k, out);
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
                 }
             }
         }
@@ -463,6 +525,33 @@ impl EventBody {
         })
     }
 
+    fn write_fields(&self, out: &mut Vec<u8>, taken: &dyn Fn(&str) -> bool) {
+        match self {
+            EventBody::TrainingStart(b) => b.write_fields(out, taken),
+            EventBody::TrainingEnd(b) => b.write_fields(out, taken),
+            EventBody::EpochStart(b) => b.write_fields(out, taken),
+            EventBody::EpochEnd(b) => b.write_fields(out, taken),
+            EventBody::BatchStart(b) => b.write_fields(out, taken),
+            EventBody::BatchEnd(b) => b.write_fields(out, taken),
+            EventBody::CheckpointSaved(b) => b.write_fields(out, taken),
+            EventBody::CheckpointLoaded(b) => b.write_fields(out, taken),
+            EventBody::MetricUpdate(b) => b.write_fields(out, taken),
+            EventBody::ErrorOccurred(b) => b.write_fields(out, taken),
+            EventBody::Log(b) => b.write_fields(out, taken),
+            EventBody::System(b) => b.write_fields(out, taken),
+            EventBody::CommandAck(b) => b.write_fields(out, taken),
+            EventBody::Command(b) => b.write_fields(out, taken),
+            EventBody::Custom { fields, .. } => {
+                for (k, v) in fields {
+                    if !taken(k) {
+                        write_key(k, out);
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                }
+            }
+        }
+    }
+
     fn put_into(&self, out: &mut Map<String, Value>) {
         match self {
             EventBody::TrainingStart(b) => b.put_into(out),
@@ -608,7 +697,49 @@ impl Event {
 
     /// The flat wire object as JSON text.
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out);
+        // Only serde_json and ASCII punctuation wrote into it: always UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the event's JSON object to `out`: `event`, the metadata, then the body's
+    /// fields in order (the same object as [`Event::to_value`], written directly).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        write_key("event", out);
+        let _ = serde_json::to_writer(&mut *out, self.name());
+        if let Some(id) = self.id {
+            write_key("id", out);
+            let _ = serde_json::to_writer(&mut *out, &id);
+        }
+        if let Some(t) = self.time {
+            write_key("time", out);
+            write_f64(t, out);
+        }
+        if let Some(r) = self.received {
+            write_key("received", out);
+            write_f64(r, out);
+        }
+        if let Some(src) = &self.src {
+            write_key("src", out);
+            let _ = serde_json::to_writer(&mut *out, src);
+        }
+        if let Some(seq) = self.seq {
+            write_key("seq", out);
+            let _ = serde_json::to_writer(&mut *out, &seq);
+        }
+        let taken = |k: &str| match k {
+            "event" => true,
+            "id" => self.id.is_some(),
+            "time" => self.time.is_some(),
+            "received" => self.received.is_some(),
+            "src" => self.src.is_some(),
+            "seq" => self.seq.is_some(),
+            _ => false,
+        };
+        self.body.write_fields(out, &taken);
+        out.push(b'}');
     }
 }
 

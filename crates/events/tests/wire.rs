@@ -204,3 +204,50 @@ fn training_start_meta_reaches_the_state() {
     let bad = Event::from_json(r#"{"event":"training_start","meta":"n1"}"#).unwrap_err();
     assert_eq!(bad.field(), Some("meta"));
 }
+
+#[test]
+fn the_direct_writer_writes_the_same_object_as_to_value_and_no_key_twice() {
+    use stepwatch_events::event::{BatchEnd, Log};
+    let mut events: Vec<Event> = fixtures()
+        .into_iter()
+        .map(|(_, json)| Event::from_value(json).unwrap())
+        .collect();
+    // Built in code: extras that shadow typed or metadata names, non-finite numbers.
+    let mut extra = serde_json::Map::new();
+    extra.insert("loss".into(), Value::from(9.0)); // typed field set: the typed one wins
+    extra.insert("lr".into(), Value::from(0.5)); // typed field unset: the extra is written
+    extra.insert("time".into(), Value::from(1.0)); // metadata set: metadata wins
+    extra.insert("note \"quoted\" ✓".into(), Value::from("a\nb"));
+    let mut e = Event::new(EventBody::BatchEnd(BatchEnd {
+        loss: Some(f64::NAN),
+        metrics: Some([("acc".to_string(), f64::NEG_INFINITY)].into()),
+        extra,
+        ..Default::default()
+    }));
+    e.time = Some(12.5);
+    e.id = Some(7);
+    events.push(e);
+    events.push(Event::new(EventBody::Log(Log::default())));
+    for e in events {
+        let text = e.to_json();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, e.to_value(), "{text}");
+        let keys = text.matches("\":").count();
+        let mut flat = 0;
+        count_keys(&parsed, &mut flat);
+        assert_eq!(keys, flat, "a key written twice in {text}");
+    }
+}
+
+fn count_keys(v: &Value, n: &mut usize) {
+    match v {
+        Value::Object(m) => {
+            for (_, x) in m {
+                *n += 1;
+                count_keys(x, n);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| count_keys(x, n)),
+        _ => {}
+    }
+}
