@@ -146,6 +146,51 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     states: RwLock<HashMap<String, Arc<RunState>>>,
     total: std::sync::atomic::AtomicU64,
+    /// Tells the checkpointer thread to stop (when the store is dropped).
+    checkpointer_stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// WAL size beyond which the checkpointer also restarts the WAL (briefly waiting for the
+/// writer), so the file cannot grow without bound under continuous ingest.
+const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Copies the WAL back into the database from its own connection, so the writer does not
+/// pay for it inside a commit (`wal_autocheckpoint` is off on the writer). PASSIVE
+/// checkpoints never block anyone; a RESTART now and then lets the WAL start over.
+fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("stepwatch-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else {
+                return;
+            };
+            let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                let mode = if size > WAL_RESTART_BYTES {
+                    "RESTART"
+                } else {
+                    "PASSIVE"
+                };
+                if let Err(e) =
+                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                {
+                    tracing::debug!(error = %e, mode, "checkpoint skipped");
+                }
+            }
+        });
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub(crate) const SCHEMA: &str = "
@@ -229,6 +274,7 @@ impl SqliteStore {
             },
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&conn)?;
         let mut states = HashMap::new();
         {
@@ -258,7 +304,10 @@ impl SqliteStore {
                 sources.entry(run).or_default().insert(src, seq);
             }
         }
+        let checkpointer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spawn_checkpointer(path.clone(), checkpointer_stop.clone());
         Ok(SqliteStore {
+            checkpointer_stop,
             path,
             writer: Mutex::new(Writer {
                 conn,
