@@ -151,8 +151,13 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
         frame_time(&relay)?;
     }
     if want("open") {
-        ingest_run(&relay, "bench-1m", 1_000_000)?;
-        open_long_run(&relay, "bench-1m")?;
+        for (run, n) in [("bench-1m", 1_000_000), ("bench-10m", 10_000_000)] {
+            let t0 = Instant::now();
+            ingest_run(&relay, run, n)?;
+            let rate = n as f64 / t0.elapsed().as_secs_f64();
+            series_latency(&relay, run, n, rate)?;
+            open_long_run(&relay, run)?;
+        }
     }
     if want("emit") {
         rust_emit_cost(&relay.url);
@@ -635,16 +640,76 @@ fn open_long_run(relay: &Relay, run: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stores `n` steps of `run` in NDJSON batches of 1,000 from 4 clients, in step order
+/// per client (the relay numbers them as they arrive).
 fn ingest_run(relay: &Relay, run: &str, n: usize) -> Result<()> {
-    let agent = ureq::AgentBuilder::new().build();
-    let mut done = 0;
-    while done < n {
-        agent
-            .post(&format!("{}/api/runs/{run}/events", relay.url))
-            .set("Content-Type", "application/x-ndjson")
-            .send_string(&ndjson_batch(done, 1000))?;
-        done += 1000;
+    let url = format!("{}/api/runs/{run}/events", relay.url);
+    if n <= 1_000_000 {
+        let agent = ureq::AgentBuilder::new().build();
+        let mut done = 0;
+        while done < n {
+            agent
+                .post(&url)
+                .set("Content-Type", "application/x-ndjson")
+                .send_string(&ndjson_batch(done, 1000))?;
+            done += 1000;
+        }
+        return Ok(());
     }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let agent = ureq::AgentBuilder::new().build();
+                loop {
+                    let start = next.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+                    if start >= n {
+                        return;
+                    }
+                    let _ = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&ndjson_batch(start, 1000));
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// `GET /series` for the loss of a long run: the overview a chart opens with, and a
+/// zoom into 0.1 % of it (full fidelity).
+fn series_latency(relay: &Relay, run: &str, n: usize, ingest_rate: f64) -> Result<()> {
+    let get = |q: &str| -> Result<(f64, serde_json::Value)> {
+        let t0 = Instant::now();
+        let v: serde_json::Value = ureq::get(&format!("{}/api/runs/{run}/series?{q}", relay.url))
+            .call()?
+            .into_json()?;
+        Ok((t0.elapsed().as_secs_f64() * 1000.0, v))
+    };
+    let _ = get("metric=loss&points=1500")?; // loads the index into memory once
+    let (overview, v) = get("metric=loss&points=1500")?;
+    let mid = n / 2;
+    let (zoom, z) = get(&format!(
+        "metric=loss&points=1500&from={mid}&to={}",
+        mid + n / 1000
+    ))?;
+    row(
+        &format!("series of a {}M-step run: overview / zoom", n / 1_000_000),
+        format!("{overview:.0} / {zoom:.0} ms"),
+        "chart < 500 ms at 10M steps",
+    );
+    row(
+        "  … points returned (overview / zoom), exact",
+        format!(
+            "{} / {} ({}/{})",
+            v["points"].as_array().map_or(0, Vec::len),
+            z["points"].as_array().map_or(0, Vec::len),
+            v["exact"],
+            z["exact"]
+        ),
+        &format!("(stored at {ingest_rate:.0} ev/s)"),
+    );
     Ok(())
 }
 
