@@ -152,13 +152,14 @@ pub struct SqliteStore {
 
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-/// WAL size beyond which the checkpointer also restarts the WAL (briefly waiting for the
-/// writer), so the file cannot grow without bound under continuous ingest.
-const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
+/// WAL size beyond which the writer, between two batches, truncates the WAL (the
+/// background checkpointer has already copied nearly all of it), so the file cannot grow
+/// without bound under continuous ingest.
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Copies the WAL back into the database from its own connection, so the writer does not
 /// pay for it inside a commit (`wal_autocheckpoint` is off on the writer). PASSIVE
-/// checkpoints never block anyone; a RESTART now and then lets the WAL start over.
+/// checkpoints never block anyone.
 fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("stepwatch-checkpoint".into())
@@ -166,21 +167,10 @@ fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
             let Ok(conn) = Connection::open(&path) else {
                 return;
             };
-            let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-            let mut wal = path.clone().into_os_string();
-            wal.push("-wal");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                let mode = if size > WAL_RESTART_BYTES {
-                    "RESTART"
-                } else {
-                    "PASSIVE"
-                };
-                if let Err(e) =
-                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-                {
-                    tracing::debug!(error = %e, mode, "checkpoint skipped");
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint skipped");
                 }
             }
         });
@@ -320,6 +310,12 @@ impl SqliteStore {
         })
     }
 
+    fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
     fn reader(&self) -> Result<Connection, StoreError> {
         if let Some(c) = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop() {
             return Ok(c);
@@ -442,6 +438,12 @@ impl Storage for SqliteStore {
         }
         if !advanced.is_empty() {
             sources.entry(run.to_string()).or_default().extend(advanced);
+        }
+        if self.wal_bytes() > WAL_TRUNCATE_BYTES {
+            // Under the writer lock nobody writes: this finishes at once and resets the WAL.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "WAL truncation skipped");
+            }
         }
         let state = Arc::new(state);
         if !stored.is_empty() {
