@@ -8,7 +8,9 @@ use crate::http::{
 };
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::access::identity;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use stepwatch_events::event::{Command, CommandAck};
@@ -109,7 +111,12 @@ async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, HttpResp
 }
 
 /// `POST /api/runs/{run}/commands`.
-pub async fn post_command(data: Data, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+pub async fn post_command(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = path.into_inner();
     if let Err(e) = check_run(&run) {
         return e.into();
@@ -145,6 +152,7 @@ pub async fn post_command(data: Data, path: web::Path<String>, body: web::Bytes)
         command_id: Some(id.clone()),
         command: Some(command),
         args: Some(args),
+        sender: identity(&req).name,
         ..Default::default()
     });
     match record(&data, &run, body).await {
@@ -156,7 +164,11 @@ pub async fn post_command(data: Data, path: web::Path<String>, body: web::Bytes)
 }
 
 /// `POST /api/runs/{run}/commands/{id}/cancel`: withdraws a command nobody answered.
-pub async fn cancel_command(data: Data, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn cancel_command(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (run, id) = path.into_inner();
     if let Err(e) = check_run(&run) {
         return e.into();
@@ -179,7 +191,10 @@ pub async fn cancel_command(data: Data, path: web::Path<(String, String)>) -> Ht
     let body = EventBody::CommandAck(CommandAck {
         command_id: Some(id.clone()),
         status: Some("cancelled".into()),
-        message: Some("cancelled from the dashboard".into()),
+        message: Some(match identity(&req).name {
+            Some(who) => format!("cancelled by {who}"),
+            None => "cancelled from the dashboard".into(),
+        }),
         command: Some(cmd.command.clone()),
         ..Default::default()
     });
@@ -198,11 +213,16 @@ fn command_message(id: Option<u64>, json: &str) -> Bytes {
 
 /// `GET /api/runs/{run}/commands/stream`: the trainer's feed — every open command, then
 /// new ones live. The trainer drops ids it has already handled.
-pub async fn command_stream(data: Data, path: web::Path<String>) -> HttpResponse {
+pub async fn command_stream(data: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let run = path.into_inner();
     if let Err(e) = check_run(&run) {
         return e.into();
     }
+    let who = identity(&req);
+    let ticket = match data.auth.open_stream(&who) {
+        Ok(t) => t,
+        Err(why) => return error(StatusCode::TOO_MANY_REQUESTS, why),
+    };
     let mut live = data.hub.subscribe_run(&run);
     let open: Vec<String> = data
         .store
@@ -220,6 +240,7 @@ pub async fn command_stream(data: Data, path: web::Path<String>) -> HttpResponse
     let guard = StreamGuard::new(data.hub.clone());
     actix_web::rt::spawn(async move {
         let _guard = guard;
+        let _ticket = ticket;
         if tx
             .send(Bytes::from_static(b"retry: 1000\n\n"))
             .await
@@ -238,5 +259,5 @@ pub async fn command_stream(data: Data, path: web::Path<String>) -> HttpResponse
         })
         .await;
     });
-    sse_response(rx)
+    sse_response(rx, who.expires)
 }

@@ -43,6 +43,38 @@ pub struct AppState {
     pub storage_errors: AtomicU64,
     /// Time from a batch's arrival to its durable commit.
     pub ingest_latency: Histogram,
+    /// Users, roles and sessions (off: everyone is an admin).
+    pub auth: Arc<crate::auth::Auth>,
+    /// Origins allowed to call the API from a browser (`--allow-origin`).
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+/// What one request may hold; each refusal names the limit and the flag that sets it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Events in one ingest request (`--max-batch`).
+    pub max_batch: usize,
+    /// Bytes of one string value (`--max-string`).
+    pub max_string: usize,
+    /// Nesting of objects and arrays in one event (`--max-depth`).
+    pub max_depth: usize,
+    /// Runs the relay holds (`--max-runs`).
+    pub max_runs: usize,
+    /// Metric series one run may have (`--max-metrics`).
+    pub max_metrics: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 10_000,
+            max_string: 64 * 1024,
+            max_depth: 16,
+            max_runs: 10_000,
+            max_metrics: 1000,
+        }
+    }
 }
 
 impl AppState {
@@ -56,6 +88,9 @@ impl AppState {
             rejected: AtomicU64::new(0),
             storage_errors: AtomicU64::new(0),
             ingest_latency: Histogram::default(),
+            auth: Arc::new(crate::auth::Auth::off()),
+            allowed_origins: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -159,6 +194,9 @@ pub(crate) fn now() -> f64 {
 /// Wires the API routes into an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/api/login", web::post().to(crate::access::login))
+        .route("/api/logout", web::post().to(crate::access::logout))
+        .route("/api/me", web::get().to(crate::access::me))
         .route("/metrics", web::get().to(metrics))
         .service(
             web::scope("/api")
@@ -278,6 +316,60 @@ async fn delete_run(data: Data, path: web::Path<String>) -> HttpResponse {
     }
 }
 
+/// One pass over a request body before parsing: no event nests deeper than
+/// `max_depth` and no string is longer than `max_string` bytes. The error carries the
+/// index of the event (its line, or its place in the array) and says which limit.
+fn scan_limits(text: &str, limits: &Limits) -> Result<(), (usize, String)> {
+    let bytes = text.as_bytes();
+    let array = text.trim_start().starts_with('[');
+    // The depth at which events sit: inside the array, or at the top.
+    let event_depth = if array { 2 } else { 1 };
+    let (mut depth, mut index) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let len = i.saturating_sub(start + 1);
+                if len > limits.max_string {
+                    return Err((
+                        index,
+                        format!(
+                            "event {index}: a string of {len} bytes is over the limit of {} (--max-string)",
+                            limits.max_string
+                        ),
+                    ));
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth >= event_depth && depth + 1 - event_depth > limits.max_depth {
+                    return Err((
+                        index,
+                        format!(
+                            "event {index}: nested deeper than {} levels (--max-depth)",
+                            limits.max_depth
+                        ),
+                    ));
+                }
+            }
+            b'}' | b']' => {
+                if depth == event_depth {
+                    index += 1;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Deletes runs whose last event is older than `days`; returns the runs deleted.
 pub fn apply_retention(store: &dyn Storage, hub: &Hub, days: f64, now: f64) -> Vec<String> {
     let cutoff = now - days * 86_400.0;
@@ -368,10 +460,25 @@ async fn post_events(
         .is_some_and(|ct| {
             ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
         });
+    if let Err((index, why)) = scan_limits(text, &data.limits) {
+        data.rejected.fetch_add(1, Ordering::Relaxed);
+        return HttpResponse::BadRequest().json(json!({ "error": why, "index": index }));
+    }
     let events = match parse_batch(text, ndjson) {
         Ok(events) if events.is_empty() => {
             data.rejected.fetch_add(1, Ordering::Relaxed);
             return error(StatusCode::BAD_REQUEST, "the batch holds no events");
+        }
+        Ok(events) if events.len() > data.limits.max_batch => {
+            data.rejected.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a batch of {} events is over the limit of {} (--max-batch): send smaller batches",
+                    events.len(),
+                    data.limits.max_batch
+                ),
+            );
         }
         Ok(events) => events,
         Err(e) => {
@@ -383,6 +490,16 @@ async fn post_events(
             return HttpResponse::BadRequest().json(body);
         }
     };
+    if data.store.state(&run).is_none() && data.store.runs().len() >= data.limits.max_runs {
+        data.rejected.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "the relay already holds {} runs, the limit (--max-runs): delete old runs or raise it",
+                data.limits.max_runs
+            ),
+        );
+    }
     let store = data.store.clone();
     let hub = data.hub.clone();
     let run2 = run.clone();
@@ -400,6 +517,10 @@ async fn post_events(
                 "duplicates": c.duplicates,
                 "last_id": c.last_id,
             }))
+        }
+        Ok(Err(e @ crate::store::StoreError::Limit(_))) => {
+            data.rejected.fetch_add(1, Ordering::Relaxed);
+            error(StatusCode::BAD_REQUEST, e.to_string())
         }
         Ok(Err(e)) => {
             tracing::error!(run = %run, error = %e, "ingest failed");
@@ -619,9 +740,19 @@ fn sse_event(e: &StoredEvent) -> Bytes {
     ))
 }
 
-pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+/// The SSE response carrying what `rx` receives; it ends when the session that opened it
+/// expires (`expires`), so a logged-out browser stops receiving at once.
+pub(crate) fn sse_response(
+    rx: mpsc::Receiver<Bytes>,
+    expires: Option<std::time::Instant>,
+) -> HttpResponse {
+    let deadline = expires.map(tokio::time::Instant::from_std);
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten(),
+            None => rx.recv().await,
+        };
+        next.map(|b| (Ok::<_, actix_web::Error>(b), rx))
     });
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -676,6 +807,11 @@ async fn run_stream(
         }
         None => q.after.unwrap_or(0),
     };
+    let who = crate::access::identity(&req);
+    let ticket = match data.auth.open_stream(&who) {
+        Ok(t) => t,
+        Err(why) => return error(StatusCode::TOO_MANY_REQUESTS, why),
+    };
     // Subscribe before reading the backlog, so nothing committed in between is missed.
     let live = data.hub.subscribe_run(&run);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -683,6 +819,7 @@ async fn run_stream(
     let guard = StreamGuard::new(data.hub.clone());
     actix_web::rt::spawn(async move {
         let _guard = guard;
+        let _ticket = ticket;
         let hub = _guard.0.clone();
         let end = tokio::select! {
             end = stream_run(store, &run, after, live, tx) => end,
@@ -692,7 +829,7 @@ async fn run_stream(
             hub.note_cut_off();
         }
     });
-    sse_response(rx)
+    sse_response(rx, who.expires)
 }
 
 #[derive(PartialEq)]
@@ -831,13 +968,19 @@ pub(crate) async fn forward_live<T: Clone>(
     }
 }
 
-async fn summary_stream(data: Data) -> HttpResponse {
+async fn summary_stream(data: Data, req: HttpRequest) -> HttpResponse {
+    let who = crate::access::identity(&req);
+    let ticket = match data.auth.open_stream(&who) {
+        Ok(t) => t,
+        Err(why) => return error(StatusCode::TOO_MANY_REQUESTS, why),
+    };
     let mut live = data.hub.subscribe_summaries();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let initial = data.store.runs();
     let guard = StreamGuard::new(data.hub.clone());
     actix_web::rt::spawn(async move {
         let _guard = guard;
+        let _ticket = ticket;
         let send = |s: &stepwatch_events::RunSummary| {
             Bytes::from(format!(
                 "event: run\ndata: {}\n\n",
@@ -865,5 +1008,5 @@ async fn summary_stream(data: Data) -> HttpResponse {
         }
         forward_live(&mut live, &tx, &_guard.0, |s| Some(send(s))).await;
     });
-    sse_response(rx)
+    sse_response(rx, who.expires)
 }

@@ -4,6 +4,8 @@
 //! into each run's [`stepwatch_events::RunState`], and fans them out over
 //! Server-Sent Events. It also serves the built dashboard.
 //!
+//! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users);
+//!   [`access`]: the HTTP guard in front of every route, login/logout/me.
 //! - [`store`]: durable storage behind the [`store::Storage`] trait (SQLite now).
 //! - [`series`]: the metric series index (blocks of points with summaries) behind
 //!   `GET /api/runs/{run}/series`, so huge runs chart in milliseconds.
@@ -13,6 +15,8 @@
 //! - [`dashboard`]: the built dashboard, brotli-precompressed, with SPA fallback.
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
+pub mod access;
+pub mod auth;
 pub mod commands;
 pub mod dashboard;
 pub mod demo;
@@ -37,6 +41,12 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// Delete runs whose last event is older than this many days (checked hourly).
     pub retain_days: Option<f64>,
+    /// Users and roles (`--config`); `None` runs without authentication.
+    pub auth: Option<auth::Config>,
+    /// Listen beyond loopback without authentication (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    /// Ingest limits.
+    pub limits: http::Limits,
 }
 
 fn cors(origins: &[String]) -> actix_cors::Cors {
@@ -60,9 +70,19 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 /// Opens storage and serves until the process is stopped.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let store: Arc<dyn store::Storage> =
-        Arc::new(store::SqliteStore::open(&opts.data_dir, opts.sync)?);
-    let state = web::Data::new(http::AppState::new(store, opts.max_body));
+    check_bind(&opts)?;
+    let store: Arc<dyn store::Storage> = Arc::new(
+        store::SqliteStore::open(&opts.data_dir, opts.sync)?
+            .with_max_metrics(opts.limits.max_metrics),
+    );
+    let mut app_state = http::AppState::new(store, opts.max_body);
+    app_state.limits = opts.limits.clone();
+    app_state.allowed_origins = opts.allow_origins.clone();
+    if let Some(config) = opts.auth.clone() {
+        tracing::info!(users = config.users.len(), "authentication on");
+        app_state.auth = Arc::new(auth::Auth::with_config(config));
+    }
+    let state = web::Data::new(app_state);
     if !opts.dist.join("index.html").is_file() {
         tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
     }
@@ -74,6 +94,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap_fn(access::guard)
             .wrap_fn(log_request)
             .wrap(cors(&origins))
             .wrap(actix_web::middleware::Compress::default())
@@ -125,14 +146,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Logs each request (debug; server errors as warnings) with its status and time.
-fn log_request<S>(
+fn log_request<S, B>(
     req: actix_web::dev::ServiceRequest,
     srv: &S,
-) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>>
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
 where
     S: actix_web::dev::Service<
         actix_web::dev::ServiceRequest,
-        Response = actix_web::dev::ServiceResponse,
+        Response = actix_web::dev::ServiceResponse<B>,
         Error = actix_web::Error,
     >,
 {
@@ -151,6 +172,23 @@ where
         }
         Ok(res)
     }
+}
+
+/// Refuses to listen beyond loopback without authentication, unless told to.
+pub fn check_bind(opts: &ServeOptions) -> anyhow::Result<()> {
+    if opts.bind.ip().is_loopback() || opts.auth.is_some() {
+        return Ok(());
+    }
+    if opts.insecure_no_auth {
+        tracing::warn!(bind = %opts.bind, "listening beyond loopback WITHOUT authentication: anyone who can reach this address can read every run and stop it");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {} without authentication: anyone on the network could read \
+         and stop your runs. Give users and roles with --config stepwatch.toml, bind to \
+         127.0.0.1, or pass --insecure-no-auth if this network is trusted",
+        opts.bind
+    )
 }
 
 /// How long requests in flight may take to finish after SIGTERM.

@@ -88,7 +88,33 @@ enum Cmd {
         /// and hourly). Runs are kept forever when not given.
         #[arg(long, env = "STEPWATCH_RETAIN_DAYS", value_parser = positive_days)]
         retain_days: Option<f64>,
+        /// Users, roles and tokens (stepwatch.toml). Without it there is no login and the
+        /// relay only listens on loopback.
+        #[arg(long, env = "STEPWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen beyond loopback without authentication (a trusted network only).
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// Most events in one ingest request.
+        #[arg(long, default_value_t = 10_000)]
+        max_batch: usize,
+        /// Longest string value in an event, in bytes.
+        #[arg(long, default_value_t = 64 * 1024)]
+        max_string: usize,
+        /// Deepest nesting of objects and arrays in an event.
+        #[arg(long, default_value_t = 16)]
+        max_depth: usize,
+        /// Most runs the relay holds.
+        #[arg(long, default_value_t = 10_000)]
+        max_runs: usize,
+        /// Most metric series one run may have.
+        #[arg(long, default_value_t = 1000)]
+        max_metrics: usize,
     },
+    /// Print an Argon2id hash of a password (read from stdin) for stepwatch.toml.
+    HashPassword,
+    /// Print a new random API token for stepwatch.toml.
+    NewToken,
     /// Write brotli copies of the dashboard's files (run by `serve` in a child process).
     #[command(hide = true)]
     Precompress {
@@ -134,7 +160,18 @@ fn main() -> anyhow::Result<()> {
             max_body,
             demo,
             retain_days,
+            config,
+            insecure_no_auth,
+            max_batch,
+            max_string,
+            max_depth,
+            max_runs,
+            max_metrics,
         } => {
+            let auth = config
+                .as_deref()
+                .map(stepwatch_relay::auth::Config::load)
+                .transpose()?;
             if demo {
                 let url = format!("http://{bind}");
                 std::thread::spawn(move || {
@@ -150,7 +187,30 @@ fn main() -> anyhow::Result<()> {
                 sync,
                 max_body,
                 retain_days,
+                auth,
+                insecure_no_auth,
+                limits: http::Limits {
+                    max_batch,
+                    max_string,
+                    max_depth,
+                    max_runs,
+                    max_metrics,
+                },
             }))
+        }
+        Cmd::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("no password on stdin: echo 'secret' | stepwatch hash-password");
+            }
+            println!("{}", stepwatch_relay::auth::hash_password(password)?);
+            Ok(())
+        }
+        Cmd::NewToken => {
+            println!("{}", stepwatch_relay::auth::new_token());
+            Ok(())
         }
         Cmd::Precompress { dist, out } => {
             stepwatch_relay::dashboard::precompress_to(&dist, &out)?;

@@ -373,6 +373,18 @@ impl Index {
         self.runs.remove(run);
     }
 
+    /// Whether the (loaded) run already has this metric.
+    pub fn has_metric(&self, run: &str, metric: &str) -> bool {
+        self.runs
+            .get(run)
+            .is_some_and(|r| r.metrics.contains_key(metric))
+    }
+
+    /// How many metrics the (loaded) run has.
+    pub fn metric_count(&self, run: &str) -> usize {
+        self.runs.get(run).map_or(0, |r| r.metrics.len())
+    }
+
     /// A copy of the metric's newest block, for a query.
     pub fn open_block(&self, run: &str, metric: &str) -> Option<OpenBlock> {
         self.runs.get(run)?.metrics.get(metric).cloned()

@@ -51,6 +51,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Incompatible(String),
+    /// The request breaks a limit: the client must change it, not retry.
+    #[error("{0}")]
+    Limit(String),
     #[error("storage lock poisoned")]
     Poisoned,
 }
@@ -148,7 +151,12 @@ pub struct SqliteStore {
     total: std::sync::atomic::AtomicU64,
     /// Tells the checkpointer thread to stop (when the store is dropped).
     checkpointer_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Most metric series one run may have.
+    max_metrics: usize,
 }
+
+/// Longest metric name.
+pub const MAX_METRIC_NAME: usize = 256;
 
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -298,6 +306,7 @@ impl SqliteStore {
         spawn_checkpointer(path.clone(), checkpointer_stop.clone());
         Ok(SqliteStore {
             checkpointer_stop,
+            max_metrics: usize::MAX,
             path,
             writer: Mutex::new(Writer {
                 conn,
@@ -308,6 +317,12 @@ impl SqliteStore {
             states: RwLock::new(states),
             total: std::sync::atomic::AtomicU64::new(total as u64),
         })
+    }
+
+    /// Caps the metric series per run (a batch that would pass it is refused whole).
+    pub fn with_max_metrics(mut self, n: usize) -> Self {
+        self.max_metrics = n;
+        self
     }
 
     fn wal_bytes(&self) -> u64 {
@@ -337,6 +352,44 @@ impl SqliteStore {
     }
 }
 
+/// Metric names must be short and printable, and a run may not pass `max` series.
+fn check_metrics(
+    index: &series::Index,
+    run: &str,
+    events: &[Event],
+    max: usize,
+) -> Result<(), StoreError> {
+    let mut fresh: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut bad: Option<String> = None;
+    for e in events {
+        stepwatch_events::series::metric_values(e, |name, _| {
+            if bad.is_some() || index.has_metric(run, name) || fresh.contains(name) {
+                return;
+            }
+            if name.is_empty() || name.len() > MAX_METRIC_NAME || name.chars().any(char::is_control)
+            {
+                bad = Some(format!(
+                    "metric name {:?} is not allowed: 1 to {MAX_METRIC_NAME} printable characters",
+                    name.chars().take(80).collect::<String>()
+                ));
+            } else {
+                fresh.insert(name.to_string());
+            }
+        });
+    }
+    if let Some(why) = bad {
+        return Err(StoreError::Limit(why));
+    }
+    let total = index.metric_count(run) + fresh.len();
+    if total > max {
+        return Err(StoreError::Limit(format!(
+            "run {run:?} would have {total} metric series, over the limit of {max} (--max-metrics); new here: {}",
+            fresh.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
 impl Storage for SqliteStore {
     fn append(
         &self,
@@ -363,6 +416,7 @@ impl Storage for SqliteStore {
             index.forget(run);
             return Err(e.into());
         }
+        check_metrics(index, run, &events, self.max_metrics)?;
         let mut stored = Vec::with_capacity(events.len());
         let mut duplicates = 0;
         // Highest seq per sender after this batch; applied to `sources` once committed.

@@ -1,0 +1,245 @@
+//! The HTTP side of [`crate::auth`]: which action each API route is, who is calling,
+//! cross-site checks, and the login / logout / me endpoints.
+//!
+//! Every request to `/api/…` and `/metrics` passes [`guard`] first: it names the
+//! request's [`Action`], identifies the caller (bearer token, else session cookie),
+//! refuses with 401 (no or bad credentials) or 403 (role may not), refuses state-changing
+//! requests from another site (Origin check), and leaves the [`Identity`] in the
+//! request's extensions for handlers (commands record who sent them).
+
+use crate::auth::{Action, AuthError, Identity, SESSION_COOKIE};
+use crate::http::{error, Data};
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+/// What a request asks to do, from its method and path; `None` for public routes.
+pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        (_, ["", "healthz"]) => None,
+        ("POST", ["", "api", "login"] | ["", "api", "logout"]) | ("GET", ["", "api", "me"]) => None,
+        ("POST", ["", "api", "runs", run, "events"]) => Some(Action::WriteEvents(run)),
+        ("GET", ["", "api", "runs", run, "commands", "stream"]) => Some(Action::ReadCommands(run)),
+        ("POST", ["", "api", "runs", _, "commands"])
+        | ("POST", ["", "api", "runs", _, "commands", _, "cancel"]) => Some(Action::Command),
+        ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
+        (_, ["", "api", ..]) | (_, ["", "metrics"]) => Some(Action::Read),
+        _ => None,
+    }
+}
+
+fn bearer(req: &ServiceRequest) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+/// The session id from the Cookie header.
+pub fn session_cookie(headers: &header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Whether a state-changing request comes from a page this relay may trust: no Origin
+/// (not a browser), the relay's own origin, or one of `--allow-origin`.
+fn same_site(req: &ServiceRequest, allowed: &[String]) -> bool {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    origin_host.eq_ignore_ascii_case(host)
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// The response of a guarded service: the route's own, or the guard's refusal.
+pub type Guarded = Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error>;
+
+/// The access check in front of every route (see the module docs).
+pub fn guard<S>(req: ServiceRequest, srv: &S) -> LocalBoxFuture<'static, Guarded>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    match check(&req) {
+        Ok(()) => {
+            let fut = srv.call(req);
+            Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) })
+        }
+        Err(resp) => {
+            let refused = req.into_response(resp).map_into_right_body();
+            Box::pin(async move { Ok(refused) })
+        }
+    }
+}
+
+fn check(req: &ServiceRequest) -> Result<(), HttpResponse> {
+    let Some(data) = req.app_data::<Data>().cloned() else {
+        return Ok(());
+    };
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes && path.starts_with("/api/") && !same_site(req, &data.allowed_origins) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: this page's origin is not the relay's own nor one of --allow-origin",
+        ));
+    }
+    let Some(action) = action_of(&method, &path) else {
+        return Ok(());
+    };
+    let who = match data.auth.identify(
+        bearer(req).as_deref(),
+        session_cookie(req.headers()).as_deref(),
+    ) {
+        Ok(who) => who,
+        Err(e) => {
+            let mut resp = error(StatusCode::UNAUTHORIZED, e.message());
+            if e != AuthError::Missing || bearer(req).is_some() {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return Err(resp);
+        }
+    };
+    if let Err(why) = who.may(action) {
+        return Err(error(StatusCode::FORBIDDEN, why));
+    }
+    req.extensions_mut().insert(who);
+    Ok(())
+}
+
+/// The caller's identity, as [`guard`] left it.
+pub fn identity(req: &HttpRequest) -> Identity {
+    req.extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(Identity::anonymous_admin)
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    name: String,
+    password: String,
+}
+
+fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
+    let secure = req.connection_info().scheme() == "https";
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `POST /api/login` `{"name","password"}` → a session cookie and `{"name","role"}`.
+pub async fn login(data: Data, req: HttpRequest, body: web::Json<LoginBody>) -> HttpResponse {
+    if !data.auth.enabled() {
+        return HttpResponse::Ok().json(json!({ "name": null, "role": "admin", "auth": false }));
+    }
+    let auth = data.auth.clone();
+    let LoginBody { name, password } = body.into_inner();
+    let n = name.clone();
+    // Argon2 takes tens of milliseconds: off the async workers.
+    match web::block(move || auth.login(&n, &password)).await {
+        Ok(Some((sid, who))) => {
+            tracing::info!(user = %name, role = who.role.as_str(), "login");
+            HttpResponse::Ok()
+                .insert_header((
+                    header::SET_COOKIE,
+                    cookie(&req, &sid, data.auth.session_seconds()),
+                ))
+                .json(json!({ "name": who.name, "role": who.role, "auth": true }))
+        }
+        Ok(None) => {
+            tracing::info!(user = %name, "login refused");
+            error(StatusCode::UNAUTHORIZED, "wrong name or password")
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /api/logout`: ends the session and clears the cookie.
+pub async fn logout(data: Data, req: HttpRequest) -> HttpResponse {
+    if let Some(sid) = session_cookie(req.headers()) {
+        data.auth.logout(&sid);
+    }
+    HttpResponse::Ok()
+        .insert_header((header::SET_COOKIE, cookie(&req, "", 0)))
+        .json(json!({ "ok": true }))
+}
+
+/// `GET /api/me`: who the caller is (401 when auth is on and nobody is logged in).
+pub async fn me(data: Data, req: HttpRequest) -> HttpResponse {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    match data
+        .auth
+        .identify(bearer.as_deref(), session_cookie(req.headers()).as_deref())
+    {
+        Ok(who) => HttpResponse::Ok().json(json!({
+            "name": who.name, "role": who.role, "auth": data.auth.enabled()
+        })),
+        Err(e) => error(StatusCode::UNAUTHORIZED, e.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_maps_to_its_action() {
+        let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap_or(Method::GET);
+        assert_eq!(action_of(&m("GET"), "/healthz"), None);
+        assert_eq!(action_of(&m("GET"), "/index.html"), None);
+        assert_eq!(action_of(&m("POST"), "/api/login"), None);
+        assert_eq!(action_of(&m("GET"), "/api/runs"), Some(Action::Read));
+        assert_eq!(action_of(&m("GET"), "/metrics"), Some(Action::Read));
+        assert_eq!(
+            action_of(&m("GET"), "/api/runs/r/series"),
+            Some(Action::Read)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/runs/r/events"),
+            Some(Action::WriteEvents("r"))
+        );
+        assert_eq!(
+            action_of(&m("GET"), "/api/runs/r/commands/stream"),
+            Some(Action::ReadCommands("r"))
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/runs/r/commands/c-1/cancel"),
+            Some(Action::Command)
+        );
+        assert_eq!(action_of(&m("DELETE"), "/api/runs/r"), Some(Action::Delete));
+        assert_eq!(action_of(&m("PUT"), "/api/anything"), Some(Action::Read));
+    }
+}
