@@ -88,13 +88,13 @@ where
             Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) })
         }
         Err(resp) => {
-            let refused = req.into_response(resp).map_into_right_body();
+            let refused = req.into_response(*resp).map_into_right_body();
             Box::pin(async move { Ok(refused) })
         }
     }
 }
 
-fn check(req: &ServiceRequest) -> Result<(), HttpResponse> {
+fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
     let Some(data) = req.app_data::<Data>().cloned() else {
         return Ok(());
     };
@@ -102,10 +102,10 @@ fn check(req: &ServiceRequest) -> Result<(), HttpResponse> {
     let path = req.path().to_string();
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if changes && path.starts_with("/api/") && !same_site(req, &data.allowed_origins) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "cross-site request refused: this page's origin is not the relay's own nor one of --allow-origin",
-        ));
+        )));
     }
     let Some(action) = action_of(&method, &path) else {
         return Ok(());
@@ -123,11 +123,11 @@ fn check(req: &ServiceRequest) -> Result<(), HttpResponse> {
                     header::HeaderValue::from_static("Bearer"),
                 );
             }
-            return Err(resp);
+            return Err(Box::new(resp));
         }
     };
     if let Err(why) = who.may(action) {
-        return Err(error(StatusCode::FORBIDDEN, why));
+        return Err(Box::new(error(StatusCode::FORBIDDEN, why)));
     }
     req.extensions_mut().insert(who);
     Ok(())
