@@ -50,6 +50,8 @@ class Relay:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.extra: list[str] = []  # more `serve` flags
+        self.token: str | None = None  # sent by get() when set
 
     def start(self) -> Relay:
         self.proc = subprocess.Popen(
@@ -62,6 +64,7 @@ class Relay:
                 str(self.data_dir),
                 "--dist",
                 str(self.data_dir / "no-dist"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -82,7 +85,10 @@ class Relay:
             self.proc.wait(10)
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+        req = urllib.request.Request(self.url + path)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
     def wait_for(self, run: str, predicate, timeout: float = 15.0):

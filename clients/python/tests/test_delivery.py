@@ -253,3 +253,46 @@ def test_current_run_names_the_connection(tmp_path, monkeypatch):
     finally:
         stepwatch.disconnect(timeout=0)
     assert stepwatch.current_run() is None
+
+
+def test_with_auth_on_the_token_lets_events_in_and_a_refused_token_loses_nothing(
+    tmp_path, run_script
+):
+    token = "py-trainer-token-0123456789"
+    config = tmp_path / "stepwatch.toml"
+    config.write_text(
+        f'[[users]]\nname = "ci"\nrole = "trainer"\ntokens = ["{token}"]\n'
+        f'[[users]]\nname = "root"\nrole = "admin"\ntokens = ["admin-token-0123456789"]\n'
+    )
+    relay = Relay(tmp_path / "data")
+    relay.extra = ["--config", str(config)]
+    relay.start()
+    try:
+        code = f"""
+import stepwatch
+s = stepwatch.connect("{relay.url}", run="authed")
+for i in range(20):
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0)
+ok = stepwatch.flush(5)
+print("OK" if ok else "NOT", s.last_error)
+"""
+        good = run_script(code, env={"STEPWATCH_TOKEN": token})
+        assert good.returncode == 0 and "OK" in good.stdout, good.stdout + good.stderr
+        bad = run_script(
+            code, env={"STEPWATCH_TOKEN": "wrong-token-000000000", "STEPWATCH_EXIT_FLUSH": "0.5"}
+        )
+        assert bad.returncode == 0, bad.stderr
+        assert "NOT relay refused our credentials (401)" in bad.stdout, bad.stdout
+        # Nothing was lost: the refused events wait in the spool for a good token.
+        retry = run_script(
+            f'import stepwatch\nstepwatch.connect("{relay.url}", run="authed")\n'
+            "assert stepwatch.flush(20)\n",
+            env={"STEPWATCH_TOKEN": token},
+        )
+        assert retry.returncode == 0, retry.stderr
+        relay.token = "admin-token-0123456789"
+        events = relay.get("/api/runs/authed/events?limit=1000")
+        batches = [e["batch_idx"] for e in events if e["event"] == "batch_end"]
+        assert batches == list(range(20)) * 2, [e["event"] for e in events]
+    finally:
+        relay.stop()

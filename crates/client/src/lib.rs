@@ -824,6 +824,9 @@ fn post(agent: &ureq::Agent, endpoint: &str, token: Option<&str>, batch: &[Event
             .map(|i| i as usize)
             .filter(|i| *i < batch.len())
             .map_or(Outcome::Rejected, Outcome::BadEvent),
+        // Credentials missing or refused: keep the events (spool) and retry, so fixing
+        // STEPWATCH_TOKEN loses nothing.
+        Err(ureq::Error::Status(401 | 403, _)) => Outcome::Retry,
         Err(ureq::Error::Status(code, _)) if (400..500).contains(&code) && code != 429 => {
             Outcome::Rejected
         }

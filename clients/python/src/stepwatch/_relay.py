@@ -126,6 +126,7 @@ class RelaySender:
             self._done + self._queue_dropped >= target
             and not self._queue
             and not self.spool.pending()
+            and not self._older  # earlier processes' spools count too
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -262,6 +263,13 @@ class RelaySender:
                 return True
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:500]
+                if e.code in (401, 403):
+                    # Credentials missing or not allowed: keep the events (spooled) and
+                    # retry, so fixing STEPWATCH_TOKEN loses nothing; say it loudly.
+                    if self.last_error is None or "credentials" not in self.last_error:
+                        _log.warning("stepwatch: relay refused our credentials: %s", detail)
+                    self.last_error = f"relay refused our credentials ({e.code}): {detail}"
+                    return False
                 if 400 <= e.code < 500 and e.code not in (408, 429):
                     bad = _bad_index(detail, n) if e.code == 400 else None
                     if bad is not None:
