@@ -276,6 +276,23 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("run") => cmd_run(&args[1..]),
         Some("test") => cmd_test(),
+        Some("fuzz") => {
+            // The property tests of stepwatch-events with many more cases than the test
+            // command runs: parsing and the reducer against arbitrary input.
+            let cases = args.get(1).map_or("50000", String::as_str);
+            std::env::set_var("PROPTEST_CASES", cases);
+            run(
+                "cargo",
+                &[
+                    "test",
+                    "--release",
+                    "-p",
+                    "stepwatch-events",
+                    "--test",
+                    "props",
+                ],
+            )
+        }
         Some("bench") => {
             let only = &args[1..];
             let needs_ui = only.is_empty()
@@ -292,7 +309,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask run [serve flags] | test | bench [{}]",
+                "usage: cargo xtask run [serve flags] | test | fuzz [cases] | bench [{}]",
                 bench::GROUPS.join(" ")
             );
             std::process::exit(2)
