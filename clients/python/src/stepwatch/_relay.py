@@ -127,6 +127,7 @@ class RelaySender:
             and not self._queue
             and not self.spool.pending()
             and not self._older  # earlier processes' spools count too
+            and self.spool.dropped <= self._reported  # the drop report is still to go
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
