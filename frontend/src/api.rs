@@ -92,8 +92,11 @@ impl Drop for Stream {
 impl Stream {
     /// Opens `url` and listens for the SSE event types in `names`. Messages are queued
     /// and handed to `on_batch` as `(event type, data)` pairs once per animation frame.
+    /// With `after`, the stream starts after that event id (`?after=`): what came before
+    /// was loaded from history.
     pub fn open(
         url: &str,
+        after: Option<u64>,
         names: &[&str],
         on_batch: impl Fn(Vec<(String, String)>) + 'static,
         on_status: impl Fn(ConnState) + 'static,
@@ -105,7 +108,7 @@ impl Stream {
             on_status: Rc::new(on_status),
             queue: Rc::default(),
             scheduled: Rc::new(Cell::new(false)),
-            last_id: Cell::new(None),
+            last_id: Cell::new(after),
             closed: Cell::new(false),
             current: RefCell::new(None),
         });
@@ -206,6 +209,67 @@ impl Inner {
             );
         }
     }
+}
+
+/// The relay's base URL (`""` for the page's own origin), shared through context by
+/// the pages that load runs.
+#[derive(Clone)]
+pub struct Base(pub String);
+
+/// Buckets asked for when a run's series are first loaded: up to four points each.
+pub const OVERVIEW_POINTS: usize = 1500;
+
+/// GETs `url` and parses its JSON: `None` when the relay answers with an error (or not
+/// with JSON). While the relay cannot be reached (restarting, say) it tries again every
+/// [`REOPEN_AFTER_MS`], `tries` times in all. One function for every answer, decoded
+/// by the caller: keeps the download small.
+pub async fn get_value(url: &str, mut tries: u32) -> Option<serde_json::Value> {
+    loop {
+        match gloo_net::http::Request::get(url).send().await {
+            Ok(resp) if resp.ok() => return resp.json().await.ok(),
+            Ok(_) => return None,
+            Err(_) if tries > 1 => {
+                tries -= 1;
+                let wait = js_sys::Promise::new(&mut |done, _| {
+                    if let Some(w) = web_sys::window() {
+                        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                            &done,
+                            REOPEN_AFTER_MS,
+                        );
+                    }
+                });
+                let _ = wasm_bindgen_futures::JsFuture::from(wait).await;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Tries [`get_value`] makes while loading a run: about a minute of relay downtime.
+pub const LOAD_TRIES: u32 = 30;
+
+/// The URL of a run's resource: `{base}/api/runs/{run}{rest}`.
+pub fn run_url(base: &str, run: &str, rest: &str) -> String {
+    format!("{base}/api/runs/{run}{rest}")
+}
+
+/// The series endpoint for one metric, reduced to `points` buckets, optionally between
+/// two steps.
+pub fn series_url(
+    base: &str,
+    run: &str,
+    metric: &str,
+    points: usize,
+    range: Option<(f64, f64)>,
+) -> String {
+    let mut q = format!(
+        "/series?metric={}&points={points}",
+        String::from(js_sys::encode_uri_component(metric))
+    );
+    if let Some((a, b)) = range {
+        q.push_str(&format!("&from={a}&to={b}"));
+    }
+    run_url(base, run, &q)
 }
 
 /// Every event type a run stream can carry that the dashboard understands.

@@ -235,13 +235,15 @@ impl Frame {
 pub fn fmt_x(x: f64, mode: XMode) -> String {
     match mode {
         XMode::Step => {
-            if x.abs() >= 1e6 {
-                format!("{:.2}M", x / 1e6)
+            // Whole steps, shortened but exact: "12.5k", "150.003k" (zoomed in), "2M".
+            let (unit, scale) = if x.abs() >= 1e6 {
+                ("M", 1e6)
             } else if x.abs() >= 1e4 {
-                format!("{:.1}k", x / 1e3)
+                ("k", 1e3)
             } else {
-                format!("{}", x.round() as i64)
-            }
+                ("", 1.0)
+            };
+            num::display(x.round() / scale, 9) + unit
         }
         XMode::Wall => {
             let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(x * 1000.0));
@@ -430,6 +432,7 @@ mod tests {
                     1.0 + (i % 10) as f64
                 },
                 time: 100.0 + i as f64,
+                id: 0,
             })
             .collect()
     }
@@ -505,6 +508,10 @@ mod tests {
         assert_eq!(nearest(&rel, 4.4).map(|d| d.p.step), Some(4.0));
         assert_eq!(nearest(&rel, 99.0).map(|d| d.p.step), Some(9.0));
         assert_eq!(fmt_x(12_500.0, XMode::Step), "12.5k");
+        assert_eq!(fmt_x(150_003.2, XMode::Step), "150.003k");
+        assert_eq!(fmt_x(2_000_000.0, XMode::Step), "2M");
+        assert_eq!(fmt_x(10_000_017.0, XMode::Step), "10.000017M");
+        assert_eq!(fmt_x(-3.4, XMode::Step), "-3");
         assert_eq!(fmt_x(65.0, XMode::Relative), "1m 05s");
     }
 }

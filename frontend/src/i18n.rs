@@ -73,6 +73,7 @@ strings! {
     Elapsed => "Elapsed", "已用时间";
     LossCurve => "Loss curve", "损失曲线";
     NoPointsYet => "Waiting for batch_end events…", "等待 batch_end 事件…";
+    LoadingHistory => "Loading history…", "正在加载历史数据…";
     StatusPending => "pending", "等待中";
     StatusRunning => "running", "运行中";
     StatusPaused => "paused", "已暂停";

@@ -55,6 +55,7 @@ fn downsampling_keeps_every_buckets_min_and_max() {
             step: i as f64,
             value: ((i * 7919) % 1000) as f64,
             time: i as f64,
+            id: 0,
         })
         .collect();
     let buckets = 200;
@@ -81,6 +82,7 @@ fn zoom_rebuckets_from_full_data_not_from_the_sample() {
             step: i as f64,
             value: (i % 97) as f64,
             time: i as f64,
+            id: 0,
         })
         .collect();
     let overview = chart::prepare("loss", 0, &points, 0.0, &ChartOpts::default(), 100);
@@ -164,6 +166,51 @@ async fn chart_panel_draws_every_point_and_redraws_on_new_data() {
     let c: web_sys::HtmlCanvasElement = canvas.dyn_into().unwrap();
     let dpr = web_sys::window().unwrap().device_pixel_ratio();
     assert_eq!(c.width(), (c.client_width() as f64 * dpr) as u32);
+    drop(handle);
+}
+
+#[wasm_bindgen_test]
+async fn an_empty_chart_says_whether_history_is_still_loading() {
+    let view = RwSignal::new(RunView::new("r"));
+    view.update(|v| v.history_loading = true);
+    let host = container();
+    let s = settings();
+    let handle = leptos::mount::mount_to(host.clone(), move || {
+        contexts();
+        view! { <ChartPanel metric="loss".to_string() title="Loss".to_string() sources=vec![Source { view, color: 0 }] settings=s/> }
+    });
+    settle().await;
+    let empty = || {
+        host.query_selector("[data-testid=chart-empty]")
+            .unwrap()
+            .and_then(|e| e.text_content())
+    };
+    assert_eq!(empty().as_deref(), Some("Loading history…"));
+    view.update(|v| v.history_loading = false);
+    settle().await;
+    assert_eq!(empty().as_deref(), Some("Waiting for batch_end events…"));
+    // Points from a history page draw like streamed ones.
+    view.update(|v| {
+        v.merge_page(stepwatch_frontend::model::Page {
+            metric: "loss".into(),
+            last_id: 3,
+            points: (1..=3)
+                .map(|i| Point {
+                    step: i as f64,
+                    value: 1.0,
+                    time: 0.0,
+                    id: 0,
+                })
+                .collect(),
+        })
+    });
+    settle().await;
+    assert_eq!(empty(), None);
+    let canvas = host
+        .query_selector("[data-testid=canvas-loss]")
+        .unwrap()
+        .unwrap();
+    assert_eq!(canvas.get_attribute("data-points").as_deref(), Some("3"));
     drop(handle);
 }
 

@@ -528,17 +528,6 @@ pub fn list(
 ) -> rusqlite::Result<Vec<SeriesInfo>> {
     let mut out: HashMap<String, SeriesInfo> = HashMap::new();
     let open_blocks: HashMap<String, OpenBlock> = open.into_iter().collect();
-    let mut stmt = conn
-        .prepare_cached("SELECT metric, block, n, step_lo, step_hi FROM series WHERE run = ?1")?;
-    let rows = stmt.query_map([run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)? as u64,
-            r.get::<_, f64>(3)?,
-            r.get::<_, f64>(4)?,
-        ))
-    })?;
     let mut add = |metric: &str, n: u64, lo: f64, hi: f64| {
         let e = out.entry(metric.to_string()).or_insert_with(|| SeriesInfo {
             metric: metric.to_string(),
@@ -547,16 +536,28 @@ pub fn list(
             last_step: None,
         });
         e.count += n;
-        e.first_step = Some(e.first_step.map_or(lo, |f| f.min(lo)));
-        e.last_step = Some(e.last_step.map_or(hi, |l| l.max(hi)));
-    };
-    for row in rows {
-        let (metric, block, n, lo, hi) = row?;
-        // The in-memory copy of the newest block wins over its older row.
-        if open_blocks.get(&metric).is_some_and(|b| b.block == block) {
-            continue;
+        if n > 0 {
+            e.first_step = Some(e.first_step.map_or(lo, |f| f.min(lo)));
+            e.last_step = Some(e.last_step.map_or(hi, |l| l.max(hi)));
         }
-        add(&metric, n, lo, hi);
+    };
+    // Sums per metric in SQLite; the newest block's row (when written) counts through
+    // its newer copy in memory instead.
+    let mut stmt = conn.prepare_cached(
+        "SELECT metric, SUM(n), MIN(step_lo), MAX(step_hi) FROM series WHERE run = ?1 GROUP BY metric",
+    )?;
+    let rows = stmt.query_map([run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, f64>(2)?,
+            r.get::<_, f64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (metric, n, lo, hi) = row?;
+        let written = open_blocks.get(&metric).map_or(0, |b| b.persisted as u64);
+        add(&metric, n.saturating_sub(written), lo, hi);
     }
     for (metric, b) in &open_blocks {
         if !b.points.is_empty() {

@@ -470,6 +470,19 @@ impl Browser {
         )
     }
 
+    /// Runs `script` in every page before the page's own scripts (Chromium's
+    /// `Page.addScriptToEvaluateOnNewDocument`), e.g. to watch what the page opens.
+    pub fn on_new_document(&self, script: &str) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": { "source": script }
+            })),
+        );
+    }
+
     /// Polls a script until it returns something truthy, which is returned.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Value {
         wait_until(what, timeout, || {

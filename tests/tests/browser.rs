@@ -82,11 +82,13 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
         "return location.hash === '#/runs/browser-run';",
     );
 
-    // After two epochs the trainer waits: the header shows epoch 2 and its last batch.
+    // After two epochs the trainer waits: the header shows epoch 2 and its last batch
+    // (live: history loaded, the stream open).
     browser.wait_for(
         "epoch 2 done",
         WAIT,
-        "return document.querySelector('[data-testid=step]')?.textContent === '80';",
+        "return document.querySelector('[data-testid=step]')?.textContent === '80'
+                && document.querySelector('[data-testid=conn]')?.dataset.state === 'live';",
     );
     assert_eq!(text(&browser, "epoch"), "2/3");
     assert_eq!(text(&browser, "batch"), "39/40");

@@ -75,8 +75,11 @@ fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
         .as_u64()
         .unwrap();
     assert_eq!(stored, 55);
+    // The page shows the run's state at once and turns live once its history (series,
+    // logs, system samples) is in.
     let all_shown = format!(
-        "return document.querySelector('[data-testid=event-count]')?.textContent === '{stored}';"
+        "return document.querySelector('[data-testid=event-count]')?.textContent === '{stored}'
+                && document.querySelector('[data-testid=conn]')?.dataset.state === 'live';"
     );
     let b = Browser::start();
     b.goto(&format!("{}/#/runs/panels", relay.url));

@@ -472,6 +472,13 @@ impl RunState {
     }
 
     /// The runs-list view of this state.
+    /// Restores the running sum and count behind `avg_loss`, for a state rebuilt from
+    /// its JSON field by field (the dashboard decodes states without serde's derive).
+    pub fn restore_epoch_loss(&mut self, sum: f64, n: u64) {
+        self.epoch_loss_sum = sum;
+        self.epoch_loss_n = n;
+    }
+
     pub fn summary(&self) -> RunSummary {
         RunSummary {
             run: self.run.clone(),

@@ -1,11 +1,17 @@
 //! The chart panel: a plotters canvas with hover readout, drag-to-zoom, double-click
 //! reset, log-scale toggle and PNG export. Page-wide settings (x axis, smoothing, zoom)
 //! live in [`ChartSettings`] so every chart of a page moves together.
+//!
+//! A chart first draws what its runs have loaded: the series endpoint's overview (M4
+//! per bucket of the whole run) plus live points. Zoomed by step, it asks the relay for
+//! the exact points of the visible range ([`ZoomPages`]) and draws those instead, so
+//! zooming in on a 10-million-step run still shows every raw point.
 
 use super::common::{download_url, prefers_light};
+use crate::api;
 use crate::chart::{self, ChartOpts, Frame, Prepared, XMode};
 use crate::i18n::{use_i18n, Key};
-use crate::model::RunView;
+use crate::model::{self, Point, RunView};
 use crate::route::Route;
 use leptos::prelude::*;
 use std::collections::BTreeSet;
@@ -150,6 +156,17 @@ pub struct Source {
     pub color: usize,
 }
 
+/// The exact points of a zoomed step range, per source: the id the page covers, and
+/// its points (`None` where the request failed).
+#[derive(Clone, PartialEq)]
+struct ZoomPages {
+    range: (f64, f64),
+    pages: Vec<Option<(u64, Vec<Point>)>>,
+}
+
+/// Delay after the last zoom change before the exact points are asked for.
+const ZOOM_FETCH_MS: u64 = 150;
+
 #[derive(Clone, PartialEq)]
 struct Hover {
     px: f64,
@@ -186,22 +203,73 @@ pub fn ChartPanel(
             .remove_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
     });
 
+    // Zoomed by step: ask for the exact points of the range, per run, once the zoom has
+    // rested for ZOOM_FETCH_MS; only the newest request's answer is drawn. Wall-time and
+    // relative-time zoom draws from what is loaded (the overview and live points): the
+    // series endpoint selects by step, and times need not grow with steps.
+    let zoom_pages = RwSignal::new(None::<ZoomPages>);
+    let ticket = StoredValue::new(0u64);
+    let base = use_context::<api::Base>();
     let m = metric.clone();
-    let sources2 = sources.clone();
+    let srcs = sources.clone();
+    Effect::new(move |_| {
+        let zoom = settings.zoom.get();
+        let step = settings.x_mode.get() == XMode::Step;
+        let n = ticket.get_value() + 1;
+        ticket.set_value(n);
+        let (Some(range), true, Some(base)) = (zoom, step, base.clone()) else {
+            zoom_pages.set(None);
+            return;
+        };
+        let points = canvas
+            .get_untracked()
+            .map_or(api::OVERVIEW_POINTS, |c| chart::buckets_for(&c));
+        let runs: Vec<String> = srcs
+            .iter()
+            .map(|s| s.view.with_untracked(|v| v.state.run.clone()))
+            .collect();
+        let m = m.clone();
+        let fetch = async move {
+            let mut pages = Vec::new();
+            for run in runs {
+                let url = api::series_url(&base.0, &run, &m, points, Some(range));
+                let page = api::get_value(&url, 1).await;
+                let page = page.as_ref().and_then(model::page_from_json);
+                pages.push(page.map(|p| (p.last_id, p.points)));
+            }
+            if ticket.try_get_value() == Some(n) {
+                zoom_pages.try_set(Some(ZoomPages { range, pages }));
+            }
+        };
+        set_timeout(
+            move || {
+                if ticket.try_get_value() == Some(n) {
+                    leptos::task::spawn_local(fetch);
+                }
+            },
+            std::time::Duration::from_millis(ZOOM_FETCH_MS),
+        );
+    });
+
+    let m = metric.clone();
+    let srcs = sources.clone();
     // Redraw only when this chart's data or settings change.
     let lens = Memo::new(move |_| {
-        sources
-            .iter()
+        srcs.iter()
             .map(|s| {
                 s.view.with(|v| {
                     (
                         v.points(&m).len(),
                         v.state.started_at.unwrap_or(0.0).to_bits(),
+                        v.rev,
                     )
                 })
             })
             .collect::<Vec<_>>()
     });
+    let m = metric.clone();
+    let srcs = sources.clone();
+    let loading = Memo::new(move |_| srcs.iter().any(|s| s.view.with(|v| v.is_loading(&m))));
     let m = metric.clone();
     Effect::new(move |_| {
         lens.track();
@@ -209,15 +277,29 @@ pub fn ChartPanel(
         let opts = settings.opts(&m);
         let Some(c) = canvas.get() else { return };
         let buckets = chart::buckets_for(&c);
-        let series: Vec<Prepared> = sources2
-            .iter()
-            .map(|s| {
-                s.view.with(|v| {
-                    let t0 = v.state.started_at.unwrap_or(0.0);
-                    chart::prepare(&m, s.color, v.points(&m), t0, &opts, buckets)
+        let series: Vec<Prepared> = zoom_pages.with(|zp| {
+            // The exact pages, when they are for the range on screen.
+            let exact = zp
+                .as_ref()
+                .filter(|z| opts.x_mode == XMode::Step && opts.x_range == Some(z.range));
+            sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.view.with(|v| {
+                        let t0 = v.state.started_at.unwrap_or(0.0);
+                        let loaded = v.points(&m);
+                        match exact.and_then(|z| Some((z.range, z.pages.get(i)?.as_ref()?))) {
+                            Some((range, (last_id, page))) => {
+                                let pts = model::zoomed(loaded, page, *last_id, range);
+                                chart::prepare(&m, s.color, &pts, t0, &opts, buckets)
+                            }
+                            None => chart::prepare(&m, s.color, loaded, t0, &opts, buckets),
+                        }
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        });
         let theme = if prefers_light() {
             chart::LIGHT
         } else {
@@ -345,6 +427,7 @@ pub fn ChartPanel(
                     data-nonfinite=move || drawn.get().2
                     data-x0=move || frame.get().map(|f| f.x0.to_string()).unwrap_or_default()
                     data-x1=move || frame.get().map(|f| f.x1.to_string()).unwrap_or_default()
+                    data-y1=move || frame.get().map(|f| f.y1.to_string()).unwrap_or_default()
                     on:mousemove=on_move
                     on:mouseleave=move |_| { hover.set(None); drag.set(None); }
                     on:mousedown=on_down
@@ -372,7 +455,7 @@ pub fn ChartPanel(
                     <div class="selection" style=format!("left:{}px;width:{}px;top:{}px;height:{}px", a.min(b), (a - b).abs(), f.top, f.height)></div>
                 }))}
                 <Show when=move || drawn.get().0 == 0 && drawn.get().2 == 0>
-                    <div class="chart-empty">{move || i18n.t(Key::NoPointsYet)}</div>
+                    <div class="chart-empty" data-testid="chart-empty">{move || i18n.t(if loading.get() { Key::LoadingHistory } else { Key::NoPointsYet })}</div>
                 </Show>
             </div>
         </div>

@@ -3,7 +3,7 @@
 //! baseline run.
 
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
-use super::common::{stream_for_component, ConnBadge};
+use super::common::{load_run, ConnBadge};
 use super::run::config_value;
 use crate::api::{self, ConnState};
 use crate::chart::PALETTE;
@@ -12,7 +12,7 @@ use crate::model::{RunView, LOSS, LR};
 use crate::route::{replace_hash, run_href, Page, Route};
 use leptos::prelude::*;
 use std::collections::BTreeSet;
-use stepwatch_events::{num, Event};
+use stepwatch_events::num;
 
 /// Whether lower is better for a metric, judged by its name.
 pub fn lower_is_better(metric: &str) -> bool {
@@ -79,22 +79,9 @@ pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoVi
         .iter()
         .map(|_| RwSignal::new(ConnState::Connecting))
         .collect();
+    provide_context(api::Base(base.clone()));
     for ((run, view), conn) in runs.iter().zip(&views).zip(&conns) {
-        let view = *view;
-        stream_for_component(
-            format!("{base}/api/runs/{run}/stream"),
-            api::RUN_EVENT_NAMES,
-            move |batch| {
-                view.update(|v| {
-                    for (_, data) in batch {
-                        if let Ok(e) = Event::from_json(&data) {
-                            v.apply(&e);
-                        }
-                    }
-                })
-            },
-            *conn,
-        );
+        load_run(base.clone(), run.clone(), *view, *conn, false);
     }
     let settings = ChartSettings::from_route(&route);
     let baseline = RwSignal::new(

@@ -1,9 +1,10 @@
 //! The run page: header, charts (loss, learning rate, every other metric by group),
-//! checkpoints, parameters, logs, system, errors. Live from the run's SSE stream.
+//! checkpoints, parameters, logs, system, errors. History from the relay's state,
+//! series and events endpoints; live from the run's SSE stream after it.
 
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{
-    ago, download, fmt_lr, fmt_opt, stream_for_component, use_clock, ConnBadge, Stat, StatusPill,
+    ago, download, fmt_lr, fmt_opt, load_run, use_clock, ConnBadge, Stat, StatusPill,
 };
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton, Target};
 use crate::api::{self, ConnState};
@@ -11,7 +12,7 @@ use crate::i18n::{use_i18n, Key};
 use crate::model::{self, RunView, LOSS, LR};
 use crate::route::{replace_hash, Page, Route};
 use leptos::prelude::*;
-use stepwatch_events::{num, Event};
+use stepwatch_events::num;
 
 #[component]
 pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
@@ -19,20 +20,8 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
     let clock = use_clock();
     let view_state = RwSignal::new(RunView::new(&run));
     let conn = RwSignal::new(ConnState::Connecting);
-    stream_for_component(
-        format!("{base}/api/runs/{run}/stream"),
-        api::RUN_EVENT_NAMES,
-        move |batch| {
-            view_state.update(|v| {
-                for (_, data) in batch {
-                    if let Ok(e) = Event::from_json(&data) {
-                        v.apply(&e);
-                    }
-                }
-            })
-        },
-        conn,
-    );
+    provide_context(api::Base(base.clone()));
+    load_run(base.clone(), run.clone(), view_state, conn, true);
     let settings = ChartSettings::from_route(&route);
     let target = Target {
         base: base.clone(),
@@ -44,7 +33,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
     let shown = Signal::derive(move || {
         view_state.with(|v| model::shown_status(v.state.status, v.state.last_event_at, clock.get()))
     });
-    let has_events = move || view_state.with(|v| v.state.event_count > 0);
+    let has_events = move || view_state.with(|v| v.state.event_count > 0 || v.history_loading);
     let non_finite =
         move || view_state.with(|v| v.state.current_loss.is_some_and(|l| !l.is_finite()));
     let s = move |f: fn(&stepwatch_events::RunState) -> String| {
@@ -77,7 +66,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         download(&format!("{}-metrics.csv", run_for_csv), "text/csv", &csv);
     };
     let groups = Memo::new(move |_| view_state.with(|v| v.metric_groups()));
-    let has_lr = Memo::new(move |_| view_state.with(|v| !v.points(LR).is_empty()));
+    let has_lr = Memo::new(move |_| view_state.with(|v| v.series.contains_key(LR)));
     let src = vec![Source {
         view: view_state,
         color: 0,

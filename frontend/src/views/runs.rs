@@ -91,7 +91,8 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
         move |batch| {
             runs.update(|m| {
                 for (_, data) in batch {
-                    if let Ok(s) = serde_json::from_str::<RunSummary>(&data) {
+                    let v = serde_json::from_str(&data).unwrap_or_default();
+                    if let Some(s) = crate::model::summary_from_json(&v) {
                         m.insert(s.run.clone(), s);
                     }
                 }
