@@ -4,6 +4,7 @@ use crate::api;
 use crate::i18n::{initial_lang, remember_lang, use_i18n, I18n, Key, Lang};
 use crate::route::{current_hash, Page, Route};
 use crate::views::common::Clock;
+use crate::views::login::{self, LoginPage, Session, SessionCtx, UserBadge};
 use crate::views::{compare::ComparePage, run::RunPage, runs::RunsPage};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -22,10 +23,13 @@ pub fn App() -> impl IntoView {
     Effect::new(move |_| remember_lang(lang.get()));
 
     let relay = RwSignal::new(None::<String>);
+    let session = RwSignal::new(Session::Checking);
+    provide_context(SessionCtx(session));
     leptos::task::spawn_local(async move {
-        relay.set(Some(api::resolve_relay().await));
+        let base = api::resolve_relay().await;
+        session.set(login::check(&base).await);
+        relay.set(Some(base));
     });
-
     let clock = RwSignal::new(api::now_s());
     provide_context(Clock(clock));
     if let Ok(handle) = set_interval_with_handle(
@@ -52,11 +56,13 @@ pub fn App() -> impl IntoView {
             </a>
             <span class="tagline">{move || i18n.t(Key::Tagline)}</span>
             <span class="spacer"></span>
+            {move || relay.get().map(|base| view! { <UserBadge base=base/> })}
             <LangSwitch/>
         </header>
         <main class="content">
             {move || match (relay.get(), page.get()) {
                 (None, _) => view! { <p class="muted">{i18n.t(Key::Connecting)}</p> }.into_any(),
+                (Some(base), _) if session.with(|s| *s == Session::Out) => view! { <LoginPage base=base/> }.into_any(),
                 (Some(base), Page::Runs) => view! { <RunsPage base=base route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Run(run)) => view! { <RunPage base=base run=run route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Compare(runs)) => view! { <ComparePage base=base runs=runs route=route.get_untracked()/> }.into_any(),

@@ -170,6 +170,13 @@ strings! {
     Latency => "latency", "延迟";
     Unanswered => "unanswered — is the trainer listening?", "无应答 — 训练程序是否在监听?";
     Cancel => "Cancel", "取消";
+    SignIn => "Sign in", "登录";
+    SignOut => "Sign out", "退出";
+    UserName => "Name", "用户名";
+    Password => "Password", "密码";
+    SignInTitle => "Sign in to Stepwatch", "登录 Stepwatch";
+    SignInFailed => "Wrong name or password", "用户名或密码错误";
+    SentBy => "by", "发送者";
     CmdPending => "pending", "等待中";
     CmdAccepted => "accepted", "已接受";
     CmdDone => "done", "完成";

@@ -155,40 +155,99 @@ fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
     )
 }
 
-/// `POST /api/login` `{"name","password"}` → a session cookie and `{"name","role"}`.
-pub async fn login(data: Data, req: HttpRequest, body: web::Json<LoginBody>) -> HttpResponse {
+/// Whether the request is an HTML form post (the dashboard's sign-in and sign-out):
+/// such callers get a redirect back to their page rather than JSON.
+fn is_form(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// A 303 back to the page that posted the form (its path, without query or fragment),
+/// with `?login=failed` when asked.
+fn back(req: &HttpRequest, failed: bool) -> actix_web::HttpResponseBuilder {
+    let page = req
+        .headers()
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .map(|p| p.split(['?', '#']).next().unwrap_or("/"))
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or("/")
+        .to_string();
+    let location = if failed {
+        format!("{page}?login=failed")
+    } else {
+        page
+    };
+    let mut b = HttpResponse::SeeOther();
+    b.insert_header((header::LOCATION, location));
+    b
+}
+
+/// `POST /api/login` with `{"name","password"}` (JSON) or a form: sets the session
+/// cookie; JSON callers get `{"name","role"}`, forms a redirect back to their page.
+pub async fn login(data: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let form = is_form(&req);
     if !data.auth.enabled() {
+        if form {
+            return back(&req, false).finish();
+        }
         return HttpResponse::Ok().json(json!({ "name": null, "role": "admin", "auth": false }));
     }
+    let parsed: Option<LoginBody> = if form {
+        serde_urlencoded::from_bytes(&body).ok()
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let Some(LoginBody { name, password }) = parsed else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "send {\"name\": …, \"password\": …} as JSON or as a form",
+        );
+    };
     let auth = data.auth.clone();
-    let LoginBody { name, password } = body.into_inner();
     let n = name.clone();
     // Argon2 takes tens of milliseconds: off the async workers.
     match web::block(move || auth.login(&n, &password)).await {
         Ok(Some((sid, who))) => {
             tracing::info!(user = %name, role = who.role.as_str(), "login");
+            let set = cookie(&req, &sid, data.auth.session_seconds());
+            if form {
+                return back(&req, false)
+                    .insert_header((header::SET_COOKIE, set))
+                    .finish();
+            }
             HttpResponse::Ok()
-                .insert_header((
-                    header::SET_COOKIE,
-                    cookie(&req, &sid, data.auth.session_seconds()),
-                ))
+                .insert_header((header::SET_COOKIE, set))
                 .json(json!({ "name": who.name, "role": who.role, "auth": true }))
         }
         Ok(None) => {
             tracing::info!(user = %name, "login refused");
+            if form {
+                return back(&req, true).finish();
+            }
             error(StatusCode::UNAUTHORIZED, "wrong name or password")
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-/// `POST /api/logout`: ends the session and clears the cookie.
+/// `POST /api/logout`: ends the session and clears the cookie (a form gets a redirect).
 pub async fn logout(data: Data, req: HttpRequest) -> HttpResponse {
     if let Some(sid) = session_cookie(req.headers()) {
         data.auth.logout(&sid);
     }
+    let clear = cookie(&req, "", 0);
+    if is_form(&req) {
+        return back(&req, false)
+            .insert_header((header::SET_COOKIE, clear))
+            .finish();
+    }
     HttpResponse::Ok()
-        .insert_header((header::SET_COOKIE, cookie(&req, "", 0)))
+        .insert_header((header::SET_COOKIE, clear))
         .json(json!({ "ok": true }))
 }
 

@@ -5,58 +5,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use stepwatch_e2e::{relay_bin, Relay, TempDir};
+use stepwatch_e2e::{auth_config, relay_bin, Relay, TempDir, ADMIN_TOKEN, TRAINER_TOKEN};
 
 const NDJSON: &str = "application/x-ndjson";
-const TRAINER_TOKEN: &str = "ci-trainer-token-0123456789";
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
-
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(relay_bin())
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn write_config(dir: &Path, extra: &str) -> String {
-    let path = dir.join("stepwatch.toml");
-    let text = format!(
-        r#"{extra}
-[[users]]
-name = "root"
-role = "admin"
-password_hash = "{admin}"
-tokens = ["{ADMIN_TOKEN}"]
-
-[[users]]
-name = "vera"
-role = "viewer"
-password_hash = "{viewer}"
-
-[[users]]
-name = "otto"
-role = "operator"
-password_hash = "{operator}"
-
-[[users]]
-name = "ci"
-role = "trainer"
-tokens = ["{TRAINER_TOKEN}"]
-run_prefix = "ci-"
-"#,
-        admin = hash("root-pw"),
-        viewer = hash("vera-pw"),
-        operator = hash("otto-pw"),
-    );
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+    auth_config(dir, extra).to_string_lossy().into_owned()
 }
 
 /// A request as some caller: a session cookie, a bearer token, or nobody.

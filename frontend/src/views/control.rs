@@ -4,6 +4,7 @@
 //! never from the click.
 
 use super::common::use_clock;
+use super::login::can_command;
 use crate::i18n::{use_i18n, I18n, Key};
 use crate::model::RunView;
 use leptos::prelude::*;
@@ -109,8 +110,9 @@ pub fn ControlBar(view_state: RwSignal<RunView>, target: Target) -> impl IntoVie
             });
         }
     };
+    let allowed = can_command();
     view! {
-        <Show when=move || status().is_live()>
+        <Show when=move || status().is_live() && allowed.get()>
             <div class="controls" data-testid="controls">
                 <Show when=move || status() != RunStatus::Paused>
                     <button class="btn" data-testid="pause" disabled=move || open("pause")
@@ -171,8 +173,9 @@ pub fn LoadButton(view_state: RwSignal<RunView>, target: Target, path: String) -
             }
         });
     };
+    let allowed = can_command();
     view! {
-        <Show when=live>
+        <Show when=move || live() && allowed.get()>
             <button class="mini" data-testid="load" on:click=click
                 disabled=move || last().is_some_and(|c| c.is_open())>{move || i18n.t(Key::Load)}</button>
         </Show>
@@ -214,8 +217,9 @@ pub fn AskPanel(view_state: RwSignal<RunView>, target: Target) -> impl IntoView 
         });
     };
     let submit2 = submit.clone();
+    let allowed = can_command();
     view! {
-        <section class="panel" data-testid="ask">
+        <section class="panel" data-testid="ask" style:display=move || if allowed.get() { "" } else { "none" }>
             <div class="panel-head"><h2>{move || i18n.t(Key::TryModel)}</h2></div>
             <div class="ask-row">
                 <textarea data-testid="ask-input" rows="2" placeholder=move || i18n.t(Key::AskPlaceholder)
@@ -278,6 +282,7 @@ fn cell(v: &Value) -> String {
 pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
     let i18n = use_i18n();
     let clock = use_clock();
+    let allowed = can_command();
     let rows = move || {
         view_state.with(|v| {
             v.state
@@ -309,7 +314,8 @@ pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl Into
                             <td class="mono small muted">{args}</td>
                             <td><span class=format!("cmd-state {st}")>{label(i18n, &c, now)}</span></td>
                             <td class="small muted">{c.message.clone().unwrap_or_default()}</td>
-                            <td>{(st == "unanswered" || st == "pending").then(|| view! {
+                            <td class="small muted" data-testid="command-sender">{c.sender.clone().map(|who| format!("{} {who}, {}", i18n.t(Key::SentBy), clock_time(c.sent_at)))}</td>
+                            <td>{(allowed.get_untracked() && (st == "unanswered" || st == "pending")).then(|| view! {
                                 <button class="mini" data-testid="cancel" on:click=move |_| {
                                     let target = target.clone();
                                     let id = id.clone();
@@ -323,4 +329,10 @@ pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl Into
             </table>
         </section>
     }
+}
+
+/// Local wall-clock time "14:02" of unix seconds.
+pub fn clock_time(t: Option<f64>) -> String {
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t.unwrap_or(0.0) * 1000.0));
+    format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
 }

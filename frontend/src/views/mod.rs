@@ -4,5 +4,6 @@ pub mod chart;
 pub mod common;
 pub mod compare;
 pub mod control;
+pub mod login;
 pub mod run;
 pub mod runs;

@@ -93,7 +93,11 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 for (_, data) in batch {
                     let v = serde_json::from_str(&data).unwrap_or_default();
                     if let Some(s) = crate::model::summary_from_json(&v) {
-                        m.insert(s.run.clone(), s);
+                        if s.deleted {
+                            m.remove(&s.run);
+                        } else {
+                            m.insert(s.run.clone(), s);
+                        }
                     }
                 }
             })

@@ -1,0 +1,106 @@
+//! Signing in from the browser: a viewer sees no controls and a forged request from the
+//! page is refused; an operator pauses a real trainer and the page shows who did.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use stepwatch_e2e::{auth_config, dist, python_trainer, Browser, Relay, TempDir, TRAINER_TOKEN};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const TRAINER: &str = r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+emit_training_start(total_epochs=1, total_batches=100000)
+step = 0
+while not stepwatch.should_stop() and step < 100000:
+    step += 1
+    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
+    time.sleep(0.01)
+emit_training_end()
+"#;
+
+fn sign_in(b: &Browser, name: &str, password: &str) {
+    b.wait_for(
+        "the sign-in page",
+        WAIT,
+        "return document.querySelector('[data-testid=login]') !== null;",
+    );
+    b.eval(&format!(
+        "document.querySelector('[data-testid=login-name]').value = '{name}';
+         document.querySelector('[data-testid=login-password]').value = '{password}';
+         document.querySelector('[data-testid=login] form').submit(); return 1;"
+    ));
+}
+
+#[test]
+fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
+    let dir = TempDir::new("auth-browser");
+    let config = auth_config(&dir.0, "");
+    let relay = Relay::start(
+        &dir.0.join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dist",
+            dist().to_str().unwrap(),
+        ],
+    );
+    // The trainer authenticates with its token (the SDK reads STEPWATCH_TOKEN).
+    std::env::set_var("STEPWATCH_TOKEN", TRAINER_TOKEN);
+    let mut trainer = python_trainer(TRAINER, &relay.url, "ci-run");
+    let b = Browser::start();
+    let run_page = format!("{}/#/runs/ci-run", relay.url);
+    b.goto(&run_page);
+    // A wrong password says so and stays on the sign-in page.
+    sign_in(&b, "vera", "wrong");
+    b.wait_for(
+        "the sign-in error",
+        WAIT,
+        "return document.querySelector('[data-testid=login-error]') !== null;",
+    );
+    sign_in(&b, "vera", "vera-pw");
+    b.goto(&run_page);
+    b.wait_for(
+        "the viewer on a live run",
+        WAIT,
+        "return document.querySelector('[data-testid=user]')?.dataset.role === 'viewer'
+            && +document.querySelector('[data-testid=step]')?.textContent > 3;",
+    );
+    let hidden = b.eval(
+        "return [document.querySelector('[data-testid=controls]'),
+                 document.querySelector('[data-testid=pause]'),
+                 document.querySelector('[data-testid=load]')].every(x => x === null)
+            && getComputedStyle(document.querySelector('[data-testid=ask]')).display === 'none';",
+    );
+    assert_eq!(hidden, true, "a viewer was offered controls");
+    // The page's own request, forged: the relay refuses it for this role.
+    let status = b.eval_async(
+        "fetch('/api/runs/ci-run/commands', {method: 'POST', headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({command: 'pause'})}).then(r => done(r.status));",
+    );
+    assert_eq!(status, 403);
+    // Sign out, then in as the operator.
+    b.eval("document.querySelector('[data-testid=logout]').click(); return 1;");
+    sign_in(&b, "otto", "otto-pw");
+    b.goto(&run_page);
+    b.wait_for(
+        "the operator's controls",
+        WAIT,
+        "return document.querySelector('[data-testid=pause]') !== null;",
+    );
+    b.eval("document.querySelector('[data-testid=pause]').click(); return 1;");
+    b.wait_for(
+        "paused, from the trainer's answer",
+        WAIT,
+        "return document.querySelector('[data-testid=status]')?.dataset.status === 'paused';",
+    );
+    let who = b.wait_for(
+        "who paused it",
+        WAIT,
+        "const c = document.querySelector('[data-testid=command-row][data-command=pause] [data-testid=command-sender]');
+         return c && c.textContent.includes('otto') ? c.textContent : null;",
+    );
+    assert!(who.as_str().unwrap().contains("otto"), "{who}");
+    b.eval("document.querySelector('[data-testid=stop]').click(); document.querySelector('[data-testid=stop]').click(); return 1;");
+    let _ = trainer.wait();
+}
