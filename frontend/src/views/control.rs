@@ -117,7 +117,7 @@ pub fn ControlBar(view_state: RwSignal<RunView>, target: Target) -> impl IntoVie
                 <Show when=move || status() != RunStatus::Paused>
                     <button class="btn" data-testid="pause" disabled=move || open("pause")
                         on:click=move |_| fire("pause")>
-                        "⏸ "{move || i18n.t(Key::Pause)}{move || open("pause").then_some("…")}
+                        "❚❚ "{move || i18n.t(Key::Pause)}{move || open("pause").then_some("…")}
                     </button>
                 </Show>
                 <Show when=move || status() == RunStatus::Paused>
