@@ -81,16 +81,16 @@ pub fn LoginPage(base: String) -> impl IntoView {
         .is_some_and(|q| q.contains("login=failed"));
     view! {
         <section class="panel login" data-testid="login">
-            <h1>{move || i18n.t(Key::SignInTitle)}</h1>
+            <h1>{i18n.t(Key::SignInTitle)}</h1>
             <form method="post" action=format!("{base}/api/login")>
-                <label>{move || i18n.t(Key::UserName)}
+                <label>{i18n.t(Key::UserName)}
                     <input name="name" data-testid="login-name" autocomplete="username" required/>
                 </label>
-                <label>{move || i18n.t(Key::Password)}
+                <label>{i18n.t(Key::Password)}
                     <input name="password" data-testid="login-password" type="password" autocomplete="current-password" required/>
                 </label>
-                <button class="btn primary" type="submit" data-testid="login-submit">{move || i18n.t(Key::SignIn)}</button>
-                {failed.then(|| view! { <p class="alert small" data-testid="login-error">{move || i18n.t(Key::SignInFailed)}</p> })}
+                <button class="btn primary" type="submit" data-testid="login-submit">{i18n.t(Key::SignIn)}</button>
+                {failed.then(|| view! { <p class="alert small" data-testid="login-error">{i18n.t(Key::SignInFailed)}</p> })}
             </form>
         </section>
     }
