@@ -89,6 +89,15 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay on a free port over `data_dir`, with extra CLI arguments.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
+        Relay::launch(data_dir, extra, None)
+    }
+
+    /// As [`Relay::start`], with the relay's logs appended to `log`.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path) -> Relay {
+        Relay::launch(data_dir, extra, Some(log.to_path_buf()))
+    }
+
+    fn launch(data_dir: &Path, extra: &[&str], log: Option<PathBuf>) -> Relay {
         let port = free_port();
         let mut r = Relay {
             port,
@@ -96,25 +105,26 @@ impl Relay {
             data_dir: data_dir.to_path_buf(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: None,
+            log,
         };
         r.spawn();
         r
     }
 
-    /// As [`Relay::start`], with the relay's logs appended to `log`.
-    pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path) -> Relay {
-        let port = free_port();
-        let mut r = Relay {
-            port,
-            url: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_path_buf(),
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: Some(log.to_path_buf()),
-        };
-        r.spawn();
-        r
+    /// Every event id stored for `run`, oldest first (paged through the API).
+    pub fn all_ids(&self, run: &str) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        loop {
+            let after = out.last().copied().unwrap_or(0);
+            let page = self.get_ok(&format!(
+                "/api/runs/{run}/events?after={after}&limit=100000"
+            ));
+            let page = page.as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page.iter().filter_map(|e| e["id"].as_u64()));
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its

@@ -11,18 +11,7 @@ use stepwatch_e2e::{sse_follow_ids, Relay, TempDir};
 const NDJSON: &str = "application/x-ndjson";
 
 fn ids(relay: &Relay, run: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    loop {
-        let after = out.last().copied().unwrap_or(0);
-        let page = relay.get_ok(&format!(
-            "/api/runs/{run}/events?after={after}&limit=100000"
-        ));
-        let page = page.as_array().unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page.iter().map(|e| e["id"].as_u64().unwrap()));
-    }
+    relay.all_ids(run)
 }
 
 /// A small tmpfs mounted for the test, unmounted on drop.

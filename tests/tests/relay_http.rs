@@ -9,13 +9,7 @@ const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
 
 fn ids(relay: &Relay, run: &str) -> Vec<u64> {
-    relay
-        .get_ok(&format!("/api/runs/{run}/events?limit=100000"))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_u64().unwrap())
-        .collect()
+    relay.all_ids(run)
 }
 
 #[test]
