@@ -352,6 +352,45 @@ impl SqliteStore {
     }
 }
 
+/// Events per multi-row INSERT statement (fewer statements to run per batch).
+const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts the stored events, `ROWS_PER_INSERT` rows per statement.
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    run: &str,
+    stored: &[Arc<StoredEvent>],
+    origin: &[(Option<String>, Option<i64>)],
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = stored.iter().map(|e| e.id as i64).collect();
+    for (start, chunk) in (0..stored.len())
+        .step_by(ROWS_PER_INSERT)
+        .map(|i| (i, &stored[i..(i + ROWS_PER_INSERT).min(stored.len())]))
+    {
+        let mut sql = String::from("INSERT INTO events (run, id, name, src, seq, data) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?)"
+            });
+        }
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 6);
+        for (k, e) in chunk.iter().enumerate() {
+            let (src, seq) = &origin[start + k];
+            args.push(&run);
+            args.push(&ids[start + k]);
+            args.push(&e.name);
+            args.push(src);
+            args.push(seq);
+            args.push(&e.json);
+        }
+        stmt.execute(&*args)?;
+    }
+    Ok(())
+}
+
 /// Metric names must be short and printable, and a run may not pass `max` series.
 fn check_metrics(
     index: &series::Index,
@@ -422,10 +461,9 @@ impl Storage for SqliteStore {
         // Highest seq per sender after this batch; applied to `sources` once committed.
         let known = sources.get(run);
         let mut advanced: HashMap<String, u64> = HashMap::new();
+        // Sender and seq of each stored event, for the row inserts after the loop.
+        let mut origin: Vec<(Option<String>, Option<i64>)> = Vec::with_capacity(events.len());
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (run, id, name, src, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
             for mut event in events {
                 if let (Some(src), Some(seq)) = (&event.src, event.seq) {
                     let high = advanced
@@ -445,19 +483,12 @@ impl Storage for SqliteStore {
                     event.time = Some(received);
                 }
                 let json = event.to_json();
-                insert.execute(params![
-                    run,
-                    id as i64,
-                    event.name(),
-                    event.src,
-                    event.seq.map(|s| s as i64),
-                    json
-                ])?;
                 state.apply(&event);
                 if let Err(e) = index.push_event(&tx, run, &event, &state, id) {
                     index.forget(run); // the transaction rolls back: rebuild from disk
                     return Err(e.into());
                 }
+                origin.push((event.src.take(), event.seq.map(|s| s as i64)));
                 stored.push(Arc::new(StoredEvent {
                     id,
                     name: event.name().to_string(),
@@ -465,6 +496,7 @@ impl Storage for SqliteStore {
                 }));
             }
         }
+        insert_rows(&tx, run, &stored, &origin)?;
         if !advanced.is_empty() {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO sources (run, src, max_seq) VALUES (?1, ?2, ?3)
