@@ -137,8 +137,13 @@ fn kill_9_of_the_relay_loses_no_acknowledged_event_and_streams_resume_exactly_on
             std::thread::spawn(move || sse_follow_ids(&stream, total, deadline))
         })
         .collect();
+    let mut last = 0;
     for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(700));
+        // Once the trainer has stored 500 more events, kill -9 and start again.
+        last = stepwatch_e2e::wait_until("the trainer streaming", Duration::from_secs(30), || {
+            let (_, state) = relay.get("/api/runs/k9");
+            state["last_id"].as_u64().filter(|id| *id >= last + 500)
+        });
         relay.restart(); // SIGKILL, then start again on the same port and data
     }
     trainer.join().unwrap();

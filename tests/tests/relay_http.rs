@@ -620,14 +620,25 @@ fn sigterm_closes_streams_finishes_requests_and_exits_quickly_losing_nothing() {
     assert_eq!(relay.post("t", &body, NDJSON).0, 200);
     // A subscriber reading the stream: it must see the stream end, not hang.
     let url = format!("{}/api/runs/t/stream", relay.url);
+    let (replayed_tx, replayed) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        use std::io::Read;
+        use std::io::BufRead;
         let resp = ureq::get(&url).call().unwrap();
-        let mut all = String::new();
-        let _ = resp.into_reader().read_to_string(&mut all);
-        all.matches("event: batch_end").count()
+        let mut seen = 0;
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            let Ok(line) = line else { break };
+            if line == "event: batch_end" {
+                seen += 1;
+                if seen == 500 {
+                    let _ = replayed_tx.send(());
+                }
+            }
+        }
+        seen // the loop ends only when the relay closes the stream
     });
-    std::thread::sleep(Duration::from_millis(300)); // the reader is connected and replaying
+    replayed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the subscriber never got the backlog");
     let t0 = std::time::Instant::now();
     let status = relay
         .terminate(Duration::from_secs(10))

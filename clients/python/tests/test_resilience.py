@@ -68,11 +68,14 @@ assert stepwatch.flush(60), "not delivered"
 """
     trainer = start_trainer(tmp_path, code)
     try:
+        seen = 0
         for _ in range(2):  # two outages while the trainer runs
-            relay.wait_for("killed", lambda s: s["event_count"] > 100)
-            time.sleep(0.4)
+            # Kill once the trainer has stored 300 more events since the last restart.
+            target = seen + 300
+            state = relay.wait_for("killed", lambda s, t=target: s["event_count"] >= t)
+            seen = state["event_count"]
             relay.stop()  # SIGKILL
-            time.sleep(0.8)
+            time.sleep(0.8)  # the outage lasts this long while the trainer keeps emitting
             relay.start()
         assert trainer.wait(90) == 0, trainer.stderr.read()
         relay.wait_for("killed", lambda s: s["status"] == "completed")
