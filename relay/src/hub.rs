@@ -74,6 +74,20 @@ impl Hub {
         let _ = self.summaries.send(Arc::new(c.state.summary()));
     }
 
+    /// Whether anyone on this relay follows the run's events now.
+    pub fn has_subscribers(&self, run: &str) -> bool {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// Publishes a run's changed summary alone (its events had no subscriber here).
+    pub fn publish_summary(&self, state: &stepwatch_events::RunState) {
+        let _ = self.summaries.send(Arc::new(state.summary()));
+    }
+
     /// Tells runs-list subscribers a run is gone.
     pub fn publish_deleted(&self, run: &str) {
         let gone = RunSummary {

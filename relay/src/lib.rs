@@ -6,7 +6,10 @@
 //!
 //! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users);
 //!   [`access`]: the HTTP guard in front of every route, login/logout/me.
-//! - [`store`]: durable storage behind the [`store::Storage`] trait (SQLite now).
+//! - [`store`]: durable storage behind the [`store::Storage`] trait; SQLite, the
+//!   embedded default for one machine.
+//! - [`pg`]: PostgreSQL behind the same trait, for several relays sharing one history
+//!   (LISTEN/NOTIFY carries each commit to the other relays).
 //! - [`series`]: the metric series index (blocks of points with summaries) behind
 //!   `GET /api/runs/{run}/series`, so huge runs chart in milliseconds.
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
@@ -22,6 +25,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod pg;
 pub mod series;
 pub mod store;
 
@@ -35,6 +39,8 @@ use std::sync::Arc;
 pub struct ServeOptions {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (`--database`); SQLite in `data_dir` when `None`.
+    pub database: Option<String>,
     pub dist: PathBuf,
     pub allow_origins: Vec<String>,
     pub sync: store::SyncLevel,
@@ -71,11 +77,25 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 /// Opens storage and serves until the process is stopped.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     check_bind(&opts)?;
-    let store: Arc<dyn store::Storage> = Arc::new(
-        store::SqliteStore::open(&opts.data_dir, opts.sync)?
-            .with_max_metrics(opts.limits.max_metrics),
-    );
+    let (store, shared): (Arc<dyn store::Storage>, _) = match &opts.database {
+        Some(url) => {
+            let pg = Arc::new(pg::PgStore::open(url)?.with_max_metrics(opts.limits.max_metrics));
+            tracing::info!(database = pg.target(), "storing in PostgreSQL");
+            (pg.clone(), Some(pg))
+        }
+        None => (
+            Arc::new(
+                store::SqliteStore::open(&opts.data_dir, opts.sync)?
+                    .with_max_metrics(opts.limits.max_metrics),
+            ),
+            None,
+        ),
+    };
     let mut app_state = http::AppState::new(store, opts.max_body);
+    if let Some(pg) = &shared {
+        // Other relays' commits reach this relay's subscribers from now on.
+        pg::attach(pg, app_state.hub.clone());
+    }
     app_state.limits = opts.limits.clone();
     app_state.allowed_origins = opts.allow_origins.clone();
     if let Some(config) = opts.auth.clone() {

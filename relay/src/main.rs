@@ -66,9 +66,13 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "STEPWATCH_BIND")]
         bind: SocketAddr,
-        /// Where the SQLite database lives.
+        /// Where the SQLite database lives (and, with --database, the relay's caches).
         #[arg(long, default_value = "./stepwatch-data", env = "STEPWATCH_DATA_DIR")]
         data_dir: PathBuf,
+        /// Store in PostgreSQL instead of SQLite: `postgres://user:password@host:5432/db`.
+        /// Several relays may share one database.
+        #[arg(long, env = "STEPWATCH_DATABASE")]
+        database: Option<String>,
         /// The built dashboard (trunk's output).
         #[arg(long, default_value = "dist", env = "STEPWATCH_DIST")]
         dist: PathBuf,
@@ -110,6 +114,15 @@ enum Cmd {
         /// Most metric series one run may have.
         #[arg(long, default_value_t = 1000)]
         max_metrics: usize,
+    },
+    /// Copy every run of a SQLite data dir into a PostgreSQL database.
+    Migrate {
+        /// The SQLite data dir to copy from (read only).
+        #[arg(long, default_value = "./stepwatch-data", env = "STEPWATCH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The PostgreSQL database to copy into.
+        #[arg(long, env = "STEPWATCH_DATABASE")]
+        database: String,
     },
     /// Print an Argon2id hash of a password (read from stdin) for stepwatch.toml.
     HashPassword,
@@ -154,6 +167,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve {
             bind,
             data_dir,
+            database,
             dist,
             allow_origin,
             sync,
@@ -182,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(stepwatch_relay::serve(ServeOptions {
                 bind,
                 data_dir,
+                database,
                 dist,
                 allow_origins: allow_origin,
                 sync,
@@ -197,6 +212,18 @@ fn main() -> anyhow::Result<()> {
                     max_metrics,
                 },
             }))
+        }
+        Cmd::Migrate { data_dir, database } => {
+            let report = stepwatch_relay::pg::copy_from_sqlite(&data_dir, &database)?;
+            println!(
+                "copied {} runs, {} events and {} series blocks from {} into {}",
+                report.runs,
+                report.events,
+                report.blocks,
+                data_dir.join("stepwatch.db").display(),
+                stepwatch_relay::pg::redact(&database)
+            );
+            Ok(())
         }
         Cmd::HashPassword => {
             let mut password = String::new();

@@ -13,7 +13,12 @@
 //! [`PERSIST_EVERY`] events since it was last written. `series_runs.indexed_id` says up
 //! to which event everything is on disk, so after a restart (or for a data dir from an
 //! older relay) the tail is rebuilt from the events after it.
+//!
+//! The index logic is database-agnostic: every read and write goes through the
+//! [`SeriesDb`] trait, which SQLite implements here ([`Lite`], and
+//! [`rusqlite::Connection`] itself) and PostgreSQL in the `pg` module.
 
+use crate::store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use stepwatch_events::downsample::m4_indices;
@@ -52,6 +57,267 @@ CREATE TABLE IF NOT EXISTS series_runs (
 );
 ";
 
+/// One block row to write (insert or replace by (run, metric, block)).
+pub struct BlockRow<'a> {
+    pub block: i64,
+    pub n: i64,
+    pub step_lo: f64,
+    pub step_hi: f64,
+    pub last_id: i64,
+    pub summary: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// The SQL the series index needs, so it runs on SQLite and PostgreSQL alike.
+pub trait SeriesDb {
+    /// `series_runs` row of the run: (indexed_id, step, batch_count).
+    fn marks(&mut self, run: &str) -> Result<Option<(u64, u64, u64)>, StoreError>;
+    /// Upserts the run's `series_runs` row.
+    fn set_marks(
+        &mut self,
+        run: &str,
+        indexed_id: u64,
+        step: u64,
+        batch_count: u64,
+    ) -> Result<(), StoreError>;
+    /// The newest block of each metric of the run: (metric, block, n, last_id, data).
+    #[allow(clippy::type_complexity)] // the row as the trait's contract spells it
+    fn newest_blocks(
+        &mut self,
+        run: &str,
+    ) -> Result<Vec<(String, i64, usize, u64, Vec<u8>)>, StoreError>;
+    /// Inserts or replaces one block row.
+    fn write_block(
+        &mut self,
+        run: &str,
+        metric: &str,
+        row: &BlockRow<'_>,
+    ) -> Result<(), StoreError>;
+    /// Stored events of the run with id > `after`, oldest first, at most `limit`: (id, json).
+    fn events_after(
+        &mut self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// Headers of the metric's blocks below `below`, in block order: (block, n, step_lo, step_hi, summary).
+    #[allow(clippy::type_complexity)] // the row as the trait's contract spells it
+    fn headers(
+        &mut self,
+        run: &str,
+        metric: &str,
+        below: i64,
+    ) -> Result<Vec<(i64, u64, f64, f64, Vec<u8>)>, StoreError>;
+    /// The raw point bytes of one block.
+    fn block_data(&mut self, run: &str, metric: &str, block: i64) -> Result<Vec<u8>, StoreError>;
+    /// Per metric of the run: (metric, SUM(n), MIN(step_lo), MAX(step_hi)).
+    fn sums(&mut self, run: &str) -> Result<Vec<(String, u64, f64, f64)>, StoreError>;
+}
+
+/// [`SeriesDb`] over a shared SQLite connection: SQLite needs only `&Connection`, and a
+/// [`rusqlite::Transaction`] derefs to one (immutably), so `Lite(&tx)` runs the index
+/// inside the store's transaction.
+pub struct Lite<'a>(pub &'a Connection);
+
+impl SeriesDb for Lite<'_> {
+    fn marks(&mut self, run: &str) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT indexed_id, step, batch_count FROM series_runs WHERE run = ?1")?
+            .query_row([run], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .optional()?)
+    }
+
+    fn set_marks(
+        &mut self,
+        run: &str,
+        indexed_id: u64,
+        step: u64,
+        batch_count: u64,
+    ) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO series_runs (run, indexed_id, step, batch_count) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(run) DO UPDATE SET indexed_id = ?2, step = ?3, batch_count = ?4",
+            )?
+            .execute(params![
+                run,
+                indexed_id as i64,
+                step as i64,
+                batch_count as i64
+            ])?;
+        Ok(())
+    }
+
+    fn newest_blocks(
+        &mut self,
+        run: &str,
+    ) -> Result<Vec<(String, i64, usize, u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT s.metric, s.block, s.n, s.last_id, s.data FROM series s
+             JOIN (SELECT metric, MAX(block) AS b FROM series WHERE run = ?1 GROUP BY metric) m
+               ON s.metric = m.metric AND s.block = m.b
+             WHERE s.run = ?1",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)? as usize,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn write_block(
+        &mut self,
+        run: &str,
+        metric: &str,
+        row: &BlockRow<'_>,
+    ) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO series (run, metric, block, n, step_lo, step_hi, last_id, summary, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(run, metric, block) DO UPDATE SET n = ?4, step_lo = ?5, step_hi = ?6,
+                     last_id = ?7, summary = ?8, data = ?9",
+            )?
+            .execute(params![
+                run,
+                metric,
+                row.block,
+                row.n,
+                row.step_lo,
+                row.step_hi,
+                row.last_id,
+                row.summary,
+                row.data
+            ])?;
+        Ok(())
+    }
+
+    fn events_after(
+        &mut self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![run, after as i64, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn headers(
+        &mut self,
+        run: &str,
+        metric: &str,
+        below: i64,
+    ) -> Result<Vec<(i64, u64, f64, f64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT block, n, step_lo, step_hi, summary FROM series
+             WHERE run = ?1 AND metric = ?2 AND block < ?3 ORDER BY block",
+        )?;
+        let rows = stmt.query_map(params![run, metric, below], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn block_data(&mut self, run: &str, metric: &str, block: i64) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT data FROM series WHERE run = ?1 AND metric = ?2 AND block = ?3",
+            )?
+            .query_row(params![run, metric, block], |r| r.get::<_, Vec<u8>>(0))?)
+    }
+
+    fn sums(&mut self, run: &str) -> Result<Vec<(String, u64, f64, f64)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT metric, SUM(n), MIN(step_lo), MAX(step_hi) FROM series WHERE run = ?1 GROUP BY metric",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// An owned SQLite connection is a [`SeriesDb`] too (through [`Lite`]).
+impl SeriesDb for Connection {
+    fn marks(&mut self, run: &str) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        Lite(self).marks(run)
+    }
+    fn set_marks(
+        &mut self,
+        run: &str,
+        indexed_id: u64,
+        step: u64,
+        batch_count: u64,
+    ) -> Result<(), StoreError> {
+        Lite(self).set_marks(run, indexed_id, step, batch_count)
+    }
+    fn newest_blocks(
+        &mut self,
+        run: &str,
+    ) -> Result<Vec<(String, i64, usize, u64, Vec<u8>)>, StoreError> {
+        Lite(self).newest_blocks(run)
+    }
+    fn write_block(
+        &mut self,
+        run: &str,
+        metric: &str,
+        row: &BlockRow<'_>,
+    ) -> Result<(), StoreError> {
+        Lite(self).write_block(run, metric, row)
+    }
+    fn events_after(
+        &mut self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        Lite(self).events_after(run, after, limit)
+    }
+    fn headers(
+        &mut self,
+        run: &str,
+        metric: &str,
+        below: i64,
+    ) -> Result<Vec<(i64, u64, f64, f64, Vec<u8>)>, StoreError> {
+        Lite(self).headers(run, metric, below)
+    }
+    fn block_data(&mut self, run: &str, metric: &str, block: i64) -> Result<Vec<u8>, StoreError> {
+        Lite(self).block_data(run, metric, block)
+    }
+    fn sums(&mut self, run: &str) -> Result<Vec<(String, u64, f64, f64)>, StoreError> {
+        Lite(self).sums(run)
+    }
+}
+
 /// The newest block of one metric, in memory.
 #[derive(Debug, Clone, Default)]
 pub struct OpenBlock {
@@ -75,10 +341,23 @@ struct OpenRun {
 }
 
 /// The in-memory side of the index; lives under the store's writer lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     runs: HashMap<String, OpenRun>,
     clock: u64,
+    /// Whether evicting a run writes its partial blocks first (see
+    /// [`Index::with_write_on_evict`]).
+    write_on_evict: bool,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            runs: HashMap::new(),
+            clock: 0,
+            write_on_evict: true,
+        }
+    }
 }
 
 fn encode(points: &[SeriesPoint]) -> Vec<u8> {
@@ -134,54 +413,50 @@ fn step_range(points: &[SeriesPoint]) -> (f64, f64) {
         })
 }
 
-fn write_block(conn: &Connection, run: &str, metric: &str, b: &OpenBlock) -> rusqlite::Result<()> {
+fn write_block(
+    db: &mut dyn SeriesDb,
+    run: &str,
+    metric: &str,
+    b: &OpenBlock,
+) -> Result<(), StoreError> {
     let (lo, hi) = step_range(&b.points);
-    conn.prepare_cached(
-        "INSERT INTO series (run, metric, block, n, step_lo, step_hi, last_id, summary, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT(run, metric, block) DO UPDATE SET n = ?4, step_lo = ?5, step_hi = ?6,
-             last_id = ?7, summary = ?8, data = ?9",
-    )?
-    .execute(params![
+    db.write_block(
         run,
         metric,
-        b.block,
-        b.points.len() as i64,
-        lo,
-        hi,
-        b.last_id as i64,
-        encode(&summarize(&b.points)),
-        encode(&b.points)
-    ])?;
-    Ok(())
+        &BlockRow {
+            block: b.block,
+            n: b.points.len() as i64,
+            step_lo: lo,
+            step_hi: hi,
+            last_id: b.last_id as i64,
+            summary: &encode(&summarize(&b.points)),
+            data: &encode(&b.points),
+        },
+    )
 }
 
 impl Index {
+    /// With `false`, evicting the least recently used run only drops it from memory
+    /// instead of writing its partial blocks first (the default, `true`). For stores
+    /// shared by several relays, where another relay may have written newer rows and
+    /// only writes made under the run's row lock are safe.
+    pub fn with_write_on_evict(mut self, write: bool) -> Self {
+        self.write_on_evict = write;
+        self
+    }
+
     /// Makes sure the run's partial blocks are in memory, rebuilding what the disk
     /// lacks from the events after `series_runs.indexed_id`.
-    pub fn load_run(&mut self, conn: &Connection, run: &str) -> rusqlite::Result<()> {
+    pub fn load_run(&mut self, db: &mut dyn SeriesDb, run: &str) -> Result<(), StoreError> {
         self.clock += 1;
         if let Some(r) = self.runs.get_mut(run) {
             r.used = self.clock;
             return Ok(());
         }
         if self.runs.len() >= OPEN_RUNS {
-            self.evict(conn)?;
+            self.evict(db)?;
         }
-        let (indexed_id, step, batch_count) = conn
-            .query_row(
-                "SELECT indexed_id, step, batch_count FROM series_runs WHERE run = ?1",
-                [run],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .optional()?
-            .unwrap_or((0, 0, 0));
+        let (indexed_id, step, batch_count) = db.marks(run)?.unwrap_or((0, 0, 0));
         let mut open = OpenRun {
             indexed_id,
             seen_id: indexed_id,
@@ -190,41 +465,23 @@ impl Index {
             batch_count,
             ..Default::default()
         };
-        {
-            // The newest block of each metric: partial ones continue in memory.
-            let mut stmt = conn.prepare_cached(
-                "SELECT s.metric, s.block, s.n, s.last_id, s.data FROM series s
-                 JOIN (SELECT metric, MAX(block) AS b FROM series WHERE run = ?1 GROUP BY metric) m
-                   ON s.metric = m.metric AND s.block = m.b
-                 WHERE s.run = ?1",
-            )?;
-            let rows = stmt.query_map([run], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)? as usize,
-                    r.get::<_, i64>(3)? as u64,
-                    r.get::<_, Vec<u8>>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (metric, block, n, last_id, data) = row?;
-                let b = if n >= BLOCK {
-                    OpenBlock {
-                        block: block + 1,
-                        last_id,
-                        ..Default::default()
-                    }
-                } else {
-                    OpenBlock {
-                        block,
-                        points: decode(&data),
-                        last_id,
-                        persisted: n,
-                    }
-                };
-                open.metrics.insert(metric, b);
-            }
+        // The newest block of each metric: partial ones continue in memory.
+        for (metric, block, n, last_id, data) in db.newest_blocks(run)? {
+            let b = if n >= BLOCK {
+                OpenBlock {
+                    block: block + 1,
+                    last_id,
+                    ..Default::default()
+                }
+            } else {
+                OpenBlock {
+                    block,
+                    points: decode(&data),
+                    last_id,
+                    persisted: n,
+                }
+            };
+            open.metrics.insert(metric, b);
         }
         self.runs.insert(run.to_string(), open);
         // Rebuild the tail: events after indexed_id whose points are not on disk yet.
@@ -233,15 +490,7 @@ impl Index {
         state.batch_count = batch_count;
         let mut after = indexed_id;
         loop {
-            let page: Vec<(u64, String)> = {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT 10000",
-                )?;
-                let rows = stmt.query_map(params![run, after as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+            let page = db.events_after(run, after, 10_000)?;
             let Some(last) = page.last().map(|p| p.0) else {
                 break;
             };
@@ -250,12 +499,12 @@ impl Index {
                     continue;
                 };
                 state.apply(&e);
-                self.push_event(conn, run, &e, &state, *id)?;
+                self.push_event(db, run, &e, &state, *id)?;
             }
             after = last;
         }
         if after > indexed_id {
-            self.persist_run(conn, run, after)?;
+            self.persist_run(db, run, after)?;
         }
         Ok(())
     }
@@ -263,12 +512,12 @@ impl Index {
     /// Adds the points of one stored event (already applied to `state`).
     pub fn push_event(
         &mut self,
-        conn: &Connection,
+        db: &mut dyn SeriesDb,
         run: &str,
         e: &Event,
         state: &RunState,
         id: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         let step = state.step_of(e) as f64;
         let time = e.timestamp().unwrap_or(0.0);
         let Some(open) = self.runs.get_mut(run) else {
@@ -287,7 +536,7 @@ impl Index {
             b.points.push(SeriesPoint { step, time, value });
             b.last_id = id;
             if b.points.len() >= BLOCK {
-                write_block(conn, run, &metric, b)?;
+                write_block(db, run, &metric, b)?;
                 *b = OpenBlock {
                     block: b.block + 1,
                     last_id: id,
@@ -301,46 +550,42 @@ impl Index {
     /// After a batch: writes the run's partial blocks when enough events have passed.
     pub fn finish_batch(
         &mut self,
-        conn: &Connection,
+        db: &mut dyn SeriesDb,
         run: &str,
         last_id: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         let due = self
             .runs
             .get(run)
             .is_some_and(|r| last_id >= r.indexed_id + PERSIST_EVERY);
         if due {
-            self.persist_run(conn, run, last_id)?;
+            self.persist_run(db, run, last_id)?;
         }
         Ok(())
     }
 
-    fn persist_run(&mut self, conn: &Connection, run: &str, last_id: u64) -> rusqlite::Result<()> {
+    fn persist_run(
+        &mut self,
+        db: &mut dyn SeriesDb,
+        run: &str,
+        last_id: u64,
+    ) -> Result<(), StoreError> {
         let Some(open) = self.runs.get_mut(run) else {
             return Ok(());
         };
         for (metric, b) in &mut open.metrics {
             if b.points.len() > b.persisted {
-                write_block(conn, run, metric, b)?;
+                write_block(db, run, metric, b)?;
                 b.persisted = b.points.len();
             }
         }
         open.indexed_id = last_id;
-        conn.prepare_cached(
-            "INSERT INTO series_runs (run, indexed_id, step, batch_count) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(run) DO UPDATE SET indexed_id = ?2, step = ?3, batch_count = ?4",
-        )?
-        .execute(params![
-            run,
-            last_id as i64,
-            open.step as i64,
-            open.batch_count as i64
-        ])?;
-        Ok(())
+        db.set_marks(run, last_id, open.step, open.batch_count)
     }
 
-    /// Writes out and forgets the least recently used run.
-    fn evict(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    /// Writes out (unless [`Index::with_write_on_evict`] said not to) and forgets the
+    /// least recently used run.
+    fn evict(&mut self, db: &mut dyn SeriesDb) -> Result<(), StoreError> {
         let Some(run) = self
             .runs
             .iter()
@@ -349,21 +594,23 @@ impl Index {
         else {
             return Ok(());
         };
-        let last = self.runs.get(&run).map_or(0, |r| r.seen_id);
-        self.persist_run(conn, &run, last)?;
+        if self.write_on_evict {
+            let last = self.runs.get(&run).map_or(0, |r| r.seen_id);
+            self.persist_run(db, &run, last)?;
+        }
         self.runs.remove(&run);
         Ok(())
     }
 
     /// Writes every loaded run's partial blocks (at shutdown).
-    pub fn persist_all(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    pub fn persist_all(&mut self, db: &mut dyn SeriesDb) -> Result<(), StoreError> {
         let runs: Vec<(String, u64)> = self
             .runs
             .iter()
             .map(|(k, r)| (k.clone(), r.seen_id))
             .collect();
         for (run, seen) in runs {
-            self.persist_run(conn, &run, seen)?;
+            self.persist_run(db, &run, seen)?;
         }
         Ok(())
     }
@@ -371,6 +618,12 @@ impl Index {
     /// Forgets a run (deleted).
     pub fn forget(&mut self, run: &str) {
         self.runs.remove(run);
+    }
+
+    /// The id of the newest event the loaded run's index has seen; `None` when the run
+    /// is not loaded.
+    pub fn seen_id(&self, run: &str) -> Option<u64> {
+        self.runs.get(run).map(|r| r.seen_id)
     }
 
     /// Whether the (loaded) run already has this metric.
@@ -414,36 +667,31 @@ struct Header {
 }
 
 fn headers(
-    conn: &Connection,
+    db: &mut dyn SeriesDb,
     run: &str,
     metric: &str,
     below: i64,
-) -> rusqlite::Result<Vec<Header>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT block, n, step_lo, step_hi, summary FROM series
-         WHERE run = ?1 AND metric = ?2 AND block < ?3 ORDER BY block",
-    )?;
-    let rows = stmt.query_map(params![run, metric, below], |r| {
-        Ok(Header {
-            block: r.get(0)?,
-            n: r.get::<_, i64>(1)? as u64,
-            lo: r.get(2)?,
-            hi: r.get(3)?,
-            summary: decode(&r.get::<_, Vec<u8>>(4)?),
+) -> Result<Vec<Header>, StoreError> {
+    Ok(db
+        .headers(run, metric, below)?
+        .into_iter()
+        .map(|(block, n, lo, hi, summary)| Header {
+            block,
+            n,
+            lo,
+            hi,
+            summary: decode(&summary),
         })
-    })?;
-    rows.collect()
+        .collect())
 }
 
 fn block_points(
-    conn: &Connection,
+    db: &mut dyn SeriesDb,
     run: &str,
     metric: &str,
     block: i64,
-) -> rusqlite::Result<Vec<SeriesPoint>> {
-    conn.prepare_cached("SELECT data FROM series WHERE run = ?1 AND metric = ?2 AND block = ?3")?
-        .query_row(params![run, metric, block], |r| r.get::<_, Vec<u8>>(0))
-        .map(|d| decode(&d))
+) -> Result<Vec<SeriesPoint>, StoreError> {
+    Ok(decode(&db.block_data(run, metric, block)?))
 }
 
 /// What a series query asks for.
@@ -460,19 +708,19 @@ pub struct SeriesQuery {
 /// Answers a series query from the stored blocks plus `open` (the in-memory newest
 /// block, copied under the writer lock), consistent as of event `last_id`.
 pub fn query(
-    conn: &Connection,
+    db: &mut dyn SeriesDb,
     run: &str,
     metric: &str,
     open: Option<OpenBlock>,
     last_id: u64,
     q: SeriesQuery,
-) -> rusqlite::Result<SeriesPage> {
+) -> Result<SeriesPage, StoreError> {
     let open = open.unwrap_or_default();
     let from = q.from.unwrap_or(f64::NEG_INFINITY);
     let to = q.to.unwrap_or(f64::INFINITY);
     let buckets = q.points.clamp(1, MAX_POINTS);
     let inside = |p: &SeriesPoint| p.step >= from && p.step <= to;
-    let blocks: Vec<Header> = headers(conn, run, metric, open.block)?
+    let blocks: Vec<Header> = headers(db, run, metric, open.block)?
         .into_iter()
         .filter(|h| h.hi >= from && h.lo <= to)
         .collect();
@@ -484,7 +732,7 @@ pub fn query(
     if exact {
         total = open_points.len() as u64;
         for h in &blocks {
-            let raw: Vec<SeriesPoint> = block_points(conn, run, metric, h.block)?
+            let raw: Vec<SeriesPoint> = block_points(db, run, metric, h.block)?
                 .into_iter()
                 .filter(inside)
                 .collect();
@@ -498,7 +746,7 @@ pub fn query(
             let edge = i == 0 || i + 1 == blocks.len();
             if edge && (h.lo < from || h.hi > to) {
                 points.extend(
-                    block_points(conn, run, metric, h.block)?
+                    block_points(db, run, metric, h.block)?
                         .into_iter()
                         .filter(inside),
                 );
@@ -522,10 +770,10 @@ pub fn query(
 
 /// The run's metrics with their point counts and step ranges.
 pub fn list(
-    conn: &Connection,
+    db: &mut dyn SeriesDb,
     run: &str,
     open: Vec<(String, OpenBlock)>,
-) -> rusqlite::Result<Vec<SeriesInfo>> {
+) -> Result<Vec<SeriesInfo>, StoreError> {
     let mut out: HashMap<String, SeriesInfo> = HashMap::new();
     let open_blocks: HashMap<String, OpenBlock> = open.into_iter().collect();
     let mut add = |metric: &str, n: u64, lo: f64, hi: f64| {
@@ -541,21 +789,9 @@ pub fn list(
             e.last_step = Some(e.last_step.map_or(hi, |l| l.max(hi)));
         }
     };
-    // Sums per metric in SQLite; the newest block's row (when written) counts through
-    // its newer copy in memory instead.
-    let mut stmt = conn.prepare_cached(
-        "SELECT metric, SUM(n), MIN(step_lo), MAX(step_hi) FROM series WHERE run = ?1 GROUP BY metric",
-    )?;
-    let rows = stmt.query_map([run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)? as u64,
-            r.get::<_, f64>(2)?,
-            r.get::<_, f64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (metric, n, lo, hi) = row?;
+    // Sums per metric in the database; the newest block's row (when written) counts
+    // through its newer copy in memory instead.
+    for (metric, n, lo, hi) in db.sums(run)? {
         let written = open_blocks.get(&metric).map_or(0, |b| b.persisted as u64);
         add(&metric, n.saturating_sub(written), lo, hi);
     }
@@ -584,9 +820,9 @@ mod tests {
 
     #[test]
     fn beyond_the_exact_limit_block_summaries_keep_every_extreme() {
-        let conn = db();
+        let mut conn = db();
         let mut index = Index::default();
-        index.load_run(&conn, "r").unwrap();
+        index.load_run(&mut conn, "r").unwrap();
         let mut state = RunState::new("r");
         let n = 100_000u64;
         for id in 1..=n {
@@ -602,9 +838,9 @@ mod tests {
             ))
             .unwrap();
             state.apply(&e);
-            index.push_event(&conn, "r", &e, &state, id).unwrap();
+            index.push_event(&mut conn, "r", &e, &state, id).unwrap();
         }
-        index.finish_batch(&conn, "r", n).unwrap();
+        index.finish_batch(&mut conn, "r", n).unwrap();
         let open = index.open_block("r", "loss");
         let q = |exact_limit, from, to| SeriesQuery {
             points: 50,
@@ -612,8 +848,16 @@ mod tests {
             to,
             exact_limit,
         };
-        let coarse = query(&conn, "r", "loss", open.clone(), n, q(0, None, None)).unwrap();
-        let exact = query(&conn, "r", "loss", open.clone(), n, q(u64::MAX, None, None)).unwrap();
+        let coarse = query(&mut conn, "r", "loss", open.clone(), n, q(0, None, None)).unwrap();
+        let exact = query(
+            &mut conn,
+            "r",
+            "loss",
+            open.clone(),
+            n,
+            q(u64::MAX, None, None),
+        )
+        .unwrap();
         assert!(!coarse.exact && exact.exact);
         assert_eq!(exact.total, n);
         assert!(coarse.points.len() <= 50 * 4 + 8);
@@ -628,7 +872,7 @@ mod tests {
         }
         // A range cut through blocks: its edges are exact.
         let cut = query(
-            &conn,
+            &mut conn,
             "r",
             "loss",
             open,
@@ -638,5 +882,31 @@ mod tests {
         .unwrap();
         assert_eq!(cut.points[0].step, 1501.0);
         assert_eq!(cut.points.last().unwrap().step, 90_000.0);
+    }
+
+    fn push(index: &mut Index, conn: &mut Connection, run: &str, id: u64) {
+        let mut state = RunState::new(run);
+        let e = Event::from_json(r#"{"event":"batch_end","loss":1.5,"time":1}"#).unwrap();
+        state.apply(&e);
+        index.push_event(conn, run, &e, &state, id).unwrap();
+    }
+
+    #[test]
+    fn eviction_writes_partial_blocks_unless_told_not_to() {
+        for write in [true, false] {
+            let mut conn = db();
+            let mut index = Index::default().with_write_on_evict(write);
+            assert_eq!(index.seen_id("r0"), None);
+            index.load_run(&mut conn, "r0").unwrap();
+            push(&mut index, &mut conn, "r0", 7);
+            assert_eq!(index.seen_id("r0"), Some(7));
+            for i in 1..=OPEN_RUNS {
+                index.load_run(&mut conn, &format!("r{i}")).unwrap();
+            }
+            assert_eq!(index.seen_id("r0"), None, "least recently used run evicted");
+            let listed = list(&mut conn, "r0", Vec::new()).unwrap();
+            assert_eq!(listed.len(), usize::from(write));
+            assert_eq!(conn.marks("r0").unwrap().is_some(), write);
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use stepwatch_events::series::{SeriesInfo, SeriesPage};
 use stepwatch_events::{Event, RunState, RunSummary};
 
-use crate::series::{self, SeriesQuery};
+use crate::series::{self, Lite, SeriesQuery};
 
 /// An event as stored: its id, its name and its wire JSON (with `id` and `received`).
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,9 @@ pub enum StoreError {
     Limit(String),
     #[error("storage lock poisoned")]
     Poisoned,
+    /// The database server failed or is unreachable (PostgreSQL backend).
+    #[error("database unavailable ({0}): nothing of this request was stored; retry later")]
+    Database(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -352,6 +355,16 @@ impl SqliteStore {
     }
 }
 
+/// The order of the runs list: newest started first, then by name.
+pub(crate) fn sort_runs(runs: &mut [RunSummary]) {
+    runs.sort_by(|a, b| {
+        b.started_at
+            .unwrap_or(0.0)
+            .total_cmp(&a.started_at.unwrap_or(0.0))
+            .then_with(|| a.run.cmp(&b.run))
+    });
+}
+
 /// Events per multi-row INSERT statement (fewer statements to run per batch).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -392,7 +405,7 @@ fn insert_rows(
 }
 
 /// Metric names must be short and printable, and a run may not pass `max` series.
-fn check_metrics(
+pub(crate) fn check_metrics(
     index: &series::Index,
     run: &str,
     events: &[Event],
@@ -451,9 +464,9 @@ impl Storage for SqliteStore {
             sources,
         } = &mut *w;
         let tx = conn.transaction()?;
-        if let Err(e) = index.load_run(&tx, run) {
+        if let Err(e) = index.load_run(&mut Lite(&tx), run) {
             index.forget(run);
-            return Err(e.into());
+            return Err(e);
         }
         check_metrics(index, run, &events, self.max_metrics)?;
         let mut stored = Vec::with_capacity(events.len());
@@ -484,9 +497,9 @@ impl Storage for SqliteStore {
                 }
                 let json = event.to_json();
                 state.apply(&event);
-                if let Err(e) = index.push_event(&tx, run, &event, &state, id) {
+                if let Err(e) = index.push_event(&mut Lite(&tx), run, &event, &state, id) {
                     index.forget(run); // the transaction rolls back: rebuild from disk
-                    return Err(e.into());
+                    return Err(e);
                 }
                 origin.push((event.src.take(), event.seq.map(|s| s as i64)));
                 stored.push(Arc::new(StoredEvent {
@@ -516,11 +529,11 @@ impl Storage for SqliteStore {
             )?;
         }
         let finished = index
-            .finish_batch(&tx, run, state.last_id)
-            .and_then(|()| tx.commit());
+            .finish_batch(&mut Lite(&tx), run, state.last_id)
+            .and_then(|()| Ok(tx.commit()?));
         if let Err(e) = finished {
             index.forget(run);
-            return Err(e.into());
+            return Err(e);
         }
         if !advanced.is_empty() {
             sources.entry(run.to_string()).or_default().extend(advanced);
@@ -650,12 +663,7 @@ impl Storage for SqliteStore {
             .read()
             .map(|m| m.values().map(|s| s.summary()).collect())
             .unwrap_or_default();
-        out.sort_by(|a, b| {
-            b.started_at
-                .unwrap_or(0.0)
-                .total_cmp(&a.started_at.unwrap_or(0.0))
-                .then_with(|| a.run.cmp(&b.run))
-        });
+        sort_runs(&mut out);
         out
     }
 
@@ -706,7 +714,7 @@ impl Storage for SqliteStore {
         let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
         let Writer { conn, index, .. } = &mut *w;
         let tx = conn.transaction()?;
-        index.persist_all(&tx)?;
+        index.persist_all(&mut Lite(&tx))?;
         tx.commit()?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
@@ -723,7 +731,7 @@ impl Storage for SqliteStore {
             return Ok(None);
         };
         let conn = self.reader()?;
-        let page = series::query(&conn, run, metric, open, last_id, q);
+        let page = series::query(&mut Lite(&conn), run, metric, open, last_id, q);
         self.give_back(conn);
         Ok(Some(page?))
     }
@@ -733,7 +741,7 @@ impl Storage for SqliteStore {
             return Ok(None);
         };
         let conn = self.reader()?;
-        let list = series::list(&conn, run, open);
+        let list = series::list(&mut Lite(&conn), run, open);
         self.give_back(conn);
         Ok(Some(list?))
     }
@@ -753,10 +761,12 @@ impl SqliteStore {
         };
         let Writer { conn, index, .. } = &mut *w;
         let tx = conn.transaction()?;
-        let loaded = index.load_run(&tx, run).and_then(|()| tx.commit());
+        let loaded = index
+            .load_run(&mut Lite(&tx), run)
+            .and_then(|()| Ok(tx.commit()?));
         if let Err(e) = loaded {
             index.forget(run);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(Some((take(index), last_id)))
     }

@@ -15,10 +15,16 @@ struct Relay {
 
 impl Relay {
     fn start(root: &Path) -> Result<Relay> {
+        Relay::start_with(root, &[])
+    }
+
+    /// A relay with extra `serve` flags (`--database URL`, say).
+    fn start_with(root: &Path, extra: &[&str]) -> Result<Relay> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let dir = std::env::temp_dir().join(format!("stepwatch-bench-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("stepwatch-bench-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let child = Command::new(root.join("target/release/stepwatch"))
             .args([
@@ -29,6 +35,7 @@ impl Relay {
             ])
             .arg(&dir)
             .args(["--dist", "dist"])
+            .args(extra)
             .current_dir(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +114,14 @@ pub const GROUPS: &[&str] = &[
 ];
 
 pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
+    if let Some(i) = only.iter().position(|a| a == "--database") {
+        let Some(url) = only.get(i + 1) else {
+            bail!(
+                "--database needs a URL: cargo xtask bench --database postgres://user@host:port/db"
+            );
+        };
+        return run_postgres(root, url);
+    }
     for name in only {
         if !GROUPS.contains(&name.as_str()) {
             bail!(
@@ -747,4 +762,143 @@ fn frame_time(relay: &Relay) -> Result<()> {
         "60 frames/s at 10,000 points/s",
     );
     Ok(())
+}
+
+/// `cargo xtask bench --database URL`: the PostgreSQL backend with one and with two
+/// relays on the database, beside the same figures for SQLite.
+fn run_postgres(root: &Path, url: &str) -> Result<()> {
+    println!(
+        "\n| {:<44} | {:>26} | {:<34} |",
+        "benchmark (PostgreSQL backend)", "measured", "compare"
+    );
+    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(28), "-".repeat(36));
+    let tag = format!("{}", std::process::id());
+    let sqlite = Relay::start(root)?;
+    let lite_rate = ingest_rate(&[&sqlite], &format!("lite-{tag}"))?;
+    let a = Relay::start_with(root, &["--database", url])?;
+    let one = ingest_rate(&[&a], &format!("one-{tag}"))?;
+    row(
+        "ingest, 1 relay, NDJSON batches of 1,000",
+        format!("{one:.0} events/s"),
+        &format!("SQLite: {lite_rate:.0} events/s"),
+    );
+    let b = Relay::start_with(root, &["--database", url])?;
+    let two = ingest_rate(&[&a, &b], &format!("two-{tag}"))?;
+    row(
+        "ingest, 2 relays, one database",
+        format!("{two:.0} events/s"),
+        "(2 relays + PostgreSQL on 2 cores)",
+    );
+    let (p50, p99) = post_to_stream(&sqlite, &sqlite, &format!("lat-lite-{tag}"))?;
+    let (same50, same99) = post_to_stream(&a, &a, &format!("lat-same-{tag}"))?;
+    row(
+        "POST → SSE, same relay, p50 / p99",
+        format!("{same50:.2} / {same99:.2} ms"),
+        &format!("SQLite: {p50:.2} / {p99:.2} ms"),
+    );
+    let (x50, x99) = post_to_stream(&a, &b, &format!("lat-cross-{tag}"))?;
+    row(
+        "POST on relay A → SSE on relay B, p50 / p99",
+        format!("{x50:.2} / {x99:.2} ms"),
+        "emit → pixel p99 < 50 ms",
+    );
+    // Leave the database as it was found.
+    let agent = ureq::AgentBuilder::new().build();
+    for (relay, prefix) in [
+        (&a, "one"),
+        (&a, "two"),
+        (&a, "lat-same"),
+        (&a, "lat-cross"),
+    ] {
+        for t in 0..4 {
+            let _ = agent
+                .delete(&format!("{}/api/runs/bench-{prefix}-{tag}-{t}", relay.url))
+                .call();
+        }
+        let _ = agent
+            .delete(&format!("{}/api/runs/{prefix}-{tag}", relay.url))
+            .call();
+    }
+    println!();
+    Ok(())
+}
+
+/// Events/s stored by 4 clients posting batches of 1,000 to their own runs, spread
+/// over `relays`.
+fn ingest_rate(relays: &[&Relay], tag: &str) -> Result<f64> {
+    const BATCH: usize = 1000;
+    const BATCHES: usize = 400;
+    let threads = 4;
+    let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (bodies, failed) = (&bodies, &failed);
+            let url = format!(
+                "{}/api/runs/bench-{tag}-{t}/events",
+                relays[t % relays.len()].url
+            );
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                for b in 0..BATCHES / threads {
+                    let sent = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&bodies[b % bodies.len()]);
+                    if sent.is_err() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} ingest requests failed");
+    }
+    Ok((BATCH * BATCHES) as f64 / dt)
+}
+
+/// p50 / p99 ms from a POST to relay `to` until relay `from`'s stream delivers it.
+fn post_to_stream(to: &Relay, from: &Relay, run: &str) -> Result<(f64, f64)> {
+    let agent = ureq::AgentBuilder::new().build();
+    let post = format!("{}/api/runs/{run}/events", to.url);
+    agent
+        .post(&post)
+        .send_string("{\"event\":\"training_start\"}")?;
+    // The other relay learns of the run from the notification.
+    let t0 = Instant::now();
+    while ureq::get(&format!("{}/api/runs/{run}", from.url))
+        .call()
+        .is_err()
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            bail!("relay {} never saw run {run}", from.url);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let resp = ureq::get(&format!("{}/api/runs/{run}/stream?after=1", from.url)).call()?;
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut lat = Vec::new();
+    let mut line = String::new();
+    for i in 0..500 {
+        let t0 = Instant::now();
+        agent
+            .post(&post)
+            .send_string(&format!("{{\"event\":\"batch_end\",\"loss\":{i}}}"))?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("stream closed");
+            }
+            if line.starts_with("data: ") {
+                break;
+            }
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }

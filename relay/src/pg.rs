@@ -1,0 +1,1490 @@
+//! PostgreSQL storage: several relays sharing one history.
+//!
+//! [`PgStore`] implements [`Storage`] on a PostgreSQL database that any number of relays
+//! may share. Invariants, across relays:
+//! - per run, ids are 1, 2, 3 … with no gaps: an append locks the run's `runs` row
+//!   (`SELECT … FOR UPDATE`) for its transaction, so writers of one run take turns
+//!   whichever relay they are on;
+//! - `(src, seq)` deduplication reads the senders' highest seq under that same lock;
+//! - a batch is stored whole or not at all (one transaction), and acknowledged only
+//!   once committed (`synchronous_commit` as the server is configured);
+//! - each commit sends `NOTIFY stepwatch` with the run and its newest id. Every relay
+//!   listens and delivers what other relays stored to its own subscribers by reading
+//!   the events table after the newest id it has delivered for that run, so a lost
+//!   notification loses nothing: the next one, or the poll every
+//!   [`POLL_EVERY`], catches up from the table. Subscribers see each run in id order.
+//!
+//! The database is reached through a small pool of connections. A connection that
+//! fails is dropped and a new one is opened on the next request; while the database
+//! is down, requests fail with [`StoreError::Database`] (the HTTP layer answers 503,
+//! the SDKs retry) and everything resumes by itself once it is back.
+
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, GenericClient, NoTls, Statement};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+use stepwatch_events::series::{SeriesInfo, SeriesPage};
+use stepwatch_events::{Event, RunState, RunSummary};
+
+use crate::hub::Hub;
+use crate::series::{self, BlockRow, SeriesDb, SeriesQuery};
+use crate::store::{check_metrics, Committed, Storage, StoreError, StoredEvent};
+
+/// The channel relays notify each other on.
+const CHANNEL: &str = "stepwatch";
+/// How often each relay compares every run's newest id with what it has delivered,
+/// in case a notification was lost (the listening connection dropped, say).
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Idle connections kept in the pool.
+const POOL_IDLE: usize = 8;
+/// Events read per query when catching up.
+const PAGE: i64 = 5000;
+
+/// The schema, as versioned migrations: each runs once, in order, in one transaction,
+/// under an advisory lock so relays starting together do not race.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE runs (
+         run     TEXT PRIMARY KEY,
+         last_id BIGINT NOT NULL,
+         state   TEXT NOT NULL,
+         created DOUBLE PRECISION NOT NULL,
+         updated DOUBLE PRECISION NOT NULL
+     );
+     CREATE TABLE events (
+         run  TEXT NOT NULL,
+         id   BIGINT NOT NULL,
+         name TEXT NOT NULL,
+         src  TEXT,
+         seq  BIGINT,
+         data TEXT NOT NULL,
+         PRIMARY KEY (run, id)
+     );
+     CREATE TABLE sources (
+         run     TEXT NOT NULL,
+         src     TEXT NOT NULL,
+         max_seq BIGINT NOT NULL,
+         PRIMARY KEY (run, src)
+     );
+     CREATE TABLE series (
+         run     TEXT NOT NULL,
+         metric  TEXT NOT NULL,
+         block   BIGINT NOT NULL,
+         n       BIGINT NOT NULL,
+         step_lo DOUBLE PRECISION NOT NULL,
+         step_hi DOUBLE PRECISION NOT NULL,
+         last_id BIGINT NOT NULL,
+         summary BYTEA NOT NULL,
+         data    BYTEA NOT NULL,
+         PRIMARY KEY (run, metric, block)
+     );
+     CREATE TABLE series_runs (
+         run         TEXT PRIMARY KEY,
+         indexed_id  BIGINT NOT NULL,
+         step        BIGINT NOT NULL,
+         batch_count BIGINT NOT NULL
+     );",
+)];
+
+/// The newest schema this binary knows.
+pub const PG_SCHEMA_VERSION: i64 = 1;
+/// Key of the advisory lock taken while migrating.
+const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::DISK_FULL) {
+            return StoreError::Full;
+        }
+        StoreError::Database(describe(&e))
+    }
+}
+
+/// The error with the server's message when there is one (postgres' Display hides it).
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                cause = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// The URL without its password, for logs and messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = auth.split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}@{host}")
+}
+
+/// One pooled connection and its prepared statements.
+struct Conn {
+    client: Client,
+    cache: HashMap<&'static str, Statement>,
+}
+
+/// Prepares `sql` once per connection.
+fn prepared(
+    cache: &mut HashMap<&'static str, Statement>,
+    client: &mut impl GenericClient,
+    sql: &'static str,
+) -> Result<Statement, postgres::Error> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql)?;
+    cache.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// The series index's SQL on a PostgreSQL connection or transaction.
+struct PgSeries<'a, C: GenericClient> {
+    db: &'a mut C,
+    cache: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl<C: GenericClient> PgSeries<'_, C> {
+    fn query(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        let s = prepared(self.cache, self.db, sql)?;
+        Ok(self.db.query(&s, args)?)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<(), StoreError> {
+        let s = prepared(self.cache, self.db, sql)?;
+        self.db.execute(&s, args)?;
+        Ok(())
+    }
+}
+
+impl<C: GenericClient> SeriesDb for PgSeries<'_, C> {
+    fn marks(&mut self, run: &str) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        let rows = self.query(
+            "SELECT indexed_id, step, batch_count FROM series_runs WHERE run = $1",
+            &[&run],
+        )?;
+        Ok(rows.first().map(|r| {
+            (
+                r.get::<_, i64>(0) as u64,
+                r.get::<_, i64>(1) as u64,
+                r.get::<_, i64>(2) as u64,
+            )
+        }))
+    }
+
+    fn set_marks(
+        &mut self,
+        run: &str,
+        indexed_id: u64,
+        step: u64,
+        batch_count: u64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO series_runs (run, indexed_id, step, batch_count) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run) DO UPDATE SET indexed_id = $2, step = $3, batch_count = $4",
+            &[
+                &run,
+                &(indexed_id as i64),
+                &(step as i64),
+                &(batch_count as i64),
+            ],
+        )
+    }
+
+    fn newest_blocks(
+        &mut self,
+        run: &str,
+    ) -> Result<Vec<(String, i64, usize, u64, Vec<u8>)>, StoreError> {
+        let rows = self.query(
+            "SELECT DISTINCT ON (metric) metric, block, n, last_id, data FROM series
+             WHERE run = $1 ORDER BY metric, block DESC",
+            &[&run],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, i64>(2) as usize,
+                    r.get::<_, i64>(3) as u64,
+                    r.get(4),
+                )
+            })
+            .collect())
+    }
+
+    fn write_block(
+        &mut self,
+        run: &str,
+        metric: &str,
+        row: &BlockRow<'_>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO series (run, metric, block, n, step_lo, step_hi, last_id, summary, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (run, metric, block) DO UPDATE SET n = $4, step_lo = $5, step_hi = $6,
+                 last_id = $7, summary = $8, data = $9",
+            &[
+                &run,
+                &metric,
+                &row.block,
+                &row.n,
+                &row.step_lo,
+                &row.step_hi,
+                &row.last_id,
+                &row.summary,
+                &row.data,
+            ],
+        )
+    }
+
+    fn events_after(
+        &mut self,
+        run: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows = self.query(
+            "SELECT id, data FROM events WHERE run = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&run, &(after as i64), &(limit as i64)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    fn headers(
+        &mut self,
+        run: &str,
+        metric: &str,
+        below: i64,
+    ) -> Result<Vec<(i64, u64, f64, f64, Vec<u8>)>, StoreError> {
+        let rows = self.query(
+            "SELECT block, n, step_lo, step_hi, summary FROM series
+             WHERE run = $1 AND metric = $2 AND block < $3 ORDER BY block",
+            &[&run, &metric, &below],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<_, i64>(1) as u64,
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                )
+            })
+            .collect())
+    }
+
+    fn block_data(&mut self, run: &str, metric: &str, block: i64) -> Result<Vec<u8>, StoreError> {
+        let rows = self.query(
+            "SELECT data FROM series WHERE run = $1 AND metric = $2 AND block = $3",
+            &[&run, &metric, &block],
+        )?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| {
+            StoreError::Corrupt(format!("series block {block} of {run}/{metric} is missing"))
+        })
+    }
+
+    fn sums(&mut self, run: &str) -> Result<Vec<(String, u64, f64, f64)>, StoreError> {
+        let rows = self.query(
+            "SELECT metric, SUM(n)::BIGINT, MIN(step_lo), MAX(step_hi) FROM series
+             WHERE run = $1 GROUP BY metric",
+            &[&run],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2), r.get(3)))
+            .collect())
+    }
+}
+
+/// What this relay knows of the shared database, kept current by its own commits and
+/// by the notifications of the others.
+#[derive(Default)]
+struct Shared {
+    /// Each run's state as of the newest event this relay has seen.
+    states: RwLock<HashMap<String, Arc<RunState>>>,
+    /// Per run, the newest id delivered to this relay's subscribers. Delivery happens
+    /// under this lock, so each run's events reach the hub once and in id order.
+    delivered: Mutex<HashMap<String, u64>>,
+}
+
+/// PostgreSQL storage shared by any number of relays.
+pub struct PgStore {
+    config: postgres::Config,
+    target: String,
+    /// This relay's name in notifications (it skips its own).
+    node: String,
+    pool: Mutex<Vec<Conn>>,
+    shared: Arc<Shared>,
+    /// The series index's in-memory side; taken after the run's row lock.
+    index: Mutex<series::Index>,
+    hub: OnceLock<Arc<Hub>>,
+    bytes: AtomicU64,
+    stop: Arc<AtomicBool>,
+    max_metrics: usize,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Closing a connection blocks on its own runtime, which may not happen on a
+        // thread that drives async tasks (the relay drops its store there).
+        let conns = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !conns.is_empty() {
+            let _ = std::thread::spawn(move || drop(conns)).join();
+        }
+    }
+}
+
+/// Brings the database up to [`PG_SCHEMA_VERSION`]; refuses a newer one.
+fn migrate_schema(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS stepwatch_schema (version BIGINT NOT NULL);
+         INSERT INTO stepwatch_schema (version)
+             SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM stepwatch_schema);",
+    )?;
+    let version: i64 = tx
+        .query_one("SELECT MAX(version) FROM stepwatch_schema", &[])?
+        .get(0);
+    if version > PG_SCHEMA_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "the database was written by a newer Stepwatch (schema {version}; this binary \
+             knows up to {PG_SCHEMA_VERSION}): upgrade stepwatch on every relay, or point \
+             --database elsewhere"
+        )));
+    }
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+        tx.batch_execute(sql)?;
+        tx.execute("UPDATE stepwatch_schema SET version = $1", &[v])?;
+        tracing::info!(version = v, "database schema migrated");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`), creating or
+    /// migrating the schema, and loads every run's state.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        // The blocking client runs its own runtime: keep it off any async thread.
+        std::thread::scope(|s| {
+            s.spawn(|| Self::open_here(url))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Poisoned))
+        })
+    }
+
+    fn open_here(url: &str) -> Result<Self, StoreError> {
+        let target = redact(url);
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::Incompatible(format!("--database {target}: not a PostgreSQL URL: {e}"))
+        })?;
+        config
+            .connect_timeout(Duration::from_secs(3))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("stepwatch-relay");
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::Database(format!("cannot connect to {target}: {}", describe(&e)))
+        })?;
+        migrate_schema(&mut client)?;
+        let mut states = HashMap::new();
+        let mut delivered = HashMap::new();
+        for row in client.query("SELECT run, state FROM runs WHERE state <> ''", &[])? {
+            let run: String = row.get(0);
+            let json: String = row.get(1);
+            let state: RunState = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
+            delivered.insert(run.clone(), state.last_id);
+            states.insert(run, Arc::new(state));
+        }
+        let node = format!("{:016x}", rand::random::<u64>());
+        let store = PgStore {
+            config,
+            target,
+            node,
+            pool: Mutex::new(vec![Conn {
+                client,
+                cache: HashMap::new(),
+            }]),
+            shared: Arc::new(Shared {
+                states: RwLock::new(states),
+                delivered: Mutex::new(delivered),
+            }),
+            index: Mutex::new(series::Index::default().with_write_on_evict(false)),
+            hub: OnceLock::new(),
+            bytes: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+            max_metrics: usize::MAX,
+        };
+        store.refresh_bytes();
+        Ok(store)
+    }
+
+    /// Caps the metric series per run (a batch that would pass it is refused whole).
+    pub fn with_max_metrics(mut self, n: usize) -> Self {
+        self.max_metrics = n;
+        self
+    }
+
+    /// Where the store points, without the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let client = self.config.connect(NoTls).map_err(|e| {
+            StoreError::Database(format!(
+                "cannot connect to {}: {}",
+                self.target,
+                describe(&e)
+            ))
+        })?;
+        Ok(Conn {
+            client,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// Runs `f` on a pooled connection; a connection that failed is not pooled again.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        let mut conn = match idle {
+            Some(c) if !c.client.is_closed() => c,
+            _ => self.connect()?,
+        };
+        let out = f(&mut conn);
+        if !conn.client.is_closed() && !matches!(out, Err(StoreError::Database(_))) {
+            if let Ok(mut pool) = self.pool.lock() {
+                if pool.len() < POOL_IDLE {
+                    pool.push(conn);
+                }
+            }
+        }
+        out
+    }
+
+    fn refresh_bytes(&self) {
+        let n = self.with_conn(|c| {
+            let row = c
+                .client
+                .query_one("SELECT pg_database_size(current_database())", &[])?;
+            Ok(row.get::<_, i64>(0) as u64)
+        });
+        if let Ok(n) = n {
+            self.bytes.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Delivers the run's events up to `upto` to this relay's subscribers, in id order,
+    /// each once: `own` (a batch this relay just committed) when it continues what was
+    /// delivered, the rest read from the events table. `publish` gets each slice.
+    fn deliver(
+        &self,
+        conn: &mut Conn,
+        run: &str,
+        upto: u64,
+        own: &[Arc<StoredEvent>],
+        state: &Arc<RunState>,
+        publish: &dyn Fn(&Committed),
+    ) -> Result<(), StoreError> {
+        let mut delivered = self
+            .shared
+            .delivered
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
+        let done = delivered.get(run).copied().unwrap_or(0);
+        if upto <= done {
+            return Ok(());
+        }
+        let listening = self.hub.get().is_none_or(|h| h.has_subscribers(run));
+        let first_own = own.first().map_or(u64::MAX, |e| e.id);
+        let mut events: Vec<Arc<StoredEvent>> = Vec::new();
+        if listening {
+            // What other relays stored between what was delivered and this batch.
+            let mut after = done;
+            let until = first_own.min(upto + 1);
+            while after + 1 < until {
+                let s = prepared(
+                    &mut conn.cache,
+                    &mut conn.client,
+                    "SELECT id, name, data FROM events WHERE run = $1 AND id > $2 AND id < $3
+                     ORDER BY id LIMIT $4",
+                )?;
+                let rows = conn
+                    .client
+                    .query(&s, &[&run, &(after as i64), &(until as i64), &PAGE])?;
+                let Some(last) = rows.last().map(|r| r.get::<_, i64>(0) as u64) else {
+                    break;
+                };
+                events.extend(rows.iter().map(|r| {
+                    Arc::new(StoredEvent {
+                        id: r.get::<_, i64>(0) as u64,
+                        name: r.get(1),
+                        json: r.get(2),
+                    })
+                }));
+                after = last;
+            }
+            events.extend(own.iter().filter(|e| e.id > done).cloned());
+        }
+        delivered.insert(run.to_string(), upto);
+        let batch = Committed {
+            run: run.to_string(),
+            accepted: events.len(),
+            duplicates: 0,
+            last_id: upto,
+            events,
+            state: state.clone(),
+        };
+        if batch.events.is_empty() {
+            if let Some(h) = self.hub.get() {
+                h.publish_summary(state);
+            }
+        } else {
+            publish(&batch);
+        }
+        Ok(())
+    }
+
+    /// Brings this relay up to date with a run another relay changed (`None`: it was
+    /// deleted, or is not there).
+    fn catch_up(&self, conn: &mut Conn, run: &str) -> Result<(), StoreError> {
+        let s = prepared(
+            &mut conn.cache,
+            &mut conn.client,
+            "SELECT last_id, state FROM runs WHERE run = $1",
+        )?;
+        let row = conn.client.query_opt(&s, &[&run])?;
+        let Some(row) = row else {
+            self.forget_run(run);
+            return Ok(());
+        };
+        let json: String = row.get(1);
+        if json.is_empty() {
+            return Ok(());
+        }
+        let state: RunState = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
+        let state = Arc::new(state);
+        {
+            let mut states = self
+                .shared
+                .states
+                .write()
+                .map_err(|_| StoreError::Poisoned)?;
+            let newer = states
+                .get(run)
+                .is_none_or(|known| known.last_id < state.last_id);
+            if newer {
+                states.insert(run.to_string(), state.clone());
+            }
+        }
+        let hub = self.hub.get().cloned();
+        self.deliver(conn, run, state.last_id, &[], &state, &|c| {
+            if let Some(h) = &hub {
+                h.publish(c);
+            }
+        })
+    }
+
+    /// A run deleted elsewhere: drop it here too and tell subscribers.
+    fn forget_run(&self, run: &str) {
+        let known = self
+            .shared
+            .states
+            .write()
+            .map(|mut s| s.remove(run).is_some())
+            .unwrap_or(false);
+        if let Ok(mut d) = self.shared.delivered.lock() {
+            d.remove(run);
+        }
+        if let Ok(mut index) = self.index.lock() {
+            index.forget(run);
+        }
+        if known {
+            if let Some(h) = self.hub.get() {
+                h.publish_deleted(run);
+            }
+        }
+    }
+
+    /// Compares every run's newest id with what this relay knows, catching up.
+    fn poll(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let rows = conn
+                .client
+                .query("SELECT run, last_id FROM runs WHERE state <> ''", &[])?;
+            let known: HashMap<String, u64> = self
+                .shared
+                .states
+                .read()
+                .map_err(|_| StoreError::Poisoned)?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.last_id))
+                .collect();
+            let mut present = std::collections::HashSet::new();
+            for row in &rows {
+                let run: String = row.get(0);
+                let last = row.get::<_, i64>(1) as u64;
+                if known.get(&run).is_none_or(|k| *k < last) {
+                    self.catch_up(conn, &run)?;
+                }
+                present.insert(run);
+            }
+            for run in known.keys().filter(|r| !present.contains(*r)) {
+                self.forget_run(run);
+            }
+            Ok(())
+        })
+    }
+
+    /// Listens for other relays' commits until the store is dropped; reconnects after
+    /// a failure and then catches up from the tables.
+    fn listen(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let config = self.config.clone();
+        let _ = std::thread::Builder::new()
+            .name("stepwatch-pg-listen".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(200);
+                let mut failing = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut client = match config.connect(NoTls) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(error = %describe(&e), "database unreachable; retrying");
+                                failing = true;
+                            }
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                        tracing::warn!(error = %describe(&e), "LISTEN failed; retrying");
+                        std::thread::sleep(backoff);
+                        continue;
+                    }
+                    if failing {
+                        tracing::info!("database reachable again");
+                        failing = false;
+                    }
+                    backoff = Duration::from_millis(200);
+                    let Some(store) = weak.upgrade() else { return };
+                    if let Err(e) = store.listen_on(&mut client, &stop) {
+                        tracing::warn!(error = %e, "lost the database's notifications; reconnecting");
+                    }
+                }
+            });
+    }
+
+    /// Handles notifications on `client` until it fails or the store stops.
+    fn listen_on(&self, client: &mut Client, stop: &AtomicBool) -> Result<(), StoreError> {
+        // Whatever happened while not listening.
+        self.poll()?;
+        let mut polled = Instant::now();
+        let mut sized = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let mut changed: HashMap<String, ()> = HashMap::new();
+            let mut resync = false;
+            let mut take = |n: postgres::Notification| {
+                let mut parts = n.payload().splitn(2, ' ');
+                let node = parts.next().unwrap_or_default();
+                let run = parts.next().unwrap_or_default();
+                if node == self.node {
+                    return;
+                }
+                if run == "*" || run.is_empty() {
+                    resync = true;
+                } else {
+                    changed.insert(run.to_string(), ());
+                }
+            };
+            let first = client
+                .notifications()
+                .timeout_iter(Duration::from_millis(250))
+                .next()?;
+            if let Some(n) = first {
+                take(n);
+                let mut notes = client.notifications();
+                let mut rest = notes.iter();
+                while let Some(n) = rest.next()? {
+                    take(n);
+                }
+            }
+            if client.is_closed() {
+                return Err(StoreError::Database("listening connection closed".into()));
+            }
+            if !changed.is_empty() {
+                self.with_conn(|conn| {
+                    for run in changed.keys() {
+                        self.catch_up(conn, run)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            if resync || polled.elapsed() >= POLL_EVERY {
+                self.poll()?;
+                polled = Instant::now();
+            }
+            if sized.elapsed() >= Duration::from_secs(10) {
+                self.refresh_bytes();
+                sized = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Under the run's row lock: makes the shared series index current for the run
+    /// (another relay may have written it since) and loads it.
+    fn sync_index(
+        index: &mut series::Index,
+        db: &mut dyn SeriesDb,
+        run: &str,
+        last_id: u64,
+    ) -> Result<(), StoreError> {
+        if index.seen_id(run).is_some_and(|seen| seen != last_id) {
+            index.forget(run);
+        }
+        if let Err(e) = index.load_run(db, run) {
+            index.forget(run);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Locks the run's row for the transaction; `None` when the run does not exist.
+    fn lock_run(
+        tx: &mut postgres::Transaction<'_>,
+        cache: &mut HashMap<&'static str, Statement>,
+        run: &str,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let s = prepared(
+            cache,
+            tx,
+            "SELECT last_id, state FROM runs WHERE run = $1 FOR UPDATE",
+        )?;
+        Ok(tx
+            .query_opt(&s, &[&run])?
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
+    fn notify(
+        tx: &mut postgres::Transaction<'_>,
+        cache: &mut HashMap<&'static str, Statement>,
+        payload: &str,
+    ) -> Result<(), StoreError> {
+        let s = prepared(cache, tx, "SELECT pg_notify('stepwatch', $1)")?;
+        tx.execute(&s, &[&payload])?;
+        Ok(())
+    }
+
+    /// Under the row lock: copies what `take` wants of the run's current series index.
+    fn open_series<T>(
+        &self,
+        conn: &mut Conn,
+        run: &str,
+        take: impl FnOnce(&series::Index) -> T,
+    ) -> Result<Option<(T, u64)>, StoreError> {
+        let Conn { client, cache } = conn;
+        let mut tx = client.transaction()?;
+        let Some((last_id, state)) = Self::lock_run(&mut tx, cache, run)? else {
+            return Ok(None);
+        };
+        if state.is_empty() {
+            return Ok(None);
+        }
+        let mut index = self.index.lock().map_err(|_| StoreError::Poisoned)?;
+        Self::sync_index(
+            &mut index,
+            &mut PgSeries { db: &mut tx, cache },
+            run,
+            last_id,
+        )?;
+        let taken = take(&index);
+        drop(index);
+        tx.commit()?;
+        Ok(Some((taken, last_id)))
+    }
+}
+
+/// Starts listening for other relays once the store has its hub.
+pub fn attach(store: &Arc<PgStore>, hub: Arc<Hub>) {
+    if store.hub.set(hub).is_ok() {
+        store.listen();
+    }
+}
+
+impl Storage for PgStore {
+    fn append(
+        &self,
+        run: &str,
+        events: Vec<Event>,
+        received: f64,
+        on_commit: &dyn Fn(&Committed),
+    ) -> Result<Committed, StoreError> {
+        self.with_conn(|conn| {
+            let Conn { client, cache } = conn;
+            let mut tx = client.transaction()?;
+            let create = prepared(
+                cache,
+                &mut tx,
+                "INSERT INTO runs (run, last_id, state, created, updated) VALUES ($1, 0, '', $2, $2)
+                 ON CONFLICT (run) DO NOTHING",
+            )?;
+            tx.execute(&create, &[&run, &received])?;
+            let (prev_id, stored_state) =
+                Self::lock_run(&mut tx, cache, run)?.unwrap_or((0, String::new()));
+            let cached = self
+                .shared
+                .states
+                .read()
+                .map_err(|_| StoreError::Poisoned)?
+                .get(run)
+                .filter(|s| s.last_id == prev_id)
+                .cloned();
+            let mut state = match cached {
+                Some(s) => (*s).clone(),
+                None if stored_state.is_empty() => RunState::new(run),
+                None => serde_json::from_str(&stored_state)
+                    .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?,
+            };
+            let mut index = self.index.lock().map_err(|_| StoreError::Poisoned)?;
+            Self::sync_index(
+                &mut index,
+                &mut PgSeries {
+                    db: &mut tx,
+                    cache,
+                },
+                run,
+                prev_id,
+            )?;
+            check_metrics(&index, run, &events, self.max_metrics)?;
+            let s = prepared(
+                cache,
+                &mut tx,
+                "SELECT src, max_seq FROM sources WHERE run = $1",
+            )?;
+            let known: HashMap<String, u64> = tx
+                .query(&s, &[&run])?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                .collect();
+            let mut advanced: HashMap<String, u64> = HashMap::new();
+            let mut duplicates = 0;
+            let mut stored = Vec::with_capacity(events.len());
+            let (mut ids, mut names, mut srcs, mut seqs, mut datas) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for mut event in events {
+                if let (Some(src), Some(seq)) = (&event.src, event.seq) {
+                    let high = advanced
+                        .get(src.as_str())
+                        .or_else(|| known.get(src.as_str()))
+                        .copied();
+                    if high.is_some_and(|h| seq <= h) {
+                        duplicates += 1;
+                        continue;
+                    }
+                    advanced.insert(src.clone(), seq);
+                }
+                let id = state.last_id + 1;
+                event.id = Some(id);
+                event.received = Some(received);
+                if event.time.is_none() {
+                    event.time = Some(received);
+                }
+                let json = event.to_json();
+                state.apply(&event);
+                let mut db = PgSeries {
+                    db: &mut tx,
+                    cache,
+                };
+                if let Err(e) = index.push_event(&mut db, run, &event, &state, id) {
+                    index.forget(run);
+                    return Err(e);
+                }
+                let name = event.name().to_string();
+                ids.push(id as i64);
+                names.push(name.clone());
+                srcs.push(event.src.take());
+                seqs.push(event.seq.map(|s| s as i64));
+                datas.push(json.clone());
+                stored.push(Arc::new(StoredEvent { id, name, json }));
+            }
+            let result = (|| {
+                if !stored.is_empty() {
+                    let s = prepared(
+                        cache,
+                        &mut tx,
+                        "INSERT INTO events (run, id, name, src, seq, data)
+                         SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[])",
+                    )?;
+                    tx.execute(&s, &[&run, &ids, &names, &srcs, &seqs, &datas])?;
+                }
+                if !advanced.is_empty() {
+                    let (src, seq): (Vec<String>, Vec<i64>) =
+                        advanced.iter().map(|(k, v)| (k.clone(), *v as i64)).unzip();
+                    let s = prepared(
+                        cache,
+                        &mut tx,
+                        "INSERT INTO sources (run, src, max_seq)
+                         SELECT $1, * FROM UNNEST($2::TEXT[], $3::BIGINT[])
+                         ON CONFLICT (run, src) DO UPDATE SET max_seq = EXCLUDED.max_seq",
+                    )?;
+                    tx.execute(&s, &[&run, &src, &seq])?;
+                }
+                if !stored.is_empty() {
+                    let state_json = serde_json::to_string(&state)
+                        .map_err(|e| StoreError::Corrupt(format!("state of {run}: {e}")))?;
+                    let s = prepared(
+                        cache,
+                        &mut tx,
+                        "UPDATE runs SET last_id = $2, state = $3, updated = $4 WHERE run = $1",
+                    )?;
+                    tx.execute(&s, &[&run, &(state.last_id as i64), &state_json, &received])?;
+                    let mut db = PgSeries {
+                        db: &mut tx,
+                        cache,
+                    };
+                    index.finish_batch(&mut db, run, state.last_id)?;
+                    Self::notify(&mut tx, cache, &format!("{} {run}", self.node))?;
+                }
+                Ok::<_, StoreError>(())
+            })();
+            if let Err(e) = result.and_then(|()| Ok(tx.commit()?)) {
+                index.forget(run); // rolled back: rebuild from the database
+                return Err(e);
+            }
+            drop(index);
+            let state = Arc::new(state);
+            if !stored.is_empty() {
+                self.shared
+                    .states
+                    .write()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .insert(run.to_string(), state.clone());
+                // Delivery reads from the database only to fill in other relays' events;
+                // a failure there must not turn a committed batch into an error.
+                if let Err(e) =
+                    self.deliver(conn, run, state.last_id, &stored, &state, on_commit)
+                {
+                    tracing::warn!(run, error = %e, "delivering a committed batch failed; the next poll catches up");
+                }
+            }
+            Ok(Committed {
+                run: run.to_string(),
+                accepted: stored.len(),
+                duplicates,
+                last_id: state.last_id,
+                events: stored,
+                state,
+            })
+        })
+    }
+
+    fn events(
+        &self,
+        run: &str,
+        after: u64,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.with_conn(|c| {
+            let rows = match names {
+                None => {
+                    let s = prepared(
+                        &mut c.cache,
+                        &mut c.client,
+                        "SELECT id, name, data FROM events WHERE run = $1 AND id > $2 ORDER BY id LIMIT $3",
+                    )?;
+                    c.client
+                        .query(&s, &[&run, &(after as i64), &(limit as i64)])?
+                }
+                Some(names) => {
+                    let s = prepared(
+                        &mut c.cache,
+                        &mut c.client,
+                        "SELECT id, name, data FROM events WHERE run = $1 AND id > $2
+                         AND name = ANY($3) ORDER BY id LIMIT $4",
+                    )?;
+                    c.client
+                        .query(&s, &[&run, &(after as i64), &names, &(limit as i64)])?
+                }
+            };
+            Ok(rows.iter().map(stored_event).collect())
+        })
+    }
+
+    fn events_desc(
+        &self,
+        run: &str,
+        before: Option<u64>,
+        limit: usize,
+        names: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64;
+        self.with_conn(|c| {
+            let rows = match names {
+                None => {
+                    let s = prepared(
+                        &mut c.cache,
+                        &mut c.client,
+                        "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
+                         ORDER BY id DESC LIMIT $3",
+                    )?;
+                    c.client.query(&s, &[&run, &before, &(limit as i64)])?
+                }
+                Some(names) => {
+                    let s = prepared(
+                        &mut c.cache,
+                        &mut c.client,
+                        "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
+                         AND name = ANY($3) ORDER BY id DESC LIMIT $4",
+                    )?;
+                    c.client
+                        .query(&s, &[&run, &before, &names, &(limit as i64)])?
+                }
+            };
+            Ok(rows.iter().map(stored_event).collect())
+        })
+    }
+
+    fn state(&self, run: &str) -> Option<Arc<RunState>> {
+        self.shared.states.read().ok()?.get(run).cloned()
+    }
+
+    fn runs(&self) -> Vec<RunSummary> {
+        let states = self.shared.states.read();
+        let mut out: Vec<RunSummary> = states
+            .map(|m| m.values().map(|s| s.summary()).collect())
+            .unwrap_or_default();
+        crate::store::sort_runs(&mut out);
+        out
+    }
+
+    fn event_total(&self) -> u64 {
+        // Ids are gapless from 1 and events are only deleted with their run.
+        self.shared
+            .states
+            .read()
+            .map(|m| m.values().map(|s| s.last_id).sum())
+            .unwrap_or(0)
+    }
+
+    fn series(
+        &self,
+        run: &str,
+        metric: &str,
+        q: SeriesQuery,
+    ) -> Result<Option<SeriesPage>, StoreError> {
+        self.with_conn(|conn| {
+            let Some((open, last_id)) =
+                self.open_series(conn, run, |index| index.open_block(run, metric))?
+            else {
+                return Ok(None);
+            };
+            let mut db = PgSeries {
+                db: &mut conn.client,
+                cache: &mut conn.cache,
+            };
+            Ok(Some(series::query(&mut db, run, metric, open, last_id, q)?))
+        })
+    }
+
+    fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError> {
+        self.with_conn(|conn| {
+            let Some((open, _)) = self.open_series(conn, run, |index| index.open_blocks(run))?
+            else {
+                return Ok(None);
+            };
+            let mut db = PgSeries {
+                db: &mut conn.client,
+                cache: &mut conn.cache,
+            };
+            Ok(Some(series::list(&mut db, run, open)?))
+        })
+    }
+
+    fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError> {
+        let n = self.with_conn(|conn| {
+            let Conn { client, cache } = conn;
+            let mut tx = client.transaction()?;
+            if Self::lock_run(&mut tx, cache, run)?.is_none() {
+                return Ok(None);
+            }
+            let n = tx.execute("DELETE FROM events WHERE run = $1", &[&run])?;
+            for sql in [
+                "DELETE FROM sources WHERE run = $1",
+                "DELETE FROM series WHERE run = $1",
+                "DELETE FROM series_runs WHERE run = $1",
+                "DELETE FROM runs WHERE run = $1",
+            ] {
+                tx.execute(sql, &[&run])?;
+            }
+            Self::notify(&mut tx, cache, &format!("{} {run}", self.node))?;
+            tx.commit()?;
+            Ok(Some(n))
+        })?;
+        if n.is_some() {
+            // The HTTP layer tells this relay's subscribers; the others learn it from
+            // the notification.
+            if let Ok(mut s) = self.shared.states.write() {
+                s.remove(run);
+            }
+            if let Ok(mut d) = self.shared.delivered.lock() {
+                d.remove(run);
+            }
+            if let Ok(mut index) = self.index.lock() {
+                index.forget(run);
+            }
+        }
+        Ok(n)
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged event is committed already. Partial series blocks stay in
+        // memory: writing them outside their run's row lock could overwrite another
+        // relay's newer rows, and the next writer rebuilds them from the events table.
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn stored_event(r: &postgres::Row) -> StoredEvent {
+    StoredEvent {
+        id: r.get::<_, i64>(0) as u64,
+        name: r.get(1),
+        json: r.get(2),
+    }
+}
+
+/// What [`copy_from_sqlite`] copied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub runs: u64,
+    pub events: u64,
+    pub blocks: u64,
+}
+
+/// An events row: id, name, src, seq, data.
+type EventRow = (i64, String, Option<String>, Option<i64>, String);
+
+/// Rows copied per statement.
+const COPY_CHUNK: usize = 5000;
+
+/// `stepwatch migrate`: copies every run of the SQLite data dir `dir` (ids, times,
+/// senders, states and the series index, unchanged) into the PostgreSQL database at
+/// `url`, in one transaction: all of it or, on any error, nothing. Refuses when a run
+/// of the same name is already in the target.
+pub fn copy_from_sqlite(dir: &std::path::Path, url: &str) -> anyhow::Result<CopyReport> {
+    use anyhow::Context;
+    let file = dir.join("stepwatch.db");
+    anyhow::ensure!(
+        file.is_file(),
+        "no Stepwatch database at {}: give the data dir with --data-dir",
+        file.display()
+    );
+    // Brings an older data dir up to the current schema first.
+    drop(crate::store::SqliteStore::open(
+        dir,
+        crate::store::SyncLevel::Normal,
+    )?);
+    let lite =
+        rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let target = PgStore::open(url)?; // connects and creates or migrates the schema
+    let mut conn = target.connect()?;
+    let mut tx = conn.client.transaction()?;
+    let runs: Vec<(String, i64, String, f64, f64)> = lite
+        .prepare("SELECT run, last_id, state, created, updated FROM runs ORDER BY run")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let names: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    let clash: Vec<String> = tx
+        .query(
+            "SELECT run FROM runs WHERE run = ANY($1) ORDER BY run",
+            &[&names],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    anyhow::ensure!(
+        clash.is_empty(),
+        "{} of the runs to copy already exist in {}: {}{}; nothing was copied",
+        clash.len(),
+        redact(url),
+        clash.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+        if clash.len() > 5 { ", …" } else { "" }
+    );
+    let mut report = CopyReport::default();
+    for (run, last_id, state, created, updated) in &runs {
+        tx.execute(
+            "INSERT INTO runs (run, last_id, state, created, updated) VALUES ($1, $2, $3, $4, $5)",
+            &[run, last_id, state, created, updated],
+        )?;
+        let mut stmt =
+            lite.prepare("SELECT id, name, src, seq, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?;
+        let mut after = 0i64;
+        loop {
+            let rows: Vec<EventRow> = stmt
+                .query_map(rusqlite::params![run, after, COPY_CHUNK as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            let (mut ids, mut names, mut srcs, mut seqs, mut datas) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, name, src, seq, data) in rows {
+                ids.push(id);
+                names.push(name);
+                srcs.push(src);
+                seqs.push(seq);
+                datas.push(data);
+            }
+            report.events += ids.len() as u64;
+            tx.execute(
+                "INSERT INTO events (run, id, name, src, seq, data)
+                 SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[])",
+                &[run, &ids, &names, &srcs, &seqs, &datas],
+            )?;
+            after = last;
+        }
+        for row in lite
+            .prepare("SELECT src, max_seq FROM sources WHERE run = ?1")?
+            .query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        {
+            let (src, seq) = row?;
+            tx.execute(
+                "INSERT INTO sources (run, src, max_seq) VALUES ($1, $2, $3)",
+                &[run, &src, &seq],
+            )?;
+        }
+        let mut blocks = lite.prepare(
+            "SELECT metric, block, n, step_lo, step_hi, last_id, summary, data FROM series WHERE run = ?1",
+        )?;
+        let insert = tx.prepare(
+            "INSERT INTO series (run, metric, block, n, step_lo, step_hi, last_id, summary, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )?;
+        let rows = blocks.query_map([run], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, f64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })?;
+        for row in rows {
+            let (metric, block, n, lo, hi, last, summary, data) = row?;
+            tx.execute(
+                &insert,
+                &[run, &metric, &block, &n, &lo, &hi, &last, &summary, &data],
+            )?;
+            report.blocks += 1;
+        }
+        let marks: Option<(i64, i64, i64)> =
+            rusqlite::OptionalExtension::optional(lite.query_row(
+                "SELECT indexed_id, step, batch_count FROM series_runs WHERE run = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            ))?;
+        if let Some((indexed, step, batches)) = marks {
+            tx.execute(
+                "INSERT INTO series_runs (run, indexed_id, step, batch_count) VALUES ($1, $2, $3, $4)",
+                &[run, &indexed, &step, &batches],
+            )?;
+        }
+        report.runs += 1;
+    }
+    // Running relays pick the new runs up at once.
+    tx.execute("SELECT pg_notify('stepwatch', 'migrate *')", &[])?;
+    tx.commit()
+        .with_context(|| format!("committing the copy into {}", redact(url)))?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A fresh database on the test server (`STEPWATCH_TEST_PG`), or `None` to skip.
+    fn fresh_database(tag: &str) -> Option<String> {
+        let Ok(server) = std::env::var("STEPWATCH_TEST_PG") else {
+            assert!(
+                std::env::var("STEPWATCH_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "STEPWATCH_TEST_PG is not set but PostgreSQL tests are required"
+            );
+            eprintln!("skipped: no PostgreSQL (set STEPWATCH_TEST_PG=postgres://…)");
+            return None;
+        };
+        let name = format!(
+            "sw_unit_{tag}_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let admin = format!("{}/postgres", server.trim_end_matches('/'));
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&admin, NoTls).unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            format!("{}/{name}", server.trim_end_matches('/'))
+        })
+        .join()
+        .ok()
+    }
+
+    fn batch(src: &str, seqs: std::ops::Range<u64>) -> Vec<Event> {
+        seqs.map(|seq| {
+            Event::from_json(&format!(
+                r#"{{"event":"batch_end","loss":{},"src":"{src}","seq":{seq}}}"#,
+                1.0 / (seq as f64 + 1.0)
+            ))
+            .unwrap()
+        })
+        .collect()
+    }
+
+    #[test]
+    fn two_stores_on_one_database_keep_ids_gapless_and_deduplicate_across_them() {
+        let Some(url) = fresh_database("gapless") else {
+            return;
+        };
+        let a = Arc::new(PgStore::open(&url).unwrap());
+        let b = Arc::new(PgStore::open(&url).unwrap());
+        let mut threads = Vec::new();
+        for t in 0..4u64 {
+            let (a, b) = (a.clone(), b.clone());
+            threads.push(std::thread::spawn(move || {
+                let src = format!("trainer-{t}");
+                for k in 0..25u64 {
+                    let store = if (t + k) % 2 == 0 { &a } else { &b };
+                    store
+                        .append("r", batch(&src, k * 4..k * 4 + 4), 1.0, &|_| {})
+                        .unwrap();
+                    // The same batch again on the other store: a retry, stored once.
+                    let other = if (t + k) % 2 == 0 { &b } else { &a };
+                    let again = other
+                        .append("r", batch(&src, k * 4..k * 4 + 4), 1.0, &|_| {})
+                        .unwrap();
+                    assert_eq!((again.accepted, again.duplicates), (0, 4));
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let events = a.events("r", 0, 10_000, None).unwrap();
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=400).collect::<Vec<_>>());
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+            assert!(seen.insert((v["src"].clone(), v["seq"].clone())), "{v}");
+        }
+        // Each store's state follows the other's writes (b learns on its next append
+        // or from the database; here it reads through a series query).
+        let page = b
+            .series(
+                "r",
+                "loss",
+                SeriesQuery {
+                    points: 10_000,
+                    from: None,
+                    to: None,
+                    exact_limit: u64::MAX,
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.total, 400);
+        assert_eq!(page.last_id, 400);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_stepwatch_is_refused_with_a_clear_message() {
+        let Some(url) = fresh_database("newer") else {
+            return;
+        };
+        drop(PgStore::open(&url).unwrap());
+        let u = url.clone();
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&u, NoTls).unwrap();
+            c.execute("UPDATE stepwatch_schema SET version = 99", &[])
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+        let err = PgStore::open(&url).err().unwrap().to_string();
+        assert!(err.contains("newer Stepwatch"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_clear_error() {
+        let err = PgStore::open("postgres://nobody@127.0.0.1:9/none")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cannot connect to postgres://nobody@127.0.0.1:9/none"),
+            "{err}"
+        );
+        let err = PgStore::open("mysql:/x").err().unwrap().to_string();
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("postgres://sw:s3cret@db.example:5432/stepwatch"),
+            "postgres://sw@db.example:5432/stepwatch"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+}
