@@ -481,20 +481,54 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let idle = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
-        let mut conn = match idle {
-            Some(c) if !c.client.is_closed() => c,
-            _ => self.connect()?,
-        };
+        let (mut conn, _) = self.checkout()?;
         let out = f(&mut conn);
-        if !conn.client.is_closed() && !matches!(out, Err(StoreError::Database(_))) {
-            if let Ok(mut pool) = self.pool.lock() {
-                if pool.len() < POOL_IDLE {
-                    pool.push(conn);
-                }
-            }
+        self.check_in(conn, &out);
+        out
+    }
+
+    /// As [`PgStore::with_conn`] for reads, which are safe to repeat: when a pooled
+    /// connection turns out dead (the database restarted since it was opened), the read
+    /// runs again on a new one instead of failing.
+    fn read_conn<T>(
+        &self,
+        mut f: impl FnMut(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (mut conn, pooled) = self.checkout()?;
+        let out = f(&mut conn);
+        let dead = conn.client.is_closed();
+        self.check_in(conn, &out);
+        if dead && pooled {
+            let (mut conn, _) = self.checkout()?;
+            let again = f(&mut conn);
+            self.check_in(conn, &again);
+            return again;
         }
         out
+    }
+
+    /// An idle pooled connection (`true`) or a new one.
+    fn checkout(&self) -> Result<(Conn, bool), StoreError> {
+        let idle = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        match idle {
+            Some(c) if !c.client.is_closed() => Ok((c, true)),
+            _ => Ok((self.connect()?, false)),
+        }
+    }
+
+    /// Pools the connection again unless it failed. A closed one means the server went
+    /// away: every idle connection is then as dead, so the pool is emptied.
+    fn check_in<T>(&self, conn: Conn, out: &Result<T, StoreError>) {
+        let Ok(mut pool) = self.pool.lock() else {
+            return;
+        };
+        if conn.client.is_closed() {
+            let dead = std::mem::take(&mut *pool);
+            drop(pool);
+            drop(dead);
+        } else if !matches!(out, Err(StoreError::Database(_))) && pool.len() < POOL_IDLE {
+            pool.push(conn);
+        }
     }
 
     fn refresh_bytes(&self) {
@@ -1025,7 +1059,7 @@ impl Storage for PgStore {
         limit: usize,
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.with_conn(|c| {
+        self.read_conn(|c| {
             let rows = match names {
                 None => {
                     let s = prepared(
@@ -1059,7 +1093,7 @@ impl Storage for PgStore {
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64;
-        self.with_conn(|c| {
+        self.read_conn(|c| {
             let rows = match names {
                 None => {
                     let s = prepared(
@@ -1113,7 +1147,7 @@ impl Storage for PgStore {
         metric: &str,
         q: SeriesQuery,
     ) -> Result<Option<SeriesPage>, StoreError> {
-        self.with_conn(|conn| {
+        self.read_conn(|conn| {
             let Some((open, last_id)) =
                 self.open_series(conn, run, |index| index.open_block(run, metric))?
             else {
@@ -1128,7 +1162,7 @@ impl Storage for PgStore {
     }
 
     fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError> {
-        self.with_conn(|conn| {
+        self.read_conn(|conn| {
             let Some((open, _)) = self.open_series(conn, run, |index| index.open_blocks(run))?
             else {
                 return Ok(None);

@@ -4,13 +4,22 @@
 //! port with its own data dir, [`sse_collect`] reads a real SSE stream, [`Browser`] drives
 //! headless Chromium through chromedriver's WebDriver API, and [`python_trainer`] runs a
 //! real Python process using the SDK.
+//!
+//! PostgreSQL: [`pg_server`] is the shared test server (`STEPWATCH_TEST_PG`, started by
+//! `cargo xtask test`), [`fresh_database`] makes a new database on it, [`PgCluster`]
+//! starts a private throwaway server, and with `STEPWATCH_TEST_BACKEND=postgres`
+//! every [`Relay::start`] runs on a fresh database of the shared server instead of
+//! SQLite. [`FailoverProxy`] stands in for a load balancer in front of several relays.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -80,6 +89,8 @@ pub struct Relay {
     pub port: u16,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database it runs on (`--database`); `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
     child: Option<Child>,
     extra: Vec<String>,
     /// Where the relay's stderr (its logs) goes; discarded when `None`.
@@ -87,22 +98,58 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts a relay on a free port over `data_dir`, with extra CLI arguments.
+    /// Starts a relay on a free port over `data_dir`, with extra CLI arguments. With
+    /// `STEPWATCH_TEST_BACKEND=postgres` it stores in PostgreSQL instead (see
+    /// [`test_backend_database`]).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
-        Relay::launch(data_dir, extra, None)
+        let database = test_backend_database(data_dir, extra);
+        Relay::launch(data_dir, extra, None, database)
     }
 
     /// As [`Relay::start`], with the relay's logs appended to `log`.
     pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path) -> Relay {
-        Relay::launch(data_dir, extra, Some(log.to_path_buf()))
+        let database = test_backend_database(data_dir, extra);
+        Relay::launch(data_dir, extra, Some(log.to_path_buf()), database)
     }
 
-    fn launch(data_dir: &Path, extra: &[&str], log: Option<PathBuf>) -> Relay {
+    /// A relay storing in SQLite in `data_dir`, whatever `STEPWATCH_TEST_BACKEND` says.
+    pub fn start_sqlite(data_dir: &Path, extra: &[&str]) -> Relay {
+        Relay::launch(data_dir, extra, None, None)
+    }
+
+    /// A relay storing in the PostgreSQL database `database_url`, `data_dir` holding
+    /// only its caches. Several relays may share one database.
+    pub fn start_on(database_url: &str, data_dir: &Path, extra: &[&str]) -> Relay {
+        Relay::launch(data_dir, extra, None, Some(database_url.to_string()))
+    }
+
+    /// As [`Relay::start_on`], with the relay's logs appended to `log`.
+    pub fn start_on_logged(
+        database_url: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Relay {
+        Relay::launch(
+            data_dir,
+            extra,
+            Some(log.to_path_buf()),
+            Some(database_url.to_string()),
+        )
+    }
+
+    fn launch(
+        data_dir: &Path,
+        extra: &[&str],
+        log: Option<PathBuf>,
+        database: Option<String>,
+    ) -> Relay {
         let port = free_port();
         let mut r = Relay {
             port,
             url: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_path_buf(),
+            database,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
@@ -124,6 +171,21 @@ impl Relay {
                 return out;
             }
             out.extend(page.iter().filter_map(|e| e["id"].as_u64()));
+        }
+    }
+
+    /// Every event stored for `run` as the API serves it, oldest first (paged through
+    /// `?after=`).
+    pub fn all_events(&self, run: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let after = out.last().and_then(|e| e["id"].as_u64()).unwrap_or(0);
+            let page = self.get_ok(&format!("/api/runs/{run}/events?after={after}&limit=1000"));
+            let page = page.as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
         }
     }
 
@@ -156,6 +218,7 @@ impl Relay {
         ])
         .arg(&self.data_dir)
         .args(&self.extra)
+        .env_remove("STEPWATCH_DATABASE")
         .stdout(Stdio::null())
         .stderr(match &self.log {
             Some(path) => std::fs::OpenOptions::new()
@@ -168,7 +231,10 @@ impl Relay {
         if !self.extra.iter().any(|a| a == "--dist") {
             cmd.arg("--dist").arg(self.data_dir.join("no-dist"));
         }
-        self.child = Some(cmd.spawn().unwrap());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if ureq::get(&format!("{}/healthz", self.url))
@@ -176,11 +242,29 @@ impl Relay {
                 .call()
                 .is_ok()
             {
+                self.child = Some(child);
                 return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "relay on {} exited at start ({status}){}",
+                    self.url,
+                    self.database
+                        .as_ref()
+                        .map(|d| format!(", database {d}"))
+                        .unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(30));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("relay did not come up on {}", self.url);
+    }
+
+    /// The relay's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// A relay serving the built dashboard, its data under `dir/data`.
@@ -200,7 +284,7 @@ impl Relay {
         }
     }
 
-    /// Kills and starts again on the same port and data dir.
+    /// Kills and starts again on the same port, data dir and database.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -595,4 +679,671 @@ run_prefix = "ci-"
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Follows an SSE stream as [`sse_follow_ids`] does, but over several relays serving
+/// the same data: it starts on `urls[0]`, reconnects with `Last-Event-ID` when the
+/// stream drops, and moves on to the next URL whenever one cannot be reached. Returns
+/// each id seen with the index of the URL that delivered it.
+pub fn sse_follow_ids_failover(
+    urls: &[String],
+    until: u64,
+    deadline: Instant,
+) -> Vec<(u64, usize)> {
+    assert!(!urls.is_empty());
+    let mut seen: Vec<(u64, usize)> = Vec::new();
+    let mut current = 0;
+    while (seen.len() as u64) < until && Instant::now() < deadline {
+        let mut req = ureq::get(&urls[current]).timeout(Duration::from_secs(10));
+        if let Some((last, _)) = seen.last() {
+            req = req.set("Last-Event-ID", &last.to_string());
+        }
+        let resp = match req.call() {
+            Ok(resp) => resp,
+            Err(_) => {
+                current = (current + 1) % urls.len();
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let reader = BufReader::new(resp.into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(id) = line.strip_prefix("id: ") {
+                if let Ok(id) = id.trim().parse() {
+                    seen.push((id, current));
+                }
+                if seen.len() as u64 >= until {
+                    break;
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// A background SSE subscriber over one or more relays serving the same run (as
+/// [`sse_follow_ids_failover`]: reconnects with `Last-Event-ID`, moves to the next URL
+/// when one is unreachable), for tests that wait on what it has seen so far. It stops
+/// when dropped (at the latest when its current request times out).
+pub struct SseFollower {
+    seen: Arc<Mutex<Vec<(u64, usize)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SseFollower {
+    /// Starts following `urls[0]`.
+    pub fn start(urls: &[String]) -> SseFollower {
+        assert!(!urls.is_empty());
+        let seen: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let urls = urls.to_vec();
+        std::thread::spawn({
+            let (seen, stop) = (seen.clone(), stop.clone());
+            move || {
+                let mut current = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let last = seen.lock().unwrap().last().map(|(id, _)| *id);
+                    let mut req = ureq::get(&urls[current]).timeout(Duration::from_secs(10));
+                    if let Some(last) = last {
+                        req = req.set("Last-Event-ID", &last.to_string());
+                    }
+                    let Ok(resp) = req.call() else {
+                        current = (current + 1) % urls.len();
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    for line in BufReader::new(resp.into_reader()).lines() {
+                        let Ok(line) = line else { break };
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if let Some(id) = line.strip_prefix("id: ") {
+                            if let Ok(id) = id.trim().parse() {
+                                seen.lock().unwrap().push((id, current));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        SseFollower { seen, stop }
+    }
+
+    /// The ids seen so far, in the order they came.
+    pub fn ids(&self) -> Vec<u64> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The ids seen so far, each with the index of the URL that delivered it.
+    pub fn sources(&self) -> Vec<(u64, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until it has seen at least `n` ids (or panics after `timeout`); returns all.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids = self.ids();
+            if ids.len() >= n {
+                return ids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SSE subscriber saw only {} of {n} events (last {:?})",
+                ids.len(),
+                ids.last()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SseFollower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------
+
+/// The shared PostgreSQL server for tests: `$STEPWATCH_TEST_PG` (a URL without a
+/// database, e.g. `postgres://postgres@127.0.0.1:5433`), or `None`. Panics when there
+/// is none but `STEPWATCH_REQUIRE_POSTGRES=1` (as under `cargo xtask test`), so that
+/// the PostgreSQL tests fail there rather than skip.
+pub fn pg_server() -> Option<String> {
+    match std::env::var("STEPWATCH_TEST_PG") {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
+        _ => {
+            assert!(
+                !pg_required(),
+                "STEPWATCH_REQUIRE_POSTGRES=1 but STEPWATCH_TEST_PG is not set: start a \
+                 PostgreSQL server and set STEPWATCH_TEST_PG=postgres://USER@HOST:PORT \
+                 (`cargo xtask test` does both)"
+            );
+            None
+        }
+    }
+}
+
+/// Whether PostgreSQL tests must run rather than skip (`STEPWATCH_REQUIRE_POSTGRES=1`).
+pub fn pg_required() -> bool {
+    std::env::var("STEPWATCH_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// [`pg_server`], printing why `test` is skipped when there is none.
+pub fn pg_server_or_skip(test: &str) -> Option<String> {
+    let server = pg_server();
+    if server.is_none() {
+        eprintln!(
+            "skipping {test}: no PostgreSQL server (set STEPWATCH_TEST_PG=postgres://USER@HOST:PORT, \
+             or run `cargo xtask test`)"
+        );
+    }
+    server
+}
+
+/// Whether relays of [`Relay::start`] run on PostgreSQL (`STEPWATCH_TEST_BACKEND=postgres`).
+pub fn test_backend_is_postgres() -> bool {
+    std::env::var("STEPWATCH_TEST_BACKEND").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
+}
+
+/// The database a relay started by [`Relay::start`] on `data_dir` runs on: `None`
+/// (SQLite) unless `STEPWATCH_TEST_BACKEND=postgres` and `extra` names no
+/// `--database` itself. Each data dir gets its own fresh database on the shared server,
+/// the same one every time it is started again, so a test that stops a relay and starts
+/// a new one on the same data dir finds its data, as with SQLite.
+pub fn test_backend_database(data_dir: &Path, extra: &[&str]) -> Option<String> {
+    if !test_backend_is_postgres()
+        || extra
+            .iter()
+            .any(|a| *a == "--database" || a.starts_with("--database="))
+    {
+        return None;
+    }
+    static BY_DIR: std::sync::LazyLock<Mutex<HashMap<PathBuf, String>>> =
+        std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut map = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    let url = map.entry(data_dir.to_path_buf()).or_insert_with(|| {
+        // Name it after the test's temp dir: `…/stepwatch-e2e-ingest-123-4/data` → `ingest`.
+        let tag = data_dir
+            .ancestors()
+            .filter_map(|p| p.file_name()?.to_str())
+            .find_map(|n| n.strip_prefix("stepwatch-e2e-"))
+            .map(|n| n.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-'))
+            .or_else(|| data_dir.file_name()?.to_str())
+            .unwrap_or("relay")
+            .to_string();
+        fresh_database(&tag)
+    });
+    Some(url.clone())
+}
+
+/// `server` (a PostgreSQL URL) with its database replaced by `db`.
+pub fn database_url(server: &str, db: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (server, None),
+    };
+    let base = match base.find("://") {
+        Some(scheme) => match base[scheme + 3..].find('/') {
+            Some(slash) => &base[..scheme + 3 + slash],
+            None => base,
+        },
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Creates a new, uniquely named database on the shared server ([`pg_server`]) and
+/// returns its URL. Panics when there is no server.
+pub fn fresh_database(tag: &str) -> String {
+    let server = pg_server().expect(
+        "no PostgreSQL server for a fresh database: set STEPWATCH_TEST_PG (cargo xtask test does)",
+    );
+    fresh_database_on(&server, tag)
+}
+
+/// Creates a new database `sw_<tag>_<pid>_<n>` on `server` and returns its URL.
+pub fn fresh_database_on(server: &str, tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut clean: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    clean.truncate(30);
+    let name = format!("sw_{clean}_{}_{n}", std::process::id());
+    let mut client = pg_connect(server, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {server}: {e}"));
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {server}: {e}"));
+    database_url(server, &name)
+}
+
+/// Connects to `url`, retrying until `timeout` (the server may be starting).
+pub fn pg_connect(url: &str, timeout: Duration) -> Result<postgres::Client, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match postgres::Client::connect(url, postgres::NoTls) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`):
+/// `$STEPWATCH_TEST_PG_BIN`, else where `pg_ctl` on `PATH` really lives, else the
+/// newest `/usr/lib/postgresql/*/bin` (Debian's layout).
+pub fn pg_bin_dir() -> Option<PathBuf> {
+    let complete = |d: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|p| d.join(p).is_file())
+    };
+    if let Some(d) = std::env::var_os("STEPWATCH_TEST_PG_BIN").filter(|d| !d.is_empty()) {
+        let d = PathBuf::from(d);
+        if complete(&d) {
+            return Some(d);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for p in std::env::split_paths(&paths) {
+            let pg_ctl = p.join("pg_ctl");
+            if let Some(dir) = pg_ctl
+                .canonicalize()
+                .ok()
+                .and_then(|c| c.parent().map(Path::to_path_buf))
+            {
+                if complete(&dir) {
+                    return Some(dir);
+                }
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            complete(&bin).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A private throwaway PostgreSQL server on a free loopback port, its data and unix
+/// socket in a fresh temporary directory, trusting local connections as `postgres`.
+/// As root, its programs run as the `postgres` system user (initdb refuses root).
+/// Dropping it stops the server (immediate) and removes the directory.
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PgCluster {
+    /// Starts a cluster; panics with the reason when it cannot.
+    pub fn start_new(tag: &str) -> PgCluster {
+        PgCluster::try_start(tag).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
+    }
+
+    /// Starts a cluster with the programs of [`pg_bin_dir`].
+    pub fn try_start(tag: &str) -> Result<PgCluster, String> {
+        let bin = pg_bin_dir().ok_or(
+            "PostgreSQL server programs not found (initdb, pg_ctl): install PostgreSQL \
+             (apt-get install postgresql) or set STEPWATCH_TEST_PG_BIN",
+        )?;
+        PgCluster::try_start_with(&bin, tag)
+    }
+
+    /// Starts a cluster with the programs in `bin`.
+    pub fn try_start_with(bin: &Path, tag: &str) -> Result<PgCluster, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("stepwatch-pg-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let as_postgres = running_as_root();
+        let cluster = PgCluster {
+            dir,
+            bin: bin.to_path_buf(),
+            port: free_port(),
+            as_postgres,
+        };
+        if as_postgres {
+            // initdb refuses to run as root: the directory belongs to `postgres`.
+            let _ = std::fs::set_permissions(
+                &cluster.dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            );
+            cluster.exec(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cluster.dir),
+                "chown",
+            )?;
+        }
+        let mut initdb = cluster.command("initdb");
+        initdb.arg("-D").arg(&cluster.dir).args([
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]);
+        cluster.exec(&mut initdb, "initdb")?;
+        cluster.try_start_server()?;
+        Ok(cluster)
+    }
+
+    /// A `Command` for one of the server programs, as `postgres` when we are root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Runs `cmd` to completion, its output captured into the error.
+    fn exec(&self, cmd: &mut Command, what: &str) -> Result<(), String> {
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} failed ({}): {}{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            ))
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\nserver log:\n{tail}")
+        }
+    }
+
+    fn try_start_server(&self) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "60", "-o", &opts, "start"])
+            // pg_ctl leaves the server running with our stdout: do not hold the pipe.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = start
+            .status()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if !status.success() {
+            return Err(format!("pg_ctl start failed ({status}){}", self.log_tail()));
+        }
+        pg_connect(&self.url(), Duration::from_secs(30))
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "PostgreSQL did not accept connections: {e}{}",
+                    self.log_tail()
+                )
+            })
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> Result<(), String> {
+        let mut stop = self.command("pg_ctl");
+        stop.arg("-D")
+            .arg(&self.dir)
+            .args(["-w", "-t", "60", "-m", mode, "stop"]);
+        self.exec(&mut stop, "pg_ctl stop")
+    }
+
+    /// The server's URL, without a database: `postgres://postgres@127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding its data, socket and log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of the server programs it uses.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected, the server
+    /// checkpoints and exits); the data stays.
+    pub fn stop(&self) {
+        self.pg_ctl_stop("fast")
+            .unwrap_or_else(|e| panic!("stopping PostgreSQL: {e}"));
+    }
+
+    /// Starts it again after [`PgCluster::stop`], on the same port and data; returns once
+    /// it accepts connections.
+    pub fn start(&self) {
+        self.try_start_server()
+            .unwrap_or_else(|e| panic!("starting PostgreSQL again: {e}"));
+    }
+
+    /// Stops (fast) and starts again.
+    pub fn restart(&self) {
+        self.stop();
+        self.start();
+    }
+}
+
+/// Stops and deletes the clusters that [`PgCluster`]s of processes no longer running
+/// left behind (a test run interrupted with Ctrl-C cannot drop its cluster); returns how
+/// many.
+pub fn remove_stale_clusters(bin: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let as_postgres = running_as_root();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("stepwatch-pg-") else {
+            continue;
+        };
+        // stepwatch-pg-{tag}-{pid}-{n}
+        let mut parts = rest.rsplit('-');
+        let (Some(_n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let stale = PgCluster {
+            dir: entry.path(),
+            bin: bin.to_path_buf(),
+            port: 0,
+            as_postgres,
+        };
+        drop(stale); // stops it (immediate) if it runs, and deletes the directory
+        removed += 1;
+    }
+    removed
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.dir.join("postmaster.pid").exists() {
+            let _ = self.pg_ctl_stop("immediate");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP load balancer for tests: listens on a free loopback port and forwards each
+/// new connection to the first of its backends that accepts one, starting at the next
+/// backend in round-robin order, so connections alternate between healthy backends and
+/// skip dead ones. It knows nothing of HTTP. Stops accepting when dropped.
+pub struct FailoverProxy {
+    pub port: u16,
+    pub url: String,
+    stop: Arc<AtomicBool>,
+    per_backend: Arc<Vec<AtomicU64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FailoverProxy {
+    /// A proxy in front of `relays`.
+    pub fn in_front_of(relays: &[&Relay]) -> FailoverProxy {
+        let backends: Vec<SocketAddr> = relays
+            .iter()
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+            .collect();
+        FailoverProxy::start(&backends)
+    }
+
+    /// A proxy in front of `backends`.
+    pub fn start(backends: &[SocketAddr]) -> FailoverProxy {
+        assert!(!backends.is_empty());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let per_backend: Arc<Vec<AtomicU64>> =
+            Arc::new(backends.iter().map(|_| AtomicU64::new(0)).collect());
+        let backends = backends.to_vec();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            let per_backend = per_backend.clone();
+            move || {
+                let next = AtomicUsize::new(0);
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let first = next.fetch_add(1, Ordering::Relaxed);
+                    let backend = (0..backends.len()).find_map(|k| {
+                        let i = (first + k) % backends.len();
+                        TcpStream::connect_timeout(&backends[i], Duration::from_secs(1))
+                            .ok()
+                            .map(|s| (i, s))
+                    });
+                    // None accepts: dropping the client's socket makes it retry.
+                    let Some((i, backend)) = backend else {
+                        continue;
+                    };
+                    per_backend[i].fetch_add(1, Ordering::Relaxed);
+                    let _ = client.set_nodelay(true);
+                    let _ = backend.set_nodelay(true);
+                    pipe(client, backend);
+                }
+            }
+        });
+        FailoverProxy {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            stop,
+            per_backend,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many connections went to each backend so far.
+    pub fn connections(&self) -> Vec<u64> {
+        self.per_backend
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// Copies bytes both ways until either side closes, then closes both.
+fn pipe(client: TcpStream, backend: TcpStream) {
+    let (Ok(client2), Ok(backend2)) = (client.try_clone(), backend.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (client2, backend2);
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (backend, client);
+        let _ = std::io::copy(&mut from, &mut to);
+        // The backend is gone or done: end the client's connection both ways, which
+        // also ends the other direction's copy.
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+impl Drop for FailoverProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

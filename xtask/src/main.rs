@@ -11,6 +11,19 @@ mod bench;
 const TRUNK_VERSION: &str = "0.21.14";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const APT_PACKAGES: &[&str] = &["chromium", "chromium-driver", "fonts-wqy-zenhei"];
+/// The end-to-end suites that run a second time with every relay on PostgreSQL: those
+/// that start relays through `Relay::start`. `faults` stays SQLite-only (it fills a
+/// small disk under the SQLite file); `postgres` picks its backends itself.
+const POSTGRES_SUITES: &[&str] = &[
+    "relay_http",
+    "series",
+    "history",
+    "control",
+    "dashboard",
+    "browser",
+    "auth",
+    "auth_browser",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,10 +42,26 @@ fn cargo_bin(name: &str) -> PathBuf {
 
 /// Runs a command in the repo root, echoing it; fails on a non-zero exit.
 fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<()> {
+    run_env(program, args, &[])
+}
+
+/// As [`run`], with extra environment variables for the command.
+fn run_env(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<()> {
     let program = program.as_ref();
-    eprintln!("\n▶ {} {}", program.to_string_lossy(), args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!(
+        "\n▶ {}{} {}",
+        shown.concat(),
+        program.to_string_lossy(),
+        args.join(" ")
+    );
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .status()
         .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
@@ -97,28 +126,77 @@ fn ensure_web_tools() -> Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages (with sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let sudo = output("id", &["-u"]).is_some_and(|u| u.trim() != "0");
+    let (prog, pre): (&str, Vec<&str>) = if sudo {
+        ("sudo", vec!["apt-get"])
+    } else {
+        ("apt-get", vec![])
+    };
+    let mut update = pre.clone();
+    update.push("update");
+    run(prog, &update)?;
+    let mut install = pre;
+    install.extend(["install", "-y", "--no-install-recommends"]);
+    install.extend(packages);
+    std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
+    run(prog, &install)
+}
+
+fn browser_missing() -> bool {
+    on_path("chromium").is_none()
+        || on_path("chromedriver").is_none()
+        || !Path::new("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc").exists()
+}
+
 /// Chromium, chromedriver and a CJK font, from Debian's packages.
 fn ensure_browser() -> Result<()> {
-    let missing = on_path("chromium").is_none()
-        || on_path("chromedriver").is_none()
-        || !Path::new("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc").exists();
-    if missing {
-        let sudo = output("id", &["-u"]).is_some_and(|u| u.trim() != "0");
-        let (prog, pre): (&str, Vec<&str>) = if sudo {
-            ("sudo", vec!["apt-get"])
-        } else {
-            ("apt-get", vec![])
-        };
-        let mut update = pre.clone();
-        update.push("update");
-        run(prog, &update)?;
-        let mut install = pre;
-        install.extend(["install", "-y", "--no-install-recommends"]);
-        install.extend(APT_PACKAGES);
-        std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
-        run(prog, &install)?;
+    if browser_missing() {
+        apt_install(APT_PACKAGES)?;
     }
     Ok(())
+}
+
+/// What the tests need from Debian (one apt-get run): the browser packages and
+/// PostgreSQL's server programs (initdb, pg_ctl), looked for on PATH and in
+/// /usr/lib/postgresql/*/bin first; returns PostgreSQL's program directory.
+fn ensure_test_packages() -> Result<PathBuf> {
+    let mut missing: Vec<&str> = Vec::new();
+    if browser_missing() {
+        missing.extend(APT_PACKAGES);
+    }
+    if stepwatch_e2e::pg_bin_dir().is_none() {
+        missing.push("postgresql");
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    stepwatch_e2e::pg_bin_dir().context(
+        "PostgreSQL's initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin",
+    )
+}
+
+/// A throwaway PostgreSQL server for the tests (a fresh cluster in the temp dir, on a
+/// free loopback port), announced to them through the environment. Dropping it stops
+/// the server and deletes its directory, whether the tests passed or not.
+fn start_postgres(bin: &Path) -> Result<stepwatch_e2e::PgCluster> {
+    let stale = stepwatch_e2e::remove_stale_clusters(bin);
+    if stale > 0 {
+        eprintln!("removed {stale} PostgreSQL test cluster(s) left by interrupted runs");
+    }
+    eprintln!("\n▶ PostgreSQL: initdb + pg_ctl start ({})", bin.display());
+    let pg = stepwatch_e2e::PgCluster::try_start_with(bin, "xtask")
+        .map_err(|e| anyhow::anyhow!("cannot start a PostgreSQL server for the tests: {e}"))?;
+    eprintln!(
+        "  listening at {} (data in {})",
+        pg.url(),
+        pg.dir().display()
+    );
+    std::env::set_var("STEPWATCH_TEST_PG", pg.url());
+    std::env::set_var("STEPWATCH_TEST_PG_BIN", bin);
+    std::env::set_var("STEPWATCH_REQUIRE_POSTGRES", "1");
+    Ok(pg)
 }
 
 /// A venv in `.venv` with the Python test tools.
@@ -197,7 +275,7 @@ fn cmd_run(extra: &[String]) -> Result<()> {
 fn cmd_test() -> Result<()> {
     let t0 = Instant::now();
     ensure_web_tools()?;
-    ensure_browser()?;
+    let pg_bin = ensure_test_packages()?;
     let py = ensure_python()?;
     let tools = t0.elapsed();
 
@@ -231,7 +309,26 @@ fn cmd_test() -> Result<()> {
     run("cargo", &["build", "-p", "stepwatch-relay"])?;
     let build = t0.elapsed();
 
-    run("cargo", &["test", "--workspace"])?;
+    {
+        let pg = start_postgres(&pg_bin)?;
+        let tests = run("cargo", &["test", "--workspace"]).and_then(|()| {
+            // The relay's own suites again, every relay on a fresh PostgreSQL database.
+            let mut args = vec!["test", "-p", "stepwatch-e2e"];
+            for suite in POSTGRES_SUITES {
+                args.extend(["--test", suite]);
+            }
+            run_env("cargo", &args, &[("STEPWATCH_TEST_BACKEND", "postgres")])
+        });
+        drop(pg); // stops the server and deletes its directory, pass or fail
+        for var in [
+            "STEPWATCH_TEST_PG",
+            "STEPWATCH_TEST_PG_BIN",
+            "STEPWATCH_REQUIRE_POSTGRES",
+        ] {
+            std::env::remove_var(var);
+        }
+        tests?;
+    }
     // Components and downsampling in headless Chromium (wasm-bindgen-test).
     if let Some(driver) = on_path("chromedriver") {
         std::env::set_var("CHROMEDRIVER", driver);

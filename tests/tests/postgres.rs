@@ -1,0 +1,838 @@
+//! The relay on PostgreSQL (`stepwatch serve --database`): several relay processes
+//! sharing one database, a relay killed mid-run behind a load balancer, PostgreSQL
+//! restarted under ingest, and `stepwatch migrate` from SQLite.
+//!
+//! Needs a PostgreSQL server: `STEPWATCH_TEST_PG=postgres://USER@HOST:PORT` (and its
+//! programs, found on PATH, in /usr/lib/postgresql/*/bin or `STEPWATCH_TEST_PG_BIN`, for
+//! the restart test). `cargo xtask test` starts one; without it each test prints why it
+//! is skipped, unless `STEPWATCH_REQUIRE_POSTGRES=1`, which makes them fail instead.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stepwatch_e2e::{
+    fresh_database, fresh_database_on, pg_bin_dir, pg_required, pg_server_or_skip, python_trainer,
+    sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower, TempDir,
+};
+
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The relay's `stepwatch_sse_streams` gauge.
+fn open_streams(relay: &Relay) -> u64 {
+    ureq::get(&format!("{}/metrics", relay.url))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("stepwatch_sse_streams "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// `(src, seq)` of every stored event that has both, in id order.
+fn origins(events: &[Value]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .filter_map(|e| Some((e["src"].as_str()?.to_string(), e["seq"].as_u64()?)))
+        .collect()
+}
+
+/// Asserts each `(src, seq)` is stored once and each sender's events are in seq order.
+fn assert_each_origin_once_in_order(events: &[Value]) {
+    let all = origins(events);
+    let distinct: HashSet<&(String, u64)> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "some (src, seq) is stored twice");
+    let mut per_src: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (src, seq) in &all {
+        per_src.entry(src).or_default().push(*seq);
+    }
+    for (src, seqs) in per_src {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "events of {src} are not stored in seq order"
+        );
+    }
+}
+
+fn ids_of(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["id"].as_u64()).collect()
+}
+
+/// POSTs a command; returns (status, body).
+fn post_command(relay: &Relay, run: &str, body: &str) -> (u16, Value) {
+    match ureq::post(&format!("{}/api/runs/{run}/commands", relay.url))
+        .set("Content-Type", JSON)
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("POST command: {e}"),
+    }
+}
+
+/// The command `id` in the run's state on `relay`, if listed.
+fn command_in_state(relay: &Relay, run: &str, id: &str) -> Option<Value> {
+    let (s, state) = relay.get(&format!("/api/runs/{run}"));
+    if s != 200 {
+        return None;
+    }
+    state["commands"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+}
+
+/// NDJSON `log` events of sender `src` with seqs `seqs`.
+fn log_batch(src: &str, seqs: std::ops::RangeInclusive<u64>) -> String {
+    seqs.map(|s| {
+        format!("{{\"event\":\"log\",\"src\":\"{src}\",\"seq\":{s},\"message\":\"{src}-{s}\"}}\n")
+    })
+    .collect()
+}
+
+#[test]
+fn two_relays_on_one_database_give_one_gapless_exactly_once_history_and_both_stream_it() {
+    let Some(_) = pg_server_or_skip("two_relays_on_one_database") else {
+        return;
+    };
+    let db = fresh_database("two-relays");
+    let dir = TempDir::new("pg-two");
+    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
+    const RUN: &str = "shared";
+    const THREADS: u64 = 6;
+    const BATCHES: u64 = 20;
+    const PER: u64 = 25;
+    let n = THREADS * BATCHES * PER;
+
+    // One subscriber on each relay, connected before anything is posted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let subscribers: Vec<_> = [&a, &b]
+        .iter()
+        .map(|r| {
+            let url = format!("{}/api/runs/{RUN}/stream", r.url);
+            std::thread::spawn(move || sse_follow_ids(&url, n, deadline))
+        })
+        .collect();
+    for r in [&a, &b] {
+        wait_until("the subscriber's stream open", WAIT, || {
+            (open_streams(r) >= 1).then_some(())
+        });
+    }
+
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (a, b) = (&a, &b);
+            s.spawn(move || {
+                let src = format!("w{t}");
+                for k in 0..BATCHES {
+                    let seqs = k * PER + 1..=(k + 1) * PER;
+                    let body = log_batch(&src, seqs.clone());
+                    // Alternate relays per batch, and per thread.
+                    let (first, other) = if (t + k) % 2 == 0 { (a, b) } else { (b, a) };
+                    if k % 5 == 3 {
+                        // A retry of the previous batch that also carries this one.
+                        let prev = log_batch(&src, (k - 1) * PER + 1..=k * PER);
+                        let (s, v) = first.post(RUN, &format!("{prev}{body}"), NDJSON);
+                        assert_eq!(s, 200, "{v}");
+                        assert_eq!(
+                            (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+                            (Some(PER), Some(PER)),
+                            "retry + new batch of {src}: {v}"
+                        );
+                    } else {
+                        let (s, v) = first.post(RUN, &body, NDJSON);
+                        assert_eq!(s, 200, "{v}");
+                        assert_eq!(
+                            (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+                            (Some(PER), Some(0)),
+                            "batch {k} of {src}: {v}"
+                        );
+                    }
+                    if k % 4 == 1 {
+                        // The same batch again on the other relay, as an SDK retries a
+                        // request whose answer it did not get.
+                        let (s, v) = other.post(RUN, &body, NDJSON);
+                        assert_eq!(s, 200, "{v}");
+                        assert_eq!(
+                            (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+                            (Some(0), Some(PER)),
+                            "a retry on the other relay was stored again: {v}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+
+    let expected: Vec<u64> = (1..=n).collect();
+    let from_a = a.all_events(RUN);
+    assert_eq!(ids_of(&from_a), expected, "ids are not exactly 1..={n}");
+    assert_each_origin_once_in_order(&from_a);
+    let mut want: Vec<(String, u64)> = (0..THREADS)
+        .flat_map(|t| (1..=BATCHES * PER).map(move |s| (format!("w{t}"), s)))
+        .collect();
+    let mut got = origins(&from_a);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "stored events are not every (src, seq) once");
+    for e in &from_a {
+        assert_eq!(
+            e["message"].as_str().unwrap(),
+            format!("{}-{}", e["src"].as_str().unwrap(), e["seq"]),
+            "an event's body does not belong to its (src, seq)"
+        );
+    }
+    assert_eq!(
+        b.all_events(RUN),
+        from_a,
+        "the relays serve different histories"
+    );
+    let state_a = a.get_ok(&format!("/api/runs/{RUN}"));
+    assert_eq!(state_a["last_id"], n);
+    assert_eq!(state_a["event_count"], n);
+    wait_until("the same run state on both relays", WAIT, || {
+        (b.get_ok(&format!("/api/runs/{RUN}")) == state_a).then_some(())
+    });
+    for (name, s) in ["A", "B"].iter().zip(subscribers) {
+        assert_eq!(
+            s.join().unwrap(),
+            expected,
+            "the subscriber on relay {name} missed, repeated or reordered events"
+        );
+    }
+    let summaries = |r: &Relay| r.get_ok("/api/runs");
+    assert_eq!(summaries(&a), summaries(&b));
+}
+
+const TRAINER: &str = r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+stepwatch.on_command("ask", lambda text: {"echo": str(text).upper()})
+emit_training_start(total_epochs=1, total_batches=100000)
+step = 0
+while not stepwatch.should_stop() and step < 100000:
+    step += 1
+    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
+    time.sleep(0.01)
+emit_training_end()
+assert stepwatch.flush(10)
+"#;
+
+#[test]
+fn commands_posted_on_one_relay_reach_a_trainer_on_another_and_its_answers_come_back() {
+    let Some(_) = pg_server_or_skip("commands_across_relays") else {
+        return;
+    };
+    let db = fresh_database("commands");
+    let dir = TempDir::new("pg-commands");
+    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
+    const RUN: &str = "xctl";
+    let mut trainer = python_trainer(TRAINER, &a.url, RUN);
+    let state_b = || b.get(&format!("/api/runs/{RUN}"));
+    let step_b = || state_b().1["step"].as_u64().unwrap_or(0);
+    let status_b = |want: &str| {
+        let want = want.to_string();
+        move || (state_b().1["status"] == want.as_str()).then_some(())
+    };
+    wait_until("relay B sees the trainer's steps", WAIT, || {
+        (step_b() > 5).then_some(())
+    });
+
+    // Pause from B: the trainer (on A) stops stepping; B shows paused from its ack.
+    let (s, v) = post_command(&b, RUN, r#"{"command":"pause"}"#);
+    assert_eq!(s, 202, "{v}");
+    let pause = v["command_id"].as_str().unwrap().to_string();
+    wait_until("paused, seen on B", WAIT, status_b("paused"));
+    let paused_at = step_b();
+    std::thread::sleep(Duration::from_millis(500)); // watch the counter stand still
+    assert_eq!(step_b(), paused_at, "training went on while paused");
+    assert_eq!(
+        a.get_ok(&format!("/api/runs/{RUN}"))["status"],
+        "paused",
+        "relay A disagrees"
+    );
+
+    // Ask from B while paused: the handler's output comes back to B.
+    let (s, v) = post_command(
+        &b,
+        RUN,
+        r#"{"command":"ask","args":{"input":"hello model"}}"#,
+    );
+    assert_eq!(s, 202, "{v}");
+    let ask = v["command_id"].as_str().unwrap().to_string();
+    let answered = wait_until("the ask answered, seen on B", WAIT, || {
+        command_in_state(&b, RUN, &ask).filter(|c| c["status"] == "done")
+    });
+    assert!(
+        answered["output"].to_string().contains("HELLO MODEL"),
+        "{answered}"
+    );
+
+    // Resume from A this time, then stop from B.
+    let (s, v) = post_command(&a, RUN, r#"{"command":"resume"}"#);
+    assert_eq!(s, 202, "{v}");
+    let resume = v["command_id"].as_str().unwrap().to_string();
+    wait_until("running again, seen on B", WAIT, status_b("running"));
+    wait_until("steps advance again", WAIT, || {
+        (step_b() > paused_at).then_some(())
+    });
+    let (s, v) = post_command(&b, RUN, r#"{"command":"stop"}"#);
+    assert_eq!(s, 202, "{v}");
+    let stop = v["command_id"].as_str().unwrap().to_string();
+    wait_until("stopped, seen on B", WAIT, status_b("stopped"));
+    let exit = wait_until("the trainer exits", WAIT, || trainer.try_wait().unwrap());
+    assert!(exit.success(), "trainer: {exit}");
+
+    // Every command is done, on both relays, from the trainer's own answers.
+    for id in [&pause, &ask, &resume, &stop] {
+        for r in [&a, &b] {
+            wait_until(&format!("{id} done on {}", r.url), WAIT, || {
+                command_in_state(r, RUN, id).filter(|c| c["status"] == "done")
+            });
+        }
+    }
+    let acks = b.get_ok(&format!(
+        "/api/runs/{RUN}/events?event=command_ack&limit=1000"
+    ));
+    for id in [&pause, &ask, &resume, &stop] {
+        assert!(
+            acks.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["command_id"] == id.as_str() && e["status"] == "done"),
+            "no done ack for {id} on B: {acks}"
+        );
+    }
+    // The commands posted on B are in the run's stream as A serves it too.
+    let cmds = a.get_ok(&format!("/api/runs/{RUN}/events?event=command&limit=1000"));
+    let on_a: Vec<&str> = cmds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["command_id"].as_str())
+        .collect();
+    for id in [&pause, &ask, &stop] {
+        assert!(on_a.contains(&id.as_str()), "{id} missing on A: {cmds}");
+    }
+    assert_eq!(a.all_events(RUN), b.all_events(RUN));
+}
+
+#[test]
+fn kill_9_of_one_relay_behind_a_load_balancer_loses_nothing_and_streams_move_to_the_other() {
+    let Some(_) = pg_server_or_skip("kill_9_of_one_relay") else {
+        return;
+    };
+    let db = fresh_database("kill9");
+    let dir = TempDir::new("pg-kill9");
+    let mut a = Relay::start_on(&db, &dir.0.join("a"), &[]);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
+    let proxy = FailoverProxy::in_front_of(&[&a, &b]);
+    const RUN: &str = "k9";
+    let total = 4000u64;
+    let killed = Arc::new(AtomicBool::new(false));
+    // The trainer: the Rust SDK through the load balancer, retrying through the crash.
+    // Its second half waits for the kill, so that the crash falls mid-run however fast
+    // or slow the machine is.
+    let trainer = std::thread::spawn({
+        let (url, killed) = (proxy.url.clone(), killed.clone());
+        move || {
+            let client = stepwatch_client::Client::with_options(
+                &url,
+                RUN,
+                stepwatch_client::Options {
+                    spool_dir: None,
+                    commands: false,
+                    ..Default::default()
+                },
+            );
+            for i in 0..total {
+                while i == total / 2 && !killed.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                client.batch_end(0, i, i + 1, 1.0 / (i as f64 + 1.0), 0.01);
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            assert!(client.close(Duration::from_secs(60)), "not all delivered");
+        }
+    });
+    // A dashboard reading from A, moving to B when A is gone.
+    let subscriber = SseFollower::start(&[
+        format!("{}/api/runs/{RUN}/stream", a.url),
+        format!("{}/api/runs/{RUN}/stream", b.url),
+    ]);
+    wait_until("the trainer streaming", WAIT, || {
+        let (_, state) = b.get(&format!("/api/runs/{RUN}"));
+        state["last_id"].as_u64().filter(|id| *id >= 1000)
+    });
+    wait_until("the subscriber reading from A", WAIT, || {
+        (subscriber.ids().len() >= 500).then_some(())
+    });
+    a.kill(); // SIGKILL, not started again
+    killed.store(true, Ordering::SeqCst);
+    trainer.join().unwrap();
+
+    let events = b.all_events(RUN);
+    assert_eq!(
+        ids_of(&events),
+        (1..=total).collect::<Vec<_>>(),
+        "lost or doubled"
+    );
+    let idx: Vec<u64> = events
+        .iter()
+        .map(|e| e["batch_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, (0..total).collect::<Vec<_>>(), "out of order");
+    assert_each_origin_once_in_order(&events);
+    let seen = subscriber.wait_for(total as usize, Duration::from_secs(60));
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "the subscriber missed or repeated events across the failover"
+    );
+    let sources = subscriber.sources();
+    assert_eq!(sources[0].1, 0, "the subscriber did not start on A");
+    assert_eq!(
+        sources.last().unwrap().1,
+        1,
+        "the subscriber did not move to B"
+    );
+    assert!(
+        proxy.connections()[1] > 0,
+        "no request went to B: {:?}",
+        proxy.connections()
+    );
+}
+
+/// One POST of the direct writer: status, or 0 for a transport error.
+fn post_status(url: &str, body: &str) -> u16 {
+    match ureq::post(url)
+        .timeout(Duration::from_secs(30))
+        .set("Content-Type", NDJSON)
+        .send_string(body)
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_nothing() {
+    if pg_bin_dir().is_none() {
+        assert!(
+            !pg_required(),
+            "STEPWATCH_REQUIRE_POSTGRES=1 but PostgreSQL's initdb/pg_ctl were not found \
+             (PATH, /usr/lib/postgresql/*/bin, STEPWATCH_TEST_PG_BIN)"
+        );
+        eprintln!("skipping postgres_restarting_under_ingest: no initdb/pg_ctl");
+        return;
+    }
+    // A private server: stopping it must not disturb the shared one.
+    let cluster = PgCluster::start_new("restart");
+    let db = fresh_database_on(&cluster.url(), "restart");
+    let dir = TempDir::new("pg-restart");
+    let a = Relay::start_on_logged(&db, &dir.0.join("a"), &[], &dir.0.join("a.log"));
+    let b = Relay::start_on_logged(&db, &dir.0.join("b"), &[], &dir.0.join("b.log"));
+    const RUN: &str = "outage";
+    // A dashboard on B, which learns of A's events through the database.
+    let subscriber = SseFollower::start(&[format!("{}/api/runs/{RUN}/stream", b.url)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The trainer: the Rust SDK on A, until told to stop; returns how many it emitted.
+    let trainer = std::thread::spawn({
+        let (url, stop) = (a.url.clone(), stop.clone());
+        move || {
+            let client = stepwatch_client::Client::with_options(
+                &url,
+                RUN,
+                stepwatch_client::Options {
+                    spool_dir: None,
+                    commands: false,
+                    ..Default::default()
+                },
+            );
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                client.batch_end(0, i, i + 1, 1.0, 0.01);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(client.close(Duration::from_secs(60)), "not all delivered");
+            i
+        }
+    });
+    // A direct writer on A: batches of 10 with src "direct", each retried until a 2xx
+    // (as an SDK does); counts the answers it got.
+    let acked = Arc::new(AtomicU64::new(0));
+    let statuses: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
+    let writer = std::thread::spawn({
+        let (url, stop, acked, statuses) = (
+            format!("{}/api/runs/{RUN}/events", a.url),
+            stop.clone(),
+            acked.clone(),
+            statuses.clone(),
+        );
+        move || {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
+                let s = post_status(&url, &body);
+                *statuses.lock().unwrap().entry(s).or_default() += 1;
+                if (200..300).contains(&s) {
+                    k += 1;
+                    acked.store(k, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(20)); // pace
+            }
+            // Finish the batch in hand, as a retrying SDK would.
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
+                if (200..300).contains(&post_status(&url, &body)) {
+                    k += 1;
+                    return k;
+                }
+                assert!(Instant::now() < deadline, "ingest did not come back");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let acked_now = || acked.load(Ordering::SeqCst);
+    let resumes = |what: &str| {
+        let from = acked_now();
+        wait_until(what, Duration::from_secs(60), || {
+            (acked_now() >= from + 5).then_some(())
+        });
+    };
+    resumes("ingest running");
+
+    // 1: a fast restart (pg_ctl stop -m fast, start).
+    cluster.restart();
+    resumes("ingest resuming by itself after a restart");
+
+    // 2: a longer outage: ingest must answer 503 meanwhile, then come back by itself.
+    let before = statuses.lock().unwrap().get(&503).copied().unwrap_or(0);
+    cluster.stop();
+    wait_until("a 503 while PostgreSQL is down", WAIT, || {
+        (statuses.lock().unwrap().get(&503).copied().unwrap_or(0) > before).then_some(())
+    });
+    cluster.start();
+    resumes("ingest resuming by itself after an outage");
+    stop.store(true, Ordering::Relaxed);
+    let emitted = trainer.join().unwrap();
+    let direct = writer.join().unwrap();
+    let statuses = statuses.lock().unwrap().clone();
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) >= 1,
+        "no 503 seen: {statuses:?}"
+    );
+    for s in statuses.keys() {
+        assert!(
+            (200..300).contains(s) || *s == 503,
+            "ingest answered {s} during the outage (want 503 with nothing stored): {statuses:?}"
+        );
+    }
+
+    // Reads work at once too, many in parallel: no request may be handed a pooled
+    // connection that the restart killed. (Checked now, reported last.)
+    let failed_reads: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..5)
+                        .map(|_| a.get(&format!("/api/runs/{RUN}")))
+                        .filter(|(s, _)| *s != 200)
+                        .map(|(s, v)| format!("{s} {v}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+
+    let n = emitted + direct * 10;
+    let events = all_events_retrying(&a, RUN);
+    assert_eq!(
+        ids_of(&events),
+        (1..=n).collect::<Vec<_>>(),
+        "not gapless 1..={n} ({emitted} from the trainer, {direct} direct batches)"
+    );
+    assert_each_origin_once_in_order(&events);
+    let direct_seqs: Vec<u64> = origins(&events)
+        .into_iter()
+        .filter(|(src, _)| src == "direct")
+        .map(|(_, seq)| seq)
+        .collect();
+    assert_eq!(direct_seqs, (1..=direct * 10).collect::<Vec<_>>());
+    let batches: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "batch_end")
+        .map(|e| e["batch_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(batches, (0..emitted).collect::<Vec<_>>());
+    assert_eq!(
+        all_events_retrying(&b, RUN),
+        events,
+        "relay B serves another history"
+    );
+    // B's subscriber saw everything live, through both outages.
+    let seen = subscriber.wait_for(n as usize, Duration::from_secs(60));
+    assert_eq!(
+        seen,
+        (1..=n).collect::<Vec<_>>(),
+        "the subscriber on B missed or repeated events across the restarts"
+    );
+    assert_eq!(a.get("/healthz").0, 200);
+    assert!(
+        failed_reads.is_empty(),
+        "{} of 80 reads failed after PostgreSQL was back and ingest had resumed: {:?}",
+        failed_reads.len(),
+        failed_reads
+    );
+}
+
+/// [`Relay::all_events`], retrying a page that fails (the checks of what was stored
+/// must not depend on whether a read right after an outage succeeds).
+fn all_events_retrying(relay: &Relay, run: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    loop {
+        let after = out.last().and_then(|e| e["id"].as_u64()).unwrap_or(0);
+        let page = wait_until("a page of events", WAIT, || {
+            let (s, v) = relay.get(&format!("/api/runs/{run}/events?after={after}&limit=1000"));
+            (s == 200).then_some(v)
+        });
+        let page = page.as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// Posts a small but complete history to `relay`: finished, running and failed runs,
+/// metrics, checkpoints, logs, system samples, a NaN loss, commands and their answers,
+/// and events with `(src, seq)`.
+fn post_history(relay: &Relay) {
+    let post = |run: &str, body: &str| {
+        let (s, v) = relay.post(run, body, NDJSON);
+        assert_eq!(s, 200, "{run}: {v}");
+    };
+    // "done": two epochs, batch_end with metrics, checkpoints, completed.
+    let mut body = String::from(
+        r#"{"event":"training_start","src":"py-1","seq":1,"total_epochs":2,"total_batches":1500,"name":"finished","config":{"lr":0.01,"layers":[4,4]}}
+"#,
+    );
+    let mut seq = 1;
+    for epoch in 1..=2u64 {
+        body.push_str(&format!(
+            "{{\"event\":\"epoch_start\",\"epoch\":{epoch},\"total_epochs\":2}}\n"
+        ));
+        for b in 0..1500u64 {
+            seq += 1;
+            let step = (epoch - 1) * 1500 + b + 1;
+            let loss = if step == 2222 {
+                "\"NaN\"".to_string()
+            } else {
+                format!("{}", 2.0 / step as f64)
+            };
+            body.push_str(&format!(
+                "{{\"event\":\"batch_end\",\"src\":\"py-1\",\"seq\":{seq},\"epoch\":{epoch},\"batch_idx\":{b},\"step\":{step},\"loss\":{loss},\"lr\":0.001,\"metrics\":{{\"grad_norm\":{}}},\"tokens_per_s\":{}}}\n",
+                1.0 + (step % 7) as f64 / 10.0,
+                1000 + step % 13
+            ));
+            if step % 500 == 0 {
+                body.push_str(&format!(
+                    "{{\"event\":\"metric_update\",\"name\":\"val/acc\",\"value\":{},\"step\":{step}}}\n",
+                    step as f64 / 3000.0
+                ));
+            }
+        }
+        body.push_str(&format!(
+            "{{\"event\":\"epoch_end\",\"epoch\":{epoch},\"metrics\":{{\"avg_loss\":{},\"val_loss\":{}}}}}\n",
+            1.0 / epoch as f64,
+            1.1 / epoch as f64
+        ));
+        body.push_str(&format!(
+            "{{\"event\":\"checkpoint_saved\",\"checkpoint_path\":\"/ckpt/e{epoch}.pt\",\"epoch\":{epoch},\"step\":{},\"size_bytes\":1234,\"metrics\":{{\"val_loss\":{}}}}}\n",
+            epoch * 1500,
+            1.1 / epoch as f64
+        ));
+    }
+    body.push_str(r#"{"event":"log","level":"warning","message":"grad norm clipped","logger":"trainer"}
+{"event":"system","cpu_percent":73.5,"mem_used_bytes":17179869184,"mem_total_bytes":68719476736,"gpus":[{"index":0,"name":"GPU","util_percent":97.0}]}
+{"event":"training_end","status":"completed"}
+"#);
+    post("done", &body);
+
+    // "live": running, a pause answered (accepted, then done), a stop still open.
+    post(
+        "live",
+        r#"{"event":"training_start","total_epochs":1,"total_batches":100}
+{"event":"batch_end","batch_idx":0,"loss":1.5,"lr":0.1}
+{"event":"checkpoint_saved","checkpoint_path":"/ckpt/live.pt","epoch":1,"step":1}
+"#,
+    );
+    let (s, v) = post_command(relay, "live", r#"{"command":"pause"}"#);
+    assert_eq!(s, 202, "{v}");
+    let pause = v["command_id"].as_str().unwrap().to_string();
+    post(
+        "live",
+        &format!(
+            "{{\"event\":\"command_ack\",\"command_id\":\"{pause}\",\"command\":\"pause\",\"status\":\"accepted\"}}\n\
+             {{\"event\":\"command_ack\",\"command_id\":\"{pause}\",\"command\":\"pause\",\"status\":\"done\"}}\n\
+             {{\"event\":\"batch_end\",\"batch_idx\":1,\"loss\":1.25,\"lr\":0.1}}\n"
+        ),
+    );
+    let (s, v) = post_command(
+        relay,
+        "live",
+        r#"{"command":"load_checkpoint","args":{"path":"/ckpt/live.pt"}}"#,
+    );
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = post_command(relay, "live", r#"{"command":"stop"}"#);
+    assert_eq!(s, 202, "{v}");
+
+    // "crashed": failed with an error and traceback.
+    post(
+        "crashed",
+        r#"{"event":"training_start","total_epochs":3}
+{"event":"batch_end","batch_idx":0,"loss":"Infinity"}
+{"event":"error_occurred","message":"CUDA out of memory","traceback":"Traceback (most recent call last):\n  File \"train.py\", line 10\nRuntimeError: CUDA out of memory","fatal":true}
+{"event":"training_end","status":"failed"}
+"#,
+    );
+}
+
+#[test]
+fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twice() {
+    let Some(_) = pg_server_or_skip("migrate") else {
+        return;
+    };
+    let dir = TempDir::new("pg-migrate");
+    let sqlite_dir = dir.0.join("sqlite");
+    let mut old = Relay::start_sqlite(&sqlite_dir, &[]);
+    post_history(&old);
+    let runs = ["crashed", "done", "live"];
+    // What the SQLite relay serves.
+    let snapshot = |r: &Relay| -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let mut list = r.get_ok("/api/runs").as_array().unwrap().clone();
+        list.sort_by_key(|s| s["run"].as_str().unwrap_or_default().to_string());
+        out.push(("runs".to_string(), Value::Array(list)));
+        for run in runs {
+            out.push((
+                format!("{run} state"),
+                r.get_ok(&format!("/api/runs/{run}")),
+            ));
+            out.push((format!("{run} events"), Value::Array(r.all_events(run))));
+            out.push((
+                format!("{run} metrics"),
+                r.get_ok(&format!("/api/runs/{run}/series")),
+            ));
+        }
+        // Every metric of every run, whole and zoomed, as the charts ask for them.
+        for run in runs {
+            let metrics = r.get_ok(&format!("/api/runs/{run}/series"));
+            let names: Vec<String> = metrics
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|i| i["metric"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for metric in names {
+                for q in ["points=50", "points=1000", "points=20&from=100&to=2000"] {
+                    let path = format!("/api/runs/{run}/series?metric={metric}&{q}");
+                    out.push((path.clone(), r.get_ok(&path)));
+                }
+            }
+        }
+        out
+    };
+    let before = snapshot(&old);
+    assert!(
+        before
+            .iter()
+            .any(|(what, _)| what.starts_with("/api/runs/done/series?metric=loss&")),
+        "the loss series of run done is not listed"
+    );
+    let total_events: usize = runs.iter().map(|run| old.all_ids(run).len()).sum();
+    assert!(total_events > 3000, "{total_events}");
+    old.terminate(Duration::from_secs(10))
+        .expect("the SQLite relay did not stop");
+
+    let db = fresh_database("migrate");
+    let migrate = || {
+        std::process::Command::new(stepwatch_e2e::relay_bin())
+            .args(["migrate", "--data-dir"])
+            .arg(&sqlite_dir)
+            .args(["--database", &db])
+            .env_remove("STEPWATCH_DATABASE")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "migrate failed: {said}");
+    assert!(
+        said.contains(&format!("{} runs", runs.len()))
+            && said.contains(&format!("{total_events} events")),
+        "the summary does not count {} runs and {total_events} events: {said}",
+        runs.len()
+    );
+
+    // A relay on the database (and an empty data dir) serves exactly the same.
+    let new = Relay::start_on(&db, &dir.0.join("pg-cache"), &[]);
+    let after = snapshot(&new);
+    assert_eq!(before.len(), after.len());
+    for ((what, want), (_, got)) in before.iter().zip(&after) {
+        assert_eq!(got, want, "{what} differs after the migration");
+    }
+    // The dedup state came along: a retry of an event sent before is not stored again.
+    let (s, v) = new.post(
+        "done",
+        r#"{"event":"batch_end","src":"py-1","seq":5,"batch_idx":3,"loss":1}"#,
+        JSON,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "a retry from before the migration was stored again: {v}"
+    );
+    // New events continue the ids.
+    let last = new.get_ok("/api/runs/live")["last_id"].as_u64().unwrap();
+    let (s, v) = new.post("live", r#"{"event":"log","message":"after"}"#, JSON);
+    assert_eq!((s, v["last_id"].as_u64()), (200, Some(last + 1)), "{v}");
+    drop(new);
+
+    // A second copy into the same database is refused, naming a run that exists.
+    let out = migrate();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "a second migrate succeeded: {said}");
+    assert!(
+        runs.iter().any(|run| said.contains(run)),
+        "the refusal does not name the run: {said}"
+    );
+}
