@@ -257,6 +257,35 @@ struct Session {
     expires: Instant,
 }
 
+/// Where sessions are shared when several relays serve one history (the PostgreSQL
+/// backend): a browser signed in on one relay stays signed in on the others, and signing
+/// out ends the session everywhere. Sessions travel by key ([`session_key`]), never by
+/// the cookie's value. `begun` is called off the async threads (sign-in hashes a
+/// password there) and may block; `ended` is called on an async thread.
+pub trait SessionShare: Send + Sync {
+    /// A session began: its key, user name and end (Unix seconds).
+    fn begun(&self, key: &str, user: &str, expires_unix: f64);
+    /// A session ended (signed out).
+    fn ended(&self, key: &str);
+}
+
+/// The key a session is stored under: a BLAKE2b hash of its cookie value, so whoever
+/// reads the sessions table cannot sign in with what they read.
+pub fn session_key(id: &str) -> String {
+    use blake2::Digest;
+    blake2::Blake2b512::digest(id.as_bytes())
+        .iter()
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Why a request has no identity.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthError {
@@ -280,7 +309,10 @@ impl AuthError {
 /// The relay's authentication state.
 pub struct Auth {
     config: Option<Config>,
+    /// Sessions by [`session_key`].
     sessions: Mutex<HashMap<String, Session>>,
+    /// Where sessions are shared with other relays, if anywhere.
+    share: std::sync::OnceLock<std::sync::Arc<dyn SessionShare>>,
     /// Open streams per user name.
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -316,6 +348,7 @@ impl Auth {
         Auth {
             config: None,
             sessions: Mutex::new(HashMap::new()),
+            share: std::sync::OnceLock::new(),
             streams: Mutex::new(HashMap::new()),
         }
     }
@@ -369,7 +402,7 @@ impl Auth {
             let now = Instant::now();
             sessions.retain(|_, s| s.expires > now);
             return sessions
-                .get(id)
+                .get(&session_key(id))
                 .map(|s| self.identity_of(c, s.user, Some(s.expires)))
                 .ok_or(AuthError::Invalid("session expired or unknown"));
         }
@@ -391,18 +424,55 @@ impl Auth {
         let user = user.filter(|i| ok && c.users[*i].password_hash.is_some())?;
         let expires = Instant::now() + Duration::from_secs_f64(c.session_hours * 3600.0);
         let id = new_token();
+        let key = session_key(&id);
+        if let Some(share) = self.share.get() {
+            share.begun(
+                &key,
+                &c.users[user].name,
+                unix_now() + c.session_hours * 3600.0,
+            );
+        }
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), Session { user, expires });
+            .insert(key, Session { user, expires });
         Some((id, self.identity_of(c, user, Some(expires))))
     }
 
     pub fn logout(&self, session: &str) {
+        let key = session_key(session);
+        if let Some(share) = self.share.get() {
+            share.ended(&key);
+        }
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(session);
+            .remove(&key);
+    }
+
+    /// Shares sessions with other relays from now on (once).
+    pub fn share_sessions(&self, share: std::sync::Arc<dyn SessionShare>) {
+        let _ = self.share.set(share);
+    }
+
+    /// The sessions of every relay (key, user name, end in Unix seconds): replaces every
+    /// session this relay knows, so one ended elsewhere ends here too. Users the config
+    /// no longer names are skipped.
+    pub fn load_shared_sessions(&self, all: &[(String, String, f64)]) {
+        let Some(c) = &self.config else {
+            return;
+        };
+        let now = unix_now();
+        let fresh: HashMap<String, Session> = all
+            .iter()
+            .filter(|(_, _, end)| *end > now)
+            .filter_map(|(key, name, end)| {
+                let user = c.users.iter().position(|u| &u.name == name)?;
+                let expires = Instant::now() + Duration::from_secs_f64(end - now);
+                Some((key.clone(), Session { user, expires }))
+            })
+            .collect();
+        *self.sessions.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
     /// Seconds a new session lasts (for the cookie's Max-Age).

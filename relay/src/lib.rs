@@ -92,15 +92,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ),
     };
     let mut app_state = http::AppState::new(store, opts.max_body);
-    if let Some(pg) = &shared {
-        // Other relays' commits reach this relay's subscribers from now on.
-        pg::attach(pg, app_state.hub.clone());
-    }
+
     app_state.limits = opts.limits.clone();
     app_state.allowed_origins = opts.allow_origins.clone();
     if let Some(config) = opts.auth.clone() {
         tracing::info!(users = config.users.len(), "authentication on");
         app_state.auth = Arc::new(auth::Auth::with_config(config));
+    }
+    if let Some(pg) = &shared {
+        // Other relays' commits reach this relay's subscribers, and sign-ins are shared.
+        pg::attach(pg, app_state.hub.clone(), app_state.auth.clone());
     }
     let state = web::Data::new(app_state);
     if !opts.dist.join("index.html").is_file() {

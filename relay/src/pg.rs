@@ -45,9 +45,10 @@ const PAGE: i64 = 5000;
 
 /// The schema, as versioned migrations: each runs once, in order, in one transaction,
 /// under an advisory lock so relays starting together do not race.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE runs (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE runs (
          run     TEXT PRIMARY KEY,
          last_id BIGINT NOT NULL,
          state   TEXT NOT NULL,
@@ -87,10 +88,19 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          step        BIGINT NOT NULL,
          batch_count BIGINT NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE sessions (
+         key       TEXT PRIMARY KEY,
+         user_name TEXT NOT NULL,
+         expires   DOUBLE PRECISION NOT NULL
+     );",
+    ),
+];
 
 /// The newest schema this binary knows.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 /// Key of the advisory lock taken while migrating.
 const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
 
@@ -347,6 +357,8 @@ pub struct PgStore {
     /// The series index's in-memory side; taken after the run's row lock.
     index: Mutex<series::Index>,
     hub: OnceLock<Arc<Hub>>,
+    /// Sign-ins, shared with the other relays through the `sessions` table.
+    auth: OnceLock<Arc<crate::auth::Auth>>,
     bytes: AtomicU64,
     stop: Arc<AtomicBool>,
     max_metrics: usize,
@@ -443,6 +455,7 @@ impl PgStore {
             }),
             index: Mutex::new(series::Index::default().with_write_on_evict(false)),
             hub: OnceLock::new(),
+            auth: OnceLock::new(),
             bytes: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             max_metrics: usize::MAX,
@@ -678,6 +691,7 @@ impl PgStore {
 
     /// Compares every run's newest id with what this relay knows, catching up.
     fn poll(&self) -> Result<(), StoreError> {
+        self.load_sessions()?;
         self.with_conn(|conn| {
             let rows = conn
                 .client
@@ -764,7 +778,7 @@ impl PgStore {
                 if node == self.node {
                     return;
                 }
-                if run == "*" || run.is_empty() {
+                if run == "*" || run == SESSIONS || run.is_empty() {
                     resync = true;
                 } else {
                     changed.insert(run.to_string(), ());
@@ -879,9 +893,88 @@ impl PgStore {
 }
 
 /// Starts listening for other relays once the store has its hub.
-pub fn attach(store: &Arc<PgStore>, hub: Arc<Hub>) {
+pub fn attach(store: &Arc<PgStore>, hub: Arc<Hub>, auth: Arc<crate::auth::Auth>) {
+    if auth.enabled() {
+        auth.share_sessions(Arc::new(SharedSessions(store.clone())));
+        let _ = store.auth.set(auth);
+    }
     if store.hub.set(hub).is_ok() {
         store.listen();
+    }
+}
+
+/// What a notification says when the sessions changed (run ids cannot contain `!`).
+const SESSIONS: &str = "!sessions";
+
+/// Sessions kept in the database, so every relay knows every sign-in.
+struct SharedSessions(Arc<PgStore>);
+
+impl crate::auth::SessionShare for SharedSessions {
+    fn begun(&self, key: &str, user: &str, expires_unix: f64) {
+        // Called where blocking is allowed (sign-in hashes a password off the async
+        // threads); a database outage leaves the session on this relay only.
+        if let Err(e) = self.0.save_session(Some((key, user, expires_unix)), key) {
+            tracing::warn!(error = %e, "session not shared with the other relays");
+        }
+    }
+
+    fn ended(&self, key: &str) {
+        let (store, key) = (self.0.clone(), key.to_string());
+        // Sign-out runs on an async thread: the blocking client must not.
+        let done = std::thread::spawn(move || store.save_session(None, &key)).join();
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!("sign-out not shared with the other relays");
+        }
+    }
+}
+
+impl PgStore {
+    /// Stores (`Some`) or deletes (`None`) a session and tells the other relays.
+    fn save_session(&self, begun: Option<(&str, &str, f64)>, key: &str) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction()?;
+            match begun {
+                Some((key, user, expires)) => {
+                    tx.execute(
+                        "INSERT INTO sessions (key, user_name, expires) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE SET user_name = $2, expires = $3",
+                        &[&key, &user, &expires],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM sessions WHERE expires < $1",
+                        &[&crate::http::now()],
+                    )?;
+                }
+                None => {
+                    tx.execute("DELETE FROM sessions WHERE key = $1", &[&key])?;
+                }
+            }
+            tx.execute(
+                "SELECT pg_notify('stepwatch', $1)",
+                &[&format!("{} {SESSIONS}", self.node)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Replaces this relay's sessions with the table's.
+    fn load_sessions(&self) -> Result<(), StoreError> {
+        let Some(auth) = self.auth.get() else {
+            return Ok(());
+        };
+        let all = self.with_conn(|c| {
+            Ok(c.client
+                .query(
+                    "SELECT key, user_name, expires FROM sessions WHERE expires > $1",
+                    &[&crate::http::now()],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect::<Vec<(String, String, f64)>>())
+        })?;
+        auth.load_shared_sessions(&all);
+        Ok(())
     }
 }
 
@@ -1497,6 +1590,49 @@ mod tests {
         .unwrap();
         let err = PgStore::open(&url).err().unwrap().to_string();
         assert!(err.contains("newer Stepwatch"), "{err}");
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_in_place_keeping_its_runs() {
+        let Some(url) = fresh_database("older") else {
+            return;
+        };
+        let u = url.clone();
+        std::thread::spawn(move || {
+            // What the first PostgreSQL release wrote: schema 1, one run.
+            let mut c = Client::connect(&u, NoTls).unwrap();
+            c.batch_execute(MIGRATIONS[0].1).unwrap();
+            c.batch_execute(
+                "CREATE TABLE stepwatch_schema (version BIGINT NOT NULL);
+                 INSERT INTO stepwatch_schema VALUES (1);",
+            )
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+        {
+            // Opening migrates schema 1 to the current one in place.
+            let store = PgStore::open(&url).unwrap();
+            store.append("r", batch("s", 1..4), 1.0, &|_| {}).unwrap();
+        }
+        let u = url.clone();
+        let (version, sessions) = std::thread::spawn(move || {
+            let mut c = Client::connect(&u, NoTls).unwrap();
+            let v: i64 = c
+                .query_one("SELECT version FROM stepwatch_schema", &[])
+                .unwrap()
+                .get(0);
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM sessions", &[])
+                .unwrap()
+                .get(0);
+            (v, n)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((version, sessions), (PG_SCHEMA_VERSION, 0));
+        let store = PgStore::open(&url).unwrap();
+        assert_eq!(store.state("r").unwrap().last_id, 3);
     }
 
     #[test]

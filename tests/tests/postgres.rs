@@ -836,3 +836,81 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
         "the refusal does not name the run: {said}"
     );
 }
+
+/// GET `path` with a session cookie; the status.
+fn status_with_cookie(relay: &Relay, cookie: &str, path: &str) -> u16 {
+    match ureq::get(&format!("{}{path}", relay.url))
+        .set("Cookie", cookie)
+        .timeout(Duration::from_secs(5))
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+#[test]
+fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out() {
+    let Some(_) = pg_server_or_skip("sessions_shared") else {
+        return;
+    };
+    let db = fresh_database("sessions");
+    let dir = TempDir::new("pg-sessions");
+    let config = stepwatch_e2e::auth_config(&dir.0, "");
+    let config = config.to_str().unwrap();
+    let a = Relay::start_on(&db, &dir.0.join("a"), &["--config", config]);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &["--config", config]);
+    let r = ureq::post(&format!("{}/api/login", a.url))
+        .send_json(serde_json::json!({ "name": "otto", "password": "otto-pw" }))
+        .unwrap();
+    let cookie = r
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(status_with_cookie(&a, &cookie, "/api/runs"), 200);
+    // Relay B knows the session (a load balancer may send the next request anywhere).
+    wait_until("relay B knows the session", WAIT, || {
+        (status_with_cookie(&b, &cookie, "/api/me") == 200).then_some(())
+    });
+    let me: Value = ureq::get(&format!("{}/api/me", b.url))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(me["name"], "otto", "{me}");
+    assert_eq!(me["role"], "operator", "{me}");
+    // A made-up cookie is refused by both.
+    assert_eq!(
+        status_with_cookie(&b, "stepwatch_session=0123", "/api/runs"),
+        401
+    );
+    // Signing out on B ends the session on A too.
+    ureq::post(&format!("{}/api/logout", b.url))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(status_with_cookie(&b, &cookie, "/api/runs"), 401);
+    wait_until("relay A drops the session", WAIT, || {
+        (status_with_cookie(&a, &cookie, "/api/runs") == 401).then_some(())
+    });
+    // A relay started later learns the sessions already there.
+    let r = ureq::post(&format!("{}/api/login", b.url))
+        .send_json(serde_json::json!({ "name": "vera", "password": "vera-pw" }))
+        .unwrap();
+    let vera = r
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let c = Relay::start_on(&db, &dir.0.join("c"), &["--config", config]);
+    wait_until("relay C knows the earlier session", WAIT, || {
+        (status_with_cookie(&c, &vera, "/api/runs") == 200).then_some(())
+    });
+}
