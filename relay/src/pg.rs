@@ -425,7 +425,9 @@ impl PgStore {
             .connect_timeout(Duration::from_secs(3))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
-            .application_name("stepwatch-relay");
+            .application_name("stepwatch-relay")
+            // A stuck peer must not hold a run's writers forever: give up and answer 503.
+            .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
         let mut client = config.connect(NoTls).map_err(|e| {
             StoreError::Database(format!("cannot connect to {target}: {}", describe(&e)))
         })?;

@@ -309,26 +309,16 @@ fn cmd_test() -> Result<()> {
     run("cargo", &["build", "-p", "stepwatch-relay"])?;
     let build = t0.elapsed();
 
-    {
-        let pg = start_postgres(&pg_bin)?;
-        let tests = run("cargo", &["test", "--workspace"]).and_then(|()| {
-            // The relay's own suites again, every relay on a fresh PostgreSQL database.
-            let mut args = vec!["test", "-p", "stepwatch-e2e"];
-            for suite in POSTGRES_SUITES {
-                args.extend(["--test", suite]);
-            }
-            run_env("cargo", &args, &[("STEPWATCH_TEST_BACKEND", "postgres")])
-        });
-        drop(pg); // stops the server and deletes its directory, pass or fail
-        for var in [
-            "STEPWATCH_TEST_PG",
-            "STEPWATCH_TEST_PG_BIN",
-            "STEPWATCH_REQUIRE_POSTGRES",
-        ] {
-            std::env::remove_var(var);
-        }
-        tests?;
+    // A throwaway PostgreSQL server for everything below; dropping it (at the end, or
+    // when a step fails) stops it and deletes its directory.
+    let pg = start_postgres(&pg_bin)?;
+    run("cargo", &["test", "--workspace"])?;
+    // The relay's own suites again, every relay on a fresh PostgreSQL database.
+    let mut args = vec!["test", "-p", "stepwatch-e2e"];
+    for suite in POSTGRES_SUITES {
+        args.extend(["--test", suite]);
     }
+    run_env("cargo", &args, &[("STEPWATCH_TEST_BACKEND", "postgres")])?;
     // Components and downsampling in headless Chromium (wasm-bindgen-test).
     if let Some(driver) = on_path("chromedriver") {
         std::env::set_var("CHROMEDRIVER", driver);
@@ -358,6 +348,20 @@ fn cmd_test() -> Result<()> {
     // Framework tests fail rather than skip when a framework is missing.
     std::env::set_var("STEPWATCH_REQUIRE_FRAMEWORKS", "1");
     run(&py, &["-m", "pytest", "-q", "clients/python/tests"])?;
+    // The SDK's delivery, resilience and command tests again with the relay on PostgreSQL.
+    run_env(
+        &py,
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "clients/python/tests/test_delivery.py",
+            "clients/python/tests/test_resilience.py",
+            "clients/python/tests/test_commands.py",
+        ],
+        &[("STEPWATCH_TEST_BACKEND", "postgres")],
+    )?;
+    drop(pg);
     eprintln!(
         "\nAll tests passed. tools {:.0}s, checks+build {:.0}s, tests {:.0}s",
         tools.as_secs_f64(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -44,6 +45,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def postgres_database(data_dir: Path) -> str | None:
+    """With STEPWATCH_TEST_BACKEND=postgres: the PostgreSQL database standing for this
+    data dir (created on first use, so a restarted relay finds its history)."""
+    if os.environ.get("STEPWATCH_TEST_BACKEND") != "postgres":
+        return None
+    server = os.environ.get("STEPWATCH_TEST_PG")
+    if not server:
+        pytest.fail("STEPWATCH_TEST_BACKEND=postgres needs STEPWATCH_TEST_PG=postgres://…")
+    name = "sw_py_" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    exists = subprocess.run(
+        [
+            "psql",
+            f"{server}/postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not exists:
+        subprocess.run(
+            ["psql", f"{server}/postgres", "-qc", f"CREATE DATABASE {name}"],
+            capture_output=True,
+            check=True,
+        )
+    return f"{server}/{name}"
+
+
 class Relay:
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
@@ -54,6 +84,7 @@ class Relay:
         self.token: str | None = None  # sent by get() when set
 
     def start(self) -> Relay:
+        database = postgres_database(self.data_dir)
         self.proc = subprocess.Popen(
             [
                 str(relay_binary()),
@@ -64,6 +95,7 @@ class Relay:
                 str(self.data_dir),
                 "--dist",
                 str(self.data_dir / "no-dist"),
+                *(["--database", database] if database else []),
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,
