@@ -428,8 +428,12 @@ impl PgStore {
             .application_name("stepwatch-relay")
             // A stuck peer must not hold a run's writers forever: give up and answer 503.
             .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
+        // At start the reason is the whole message (there is no request to retry).
         let mut client = config.connect(NoTls).map_err(|e| {
-            StoreError::Database(format!("cannot connect to {target}: {}", describe(&e)))
+            StoreError::Incompatible(format!(
+                "cannot connect to PostgreSQL at {target}: {}",
+                describe(&e)
+            ))
         })?;
         migrate_schema(&mut client)?;
         let mut states = HashMap::new();
@@ -1644,7 +1648,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            err.contains("cannot connect to postgres://nobody@127.0.0.1:9/none"),
+            err.contains("cannot connect to PostgreSQL at postgres://nobody@127.0.0.1:9/none"),
             "{err}"
         );
         let err = PgStore::open("mysql:/x").err().unwrap().to_string();
