@@ -40,6 +40,9 @@ const CHANNEL: &str = "stepwatch";
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Idle connections kept in the pool.
 const POOL_IDLE: usize = 8;
+/// Series index shards: appends to runs in different shards run their transactions
+/// side by side (one run's writers still take turns on its row lock).
+const INDEX_SHARDS: usize = 8;
 /// Events read per query when catching up.
 const PAGE: i64 = 5000;
 
@@ -355,7 +358,8 @@ pub struct PgStore {
     pool: Mutex<Vec<Conn>>,
     shared: Arc<Shared>,
     /// The series index's in-memory side; taken after the run's row lock.
-    index: Mutex<series::Index>,
+    /// Sharded by run, so appends to different runs overlap their transactions.
+    index: Vec<Mutex<series::Index>>,
     hub: OnceLock<Arc<Hub>>,
     /// Sign-ins, shared with the other relays through the `sessions` table.
     auth: OnceLock<Arc<crate::auth::Auth>>,
@@ -459,7 +463,15 @@ impl PgStore {
                 states: RwLock::new(states),
                 delivered: Mutex::new(delivered),
             }),
-            index: Mutex::new(series::Index::default().with_write_on_evict(false)),
+            index: (0..INDEX_SHARDS)
+                .map(|_| {
+                    Mutex::new(
+                        series::Index::default()
+                            .with_write_on_evict(false)
+                            .with_open_runs(series::OPEN_RUNS / INDEX_SHARDS),
+                    )
+                })
+                .collect(),
             hub: OnceLock::new(),
             auth: OnceLock::new(),
             bytes: AtomicU64::new(0),
@@ -479,6 +491,14 @@ impl PgStore {
     /// Where the store points, without the password.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The series index shard that holds `run`.
+    fn index_of(&self, run: &str) -> &Mutex<series::Index> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        run.hash(&mut h);
+        &self.index[(h.finish() % self.index.len() as u64) as usize]
     }
 
     fn connect(&self) -> Result<Conn, StoreError> {
@@ -685,7 +705,7 @@ impl PgStore {
         if let Ok(mut d) = self.shared.delivered.lock() {
             d.remove(run);
         }
-        if let Ok(mut index) = self.index.lock() {
+        if let Ok(mut index) = self.index_of(run).lock() {
             index.forget(run);
         }
         if known {
@@ -884,7 +904,10 @@ impl PgStore {
         if state.is_empty() {
             return Ok(None);
         }
-        let mut index = self.index.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut index = self
+            .index_of(run)
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
         Self::sync_index(
             &mut index,
             &mut PgSeries { db: &mut tx, cache },
@@ -1018,7 +1041,7 @@ impl Storage for PgStore {
                 None => serde_json::from_str(&stored_state)
                     .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?,
             };
-            let mut index = self.index.lock().map_err(|_| StoreError::Poisoned)?;
+            let mut index = self.index_of(run).lock().map_err(|_| StoreError::Poisoned)?;
             Self::sync_index(
                 &mut index,
                 &mut PgSeries {
@@ -1303,7 +1326,7 @@ impl Storage for PgStore {
             if let Ok(mut d) = self.shared.delivered.lock() {
                 d.remove(run);
             }
-            if let Ok(mut index) = self.index.lock() {
+            if let Ok(mut index) = self.index_of(run).lock() {
                 index.forget(run);
             }
         }

@@ -348,6 +348,8 @@ pub struct Index {
     /// Whether evicting a run writes its partial blocks first (see
     /// [`Index::with_write_on_evict`]).
     write_on_evict: bool,
+    /// Runs kept in memory at most (see [`Index::with_open_runs`]).
+    open_runs: usize,
 }
 
 impl Default for Index {
@@ -356,6 +358,7 @@ impl Default for Index {
             runs: HashMap::new(),
             clock: 0,
             write_on_evict: true,
+            open_runs: OPEN_RUNS,
         }
     }
 }
@@ -436,6 +439,12 @@ fn write_block(
 }
 
 impl Index {
+    /// Keeps at most `n` runs' partial blocks in memory (default [`OPEN_RUNS`]).
+    pub fn with_open_runs(mut self, n: usize) -> Self {
+        self.open_runs = n.max(1);
+        self
+    }
+
     /// With `false`, evicting the least recently used run only drops it from memory
     /// instead of writing its partial blocks first (the default, `true`). For stores
     /// shared by several relays, where another relay may have written newer rows and
@@ -453,7 +462,7 @@ impl Index {
             r.used = self.clock;
             return Ok(());
         }
-        if self.runs.len() >= OPEN_RUNS {
+        if self.runs.len() >= self.open_runs {
             self.evict(db)?;
         }
         let (indexed_id, step, batch_count) = db.marks(run)?.unwrap_or((0, 0, 0));
