@@ -31,7 +31,9 @@ use stepwatch_events::{Event, RunState, RunSummary};
 
 use crate::hub::Hub;
 use crate::series::{self, BlockRow, SeriesDb, SeriesQuery};
-use crate::store::{check_metrics, Committed, Storage, StoreError, StoredEvent};
+use crate::store::{
+    check_metrics, fold_batch, Committed, Folded, Storage, StoreError, StoredEvent,
+};
 
 /// The channel relays notify each other on.
 const CHANNEL: &str = "stepwatch";
@@ -1062,47 +1064,27 @@ impl Storage for PgStore {
                 .iter()
                 .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
                 .collect();
-            let mut advanced: HashMap<String, u64> = HashMap::new();
-            let mut duplicates = 0;
-            let mut stored = Vec::with_capacity(events.len());
-            let (mut ids, mut names, mut srcs, mut seqs, mut datas) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for mut event in events {
-                if let (Some(src), Some(seq)) = (&event.src, event.seq) {
-                    let high = advanced
-                        .get(src.as_str())
-                        .or_else(|| known.get(src.as_str()))
-                        .copied();
-                    if high.is_some_and(|h| seq <= h) {
-                        duplicates += 1;
-                        continue;
-                    }
-                    advanced.insert(src.clone(), seq);
-                }
-                let id = state.last_id + 1;
-                event.id = Some(id);
-                event.received = Some(received);
-                if event.time.is_none() {
-                    event.time = Some(received);
-                }
-                let json = event.to_json();
-                state.apply(&event);
-                let mut db = PgSeries {
+            let Folded {
+                stored,
+                origin,
+                advanced,
+                duplicates,
+            } = fold_batch(
+                run,
+                events,
+                received,
+                &mut state,
+                Some(&known),
+                &mut index,
+                &mut PgSeries {
                     db: &mut tx,
                     cache,
-                };
-                if let Err(e) = index.push_event(&mut db, run, &event, &state, id) {
-                    index.forget(run);
-                    return Err(e);
-                }
-                let name = event.name().to_string();
-                ids.push(id as i64);
-                names.push(name.clone());
-                srcs.push(event.src.take());
-                seqs.push(event.seq.map(|s| s as i64));
-                datas.push(json.clone());
-                stored.push(Arc::new(StoredEvent { id, name, json }));
-            }
+                },
+            )?;
+            let ids: Vec<i64> = stored.iter().map(|e| e.id as i64).collect();
+            let names: Vec<&str> = stored.iter().map(|e| e.name.as_str()).collect();
+            let datas: Vec<&str> = stored.iter().map(|e| e.json.as_str()).collect();
+            let (srcs, seqs): (Vec<Option<String>>, Vec<Option<i64>>) = origin.into_iter().unzip();
             let result = (|| {
                 if !stored.is_empty() {
                     let s = prepared(

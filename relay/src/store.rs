@@ -365,6 +365,72 @@ pub(crate) fn sort_runs(runs: &mut [RunSummary]) {
     });
 }
 
+/// A batch folded into its run, ready to store.
+pub(crate) struct Folded {
+    pub stored: Vec<Arc<StoredEvent>>,
+    /// Sender and seq of each stored event, for the row inserts.
+    pub origin: Vec<(Option<String>, Option<i64>)>,
+    /// Highest seq per sender after this batch; written to `sources` with the events.
+    pub advanced: HashMap<String, u64>,
+    pub duplicates: usize,
+}
+
+/// The heart of every backend's append, inside its transaction: skips each event whose
+/// `seq` is not above its sender's highest (`known`, or earlier in this batch), gives
+/// the others ids `last_id + 1 …`, stamps `received`, folds them into `state` and feeds
+/// their metric values to the series `index`. On an error the run is dropped from the
+/// index (the transaction rolls back; the index rebuilds from the database).
+pub(crate) fn fold_batch(
+    run: &str,
+    events: Vec<Event>,
+    received: f64,
+    state: &mut RunState,
+    known: Option<&HashMap<String, u64>>,
+    index: &mut series::Index,
+    db: &mut dyn series::SeriesDb,
+) -> Result<Folded, StoreError> {
+    let mut out = Folded {
+        stored: Vec::with_capacity(events.len()),
+        origin: Vec::with_capacity(events.len()),
+        advanced: HashMap::new(),
+        duplicates: 0,
+    };
+    for mut event in events {
+        if let (Some(src), Some(seq)) = (&event.src, event.seq) {
+            let high = out
+                .advanced
+                .get(src.as_str())
+                .or_else(|| known.and_then(|k| k.get(src.as_str())))
+                .copied();
+            if high.is_some_and(|h| seq <= h) {
+                out.duplicates += 1;
+                continue;
+            }
+            out.advanced.insert(src.clone(), seq);
+        }
+        let id = state.last_id + 1;
+        event.id = Some(id);
+        event.received = Some(received);
+        if event.time.is_none() {
+            event.time = Some(received);
+        }
+        let json = event.to_json();
+        state.apply(&event);
+        if let Err(e) = index.push_event(db, run, &event, state, id) {
+            index.forget(run);
+            return Err(e);
+        }
+        out.origin
+            .push((event.src.take(), event.seq.map(|s| s as i64)));
+        out.stored.push(Arc::new(StoredEvent {
+            id,
+            name: event.name().to_string(),
+            json,
+        }));
+    }
+    Ok(out)
+}
+
 /// Events per multi-row INSERT statement (fewer statements to run per batch).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -469,46 +535,20 @@ impl Storage for SqliteStore {
             return Err(e);
         }
         check_metrics(index, run, &events, self.max_metrics)?;
-        let mut stored = Vec::with_capacity(events.len());
-        let mut duplicates = 0;
-        // Highest seq per sender after this batch; applied to `sources` once committed.
-        let known = sources.get(run);
-        let mut advanced: HashMap<String, u64> = HashMap::new();
-        // Sender and seq of each stored event, for the row inserts after the loop.
-        let mut origin: Vec<(Option<String>, Option<i64>)> = Vec::with_capacity(events.len());
-        {
-            for mut event in events {
-                if let (Some(src), Some(seq)) = (&event.src, event.seq) {
-                    let high = advanced
-                        .get(src.as_str())
-                        .or_else(|| known.and_then(|k| k.get(src.as_str())))
-                        .copied();
-                    if high.is_some_and(|h| seq <= h) {
-                        duplicates += 1;
-                        continue;
-                    }
-                    advanced.insert(src.clone(), seq);
-                }
-                let id = state.last_id + 1;
-                event.id = Some(id);
-                event.received = Some(received);
-                if event.time.is_none() {
-                    event.time = Some(received);
-                }
-                let json = event.to_json();
-                state.apply(&event);
-                if let Err(e) = index.push_event(&mut Lite(&tx), run, &event, &state, id) {
-                    index.forget(run); // the transaction rolls back: rebuild from disk
-                    return Err(e);
-                }
-                origin.push((event.src.take(), event.seq.map(|s| s as i64)));
-                stored.push(Arc::new(StoredEvent {
-                    id,
-                    name: event.name().to_string(),
-                    json,
-                }));
-            }
-        }
+        let Folded {
+            stored,
+            origin,
+            advanced,
+            duplicates,
+        } = fold_batch(
+            run,
+            events,
+            received,
+            &mut state,
+            sources.get(run),
+            index,
+            &mut Lite(&tx),
+        )?;
         insert_rows(&tx, run, &stored, &origin)?;
         if !advanced.is_empty() {
             let mut upsert = tx.prepare_cached(

@@ -280,39 +280,10 @@ fn ingest_single(relay: &Relay) -> Result<()> {
 }
 
 fn delivery_latency(relay: &Relay) -> Result<()> {
-    let run = "bench-latency";
-    let agent = ureq::AgentBuilder::new().build();
-    agent
-        .post(&format!("{}/api/runs/{run}/events", relay.url))
-        .send_string("{\"event\":\"training_start\"}")?;
-    let resp = ureq::get(&format!("{}/api/runs/{run}/stream?after=1", relay.url)).call()?;
-    let mut reader = BufReader::new(resp.into_reader());
-    let mut lat = Vec::new();
-    let mut line = String::new();
-    for i in 0..500 {
-        let t0 = Instant::now();
-        agent
-            .post(&format!("{}/api/runs/{run}/events", relay.url))
-            .send_string(&format!("{{\"event\":\"batch_end\",\"loss\":{i}}}"))?;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                bail!("stream closed");
-            }
-            if line.starts_with("data: ") {
-                break;
-            }
-        }
-        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = post_to_stream(relay, relay, "bench-latency")?;
     row(
         "POST → SSE subscriber, p50 / p99",
-        format!(
-            "{:.2} / {:.2} ms",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        ),
+        format!("{p50:.2} / {p99:.2} ms"),
         "emit → pixel p99 < 50 ms",
     );
     Ok(())
