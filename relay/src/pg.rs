@@ -1020,15 +1020,22 @@ impl Storage for PgStore {
         self.with_conn(|conn| {
             let Conn { client, cache } = conn;
             let mut tx = client.transaction()?;
-            let create = prepared(
-                cache,
-                &mut tx,
-                "INSERT INTO runs (run, last_id, state, created, updated) VALUES ($1, 0, '', $2, $2)
-                 ON CONFLICT (run) DO NOTHING",
-            )?;
-            tx.execute(&create, &[&run, &received])?;
-            let (prev_id, stored_state) =
-                Self::lock_run(&mut tx, cache, run)?.unwrap_or((0, String::new()));
+            // Lock the run's row, creating it first when it is new (a concurrent creator
+            // on another relay makes the insert wait, then do nothing).
+            let locked = match Self::lock_run(&mut tx, cache, run)? {
+                Some(row) => Some(row),
+                None => {
+                    let create = prepared(
+                        cache,
+                        &mut tx,
+                        "INSERT INTO runs (run, last_id, state, created, updated)
+                         VALUES ($1, 0, '', $2, $2) ON CONFLICT (run) DO NOTHING",
+                    )?;
+                    tx.execute(&create, &[&run, &received])?;
+                    Self::lock_run(&mut tx, cache, run)?
+                }
+            };
+            let (prev_id, stored_state) = locked.unwrap_or((0, String::new()));
             let cached = self
                 .shared
                 .states
