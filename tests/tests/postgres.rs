@@ -914,3 +914,53 @@ fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out
         (status_with_cookie(&c, &vera, "/api/runs") == 200).then_some(())
     });
 }
+
+#[test]
+fn a_relay_that_loses_its_notifications_catches_up_from_the_table() {
+    let Some(_) = pg_server_or_skip("lost_notifications") else {
+        return;
+    };
+    let db = fresh_database("lost-notes");
+    let dir = TempDir::new("pg-lost-notes");
+    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
+    const RUN: &str = "deaf";
+    let post = |from: u64, to: u64| {
+        let url = format!("{}/api/runs/{RUN}/events", a.url);
+        assert_eq!(post_status(&url, &log_batch("t", from..=to)), 200);
+    };
+    post(1, 10);
+    let follower = SseFollower::start(&[format!("{}/api/runs/{RUN}/stream", b.url)]);
+    follower.wait_for(10, WAIT);
+    // Cut every relay's listening connection: what A stores now is notified to nobody.
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let cut = |admin: &mut postgres::Client| {
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .unwrap()
+            .len()
+    };
+    assert_eq!(cut(&mut admin), 2, "expected one listener per relay");
+    post(11, 40);
+    // B reconnects, reads what it missed from the table, and delivers it in order.
+    let ids = follower.wait_for(40, WAIT);
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    // And it hears notifications again afterwards.
+    wait_until("B listening again", WAIT, || {
+        let n: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    post(41, 50);
+    assert_eq!(follower.wait_for(50, WAIT), (1..=50).collect::<Vec<_>>());
+}
