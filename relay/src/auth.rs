@@ -25,6 +25,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long a sign-in or sign-out made on this relay outweighs a reload of the shared
+/// sessions (which may have read the table just before it).
+const RECENT: Duration = Duration::from_secs(10);
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "stepwatch_session";
 /// Default session lifetime.
@@ -313,6 +317,9 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     /// Where sessions are shared with other relays, if anywhere.
     share: std::sync::OnceLock<std::sync::Arc<dyn SessionShare>>,
+    /// Sessions begun (`true`) or ended here lately, by key: a reload of the shared
+    /// table that began before such a change must not undo it.
+    recent: Mutex<HashMap<String, (Instant, bool)>>,
     /// Open streams per user name.
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -349,6 +356,7 @@ impl Auth {
             config: None,
             sessions: Mutex::new(HashMap::new()),
             share: std::sync::OnceLock::new(),
+            recent: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
         }
     }
@@ -426,6 +434,7 @@ impl Auth {
         let id = new_token();
         let key = session_key(&id);
         if let Some(share) = self.share.get() {
+            self.note_recent(&key, true);
             share.begun(
                 &key,
                 &c.users[user].name,
@@ -442,12 +451,19 @@ impl Auth {
     pub fn logout(&self, session: &str) {
         let key = session_key(session);
         if let Some(share) = self.share.get() {
+            self.note_recent(&key, false);
             share.ended(&key);
         }
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+    }
+
+    fn note_recent(&self, key: &str, begun: bool) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, (at, _)| at.elapsed() < RECENT);
+        recent.insert(key.to_string(), (Instant::now(), begun));
     }
 
     /// Shares sessions with other relays from now on (once).
@@ -463,7 +479,7 @@ impl Auth {
             return;
         };
         let now = unix_now();
-        let fresh: HashMap<String, Session> = all
+        let mut fresh: HashMap<String, Session> = all
             .iter()
             .filter(|(_, _, end)| *end > now)
             .filter_map(|(key, name, end)| {
@@ -472,7 +488,21 @@ impl Auth {
                 Some((key.clone(), Session { user, expires }))
             })
             .collect();
-        *self.sessions.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, (at, begun)) in recent.iter() {
+            if at.elapsed() >= RECENT {
+                continue;
+            }
+            if *begun {
+                if let Some(s) = sessions.remove(key) {
+                    fresh.insert(key.clone(), s);
+                }
+            } else {
+                fresh.remove(key);
+            }
+        }
+        *sessions = fresh;
     }
 
     /// Seconds a new session lasts (for the cookie's Max-Age).

@@ -40,8 +40,10 @@ const CHANNEL: &str = "stepwatch";
 /// How often each relay compares every run's newest id with what it has delivered,
 /// in case a notification was lost (the listening connection dropped, say).
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
-/// Idle connections kept in the pool.
-const POOL_IDLE: usize = 8;
+/// Connections a relay opens at most for requests (the listener has one more).
+pub const POOL_MAX: usize = 16;
+/// How long a request waits for a connection when all are busy.
+const POOL_WAIT: Duration = Duration::from_secs(10);
 /// Series index shards: appends to runs in different shards run their transactions
 /// side by side (one run's writers still take turns on its row lock).
 const INDEX_SHARDS: usize = 8;
@@ -102,10 +104,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
          expires   DOUBLE PRECISION NOT NULL
      );",
     ),
+    (
+        3,
+        // Each incarnation of a run name (deleted, then written again) gets a new
+        // generation, so relays tell a re-created run from the one they knew.
+        "CREATE SEQUENCE runs_gen;
+         ALTER TABLE runs ADD COLUMN gen BIGINT NOT NULL DEFAULT nextval('runs_gen');",
+    ),
 ];
 
 /// The newest schema this binary knows.
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub const PG_SCHEMA_VERSION: i64 = 3;
 /// Key of the advisory lock taken while migrating.
 const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
 
@@ -145,6 +154,12 @@ pub fn redact(url: &str) -> String {
     };
     let user = auth.split(':').next().unwrap_or_default();
     format!("{scheme}://{user}@{host}")
+}
+
+/// The connections: idle ones, and how many are open in all (idle or in use).
+struct Pool {
+    idle: Vec<Conn>,
+    open: usize,
 }
 
 /// One pooled connection and its prepared statements.
@@ -342,10 +357,16 @@ impl<C: GenericClient> SeriesDb for PgSeries<'_, C> {
 
 /// What this relay knows of the shared database, kept current by its own commits and
 /// by the notifications of the others.
+/// A run as this relay knows it: which incarnation, and its state.
+struct Known {
+    gen: i64,
+    state: Arc<RunState>,
+}
+
 #[derive(Default)]
 struct Shared {
     /// Each run's state as of the newest event this relay has seen.
-    states: RwLock<HashMap<String, Arc<RunState>>>,
+    states: RwLock<HashMap<String, Known>>,
     /// Per run, the newest id delivered to this relay's subscribers. Delivery happens
     /// under this lock, so each run's events reach the hub once and in id order.
     delivered: Mutex<HashMap<String, u64>>,
@@ -357,7 +378,9 @@ pub struct PgStore {
     target: String,
     /// This relay's name in notifications (it skips its own).
     node: String,
-    pool: Mutex<Vec<Conn>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is returned or closed.
+    freed: std::sync::Condvar,
     shared: Arc<Shared>,
     /// The series index's in-memory side; taken after the run's row lock.
     /// Sharded by run, so appends to different runs overlap their transactions.
@@ -365,6 +388,8 @@ pub struct PgStore {
     hub: OnceLock<Arc<Hub>>,
     /// Sign-ins, shared with the other relays through the `sessions` table.
     auth: OnceLock<Arc<crate::auth::Auth>>,
+    /// Session changes not written yet (sign-outs, and anything during an outage).
+    pending_sessions: Mutex<Vec<SessionOp>>,
     bytes: AtomicU64,
     stop: Arc<AtomicBool>,
     max_metrics: usize,
@@ -375,7 +400,8 @@ impl Drop for PgStore {
         self.stop.store(true, Ordering::Relaxed);
         // Closing a connection blocks on its own runtime, which may not happen on a
         // thread that drives async tasks (the relay drops its store there).
-        let conns = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let conns =
+            std::mem::take(&mut self.pool.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
         if !conns.is_empty() {
             let _ = std::thread::spawn(move || drop(conns)).join();
         }
@@ -431,6 +457,8 @@ impl PgStore {
             .connect_timeout(Duration::from_secs(3))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             .application_name("stepwatch-relay")
             // A stuck peer must not hold a run's writers forever: give up and answer 503.
             .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
@@ -444,23 +472,33 @@ impl PgStore {
         migrate_schema(&mut client)?;
         let mut states = HashMap::new();
         let mut delivered = HashMap::new();
-        for row in client.query("SELECT run, state FROM runs WHERE state <> ''", &[])? {
+        for row in client.query("SELECT run, state, gen FROM runs WHERE state <> ''", &[])? {
             let run: String = row.get(0);
             let json: String = row.get(1);
             let state: RunState = serde_json::from_str(&json)
                 .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
             delivered.insert(run.clone(), state.last_id);
-            states.insert(run, Arc::new(state));
+            states.insert(
+                run,
+                Known {
+                    gen: row.get(2),
+                    state: Arc::new(state),
+                },
+            );
         }
         let node = format!("{:016x}", rand::random::<u64>());
         let store = PgStore {
             config,
             target,
             node,
-            pool: Mutex::new(vec![Conn {
-                client,
-                cache: HashMap::new(),
-            }]),
+            pool: Mutex::new(Pool {
+                idle: vec![Conn {
+                    client,
+                    cache: HashMap::new(),
+                }],
+                open: 1,
+            }),
+            freed: std::sync::Condvar::new(),
             shared: Arc::new(Shared {
                 states: RwLock::new(states),
                 delivered: Mutex::new(delivered),
@@ -476,6 +514,7 @@ impl PgStore {
                 .collect(),
             hub: OnceLock::new(),
             auth: OnceLock::new(),
+            pending_sessions: Mutex::new(Vec::new()),
             bytes: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             max_metrics: usize::MAX,
@@ -548,13 +587,42 @@ impl PgStore {
         out
     }
 
-    /// An idle pooled connection (`true`) or a new one.
+    /// An idle pooled connection (`true`) or a new one; waits while [`POOL_MAX`] are
+    /// in use.
     fn checkout(&self) -> Result<(Conn, bool), StoreError> {
-        let idle = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
-        match idle {
-            Some(c) if !c.client.is_closed() => Ok((c, true)),
-            _ => Ok((self.connect()?, false)),
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
+        loop {
+            while let Some(c) = pool.idle.pop() {
+                if !c.client.is_closed() {
+                    return Ok((c, true));
+                }
+                pool.open -= 1;
+            }
+            if pool.open < POOL_MAX {
+                pool.open += 1;
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Database(format!(
+                    "all {POOL_MAX} database connections stayed busy for {}s",
+                    POOL_WAIT.as_secs()
+                )));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, left)
+                .map_err(|_| StoreError::Poisoned)?
+                .0;
         }
+        drop(pool);
+        self.connect().map(|c| (c, false)).inspect_err(|_| {
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.open -= 1;
+            }
+            self.freed.notify_one();
+        })
     }
 
     /// Pools the connection again unless it failed. A closed one means the server went
@@ -563,13 +631,19 @@ impl PgStore {
         let Ok(mut pool) = self.pool.lock() else {
             return;
         };
+        let mut dead = Vec::new();
         if conn.client.is_closed() {
-            let dead = std::mem::take(&mut *pool);
-            drop(pool);
-            drop(dead);
-        } else if !matches!(out, Err(StoreError::Database(_))) && pool.len() < POOL_IDLE {
-            pool.push(conn);
+            dead = std::mem::take(&mut pool.idle);
+            dead.push(conn);
+        } else if matches!(out, Err(StoreError::Database(_))) {
+            dead.push(conn);
+        } else {
+            pool.idle.push(conn);
         }
+        pool.open -= dead.len();
+        drop(pool);
+        self.freed.notify_all();
+        drop(dead);
     }
 
     fn refresh_bytes(&self) {
@@ -661,7 +735,7 @@ impl PgStore {
         let s = prepared(
             &mut conn.cache,
             &mut conn.client,
-            "SELECT last_id, state FROM runs WHERE run = $1",
+            "SELECT last_id, state, gen FROM runs WHERE run = $1",
         )?;
         let row = conn.client.query_opt(&s, &[&run])?;
         let Some(row) = row else {
@@ -672,28 +746,54 @@ impl PgStore {
         if json.is_empty() {
             return Ok(());
         }
+        let gen: i64 = row.get(2);
         let state: RunState = serde_json::from_str(&json)
             .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
         let state = Arc::new(state);
-        {
-            let mut states = self
-                .shared
-                .states
-                .write()
-                .map_err(|_| StoreError::Poisoned)?;
-            let newer = states
-                .get(run)
-                .is_none_or(|known| known.last_id < state.last_id);
-            if newer {
-                states.insert(run.to_string(), state.clone());
-            }
-        }
+        self.forget_other_generation(run, gen);
+        self.remember(run, gen, &state)?;
         let hub = self.hub.get().cloned();
         self.deliver(conn, run, state.last_id, &[], &state, &|c| {
             if let Some(h) = &hub {
                 h.publish(c);
             }
         })
+    }
+
+    /// Keeps `state` as the run's, unless this relay already knows a newer one of the
+    /// same generation.
+    fn remember(&self, run: &str, gen: i64, state: &Arc<RunState>) -> Result<(), StoreError> {
+        let mut states = self
+            .shared
+            .states
+            .write()
+            .map_err(|_| StoreError::Poisoned)?;
+        let stale = states
+            .get(run)
+            .is_some_and(|k| k.gen == gen && k.state.last_id >= state.last_id);
+        if !stale {
+            states.insert(
+                run.to_string(),
+                Known {
+                    gen,
+                    state: state.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// When the run this relay knows is an earlier incarnation (deleted, then written
+    /// again elsewhere), forgets it: its state, delivery mark and series index.
+    fn forget_other_generation(&self, run: &str, gen: i64) {
+        let other = self
+            .shared
+            .states
+            .read()
+            .is_ok_and(|s| s.get(run).is_some_and(|k| k.gen != gen));
+        if other {
+            self.forget_run(run);
+        }
     }
 
     /// A run deleted elsewhere: drop it here too and tell subscribers.
@@ -720,23 +820,35 @@ impl PgStore {
     /// Compares every run's newest id with what this relay knows, catching up.
     fn poll(&self) -> Result<(), StoreError> {
         self.load_sessions()?;
+        // What this relay knows, taken before reading the table: a run this relay
+        // creates meanwhile is then neither here nor forgotten below.
+        let known: HashMap<String, (i64, u64)> = self
+            .shared
+            .states
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.gen, v.state.last_id)))
+            .collect();
+        let delivered: HashMap<String, u64> = self
+            .shared
+            .delivered
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .clone();
         self.with_conn(|conn| {
             let rows = conn
                 .client
-                .query("SELECT run, last_id FROM runs WHERE state <> ''", &[])?;
-            let known: HashMap<String, u64> = self
-                .shared
-                .states
-                .read()
-                .map_err(|_| StoreError::Poisoned)?
-                .iter()
-                .map(|(k, v)| (k.clone(), v.last_id))
-                .collect();
+                .query("SELECT run, last_id, gen FROM runs WHERE state <> ''", &[])?;
             let mut present = std::collections::HashSet::new();
             for row in &rows {
                 let run: String = row.get(0);
                 let last = row.get::<_, i64>(1) as u64;
-                if known.get(&run).is_none_or(|k| *k < last) {
+                let gen: i64 = row.get(2);
+                // Behind, another incarnation, or a delivery that failed earlier.
+                let behind = known.get(&run).is_none_or(|(g, k)| *g != gen || *k < last)
+                    || delivered.get(&run).is_none_or(|d| *d < last);
+                if behind {
                     self.catch_up(conn, &run)?;
                 }
                 present.insert(run);
@@ -835,6 +947,9 @@ impl PgStore {
                     Ok(())
                 })?;
             }
+            if !self.flush_sessions() {
+                tracing::debug!("session changes wait for the database");
+            }
             if resync || polled.elapsed() >= POLL_EVERY {
                 self.poll()?;
                 polled = Instant::now();
@@ -870,15 +985,15 @@ impl PgStore {
         tx: &mut postgres::Transaction<'_>,
         cache: &mut HashMap<&'static str, Statement>,
         run: &str,
-    ) -> Result<Option<(u64, String)>, StoreError> {
+    ) -> Result<Option<(u64, String, i64)>, StoreError> {
         let s = prepared(
             cache,
             tx,
-            "SELECT last_id, state FROM runs WHERE run = $1 FOR UPDATE",
+            "SELECT last_id, state, gen FROM runs WHERE run = $1 FOR UPDATE",
         )?;
         Ok(tx
             .query_opt(&s, &[&run])?
-            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2))))
     }
 
     fn notify(
@@ -900,12 +1015,13 @@ impl PgStore {
     ) -> Result<Option<(T, u64)>, StoreError> {
         let Conn { client, cache } = conn;
         let mut tx = client.transaction()?;
-        let Some((last_id, state)) = Self::lock_run(&mut tx, cache, run)? else {
+        let Some((last_id, state, gen)) = Self::lock_run(&mut tx, cache, run)? else {
             return Ok(None);
         };
         if state.is_empty() {
             return Ok(None);
         }
+        self.forget_other_generation(run, gen);
         let mut index = self
             .index_of(run)
             .lock()
@@ -917,8 +1033,11 @@ impl PgStore {
             last_id,
         )?;
         let taken = take(&index);
-        drop(index);
-        tx.commit()?;
+        if let Err(e) = tx.commit() {
+            // Rebuilding may have written blocks that just rolled back.
+            index.forget(run);
+            return Err(e.into());
+        }
         Ok(Some((taken, last_id)))
     }
 }
@@ -943,41 +1062,86 @@ struct SharedSessions(Arc<PgStore>);
 impl crate::auth::SessionShare for SharedSessions {
     fn begun(&self, key: &str, user: &str, expires_unix: f64) {
         // Called where blocking is allowed (sign-in hashes a password off the async
-        // threads); a database outage leaves the session on this relay only.
-        if let Err(e) = self.0.save_session(Some((key, user, expires_unix)), key) {
-            tracing::warn!(error = %e, "session not shared with the other relays");
+        // threads), so the other relays know the session before the browser's next
+        // request. If the database is down it is written once it is back.
+        let op = SessionOp::Begun {
+            key: key.to_string(),
+            user: user.to_string(),
+            expires: expires_unix,
+        };
+        if let Err(e) = self.0.save_session(&op) {
+            tracing::warn!(error = %e, "session not shared with the other relays yet; retrying");
+            self.0.queue_session(op);
         }
     }
 
     fn ended(&self, key: &str) {
-        let (store, key) = (self.0.clone(), key.to_string());
-        // Sign-out runs on an async thread: the blocking client must not.
-        let done = std::thread::spawn(move || store.save_session(None, &key)).join();
-        if !matches!(done, Ok(Ok(()))) {
-            tracing::warn!("sign-out not shared with the other relays");
-        }
+        // Sign-out runs on an async thread, where the blocking client may not: the
+        // listener thread writes it within a moment (and retries through an outage).
+        self.0.queue_session(SessionOp::Ended {
+            key: key.to_string(),
+        });
     }
 }
 
+/// A change to the shared sessions table.
+#[derive(Debug, Clone)]
+enum SessionOp {
+    Begun {
+        key: String,
+        user: String,
+        expires: f64,
+    },
+    Ended {
+        key: String,
+    },
+}
+
 impl PgStore {
-    /// Stores (`Some`) or deletes (`None`) a session and tells the other relays.
-    fn save_session(&self, begun: Option<(&str, &str, f64)>, key: &str) -> Result<(), StoreError> {
+    fn queue_session(&self, op: SessionOp) {
+        if let Ok(mut q) = self.pending_sessions.lock() {
+            q.push(op);
+        }
+    }
+
+    /// Writes the queued session changes, oldest first; `false` if some are still
+    /// queued (the database is unreachable).
+    fn flush_sessions(&self) -> bool {
+        let ops: Vec<SessionOp> = match self.pending_sessions.lock() {
+            Ok(mut q) if !q.is_empty() => std::mem::take(&mut *q),
+            _ => return true,
+        };
+        for (i, op) in ops.iter().enumerate() {
+            if self.save_session(op).is_err() {
+                if let Ok(mut q) = self.pending_sessions.lock() {
+                    let newer = std::mem::take(&mut *q);
+                    q.extend(ops[i..].iter().cloned());
+                    q.extend(newer);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stores or deletes a session and tells the other relays.
+    fn save_session(&self, op: &SessionOp) -> Result<(), StoreError> {
         self.with_conn(|c| {
             let mut tx = c.client.transaction()?;
-            match begun {
-                Some((key, user, expires)) => {
+            match op {
+                SessionOp::Begun { key, user, expires } => {
                     tx.execute(
                         "INSERT INTO sessions (key, user_name, expires) VALUES ($1, $2, $3)
                          ON CONFLICT (key) DO UPDATE SET user_name = $2, expires = $3",
-                        &[&key, &user, &expires],
+                        &[key, user, expires],
                     )?;
                     tx.execute(
                         "DELETE FROM sessions WHERE expires < $1",
                         &[&crate::http::now()],
                     )?;
                 }
-                None => {
-                    tx.execute("DELETE FROM sessions WHERE key = $1", &[&key])?;
+                SessionOp::Ended { key } => {
+                    tx.execute("DELETE FROM sessions WHERE key = $1", &[key])?;
                 }
             }
             tx.execute(
@@ -994,6 +1158,10 @@ impl PgStore {
         let Some(auth) = self.auth.get() else {
             return Ok(());
         };
+        if !self.flush_sessions() {
+            // The table lacks this relay's latest changes: keep what is here.
+            return Ok(());
+        }
         let all = self.with_conn(|c| {
             Ok(c.client
                 .query(
@@ -1035,32 +1203,25 @@ impl Storage for PgStore {
                     Self::lock_run(&mut tx, cache, run)?
                 }
             };
-            let (prev_id, stored_state) = locked.unwrap_or((0, String::new()));
+            let Some((prev_id, stored_state, gen)) = locked else {
+                return Err(StoreError::Database(format!("run {run} vanished while locked")));
+            };
+            // A run this relay knew under the same name but another incarnation goes first.
+            self.forget_other_generation(run, gen);
             let cached = self
                 .shared
                 .states
                 .read()
                 .map_err(|_| StoreError::Poisoned)?
                 .get(run)
-                .filter(|s| s.last_id == prev_id)
-                .cloned();
+                .filter(|k| k.gen == gen && k.state.last_id == prev_id)
+                .map(|k| k.state.clone());
             let mut state = match cached {
                 Some(s) => (*s).clone(),
                 None if stored_state.is_empty() => RunState::new(run),
                 None => serde_json::from_str(&stored_state)
                     .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?,
             };
-            let mut index = self.index_of(run).lock().map_err(|_| StoreError::Poisoned)?;
-            Self::sync_index(
-                &mut index,
-                &mut PgSeries {
-                    db: &mut tx,
-                    cache,
-                },
-                run,
-                prev_id,
-            )?;
-            check_metrics(&index, run, &events, self.max_metrics)?;
             let s = prepared(
                 cache,
                 &mut tx,
@@ -1071,6 +1232,22 @@ impl Storage for PgStore {
                 .iter()
                 .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
                 .collect();
+            let mut index = self.index_of(run).lock().map_err(|_| StoreError::Poisoned)?;
+            Self::sync_index(
+                &mut index,
+                &mut PgSeries {
+                    db: &mut tx,
+                    cache,
+                },
+                run,
+                prev_id,
+            )?;
+            // From here on, a rollback may undo index rows written by the rebuild above:
+            // every error path forgets the run, so the next writer rebuilds it.
+            if let Err(e) = check_metrics(&index, run, &events, self.max_metrics) {
+                index.forget(run);
+                return Err(e);
+            }
             let Folded {
                 stored,
                 origin,
@@ -1139,11 +1316,7 @@ impl Storage for PgStore {
             drop(index);
             let state = Arc::new(state);
             if !stored.is_empty() {
-                self.shared
-                    .states
-                    .write()
-                    .map_err(|_| StoreError::Poisoned)?
-                    .insert(run.to_string(), state.clone());
+                self.remember(run, gen, &state)?;
                 // Delivery reads from the database only to fill in other relays' events;
                 // a failure there must not turn a committed batch into an error.
                 if let Err(e) =
@@ -1231,13 +1404,18 @@ impl Storage for PgStore {
     }
 
     fn state(&self, run: &str) -> Option<Arc<RunState>> {
-        self.shared.states.read().ok()?.get(run).cloned()
+        self.shared
+            .states
+            .read()
+            .ok()?
+            .get(run)
+            .map(|k| k.state.clone())
     }
 
     fn runs(&self) -> Vec<RunSummary> {
         let states = self.shared.states.read();
         let mut out: Vec<RunSummary> = states
-            .map(|m| m.values().map(|s| s.summary()).collect())
+            .map(|m| m.values().map(|k| k.state.summary()).collect())
             .unwrap_or_default();
         crate::store::sort_runs(&mut out);
         out
@@ -1248,7 +1426,7 @@ impl Storage for PgStore {
         self.shared
             .states
             .read()
-            .map(|m| m.values().map(|s| s.last_id).sum())
+            .map(|m| m.values().map(|k| k.state.last_id).sum())
             .unwrap_or(0)
     }
 
@@ -1374,8 +1552,11 @@ pub fn copy_from_sqlite(dir: &std::path::Path, url: &str) -> anyhow::Result<Copy
         dir,
         crate::store::SyncLevel::Normal,
     )?);
-    let lite =
+    let source =
         rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    // One read transaction: every table is read as of one moment, even if a relay is
+    // still writing the data dir (what it writes later is not copied).
+    let lite = source.unchecked_transaction()?;
     let target = PgStore::open(url)?; // connects and creates or migrates the schema
     let mut conn = target.connect()?;
     let mut tx = conn.client.transaction()?;
@@ -1590,6 +1771,46 @@ mod tests {
             .unwrap();
         assert_eq!(page.total, 400);
         assert_eq!(page.last_id, 400);
+    }
+
+    #[test]
+    fn a_run_deleted_and_written_again_elsewhere_is_not_mistaken_for_the_old_one() {
+        let Some(url) = fresh_database("regen") else {
+            return;
+        };
+        let a = PgStore::open(&url).unwrap();
+        let b = PgStore::open(&url).unwrap();
+        let life = |started: f64| {
+            let mut events = vec![Event::from_json(&format!(
+                r#"{{"event":"training_start","time":{started}}}"#
+            ))
+            .unwrap()];
+            events.extend(batch("x", 1..3));
+            events
+        };
+        // B writes and knows the first incarnation: ids 1..3, with series in memory.
+        b.append("r", life(1.0), 1.0, &|_| {}).unwrap();
+        let query = SeriesQuery {
+            points: 100,
+            from: None,
+            to: None,
+            exact_limit: u64::MAX,
+        };
+        assert_eq!(b.series("r", "loss", query).unwrap().unwrap().total, 2);
+        // A deletes it and a new run of the same name reaches the same last_id.
+        assert_eq!(a.delete_run("r").unwrap(), Some(3));
+        a.append("r", life(2.0), 2.0, &|_| {}).unwrap();
+        // B's next batch continues the new run, not the one it remembers.
+        let c = b.append("r", batch("y", 1..2), 3.0, &|_| {}).unwrap();
+        assert_eq!(c.last_id, 4);
+        assert_eq!(c.state.started_at, Some(2.0));
+        assert_eq!(b.state("r").unwrap().started_at, Some(2.0));
+        let page = b.series("r", "loss", query).unwrap().unwrap();
+        assert_eq!(
+            page.total, 3,
+            "old points leaked into the new run: {page:?}"
+        );
+        assert_eq!(a.events("r", 0, 100, None).unwrap().len(), 4);
     }
 
     #[test]
