@@ -369,7 +369,7 @@ struct Shared {
     states: RwLock<HashMap<String, Known>>,
     /// Per run, the newest id delivered to this relay's subscribers. Delivery happens
     /// under this lock, so each run's events reach the hub once and in id order.
-    delivered: Mutex<HashMap<String, u64>>,
+    delivered: Mutex<HashMap<String, Arc<Mutex<u64>>>>,
 }
 
 /// PostgreSQL storage shared by any number of relays.
@@ -464,8 +464,13 @@ impl PgStore {
             .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
         // At start the reason is the whole message (there is no request to retry).
         let mut client = config.connect(NoTls).map_err(|e| {
+            let hint = if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) {
+                " (create it first, e.g. `createdb`; the relay creates its tables itself)"
+            } else {
+                ""
+            };
             StoreError::Incompatible(format!(
-                "cannot connect to PostgreSQL at {target}: {}",
+                "cannot connect to PostgreSQL at {target}: {}{hint}",
                 describe(&e)
             ))
         })?;
@@ -477,7 +482,7 @@ impl PgStore {
             let json: String = row.get(1);
             let state: RunState = serde_json::from_str(&json)
                 .map_err(|e| StoreError::Corrupt(format!("run {run}: {e}")))?;
-            delivered.insert(run.clone(), state.last_id);
+            delivered.insert(run.clone(), Arc::new(Mutex::new(state.last_id)));
             states.insert(
                 run,
                 Known {
@@ -670,12 +675,17 @@ impl PgStore {
         state: &Arc<RunState>,
         publish: &dyn Fn(&Committed),
     ) -> Result<(), StoreError> {
-        let mut delivered = self
+        // One lock per run: a slow read for one run does not hold up the others.
+        let mark = self
             .shared
             .delivered
             .lock()
-            .map_err(|_| StoreError::Poisoned)?;
-        let done = delivered.get(run).copied().unwrap_or(0);
+            .map_err(|_| StoreError::Poisoned)?
+            .entry(run.to_string())
+            .or_default()
+            .clone();
+        let mut delivered = mark.lock().map_err(|_| StoreError::Poisoned)?;
+        let done = *delivered;
         if upto <= done {
             return Ok(());
         }
@@ -710,7 +720,7 @@ impl PgStore {
             }
             events.extend(own.iter().filter(|e| e.id > done).cloned());
         }
-        delivered.insert(run.to_string(), upto);
+        *delivered = upto;
         let batch = Committed {
             run: run.to_string(),
             accepted: events.len(),
@@ -835,7 +845,10 @@ impl PgStore {
             .delivered
             .lock()
             .map_err(|_| StoreError::Poisoned)?
-            .clone();
+            .iter()
+            // A delivery under way (its lock held) is not behind: it is catching up now.
+            .map(|(k, v)| (k.clone(), v.try_lock().map_or(u64::MAX, |d| *d)))
+            .collect();
         self.with_conn(|conn| {
             let rows = conn
                 .client
@@ -956,6 +969,7 @@ impl PgStore {
             }
             if sized.elapsed() >= Duration::from_secs(10) {
                 self.refresh_bytes();
+                self.sweep_sessions();
                 sized = Instant::now();
             }
         }
@@ -1151,6 +1165,22 @@ impl PgStore {
             tx.commit()?;
             Ok(())
         })
+    }
+
+    /// Deletes expired sessions from the table.
+    fn sweep_sessions(&self) {
+        if self.auth.get().is_none() {
+            return;
+        }
+        let swept = self.with_conn(|c| {
+            Ok(c.client.execute(
+                "DELETE FROM sessions WHERE expires < $1",
+                &[&crate::http::now()],
+            )?)
+        });
+        if let Err(e) = swept {
+            tracing::debug!(error = %e, "expired sessions not swept");
+        }
     }
 
     /// Replaces this relay's sessions with the table's.
