@@ -15,8 +15,8 @@
 //! older relay) the tail is rebuilt from the events after it.
 //!
 //! The index logic is database-agnostic: every read and write goes through the
-//! [`SeriesDb`] trait, which SQLite implements here ([`Lite`], and
-//! [`rusqlite::Connection`] itself) and PostgreSQL in the `pg` module.
+//! [`SeriesDb`] trait, which SQLite implements here ([`Lite`]) and PostgreSQL in the
+//! `pg` module.
 
 use crate::store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -263,58 +263,6 @@ impl SeriesDb for Lite<'_> {
             ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-}
-
-/// An owned SQLite connection is a [`SeriesDb`] too (through [`Lite`]).
-impl SeriesDb for Connection {
-    fn marks(&mut self, run: &str) -> Result<Option<(u64, u64, u64)>, StoreError> {
-        Lite(self).marks(run)
-    }
-    fn set_marks(
-        &mut self,
-        run: &str,
-        indexed_id: u64,
-        step: u64,
-        batch_count: u64,
-    ) -> Result<(), StoreError> {
-        Lite(self).set_marks(run, indexed_id, step, batch_count)
-    }
-    fn newest_blocks(
-        &mut self,
-        run: &str,
-    ) -> Result<Vec<(String, i64, usize, u64, Vec<u8>)>, StoreError> {
-        Lite(self).newest_blocks(run)
-    }
-    fn write_block(
-        &mut self,
-        run: &str,
-        metric: &str,
-        row: &BlockRow<'_>,
-    ) -> Result<(), StoreError> {
-        Lite(self).write_block(run, metric, row)
-    }
-    fn events_after(
-        &mut self,
-        run: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, String)>, StoreError> {
-        Lite(self).events_after(run, after, limit)
-    }
-    fn headers(
-        &mut self,
-        run: &str,
-        metric: &str,
-        below: i64,
-    ) -> Result<Vec<(i64, u64, f64, f64, Vec<u8>)>, StoreError> {
-        Lite(self).headers(run, metric, below)
-    }
-    fn block_data(&mut self, run: &str, metric: &str, block: i64) -> Result<Vec<u8>, StoreError> {
-        Lite(self).block_data(run, metric, block)
-    }
-    fn sums(&mut self, run: &str) -> Result<Vec<(String, u64, f64, f64)>, StoreError> {
-        Lite(self).sums(run)
     }
 }
 
@@ -829,7 +777,8 @@ mod tests {
 
     #[test]
     fn beyond_the_exact_limit_block_summaries_keep_every_extreme() {
-        let mut conn = db();
+        let conn = db();
+        let mut conn = Lite(&conn);
         let mut index = Index::default();
         index.load_run(&mut conn, "r").unwrap();
         let mut state = RunState::new("r");
@@ -893,7 +842,7 @@ mod tests {
         assert_eq!(cut.points.last().unwrap().step, 90_000.0);
     }
 
-    fn push(index: &mut Index, conn: &mut Connection, run: &str, id: u64) {
+    fn push(index: &mut Index, conn: &mut dyn SeriesDb, run: &str, id: u64) {
         let mut state = RunState::new(run);
         let e = Event::from_json(r#"{"event":"batch_end","loss":1.5,"time":1}"#).unwrap();
         state.apply(&e);
@@ -903,7 +852,8 @@ mod tests {
     #[test]
     fn eviction_writes_partial_blocks_unless_told_not_to() {
         for write in [true, false] {
-            let mut conn = db();
+            let conn = db();
+            let mut conn = Lite(&conn);
             let mut index = Index::default().with_write_on_evict(write);
             assert_eq!(index.seen_id("r0"), None);
             index.load_run(&mut conn, "r0").unwrap();

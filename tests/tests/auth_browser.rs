@@ -3,21 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
-use stepwatch_e2e::{auth_config, dist, python_trainer, Browser, Relay, TempDir, TRAINER_TOKEN};
+use stepwatch_e2e::{
+    auth_config, dist, python_trainer, Browser, Relay, TempDir, CONTROLLABLE_TRAINER, TRAINER_TOKEN,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-const TRAINER: &str = r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end
-emit_training_start(total_epochs=1, total_batches=100000)
-step = 0
-while not stepwatch.should_stop() and step < 100000:
-    step += 1
-    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
-    time.sleep(0.01)
-emit_training_end()
-"#;
 
 fn sign_in(b: &Browser, name: &str, password: &str) {
     b.wait_for(
@@ -47,7 +37,7 @@ fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
     );
     // The trainer authenticates with its token (the SDK reads STEPWATCH_TOKEN).
     std::env::set_var("STEPWATCH_TOKEN", TRAINER_TOKEN);
-    let mut trainer = python_trainer(TRAINER, &relay.url, "ci-run");
+    let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, "ci-run");
     let b = Browser::start();
     let run_page = format!("{}/#/runs/ci-run", relay.url);
     b.goto(&run_page);

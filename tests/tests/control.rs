@@ -5,25 +5,11 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use stepwatch_e2e::{python_trainer, repo, wait_until, Browser, Relay, TempDir};
+use stepwatch_e2e::{
+    python_trainer, repo, wait_until, Browser, Relay, TempDir, CONTROLLABLE_TRAINER,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-const TRAINER: &str = r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end, emit_checkpoint_saved
-stepwatch.on_command("load_checkpoint", lambda path: None)
-stepwatch.on_command("ask", lambda text: {"echo": str(text).upper()})
-emit_training_start(total_epochs=1, total_batches=100000)
-emit_checkpoint_saved(checkpoint_path="/ckpt/best.pt", epoch=1, step=0, metrics={"val_loss": 1.0})
-step = 0
-while not stepwatch.should_stop() and step < 100000:
-    step += 1
-    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
-    time.sleep(0.01)
-emit_training_end()
-assert stepwatch.flush(10)
-"#;
 
 fn step(b: &Browser) -> u64 {
     b.eval("return +document.querySelector('[data-testid=step]').textContent;")
@@ -39,7 +25,7 @@ fn status_is(s: &str) -> String {
 fn clicks_pause_ask_load_resume_and_stop_a_real_trainer() {
     let dir = TempDir::new("control");
     let relay = Relay::with_dashboard(&dir.0);
-    let mut trainer = python_trainer(TRAINER, &relay.url, "ctl");
+    let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, "ctl");
     let b = Browser::start();
     b.goto(&format!("{}/#/runs/ctl", relay.url));
     b.wait_for(

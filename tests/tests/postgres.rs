@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use stepwatch_e2e::{
     fresh_database, fresh_database_on, pg_bin_dir, pg_required, pg_server_or_skip, python_trainer,
     sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower, TempDir,
+    CONTROLLABLE_TRAINER,
 };
 
 const JSON: &str = "application/json";
@@ -213,20 +214,6 @@ fn two_relays_on_one_database_give_one_gapless_exactly_once_history_and_both_str
     assert_eq!(summaries(&a), summaries(&b));
 }
 
-const TRAINER: &str = r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end
-stepwatch.on_command("ask", lambda text: {"echo": str(text).upper()})
-emit_training_start(total_epochs=1, total_batches=100000)
-step = 0
-while not stepwatch.should_stop() and step < 100000:
-    step += 1
-    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
-    time.sleep(0.01)
-emit_training_end()
-assert stepwatch.flush(10)
-"#;
-
 #[test]
 fn commands_posted_on_one_relay_reach_a_trainer_on_another_and_its_answers_come_back() {
     let Some(_) = pg_server_or_skip("commands_across_relays") else {
@@ -237,7 +224,7 @@ fn commands_posted_on_one_relay_reach_a_trainer_on_another_and_its_answers_come_
     let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
     let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
     const RUN: &str = "xctl";
-    let mut trainer = python_trainer(TRAINER, &a.url, RUN);
+    let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &a.url, RUN);
     let state_b = || b.get(&format!("/api/runs/{RUN}"));
     let step_b = || state_b().1["step"].as_u64().unwrap_or(0);
     let status_b = |want: &str| {
@@ -346,15 +333,7 @@ fn kill_9_of_one_relay_behind_a_load_balancer_loses_nothing_and_streams_move_to_
     let trainer = std::thread::spawn({
         let (url, killed) = (proxy.url.clone(), killed.clone());
         move || {
-            let client = stepwatch_client::Client::with_options(
-                &url,
-                RUN,
-                stepwatch_client::Options {
-                    spool_dir: None,
-                    commands: false,
-                    ..Default::default()
-                },
-            );
+            let client = rust_trainer(&url, RUN);
             for i in 0..total {
                 while i == total / 2 && !killed.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -414,6 +393,20 @@ fn kill_9_of_one_relay_behind_a_load_balancer_loses_nothing_and_streams_move_to_
 }
 
 /// One POST of the direct writer: status, or 0 for a transport error.
+/// A trainer on the Rust SDK for `run` at `url`: no spool (so what is acknowledged is
+/// what the relay stored), no command stream.
+fn rust_trainer(url: &str, run: &str) -> stepwatch_client::Client {
+    stepwatch_client::Client::with_options(
+        url,
+        run,
+        stepwatch_client::Options {
+            spool_dir: None,
+            commands: false,
+            ..Default::default()
+        },
+    )
+}
+
 fn post_status(url: &str, body: &str) -> u16 {
     match ureq::post(url)
         .timeout(Duration::from_secs(30))
@@ -451,15 +444,7 @@ fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_no
     let trainer = std::thread::spawn({
         let (url, stop) = (a.url.clone(), stop.clone());
         move || {
-            let client = stepwatch_client::Client::with_options(
-                &url,
-                RUN,
-                stepwatch_client::Options {
-                    spool_dir: None,
-                    commands: false,
-                    ..Default::default()
-                },
-            );
+            let client = rust_trainer(&url, RUN);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 client.batch_end(0, i, i + 1, 1.0, 0.01);
