@@ -70,7 +70,8 @@ enum Cmd {
         #[arg(long, default_value = "./stepwatch-data", env = "STEPWATCH_DATA_DIR")]
         data_dir: PathBuf,
         /// Store in PostgreSQL instead of SQLite: `postgres://user:password@host:5432/db`.
-        /// Several relays may share one database.
+        /// Several relays may share one database. TLS as libpq's URL parameters say:
+        /// `?sslmode=verify-full&sslrootcert=ca.pem` (default `prefer`).
         #[arg(long, env = "STEPWATCH_DATABASE")]
         database: Option<String>,
         /// The built dashboard (trunk's output).

@@ -21,7 +21,10 @@
 
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, GenericClient, NoTls, Statement};
+use postgres::{Client, GenericClient, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod tls;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -375,6 +378,8 @@ struct Shared {
 /// PostgreSQL storage shared by any number of relays.
 pub struct PgStore {
     config: postgres::Config,
+    /// TLS as the URL's libpq parameters (`sslmode`, `sslrootcert` …) ask.
+    tls: MakeRustlsConnect,
     target: String,
     /// This relay's name in notifications (it skips its own).
     node: String,
@@ -450,9 +455,8 @@ impl PgStore {
 
     fn open_here(url: &str) -> Result<Self, StoreError> {
         let target = redact(url);
-        let mut config: postgres::Config = url.parse().map_err(|e| {
-            StoreError::Incompatible(format!("--database {target}: not a PostgreSQL URL: {e}"))
-        })?;
+        let (mut config, tls) = tls::connector(url)
+            .map_err(|e| StoreError::Incompatible(format!("--database {target}: {e}")))?;
         config
             .connect_timeout(Duration::from_secs(3))
             .keepalives(true)
@@ -463,15 +467,18 @@ impl PgStore {
             // A stuck peer must not hold a run's writers forever: give up and answer 503.
             .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
         // At start the reason is the whole message (there is no request to retry).
-        let mut client = config.connect(NoTls).map_err(|e| {
+        let mut client = config.connect(tls.clone()).map_err(|e| {
+            let reason = describe(&e);
             let hint = if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) {
                 " (create it first, e.g. `createdb`; the relay creates its tables itself)"
+            } else if reason.contains("invalid peer certificate") {
+                " (the server's certificate must be signed by the CA that sslrootcert names, \
+                 and under sslmode=verify-full name the host in the URL)"
             } else {
                 ""
             };
             StoreError::Incompatible(format!(
-                "cannot connect to PostgreSQL at {target}: {}{hint}",
-                describe(&e)
+                "cannot connect to PostgreSQL at {target}: {reason}{hint}"
             ))
         })?;
         migrate_schema(&mut client)?;
@@ -494,6 +501,7 @@ impl PgStore {
         let node = format!("{:016x}", rand::random::<u64>());
         let store = PgStore {
             config,
+            tls,
             target,
             node,
             pool: Mutex::new(Pool {
@@ -548,7 +556,7 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Conn, StoreError> {
-        let client = self.config.connect(NoTls).map_err(|e| {
+        let client = self.config.connect(self.tls.clone()).map_err(|e| {
             StoreError::Database(format!(
                 "cannot connect to {}: {}",
                 self.target,
@@ -879,13 +887,14 @@ impl PgStore {
         let weak = Arc::downgrade(self);
         let stop = self.stop.clone();
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let _ = std::thread::Builder::new()
             .name("stepwatch-pg-listen".into())
             .spawn(move || {
                 let mut backoff = Duration::from_millis(200);
                 let mut failing = false;
                 while !stop.load(Ordering::Relaxed) {
-                    let mut client = match config.connect(NoTls) {
+                    let mut client = match config.connect(tls.clone()) {
                         Ok(c) => c,
                         Err(e) => {
                             if !failing {
@@ -1728,7 +1737,7 @@ mod tests {
         );
         let admin = format!("{}/postgres", server.trim_end_matches('/'));
         std::thread::spawn(move || {
-            let mut c = Client::connect(&admin, NoTls).unwrap();
+            let mut c = Client::connect(&admin, postgres::NoTls).unwrap();
             c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
             format!("{}/{name}", server.trim_end_matches('/'))
         })
@@ -1851,7 +1860,7 @@ mod tests {
         drop(PgStore::open(&url).unwrap());
         let u = url.clone();
         std::thread::spawn(move || {
-            let mut c = Client::connect(&u, NoTls).unwrap();
+            let mut c = Client::connect(&u, postgres::NoTls).unwrap();
             c.execute("UPDATE stepwatch_schema SET version = 99", &[])
                 .unwrap();
         })
@@ -1869,7 +1878,7 @@ mod tests {
         let u = url.clone();
         std::thread::spawn(move || {
             // What the first PostgreSQL release wrote: schema 1, one run.
-            let mut c = Client::connect(&u, NoTls).unwrap();
+            let mut c = Client::connect(&u, postgres::NoTls).unwrap();
             c.batch_execute(MIGRATIONS[0].1).unwrap();
             c.batch_execute(
                 "CREATE TABLE stepwatch_schema (version BIGINT NOT NULL);
@@ -1886,7 +1895,7 @@ mod tests {
         }
         let u = url.clone();
         let (version, sessions) = std::thread::spawn(move || {
-            let mut c = Client::connect(&u, NoTls).unwrap();
+            let mut c = Client::connect(&u, postgres::NoTls).unwrap();
             let v: i64 = c
                 .query_one("SELECT version FROM stepwatch_schema", &[])
                 .unwrap()

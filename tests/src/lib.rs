@@ -1134,6 +1134,19 @@ impl PgCluster {
     }
 
     fn try_start_server(&self) -> Result<(), String> {
+        self.pg_ctl_start()?;
+        pg_connect(&self.url(), Duration::from_secs(30))
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "PostgreSQL did not accept connections: {e}{}",
+                    self.log_tail()
+                )
+            })
+    }
+
+    /// `pg_ctl start -w`: returns once the server is ready.
+    fn pg_ctl_start(&self) -> Result<(), String> {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off",
             self.port,
@@ -1155,14 +1168,46 @@ impl PgCluster {
         if !status.success() {
             return Err(format!("pg_ctl start failed ({status}){}", self.log_tail()));
         }
-        pg_connect(&self.url(), Duration::from_secs(30))
-            .map(drop)
-            .map_err(|e| {
-                format!(
-                    "PostgreSQL did not accept connections: {e}{}",
-                    self.log_tail()
+        Ok(())
+    }
+
+    /// Turns TLS on with `certs`' server certificate and replaces the TCP rules of
+    /// `pg_hba.conf` with `hba` (e.g. `hostssl all all 127.0.0.1/32 trust`), then
+    /// restarts the server. Connections over the socket stay trusted.
+    pub fn enable_tls(&self, certs: &TestCerts, hba: &str) {
+        let key = self.dir.join("server.key");
+        std::fs::copy(&certs.cert, self.dir.join("server.crt")).unwrap();
+        std::fs::copy(&certs.key, &key).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if self.as_postgres {
+            for f in ["server.crt", "server.key"] {
+                self.exec(
+                    Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(self.dir.join(f)),
+                    "chown",
                 )
-            })
+                .unwrap();
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .unwrap();
+        std::fs::write(
+            self.dir.join("pg_hba.conf"),
+            format!("local all all trust\n{hba}\n"),
+        )
+        .unwrap();
+        self.pg_ctl_stop("fast")
+            .and_then(|()| self.pg_ctl_start())
+            .unwrap_or_else(|e| panic!("restarting PostgreSQL with TLS: {e}"));
     }
 
     fn pg_ctl_stop(&self, mode: &str) -> Result<(), String> {
@@ -1211,6 +1256,95 @@ impl PgCluster {
     pub fn restart(&self) {
         self.stop();
         self.start();
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it signed, made with
+/// the `openssl` program (Debian's PostgreSQL packages depend on it).
+pub struct TestCerts {
+    /// The authority's certificate (PEM): what `sslrootcert` names.
+    pub ca: PathBuf,
+    /// The server's certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM, unencrypted).
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    /// Makes them in `dir`; the server certificate is valid for `san`
+    /// (`subjectAltName`, e.g. `DNS:localhost`).
+    pub fn make(dir: &Path, san: &str) -> TestCerts {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .expect(
+                    "the openssl program is needed for the TLS tests (apt-get install openssl)",
+                );
+            assert!(
+                out.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-new", "-days", "3", "-keyout", "ca.key"];
+        ca.extend(ec);
+        ca.extend([
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Stepwatch test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-keyout", "server.key"];
+        csr.extend(ec);
+        csr.extend(["-out", "server.csr", "-subj", "/CN=stepwatch-test-server"]);
+        openssl(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "server.ext",
+        ]);
+        TestCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The relay on PostgreSQL (`stepwatch serve --database`): several relay processes
 //! sharing one database, a relay killed mid-run behind a load balancer, PostgreSQL
-//! restarted under ingest, and `stepwatch migrate` from SQLite.
+//! restarted under ingest, `stepwatch migrate` from SQLite, and TLS to the database.
 //!
 //! Needs a PostgreSQL server: `STEPWATCH_TEST_PG=postgres://USER@HOST:PORT` (and its
 //! programs, found on PATH, in /usr/lib/postgresql/*/bin or `STEPWATCH_TEST_PG_BIN`, for
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stepwatch_e2e::{
     fresh_database, fresh_database_on, pg_bin_dir, pg_required, pg_server_or_skip, python_trainer,
-    sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower, TempDir,
+    sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower, TempDir, TestCerts,
     CONTROLLABLE_TRAINER,
 };
 
@@ -395,6 +395,21 @@ fn kill_9_of_one_relay_behind_a_load_balancer_loses_nothing_and_streams_move_to_
 /// One POST of the direct writer: status, or 0 for a transport error.
 /// A trainer on the Rust SDK for `run` at `url`: no spool (so what is acknowledged is
 /// what the relay stored), no command stream.
+/// True (after saying why) when a private cluster cannot be started: the server
+/// programs are missing and PostgreSQL is not required.
+fn no_private_cluster(test: &str) -> bool {
+    if pg_bin_dir().is_some() {
+        return false;
+    }
+    assert!(
+        !pg_required(),
+        "STEPWATCH_REQUIRE_POSTGRES=1 but PostgreSQL's initdb/pg_ctl were not found \
+         (PATH, /usr/lib/postgresql/*/bin, STEPWATCH_TEST_PG_BIN)"
+    );
+    eprintln!("skipping {test}: no initdb/pg_ctl");
+    true
+}
+
 fn rust_trainer(url: &str, run: &str) -> stepwatch_client::Client {
     stepwatch_client::Client::with_options(
         url,
@@ -421,13 +436,7 @@ fn post_status(url: &str, body: &str) -> u16 {
 
 #[test]
 fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_nothing() {
-    if pg_bin_dir().is_none() {
-        assert!(
-            !pg_required(),
-            "STEPWATCH_REQUIRE_POSTGRES=1 but PostgreSQL's initdb/pg_ctl were not found \
-             (PATH, /usr/lib/postgresql/*/bin, STEPWATCH_TEST_PG_BIN)"
-        );
-        eprintln!("skipping postgres_restarting_under_ingest: no initdb/pg_ctl");
+    if no_private_cluster("postgres_restarting_under_ingest") {
         return;
     }
     // A private server: stopping it must not disturb the shared one.
@@ -948,4 +957,137 @@ fn a_relay_that_loses_its_notifications_catches_up_from_the_table() {
     });
     post(41, 50);
     assert_eq!(follower.wait_for(50, WAIT), (1..=50).collect::<Vec<_>>());
+}
+
+/// Runs `stepwatch serve --database url`, which must refuse to start; what it said.
+fn refused_start(url: &str) -> String {
+    let dir = TempDir::new("pg-refused");
+    let mut child = std::process::Command::new(stepwatch_e2e::relay_bin())
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .args(["--database", url])
+        .env_remove("STEPWATCH_DATABASE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the relay started on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the relay exited 0 on {url}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
+    if no_private_cluster("tls_to_postgresql") {
+        return;
+    }
+    // A private server that takes TCP connections over TLS only.
+    let cluster = PgCluster::start_new("tls");
+    let db = fresh_database_on(&cluster.url(), "tls");
+    let name = db.rsplit('/').next().unwrap().to_string();
+    let dir = TempDir::new("pg-tls");
+    let certs = TestCerts::make(&dir.0.join("good"), "DNS:localhost");
+    let stranger = TestCerts::make(&dir.0.join("stranger"), "DNS:localhost");
+    cluster.enable_tls(
+        &certs,
+        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
+         hostnossl all all all reject",
+    );
+    let port = cluster.port();
+    let at = |host: &str, query: &str| {
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("postgres://postgres@{host}:{port}/{name}{q}")
+    };
+    let ca =
+        |mode: &str, root: &TestCerts| format!("sslmode={mode}&sslrootcert={}", root.ca.display());
+    // What the server says of the relay's connections (over its socket, which trusts).
+    let tls_of_relay_connections = || -> Vec<bool> {
+        let mut c = postgres::Client::connect(
+            &format!(
+                "host={} port={port} user=postgres dbname={name}",
+                cluster.dir().display()
+            ),
+            postgres::NoTls,
+        )
+        .unwrap();
+        c.query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'stepwatch-relay'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+
+    let accepted = [
+        // libpq's default (prefer): encrypted because the server offers it.
+        at("127.0.0.1", ""),
+        at("127.0.0.1", "sslmode=require"),
+        at("localhost", &ca("verify-full", &certs)),
+        // verify-ca checks the chain, not the name.
+        at("127.0.0.1", &ca("verify-ca", &certs)),
+    ];
+    for (i, url) in accepted.iter().enumerate() {
+        let relay = Relay::start_on(url, &dir.0.join(format!("relay-{i}")), &[]);
+        let run = format!("tls-{i}");
+        let (status, v) = relay.post(&run, r#"{"event":"log","message":"over tls"}"#, JSON);
+        assert_eq!(status, 200, "{url}: {v}");
+        assert_eq!(relay.all_ids(&run), vec![1], "{url}");
+        let tls = tls_of_relay_connections();
+        assert!(
+            !tls.is_empty() && tls.iter().all(|&on| on),
+            "{url}: the relay's connections are not all encrypted: {tls:?}"
+        );
+        drop(relay);
+    }
+
+    // The name is checked under verify-full: the certificate names localhost only.
+    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &certs)));
+    assert!(
+        said.contains("cannot connect to PostgreSQL") && said.contains("not valid for name"),
+        "{said}"
+    );
+    // A certificate from an authority the relay was not told to trust.
+    let said = refused_start(&at("localhost", &ca("verify-full", &stranger)));
+    assert!(
+        said.contains("invalid peer certificate") && said.contains("sslrootcert"),
+        "{said}"
+    );
+    // Without encryption this server refuses, and the relay says so.
+    let said = refused_start(&at("127.0.0.1", "sslmode=disable"));
+    assert!(said.contains("no encryption"), "{said}");
+    // Mistakes in the parameters are named.
+    let said = refused_start(&at("127.0.0.1", "sslmode=verify_full"));
+    assert!(said.contains("sslmode=verify_full"), "{said}");
+    let said = refused_start(&at(
+        "localhost",
+        "sslmode=verify-full&sslrootcert=/nonexistent.pem",
+    ));
+    assert!(said.contains("sslrootcert /nonexistent.pem"), "{said}");
+    // A password in the URL is never printed.
+    let said = refused_start(&format!(
+        "postgres://postgres:hunter2@127.0.0.1:{port}/{name}?sslmode=disable"
+    ));
+    assert!(
+        !said.contains("hunter2") && said.contains("no encryption"),
+        "{said}"
+    );
 }
