@@ -463,9 +463,16 @@ impl PgStore {
             .keepalives_idle(Duration::from_secs(10))
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3)
-            .application_name("stepwatch-relay")
-            // A stuck peer must not hold a run's writers forever: give up and answer 503.
-            .options("-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000");
+            .application_name("stepwatch-relay");
+        // A stuck peer must not hold a run's writers forever: give up and answer 503.
+        // The URL's own `options` come after, so they win where both set something.
+        let ours = "-c statement_timeout=30000 -c lock_timeout=10000 \
+                    -c idle_in_transaction_session_timeout=60000";
+        let options = match config.get_options() {
+            Some(theirs) if !theirs.trim().is_empty() => format!("{ours} {theirs}"),
+            _ => ours.to_string(),
+        };
+        config.options(&options);
         // At start the reason is the whole message (there is no request to retry).
         let mut client = config.connect(tls.clone()).map_err(|e| {
             let reason = describe(&e);
@@ -1810,6 +1817,32 @@ mod tests {
             .unwrap();
         assert_eq!(page.total, 400);
         assert_eq!(page.last_id, 400);
+    }
+
+    #[test]
+    fn the_urls_own_options_are_kept_and_win_over_the_relays_defaults() {
+        let Some(url) = fresh_database("options") else {
+            return;
+        };
+        let store = PgStore::open(&format!(
+            "{url}?options=-c%20statement_timeout%3D1234%20-c%20search_path%3Dpublic"
+        ))
+        .unwrap();
+        let mut conn = store.connect().unwrap();
+        let show = |c: &mut Conn, what: &str| -> String {
+            c.client
+                .query_one(&format!("SHOW {what}"), &[])
+                .unwrap()
+                .get(0)
+        };
+        assert_eq!(show(&mut conn, "statement_timeout"), "1234ms");
+        assert_eq!(show(&mut conn, "search_path"), "public");
+        // The relay's other limits stay.
+        assert_eq!(show(&mut conn, "lock_timeout"), "10s");
+        assert_eq!(
+            show(&mut conn, "idle_in_transaction_session_timeout"),
+            "1min"
+        );
     }
 
     #[test]
