@@ -25,9 +25,21 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a sign-in or sign-out made on this relay outweighs a reload of the shared
-/// sessions (which may have read the table just before it).
+/// How long a sign-out made on this relay outweighs reloads of the shared sessions
+/// (it is written to the table a moment later, by another thread).
 const RECENT: Duration = Duration::from_secs(10);
+
+/// A session change made on this relay, as reloads of the shared table must see it.
+#[derive(Clone, Copy)]
+enum Recent {
+    /// Signed in; the table write is under way (no reload may drop the session).
+    Beginning,
+    /// Signed in, and written to the table at this instant: a reload that read the
+    /// table before then may lack it.
+    Begun(Instant),
+    /// Signed out at this instant.
+    Ended(Instant),
+}
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "stepwatch_session";
@@ -94,6 +106,9 @@ pub struct Identity {
     pub run_prefix: Option<String>,
     /// When the session ends (browser sessions only); streams close then.
     pub expires: Option<Instant>,
+    /// The session's key ([`session_key`]), for browser sessions: streams close as soon
+    /// as it ends, whichever relay ended it.
+    pub session: Option<String>,
 }
 
 impl Identity {
@@ -104,6 +119,7 @@ impl Identity {
             role: Role::Admin,
             run_prefix: None,
             expires: None,
+            session: None,
         }
     }
 
@@ -317,9 +333,9 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     /// Where sessions are shared with other relays, if anywhere.
     share: std::sync::OnceLock<std::sync::Arc<dyn SessionShare>>,
-    /// Sessions begun (`true`) or ended here lately, by key: a reload of the shared
-    /// table that began before such a change must not undo it.
-    recent: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Sessions begun or ended here lately, by key: a reload of the shared table that
+    /// read it before such a change must not undo it.
+    recent: Mutex<HashMap<String, Recent>>,
     /// Open streams per user name.
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -372,14 +388,27 @@ impl Auth {
         self.config.is_some()
     }
 
-    fn identity_of(&self, c: &Config, user: usize, expires: Option<Instant>) -> Identity {
+    /// The identity of `user`, signed in by a session (its key and end) or a token.
+    fn identity_of(&self, c: &Config, user: usize, session: Option<(&str, Instant)>) -> Identity {
         let u = &c.users[user];
         Identity {
             name: Some(u.name.clone()),
             role: u.role,
             run_prefix: u.run_prefix.clone(),
-            expires,
+            expires: session.map(|(_, end)| end),
+            session: session.map(|(key, _)| key.to_string()),
         }
+    }
+
+    /// Whether the session with this key is still on (not signed out, here or on another
+    /// relay sharing sessions, and not expired).
+    pub fn session_alive(&self, key: &str) -> bool {
+        let now = Instant::now();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|s| s.expires > now)
     }
 
     /// Who presents this bearer token and/or session cookie.
@@ -409,9 +438,10 @@ impl Auth {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             sessions.retain(|_, s| s.expires > now);
+            let key = session_key(id);
             return sessions
-                .get(&session_key(id))
-                .map(|s| self.identity_of(c, s.user, Some(s.expires)))
+                .get(&key)
+                .map(|s| self.identity_of(c, s.user, Some((&key, s.expires))))
                 .ok_or(AuthError::Invalid("session expired or unknown"));
         }
         Err(AuthError::Missing)
@@ -433,25 +463,29 @@ impl Auth {
         let expires = Instant::now() + Duration::from_secs_f64(c.session_hours * 3600.0);
         let id = new_token();
         let key = session_key(&id);
+        let who = self.identity_of(c, user, Some((&key, expires)));
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Session { user, expires });
         if let Some(share) = self.share.get() {
-            self.note_recent(&key, true);
+            self.note_recent(&key, Recent::Beginning);
+            // Blocks until written (or queued, when the database is down: reloads then
+            // wait for the queue to be written first).
             share.begun(
                 &key,
                 &c.users[user].name,
                 unix_now() + c.session_hours * 3600.0,
             );
+            self.note_recent(&key, Recent::Begun(Instant::now()));
         }
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Session { user, expires });
-        Some((id, self.identity_of(c, user, Some(expires))))
+        Some((id, who))
     }
 
     pub fn logout(&self, session: &str) {
         let key = session_key(session);
         if let Some(share) = self.share.get() {
-            self.note_recent(&key, false);
+            self.note_recent(&key, Recent::Ended(Instant::now()));
             share.ended(&key);
         }
         self.sessions
@@ -460,10 +494,13 @@ impl Auth {
             .remove(&key);
     }
 
-    fn note_recent(&self, key: &str, begun: bool) {
+    fn note_recent(&self, key: &str, change: Recent) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.retain(|_, (at, _)| at.elapsed() < RECENT);
-        recent.insert(key.to_string(), (Instant::now(), begun));
+        recent.retain(|_, r| match r {
+            Recent::Beginning => true,
+            Recent::Begun(at) | Recent::Ended(at) => at.elapsed() < RECENT,
+        });
+        recent.insert(key.to_string(), change);
     }
 
     /// Shares sessions with other relays from now on (once).
@@ -471,10 +508,11 @@ impl Auth {
         let _ = self.share.set(share);
     }
 
-    /// The sessions of every relay (key, user name, end in Unix seconds): replaces every
-    /// session this relay knows, so one ended elsewhere ends here too. Users the config
-    /// no longer names are skipped.
-    pub fn load_shared_sessions(&self, all: &[(String, String, f64)]) {
+    /// The sessions of every relay (key, user name, end in Unix seconds), as read from
+    /// the shared table starting at `read_at`: replaces every session this relay knows,
+    /// so one ended elsewhere ends here too, except for this relay's own changes that
+    /// the read may have missed. Users the config no longer names are skipped.
+    pub fn load_shared_sessions(&self, all: &[(String, String, f64)], read_at: Instant) {
         let Some(c) = &self.config else {
             return;
         };
@@ -490,16 +528,21 @@ impl Auth {
             .collect();
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, (at, begun)) in recent.iter() {
-            if at.elapsed() >= RECENT {
-                continue;
-            }
-            if *begun {
-                if let Some(s) = sessions.remove(key) {
-                    fresh.insert(key.clone(), s);
+        for (key, change) in recent.iter() {
+            match *change {
+                // Written after the read began (or not yet): the read may lack it.
+                Recent::Beginning => {}
+                Recent::Begun(at) if at > read_at => {}
+                Recent::Begun(_) => continue,
+                // A sign-out never comes back; its table write may lag a moment.
+                Recent::Ended(at) if at.elapsed() < RECENT => {
+                    fresh.remove(key);
+                    continue;
                 }
-            } else {
-                fresh.remove(key);
+                Recent::Ended(_) => continue,
+            }
+            if let Some(s) = sessions.remove(key) {
+                fresh.insert(key.clone(), s);
             }
         }
         *sessions = fresh;
@@ -599,6 +642,7 @@ mod tests {
             role,
             run_prefix: prefix.map(str::to_string),
             expires: None,
+            session: None,
         };
         let viewer = v(Role::Viewer, None);
         assert!(viewer.may(Action::Read).is_ok());
@@ -633,6 +677,62 @@ mod tests {
         assert_eq!(auth.identify(None, None), Err(AuthError::Missing));
         auth.logout(&sid);
         assert!(auth.identify(None, Some(&sid)).is_err());
+    }
+
+    /// The shared table, as a list: what `begun` and `ended` wrote.
+    #[derive(Default)]
+    struct Table(Mutex<Vec<(String, String, f64)>>);
+    impl SessionShare for Table {
+        fn begun(&self, key: &str, user: &str, end: f64) {
+            self.0.lock().unwrap().push((key.into(), user.into(), end));
+        }
+        fn ended(&self, key: &str) {
+            self.0.lock().unwrap().retain(|(k, _, _)| k != key);
+        }
+    }
+
+    #[test]
+    fn reloads_of_shared_sessions_keep_only_changes_they_may_have_missed() {
+        let auth = Auth::with_config(config());
+        let table = std::sync::Arc::new(Table::default());
+        auth.share_sessions(table.clone());
+        let before_sign_in = Instant::now();
+        let (sid, who) = auth.login("alice", "wonderland").unwrap();
+        let key = who.session.clone().unwrap();
+        assert_eq!(key, session_key(&sid));
+        assert!(auth.session_alive(&key));
+        // A read that began before the sign-in was written lacks it: the session stays.
+        auth.load_shared_sessions(&[], before_sign_in);
+        assert!(
+            auth.session_alive(&key),
+            "a stale read dropped a fresh sign-in"
+        );
+        // A read after it is the truth: without the row, it was signed out elsewhere.
+        auth.load_shared_sessions(&[], Instant::now());
+        assert!(
+            !auth.session_alive(&key),
+            "a sign-out elsewhere was ignored"
+        );
+        assert!(auth.identify(None, Some(&sid)).is_err());
+        // A session begun elsewhere is known after a reload.
+        let rows = vec![(session_key("other"), "alice".to_string(), unix_now() + 60.0)];
+        auth.load_shared_sessions(&rows, Instant::now());
+        assert!(auth.identify(None, Some("other")).is_ok());
+        // A sign-out here is not undone by a read that still has the row.
+        auth.logout("other");
+        auth.load_shared_sessions(&rows, Instant::now());
+        assert!(
+            auth.identify(None, Some("other")).is_err(),
+            "a sign-out came back"
+        );
+        // Rows of users the config does not name, or past their end, are skipped.
+        let rows = vec![
+            (session_key("ghost"), "ghost".to_string(), unix_now() + 60.0),
+            (session_key("old"), "alice".to_string(), unix_now() - 1.0),
+        ];
+        auth.load_shared_sessions(&rows, Instant::now());
+        assert!(auth.identify(None, Some("ghost")).is_err());
+        assert!(auth.identify(None, Some("old")).is_err());
     }
 
     #[test]

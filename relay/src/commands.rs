@@ -259,5 +259,5 @@ pub async fn command_stream(data: Data, req: HttpRequest, path: web::Path<String
         })
         .await;
     });
-    sse_response(rx, who.expires)
+    sse_response(rx, &who, &data.auth)
 }

@@ -27,6 +27,8 @@ pub const REPLAY_PAGE: usize = 1000;
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// A stream whose client reads nothing for this long is cut off.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a browser session's streams check that the session is still on.
+pub const SESSION_CHECK: Duration = Duration::from_secs(2);
 /// Default and largest `limit` of `GET /api/runs/{run}/events`.
 pub const DEFAULT_EVENTS_LIMIT: usize = 1000;
 pub const MAX_EVENTS_LIMIT: usize = 100_000;
@@ -744,16 +746,43 @@ fn sse_event(e: &StoredEvent) -> Bytes {
 /// expires (`expires`), so a logged-out browser stops receiving at once.
 pub(crate) fn sse_response(
     rx: mpsc::Receiver<Bytes>,
-    expires: Option<std::time::Instant>,
+    who: &crate::auth::Identity,
+    auth: &Arc<crate::auth::Auth>,
 ) -> HttpResponse {
-    let deadline = expires.map(tokio::time::Instant::from_std);
-    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
-        let next = match deadline {
-            Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten(),
-            None => rx.recv().await,
-        };
-        next.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    // A browser session's stream ends with the session: at its end, or within
+    // SESSION_CHECK of a sign-out (on any relay sharing sessions).
+    let deadline = who.expires.map(tokio::time::Instant::from_std);
+    let session = who.session.clone().map(|key| {
+        let mut every = tokio::time::interval(SESSION_CHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (key, auth.clone(), every)
     });
+    let stream =
+        futures_util::stream::unfold((rx, session), move |(mut rx, mut session)| async move {
+            let ended = async {
+                match &mut session {
+                    Some((key, auth, every)) => loop {
+                        every.tick().await;
+                        if !auth.session_alive(key) {
+                            return;
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                () = ended => None,
+                () = expired => None,
+            };
+            next.map(|b| (Ok::<_, actix_web::Error>(b), (rx, session)))
+        });
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -829,7 +858,7 @@ async fn run_stream(
             hub.note_cut_off();
         }
     });
-    sse_response(rx, who.expires)
+    sse_response(rx, &who, &data.auth)
 }
 
 #[derive(PartialEq)]
@@ -1008,5 +1037,5 @@ async fn summary_stream(data: Data, req: HttpRequest) -> HttpResponse {
         }
         forward_live(&mut live, &tx, &_guard.0, |s| Some(send(s))).await;
     });
-    sse_response(rx, who.expires)
+    sse_response(rx, &who, &data.auth)
 }

@@ -1208,6 +1208,7 @@ impl PgStore {
             // The table lacks this relay's latest changes: keep what is here.
             return Ok(());
         }
+        let read_at = Instant::now();
         let all = self.with_conn(|c| {
             Ok(c.client
                 .query(
@@ -1218,7 +1219,7 @@ impl PgStore {
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect::<Vec<(String, String, f64)>>())
         })?;
-        auth.load_shared_sessions(&all);
+        auth.load_shared_sessions(&all, read_at);
         Ok(())
     }
 }

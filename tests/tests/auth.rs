@@ -282,6 +282,53 @@ fn sessions_are_httponly_strict_cookies_that_end_at_logout_and_expiry() {
 }
 
 #[test]
+fn signing_out_ends_the_sessions_open_streams_within_seconds() {
+    use std::io::Read;
+    let dir = TempDir::new("signout-streams");
+    let config = write_config(&dir.0, "session_hours = 12\n");
+    let relay = Relay::start(&dir.0.join("data"), &["--config", &config]);
+    // The session's open streams (the runs list and a run) end within seconds of the
+    // sign-out, not hours later at the session's end.
+    let (cookie, _) = login(&relay, "otto", "otto-pw");
+    let readers: Vec<_> = ["/api/stream", "/api/runs/any/stream"]
+        .iter()
+        .map(|path| {
+            let stream = ureq::get(&format!("{}{path}", relay.url))
+                .set("Cookie", &cookie)
+                .timeout(Duration::from_secs(20))
+                .call()
+                .unwrap();
+            std::thread::spawn(move || {
+                let mut body = String::new();
+                let _ = stream.into_reader().read_to_string(&mut body);
+                Instant::now()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let signed_out = Instant::now();
+    let r = ureq::post(&format!("{}/api/logout", relay.url))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert!(r.header("Set-Cookie").unwrap().contains("Max-Age=0"));
+    for reader in readers {
+        let ended = reader.join().unwrap();
+        assert!(
+            ended.duration_since(signed_out) < Duration::from_secs(8),
+            "a stream outlived its sign-out by {:?}",
+            ended.duration_since(signed_out)
+        );
+    }
+    // Another user's session, and its streams, go on.
+    let (other, _) = login(&relay, "vera", "vera-pw");
+    assert_eq!(
+        call(&relay, &Who::Cookie(other), "GET", "/api/runs", None).0,
+        200
+    );
+}
+
+#[test]
 fn cross_site_requests_are_refused_with_and_without_auth() {
     for with_auth in [false, true] {
         let dir = TempDir::new("origin");

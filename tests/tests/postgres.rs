@@ -883,7 +883,19 @@ fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out
         status_with_cookie(&b, "stepwatch_session=0123", "/api/runs"),
         401
     );
-    // Signing out on B ends the session on A too.
+    // A dashboard's stream on A, open when the user signs out on B.
+    let stream = ureq::get(&format!("{}/api/stream", a.url))
+        .set("Cookie", &cookie)
+        .timeout(Duration::from_secs(30))
+        .call()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream.into_reader(), &mut body);
+        Instant::now()
+    });
+    // Signing out on B ends the session on A too, and the stream on A with it.
+    let signed_out = Instant::now();
     ureq::post(&format!("{}/api/logout", b.url))
         .set("Cookie", &cookie)
         .call()
@@ -892,6 +904,11 @@ fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out
     wait_until("relay A drops the session", WAIT, || {
         (status_with_cookie(&a, &cookie, "/api/runs") == 401).then_some(())
     });
+    let ended = reader.join().unwrap().duration_since(signed_out);
+    assert!(
+        ended < Duration::from_secs(10),
+        "the stream on A outlived the sign-out on B by {ended:?}"
+    );
     // A relay started later learns the sessions already there.
     let r = ureq::post(&format!("{}/api/login", b.url))
         .send_json(serde_json::json!({ "name": "vera", "password": "vera-pw" }))
