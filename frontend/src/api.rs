@@ -35,6 +35,25 @@ pub async fn resolve_relay() -> String {
     String::new()
 }
 
+thread_local! {
+    /// What to run when an answer suggests the session ended (set by the app shell).
+    static SESSION_PROBE: RefCell<Option<Rc<dyn Fn()>>> = const { RefCell::new(None) };
+}
+
+/// Sets what [`probe_session`] runs: the app shell asks the relay who we are.
+pub fn set_session_probe(probe: impl Fn() + 'static) {
+    SESSION_PROBE.with(|p| *p.borrow_mut() = Some(Rc::new(probe)));
+}
+
+/// Called when a request is refused as unauthenticated (401) or a stream is refused
+/// for good: if the session ended (signed out elsewhere, or expired), the page shows
+/// the sign-in form.
+pub fn probe_session() {
+    if let Some(probe) = SESSION_PROBE.with(|p| p.borrow().clone()) {
+        probe();
+    }
+}
+
 /// The state of a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
@@ -183,6 +202,9 @@ impl Inner {
                 ConnState::Reconnecting
             });
             if gave_up {
+                // A stream is refused for good when the relay is down, or when the
+                // session ended (the relay ends a session's streams at sign-out).
+                probe_session();
                 Inner::reopen_later(&this);
             }
         });
@@ -227,7 +249,12 @@ pub async fn get_value(url: &str, mut tries: u32) -> Option<serde_json::Value> {
     loop {
         match gloo_net::http::Request::get(url).send().await {
             Ok(resp) if resp.ok() => return resp.json().await.ok(),
-            Ok(_) => return None,
+            Ok(resp) => {
+                if resp.status() == 401 {
+                    probe_session();
+                }
+                return None;
+            }
             Err(_) if tries > 1 => {
                 tries -= 1;
                 let wait = js_sys::Promise::new(&mut |done, _| {

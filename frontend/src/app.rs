@@ -28,6 +28,8 @@ pub fn App() -> impl IntoView {
     leptos::task::spawn_local(async move {
         let base = api::resolve_relay().await;
         session.set(login::check(&base).await);
+        let probe_base = base.clone();
+        api::set_session_probe(move || login::recheck(probe_base.clone(), session));
         relay.set(Some(base));
     });
     let clock = RwSignal::new(api::now_s());
@@ -62,7 +64,7 @@ pub fn App() -> impl IntoView {
         <main class="content">
             {move || match (relay.get(), page.get()) {
                 (None, _) => view! { <p class="muted">{i18n.t(Key::Connecting)}</p> }.into_any(),
-                (Some(base), _) if session.with(|s| *s == Session::Out) => view! { <LoginPage base=base/> }.into_any(),
+                (Some(base), _) if session.with(Session::signed_out) => view! { <LoginPage base=base/> }.into_any(),
                 (Some(base), Page::Runs) => view! { <RunsPage base=base route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Run(run)) => view! { <RunPage base=base run=run route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Compare(runs)) => view! { <ComparePage base=base runs=runs route=route.get_untracked()/> }.into_any(),

@@ -176,6 +176,7 @@ strings! {
     Password => "Password", "密码";
     SignInTitle => "Sign in to Stepwatch", "登录 Stepwatch";
     SignInFailed => "Wrong name or password", "用户名或密码错误";
+    SessionEnded => "Your session ended (signed out or expired): sign in again.", "会话已结束(已退出或已过期),请重新登录。";
     SentBy => "by", "发送者";
     CmdPending => "pending", "等待中";
     CmdAccepted => "accepted", "已接受";

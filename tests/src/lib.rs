@@ -569,6 +569,13 @@ impl Browser {
         }
     }
 
+    /// The value of the page's cookie `name` (HttpOnly ones too), if set.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let url = format!("{}/session/{}/cookie/{name}", self.base, self.session);
+        let v: Value = ureq::get(&url).call().ok()?.into_json().ok()?;
+        v["value"]["value"].as_str().map(str::to_string)
+    }
+
     /// Opens a URL.
     pub fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({ "url": url })));

@@ -1,10 +1,12 @@
 //! Signing in from the browser: a viewer sees no controls and a forged request from the
-//! page is refused; an operator pauses a real trainer and the page shows who did.
+//! page is refused; an operator pauses a real trainer and the page shows who did; a page
+//! whose session ends elsewhere asks to sign in again.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 use stepwatch_e2e::{
-    auth_config, dist, python_trainer, Browser, Relay, TempDir, CONTROLLABLE_TRAINER, TRAINER_TOKEN,
+    auth_config, dist, python_trainer, repo, Browser, Relay, TempDir, CONTROLLABLE_TRAINER,
+    TRAINER_TOKEN,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -93,4 +95,53 @@ fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
     assert!(who.as_str().unwrap().contains("otto"), "{who}");
     b.eval("document.querySelector('[data-testid=stop]').click(); document.querySelector('[data-testid=stop]').click(); return 1;");
     let _ = trainer.wait();
+}
+
+#[test]
+fn a_page_whose_session_ends_elsewhere_asks_to_sign_in_again() {
+    let dir = TempDir::new("auth-ended");
+    let config = auth_config(&dir.0, "");
+    let relay = Relay::start(
+        &dir.0.join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dist",
+            dist().to_str().unwrap(),
+        ],
+    );
+    let b = Browser::start();
+    b.goto(&relay.url);
+    sign_in(&b, "otto", "otto-pw");
+    b.wait_for(
+        "signed in, on the runs list",
+        WAIT,
+        "return document.querySelector('[data-testid=user]')?.dataset.role === 'operator';",
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=session-ended]') === null;"),
+        true
+    );
+    // The same session signed out from elsewhere (another tab, another relay).
+    let cookie = b.cookie("stepwatch_session").expect("no session cookie");
+    ureq::post(&format!("{}/api/logout", relay.url))
+        .set("Cookie", &format!("stepwatch_session={cookie}"))
+        .call()
+        .unwrap();
+    // The page notices by itself (its live stream is ended) and asks to sign in again.
+    b.wait_for(
+        "the sign-in form, saying the session ended",
+        WAIT,
+        "return document.querySelector('[data-testid=login]') !== null
+            && document.querySelector('[data-testid=session-ended]') !== null
+            && document.querySelector('[data-testid=user]') === null;",
+    );
+    b.screenshot(&repo().join("target/screenshots/session-ended.png"));
+    sign_in(&b, "otto", "otto-pw");
+    b.wait_for(
+        "signed in again",
+        WAIT,
+        "return document.querySelector('[data-testid=user]')?.dataset.role === 'operator'
+            && document.querySelector('[data-testid=session-ended]') === null;",
+    );
 }

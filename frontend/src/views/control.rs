@@ -30,6 +30,9 @@ pub async fn send(target: &Target, command: &str, args: Value) -> Result<String,
         .body(body)
         .map_err(|e| e.to_string())?;
     let resp = req.send().await.map_err(|e| e.to_string())?;
+    if resp.status() == 401 {
+        crate::api::probe_session();
+    }
     let v: Value = resp.json().await.map_err(|e| e.to_string())?;
     if resp.ok() {
         Ok(v["command_id"].as_str().unwrap_or_default().to_string())

@@ -20,8 +20,35 @@ pub struct Me {
 pub enum Session {
     Checking,
     In(Me),
-    /// Authentication is on and nobody is signed in (or the session ended).
+    /// Authentication is on and nobody is signed in.
     Out,
+    /// The session this page was using ended (signed out elsewhere, or expired).
+    Ended,
+}
+
+impl Session {
+    /// Whether the sign-in form is due.
+    pub fn signed_out(&self) -> bool {
+        matches!(self, Session::Out | Session::Ended)
+    }
+}
+
+/// Asks the relay again who we are; a session that was on and is no longer becomes
+/// [`Session::Ended`]. Runs at most one check at a time.
+pub fn recheck(base: String, session: RwSignal<Session>) {
+    thread_local! {
+        static CHECKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    let was_in = session.with_untracked(|s| matches!(s, Session::In(m) if m.auth));
+    if !was_in || CHECKING.with(|c| c.replace(true)) {
+        return;
+    }
+    leptos::task::spawn_local(async move {
+        if check(&base).await == Session::Out {
+            session.set(Session::Ended);
+        }
+        CHECKING.with(|c| c.set(false));
+    });
 }
 
 /// The session in context.
@@ -79,9 +106,11 @@ pub fn LoginPage(base: String) -> impl IntoView {
     let failed = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .is_some_and(|q| q.contains("login=failed"));
+    let ended = use_session().with_untracked(|s| *s == Session::Ended);
     view! {
         <section class="panel login" data-testid="login">
             <h1>{i18n.t(Key::SignInTitle)}</h1>
+            {ended.then(|| view! { <p class="banner warn small" data-testid="session-ended">{i18n.t(Key::SessionEnded)}</p> })}
             <form method="post" action=format!("{base}/api/login")>
                 <label>{i18n.t(Key::UserName)}
                     <input name="name" data-testid="login-name" autocomplete="username" required/>
