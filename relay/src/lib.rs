@@ -104,6 +104,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         pg::attach(pg, app_state.hub.clone(), app_state.auth.clone());
     }
     let state = web::Data::new(app_state);
+    if let Some(days) = opts.retain_days {
+        // Once before serving, so no request sees a run that is past the limit; then
+        // every hour (below). Off the async thread: the PostgreSQL client blocks.
+        let (s, h) = (state.store.clone(), state.hub.clone());
+        let _ = web::block(move || http::apply_retention(&*s, &h, days, http::now())).await;
+    }
     if !opts.dist.join("index.html").is_file() {
         tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
     }
@@ -135,6 +141,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let (store, hub) = (state.store.clone(), state.hub.clone());
         actix_web::rt::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            every.tick().await; // the first tick is now: done above
             loop {
                 every.tick().await;
                 let (s, h) = (store.clone(), hub.clone());

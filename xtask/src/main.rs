@@ -275,14 +275,14 @@ fn cmd_run(extra: &[String]) -> Result<()> {
 fn cmd_test() -> Result<()> {
     let t0 = Instant::now();
     // A build from scratch gains nothing from incremental caches, and they would add a
-    // fifth to target/. A clean run needs about 12 GB of disk in all (target/ and the
+    // fifth to target/. A clean run needs about 9 GB of disk in all (target/ and the
     // Python venv, whose torch wheel brings CUDA libraries even for CPU use).
     if std::env::var_os("CARGO_INCREMENTAL").is_none() {
         std::env::set_var("CARGO_INCREMENTAL", "0");
     }
     if let Some(df) = output("df", &["-h", "--output=avail", "."]) {
         let avail = df.lines().last().unwrap_or("").trim().to_string();
-        eprintln!("disk available here: {avail} (a clean `cargo xtask test` needs about 12 GB)");
+        eprintln!("disk available here: {avail} (a clean `cargo xtask test` needs about 9 GB)");
     }
     ensure_web_tools()?;
     let pg_bin = ensure_test_packages()?;
