@@ -110,14 +110,22 @@ fn a_page_whose_session_ends_elsewhere_asks_to_sign_in_again() {
             dist().to_str().unwrap(),
         ],
     );
+    let (status, _) = ureq::post(&format!("{}/api/runs/ci-watched/events", relay.url))
+        .set("Authorization", &format!("Bearer {TRAINER_TOKEN}"))
+        .send_string(r#"{"event":"training_start","total_epochs":3}"#)
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
     let b = Browser::start();
-    b.goto(&relay.url);
+    // Signing in from a run's page comes back to that page.
+    b.goto(&format!("{}/#/runs/ci-watched", relay.url));
     sign_in(&b, "otto", "otto-pw");
-    b.wait_for(
-        "signed in, on the runs list",
-        WAIT,
-        "return document.querySelector('[data-testid=user]')?.dataset.role === 'operator';",
-    );
+    let on_run_page =
+        "return document.querySelector('[data-testid=user]')?.dataset.role === 'operator'
+            && location.hash === '#/runs/ci-watched'
+            && document.querySelector('[data-testid=status]') !== null
+            && document.querySelector('[data-testid=session-ended]') === null;";
+    b.wait_for("signed in, on the run's page", WAIT, on_run_page);
     assert_eq!(
         b.eval("return document.querySelector('[data-testid=session-ended]') === null;"),
         true
@@ -138,10 +146,5 @@ fn a_page_whose_session_ends_elsewhere_asks_to_sign_in_again() {
     );
     b.screenshot(&repo().join("target/screenshots/session-ended.png"));
     sign_in(&b, "otto", "otto-pw");
-    b.wait_for(
-        "signed in again",
-        WAIT,
-        "return document.querySelector('[data-testid=user]')?.dataset.role === 'operator'
-            && document.querySelector('[data-testid=session-ended]') === null;",
-    );
+    b.wait_for("signed in again, back on the run's page", WAIT, on_run_page);
 }

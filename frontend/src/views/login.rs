@@ -107,11 +107,16 @@ pub fn LoginPage(base: String) -> impl IntoView {
         .and_then(|w| w.location().search().ok())
         .is_some_and(|q| q.contains("login=failed"));
     let ended = use_session().with_untracked(|s| *s == Session::Ended);
+    // The relay's redirect back has no fragment, so the browser keeps the one of the
+    // form's action: the page (e.g. `#/runs/x`) the user was on.
+    let here = web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default();
     view! {
         <section class="panel login" data-testid="login">
             <h1>{i18n.t(Key::SignInTitle)}</h1>
             {ended.then(|| view! { <p class="banner warn small" data-testid="session-ended">{i18n.t(Key::SessionEnded)}</p> })}
-            <form method="post" action=format!("{base}/api/login")>
+            <form method="post" action=format!("{base}/api/login{here}")>
                 <label>{i18n.t(Key::UserName)}
                     <input name="name" data-testid="login-name" autocomplete="username" required/>
                 </label>
