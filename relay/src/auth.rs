@@ -464,12 +464,16 @@ impl Auth {
         let id = new_token();
         let key = session_key(&id);
         let who = self.identity_of(c, user, Some((&key, expires)));
+        let share = self.share.get();
+        if share.is_some() {
+            // Before the session exists here, so no reload can drop it unprotected.
+            self.note_recent(&key, Recent::Beginning);
+        }
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), Session { user, expires });
-        if let Some(share) = self.share.get() {
-            self.note_recent(&key, Recent::Beginning);
+        if let Some(share) = share {
             // Blocks until written (or queued, when the database is down: reloads then
             // wait for the queue to be written first).
             share.begun(

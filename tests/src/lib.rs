@@ -1353,6 +1353,38 @@ impl TestCerts {
             key: dir.join("server.key"),
         }
     }
+
+    /// A self-signed server certificate for `san`, its own root (as in the PostgreSQL
+    /// manual's quick setup, which `openssl req -x509` makes a CA certificate).
+    pub fn self_signed(dir: &Path, san: &str) -> TestCerts {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "req", "-new", "-x509", "-days", "3", "-nodes", "-newkey", "ec",
+            ])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", &format!("subjectAltName={san}")])
+            .args(["-keyout", "server.key", "-out", "server.crt"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the openssl program is needed for the TLS tests (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl req -x509: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestCerts {
+            ca: dir.join("server.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
+    }
 }
 
 /// Stops and deletes the clusters that [`PgCluster`]s of processes no longer running

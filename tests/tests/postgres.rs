@@ -1099,7 +1099,10 @@ fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
         "sslmode=verify-full&sslrootcert=/nonexistent.pem",
     ));
     assert!(said.contains("sslrootcert /nonexistent.pem"), "{said}");
-    // A password in the URL is never printed.
+    // The system's CAs only with the name check, as libpq has it.
+    let said = refused_start(&at("localhost", "sslmode=require&sslrootcert=system"));
+    assert!(said.contains("needs sslmode=verify-full"), "{said}");
+    // A password in the URL is never printed, nor one in the URL's parameters.
     let said = refused_start(&format!(
         "postgres://postgres:hunter2@127.0.0.1:{port}/{name}?sslmode=disable"
     ));
@@ -1107,4 +1110,33 @@ fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
         !said.contains("hunter2") && said.contains("no encryption"),
         "{said}"
     );
+    let said = refused_start(&format!(
+        "postgres://postgres@127.0.0.1:{port}/{name}?password=hunter2&sslmode=disable"
+    ));
+    assert!(
+        !said.contains("hunter2") && said.contains("no encryption"),
+        "{said}"
+    );
+
+    // The PostgreSQL manual's quick setup: a self-signed server certificate that is its
+    // own root. It is trusted as itself, and its name is still checked.
+    let own = TestCerts::self_signed(&dir.0.join("self-signed"), "DNS:localhost");
+    cluster.enable_tls(
+        &own,
+        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
+         hostnossl all all all reject",
+    );
+    let relay = Relay::start_on(
+        &at("localhost", &ca("verify-full", &own)),
+        &dir.0.join("relay-self-signed"),
+        &[],
+    );
+    let (status, v) = relay.post("tls-own", r#"{"event":"log","message":"pinned"}"#, JSON);
+    assert_eq!(status, 200, "{v}");
+    drop(relay);
+    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &own)));
+    assert!(said.contains("not valid for name"), "{said}");
+    // The first CA no longer vouches for this server.
+    let said = refused_start(&at("localhost", &ca("verify-ca", &certs)));
+    assert!(said.contains("invalid peer certificate"), "{said}");
 }

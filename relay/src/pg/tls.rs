@@ -3,20 +3,24 @@
 //! The PostgreSQL client parses `sslmode` as `disable`, `prefer` or `require` only,
 //! and knows none of the certificate parameters. Users copy URLs from libpq tools
 //! and managed databases, so [`connector`] takes libpq's parameters out of the URL
-//! and applies them itself:
+//! and applies them itself, with libpq's rules:
 //!
 //! | `sslmode` | encrypted | server certificate checked |
 //! |---|---|---|
 //! | `disable` | never | – |
-//! | `allow`, `prefer` (default) | when the server offers TLS | only if `sslrootcert` is given (chain) |
-//! | `require` | always | only if `sslrootcert` is given (chain) |
-//! | `verify-ca` | always | chain |
+//! | `allow`, `prefer` (default) | when the server offers TLS | chain, if there is a root file |
+//! | `require` | always | chain, if there is a root file |
+//! | `verify-ca` | always | chain (a root file is required) |
 //! | `verify-full` | always | chain and host name |
 //!
-//! Roots: `sslrootcert=FILE` (PEM), `sslrootcert=system` (the operating system's
-//! store), else `~/.postgresql/root.crt` when it exists, else the system store.
-//! `sslcert` and `sslkey` give a client certificate (PEM; the key unencrypted).
+//! The root file is `sslrootcert=FILE` (PEM), else `~/.postgresql/root.crt` when it
+//! exists. `sslrootcert=system` trusts the operating system's store, and then only
+//! with `verify-full`: any public CA would do otherwise. A self-signed server
+//! certificate listed in the root file is trusted as itself (the PostgreSQL manual's
+//! quick setup). `sslcert` and `sslkey` give a client certificate (PEM; the key
+//! unencrypted).
 
+use super::conninfo::ConnInfo;
 use postgres::config::SslMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -24,11 +28,11 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// libpq's TLS parameters, as found in the URL.
+/// libpq's TLS parameters, as found in the connection string.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct TlsParams {
     pub sslmode: Option<String>,
@@ -38,110 +42,91 @@ pub(crate) struct TlsParams {
 }
 
 /// How the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verify {
     /// Encryption only: any certificate (libpq's `prefer`/`require` without roots).
     Nothing,
-    /// The chain must lead to a trusted root; the name is not checked.
-    Chain,
-    /// The chain, and the certificate must name the host connected to.
-    ChainAndName,
+    /// The chain must lead to a root in this file; the name is not checked.
+    Chain(PathBuf),
+    /// The chain must lead to a root in this file, or the system's store (`None`), and
+    /// the certificate must name the host connected to.
+    ChainAndName(Option<PathBuf>),
 }
 
-/// Splits libpq's TLS parameters off a `postgres://` URL or a `key=value` string,
-/// returning the rest (for the PostgreSQL client) and the parameters. Parameters the
-/// relay cannot honour are refused by name.
-pub(crate) fn split_params(url: &str) -> Result<(String, TlsParams), String> {
-    let mut params = TlsParams::default();
-    let mut take = |key: &str, value: String| -> Result<bool, String> {
-        let slot = match key {
-            "sslmode" => &mut params.sslmode,
-            "sslrootcert" => &mut params.sslrootcert,
-            "sslcert" => &mut params.sslcert,
-            "sslkey" => &mut params.sslkey,
-            "sslpassword"
-            | "sslcrl"
-            | "sslcrldir"
-            | "sslsni"
-            | "sslcompression"
-            | "ssl_min_protocol_version"
-            | "ssl_max_protocol_version"
-            | "sslcertmode" => {
-                return Err(format!(
-                    "`{key}` is not supported (TLS parameters the relay knows: sslmode, \
-                     sslrootcert, sslcert, sslkey)"
-                ))
-            }
-            _ => return Ok(false),
-        };
-        *slot = Some(value);
-        Ok(true)
+/// TLS parameters the relay does not honour; refused by name rather than ignored.
+const UNSUPPORTED: &[&str] = &[
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "sslcertmode",
+    "sslkeylogfile",
+];
+
+/// Takes libpq's TLS parameters out of a connection string; returns the rest (for the
+/// PostgreSQL client) and the parameters.
+pub(crate) fn split_params(conn: &str) -> Result<(String, TlsParams), String> {
+    let mut info = ConnInfo::parse(conn)?;
+    if let Some(key) = info.keys().find(|k| UNSUPPORTED.contains(k)) {
+        return Err(format!(
+            "`{key}` is not supported (TLS parameters the relay knows: sslmode, \
+             sslrootcert, sslcert, sslkey)"
+        ));
+    }
+    let params = TlsParams {
+        sslmode: info.take("sslmode"),
+        sslrootcert: info.take("sslrootcert"),
+        sslcert: info.take("sslcert"),
+        sslkey: info.take("sslkey"),
     };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
-            return Ok((url.to_string(), params));
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(&percent_decode(k)?, percent_decode(v)?)? {
-                kept.push(pair);
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        Ok((rest, params))
-    } else {
-        // `host=… user=… sslmode=…`: values here have no spaces or quotes.
-        let mut kept = Vec::new();
-        for word in url.split_whitespace() {
-            match word.split_once('=') {
-                Some((k, v)) if take(k, v.to_string())? => {}
-                _ => kept.push(word),
-            }
-        }
-        Ok((kept.join(" "), params))
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 once decoded"))
+    Ok((info.render(), params))
 }
 
 impl TlsParams {
-    /// The client's mode and how the server certificate is checked.
-    pub(crate) fn mode(&self) -> Result<(SslMode, Verify), String> {
-        let roots_given = self.sslrootcert.is_some();
-        let lenient = if roots_given {
-            Verify::Chain
-        } else {
-            Verify::Nothing
+    /// The client's mode and how the server certificate is checked. `default_root` is
+    /// libpq's `~/.postgresql/root.crt`, when it exists.
+    pub(crate) fn mode(&self, default_root: Option<PathBuf>) -> Result<(SslMode, Verify), String> {
+        let system = self.sslrootcert.as_deref() == Some("system");
+        let file = match self.sslrootcert.as_deref() {
+            Some("system") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => default_root,
         };
-        Ok(match self.sslmode.as_deref().unwrap_or("prefer") {
+        let mode = self
+            .sslmode
+            .as_deref()
+            .unwrap_or(if system { "verify-full" } else { "prefer" });
+        if system && mode != "verify-full" {
+            return Err(format!(
+                "sslrootcert=system needs sslmode=verify-full (not {mode}): with the \
+                 system's CAs, any public certificate would pass without the name check"
+            ));
+        }
+        let lenient = || file.clone().map_or(Verify::Nothing, Verify::Chain);
+        let roots_needed = || {
+            format!(
+                "sslmode={mode} needs the CA that signed the server's certificate: \
+                 sslrootcert=FILE (or ~/.postgresql/root.crt), or sslrootcert=system \
+                 with verify-full for a public CA"
+            )
+        };
+        Ok(match mode {
             "disable" => (SslMode::Disable, Verify::Nothing),
-            "allow" | "prefer" => (SslMode::Prefer, lenient),
-            "require" => (SslMode::Require, lenient),
-            "verify-ca" => (SslMode::Require, Verify::Chain),
-            "verify-full" => (SslMode::Require, Verify::ChainAndName),
+            "allow" | "prefer" => (SslMode::Prefer, lenient()),
+            "require" => (SslMode::Require, lenient()),
+            "verify-ca" => (
+                SslMode::Require,
+                Verify::Chain(file.ok_or_else(roots_needed)?),
+            ),
+            "verify-full" => {
+                if !system && file.is_none() {
+                    return Err(roots_needed());
+                }
+                (SslMode::Require, Verify::ChainAndName(file))
+            }
             other => {
                 return Err(format!(
                     "sslmode={other}: expected disable, allow, prefer, require, verify-ca or \
@@ -150,53 +135,29 @@ impl TlsParams {
             }
         })
     }
-
-    fn roots(&self) -> Result<RootCertStore, String> {
-        let mut store = RootCertStore::empty();
-        let file: Option<PathBuf> = match self.sslrootcert.as_deref() {
-            Some("system") => None,
-            Some(path) => Some(PathBuf::from(path)),
-            None => std::env::var_os("HOME")
-                .map(|h| Path::new(&h).join(".postgresql/root.crt"))
-                .filter(|p| p.exists()),
-        };
-        match file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(&path)
-                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                    store
-                        .add(cert)
-                        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                }
-                if store.is_empty() {
-                    return Err(format!(
-                        "sslrootcert {}: no PEM certificate in it",
-                        path.display()
-                    ));
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    let _ = store.add(cert);
-                }
-                if store.is_empty() {
-                    return Err("no trusted root certificates on this system: name a CA \
-                                file with sslrootcert=FILE"
-                        .into());
-                }
-            }
-        }
-        Ok(store)
-    }
 }
 
-/// The PostgreSQL client's configuration and the TLS connector for `url`.
-pub(crate) fn connector(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), String> {
-    let (rest, params) = split_params(url)?;
-    let (mode, verify) = params.mode()?;
+/// The certificates of a PEM file.
+fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "sslrootcert {}: no PEM certificate in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The PostgreSQL client's configuration and the TLS connector for `conn`.
+pub(crate) fn connector(conn: &str) -> Result<(postgres::Config, MakeRustlsConnect), String> {
+    let (rest, params) = split_params(conn)?;
+    let default_root = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+        .filter(|p| p.is_file());
+    let (mode, verify) = params.mode(default_root)?;
     let mut config: postgres::Config = rest
         .parse()
         .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
@@ -204,18 +165,8 @@ pub(crate) fn connector(url: &str) -> Result<(postgres::Config, MakeRustlsConnec
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
         Verify::Nothing => Arc::new(AnyCertificate(provider.clone())),
-        Verify::Chain | Verify::ChainAndName => {
-            let inner = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(params.roots()?),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("TLS roots: {e}"))?;
-            Arc::new(ChainVerifier {
-                inner,
-                check_name: verify == Verify::ChainAndName,
-            })
-        }
+        Verify::Chain(file) => ChainVerifier::arc(Some(&file), false, &provider)?,
+        Verify::ChainAndName(file) => ChainVerifier::arc(file.as_ref(), true, &provider)?,
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -289,11 +240,60 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// The standard (WebPKI) check, with the host name check optional (`verify-ca`).
+/// The standard (WebPKI) check, with the host name check optional (`verify-ca`), and
+/// self-signed server certificates listed among the roots trusted as themselves.
 #[derive(Debug)]
 struct ChainVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    /// The root file's certificates, for the self-signed case.
+    pinned: Vec<CertificateDer<'static>>,
     check_name: bool,
+}
+
+impl ChainVerifier {
+    /// Roots from `file`, or the system's store when `None`.
+    fn arc(
+        file: Option<&PathBuf>,
+        check_name: bool,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+        let mut store = RootCertStore::empty();
+        let mut pinned = Vec::new();
+        match file {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    // A self-signed server certificate is its own root: the chain
+                    // check refuses it as an end entity, so it is also pinned.
+                    let _ = store.add(cert.clone());
+                    pinned.push(cert);
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = store.add(cert);
+                }
+                if store.is_empty() {
+                    return Err("sslrootcert=system: no trusted root certificates found on \
+                                this system"
+                        .into());
+                }
+            }
+        }
+        if store.is_empty() {
+            return Err(format!(
+                "sslrootcert {}: no usable certificate in it",
+                file.map_or("system".into(), |f| f.display().to_string())
+            ));
+        }
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+            .build()
+            .map_err(|e| format!("TLS roots: {e}"))?;
+        Ok(Arc::new(ChainVerifier {
+            inner,
+            pinned,
+            check_name,
+        }))
+    }
 }
 
 impl ServerCertVerifier for ChainVerifier {
@@ -305,6 +305,29 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            if self.check_name {
+                let cert = webpki::EndEntityCert::try_from(end_entity)
+                    .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+                cert.verify_is_valid_for_subject_name(server_name)
+                    .map_err(|e| {
+                        rustls::Error::InvalidCertificate(match e {
+                            webpki::Error::CertNotValidForName(c) => {
+                                CertificateError::NotValidForNameContext {
+                                    expected: c.expected,
+                                    presented: c.presented,
+                                }
+                            }
+                            _ => CertificateError::NotValidForName,
+                        })
+                    })?;
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         match self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
@@ -343,6 +366,10 @@ impl ServerCertVerifier for ChainVerifier {
 mod tests {
     use super::*;
 
+    fn mode_of(url: &str, default_root: Option<&str>) -> Result<(SslMode, Verify), String> {
+        split_params(url)?.1.mode(default_root.map(PathBuf::from))
+    }
+
     #[test]
     fn libpq_parameters_are_taken_out_of_urls_and_key_value_strings() {
         let (rest, p) = split_params(
@@ -352,45 +379,74 @@ mod tests {
         assert_eq!(rest, "postgres://u:p@db:5432/sw?application_name=x");
         assert_eq!(p.sslmode.as_deref(), Some("verify-full"));
         assert_eq!(p.sslrootcert.as_deref(), Some("/etc/ca.pem"));
-
-        let (rest, p) = split_params("postgres://db/sw?sslmode=require").unwrap();
-        assert_eq!(rest, "postgres://db/sw");
-        assert_eq!(p.mode().unwrap(), (SslMode::Require, Verify::Nothing));
-
+        // A `?` in the password does not hide the mode (nor weaken it).
+        let (rest, p) = split_params("postgres://u:pa?ss@db/sw?sslmode=require").unwrap();
+        assert_eq!(rest, "postgres://u:pa?ss@db/sw");
+        assert_eq!(p.sslmode.as_deref(), Some("require"));
         let (rest, p) =
-            split_params("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
-        assert_eq!(rest, "host=db user=u");
-        assert_eq!(p.mode().unwrap(), (SslMode::Require, Verify::Chain));
-
-        let (rest, p) = split_params("postgres://db/sw").unwrap();
-        assert_eq!(rest, "postgres://db/sw");
-        assert_eq!(p.mode().unwrap(), (SslMode::Prefer, Verify::Nothing));
+            split_params("host=db user=u sslmode = verify-ca sslrootcert='/c a.pem'").unwrap();
+        assert_eq!(rest, "host='db' user='u'");
+        assert_eq!(p.sslrootcert.as_deref(), Some("/c a.pem"));
     }
 
     #[test]
     fn modes_follow_libpq() {
-        let mode = |m: &str, root: bool| {
-            TlsParams {
-                sslmode: Some(m.into()),
-                sslrootcert: root.then(|| "/ca.pem".into()),
-                ..Default::default()
-            }
-            .mode()
-        };
-        assert_eq!(mode("disable", false).unwrap().0, SslMode::Disable);
+        let chain = |f: &str| Verify::Chain(PathBuf::from(f));
         assert_eq!(
-            mode("prefer", true).unwrap(),
-            (SslMode::Prefer, Verify::Chain)
+            mode_of("postgres://db/sw", None).unwrap(),
+            (SslMode::Prefer, Verify::Nothing)
         );
         assert_eq!(
-            mode("require", true).unwrap(),
-            (SslMode::Require, Verify::Chain)
+            mode_of("postgres://db/sw?sslmode=disable", None).unwrap().0,
+            SslMode::Disable
         );
         assert_eq!(
-            mode("verify-full", false).unwrap(),
-            (SslMode::Require, Verify::ChainAndName)
+            mode_of("postgres://db/sw?sslmode=require", None).unwrap(),
+            (SslMode::Require, Verify::Nothing)
         );
-        let err = mode("verify_full", false).unwrap_err();
+        // With a root file (named, or libpq's default one) require checks the chain.
+        assert_eq!(
+            mode_of("postgres://db/sw?sslmode=require&sslrootcert=/ca.pem", None).unwrap(),
+            (SslMode::Require, chain("/ca.pem"))
+        );
+        assert_eq!(
+            mode_of("postgres://db/sw?sslmode=require", Some("/home/root.crt")).unwrap(),
+            (SslMode::Require, chain("/home/root.crt"))
+        );
+        assert_eq!(
+            mode_of("postgres://db/sw?sslmode=verify-ca", Some("/home/root.crt")).unwrap(),
+            (SslMode::Require, chain("/home/root.crt"))
+        );
+        assert_eq!(
+            mode_of(
+                "postgres://db/sw?sslmode=verify-full&sslrootcert=/ca.pem",
+                None
+            )
+            .unwrap(),
+            (
+                SslMode::Require,
+                Verify::ChainAndName(Some(PathBuf::from("/ca.pem")))
+            )
+        );
+        // The system's CAs: verify-full, the default with them, and nothing weaker.
+        assert_eq!(
+            mode_of("postgres://db/sw?sslrootcert=system", None).unwrap(),
+            (SslMode::Require, Verify::ChainAndName(None))
+        );
+        for weak in ["require", "verify-ca", "prefer"] {
+            let err = mode_of(
+                &format!("postgres://db/sw?sslrootcert=system&sslmode={weak}"),
+                None,
+            )
+            .unwrap_err();
+            assert!(err.contains("needs sslmode=verify-full"), "{err}");
+        }
+        // verify-* without any root file is refused, as libpq does.
+        for strict in ["verify-ca", "verify-full"] {
+            let err = mode_of(&format!("postgres://db/sw?sslmode={strict}"), None).unwrap_err();
+            assert!(err.contains("sslrootcert=FILE"), "{err}");
+        }
+        let err = mode_of("postgres://db/sw?sslmode=verify_full", None).unwrap_err();
         assert!(
             err.contains("sslmode=verify_full") && err.contains("verify-full"),
             "{err}"
@@ -409,7 +465,5 @@ mod tests {
         assert!(err.contains("sslcert and sslkey"), "{err}");
         let err = refused("postgres://db/sw?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem");
         assert!(err.contains("sslrootcert /nonexistent/ca.pem"), "{err}");
-        let err = split_params("postgres://db/sw?sslrootcert=%zz").unwrap_err();
-        assert!(err.contains("percent"), "{err}");
     }
 }
