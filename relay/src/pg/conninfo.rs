@@ -44,12 +44,18 @@ impl ConnInfo {
                 params,
                 url: true,
             })
-        } else {
+        } else if s.contains('=') {
             Ok(ConnInfo {
                 base: String::new(),
                 params: key_values(s)?,
                 url: false,
             })
+        } else {
+            Err(
+                "not a PostgreSQL URL (postgres://user:password@host:port/database) nor \
+                 key=value settings"
+                    .into(),
+            )
         }
     }
 
@@ -101,7 +107,12 @@ impl ConnInfo {
 /// `<unreadable connection string>`.
 pub fn redact(s: &str) -> String {
     let Ok(mut info) = ConnInfo::parse(s) else {
-        return "<unreadable connection string>".into();
+        // Shown as it is only when it cannot hold a password.
+        return if s.contains('@') || s.contains("password") {
+            "<unreadable connection string>".into()
+        } else {
+            s.to_string()
+        };
     };
     let had_password = info.take("password").is_some();
     if info.url {
@@ -233,6 +244,9 @@ mod tests {
         assert_eq!(c.keys().collect::<Vec<_>>(), ["host"]);
         assert!(ConnInfo::parse("host=db sslrootcert='/x").is_err());
         assert!(ConnInfo::parse("host").is_err());
+        assert!(ConnInfo::parse("mysql:/x")
+            .unwrap_err()
+            .contains("not a PostgreSQL URL"));
         let c = ConnInfo::parse("host=db password='a b'").unwrap();
         assert_eq!(c.render(), "host='db' password='a b'");
     }
@@ -253,6 +267,10 @@ mod tests {
         );
         let r = redact("host=db user=u password='hunter 2'");
         assert!(!r.contains("hunter"), "{r}");
-        assert_eq!(redact("host=db pass'"), "<unreadable connection string>");
+        assert_eq!(
+            redact("host=db password='x"),
+            "<unreadable connection string>"
+        );
+        assert_eq!(redact("mysql:/x"), "mysql:/x");
     }
 }
