@@ -24,9 +24,9 @@ fn sign_in(b: &Browser, name: &str, password: &str) {
     ));
 }
 
-#[test]
-fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
-    let dir = TempDir::new("auth-browser");
+/// A relay serving the dashboard with the test users of [`auth_config`].
+fn relay_with_users(tag: &str) -> (TempDir, Relay) {
+    let dir = TempDir::new(tag);
     let config = auth_config(&dir.0, "");
     let relay = Relay::start(
         &dir.0.join("data"),
@@ -37,6 +37,12 @@ fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
             dist().to_str().unwrap(),
         ],
     );
+    (dir, relay)
+}
+
+#[test]
+fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
+    let (_dir, relay) = relay_with_users("auth-browser");
     // The trainer authenticates with its token (the SDK reads STEPWATCH_TOKEN).
     std::env::set_var("STEPWATCH_TOKEN", TRAINER_TOKEN);
     let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, "ci-run");
@@ -99,17 +105,7 @@ fn a_viewer_sees_no_controls_and_an_operator_pauses_and_is_named() {
 
 #[test]
 fn a_page_whose_session_ends_elsewhere_asks_to_sign_in_again() {
-    let dir = TempDir::new("auth-ended");
-    let config = auth_config(&dir.0, "");
-    let relay = Relay::start(
-        &dir.0.join("data"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--dist",
-            dist().to_str().unwrap(),
-        ],
-    );
+    let (_dir, relay) = relay_with_users("auth-ended");
     let (status, _) = ureq::post(&format!("{}/api/runs/ci-watched/events", relay.url))
         .set("Authorization", &format!("Bearer {TRAINER_TOKEN}"))
         .send_string(r#"{"event":"training_start","total_epochs":3}"#)

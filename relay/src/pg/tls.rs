@@ -163,11 +163,15 @@ pub(crate) fn connector(conn: &str) -> Result<(postgres::Config, MakeRustlsConne
         .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
     config.ssl_mode(mode);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        Verify::Nothing => Arc::new(AnyCertificate(provider.clone())),
-        Verify::Chain(file) => ChainVerifier::arc(Some(&file), false, &provider)?,
-        Verify::ChainAndName(file) => ChainVerifier::arc(file.as_ref(), true, &provider)?,
+    let check = match verify {
+        Verify::Nothing => Check::Nothing,
+        Verify::Chain(file) => Check::chain(Some(&file), false, &provider)?,
+        Verify::ChainAndName(file) => Check::chain(file.as_ref(), true, &provider)?,
     };
+    let verifier = Arc::new(Verifier {
+        provider: provider.clone(),
+        check,
+    });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
@@ -190,73 +194,37 @@ pub(crate) fn connector(conn: &str) -> Result<(postgres::Config, MakeRustlsConne
     Ok((config, MakeRustlsConnect::new(tls)))
 }
 
-/// Accepts any certificate but still checks the handshake's signatures: encryption
-/// against eavesdroppers, as libpq's `require` gives without roots.
+/// The server certificate check that `sslmode` asks for. The handshake's signatures
+/// are checked in every case.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    check: Check,
 }
 
-/// The standard (WebPKI) check, with the host name check optional (`verify-ca`), and
-/// self-signed server certificates listed among the roots trusted as themselves.
 #[derive(Debug)]
-struct ChainVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    /// The root file's certificates, for the self-signed case.
-    pinned: Vec<CertificateDer<'static>>,
-    check_name: bool,
+enum Check {
+    /// Any certificate: encryption against eavesdroppers, as libpq's `require` gives
+    /// without roots.
+    Nothing,
+    /// The standard (WebPKI) chain check, with the host name check optional
+    /// (`verify-ca`), and self-signed server certificates among the roots trusted as
+    /// themselves.
+    Chain {
+        webpki: Arc<WebPkiServerVerifier>,
+        /// The root file's certificates, for the self-signed case.
+        pinned: Vec<CertificateDer<'static>>,
+        check_name: bool,
+    },
 }
 
-impl ChainVerifier {
+impl Check {
     /// Roots from `file`, or the system's store when `None`.
-    fn arc(
+    fn chain(
         file: Option<&PathBuf>,
         check_name: bool,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    ) -> Result<Check, String> {
         let mut store = RootCertStore::empty();
         let mut pinned = Vec::new();
         match file {
@@ -272,11 +240,6 @@ impl ChainVerifier {
                 for cert in rustls_native_certs::load_native_certs().certs {
                     let _ = store.add(cert);
                 }
-                if store.is_empty() {
-                    return Err("sslrootcert=system: no trusted root certificates found on \
-                                this system"
-                        .into());
-                }
             }
         }
         if store.is_empty() {
@@ -285,18 +248,37 @@ impl ChainVerifier {
                 file.map_or("system".into(), |f| f.display().to_string())
             ));
         }
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
             .build()
             .map_err(|e| format!("TLS roots: {e}"))?;
-        Ok(Arc::new(ChainVerifier {
-            inner,
+        Ok(Check::Chain {
+            webpki,
             pinned,
             check_name,
-        }))
+        })
     }
 }
 
-impl ServerCertVerifier for ChainVerifier {
+/// `cert` must name `server_name` (in its subjectAltName).
+fn check_name(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let cert = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+    cert.verify_is_valid_for_subject_name(server_name)
+        .map_err(|e| {
+            rustls::Error::InvalidCertificate(match e {
+                webpki::Error::CertNotValidForName(c) => CertificateError::NotValidForNameContext {
+                    expected: c.expected,
+                    presented: c.presented,
+                },
+                _ => CertificateError::NotValidForName,
+            })
+        })
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -305,36 +287,24 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_ref() == end_entity.as_ref())
-        {
-            if self.check_name {
-                let cert = webpki::EndEntityCert::try_from(end_entity)
-                    .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-                cert.verify_is_valid_for_subject_name(server_name)
-                    .map_err(|e| {
-                        rustls::Error::InvalidCertificate(match e {
-                            webpki::Error::CertNotValidForName(c) => {
-                                CertificateError::NotValidForNameContext {
-                                    expected: c.expected,
-                                    presented: c.presented,
-                                }
-                            }
-                            _ => CertificateError::NotValidForName,
-                        })
-                    })?;
+        let Check::Chain {
+            webpki,
+            pinned,
+            check_name: name,
+        } = &self.check
+        else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        if pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+            if *name {
+                check_name(end_entity, server_name)?;
             }
             return Ok(ServerCertVerified::assertion());
         }
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            )) if !name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -345,7 +315,12 @@ impl ServerCertVerifier for ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -354,11 +329,18 @@ impl ServerCertVerifier for ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
