@@ -759,6 +759,11 @@ pub(crate) fn sse_response(
     });
     let stream =
         futures_util::stream::unfold((rx, session), move |(mut rx, mut session)| async move {
+            if session.is_none() && deadline.is_none() {
+                // No login: nothing but the messages to wait for.
+                let next = rx.recv().await;
+                return next.map(|b| (Ok::<_, actix_web::Error>(b), (rx, session)));
+            }
             let ended = async {
                 match &mut session {
                     Some((key, auth, every)) => loop {
