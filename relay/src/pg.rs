@@ -404,6 +404,45 @@ impl Drop for PgStore {
     }
 }
 
+/// Creates the database `config` names, through the server's `postgres` database (or
+/// `template1`), with the same user. Another relay creating it at the same moment is
+/// no error.
+fn create_database(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<(), String> {
+    let name = config
+        .get_dbname()
+        .or(config.get_user())
+        .ok_or("no database named")?
+        .to_string();
+    let mut last = String::new();
+    for maintenance in ["postgres", "template1"] {
+        let mut admin = config.clone();
+        admin.dbname(maintenance);
+        let mut client = match admin.connect(tls.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                last = describe(&e);
+                continue;
+            }
+        };
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        return match client.batch_execute(&sql) {
+            Ok(()) => {
+                tracing::info!(database = %name, "created the database");
+                Ok(())
+            }
+            // Created meanwhile by another relay (a race shows as a unique violation).
+            Err(e)
+                if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(describe(&e)),
+        };
+    }
+    Err(last)
+}
+
 /// Brings the database up to [`PG_SCHEMA_VERSION`]; refuses a newer one.
 fn migrate_schema(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
@@ -465,11 +504,9 @@ impl PgStore {
         };
         config.options(&options);
         // At start the reason is the whole message (there is no request to retry).
-        let mut client = config.connect(tls.clone()).map_err(|e| {
+        let refused = |e: postgres::Error| {
             let reason = describe(&e);
-            let hint = if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) {
-                " (create it first, e.g. `createdb`; the relay creates its tables itself)"
-            } else if reason.contains("invalid peer certificate") {
+            let hint = if reason.contains("invalid peer certificate") {
                 " (the server's certificate must be signed by the CA that sslrootcert names, \
                  and under sslmode=verify-full name the host in the URL)"
             } else {
@@ -478,7 +515,22 @@ impl PgStore {
             StoreError::Incompatible(format!(
                 "cannot connect to PostgreSQL at {target}: {reason}{hint}"
             ))
-        })?;
+        };
+        let mut client = match config.connect(tls.clone()) {
+            // A database that does not exist yet is created, as the tables are.
+            Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                create_database(&config, &tls).map_err(|why| {
+                    StoreError::Incompatible(format!(
+                        "cannot connect to PostgreSQL at {target}: {}, and creating it \
+                         failed: {why} (create it with `createdb`, or let this user create \
+                         databases; the relay creates its tables itself)",
+                        describe(&e)
+                    ))
+                })?;
+                config.connect(tls.clone()).map_err(refused)?
+            }
+            other => other.map_err(refused)?,
+        };
         migrate_schema(&mut client)?;
         let mut states = HashMap::new();
         let mut delivered = HashMap::new();
@@ -1936,6 +1988,54 @@ mod tests {
         assert_eq!((version, sessions), (PG_SCHEMA_VERSION, 0));
         let store = PgStore::open(&url).unwrap();
         assert_eq!(store.state("r").unwrap().last_id, 3);
+    }
+
+    #[test]
+    fn a_missing_database_is_created_when_the_user_may_and_named_when_not() {
+        let Ok(server) = std::env::var("STEPWATCH_TEST_PG") else {
+            return;
+        };
+        let server = server.trim_end_matches('/').to_string();
+        let name = format!(
+            "sw_unit_created_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let url = format!("{server}/{name}");
+        let store = PgStore::open(&url).unwrap();
+        store.append("r", batch("t", 0..3), 1.0, &|_| {}).unwrap();
+        drop(store);
+        // Relays starting together: whoever creates it first, both open it.
+        let name2 = format!("{name}_b");
+        let url2 = format!("{server}/{name2}");
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| PgStore::open(&url2).map(drop));
+            let b = s.spawn(|| PgStore::open(&url2).map(drop));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        // A user who may not create databases gets the reason and what to do.
+        let role = format!("sw_nocreate_{}", rand::random::<u32>());
+        let admin = format!("{server}/postgres");
+        let create_role = format!("CREATE ROLE {role} LOGIN NOCREATEDB");
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&admin, postgres::NoTls).unwrap();
+            c.batch_execute(&create_role).unwrap();
+        })
+        .join()
+        .unwrap();
+        let host = server.split_once('@').map_or(server.as_str(), |(_, h)| h);
+        let err = PgStore::open(&format!("postgres://{role}@{host}/{name}_none"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not exist")
+                && err.contains("creating it failed")
+                && err.contains("permission denied")
+                && err.contains("createdb"),
+            "{err}"
+        );
     }
 
     #[test]
