@@ -253,6 +253,24 @@ impl RunView {
 /// A run's state as `GET /api/runs/{run}` writes it, decoded by hand: serde's code for
 /// [`RunState`] would add about 10 KB to the compressed download. The reducer's running
 /// loss sum of the current epoch is restored with [`RunState::restore_epoch_loss`].
+/// Lower case for searching and sorting names: ASCII, Latin-1, Greek and Cyrillic
+/// capitals (scripts without case, Chinese among them, pass unchanged). Small on
+/// purpose: the standard library's full Unicode tables cost kilobytes of download.
+pub fn fold_case(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let shift = match c {
+                'A'..='Z' | 'À'..='Þ' | 'Α'..='Ω' | 'А'..='Я' if c != '×' && c != '\u{3a2}' => {
+                    32
+                }
+                'Ѐ'..='Џ' => 80,
+                _ => 0,
+            };
+            char::from_u32(c as u32 + shift).unwrap_or(c)
+        })
+        .collect()
+}
+
 pub fn state_from_json(v: &Value) -> Option<RunState> {
     let f = |v: &Value, k: &str| num::from_json(&v[k]);
     let u = |v: &Value, k: &str| v[k].as_u64();
@@ -436,7 +454,7 @@ fn log_line(e: &Event, time: f64) -> Option<LogLine> {
             .level
             .clone()
             .unwrap_or_else(|| "info".into())
-            .to_lowercase(),
+            .to_ascii_lowercase(),
         message: l.message.clone().unwrap_or_default(),
         logger: l.logger.clone().unwrap_or_default(),
     })
@@ -574,6 +592,17 @@ mod tests {
 
     fn ev(json: &str) -> Event {
         Event::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn fold_case_lowers_the_scripts_with_case_and_leaves_the_rest() {
+        assert_eq!(
+            fold_case("ResNet-50 ÜBER Ωmega ЖУК Ёлка ×2 训练"),
+            "resnet-50 über ωmega жук ёлка ×2 训练"
+        );
+        // Agrees with the standard library wherever it claims to.
+        let sample = "AZÀÞΑΩАЯЀЏ azàþαωаяѐџ";
+        assert_eq!(fold_case(sample), sample.to_lowercase());
     }
 
     #[test]

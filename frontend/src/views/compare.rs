@@ -16,7 +16,7 @@ use stepwatch_events::num;
 
 /// Whether lower is better for a metric, judged by its name.
 pub fn lower_is_better(metric: &str) -> bool {
-    let m = metric.to_lowercase();
+    let m = metric.to_ascii_lowercase();
     [
         "loss",
         "err",

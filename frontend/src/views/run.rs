@@ -9,7 +9,7 @@ use super::common::{
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton, Target};
 use crate::api::{self, ConnState};
 use crate::i18n::{use_i18n, Key};
-use crate::model::{self, RunView, LOSS, LR};
+use crate::model::{self, fold_case, RunView, LOSS, LR};
 use crate::route::{replace_hash, Page, Route};
 use leptos::prelude::*;
 use stepwatch_events::num;
@@ -316,7 +316,7 @@ fn LogsPanel(view_state: RwSignal<RunView>) -> impl IntoView {
     let follow = RwSignal::new(true);
     let list = NodeRef::<leptos::html::Div>::new();
     let lines = Memo::new(move |_| {
-        let q = query.get().to_lowercase();
+        let q = fold_case(&query.get());
         let min = min_level.get();
         view_state.with(|v| {
             let mut out: Vec<model::LogLine> = v
@@ -326,8 +326,8 @@ fn LogsPanel(view_state: RwSignal<RunView>) -> impl IntoView {
                 .filter(|l| level_rank(&l.level) >= min)
                 .filter(|l| {
                     q.is_empty()
-                        || l.message.to_lowercase().contains(&q)
-                        || l.logger.to_lowercase().contains(&q)
+                        || fold_case(&l.message).contains(&q)
+                        || fold_case(&l.logger).contains(&q)
                 })
                 .take(500)
                 .cloned()

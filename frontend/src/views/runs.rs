@@ -4,7 +4,7 @@
 use super::common::{ago, fmt_opt, stream_for_component, use_clock, ConnBadge, StatusPill};
 use crate::api::ConnState;
 use crate::i18n::{use_i18n, Key};
-use crate::model::{self, ShownStatus};
+use crate::model::{self, fold_case, ShownStatus};
 use crate::route::{replace_hash, run_href, Page, Route};
 use leptos::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,15 +136,15 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
     });
 
     let shown = move || {
-        let q = query.get().to_lowercase();
+        let q = fold_case(&query.get());
         let st = status.get();
         let now = clock.get_untracked();
         let mut v: Vec<RunSummary> = runs.with(|m| {
             m.values()
                 .filter(|s| {
                     q.is_empty()
-                        || s.name.to_lowercase().contains(&q)
-                        || s.run.to_lowercase().contains(&q)
+                        || fold_case(&s.name).contains(&q)
+                        || fold_case(&s.run).contains(&q)
                 })
                 .filter(|s| {
                     st.is_empty()
@@ -160,7 +160,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                     .started_at
                     .unwrap_or(0.0)
                     .total_cmp(&b.started_at.unwrap_or(0.0)),
-                SortBy::Name => a.name.to_lowercase().cmp(&b.name.to_lowercase()),
+                SortBy::Name => fold_case(&a.name).cmp(&fold_case(&b.name)),
                 SortBy::Status => a.status.as_str().cmp(b.status.as_str()),
                 SortBy::Step => a.step.cmp(&b.step),
                 SortBy::Loss => cmp_opt(a.current_loss, b.current_loss),
