@@ -21,7 +21,7 @@ use serde_json::json;
 pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
-        (_, ["", "healthz"]) => None,
+        (_, ["", "healthz" | "readyz"]) => None,
         ("POST", ["", "api", "login"] | ["", "api", "logout"]) | ("GET", ["", "api", "me"]) => None,
         ("POST", ["", "api", "runs", run, "events"]) => Some(Action::WriteEvents(run)),
         ("GET", ["", "api", "runs", run, "commands", "stream"]) => Some(Action::ReadCommands(run)),
@@ -278,6 +278,7 @@ mod tests {
     fn every_route_maps_to_its_action() {
         let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap_or(Method::GET);
         assert_eq!(action_of(&m("GET"), "/healthz"), None);
+        assert_eq!(action_of(&m("GET"), "/readyz"), None);
         assert_eq!(action_of(&m("GET"), "/index.html"), None);
         assert_eq!(action_of(&m("POST"), "/api/login"), None);
         assert_eq!(action_of(&m("GET"), "/api/runs"), Some(Action::Read));

@@ -196,6 +196,7 @@ pub(crate) fn now() -> f64 {
 /// Wires the API routes into an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/api/login", web::post().to(crate::access::login))
         .route("/api/logout", web::post().to(crate::access::logout))
         .route("/api/me", web::get().to(crate::access::me))
@@ -233,6 +234,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Readiness, for load balancers: 503 with the reason while the database cannot be
+/// reached (another relay may still reach it) or while shutting down.
+async fn readyz(data: Data) -> HttpResponse {
+    if data.hub.is_closing() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let store = data.store.clone();
+    match web::block(move || store.ready()).await {
+        Ok(Ok(())) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "storage check failed"),
+    }
 }
 
 async fn metrics(data: Data) -> HttpResponse {

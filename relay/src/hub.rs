@@ -107,6 +107,11 @@ impl Hub {
         self.closing.send_replace(true);
     }
 
+    /// Whether [`Hub::shut_down`] was called.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Resolves once [`Hub::shut_down`] was called.
     pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.closing.subscribe();

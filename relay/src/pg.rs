@@ -1594,6 +1594,13 @@ impl Storage for PgStore {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    fn ready(&self) -> Result<(), StoreError> {
+        self.read_conn(|c| {
+            c.client.simple_query("SELECT 1")?;
+            Ok(())
+        })
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged event is committed already. Partial series blocks stay in
         // memory: writing them outside their run's row lock could overwrite another

@@ -125,6 +125,11 @@ pub trait Storage: Send + Sync + 'static {
     /// At shutdown: writes derived data still in memory and checkpoints the journal.
     /// Acknowledged events are already durable; this only makes the next start faster.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether requests can be served now (`GET /readyz`): the database answers.
+    /// Embedded storage always can.
+    fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// How hard SQLite syncs to disk on commit.

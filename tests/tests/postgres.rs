@@ -515,12 +515,27 @@ fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_no
 
     // 2: a longer outage: ingest must answer 503 meanwhile, then come back by itself.
     let before = statuses.lock().unwrap().get(&503).copied().unwrap_or(0);
+    let ready = |relay: &Relay| -> (u16, String) {
+        match ureq::get(&format!("{}/readyz", relay.url)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    assert_eq!(ready(&a).0, 200);
     cluster.stop();
     wait_until("a 503 while PostgreSQL is down", WAIT, || {
         (statuses.lock().unwrap().get(&503).copied().unwrap_or(0) > before).then_some(())
     });
+    // Readiness says so, with the reason, for a load balancer's health check.
+    let (status, why) = ready(&b);
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("storage"), "{why}");
     cluster.start();
     resumes("ingest resuming by itself after an outage");
+    wait_until("relay B ready again", WAIT, || {
+        (ready(&b).0 == 200).then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     let emitted = trainer.join().unwrap();
     let direct = writer.join().unwrap();

@@ -301,6 +301,9 @@ fn sse_replay_larger_than_a_page_has_no_gap() {
 fn restart_on_the_same_data_dir_keeps_every_run_and_event() {
     let dir = TempDir::new("restart");
     let mut relay = Relay::start(&dir.0, &[]);
+    // Live and ready (readiness asks the storage; no login needed for either).
+    assert_eq!(relay.get("/healthz").0, 200);
+    assert_eq!(relay.get("/readyz").0, 200);
     relay.post(
         "keep",
         r#"[{"event":"training_start","total_epochs":3,"name":"kept","config":{"lr":0.1}},
