@@ -1354,21 +1354,25 @@ impl TestCerts {
         }
     }
 
-    /// A self-signed server certificate for `san`, its own root (as in the PostgreSQL
-    /// manual's quick setup, which `openssl req -x509` makes a CA certificate).
-    pub fn self_signed(dir: &Path, san: &str) -> TestCerts {
+    /// A self-signed server certificate, its own root, with the subject `CN=localhost`
+    /// and the subjectAltName `san` if given: the PostgreSQL manual's quick setup
+    /// (`openssl req -x509`, which makes it a CA certificate, and with no `san` at all).
+    pub fn self_signed(dir: &Path, san: Option<&str>) -> TestCerts {
         std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("openssl")
-            .args([
-                "req", "-new", "-x509", "-days", "3", "-nodes", "-newkey", "ec",
-            ])
-            .args([
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", &format!("subjectAltName={san}")])
+        let mut req = Command::new("openssl");
+        req.args([
+            "req", "-new", "-x509", "-days", "3", "-nodes", "-newkey", "ec",
+        ])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        if let Some(san) = san {
+            req.args(["-addext", &format!("subjectAltName={san}")]);
+        }
+        let out = req
             .args(["-keyout", "server.key", "-out", "server.crt"])
             .current_dir(dir)
             .stdin(Stdio::null())

@@ -1135,7 +1135,7 @@ fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
 
     // The PostgreSQL manual's quick setup: a self-signed server certificate that is its
     // own root. It is trusted as itself, and its name is still checked.
-    let own = TestCerts::self_signed(&dir.0.join("self-signed"), "DNS:localhost");
+    let own = TestCerts::self_signed(&dir.0.join("self-signed"), Some("DNS:localhost"));
     cluster.enable_tls(
         &own,
         "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
@@ -1154,4 +1154,23 @@ fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
     // The first CA no longer vouches for this server.
     let said = refused_start(&at("localhost", &ca("verify-ca", &certs)));
     assert!(said.contains("invalid peer certificate"), "{said}");
+
+    // The manual's setup exactly: no subjectAltName, the host in the CN only. As in
+    // libpq, the CN names the host then.
+    let cn_only = TestCerts::self_signed(&dir.0.join("cn-only"), None);
+    cluster.enable_tls(
+        &cn_only,
+        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
+         hostnossl all all all reject",
+    );
+    let relay = Relay::start_on(
+        &at("localhost", &ca("verify-full", &cn_only)),
+        &dir.0.join("relay-cn-only"),
+        &[],
+    );
+    let (status, v) = relay.post("tls-cn", r#"{"event":"log","message":"by CN"}"#, JSON);
+    assert_eq!(status, 200, "{v}");
+    drop(relay);
+    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &cn_only)));
+    assert!(said.contains("not valid for"), "{said}");
 }

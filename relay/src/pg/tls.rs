@@ -259,11 +259,55 @@ impl Check {
     }
 }
 
-/// `cert` must name `server_name` (in its subjectAltName).
+/// libpq's rule for certificates without a subjectAltName: the subject's common name
+/// (CN) must be the host (case aside), or a `*.` wildcard for its first label. A
+/// certificate with a subjectAltName is judged by that alone.
+fn common_name_matches(cert: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+    use x509_cert::der::{oid::ObjectIdentifier, Decode};
+    const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+    const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    let Ok(cert) = x509_cert::Certificate::from_der(cert.as_ref()) else {
+        return false;
+    };
+    let tbs = &cert.tbs_certificate;
+    let has_san = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .any(|e| e.extn_id == SUBJECT_ALT_NAME);
+    if has_san {
+        return false;
+    }
+    let host = server_name.to_str().to_ascii_lowercase();
+    tbs.subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == COMMON_NAME)
+        .filter_map(|atv| std::str::from_utf8(atv.value.value()).ok())
+        .any(|cn| cn_names_host(cn, &host))
+}
+
+/// Whether a CN names the (lower-case) host: equal but for case, or `*.rest` for a
+/// host whose first label is followed by exactly `rest`.
+fn cn_names_host(cn: &str, host: &str) -> bool {
+    let cn = cn.to_ascii_lowercase();
+    match cn.strip_prefix("*.") {
+        Some(rest) => host
+            .split_once('.')
+            .is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
+        None => cn == host,
+    }
+}
+
+/// `cert` must name `server_name`: in its subjectAltName, or, without one, its CN.
 fn check_name(
     cert: &CertificateDer<'_>,
     server_name: &ServerName<'_>,
 ) -> Result<(), rustls::Error> {
+    if common_name_matches(cert, server_name) {
+        return Ok(());
+    }
     let cert = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
     cert.verify_is_valid_for_subject_name(server_name)
@@ -302,9 +346,12 @@ impl ServerCertVerifier for Verifier {
             return Ok(ServerCertVerified::assertion());
         }
         match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            // The chain checked out; only the name did not.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !name => Ok(ServerCertVerified::assertion()),
+            )) if !name || common_name_matches(end_entity, server_name) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -433,6 +480,16 @@ mod tests {
             err.contains("sslmode=verify_full") && err.contains("verify-full"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_common_name_names_its_host_or_one_label_under_a_wildcard() {
+        assert!(cn_names_host("DB.Example.com", "db.example.com"));
+        assert!(cn_names_host("*.example.com", "db.example.com"));
+        assert!(!cn_names_host("*.example.com", "example.com"));
+        assert!(!cn_names_host("*.example.com", "a.db.example.com"));
+        assert!(!cn_names_host("db.example.com", "db.example.co"));
+        assert!(cn_names_host("127.0.0.1", "127.0.0.1"));
     }
 
     #[test]
