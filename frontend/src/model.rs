@@ -520,6 +520,24 @@ pub fn shown_status(status: RunStatus, last_event_at: Option<f64>, now: f64) -> 
     }
 }
 
+/// Seconds a run has taken: up to now while it is live, else up to its end or, for a
+/// run that went stale, its last event (a dead trainer's run does not keep counting).
+pub fn elapsed_s(
+    status: RunStatus,
+    started_at: Option<f64>,
+    ended_at: Option<f64>,
+    last_event_at: Option<f64>,
+    now: f64,
+) -> Option<f64> {
+    let live = status.is_live() && shown_status(status, last_event_at, now) != ShownStatus::Stale;
+    let stop = if live {
+        now
+    } else {
+        ended_at.or(last_event_at).unwrap_or(now)
+    };
+    started_at.map(|t| stop - t)
+}
+
 /// "3/10", or "3" when the total is unknown.
 pub fn progress(current: u64, total: Option<u64>) -> String {
     match total {
@@ -592,6 +610,40 @@ mod tests {
 
     fn ev(json: &str) -> Event {
         Event::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn elapsed_stops_at_the_end_or_at_the_last_event_of_a_stale_run() {
+        let (start, last) = (1000.0, 1060.0);
+        // Live: up to now.
+        assert_eq!(
+            elapsed_s(
+                RunStatus::Running,
+                Some(start),
+                None,
+                Some(last),
+                last + 5.0
+            ),
+            Some(65.0)
+        );
+        // Silent for longer than the stale limit: up to its last event.
+        let later = last + STALE_AFTER_S + 3600.0;
+        assert_eq!(
+            elapsed_s(RunStatus::Running, Some(start), None, Some(last), later),
+            Some(60.0)
+        );
+        // Ended: up to its end.
+        assert_eq!(
+            elapsed_s(
+                RunStatus::Completed,
+                Some(start),
+                Some(1050.0),
+                Some(last),
+                later
+            ),
+            Some(50.0)
+        );
+        assert_eq!(elapsed_s(RunStatus::Running, None, None, None, later), None);
     }
 
     #[test]

@@ -43,13 +43,8 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         let now = clock.get();
         view_state.with(|v| {
             let s = &v.state;
-            let stop = if s.status.is_live() {
-                now
-            } else {
-                s.ended_at.or(s.last_event_at).unwrap_or(now)
-            };
-            s.started_at
-                .map_or("–".into(), |t| model::duration(stop - t))
+            model::elapsed_s(s.status, s.started_at, s.ended_at, s.last_event_at, now)
+                .map_or("–".into(), model::duration)
         })
     });
     let eta = Signal::derive(move || {

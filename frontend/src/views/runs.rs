@@ -56,12 +56,7 @@ fn compare_class(picked: usize) -> &'static str {
 }
 
 fn duration_of(s: &RunSummary, now: f64) -> f64 {
-    let stop = if s.status.is_live() {
-        now
-    } else {
-        s.ended_at.or(s.last_event_at).unwrap_or(now)
-    };
-    s.started_at.map_or(0.0, |t| stop - t)
+    model::elapsed_s(s.status, s.started_at, s.ended_at, s.last_event_at, now).unwrap_or(0.0)
 }
 
 fn cmp_opt(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
