@@ -1433,28 +1433,17 @@ impl Storage for PgStore {
         limit: usize,
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        // No names: every event (`$3` NULL). The (run, id) key serves both.
         self.read_conn(|c| {
-            let rows = match names {
-                None => {
-                    let s = prepared(
-                        &mut c.cache,
-                        &mut c.client,
-                        "SELECT id, name, data FROM events WHERE run = $1 AND id > $2 ORDER BY id LIMIT $3",
-                    )?;
-                    c.client
-                        .query(&s, &[&run, &(after as i64), &(limit as i64)])?
-                }
-                Some(names) => {
-                    let s = prepared(
-                        &mut c.cache,
-                        &mut c.client,
-                        "SELECT id, name, data FROM events WHERE run = $1 AND id > $2
-                         AND name = ANY($3) ORDER BY id LIMIT $4",
-                    )?;
-                    c.client
-                        .query(&s, &[&run, &(after as i64), &names, &(limit as i64)])?
-                }
-            };
+            let s = prepared(
+                &mut c.cache,
+                &mut c.client,
+                "SELECT id, name, data FROM events WHERE run = $1 AND id > $2
+                 AND ($3::text[] IS NULL OR name = ANY($3)) ORDER BY id LIMIT $4",
+            )?;
+            let rows = c
+                .client
+                .query(&s, &[&run, &(after as i64), &names, &(limit as i64)])?;
             Ok(rows.iter().map(stored_event).collect())
         })
     }
@@ -1468,27 +1457,15 @@ impl Storage for PgStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64;
         self.read_conn(|c| {
-            let rows = match names {
-                None => {
-                    let s = prepared(
-                        &mut c.cache,
-                        &mut c.client,
-                        "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
-                         ORDER BY id DESC LIMIT $3",
-                    )?;
-                    c.client.query(&s, &[&run, &before, &(limit as i64)])?
-                }
-                Some(names) => {
-                    let s = prepared(
-                        &mut c.cache,
-                        &mut c.client,
-                        "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
-                         AND name = ANY($3) ORDER BY id DESC LIMIT $4",
-                    )?;
-                    c.client
-                        .query(&s, &[&run, &before, &names, &(limit as i64)])?
-                }
-            };
+            let s = prepared(
+                &mut c.cache,
+                &mut c.client,
+                "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
+                 AND ($3::text[] IS NULL OR name = ANY($3)) ORDER BY id DESC LIMIT $4",
+            )?;
+            let rows = c
+                .client
+                .query(&s, &[&run, &before, &names, &(limit as i64)])?;
             Ok(rows.iter().map(stored_event).collect())
         })
     }

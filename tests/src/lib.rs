@@ -707,50 +707,9 @@ run_prefix = "ci-"
     path
 }
 
-/// Follows an SSE stream as [`sse_follow_ids`] does, but over several relays serving
-/// the same data: it starts on `urls[0]`, reconnects with `Last-Event-ID` when the
-/// stream drops, and moves on to the next URL whenever one cannot be reached. Returns
-/// each id seen with the index of the URL that delivered it.
-pub fn sse_follow_ids_failover(
-    urls: &[String],
-    until: u64,
-    deadline: Instant,
-) -> Vec<(u64, usize)> {
-    assert!(!urls.is_empty());
-    let mut seen: Vec<(u64, usize)> = Vec::new();
-    let mut current = 0;
-    while (seen.len() as u64) < until && Instant::now() < deadline {
-        let mut req = ureq::get(&urls[current]).timeout(Duration::from_secs(10));
-        if let Some((last, _)) = seen.last() {
-            req = req.set("Last-Event-ID", &last.to_string());
-        }
-        let resp = match req.call() {
-            Ok(resp) => resp,
-            Err(_) => {
-                current = (current + 1) % urls.len();
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        let reader = BufReader::new(resp.into_reader());
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            if let Some(id) = line.strip_prefix("id: ") {
-                if let Ok(id) = id.trim().parse() {
-                    seen.push((id, current));
-                }
-                if seen.len() as u64 >= until {
-                    break;
-                }
-            }
-        }
-    }
-    seen
-}
-
-/// A background SSE subscriber over one or more relays serving the same run (as
-/// [`sse_follow_ids_failover`]: reconnects with `Last-Event-ID`, moves to the next URL
-/// when one is unreachable), for tests that wait on what it has seen so far. It stops
+/// A background SSE subscriber over one or more relays serving the same run: it starts
+/// on `urls[0]`, reconnects with `Last-Event-ID` when the stream drops and moves to the
+/// next URL when one is unreachable, for tests that wait on what it has seen so far. It stops
 /// when dropped (at the latest when its current request times out).
 pub struct SseFollower {
     seen: Arc<Mutex<Vec<(u64, usize)>>>,

@@ -92,6 +92,17 @@ fn command_in_state(relay: &Relay, run: &str, id: &str) -> Option<Value> {
 }
 
 /// NDJSON `log` events of sender `src` with seqs `seqs`.
+/// Two relays on one fresh database (with the data dir holding their caches, and the
+/// database's URL), or `None` after saying why when there is no PostgreSQL server.
+fn two_relays(test: &str, tag: &str, extra: &[&str]) -> Option<((TempDir, String), Relay, Relay)> {
+    pg_server_or_skip(test)?;
+    let db = fresh_database(tag);
+    let dir = TempDir::new(&format!("pg-{tag}"));
+    let a = Relay::start_on(&db, &dir.0.join("a"), extra);
+    let b = Relay::start_on(&db, &dir.0.join("b"), extra);
+    Some(((dir, db), a, b))
+}
+
 fn log_batch(src: &str, seqs: std::ops::RangeInclusive<u64>) -> String {
     seqs.map(|s| {
         format!("{{\"event\":\"log\",\"src\":\"{src}\",\"seq\":{s},\"message\":\"{src}-{s}\"}}\n")
@@ -101,13 +112,10 @@ fn log_batch(src: &str, seqs: std::ops::RangeInclusive<u64>) -> String {
 
 #[test]
 fn two_relays_on_one_database_give_one_gapless_exactly_once_history_and_both_stream_it() {
-    let Some(_) = pg_server_or_skip("two_relays_on_one_database") else {
+    let Some(((_dir, _db), a, b)) = two_relays("two_relays_on_one_database", "two-relays", &[])
+    else {
         return;
     };
-    let db = fresh_database("two-relays");
-    let dir = TempDir::new("pg-two");
-    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
-    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
     const RUN: &str = "shared";
     const THREADS: u64 = 6;
     const BATCHES: u64 = 20;
@@ -216,13 +224,9 @@ fn two_relays_on_one_database_give_one_gapless_exactly_once_history_and_both_str
 
 #[test]
 fn commands_posted_on_one_relay_reach_a_trainer_on_another_and_its_answers_come_back() {
-    let Some(_) = pg_server_or_skip("commands_across_relays") else {
+    let Some(((_dir, _db), a, b)) = two_relays("commands_across_relays", "commands", &[]) else {
         return;
     };
-    let db = fresh_database("commands");
-    let dir = TempDir::new("pg-commands");
-    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
-    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
     const RUN: &str = "xctl";
     let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &a.url, RUN);
     let state_b = || b.get(&format!("/api/runs/{RUN}"));
@@ -316,13 +320,9 @@ fn commands_posted_on_one_relay_reach_a_trainer_on_another_and_its_answers_come_
 
 #[test]
 fn kill_9_of_one_relay_behind_a_load_balancer_loses_nothing_and_streams_move_to_the_other() {
-    let Some(_) = pg_server_or_skip("kill_9_of_one_relay") else {
+    let Some(((_dir, _db), mut a, b)) = two_relays("kill_9_of_one_relay", "kill9", &[]) else {
         return;
     };
-    let db = fresh_database("kill9");
-    let dir = TempDir::new("pg-kill9");
-    let mut a = Relay::start_on(&db, &dir.0.join("a"), &[]);
-    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
     let proxy = FailoverProxy::in_front_of(&[&a, &b]);
     const RUN: &str = "k9";
     let total = 4000u64;
@@ -861,15 +861,13 @@ fn status_with_cookie(relay: &Relay, cookie: &str, path: &str) -> u16 {
 
 #[test]
 fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out() {
-    let Some(_) = pg_server_or_skip("sessions_shared") else {
+    let users = TempDir::new("pg-sessions-config");
+    let config = stepwatch_e2e::auth_config(&users.0, "");
+    let config = config.to_str().unwrap();
+    let Some(((dir, db), a, b)) = two_relays("sessions_shared", "sessions", &["--config", config])
+    else {
         return;
     };
-    let db = fresh_database("sessions");
-    let dir = TempDir::new("pg-sessions");
-    let config = stepwatch_e2e::auth_config(&dir.0, "");
-    let config = config.to_str().unwrap();
-    let a = Relay::start_on(&db, &dir.0.join("a"), &["--config", config]);
-    let b = Relay::start_on(&db, &dir.0.join("b"), &["--config", config]);
     let r = ureq::post(&format!("{}/api/login", a.url))
         .send_json(serde_json::json!({ "name": "otto", "password": "otto-pw" }))
         .unwrap();
@@ -943,13 +941,9 @@ fn a_browser_signed_in_on_one_relay_is_signed_in_on_the_other_until_it_signs_out
 
 #[test]
 fn a_relay_that_loses_its_notifications_catches_up_from_the_table() {
-    let Some(_) = pg_server_or_skip("lost_notifications") else {
+    let Some(((_dir, db), a, b)) = two_relays("lost_notifications", "lost-notes", &[]) else {
         return;
     };
-    let db = fresh_database("lost-notes");
-    let dir = TempDir::new("pg-lost-notes");
-    let a = Relay::start_on(&db, &dir.0.join("a"), &[]);
-    let b = Relay::start_on(&db, &dir.0.join("b"), &[]);
     const RUN: &str = "deaf";
     let post = |from: u64, to: u64| {
         let url = format!("{}/api/runs/{RUN}/events", a.url);
