@@ -120,8 +120,17 @@ def test_summary_writer_switches_by_one_import(relay, run_script, tmp_path):
     assert state["best_loss"] == pytest.approx(0.1) and state["loss_non_finite"] is True
     assert state["metrics"]["Loss/test"] == pytest.approx(0.2)
     assert state["metrics"]["lr/group1"] == pytest.approx(0.02)
+    # lr/group0, the first learning-rate tag, is the run's learning rate, not a metric.
+    assert state["learning_rate"] == pytest.approx(0.01)
+    assert "lr/group0" not in state["metrics"]
     assert state["metrics"]["hparam/best"] == 0.5
-    losses = [(e["step"], e["loss"]) for e in events(relay, "tb-shim", "batch_end")]
+    batch_ends = events(relay, "tb-shim", "batch_end")
+    # Logged after the loss, the rate rides on the next step's batch_end.
+    assert "lr" not in batch_ends[0] and batch_ends[1]["lr"] == pytest.approx(0.01)
+    # TensorBoard has no epochs: none invented.
+    assert not any("epoch" in e for e in batch_ends)
+    assert events(relay, "tb-shim", "epoch_start", "epoch_end") == []
+    losses = [(e["step"], e["loss"]) for e in batch_ends]
     assert losses[:3] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
     assert losses[-1] == (10, "Infinity")
     updates = events(relay, "tb-shim", "metric_update")
@@ -131,6 +140,31 @@ def test_summary_writer_switches_by_one_import(relay, run_script, tmp_path):
     logs = [e for e in events(relay, "tb-shim", "log") if e.get("logger") == "notes"]
     assert [e["message"] for e in logs] == ["hello from tensorboard"]
     assert len(events(relay, "tb-shim", "training_start")) == 1
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["train/lr", "lr", "LR", "learning_rate", "lr-Adam", "lr-AdamW/pg1", "optim/Learning_Rate"],
+)
+def test_summary_writer_sends_lr_tags_as_the_runs_learning_rate(relay, run_script, tag):
+    code = f"""
+from stepwatch.tensorboard import SummaryWriter
+with SummaryWriter("runs/tb-lr") as w:
+    for step in range(5):
+        w.add_scalar({tag!r}, 0.1 / (step + 1), step)        # before the loss: exact
+        w.add_scalar("train/loss", 1.0 / (step + 1), step)
+        w.add_scalar("lr-Adam/pg2", 0.5, step)               # another group: a metric
+"""
+    proc = run_script(code, env={"STEPWATCH_URL": relay.url})
+    assert proc.returncode == 0, proc.stderr
+    state = relay.wait_for("tb-lr", lambda s: s["status"] == "completed")
+    assert state["learning_rate"] == pytest.approx(0.1 / 5)
+    lrs = [(e["step"], e["lr"]) for e in events(relay, "tb-lr", "batch_end")]
+    assert lrs == [(s, pytest.approx(0.1 / (s + 1))) for s in range(5)]
+    assert tag not in state["metrics"]
+    assert not any(e.get("name") == tag for e in events(relay, "tb-lr", "metric_update"))
+    assert state["metrics"]["lr-Adam/pg2"] == 0.5
+    assert state["batch_count"] == 5
 
 
 def test_summary_writer_with_block_failure_ends_the_run_failed(relay, run_script):

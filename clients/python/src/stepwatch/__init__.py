@@ -13,7 +13,7 @@ the relay is unreachable.
 """
 
 from . import _relay
-from ._control import StopTraining, on_command
+from ._control import StopInterrupt, StopTraining, on_command
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._helpers import (
     emit_batch_end,
@@ -46,6 +46,7 @@ __all__ = [
     "RelaySender",
     "capture_output",
     "parse_nvidia_smi_csv",
+    "StopInterrupt",
     "StopTraining",
     "control_point",
     "on_command",

@@ -1,21 +1,44 @@
 """Control from the dashboard: pause, resume, stop, load_checkpoint, ask.
 
 A daemon thread follows the relay's command stream for the run. Commands that act on
-the model (``load_checkpoint``, ``ask``) and pausing run on the *training* thread, at
-the next control point: every ``emit_batch_end`` (or ``training_emitter.emit("batch_end")``)
-and every explicit :func:`control_point` call. Each command id is handled once; answers
-go back as ``command_ack`` events (``accepted``, then ``done``, or ``rejected`` /
-``failed`` with a message).
+the model (``load_checkpoint``, ``ask``), pausing and stopping happen on the *training*
+thread, at the next control point: every ``emit_batch_end``, ``emit_batch_start`` and
+``emit_epoch_start`` (or ``training_emitter.emit`` of those names) and every explicit
+:func:`control_point` call. Each command id is handled once; answers go back as
+``command_ack`` events (``accepted``, then ``done``, or ``rejected`` / ``failed`` with a
+message), and the ``accepted`` message says what the trainer is doing.
+
+How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
+
+- ``auto`` (default): a loop that checks :func:`stepwatch.should_stop` ends itself (it
+  may want to finish its epoch). A loop counts as checking once the process has called
+  ``stepwatch.should_stop()``, or when a function running the loop (on the call stack at
+  the control point) refers to it. Any other loop gets a :class:`StopInterrupt` (a
+  ``KeyboardInterrupt``) raised at its next control point, the way Ctrl-C stops a
+  script: ``except KeyboardInterrupt`` blocks run, ``finally`` blocks run.
+- ``interrupt``: always the ``KeyboardInterrupt``. ``flag``: never; only
+  ``should_stop()`` turns true. ``raise`` (or ``raise_on_stop=True``): raise
+  :class:`StopTraining` at the next control point.
+
+The interrupt is raised once, at the next control point. A loop that swallows it and
+goes on training (reaches ``batch_end`` / ``batch_start`` / ``epoch_start`` again) gets
+it again, like a second Ctrl-C; explicit ``control_point()`` calls (evaluation loops)
+raise it only the first time, so a final test pass after the interrupt runs. Nothing is
+raised once the run has ended (``emit_training_end``). The framework integrations
+(Hugging Face, Lightning's callback) stop their trainer themselves in every mode but
+``raise``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import urllib.request
 from collections import deque
+from types import FrameType, ModuleType
 from typing import Any, Callable
 
 from ._emitter import TrainingEventEmitter
@@ -26,6 +49,8 @@ _log = logging.getLogger("stepwatch")
 KNOWN = ("pause", "resume", "stop", "load_checkpoint", "ask")
 #: Commands that call a handler registered with :func:`on_command`.
 HANDLED = ("load_checkpoint", "ask")
+#: How a stop reaches the loop (see the module docstring).
+STOP_MODES = ("auto", "interrupt", "flag", "raise")
 
 
 #: Handlers registered with :func:`on_command`, shared by every connection.
@@ -42,7 +67,91 @@ def on_command(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class StopTraining(Exception):
-    """Raised at a control point after a stop command, when the trainer opted in."""
+    """Raised at a control point after a stop command, when the trainer opted in
+    (``connect(raise_on_stop=True)`` or ``stop="raise"``)."""
+
+
+class StopInterrupt(KeyboardInterrupt):
+    """The ``KeyboardInterrupt`` a Stop from the dashboard raises at the next control
+    point of a loop that does not check ``should_stop()`` (see the module docstring).
+    ``except KeyboardInterrupt`` catches it, as it catches Ctrl-C."""
+
+
+# Process-wide, so a reconnect keeps them.
+#: User code has called ``stepwatch.should_stop()``: its loop ends itself on a stop.
+_user_checked = False
+#: The framework integration that ends training itself on a stop, as named in acks.
+_framework: str | None = None
+
+
+def note_user_check() -> None:
+    """``stepwatch.should_stop()`` was called by the user's code."""
+    global _user_checked
+    _user_checked = True
+
+
+def framework_stops(name: str | None) -> None:
+    """An integration (``name``, e.g. "Hugging Face") stops its trainer itself on a stop;
+    None when it is done."""
+    global _framework
+    _framework = name
+
+
+def resolve_stop_mode(stop: str | None, raise_on_stop: bool = False) -> str:
+    """The stop mode: ``raise`` with ``raise_on_stop``, else ``stop``, else
+    ``STEPWATCH_STOP``, else ``auto``. A bad ``stop`` raises; a bad env value warns."""
+    import os
+
+    if raise_on_stop:
+        return "raise"
+    if stop is not None:
+        mode = str(stop).strip().lower()
+        if mode not in STOP_MODES:
+            raise ValueError(f"stop={stop!r}: use one of {STOP_MODES}")
+        return mode
+    env = os.environ.get("STEPWATCH_STOP", "").strip().lower()
+    if not env:
+        return "auto"
+    if env not in STOP_MODES:
+        _log.warning("stepwatch: STEPWATCH_STOP=%r is not one of %s; using auto", env, STOP_MODES)
+        return "auto"
+    return env
+
+
+def _is_stepwatch(module: Any) -> bool:
+    return isinstance(module, str) and (module == "stepwatch" or module.startswith("stepwatch."))
+
+
+def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) -> bool:
+    """Whether a function on the stack from ``frame`` up (outside stepwatch) refers to
+    ``stepwatch.should_stop``: by name (``from stepwatch import should_stop``, any alias)
+    or as an attribute of the stepwatch module (``stepwatch.should_stop()``). Locals
+    (``import stepwatch`` inside a function) are looked at only with ``use_locals``: not
+    for another thread's frames."""
+    from . import _relay
+
+    target = _relay.should_stop
+    packages = tuple(m for m in (sys.modules.get("stepwatch"), _relay) if m is not None)
+    depth = 0
+    while frame is not None and depth < 200:
+        depth += 1
+        try:
+            g = frame.f_globals
+            if not _is_stepwatch(g.get("__name__")):
+                code = frame.f_code
+                names = code.co_names + code.co_varnames + code.co_freevars
+                local = frame.f_locals if use_locals and code.co_varnames else {}
+                by_attr = "should_stop" in code.co_names
+                for name in names:
+                    value = local[name] if name in local else g.get(name)
+                    if value is target:
+                        return True
+                    if by_attr and isinstance(value, ModuleType) and value in packages:
+                        return True
+        except Exception:  # a strange frame: never break training over a guess
+            pass
+        frame = frame.f_back
+    return False
 
 
 class Controller:
@@ -55,11 +164,14 @@ class Controller:
         emitter: TrainingEventEmitter,
         token: str | None = None,
         raise_on_stop: bool = False,
+        stop: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.run = run
         self.token = token
-        self.raise_on_stop = raise_on_stop
+        #: How a stop reaches the loop: one of :data:`STOP_MODES`.
+        self.stop_mode = resolve_stop_mode(stop, raise_on_stop)
+        self.raise_on_stop = self.stop_mode == "raise"
         self._emitter = emitter
         self._handlers = HANDLERS
         self._seen: set[str] = set()
@@ -69,6 +181,13 @@ class Controller:
         self._pause_acked = False
         self._resume_id: str | None = None
         self._stop_id: str | None = None
+        self._stop_told: str | None = None  # how the stop's last ack said it would end
+        self._stop_delivered = False  # the loop has seen the stop (flag, interrupt, raise)
+        self._stop_finished = False  # the run ended: nothing more is raised
+        self._interrupts = 0
+        self._batches = 0  # batch_end events seen (the reducer's step without `step`)
+        self._step: Any = None
+        self._train_thread: int | None = None  # the thread at the last control point
         self._closed = False
         self.connected = False
         self._thread = threading.Thread(target=self._listen, name="stepwatch-commands", daemon=True)
@@ -76,7 +195,21 @@ class Controller:
 
     # -- public -----------------------------------------------------------------------
     def should_stop(self) -> bool:
+        if self._stop_id is None:
+            return False
+        self._stop_delivered = True
+        return True
+
+    @property
+    def stop_asked(self) -> bool:
+        """A stop arrived (whether or not the loop has seen it yet)."""
         return self._stop_id is not None
+
+    @property
+    def stop_delivered(self) -> bool:
+        """The loop has been told to stop: ``should_stop()`` answered true to it, or a
+        stop was raised into it. An error after this happened on the way out."""
+        return self._stop_delivered
 
     @property
     def paused(self) -> bool:
@@ -87,8 +220,20 @@ class Controller:
         with self._cond:
             self._cond.notify_all()
 
-    def control_point(self, raise_on_stop: bool | None = None) -> None:
-        """Runs queued commands; blocks while paused; raises StopTraining if asked to."""
+    def at_event(self, record: dict) -> None:
+        """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``."""
+        event = record.get("event")
+        if event == "batch_end":
+            self._batches += 1
+            step = record.get("step")
+            self._step = step if step is not None else self._batches
+        self.control_point(where=event)
+
+    def control_point(self, raise_on_stop: bool | None = None, where: str | None = None) -> None:
+        """Runs queued commands; blocks while paused; after a stop, may raise
+        :class:`StopInterrupt` or :class:`StopTraining` (see the module docstring).
+        ``raise_on_stop=False``: an integration's own control point, which never raises."""
+        self._train_thread = threading.get_ident()
         self._run_work()
         if self._pause_id is not None and self._stop_id is None:
             pause_id = self._pause_id
@@ -109,16 +254,95 @@ class Controller:
             self._ack(pause_id, "pause", "done", "resumed" if resume_id else "ended")
             if resume_id:
                 self._ack(resume_id, "resume", "done", "resumed")
-        stop = self.raise_on_stop if raise_on_stop is None else raise_on_stop
-        if stop and self._stop_id is not None:
-            raise StopTraining("stopped from the Stepwatch dashboard")
+        if self._stop_id is not None and not self._stop_finished and raise_on_stop is not False:
+            self._obey_stop(raise_on_stop, where)
 
     def finish_stop(self) -> bool:
         """Called when training ends: answers a stop command; True if one was asked."""
         if self._stop_id is None:
             return False
-        self._ack(self._stop_id, "stop", "done", "stopped")
+        if not self._stop_finished:
+            self._stop_finished = True
+            self._ack(self._stop_id, "stop", "done", "stopped")
         return True
+
+    # -- stopping -----------------------------------------------------------------------
+    def _how(self, frame: FrameType | None, use_locals: bool = True) -> str:
+        """How the stop reaches the loop now: interrupt, flag, raise or framework."""
+        if self.stop_mode == "raise":
+            return "raise"
+        if _framework is not None:
+            return "framework"
+        if self.stop_mode != "auto":
+            return self.stop_mode
+        if _user_checked:
+            return "flag"
+        try:
+            if loop_checks_should_stop(frame, use_locals):
+                return "flag"
+        except Exception:
+            pass
+        return "interrupt"
+
+    def _how_message(self, how: str) -> str:
+        if how == "interrupt":
+            if self.stop_mode == "interrupt":
+                return "interrupting the loop at the next step (stop mode 'interrupt')"
+            return "this loop does not check should_stop(): interrupting at the next step"
+        if how == "raise":
+            return "raising StopTraining at the next step"
+        if how == "framework":
+            return f"the {_framework} trainer stops cleanly after this step"
+        return "the loop ends when it next checks should_stop()"
+
+    def _stop_frame(self) -> FrameType | None:
+        """The training thread's current frame, as seen from the listener thread."""
+        ident = self._train_thread
+        if ident is None:
+            return None
+        try:
+            return sys._current_frames().get(ident)
+        except Exception:
+            return None
+
+    def _obey_stop(self, raise_on_stop: bool | None, where: str | None) -> None:
+        if raise_on_stop:
+            how = "raise"
+        else:
+            how = self._how(sys._getframe(1))
+        if how == "raise":
+            self._stop_delivered = True
+            self._interrupts += 1
+            if self._interrupts == 1:
+                self._tell_stop(how, f"raising StopTraining at step {self._step_text()}")
+            raise StopTraining("stopped from the Stepwatch dashboard")
+        if how != "interrupt":
+            if self._stop_told != how:
+                self._tell_stop(how, self._how_message(how))
+            return
+        if self._interrupts and where is None:
+            return  # explicit control points (evaluation) interrupt once
+        self._interrupts += 1
+        self._stop_delivered = True
+        if self._interrupts == 1:
+            self._tell_stop(
+                how, f"interrupting the loop at step {self._step_text()} (KeyboardInterrupt)"
+            )
+        elif self._interrupts == 2:
+            self._tell_stop(
+                how,
+                "the loop went on after the interrupt: interrupting again at step "
+                f"{self._step_text()} (KeyboardInterrupt)",
+            )
+        raise StopInterrupt(f"Stop from the Stepwatch dashboard (run {self.run})")
+
+    def _step_text(self) -> str:
+        return str(self._step) if self._step is not None else "0"
+
+    def _tell_stop(self, how: str, message: str) -> None:
+        self._stop_told = how
+        if self._stop_id is not None:
+            self._ack(self._stop_id, "stop", "accepted", message)
 
     # -- answers ------------------------------------------------------------------------
     def _ack(
@@ -185,8 +409,10 @@ class Controller:
                 if self._stop_id is not None:
                     self._ack(cid, name, "rejected", "already stopping")
                 else:
+                    how = self._how(self._stop_frame(), use_locals=False)
+                    self._stop_told = how
                     self._stop_id = cid
-                    self._ack(cid, name, "accepted", "stopping at the next control point")
+                    self._ack(cid, name, "accepted", "stop accepted; " + self._how_message(how))
             elif name not in self._handlers:
                 self._ack(
                     cid,

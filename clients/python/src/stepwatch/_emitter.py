@@ -12,6 +12,8 @@ _log = logging.getLogger("stepwatch")
 
 #: Events of each name kept for ``get_history``.
 DEFAULT_HISTORY = 1000
+#: Events after which the emitting thread reaches a control point (pause, commands, stop).
+CONTROL_EVENTS = frozenset(("batch_end", "batch_start", "epoch_start"))
 
 Listener = Callable[[dict], Any]
 
@@ -28,8 +30,9 @@ class TrainingEventEmitter:
         self._history: dict[str, deque] = {}
         self._history_len = history
         self._lock = threading.Lock()
-        #: Called on the emitting thread after every ``batch_end`` (the control point).
-        self.control_hook: Callable[[], None] | None = None
+        #: Called with the record on the emitting thread after every event in
+        #: :data:`CONTROL_EVENTS` (the control points).
+        self.control_hook: Callable[[dict], None] | None = None
 
     def on(self, event: str, callback: Listener) -> Listener:
         """Calls ``callback(event_data)`` for every ``event``; ``"*"`` means every event."""
@@ -61,8 +64,11 @@ class TrainingEventEmitter:
             self._call(cb, record)
         for cb in self._any:
             self._call(cb, record)
-        if event == "batch_end" and self.control_hook is not None:
-            self.control_hook()  # may block while paused, or raise StopTraining
+        hook = self.control_hook
+        if hook is not None and event in CONTROL_EVENTS:
+            # May block while paused; after a Stop may raise KeyboardInterrupt (or
+            # StopTraining when asked to), deliberately: see stepwatch._control.
+            hook(record)
         return record
 
     @staticmethod

@@ -1,8 +1,12 @@
 """How a run ends when the process does: an uncaught exception is reported as
 ``error_occurred`` (fatal, with its traceback) and ``training_end`` status ``failed``;
-Ctrl-C, SIGTERM and an uncaught ``StopTraining`` end it as ``stopped``. The bounded
-exit flush (atexit) then sends what is queued. Installed by ``connect()``; previous
-hooks and handlers are kept and called."""
+Ctrl-C (also the ``KeyboardInterrupt`` a Stop from the dashboard raises), SIGTERM and an
+uncaught ``StopTraining`` end it as ``stopped``. An exception raised after the loop was
+told to stop (the script's own code on the way out, e.g. loading a best checkpoint that
+was never saved) ends it as ``stopped`` too: the error is recorded, not fatal, with a
+message that starts "after the stop: ". Either way the error is printed as usual. The
+bounded exit flush (atexit) then sends what is queued. Installed by ``connect()``;
+previous hooks and handlers are kept and called."""
 
 from __future__ import annotations
 
@@ -26,17 +30,42 @@ def run_open() -> bool:
     ) and not training_emitter.get_history("training_end")
 
 
+#: How an error after a stop is introduced in its ``error_occurred`` message.
+AFTER_STOP = "after the stop: "
+
+
+def end_run_for(exc: BaseException, tb: Any = None) -> str:
+    """Ends the open run because of ``exc``; returns the status it ended with:
+    ``stopped`` for Ctrl-C / a stop's interrupt / ``StopTraining``, and for any error
+    after the loop was told to stop (recorded as a non-fatal ``error_occurred``,
+    ``after_stop: true``); else ``failed`` with the error (fatal)."""
+    from ._helpers import emit_error_occurred, emit_training_end
+    from ._relay import stop_delivered
+
+    if isinstance(exc, (KeyboardInterrupt, _control.StopTraining)):
+        emit_training_end(status="stopped")
+        return "stopped"
+    if tb is None:
+        tb = exc.__traceback__
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if stop_delivered():
+        emit_error_occurred(
+            f"{AFTER_STOP}{type(exc).__name__}: {exc}",
+            traceback=text,
+            fatal=False,
+            after_stop=True,
+        )
+        emit_training_end(status="stopped")
+        return "stopped"
+    emit_error_occurred(exc, traceback=text, fatal=True)
+    emit_training_end(status="failed")
+    return "failed"
+
+
 def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
     try:
         if run_open():
-            from ._helpers import emit_error_occurred, emit_training_end
-
-            if issubclass(tp, (KeyboardInterrupt, _control.StopTraining)):
-                emit_training_end(status="stopped")
-            else:
-                text = "".join(traceback.format_exception(tp, value, tb))
-                emit_error_occurred(value, traceback=text, fatal=True)
-                emit_training_end(status="failed")
+            end_run_for(value, tb)
     except Exception:
         pass  # reporting must never hide the real error
     hook = _prev_excepthook or sys.__excepthook__

@@ -320,6 +320,7 @@ def connect(
     emitter: TrainingEventEmitter = training_emitter,
     commands: bool = True,
     raise_on_stop: bool = False,
+    stop: str | None = None,
     system_interval: float | None = None,
     heartbeat_interval: float | None = None,
     capture_logging: bool = True,
@@ -330,8 +331,13 @@ def connect(
 
     ``url``, ``run`` and ``token`` default to ``STEPWATCH_URL``, ``STEPWATCH_RUN`` and
     ``STEPWATCH_TOKEN``. With ``commands`` (the default) the trainer also obeys the
-    dashboard's pause / resume / stop / load_checkpoint / ask at its control points;
-    ``raise_on_stop`` makes a stop raise :class:`StopTraining` there. It also records,
+    dashboard's pause / resume / stop / load_checkpoint / ask at its control points.
+    ``stop`` says how a Stop ends the loop (default ``STEPWATCH_STOP``, else ``"auto"``):
+    ``"auto"`` leaves it to a loop that checks :func:`should_stop` and raises
+    :class:`StopInterrupt` (a ``KeyboardInterrupt``) at the next control point of one
+    that does not; ``"interrupt"`` always raises it; ``"flag"`` never does (only
+    ``should_stop()`` turns true); ``"raise"``, like ``raise_on_stop=True``, raises
+    :class:`StopTraining` there. It also records,
     each switchable: system metrics every ``system_interval`` seconds (default 5, or
     ``STEPWATCH_SYSTEM_INTERVAL``; 0 turns them off; they double as heartbeats), a bare
     ``heartbeat`` event every ``heartbeat_interval`` s when system metrics are off
@@ -356,9 +362,9 @@ def connect(
             emitter.control_hook = None
         if commands:
             _controller = _control.Controller(
-                url, run, emitter, token=token, raise_on_stop=raise_on_stop
+                url, run, emitter, token=token, raise_on_stop=raise_on_stop, stop=stop
             )
-            emitter.control_hook = _controller.control_point
+            emitter.control_hook = _controller.at_event
         _stop_extras()
         if system_interval is None:
             system_interval = float(
@@ -437,8 +443,9 @@ def connect_from_env() -> None:
 
 def _at_exit() -> None:
     c = _controller
-    if c is not None and c.should_stop() and _lifecycle.run_open():
-        # StopTraining ended the loop before the trainer could: end the run as stopped.
+    if c is not None and c.stop_asked and _lifecycle.run_open():
+        # The stop ended the loop (an interrupt the script caught, StopTraining, a loop
+        # that checked should_stop()) and the script exited without emit_training_end.
         from ._helpers import emit_training_end
 
         emit_training_end()
@@ -452,17 +459,35 @@ atexit.register(_at_exit)
 
 
 def control_point(raise_on_stop: bool | None = None) -> None:
-    """Where the trainer may pause, run dashboard commands, or stop. ``emit_batch_end``
-    calls it for you; call it yourself in loops that emit nothing (e.g. validation)."""
+    """Where the trainer may pause, run dashboard commands, or stop. ``emit_batch_end``,
+    ``emit_batch_start`` and ``emit_epoch_start`` call it for you; call it yourself in
+    loops that emit nothing (e.g. validation), so a Stop interrupts them too.
+    ``raise_on_stop=True`` raises :class:`StopTraining` here after a stop,
+    ``False`` never raises here."""
     c = _controller
     if c is not None:
         c.control_point(raise_on_stop)
 
 
 def should_stop() -> bool:
-    """True once the dashboard asked this run to stop."""
+    """True once the dashboard asked this run to stop. Calling it tells Stepwatch that
+    the loop ends itself on a stop (``stop="auto"``): no ``KeyboardInterrupt`` then."""
+    _control.note_user_check()
     c = _controller
     return c is not None and c.should_stop()
+
+
+def stop_requested() -> bool:
+    """``should_stop()`` for the integrations: not counted as the user's check."""
+    c = _controller
+    return c is not None and c.should_stop()
+
+
+def stop_delivered() -> bool:
+    """The loop has been told to stop (it saw ``should_stop()`` true, or a stop was
+    raised into it): errors from here on happened on the way out."""
+    c = _controller
+    return c is not None and c.stop_delivered
 
 
 def finish_stop() -> bool:

@@ -28,6 +28,15 @@ What each call sends:
   part: ``loss``, ``train/loss``, ``Loss/train``, ``train_loss`` are; ``val/loss``,
   ``Loss/test``, ``eval_loss`` are not (they stay metrics). ``loss_tag=`` names it
   instead; ``loss_tag=""`` sends every tag as a metric.
+- The learning rate: the first tag seen whose last part names one (``lr``,
+  ``learning_rate``, ``train/lr``, ``LR``, ``lr-Adam`` as Lightning's LearningRateMonitor
+  names it; a trailing parameter-group part is skipped: ``lr/group0``, ``lr-Adam/pg1``)
+  is the run's learning rate: it rides in the ``lr`` field of the training loss's
+  ``batch_end`` (the latest value, so log it before the loss to have each step's own),
+  never a metric of its own. ``lr_tag=`` names it instead; ``lr_tag=""`` keeps every
+  tag a metric (so does ``loss_tag=""``). Other param groups' rates stay metrics.
+- No epochs: the writer sends no ``epoch`` field and no ``epoch_start`` (TensorBoard has
+  no epochs); ``batch_idx`` is the global step.
 - ``add_scalars(main_tag, {k: v}, step)``: one ``metric_update`` with the metrics
   ``main_tag/k`` (a training loss among them as ``batch_end``, as above).
 - ``add_hparams(hparams, metrics)``: the hyperparameters become the run's ``config``
@@ -46,7 +55,9 @@ accepted and ignored, so existing code runs unchanged. ``walltime`` is ignored: 
 carry the time they are sent.
 
 Control from the dashboard: each training-loss value is a control point (pause and
-commands take effect there); to obey Stop, end your loop when ``stepwatch.should_stop()``.
+commands take effect there). A Stop raises ``KeyboardInterrupt`` (``stepwatch.StopInterrupt``)
+there, unless your loop checks ``stepwatch.should_stop()`` and ends itself (see
+``stepwatch.connect(stop=...)``).
 """
 
 from __future__ import annotations
@@ -62,7 +73,6 @@ from typing import Any, Callable
 from . import _relay
 from ._helpers import (
     emit_batch_end,
-    emit_error_occurred,
     emit_log,
     emit_metric_update,
     emit_training_end,
@@ -86,7 +96,7 @@ class SummaryWriter:
     """Sends TensorBoard scalars, hyperparameters and text to Stepwatch (see the module
     docstring). Takes the arguments of ``torch.utils.tensorboard.SummaryWriter``; the
     ones about event files are accepted and ignored. Keyword-only: ``url``, ``run``,
-    ``loss_tag``, ``flush_timeout``, ``end_run_on_close`` (default: end the run on
+    ``loss_tag``, ``lr_tag``, ``flush_timeout``, ``end_run_on_close`` (default: end the run on
     ``close()`` if this writer started it), ``connect_kwargs`` for ``stepwatch.connect``.
     """
 
@@ -102,6 +112,7 @@ class SummaryWriter:
         url: str | None = None,
         run: str | None = None,
         loss_tag: str | None = None,
+        lr_tag: str | None = None,
         flush_timeout: float = FLUSH_TIMEOUT,
         end_run_on_close: bool | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
@@ -109,6 +120,8 @@ class SummaryWriter:
     ) -> None:
         self.log_dir = os.fspath(log_dir) if log_dir else _default_log_dir(comment)
         self.loss_tag = loss_tag
+        self.lr_tag = lr_tag
+        self._lr: float | None = None  # the latest learning rate, for the next batch_end
         self.flush_timeout = flush_timeout
         self._end_run_on_close = end_run_on_close
         self._owns_run = False
@@ -137,6 +150,19 @@ class SummaryWriter:
             return True
         return False
 
+    def _is_lr(self, tag: str) -> bool:
+        if self.loss_tag == "":
+            return False  # no batch_end to carry it: a metric like any other
+        if self.lr_tag is not None:
+            return tag == self.lr_tag
+        if _common.is_lr_name(tag):
+            self.lr_tag = tag  # the first learning-rate tag is the run's
+            return True
+        return False
+
+    def _batch_end(self, loss: float, step: int | None) -> None:
+        emit_batch_end(batch_idx=step if step is not None else 0, loss=loss, lr=self._lr, step=step)
+
     # -- TensorBoard API ------------------------------------------------------------------
     def get_logdir(self) -> str:
         return self.log_dir
@@ -150,14 +176,17 @@ class SummaryWriter:
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
-        """One value: ``metric_update`` (``name=tag``), or ``batch_end`` for the loss."""
+        """One value: ``metric_update`` (``name=tag``), ``batch_end`` for the loss, kept
+        for the next ``batch_end`` for the learning rate."""
         value = _common.to_float(scalar_value)
         if value is None:
             return
         self._ensure_run()
         step = int(global_step) if global_step is not None else None
         if self._is_loss(tag):
-            emit_batch_end(batch_idx=step if step is not None else 0, loss=value, step=step)
+            self._batch_end(value, step)
+        elif self._is_lr(tag):
+            self._lr = value
         else:
             emit_metric_update(name=tag, value=value, step=step)
 
@@ -174,11 +203,12 @@ class SummaryWriter:
             return
         self._ensure_run()
         step = int(global_step) if global_step is not None else None
+        lr = next((t for t in values if self._is_lr(t)), None)
+        if lr is not None:
+            self._lr = values.pop(lr)
         loss = next((t for t in values if self._is_loss(t)), None)
         if loss is not None:
-            emit_batch_end(
-                batch_idx=step if step is not None else 0, loss=values.pop(loss), step=step
-            )
+            self._batch_end(values.pop(loss), step)
         if values:
             emit_metric_update(metrics=values, step=step)
 
@@ -240,10 +270,7 @@ class SummaryWriter:
             if exc is None:
                 emit_training_end()  # "stopped" after a stop from the dashboard
             else:
-                status = _common.error_status(exc)
-                if status == "failed":
-                    emit_error_occurred(exc, fatal=True)
-                emit_training_end(status=status)
+                _common.end_run_for(exc)  # failed with the error; stopped for Ctrl-C / Stop
         _relay.flush(_common.end_flush(None))
 
     def __enter__(self) -> SummaryWriter:

@@ -203,6 +203,25 @@ def is_train_loss_name(name: str) -> bool:
     return not is_eval_name(name) and any(p in LOSS_PARTS for p in _parts(name))
 
 
+#: Last name parts that name a learning rate (``lr-Adam``: Lightning's LearningRateMonitor).
+LR_NAMES = ("lr", "learning_rate", "learning-rate", "learningrate")
+#: Trailing parts that name a parameter group (``lr/group0``, ``lr-Adam/pg1``).
+_GROUP = re.compile(r"(?:param_?)?(?:group|pg)[_-]?\d+|\d+")
+
+
+def is_lr_name(name: str) -> bool:
+    """``lr``, ``learning_rate``, ``train/lr``, ``LR``, ``lr-Adam``, ``lr/group0``,
+    ``lr-AdamW/pg1``: a learning rate. The last part of the name counts (after any
+    parameter-group part), case-insensitive; evaluation names never do."""
+    parts = [p for p in str(name).lower().split("/") if p]
+    while len(parts) > 1 and _GROUP.fullmatch(parts[-1]):
+        parts.pop()
+    if not parts or is_eval_name(name):
+        return False
+    last = parts[-1]
+    return last in LR_NAMES or last.startswith("lr-")
+
+
 def changed(current: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     """Entries of ``current`` that are new or differ from ``before`` (NaN stays NaN)."""
     out = {}
@@ -249,9 +268,17 @@ def path_size(path: str) -> int | None:
 
 def error_status(exc: BaseException | None) -> str:
     """How a run interrupted by ``exc`` ends: ``stopped`` for Ctrl-C and a stop from the
-    dashboard, ``failed`` for anything else."""
+    dashboard (also an error raised after the loop was told to stop), ``failed`` for
+    anything else."""
     from .._control import StopTraining
 
-    if isinstance(exc, (KeyboardInterrupt, StopTraining)):
+    if isinstance(exc, (KeyboardInterrupt, StopTraining)) or _relay.stop_delivered():
         return "stopped"
     return "failed"
+
+
+def end_run_for(exc: BaseException) -> str:
+    """Ends the open run because of ``exc`` (see :func:`stepwatch._lifecycle.end_run_for`)."""
+    from .. import _lifecycle
+
+    return _lifecycle.end_run_for(exc)

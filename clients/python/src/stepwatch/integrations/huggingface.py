@@ -50,7 +50,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test without tran
         "pip install transformers"
     ) from _e
 
-from .. import _relay
+from .. import _control, _relay
 from .._helpers import (
     emit_batch_end,
     emit_checkpoint_saved,
@@ -153,6 +153,7 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
         self._stop_seen = False
         self._epoch_losses = []
         self._eval_metrics = {}
+        _control.framework_stops("Hugging Face")  # a stop sets should_training_stop
         epochs = int(getattr(state, "num_train_epochs", 0) or 0)
         emit_training_start(
             total_epochs=epochs or None,
@@ -216,7 +217,7 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
         if not self._main(state):
             return
         _relay.control_point(raise_on_stop=False)  # pause blocks here; commands run here
-        if _relay.should_stop() and not self._stop_seen:
+        if _relay.stop_requested() and not self._stop_seen:
             self._stop_seen = True
             control.should_training_stop = True
             strategy = getattr(args, "save_strategy", "no")
@@ -242,4 +243,5 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
             return
         if _common.run_open():
             emit_training_end()  # "stopped" when the dashboard asked, else "completed"
+        _control.framework_stops(None)
         _relay.flush(_common.end_flush(self.end_flush))

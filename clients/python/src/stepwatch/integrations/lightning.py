@@ -77,13 +77,12 @@ except ImportError as _first:  # pragma: no cover - depends on what is installed
             "pip install lightning (or pip install pytorch-lightning)"
         ) from _first
 
-from .. import _relay
+from .. import _control, _relay
 from .._helpers import (
     emit_batch_end,
     emit_checkpoint_saved,
     emit_epoch_end,
     emit_epoch_start,
-    emit_error_occurred,
     emit_log,
     emit_metric_update,
     emit_training_end,
@@ -187,9 +186,8 @@ def _end_run(exc: BaseException | None = None, status: str | None = None) -> Non
     if not _common.run_open():
         return
     if exc is not None:
-        status = _common.error_status(exc)
-        if status == "failed":
-            emit_error_occurred(exc, fatal=True)
+        _common.end_run_for(exc)  # failed with its error; stopped for Ctrl-C / a stop
+        return
     emit_training_end(status=status)
 
 
@@ -232,12 +230,15 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
         if not self._active:
             self._active = True
             _active_callbacks += 1
+        _control.framework_stops("Lightning")  # a stop sets trainer.should_stop
 
     def _deactivate(self) -> None:
         global _active_callbacks
         if self._active:
             self._active = False
             _active_callbacks = max(_active_callbacks - 1, 0)
+        if _active_callbacks == 0:
+            _control.framework_stops(None)
 
     @staticmethod
     def _default_run(trainer: Any) -> str | None:
@@ -328,7 +329,7 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
 
     def _obey(self, trainer: Any) -> None:
         _relay.control_point(raise_on_stop=False)  # pause blocks here; commands run here
-        if _relay.should_stop() and not getattr(trainer, "should_stop", False):
+        if _relay.stop_requested() and not getattr(trainer, "should_stop", False):
             trainer.should_stop = True
 
     # -- hooks ----------------------------------------------------------------------------
