@@ -20,11 +20,12 @@ pub const PALETTE: [RGBColor; 8] = [
     RGBColor(0x4f, 0xc3, 0xf7),
     RGBColor(0xff, 0xa7, 0x26),
     RGBColor(0x66, 0xbb, 0x6a),
-    RGBColor(0xef, 0x53, 0x50),
+    // Not red: red is for divergence (NaN/Infinity, the alert banner).
+    RGBColor(0x7e, 0x57, 0xc2),
     RGBColor(0xab, 0x47, 0xbc),
     RGBColor(0x26, 0xc6, 0xda),
     RGBColor(0xd4, 0xe1, 0x57),
-    RGBColor(0xec, 0x40, 0x7a),
+    RGBColor(0x8d, 0x6e, 0x63),
 ];
 pub const ALERT: RGBColor = RGBColor(0xff, 0x52, 0x52);
 
@@ -283,6 +284,33 @@ fn fit(canvas: &HtmlCanvasElement) -> f64 {
 /// Series with at most this many visible points get a marker on each.
 pub const SHOW_POINTS_UNDER: usize = 60;
 
+/// The x range to draw and how many labels it takes. A range too narrow to show (one
+/// point, or a zoom into less than a step) is widened around its centre: by steps, to at
+/// least 2 (labels n-1, n, n+1); by time, to at least a minute. Whole-step labels are at
+/// most one per step, so no label repeats.
+pub fn x_span(x0: f64, x1: f64, mode: XMode) -> (f64, f64, usize) {
+    let min = match mode {
+        XMode::Step => 2.0,
+        XMode::Wall | XMode::Relative => 60.0,
+    };
+    let (x0, x1) = if x1 - x0 < min {
+        let mid = (x0 + x1) / 2.0;
+        let mid = if mode == XMode::Step {
+            mid.round()
+        } else {
+            mid
+        };
+        (mid - min / 2.0, mid + min / 2.0)
+    } else {
+        (x0, x1)
+    };
+    let labels = match mode {
+        XMode::Step => ((x1 - x0).floor() as usize + 1).clamp(2, 7),
+        _ => 7,
+    };
+    (x0, x1, labels)
+}
+
 /// Pixel columns a canvas offers for downsampling.
 pub fn buckets_for(canvas: &HtmlCanvasElement) -> usize {
     (canvas.client_width().max(100) as usize).saturating_sub(70)
@@ -312,9 +340,8 @@ pub fn draw(
         let _ = root.present();
         return None;
     }
-    if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
-    }
+    let x_labels;
+    (x0, x1, x_labels) = x_span(x0, x1, opts.x_mode);
     let ys = series.iter().flat_map(|s| {
         s.raw
             .iter()
@@ -354,7 +381,7 @@ pub fn draw(
         .bold_line_style(theme.grid)
         .axis_style(theme.grid)
         .label_style(font)
-        .x_labels(7)
+        .x_labels(x_labels)
         .y_labels(6)
         .max_light_lines(2)
         .y_label_formatter(&|y| fmt_y(*y, log_y))
@@ -370,11 +397,12 @@ pub fn draw(
         };
         let _ = chart.draw_series(LineSeries::new(s.raw.iter().map(|d| (d.x, d.y)), raw_style));
         if s.visible <= SHOW_POINTS_UNDER {
-            // Few points (epoch metrics): mark each one.
+            // Few points (epoch metrics): mark each one; a lone point clearly.
+            let r = if s.visible <= 2 { 4.0 } else { 2.5 };
             let _ = chart.draw_series(
                 s.raw
                     .iter()
-                    .map(|d| Circle::new((d.x, d.y), (2.5 * dpr) as i32, color.filled())),
+                    .map(|d| Circle::new((d.x, d.y), (r * dpr) as i32, color.filled())),
             );
         }
         if !s.smooth.is_empty() {
@@ -421,6 +449,45 @@ pub fn nearest(s: &Prepared, x: f64) -> Option<&DPoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The labels plotters would put on an x range, as the chart formats them.
+    fn labels(x0: f64, x1: f64, mode: XMode) -> Vec<String> {
+        use plotters::coord::ranged1d::Ranged;
+        let (a, b, n) = x_span(x0, x1, mode);
+        let coord: plotters::coord::types::RangedCoordf64 = (a..b).into();
+        coord
+            .key_points(n)
+            .into_iter()
+            .map(|x| fmt_x(x, mode))
+            .collect()
+    }
+
+    #[test]
+    fn one_point_is_centred_with_whole_step_labels_that_do_not_repeat() {
+        let (a, b, _) = x_span(662.0, 662.0, XMode::Step);
+        assert_eq!((a, b), (661.0, 663.0));
+        let l = labels(662.0, 662.0, XMode::Step);
+        assert_eq!(l, ["661", "662", "663"]);
+        // Short ranges and zooms into less than a step: no label twice.
+        for (x0, x1) in [
+            (0.0, 1.0),
+            (0.0, 3.5),
+            (700.2, 700.8),
+            (10.0, 15.0),
+            (0.0, 1e6),
+        ] {
+            let l = labels(x0, x1, XMode::Step);
+            let mut d = l.clone();
+            d.dedup();
+            assert_eq!(d, l, "{x0}..{x1}");
+            assert!(l.len() >= 2, "{x0}..{x1}: {l:?}");
+        }
+        // Long ranges are left alone.
+        assert_eq!(x_span(0.0, 5000.0, XMode::Step), (0.0, 5000.0, 7));
+        // By time: a lone point gets a minute around it.
+        let (a, b, _) = x_span(100.0, 100.0, XMode::Relative);
+        assert_eq!((a, b), (70.0, 130.0));
+    }
 
     fn pts(n: usize) -> Vec<Point> {
         (0..n)

@@ -67,7 +67,12 @@ strings! {
     Batch => "Batch", "批次";
     Loss => "Loss", "损失";
     AvgLoss => "Avg loss", "平均损失";
-    BestLoss => "Best loss", "最佳损失";
+    BestLoss => "Best batch loss", "最佳批次损失";
+    BestLossHint => "The lowest single training-batch loss: noisy, and biased low. Runs that report a validation loss (val_loss, eval_loss …) show its best instead.", "单个训练批次的最低损失:波动大且偏低。报告验证损失(val_loss、eval_loss 等)的任务改为显示其最佳值。";
+    BestVal => "Best val loss", "最佳验证损失";
+    BestValHint => "The lowest validation loss the run reported", "该任务报告的最低验证损失";
+    StoppedAt => "stopped at", "停止于";
+    FailedAt => "failed at", "失败于";
     LearningRate => "Learning rate", "学习率";
     Step => "Step", "步数";
     Elapsed => "Elapsed", "已用时间";
@@ -93,6 +98,10 @@ strings! {
     Checkpoints => "Recent checkpoints", "最近的检查点";
     NoCheckpoints => "No checkpoints yet.", "还没有检查点。";
     Best => "best", "最佳";
+    Saves => "saves", "次保存";
+    SavesHint => "Saved this many times to the same path: each save replaced the file, so Load reads the newest.", "多次保存到同一路径:每次保存都覆盖了文件,加载读取的是最新的一次。";
+    LastSample => "last sample", "最后采样";
+    Ended => "ended", "已结束";
     Config => "Training parameters", "训练参数";
     RunInfo => "Run info", "运行信息";
     Events => "events", "个事件";
@@ -118,7 +127,7 @@ strings! {
     ExportCsv => "Export CSV", "导出 CSV";
     ZoomHint => "Drag to zoom · double-click to reset", "拖动缩放 · 双击重置";
     Logs => "Logs", "日志";
-    NoLogs => "No log lines yet.", "还没有日志。";
+    NoLogs => "No log lines yet. Records of Python's logging module appear here; print() output too when the trainer connects with stepwatch.connect(…, capture_stdout=True).", "还没有日志。Python logging 模块的记录会显示在这里;若训练程序以 stepwatch.connect(…, capture_stdout=True) 连接,print() 的输出也会显示。";
     AllLevels => "All levels", "全部级别";
     Search => "Search…", "搜索…";
     Follow => "Follow", "跟随";

@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use stepwatch_events::state::LastError;
 use stepwatch_events::{
-    num, series, Checkpoint, CommandState, Event, EventBody, RunState, RunStatus, RunSummary,
+    num, series, BestMetric, Checkpoint, CommandState, Event, EventBody, Pace, Progress, RunState,
+    RunStatus, RunSummary,
 };
 
 /// Seconds without an event after which a running run shows as stale.
@@ -226,13 +227,7 @@ impl RunView {
 
     /// Seconds left, from progress so far, while the run is live.
     pub fn eta_s(&self, now: f64) -> Option<f64> {
-        let s = &self.state;
-        if s.status != RunStatus::Running {
-            return None;
-        }
-        let f = overall_fraction(&s.summary());
-        let started = s.started_at?;
-        (f > 0.0 && f < 1.0).then(|| (now - started) * (1.0 - f) / f)
+        self.state.eta_s(now)
     }
 
     /// Metric names other than loss and lr, grouped by the prefix before the first `/`
@@ -310,6 +305,14 @@ pub fn state_from_json(v: &Value) -> Option<RunState> {
     s.step = u(v, "step").unwrap_or(0);
     s.best_loss = f(v, "best_loss");
     s.best_step = u(v, "best_step");
+    s.best_val = v["best_val"].as_object().and_then(|_| {
+        let b = &v["best_val"];
+        Some(BestMetric {
+            metric: t(b, "metric")?,
+            value: f(b, "value")?,
+            step: u(b, "step").unwrap_or(0),
+        })
+    });
     s.loss_non_finite = b(v, "loss_non_finite");
     s.metrics = map(&v["metrics"]);
     s.checkpoints = list("checkpoints")
@@ -320,6 +323,7 @@ pub fn state_from_json(v: &Value) -> Option<RunState> {
             size_bytes: u(c, "size_bytes"),
             time: f(c, "time"),
             metrics: map(&c["metrics"]),
+            overwrites: u(c, "overwrites").unwrap_or(0),
         })
         .collect();
     s.loaded_checkpoint = t(v, "loaded_checkpoint");
@@ -358,13 +362,18 @@ pub fn state_from_json(v: &Value) -> Option<RunState> {
         f(v, "epoch_loss_sum").unwrap_or(0.0),
         u(v, "epoch_loss_n").unwrap_or(0),
     );
+    s.pace = Pace::from_json(&v["pace"]);
     Some(s)
 }
 
-/// A runs-list summary (as the runs stream writes it), decoded by the same hand.
+/// A runs-list summary (as the runs stream writes it), decoded by the same hand; its
+/// progress is the relay's (a summary carries no pace to compute it from).
 pub fn summary_from_json(v: &Value) -> Option<RunSummary> {
     let mut s = state_from_json(v)?.summary();
     s.deleted = v["deleted"].as_bool().unwrap_or(false);
+    if v["progress"].is_object() {
+        s.progress = Progress::from_json(&v["progress"]);
+    }
     Some(s)
 }
 
@@ -538,34 +547,18 @@ pub fn elapsed_s(
     started_at.map(|t| stop - t)
 }
 
-/// "3/10", or "3" when the total is unknown.
-pub fn progress(current: u64, total: Option<u64>) -> String {
+/// "3/10", "3" when the total is unknown, "–" (or "–/10") when there is no count.
+pub fn progress(current: Option<u64>, total: Option<u64>) -> String {
+    let c = current.map_or("–".to_string(), |c| c.to_string());
     match total {
-        Some(t) => format!("{current}/{t}"),
-        None => current.to_string(),
+        Some(t) => format!("{c}/{t}"),
+        None => c,
     }
 }
 
-/// Fraction done for a progress bar, 0..=1.
-pub fn fraction(current: u64, total: Option<u64>) -> f64 {
-    match total {
-        Some(t) if t > 0 => (current as f64 / t as f64).clamp(0.0, 1.0),
-        _ => 0.0,
-    }
-}
-
-/// Overall progress of a run, 0..=1: epochs done plus the current epoch's batches.
-pub fn overall_fraction(s: &RunSummary) -> f64 {
-    match (s.total_epochs, s.total_batches) {
-        (Some(te), Some(tb)) if te > 0 && tb > 0 => {
-            if !s.status.is_live() && s.status == RunStatus::Completed {
-                return 1.0;
-            }
-            let done = s.current_epoch.saturating_sub(1) * tb + (s.current_batch + 1).min(tb);
-            (done as f64 / (te * tb) as f64).clamp(0.0, 1.0)
-        }
-        _ => fraction(s.current_epoch, s.total_epochs),
-    }
+/// A run that ended before its end (stopped or failed): its bar says so.
+pub fn cut_short(status: RunStatus, p: &Progress) -> bool {
+    matches!(status, RunStatus::Stopped | RunStatus::Failed) && p.fraction.is_some_and(|f| f < 1.0)
 }
 
 /// "1h 02m", "3m 05s", "42s".
@@ -837,7 +830,7 @@ mod tests {
         r#"{"id":8,"time":17,"event":"system","cpu_percent":50,"gpus":[{"index":0}]}"#,
         r#"{"id":9,"time":18,"event":"command","command_id":"c1","command":"ask","args":{"input":"x"},"sender":"web"}"#,
         r#"{"id":10,"time":19,"event":"command_ack","command_id":"c1","status":"done","message":"ok","output":{"y":1}}"#,
-        r#"{"id":11,"time":20,"event":"metric_update","name":"val/acc","value":0.7,"step":2}"#,
+        r#"{"id":11,"time":20,"event":"metric_update","name":"val/acc","value":0.7,"step":2,"metrics":{"val/loss":0.9}}"#,
         r#"{"id":12,"time":21,"event":"batch_end","batch_idx":2,"loss":4.0,"lr":0.05}"#,
     ];
 
@@ -978,27 +971,27 @@ mod tests {
     }
 
     #[test]
-    fn overall_progress_counts_finished_epochs() {
-        let s = RunSummary {
-            current_epoch: 2,
-            total_epochs: Some(4),
-            current_batch: 49,
-            total_batches: Some(100),
-            status: RunStatus::Running,
+    fn a_stopped_run_short_of_its_end_is_cut_short() {
+        let p = Progress {
+            fraction: Some(0.7),
             ..Default::default()
         };
-        assert!((overall_fraction(&s) - 0.375).abs() < 1e-9);
-        let done = RunSummary {
-            status: RunStatus::Completed,
-            ..s
+        assert!(cut_short(RunStatus::Stopped, &p));
+        assert!(cut_short(RunStatus::Failed, &p));
+        assert!(!cut_short(RunStatus::Running, &p));
+        let full = Progress {
+            fraction: Some(1.0),
+            ..p
         };
-        assert_eq!(overall_fraction(&done), 1.0);
+        assert!(!cut_short(RunStatus::Stopped, &full));
     }
 
     #[test]
     fn formats() {
-        assert_eq!(progress(3, Some(10)), "3/10");
-        assert_eq!(progress(3, None), "3");
+        assert_eq!(progress(Some(3), Some(10)), "3/10");
+        assert_eq!(progress(Some(3), None), "3");
+        assert_eq!(progress(None, None), "–");
+        assert_eq!(progress(None, Some(3)), "–/3");
         assert_eq!(duration(3725.0), "1h 02m");
         assert_eq!(duration(65.0), "1m 05s");
         assert_eq!(bytes(2_500_000_000), "2.5 GB");

@@ -304,13 +304,25 @@ async fn list_runs(data: Data) -> HttpResponse {
     HttpResponse::Ok().json(data.store.runs())
 }
 
+/// `GET /api/runs/{run}`'s answer.
+#[derive(serde::Serialize)]
+struct StateOut<'a> {
+    #[serde(flatten)]
+    state: &'a stepwatch_events::RunState,
+    progress: stepwatch_events::Progress,
+}
+
 async fn get_run(data: Data, path: web::Path<String>) -> HttpResponse {
     let run = path.into_inner();
     if let Err(r) = check_run(&run) {
         return r.into();
     }
     match data.store.state(&run) {
-        Some(state) => HttpResponse::Ok().json(&*state),
+        // The reducer's state, and its progress as people read it (1-based epochs).
+        Some(state) => HttpResponse::Ok().json(StateOut {
+            progress: state.progress(),
+            state: &state,
+        }),
         None => error(StatusCode::NOT_FOUND, format!("no run {run:?}")),
     }
 }

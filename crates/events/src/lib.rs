@@ -12,16 +12,19 @@
 //!   for any other (custom) name.
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - [`state`]: [`RunState::apply`], the reducer, and [`RunSummary`] for run lists.
+//! - [`progress`]: [`RunState::progress`] (1-based epochs, batches done) and [`RunState::eta_s`].
 //! - [`downsample`]: per-pixel-column min/max bucketing so spikes never vanish from charts.
 //! - [`series`]: which event numbers become chart points, and the relay's series answer.
 
 pub mod downsample;
 pub mod event;
 pub mod num;
+pub mod progress;
 pub mod series;
 pub mod state;
 
 pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
 };
-pub use state::{Checkpoint, CommandState, RunState, RunStatus, RunSummary, COMMANDS};
+pub use progress::{Pace, Progress};
+pub use state::{BestMetric, Checkpoint, CommandState, RunState, RunStatus, RunSummary, COMMANDS};

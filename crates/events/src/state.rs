@@ -4,6 +4,7 @@
 
 use crate::event::{Event, EventBody};
 use crate::num;
+use crate::progress::{Pace, Progress};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -59,6 +60,30 @@ pub struct Checkpoint {
     pub time: Option<f64>,
     #[serde(with = "num::map", default)]
     pub metrics: BTreeMap<String, f64>,
+    /// Earlier saves to the same path, which this one overwrote (one row per file: what
+    /// a Load would read is what is on disk now).
+    #[serde(default)]
+    pub overwrites: u64,
+}
+
+/// The best value of a run's validation loss (`val_loss`, `val/loss`, `eval_loss` …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BestMetric {
+    pub metric: String,
+    #[serde(with = "num::float")]
+    pub value: f64,
+    pub step: u64,
+}
+
+/// Whether a metric name is a validation loss: `val_loss`, `val/loss`, `valid_loss`,
+/// `validation/loss`, `eval_loss`, `eval/loss`, `val_loss_epoch` (any case).
+pub fn is_validation_loss(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["val", "valid", "validation", "eval"].iter().any(|p| {
+        n.strip_prefix(p)
+            .and_then(|rest| rest.strip_prefix(['_', '/', '-', '.']))
+            .is_some_and(|rest| rest == "loss" || rest.starts_with("loss_"))
+    })
 }
 
 /// How many commands a state keeps (newest last).
@@ -129,10 +154,14 @@ pub struct RunState {
     pub learning_rate: Option<f64>,
     /// Global step: from `batch_end.step`, else the count of batch_end events.
     pub step: u64,
-    /// Lowest finite loss seen, and its step.
+    /// Lowest finite training-batch loss seen, and its step (noisy, biased low: a
+    /// validation loss, when the run reports one, is in `best_val`).
     #[serde(with = "num::opt", default)]
     pub best_loss: Option<f64>,
     pub best_step: Option<u64>,
+    /// Lowest validation loss reported (see [`is_validation_loss`]).
+    #[serde(default)]
+    pub best_val: Option<BestMetric>,
     /// A loss came in NaN or infinite.
     pub loss_non_finite: bool,
     /// Latest value of every metric, by name.
@@ -172,6 +201,9 @@ pub struct RunState {
     epoch_loss_sum: f64,
     #[serde(default)]
     epoch_loss_n: u64,
+    /// Numbering and pace, behind [`RunState::progress`] and [`RunState::eta_s`].
+    #[serde(default)]
+    pub pace: Pace,
 }
 
 /// The part of a [`RunState`] a runs list needs.
@@ -189,7 +221,12 @@ pub struct RunSummary {
     pub current_loss: Option<f64>,
     #[serde(with = "num::opt", default)]
     pub best_loss: Option<f64>,
+    #[serde(default)]
+    pub best_val: Option<BestMetric>,
     pub loss_non_finite: bool,
+    /// Progress as people read it (1-based epoch, batches done, fraction).
+    #[serde(default)]
+    pub progress: Progress,
     #[serde(with = "num::opt", default)]
     pub started_at: Option<f64>,
     #[serde(with = "num::opt", default)]
@@ -245,6 +282,7 @@ impl RunState {
         if self.started_at.is_none() {
             self.started_at = t;
         }
+        self.pace.kept = true;
         match &e.body {
             EventBody::TrainingStart(b) => {
                 self.status = RunStatus::Running;
@@ -268,6 +306,7 @@ impl RunState {
                 }
             }
             EventBody::TrainingEnd(b) => {
+                self.pace.pause(t, false);
                 self.is_training = false;
                 self.ended_at = t;
                 self.status = match b.status.as_deref() {
@@ -279,8 +318,10 @@ impl RunState {
             EventBody::EpochStart(b) => {
                 self.mark_running();
                 if let Some(ep) = b.epoch {
+                    self.pace.saw_epoch(ep);
                     self.current_epoch = ep;
                 }
+                self.pace.new_epoch();
                 if b.total_epochs.is_some() {
                     self.total_epochs = b.total_epochs;
                 }
@@ -290,14 +331,17 @@ impl RunState {
             }
             EventBody::EpochEnd(b) => {
                 if let Some(ep) = b.epoch {
+                    self.pace.saw_epoch(ep);
                     self.current_epoch = ep;
                 }
+                self.pace.epoch_ended = true;
                 if let Some(m) = &b.metrics {
                     self.merge_metrics(m);
                 }
             }
             EventBody::BatchStart(b) => {
                 self.mark_running();
+                self.note_epoch_of_batch(b.epoch, b.batch_idx);
                 if let Some(ep) = b.epoch {
                     self.current_epoch = ep;
                 }
@@ -309,12 +353,15 @@ impl RunState {
                 self.mark_running();
                 self.batch_count += 1;
                 self.step = b.step.unwrap_or(self.batch_count);
+                self.note_epoch_of_batch(b.epoch, b.batch_idx);
                 if let Some(ep) = b.epoch {
                     self.current_epoch = ep;
                 }
                 if let Some(i) = b.batch_idx {
                     self.current_batch = i;
+                    self.pace.saw_batch_idx(i, self.total_batches);
                 }
+                self.pace.batch_end(t, b.batch_idx);
                 if let Some(lr) = b.lr {
                     self.learning_rate = Some(lr);
                 }
@@ -337,12 +384,17 @@ impl RunState {
                 }
                 for (k, v) in &b.extra {
                     if let Some(x) = v.as_f64() {
-                        self.metrics.insert(k.clone(), x);
+                        self.set_metric(k, x);
                     }
                 }
             }
             EventBody::CheckpointSaved(c) => {
                 if let Some(path) = &c.checkpoint_path {
+                    // A save to a path already listed overwrote that file: one row.
+                    let overwrites = match self.checkpoints.iter().position(|k| &k.path == path) {
+                        Some(i) => self.checkpoints.remove(i).overwrites + 1,
+                        None => 0,
+                    };
                     self.checkpoints.push(Checkpoint {
                         path: path.clone(),
                         epoch: c.epoch,
@@ -350,6 +402,7 @@ impl RunState {
                         size_bytes: c.size_bytes,
                         time: t,
                         metrics: c.metrics.clone().unwrap_or_default(),
+                        overwrites,
                     });
                     if self.checkpoints.len() > MAX_CHECKPOINTS {
                         self.checkpoints.remove(0);
@@ -361,7 +414,7 @@ impl RunState {
             }
             EventBody::MetricUpdate(m) => {
                 if let (Some(name), Some(v)) = (&m.name, m.value) {
-                    self.metrics.insert(name.clone(), v);
+                    self.set_metric(name, v);
                 }
                 if let Some(ms) = &m.metrics {
                     self.merge_metrics(ms);
@@ -445,9 +498,13 @@ impl RunState {
         let command = cmd.command.clone();
         // The run's status follows the trainer's answers, not the clicks.
         match (command.as_str(), status.as_str()) {
-            ("pause", "accepted") if self.status.is_live() => self.status = RunStatus::Paused,
+            ("pause", "accepted") if self.status.is_live() => {
+                self.status = RunStatus::Paused;
+                self.pace.pause(t, true);
+            }
             ("pause", "done") | ("resume", "done") if self.status == RunStatus::Paused => {
-                self.status = RunStatus::Running
+                self.status = RunStatus::Running;
+                self.pace.pause(t, false);
             }
             _ => {}
         }
@@ -467,7 +524,38 @@ impl RunState {
 
     fn merge_metrics(&mut self, m: &BTreeMap<String, f64>) {
         for (k, v) in m {
-            self.metrics.insert(k.clone(), *v);
+            self.set_metric(k, *v);
+        }
+    }
+
+    /// A metric's latest value; a validation loss also competes for `best_val`.
+    fn set_metric(&mut self, name: &str, v: f64) {
+        self.metrics.insert(name.to_string(), v);
+        if v.is_finite()
+            && is_validation_loss(name)
+            && self.best_val.as_ref().is_none_or(|b| v < b.value)
+        {
+            self.best_val = Some(BestMetric {
+                metric: name.to_string(),
+                value: v,
+                step: self.step,
+            });
+        }
+    }
+
+    /// A batch event's epoch and index: a new epoch begins when the epoch number changes
+    /// (or the index starts over) without an epoch_start.
+    fn note_epoch_of_batch(&mut self, epoch: Option<u64>, idx: Option<u64>) {
+        if let Some(ep) = epoch {
+            let first = self.pace.first_epoch.is_none();
+            self.pace.saw_epoch(ep);
+            if !first && ep != self.current_epoch {
+                self.pace.new_epoch();
+            }
+        } else if let (Some(i), Some(last)) = (idx, self.pace.last_batch_idx) {
+            if i < last && self.pace.epoch_batches > 0 {
+                self.pace.new_epoch();
+            }
         }
     }
 
@@ -491,7 +579,9 @@ impl RunState {
             step: self.step,
             current_loss: self.current_loss,
             best_loss: self.best_loss,
+            best_val: self.best_val.clone(),
             loss_non_finite: self.loss_non_finite,
+            progress: self.progress(),
             started_at: self.started_at,
             ended_at: self.ended_at,
             last_event_at: self.last_event_at,
@@ -501,12 +591,16 @@ impl RunState {
         }
     }
 
-    /// The best checkpoint: lowest `loss`/`val_loss` metric if any carry one, else the newest.
+    /// The best checkpoint: the one with the lowest validation loss (or `loss`) among
+    /// those that carry one; `None` when none does (then no checkpoint is called best:
+    /// the newest is only the newest).
     pub fn best_checkpoint(&self) -> Option<&Checkpoint> {
         let key = |c: &Checkpoint| {
-            ["val_loss", "val/loss", "loss"]
+            c.metrics
                 .iter()
-                .find_map(|k| c.metrics.get(*k).copied())
+                .find(|(k, _)| is_validation_loss(k))
+                .map(|(_, v)| *v)
+                .or_else(|| c.metrics.get("loss").copied())
                 .filter(|x| x.is_finite())
         };
         self.checkpoints
@@ -514,6 +608,5 @@ impl RunState {
             .filter_map(|c| key(c).map(|k| (k, c)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, c)| c)
-            .or(self.checkpoints.last())
     }
 }

@@ -104,11 +104,18 @@ pub fn download_url(name: &str, url: &str) {
     }
 }
 
+/// The stream's state. On the page of a run that has ended (`ended`), a working stream
+/// reads "ended" in grey rather than a green "live": nothing more will come.
 #[component]
-pub fn ConnBadge(conn: RwSignal<ConnState>) -> impl IntoView {
+pub fn ConnBadge(
+    conn: RwSignal<ConnState>,
+    #[prop(optional)] ended: Option<Signal<bool>>,
+) -> impl IntoView {
     let i18n = use_i18n();
+    let ended = move || ended.is_some_and(|e| e.get()) && conn.get() == ConnState::Live;
     view! {
         <span class=move || match conn.get() {
+            ConnState::Live if ended() => "conn ended",
             ConnState::Live => "conn live",
             ConnState::Connecting => "conn",
             ConnState::Reconnecting => "conn down",
@@ -118,8 +125,9 @@ pub fn ConnBadge(conn: RwSignal<ConnState>) -> impl IntoView {
             ConnState::Connecting => "connecting",
             ConnState::Reconnecting => "reconnecting",
             ConnState::Offline => "offline",
-        }>
+        } data-ended=move || ended().to_string()>
             {move || i18n.t(match conn.get() {
+                ConnState::Live if ended() => Key::Ended,
                 ConnState::Live => Key::Live,
                 ConnState::Connecting => Key::Connecting,
                 ConnState::Reconnecting => Key::Reconnecting,
@@ -141,24 +149,36 @@ pub fn StatusPill(status: Signal<ShownStatus>) -> impl IntoView {
     }
 }
 
-/// One tile of the run header.
+/// One tile of the run header: a label (`label`, or `label_of` when it changes), a value,
+/// optionally a bar (`frac`; `cut` marks a run that ended short of it, with `note`
+/// under it), a tooltip (`hint`) and the alert colour.
 #[component]
 pub fn Stat(
     label: Key,
     testid: &'static str,
     value: Signal<String>,
+    #[prop(optional)] label_of: Option<Signal<Key>>,
     #[prop(optional)] frac: Option<Signal<f64>>,
+    #[prop(optional)] cut: Option<Signal<bool>>,
+    #[prop(optional)] note: Option<Signal<String>>,
+    #[prop(optional)] hint: Option<Signal<String>>,
     #[prop(optional)] alert: Option<Signal<bool>>,
 ) -> impl IntoView {
     let i18n = use_i18n();
     let alert = move || alert.is_some_and(|a| a.get());
+    let cut = move || cut.is_some_and(|c| c.get());
+    let label = move || i18n.t(label_of.map_or(label, |l| l.get()));
     view! {
-        <div class="stat">
-            <div class="label">{move || i18n.t(label)}</div>
+        <div class="stat" title=move || hint.map(|h| h.get())>
+            <div class="label">{label}</div>
             <div class=move || if alert() { "value alert" } else { "value" } data-testid=testid>{value}</div>
             {frac.map(|f| view! {
-                <div class="bar"><div class="fill" style=move || format!("width:{:.1}%", f.get() * 100.0)></div></div>
+                <div class=move || if cut() { "bar cut" } else { "bar" } data-testid=format!("{testid}-bar")
+                    data-frac=move || format!("{:.4}", f.get())>
+                    <div class="fill" style=move || format!("width:{:.1}%", f.get() * 100.0)></div>
+                </div>
             })}
+            {note.map(|n| view! { <div class="stat-note" data-testid=format!("{testid}-note")>{n}</div> })}
         </div>
     }
 }

@@ -316,7 +316,7 @@ pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl Into
                             <td class="mono">{c.command.clone()}</td>
                             <td class="mono small muted">{args}</td>
                             <td><span class=format!("cmd-state {st}")>{label(i18n, &c, now)}</span></td>
-                            <td class="small muted">{c.message.clone().unwrap_or_default()}</td>
+                            <td class="small muted cmd-msg" data-testid="command-message">{c.message.clone().unwrap_or_default()}</td>
                             <td class="small muted" data-testid="command-sender">{c.sender.clone().map(|who| format!("{} {who}, {}", i18n.t(Key::SentBy), clock_time(c.sent_at)))}</td>
                             <td>{(allowed.get_untracked() && (st == "unanswered" || st == "pending")).then(|| view! {
                                 <button class="mini" data-testid="cancel" on:click=move |_| {

@@ -51,6 +51,26 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         let now = clock.get();
         view_state.with(|v| v.eta_s(now).map_or("–".into(), model::duration))
     });
+    // A run that ended short of its length: the bar says where, and that it stopped.
+    let cut_short = Signal::derive(move || {
+        view_state.with(|v| model::cut_short(v.state.status, &v.state.progress()))
+    });
+    let cut_note = Signal::derive(move || {
+        view_state.with(|v| {
+            let p = v.state.progress();
+            match (model::cut_short(v.state.status, &p), p.fraction) {
+                (true, Some(f)) => {
+                    let at = if v.state.status == stepwatch_events::RunStatus::Failed {
+                        Key::FailedAt
+                    } else {
+                        Key::StoppedAt
+                    };
+                    format!("{} {:.0}%", i18n.t(at), f * 100.0)
+                }
+                _ => String::new(),
+            }
+        })
+    });
     let rate = Signal::derive(move || {
         let now = clock.get();
         view_state.with(|v| num::display(v.events_per_s(now), 3))
@@ -80,7 +100,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
                 <ControlBar view_state=view_state target=target.clone()/>
                 <span class="spacer"></span>
                 <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
-                <ConnBadge conn=conn/>
+                <ConnBadge conn=conn ended=Signal::derive(move || !matches!(shown.get(), model::ShownStatus::Run(st) if st.is_live()))/>
             </div>
             <Show when=move || !has_events()>
                 <p class="muted">{move || i18n.t(Key::RunNotFound)}</p>
@@ -91,16 +111,24 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
             <ErrorBanner view_state=view_state/>
             <div class="stats">
                 <Stat label=Key::Epoch testid="epoch"
-                    value=s(|s| model::progress(s.current_epoch, s.total_epochs))
-                    frac=Signal::derive(move || view_state.with(|v| model::fraction(v.state.current_epoch, v.state.total_epochs)))/>
+                    value=s(|s| { let p = s.progress(); model::progress(p.epoch, p.total_epochs) })
+                    frac=Signal::derive(move || view_state.with(|v| v.state.progress().fraction.unwrap_or(0.0)))
+                    cut=cut_short note=cut_note/>
                 <Stat label=Key::Batch testid="batch"
-                    value=s(|s| model::progress(s.current_batch, s.total_batches))
-                    frac=Signal::derive(move || view_state.with(|v| model::fraction(v.state.current_batch + 1, v.state.total_batches)))/>
+                    value=s(|s| { let p = s.progress(); model::progress(p.batch, p.total_batches) })
+                    frac=Signal::derive(move || view_state.with(|v| v.state.progress().epoch_fraction.unwrap_or(0.0)))
+                    cut=cut_short/>
                 <Stat label=Key::Loss testid="loss" value=s(|s| fmt_opt(s.current_loss, 5)) alert=Signal::derive(non_finite)/>
                 <Stat label=Key::AvgLoss testid="avg-loss" value=s(|s| fmt_opt(s.avg_loss, 5))/>
                 <Stat label=Key::LearningRate testid="lr" value=s(|s| fmt_lr(s.learning_rate))/>
                 <Stat label=Key::Step testid="step" value=s(|s| s.step.to_string())/>
-                <Stat label=Key::BestLoss testid="best-loss" value=s(|s| fmt_opt(s.best_loss, 5))/>
+                <Stat label=Key::BestLoss testid="best-loss"
+                    label_of=Signal::derive(move || view_state.with(|v| if v.state.best_val.is_some() { Key::BestVal } else { Key::BestLoss }))
+                    value=s(|s| fmt_opt(s.best_val.as_ref().map_or(s.best_loss, |b| Some(b.value)), 5))
+                    hint=Signal::derive(move || view_state.with(|v| match &v.state.best_val {
+                        Some(b) => format!("{} ({}, {} {})", i18n.t(Key::BestValHint), b.metric, i18n.t(Key::Step), b.step),
+                        None => i18n.t(Key::BestLossHint).to_string(),
+                    }))/>
                 <Stat label=Key::Elapsed testid="elapsed" value=elapsed/>
                 <Stat label=Key::Eta testid="eta" value=eta/>
                 <Stat label=Key::EventsPerS testid="events-per-s" value=rate/>
@@ -135,7 +163,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         </div>
         <div class="two-col">
             <LogsPanel view_state=view_state/>
-            <SystemPanel view_state=view_state/>
+            <SystemPanel view_state=view_state shown=shown/>
         </div>
     }
 }
@@ -222,7 +250,10 @@ fn Checkpoints(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
                         view! {
                             <tr data-testid="checkpoint" class:best=best>
                                 <td class="mono" title=c.path.clone()>{model::file_name(&c.path).to_string()}
-                                    {best.then(|| view! { <span class="tag best" data-testid="best-checkpoint">{i18n.t(Key::Best)}</span> })}</td>
+                                    {best.then(|| view! { <span class="tag best" data-testid="best-checkpoint">{i18n.t(Key::Best)}</span> })}
+                                    {(c.overwrites > 0).then(|| view! {
+                                        <span class="tag" data-testid="checkpoint-saves" title=i18n.t(Key::SavesHint)>{format!("{} {}", c.overwrites + 1, i18n.t(Key::Saves))}</span>
+                                    })}</td>
                                 <td class="num">{c.epoch.map(|e| e.to_string()).unwrap_or_default()}</td>
                                 <td class="num">{c.step.map(|e| e.to_string()).unwrap_or_default()}</td>
                                 <td class="num">{c.size_bytes.map(model::bytes).unwrap_or_default()}</td>
@@ -393,8 +424,22 @@ fn sparkline(values: Vec<f64>, max: f64) -> impl IntoView {
 }
 
 #[component]
-fn SystemPanel(view_state: RwSignal<RunView>) -> impl IntoView {
+fn SystemPanel(view_state: RwSignal<RunView>, shown: Signal<model::ShownStatus>) -> impl IntoView {
     let i18n = use_i18n();
+    let clock = use_clock();
+    // Once the run has ended (or gone stale) the figures are its last: say when.
+    let when = move || {
+        let ended = !matches!(shown.get(), model::ShownStatus::Run(st) if st.is_live());
+        let t = view_state.with(|v| v.system.back().map(|s| s.time))?;
+        ended.then(|| {
+            format!(
+                "{} {} ({})",
+                i18n.t(Key::LastSample),
+                crate::chart::fmt_x(t, crate::chart::XMode::Wall),
+                ago(i18n, Some(t), clock.get())
+            )
+        })
+    };
     let row = move |label: String, value: String, spark: Vec<f64>, max: f64, testid: String| {
         view! {
             <div class="sys-row" data-testid=testid>
@@ -519,6 +564,7 @@ fn SystemPanel(view_state: RwSignal<RunView>) -> impl IntoView {
     view! {
         <section class="panel" data-testid="system">
             <div class="panel-head"><h2>{move || i18n.t(Key::System)}</h2></div>
+            {move || when().map(|w| view! { <p class="muted sys-when" data-testid="sys-when">{w}</p> })}
             {move || body().map(|b| b.into_any()).unwrap_or_else(|| view! { <p class="muted">{i18n.t(Key::NoSystem)}</p> }.into_any())}
         </section>
     }

@@ -159,7 +159,10 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 SortBy::Status => a.status.as_str().cmp(b.status.as_str()),
                 SortBy::Step => a.step.cmp(&b.step),
                 SortBy::Loss => cmp_opt(a.current_loss, b.current_loss),
-                SortBy::Best => cmp_opt(a.best_loss, b.best_loss),
+                SortBy::Best => cmp_opt(
+                    a.best_val.as_ref().map_or(a.best_loss, |b| Some(b.value)),
+                    b.best_val.as_ref().map_or(b.best_loss, |b| Some(b.value)),
+                ),
                 SortBy::Duration => duration_of(a, now).total_cmp(&duration_of(b, now)),
             };
             let o = if desc.get() { o.reverse() } else { o };
@@ -256,9 +259,20 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
     let status = s.status;
     let last = s.last_event_at;
     let shown = Signal::derive(move || model::shown_status(status, last, clock.get()));
-    let epoch = model::progress(s.current_epoch, s.total_epochs);
-    let batch = model::progress(s.current_batch, s.total_batches);
-    let frac = model::overall_fraction(&s);
+    let p = s.progress;
+    let epoch = model::progress(p.epoch, p.total_epochs);
+    let batch = model::progress(p.batch, p.total_batches);
+    // A run without epochs counts steps ("Step 208"), not "Epoch 0 · Batch 208".
+    let has_epochs = p.epoch.is_some() || p.total_epochs.is_some();
+    let frac = p.fraction.unwrap_or(0.0);
+    let bar_class = if model::cut_short(s.status, &p) {
+        "bar cut"
+    } else {
+        "bar"
+    };
+    let step = s.step;
+    let best = s.best_val.as_ref().map_or(s.best_loss, |b| Some(b.value));
+    let best_hint = s.best_val.as_ref().map(|b| b.metric.clone());
     let started = s.started_at;
     let s2 = s.clone();
     let dur = move || {
@@ -284,12 +298,16 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                 <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span></td>
             <td><StatusPill status=shown/></td>
             <td class="progress-cell">
-                <div class="bar"><div class="fill" style=format!("width:{:.1}%", frac * 100.0)></div></div>
-                <span class="small">{move || i18n.t(Key::Epoch)}" "{epoch.clone()}" · "{move || i18n.t(Key::Batch)}" "{batch.clone()}</span>
+                <div class=bar_class data-frac=format!("{frac:.4}")><div class="fill" style=format!("width:{:.1}%", frac * 100.0)></div></div>
+                <span class="small" data-testid="row-progress">{move || if has_epochs {
+                    format!("{} {} · {} {}", i18n.t(Key::Epoch), epoch, i18n.t(Key::Batch), batch)
+                } else {
+                    format!("{} {}", i18n.t(Key::Step), step)
+                }}</span>
             </td>
             <td class="num">{s.step}</td>
             <td class=loss_class data-testid="row-loss">{fmt_opt(s.current_loss, 5)}</td>
-            <td class="num">{fmt_opt(s.best_loss, 5)}</td>
+            <td class="num" data-testid="row-best" title=move || best_hint.clone().unwrap_or_else(|| i18n.t(Key::BestLossHint).to_string())>{fmt_opt(best, 5)}</td>
             <td>{move || ago(i18n, started, clock.get())}</td>
             <td class="num">{dur}</td>
         </tr>
