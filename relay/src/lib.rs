@@ -15,7 +15,8 @@
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
 //! - [`http`]: the HTTP API, the only layer that knows HTTP.
 //! - [`commands`]: control commands, recorded in the run's stream, delivered to the trainer.
-//! - [`dashboard`]: the built dashboard, brotli-precompressed, with SPA fallback.
+//! - [`dashboard`]: the built dashboard as it is on disk now, brotli copies remade when a
+//!   file changes, SPA fallback for routes (never for a missing asset: 404).
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
 pub mod access;
