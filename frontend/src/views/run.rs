@@ -217,12 +217,19 @@ fn Checkpoints(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
     let rows = move || {
         view_state.with(|v| {
             let best = v.state.best_checkpoint().map(|c| c.path.clone());
+            // Epochs as the header counts them (from 1 for loops that count from 0).
+            let shift = u64::from(v.state.pace.first_epoch == Some(0));
             v.state
                 .checkpoints
                 .iter()
                 .rev()
                 .take(50)
-                .map(|c| (c.clone(), best.as_deref() == Some(c.path.as_str())))
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.epoch = c.epoch.map(|e| e + shift);
+                    let best = best.as_deref() == Some(c.path.as_str());
+                    (c, best)
+                })
                 .collect::<Vec<_>>()
         })
     };
