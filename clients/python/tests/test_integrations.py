@@ -70,6 +70,13 @@ def events(relay, run: str, *names: str) -> list[dict]:
     return relay.get(f"/api/runs/{run}/events{query}")
 
 
+def first_ack(relay, run: str, cid: str) -> str:
+    """The message of the trainer's first answer to command ``cid``."""
+    return next(
+        e.get("message", "") for e in events(relay, run, "command_ack") if e["command_id"] == cid
+    )
+
+
 def command(state: dict, cid: str) -> dict:
     return next(c for c in state["commands"] if c["id"] == cid)
 
@@ -336,6 +343,9 @@ def test_hf_trainer_stops_from_the_dashboard(relay, tmp_path):
         assert proc.returncode == 0, err[-3000:]
         state = relay.wait_for("hf-stop", lambda s: s["status"] == "stopped")
         assert command(state, body["command_id"])["status"] == "done"
+        assert first_ack(relay, "hf-stop", body["command_id"]) == (
+            "stop accepted; the Hugging Face trainer stops cleanly after this step"
+        )
         stopped_at = int(out_text.split("STEPS")[1])
         assert 10 <= stopped_at < 1000
         # The stop saved a checkpoint of where training ended.
@@ -493,6 +503,9 @@ def test_lightning_callback_and_logger_stop_from_the_dashboard(relay, tmp_path):
         assert proc.returncode == 0, err[-3000:]
         state = relay.wait_for("pl-stop", lambda s: s["status"] == "stopped")
         assert command(state, body["command_id"])["status"] == "done"
+        assert first_ack(relay, "pl-stop", body["command_id"]) == (
+            "stop accepted; the Lightning trainer stops cleanly after this step"
+        )
         stopped_at = int(out.split("STEPS")[1])
         assert 10 <= stopped_at < 1000
         # Callback and logger together: one run start, one end, batches once each.
@@ -503,6 +516,39 @@ def test_lightning_callback_and_logger_stop_from_the_dashboard(relay, tmp_path):
         assert state["config"]["lr"] == 0.05 and state["config"]["trainer"]
     finally:
         proc.kill()
+
+
+def test_lightning_logger_alone_is_stopped_as_by_ctrl_c(relay, tmp_path):
+    # No callback to set trainer.should_stop: the Stop arrives as KeyboardInterrupt at the
+    # logger's next batch_end, and Lightning shuts down as it does for Ctrl-C.
+    need("torch")
+    need("lightning", "pytorch_lightning")
+    env = trainer_env(
+        tmp_path,
+        **lightning_env(
+            relay, tmp_path, "logger", "pl-log-stop", MAX_STEPS="100000", STEP_SLEEP="0.005"
+        ),
+    )
+    proc = start(tmp_path / "trainer.py", LIGHTNING, env)
+    try:
+        relay.wait_for("pl-log-stop", lambda s: s["step"] >= 10, timeout=60)
+        status, body = post(relay, "pl-log-stop", {"command": "stop"})
+        assert status == 202, body
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "Detected KeyboardInterrupt" in out + err
+    assert "STEPS" not in out  # Lightning ends the process after its graceful shutdown
+    state = relay.wait_for("pl-log-stop", lambda s: s["status"] == "stopped")
+    assert command(state, body["command_id"])["status"] == "done"
+    assert state["last_error"] is None
+    assert [e["status"] for e in events(relay, "pl-log-stop", "training_end")] == ["stopped"]
+    messages = [
+        e.get("message")
+        for e in events(relay, "pl-log-stop", "command_ack")
+        if e.get("command_id") == body["command_id"]
+    ]
+    assert messages[1].startswith("interrupting the loop at step ")
 
 
 def test_lightning_exception_ends_the_run_failed(relay, run_script, tmp_path):

@@ -66,12 +66,15 @@ def test_seed_code_runs_unchanged_and_its_events_arrive(relay, run_script):
     assert state["batch_count"] == 151
     assert state["learning_rate"] == 0.0001
     assert math.isclose(state["current_loss"], 3.0 / (1 + 3 + 49 / 50))
-    assert len(state["checkpoints"]) == 3
+    # Three saves to one path are one checkpoint: the latest (the reducer keeps one row
+    # per path), while the events keep all three.
+    assert [(c["path"], c["epoch"]) for c in state["checkpoints"]] == [("./model.pt", 3)]
     events = relay.get("/api/runs/seed-run/events?limit=1000")
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     names = [e["event"] for e in events]
     assert names.count("batch_end") == 151
     assert names.count("epoch_end") == 3
+    assert names.count("checkpoint_saved") == 3
     assert names[-1] == "training_end"
     assert all(e["src"].startswith("py-") for e in events)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

@@ -272,8 +272,8 @@ def test_a_control_point_in_validation_cuts_it_short_and_the_test_pass_runs_in_f
         STEPWATCH_URL=relay.url,
         STEPWATCH_RUN="lm-val",
         BATCHES="20",
-        VAL_BATCHES="100",
-        VAL_SLEEP="0.03",
+        VAL_BATCHES="50",
+        VAL_SLEEP="0.025",
         EVAL_CONTROL="1",
         SAVE=str(save),
         END="1",
@@ -287,7 +287,7 @@ def test_a_control_point_in_validation_cuts_it_short_and_the_test_pass_runs_in_f
     assert code == 0, err
     assert out.count("VAL START val") == 2 and out.count("VAL END val") == 1, out
     assert "Exiting from training early" in out
-    assert "VAL END test 100" in out and "TEST LOSS" in out
+    assert "VAL END test 50" in out and "TEST LOSS" in out
     state = relay.wait_for("lm-val", lambda s: s["status"] == "stopped")
     answers = acks(relay, "lm-val", cid)
     assert answers == [
@@ -302,7 +302,7 @@ def test_a_control_point_in_validation_cuts_it_short_and_the_test_pass_runs_in_f
 
 # -- loops that check should_stop(), and the modes -----------------------------------------
 EPOCH_CHECK = """
-import time, stepwatch
+import os, time, stepwatch
 from stepwatch import emit_training_start, emit_epoch_start, emit_batch_end, emit_epoch_end
 from stepwatch import emit_training_end
 
@@ -318,7 +318,7 @@ try:
         train(epoch)
         print("VALIDATED", epoch, flush=True)
         emit_epoch_end(epoch=epoch)
-        if stepwatch.should_stop():  # finish the epoch, then end
+        if os.environ.get("CHECK") == "1" and stepwatch.should_stop():  # finish the epoch
             print("STOPPING AFTER EPOCH", epoch, flush=True)
             break
 except KeyboardInterrupt:
@@ -330,7 +330,9 @@ emit_training_end()
 def test_a_loop_that_checks_should_stop_in_its_epoch_loop_finishes_the_epoch(relay, tmp_path):
     # The Stop arrives in epoch 1, before the loop ever called should_stop(): the check in
     # the epoch loop (on the call stack) is enough for Stepwatch to leave the loop alone.
-    proc = start(tmp_path, EPOCH_CHECK, STEPWATCH_URL=relay.url, STEPWATCH_RUN="flag-epoch")
+    proc = start(
+        tmp_path, EPOCH_CHECK, STEPWATCH_URL=relay.url, STEPWATCH_RUN="flag-epoch", CHECK="1"
+    )
     try:
         relay.wait_for("flag-epoch", lambda s: s["step"] >= 3)
         cid = stop(relay, "flag-epoch")
@@ -345,6 +347,30 @@ def test_a_loop_that_checks_should_stop_in_its_epoch_loop_finishes_the_epoch(rel
     assert acks(relay, "flag-epoch", cid) == [("accepted", FLAG_ACCEPTED), ("done", "stopped")]
 
 
+def test_a_check_that_never_runs_gets_the_interrupt_an_epoch_later(relay, tmp_path):
+    # CHECK unset: the loop refers to should_stop() but never calls it. Trusted at first,
+    # it is interrupted once more batches than an epoch has went by without a check.
+    proc = start(tmp_path, EPOCH_CHECK, STEPWATCH_URL=relay.url, STEPWATCH_RUN="dead-check")
+    try:
+        relay.wait_for("dead-check", lambda s: s["step"] >= 3)
+        cid = stop(relay, "dead-check")
+        code, out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 0, err
+    assert "INTERRUPTED" in out and "VALIDATED 1" in out and "VALIDATED 2" not in out
+    state = relay.wait_for("dead-check", lambda s: s["status"] == "stopped")
+    answers = acks(relay, "dead-check", cid)
+    assert answers[0] == ("accepted", FLAG_ACCEPTED)
+    assert answers[1] == (
+        "accepted",
+        "the loop has not checked should_stop() for an epoch since the stop: "
+        f"interrupting at step {state['batch_count']} (KeyboardInterrupt)",
+    )
+    assert answers[2] == ("done", "stopped")
+    assert 30 < state["batch_count"] < 60 and state["current_epoch"] == 2
+
+
 def test_stop_mode_interrupt_interrupts_even_a_loop_that_checks(relay, tmp_path):
     proc = start(
         tmp_path,
@@ -352,6 +378,7 @@ def test_stop_mode_interrupt_interrupts_even_a_loop_that_checks(relay, tmp_path)
         STEPWATCH_URL=relay.url,
         STEPWATCH_RUN="mode-int",
         STEPWATCH_STOP="interrupt",
+        CHECK="1",
     )
     try:
         relay.wait_for("mode-int", lambda s: s["step"] >= 3)
@@ -634,7 +661,9 @@ def test_readme_load_handler_loads_a_state_dict_and_a_whole_module(relay, tmp_pa
             )
             assert status == 202, body
             cid = body["command_id"]
-            state = relay.wait_for("loads", lambda s, c=cid: command(s, c)["status"] != "accepted")
+            state = relay.wait_for(
+                "loads", lambda s, c=cid: command(s, c)["status"] not in ("pending", "accepted")
+            )
             assert command(state, cid)["status"] == "done", command(state, cid)
             assert state["loaded_checkpoint"] == path
             status, body = post(relay, "loads", {"command": "ask", "args": {"input": ""}})

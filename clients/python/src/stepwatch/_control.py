@@ -13,9 +13,13 @@ How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
 - ``auto`` (default): a loop that checks :func:`stepwatch.should_stop` ends itself (it
   may want to finish its epoch). A loop counts as checking once the process has called
   ``stepwatch.should_stop()``, or when a function running the loop (on the call stack at
-  the control point) refers to it. Any other loop gets a :class:`StopInterrupt` (a
-  ``KeyboardInterrupt``) raised at its next control point, the way Ctrl-C stops a
-  script: ``except KeyboardInterrupt`` blocks run, ``finally`` blocks run.
+  the control point) calls it, directly or through a function of its own. Any other loop
+  gets a :class:`StopInterrupt` (a ``KeyboardInterrupt``) raised at its next control
+  point, the way Ctrl-C stops a script: ``except KeyboardInterrupt`` blocks run,
+  ``finally`` blocks run. A loop trusted to check that lets an epoch go by after the stop
+  without calling ``should_stop()`` (a second ``epoch_start``, or more ``batch_end`` than
+  the run's ``total_batches``) is interrupted then: a check that never runs does not
+  leave the Stop unanswered.
 - ``interrupt``: always the ``KeyboardInterrupt``. ``flag``: never; only
   ``should_stop()`` turns true. ``raise`` (or ``raise_on_stop=True``): raise
   :class:`StopTraining` at the next control point.
@@ -31,6 +35,7 @@ raised once the run has ended (``emit_training_end``). The framework integration
 
 from __future__ import annotations
 
+import dis
 import json
 import logging
 import sys
@@ -38,7 +43,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from types import FrameType, ModuleType
+from types import CodeType, FrameType, FunctionType, ModuleType
 from typing import Any, Callable
 
 from ._emitter import TrainingEventEmitter
@@ -122,16 +127,68 @@ def _is_stepwatch(module: Any) -> bool:
     return isinstance(module, str) and (module == "stepwatch" or module.startswith("stepwatch."))
 
 
-def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) -> bool:
-    """Whether a function on the stack from ``frame`` up (outside stepwatch) refers to
-    ``stepwatch.should_stop``: by name (``from stepwatch import should_stop``, any alias)
-    or as an attribute of the stepwatch module (``stepwatch.should_stop()``). Locals
-    (``import stepwatch`` inside a function) are looked at only with ``use_locals``: not
-    for another thread's frames."""
+#: Per code object: the names whose ``.should_stop`` it loads, and every name it loads.
+_code_refs: dict[CodeType, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _refs(code: CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    got = _code_refs.get(code)
+    if got is None:
+        owners: set[str] = set()
+        loaded: set[str] = set()
+        prev = None
+        for ins in dis.get_instructions(code):
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                if ins.argval == "should_stop" and prev is not None and prev in loaded:
+                    owners.add(prev)
+                prev = None
+            elif ins.opname.startswith("LOAD_") and ins.opname != "LOAD_CONST":
+                prev = ins.argval if isinstance(ins.argval, str) else None
+                if prev is not None:
+                    loaded.add(prev)
+            else:
+                prev = None
+        got = (frozenset(owners), frozenset(loaded))
+        if len(_code_refs) < 10_000:
+            _code_refs[code] = got
+    return got
+
+
+def _code_checks(code: CodeType, lookup: Callable[[str], Any], depth: int = 0) -> bool:
+    """``code`` calls ``stepwatch.should_stop`` (any alias), or a function it calls does
+    (one level down: ``def stop_asked(): return stepwatch.should_stop()``)."""
     from . import _relay
 
-    target = _relay.should_stop
-    packages = tuple(m for m in (sys.modules.get("stepwatch"), _relay) if m is not None)
+    owners, loaded = _refs(code)
+    for name in loaded:
+        value = lookup(name)
+        if value is _relay.should_stop:
+            return True
+        if name in owners and isinstance(value, ModuleType) and value in _packages():
+            return True
+        if (
+            depth == 0
+            and isinstance(value, FunctionType)
+            and not _is_stepwatch(getattr(value, "__module__", None))
+        ):
+            inner = value.__globals__
+            if _code_checks(value.__code__, inner.get, depth + 1):
+                return True
+    return False
+
+
+def _packages() -> tuple[ModuleType, ...]:
+    from . import _relay
+
+    return tuple(m for m in (sys.modules.get("stepwatch"), _relay) if m is not None)
+
+
+def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) -> bool:
+    """Whether a function on the stack from ``frame`` up (outside stepwatch) calls
+    ``stepwatch.should_stop``: by name (``from stepwatch import should_stop``, any alias),
+    as an attribute of the stepwatch module (``stepwatch.should_stop()``), or through a
+    function of its own that does. Locals (``import stepwatch`` inside a function) are
+    looked at only with ``use_locals``: not for another thread's frames."""
     depth = 0
     while frame is not None and depth < 200:
         depth += 1
@@ -139,15 +196,13 @@ def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) ->
             g = frame.f_globals
             if not _is_stepwatch(g.get("__name__")):
                 code = frame.f_code
-                names = code.co_names + code.co_varnames + code.co_freevars
                 local = frame.f_locals if use_locals and code.co_varnames else {}
-                by_attr = "should_stop" in code.co_names
-                for name in names:
-                    value = local[name] if name in local else g.get(name)
-                    if value is target:
-                        return True
-                    if by_attr and isinstance(value, ModuleType) and value in packages:
-                        return True
+
+                def lookup(name: str, local: Any = local, g: dict = g) -> Any:
+                    return local[name] if name in local else g.get(name)
+
+                if _code_checks(code, lookup):
+                    return True
         except Exception:  # a strange frame: never break training over a guess
             pass
         frame = frame.f_back
@@ -183,6 +238,12 @@ class Controller:
         self._stop_id: str | None = None
         self._stop_told: str | None = None  # how the stop's last ack said it would end
         self._stop_delivered = False  # the loop has seen the stop (flag, interrupt, raise)
+        # Since the stop arrived: the user's should_stop() calls, epochs begun, batches.
+        self._checks_since_stop = 0
+        self._epochs_since_stop = 0
+        self._batches_at_stop = 0
+        self._epoch_batches: int | None = None  # total_batches of the run, if it said
+        self._overdue = False  # a loop trusted to check has not, for an epoch
         self._stop_finished = False  # the run ended: nothing more is raised
         self._interrupts = 0
         self._batches = 0  # batch_end events seen (the reducer's step without `step`)
@@ -194,10 +255,14 @@ class Controller:
         self._thread.start()
 
     # -- public -----------------------------------------------------------------------
-    def should_stop(self) -> bool:
+    def should_stop(self, user: bool = False) -> bool:
+        """True once a stop arrived; ``user``: asked by the user's code (not an
+        integration)."""
         if self._stop_id is None:
             return False
         self._stop_delivered = True
+        if user:
+            self._checks_since_stop += 1
         return True
 
     @property
@@ -227,6 +292,8 @@ class Controller:
             self._batches += 1
             step = record.get("step")
             self._step = step if step is not None else self._batches
+        elif event == "epoch_start" and self._stop_id is not None:
+            self._epochs_since_stop += 1
         self.control_point(where=event)
 
     def control_point(self, raise_on_stop: bool | None = None, where: str | None = None) -> None:
@@ -275,6 +342,8 @@ class Controller:
             return "framework"
         if self.stop_mode != "auto":
             return self.stop_mode
+        if self._overdue:
+            return "interrupt"
         if _user_checked:
             return "flag"
         try:
@@ -294,6 +363,15 @@ class Controller:
         if how == "framework":
             return f"the {_framework} trainer stops cleanly after this step"
         return "the loop ends when it next checks should_stop()"
+
+    def _declared_epoch_batches(self) -> int | None:
+        """``total_batches`` of the run's ``training_start``, when it said."""
+        try:
+            starts = self._emitter.get_history("training_start", limit=1)
+            n = starts[-1].get("total_batches") if starts else None
+            return int(n) if isinstance(n, (int, float)) and n > 0 else None
+        except Exception:
+            return None
 
     def _stop_frame(self) -> FrameType | None:
         """The training thread's current frame, as seen from the listener thread."""
@@ -316,6 +394,16 @@ class Controller:
             if self._interrupts == 1:
                 self._tell_stop(how, f"raising StopTraining at step {self._step_text()}")
             raise StopTraining("stopped from the Stepwatch dashboard")
+        if how == "flag" and self.stop_mode == "auto" and self._check_overdue():
+            self._overdue = True
+            self._interrupts += 1
+            self._stop_delivered = True
+            self._tell_stop(
+                "interrupt",
+                "the loop has not checked should_stop() for an epoch since the stop: "
+                f"interrupting at step {self._step_text()} (KeyboardInterrupt)",
+            )
+            raise StopInterrupt(f"Stop from the Stepwatch dashboard (run {self.run})")
         if how != "interrupt":
             if self._stop_told != how:
                 self._tell_stop(how, self._how_message(how))
@@ -335,6 +423,16 @@ class Controller:
                 f"{self._step_text()} (KeyboardInterrupt)",
             )
         raise StopInterrupt(f"Stop from the Stepwatch dashboard (run {self.run})")
+
+    def _check_overdue(self) -> bool:
+        """A loop trusted to check should_stop() has let an epoch go by since the stop
+        without calling it: a second epoch began, or more batches than an epoch has."""
+        if self._checks_since_stop:
+            return False
+        if self._epochs_since_stop >= 2:
+            return True
+        per_epoch = self._epoch_batches
+        return bool(per_epoch) and self._batches - self._batches_at_stop > per_epoch
 
     def _step_text(self) -> str:
         return str(self._step) if self._step is not None else "0"
@@ -411,6 +509,8 @@ class Controller:
                 else:
                     how = self._how(self._stop_frame(), use_locals=False)
                     self._stop_told = how
+                    self._batches_at_stop = self._batches
+                    self._epoch_batches = self._declared_epoch_batches()
                     self._stop_id = cid
                     self._ack(cid, name, "accepted", "stop accepted; " + self._how_message(how))
             elif name not in self._handlers:

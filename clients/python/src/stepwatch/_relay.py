@@ -474,7 +474,7 @@ def should_stop() -> bool:
     the loop ends itself on a stop (``stop="auto"``): no ``KeyboardInterrupt`` then."""
     _control.note_user_check()
     c = _controller
-    return c is not None and c.should_stop()
+    return c is not None and c.should_stop(user=True)
 
 
 def stop_requested() -> bool:

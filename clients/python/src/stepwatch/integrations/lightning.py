@@ -47,6 +47,10 @@ report from global rank 0 only. Epochs are numbered from 1 (``current_epoch + 1`
 - ``finalize(status)`` -> ``training_end``: ``success`` -> ``completed`` (``stopped``
   after a stop from the dashboard), ``failed`` -> ``failed`` (``stopped`` for Ctrl-C),
   with the exception as ``error_occurred``.
+- Alone (no ``StepwatchCallback`` to set ``trainer.should_stop``), a Stop from the
+  dashboard arrives as ``KeyboardInterrupt`` at the next ``batch_end`` it sends, and
+  Lightning shuts down as for Ctrl-C (its graceful shutdown, which then exits the
+  process with status 1); the run ends ``stopped``. Add the callback for a clean stop.
 - ``save()`` wakes the sender without waiting; ``experiment`` is a
   :class:`stepwatch.tensorboard.SummaryWriter` on the same run, for code that calls
   ``self.logger.experiment.add_scalar(...)``.
