@@ -419,6 +419,29 @@ emit_training_end()
 """
 
 
+def test_an_uncaught_interrupt_ends_the_script_as_ctrl_c_does(relay, tmp_path):
+    proc = start(
+        tmp_path,
+        NO_CHECK.replace("except KeyboardInterrupt:", "except ZeroDivisionError:"),
+        STEPWATCH_URL=relay.url,
+        STEPWATCH_RUN="uncaught",
+    )
+    try:
+        relay.wait_for("uncaught", lambda s: s["step"] >= 3)
+        cid = stop(relay, "uncaught")
+        code, out, err = finish(proc)
+    finally:
+        proc.kill()
+    # As with Ctrl-C: the traceback, printed as usual (it names the stop), a failing exit.
+    assert code != 0, err
+    assert "emit_batch_end(batch_idx=batch" in err  # where the loop was
+    assert "stepwatch._control.StopInterrupt: Stop from the Stepwatch dashboard" in err
+    state = relay.wait_for("uncaught", lambda s: s["status"] == "stopped")
+    assert command(state, cid)["status"] == "done"
+    assert state["last_error"] is None
+    assert [e["status"] for e in events(relay, "uncaught", "training_end")] == ["stopped"]
+
+
 def test_stop_mode_flag_never_interrupts(relay, tmp_path):
     proc = start(
         tmp_path,
@@ -518,6 +541,7 @@ emit_training_start(total_epochs=1)
 emit_batch_end(batch_idx=0, loss=1.0)
 controller = _relay._controller
 while not controller.stop_asked:
+    _relay.stop_requested()  # as the integrations ask: not the user's should_stop() check
     time.sleep(0.01)
 
 def raises(fn):
