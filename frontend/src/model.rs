@@ -350,6 +350,12 @@ pub fn state_from_json(v: &Value) -> Option<RunState> {
             args: obj(&c["args"]).unwrap_or_default(),
             status: t(c, "status").unwrap_or_default(),
             message: t(c, "message"),
+            messages: c["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(String::from))
+                .collect(),
             output: Some(c["output"].clone()).filter(|o| !o.is_null()),
             sender: t(c, "sender"),
             sent_at: f(c, "sent_at"),

@@ -91,7 +91,8 @@ fn a_python_trainer_is_seen_live_in_the_browser() {
                 && document.querySelector('[data-testid=conn]')?.dataset.state === 'live';",
     );
     assert_eq!(text(&browser, "epoch"), "2/3");
-    assert_eq!(text(&browser, "batch"), "39/40");
+    // Batch indices 0..=39 of 40: the last one done reads 40/40.
+    assert_eq!(text(&browser, "batch"), "40/40");
     assert_eq!(
         text(&browser, "loss"),
         stepwatch_events::num::display(4.0 / 80.0, 5)

@@ -89,6 +89,9 @@ pub fn is_validation_loss(name: &str) -> bool {
 /// How many commands a state keeps (newest last).
 pub const MAX_COMMANDS: usize = 100;
 
+/// How many messages a command keeps.
+pub const MAX_COMMAND_MESSAGES: usize = 10;
+
 /// The commands a relay accepts.
 pub const COMMANDS: [&str; 5] = ["pause", "resume", "stop", "load_checkpoint", "ask"];
 
@@ -100,7 +103,14 @@ pub struct CommandState {
     pub args: Map<String, Value>,
     /// `pending` (sent, no answer), `accepted`, `done`, `rejected`, `failed`, `cancelled`.
     pub status: String,
+    /// The trainer's latest word on it.
     pub message: Option<String>,
+    /// Every message the trainer sent about it, oldest first (at most
+    /// [`MAX_COMMAND_MESSAGES`]): what it is doing, step by step ("stop accepted; this
+    /// loop does not check should_stop(): interrupting at the next step", "interrupting
+    /// the loop at step 44 (KeyboardInterrupt)", "stopped").
+    #[serde(default)]
+    pub messages: Vec<String>,
     pub output: Option<Value>,
     pub sender: Option<String>,
     #[serde(with = "num::opt", default)]
@@ -488,8 +498,14 @@ impl RunState {
         }
         let status = a.status.clone().unwrap_or_else(|| "accepted".into());
         cmd.status = status.clone();
-        if a.message.is_some() {
-            cmd.message = a.message.clone();
+        if let Some(m) = &a.message {
+            if cmd.messages.last() != Some(m) {
+                if cmd.messages.len() >= MAX_COMMAND_MESSAGES {
+                    cmd.messages.remove(1); // keep the first word and the newest
+                }
+                cmd.messages.push(m.clone());
+            }
+            cmd.message = Some(m.clone());
         }
         if a.output.is_some() {
             cmd.output = a.output.clone();

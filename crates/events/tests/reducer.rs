@@ -145,3 +145,56 @@ fn commands_follow_the_trainers_answers() {
     ));
     assert_eq!(s.commands.len(), 2);
 }
+
+#[test]
+fn a_command_keeps_every_message_the_trainer_sent_about_it() {
+    let mut s = RunState::new("r");
+    s.apply(&ev(r#"{"event":"training_start"}"#));
+    s.apply(&ev(
+        r#"{"event":"command","command_id":"c","command":"stop"}"#,
+    ));
+    for (status, msg) in [
+        ("accepted", "stop accepted; interrupting at the next step"),
+        (
+            "accepted",
+            "interrupting the loop at step 44 (KeyboardInterrupt)",
+        ),
+        (
+            "accepted",
+            "interrupting the loop at step 44 (KeyboardInterrupt)",
+        ),
+        ("done", "stopped"),
+        ("done", "too late: final answers are final"),
+    ] {
+        s.apply(&ev(&format!(
+            r#"{{"event":"command_ack","command_id":"c","status":"{status}","message":"{msg}"}}"#
+        )));
+    }
+    let c = &s.commands[0];
+    assert_eq!(c.status, "done");
+    assert_eq!(c.message.as_deref(), Some("stopped"));
+    assert_eq!(
+        c.messages,
+        [
+            "stop accepted; interrupting at the next step",
+            "interrupting the loop at step 44 (KeyboardInterrupt)",
+            "stopped"
+        ]
+    );
+    // Bounded: the first word and the newest are kept.
+    s.apply(&ev(
+        r#"{"event":"command","command_id":"d","command":"ask"}"#,
+    ));
+    for i in 0..30 {
+        s.apply(&ev(&format!(
+            r#"{{"event":"command_ack","command_id":"d","status":"accepted","message":"m{i}"}}"#
+        )));
+    }
+    let d = &s.commands[1];
+    assert_eq!(
+        d.messages.len(),
+        stepwatch_events::state::MAX_COMMAND_MESSAGES
+    );
+    assert_eq!(d.messages[0], "m0");
+    assert_eq!(d.messages.last().unwrap(), "m29");
+}

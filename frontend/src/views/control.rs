@@ -316,7 +316,7 @@ pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl Into
                             <td class="mono">{c.command.clone()}</td>
                             <td class="mono small muted">{args}</td>
                             <td><span class=format!("cmd-state {st}")>{label(i18n, &c, now)}</span></td>
-                            <td class="small muted cmd-msg" data-testid="command-message">{c.message.clone().unwrap_or_default()}</td>
+                            <td class="small muted cmd-msg" data-testid="command-message">{command_story(&c)}</td>
                             <td class="small muted" data-testid="command-sender">{c.sender.clone().map(|who| format!("{} {who}, {}", i18n.t(Key::SentBy), clock_time(c.sent_at)))}</td>
                             <td>{(allowed.get_untracked() && (st == "unanswered" || st == "pending")).then(|| view! {
                                 <button class="mini" data-testid="cancel" on:click=move |_| {
@@ -338,4 +338,14 @@ pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl Into
 pub fn clock_time(t: Option<f64>) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t.unwrap_or(0.0) * 1000.0));
     format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+}
+
+/// What the trainer said about a command, step by step ("stop accepted; … → interrupting
+/// the loop at step 44 (KeyboardInterrupt) → stopped").
+pub fn command_story(c: &CommandState) -> String {
+    if c.messages.is_empty() {
+        c.message.clone().unwrap_or_default()
+    } else {
+        c.messages.join(" → ")
+    }
 }
