@@ -70,6 +70,7 @@ strings! {
     BestLoss => "Best batch loss", "最佳批次损失";
     BestLossHint => "The lowest single training-batch loss: noisy, and biased low. Runs that report a validation loss (val_loss, eval_loss …) show its best instead.", "单个训练批次的最低损失:波动大且偏低。报告验证损失(val_loss、eval_loss 等)的任务改为显示其最佳值。";
     BestVal => "Best val loss", "最佳验证损失";
+    ValTag => "val", "验证";
     BestValHint => "The lowest validation loss the run reported", "该任务报告的最低验证损失";
     StoppedAt => "stopped at", "停止于";
     FailedAt => "failed at", "失败于";

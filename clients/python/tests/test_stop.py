@@ -702,3 +702,54 @@ def test_readme_load_handler_loads_a_state_dict_and_a_whole_module(relay, tmp_pa
     expected = [float(x) for x in out.split("SUMS ")[1].split()[:2]]
     assert loaded == [pytest.approx(expected[0]), pytest.approx(expected[1])]
     assert expected[0] != pytest.approx(expected[1])
+
+
+# README's first example ends the run right after the loop; the script's own code after it
+# can still fail. No torch needed.
+END_THEN_FAIL = r"""
+import os, time
+from stepwatch import emit_training_start, emit_epoch_start, emit_batch_end, emit_training_end
+
+emit_training_start(total_epochs=3, total_batches=50)
+try:
+    for epoch in range(3):
+        emit_epoch_start(epoch=epoch, total_epochs=3)
+        for i in range(50):
+            emit_batch_end(batch_idx=i, loss=1.0 / (1 + i))
+            time.sleep(float(os.environ.get("STEP_S", "0")))
+except KeyboardInterrupt:
+    print("Exiting from training early", flush=True)
+emit_training_end()
+open(os.environ["BEST"], "rb")   # "load the best model": never saved
+"""
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_an_error_after_emit_training_end_is_still_recorded(relay, tmp_path, stopped):
+    run = f"end-then-fail-{int(stopped)}"
+    best = tmp_path / "best.pt"
+    proc = start(
+        tmp_path,
+        END_THEN_FAIL,
+        STEPWATCH_URL=relay.url,
+        STEPWATCH_RUN=run,
+        BEST=str(best),
+        STEP_S="0.05" if stopped else "0",
+    )
+    try:
+        if stopped:
+            relay.wait_for(run, lambda s: s["step"] > 3, timeout=60)
+            stop(relay, run)
+        code, out, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 1 and "FileNotFoundError" in err, err  # printed as without Stepwatch
+    want = "stopped" if stopped else "completed"
+    prefix = "after the stop: " if stopped else "after the run ended: "
+    state = relay.wait_for(run, lambda s: (s.get("last_error") or {}).get("message"))
+    assert state["status"] == want, state["status"]
+    error = state["last_error"]
+    assert error["message"].startswith(prefix + "FileNotFoundError"), error
+    assert error["fatal"] is False and str(best) in error["message"]
+    (event,) = events(relay, run, "error_occurred")
+    assert event["after_end"] is True and event["after_stop"] is stopped

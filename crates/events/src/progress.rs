@@ -225,14 +225,29 @@ impl RunState {
         let pace = &self.pace;
         // Snapshots from before the pace was kept: a reported epoch counts from 1.
         let has_epoch = pace.first_epoch.is_some() || self.current_epoch > 0;
-        let epoch = has_epoch.then(|| self.current_epoch + u64::from(pace.first_epoch == Some(0)));
+        let mut epoch =
+            has_epoch.then(|| self.current_epoch + u64::from(pace.first_epoch == Some(0)));
+        // A run that ended right after an epoch began, before its first batch (a Stop
+        // during validation takes effect at the next epoch_start): it ended after the
+        // epoch before, not in this one.
+        let unbegun = !self.status.is_live()
+            && pace.kept
+            && pace.epoch_batches == 0
+            && !pace.epoch_ended
+            && self.batch_count > 0
+            && epoch.is_some_and(|e| e > 1);
+        if unbegun {
+            epoch = epoch.map(|e| e - 1);
+        }
         let total_epochs = self.total_epochs.filter(|t| *t > 0);
         let total_batches = self.total_batches.filter(|t| *t > 0);
         let done = || {
             let done = pace.done_after(self.current_batch);
             total_batches.map_or(done, |t| done.min(t))
         };
-        let batch = if pace.epoch_batches > 0 || (!pace.kept && self.batch_count > 0) {
+        let batch = if unbegun {
+            total_batches.or(Some(done()))
+        } else if pace.epoch_batches > 0 || (!pace.kept && self.batch_count > 0) {
             Some(done())
         } else if self.batch_count > 0 || (has_epoch && total_batches.is_some()) {
             Some(0) // a new epoch, no batch yet
@@ -240,15 +255,16 @@ impl RunState {
             None
         };
         let completed = self.status == RunStatus::Completed;
+        let ended = pace.epoch_ended || unbegun;
         let epochs_done = match (epoch, total_epochs) {
             (_, Some(t)) if completed => t,
-            (Some(e), _) if pace.epoch_ended => e,
+            (Some(e), _) if ended => e,
             (Some(e), _) => e.saturating_sub(1),
             (None, _) => 0,
         };
         let epochs_done = total_epochs.map_or(epochs_done, |t| epochs_done.min(t));
         let epoch_fraction = match (batch, total_batches) {
-            _ if pace.epoch_ended || completed => Some(1.0),
+            _ if ended || completed => Some(1.0),
             (Some(b), Some(t)) => Some((b as f64 / t as f64).clamp(0.0, 1.0)),
             _ => None,
         };
@@ -257,7 +273,7 @@ impl RunState {
         } else {
             match total_epochs {
                 Some(te) => {
-                    let within = if pace.epoch_ended {
+                    let within = if ended {
                         0.0
                     } else {
                         epoch_fraction.unwrap_or(0.0)

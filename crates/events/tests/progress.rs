@@ -252,3 +252,21 @@ fn the_best_validation_loss_is_kept_beside_the_best_batch_loss() {
         );
     }
 }
+
+#[test]
+fn a_run_stopped_as_its_next_epoch_began_ended_after_the_epoch_before() {
+    // A Stop during validation takes effect at the next epoch_start: that epoch was
+    // recorded as begun, with no batch.
+    let (mut s, t) = zero_based(Some((1, 0)));
+    let live = s.progress();
+    assert_eq!(
+        (live.epoch, live.batch),
+        (Some(2), Some(0)),
+        "while running: begun"
+    );
+    at(&mut s, t, r#""event":"training_end","status":"stopped""#);
+    let p = s.progress();
+    assert_eq!((p.epoch, p.batch, p.epochs_done), (Some(1), Some(4), 1));
+    assert_eq!(p.epoch_fraction, Some(1.0));
+    assert!((p.fraction.unwrap() - 1.0 / 3.0).abs() < 1e-9);
+}

@@ -34,6 +34,14 @@ pub fn fmt_opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "–".to_string(), |v| num::display(v, digits))
 }
 
+/// A loss for a tile: scientific below 0.01 so it fits (`1.123e-3`, not `0.0011234`).
+pub fn fmt_loss(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() && v != 0.0 && v.abs() < 1e-2 => format!("{v:.3e}"),
+        other => fmt_opt(other, 5),
+    }
+}
+
 /// A learning rate: scientific below 1e-3 so it fits a tile (`1.52e-4`).
 pub fn fmt_lr(x: Option<f64>) -> String {
     match x {

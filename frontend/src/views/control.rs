@@ -221,8 +221,13 @@ pub fn AskPanel(view_state: RwSignal<RunView>, target: Target) -> impl IntoView 
     };
     let submit2 = submit.clone();
     let allowed = can_command();
+    // A finished run takes no more commands (409): the panel goes, unless it shows an answer.
+    let panel_shown = move || {
+        allowed.get()
+            && (view_state.with(|v| v.state.status.is_live()) || asked.with(Option::is_some))
+    };
     view! {
-        <section class="panel" data-testid="ask" style:display=move || if allowed.get() { "" } else { "none" }>
+        <section class="panel" data-testid="ask" style:display=move || if panel_shown() { "" } else { "none" }>
             <div class="panel-head"><h2>{move || i18n.t(Key::TryModel)}</h2></div>
             <div class="ask-row">
                 <textarea data-testid="ask-input" rows="2" placeholder=move || i18n.t(Key::AskPlaceholder)

@@ -4,7 +4,7 @@
 
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{
-    ago, download, fmt_lr, fmt_opt, load_run, use_clock, ConnBadge, Stat, StatusPill,
+    ago, download, fmt_loss, fmt_lr, load_run, use_clock, ConnBadge, Stat, StatusPill,
 };
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton, Target};
 use crate::api::{self, ConnState};
@@ -118,13 +118,13 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
                     value=s(|s| { let p = s.progress(); model::progress(p.batch, p.total_batches) })
                     frac=Signal::derive(move || view_state.with(|v| v.state.progress().epoch_fraction.unwrap_or(0.0)))
                     cut=cut_short/>
-                <Stat label=Key::Loss testid="loss" value=s(|s| fmt_opt(s.current_loss, 5)) alert=Signal::derive(non_finite)/>
-                <Stat label=Key::AvgLoss testid="avg-loss" value=s(|s| fmt_opt(s.avg_loss, 5))/>
+                <Stat label=Key::Loss testid="loss" value=s(|s| fmt_loss(s.current_loss)) alert=Signal::derive(non_finite)/>
+                <Stat label=Key::AvgLoss testid="avg-loss" value=s(|s| fmt_loss(s.avg_loss))/>
                 <Stat label=Key::LearningRate testid="lr" value=s(|s| fmt_lr(s.learning_rate))/>
                 <Stat label=Key::Step testid="step" value=s(|s| s.step.to_string())/>
                 <Stat label=Key::BestLoss testid="best-loss"
                     label_of=Signal::derive(move || view_state.with(|v| if v.state.best_val.is_some() { Key::BestVal } else { Key::BestLoss }))
-                    value=s(|s| fmt_opt(s.best_val.as_ref().map_or(s.best_loss, |b| Some(b.value)), 5))
+                    value=s(|s| fmt_loss(s.best_val.as_ref().map_or(s.best_loss, |b| Some(b.value))))
                     hint=Signal::derive(move || view_state.with(|v| match &v.state.best_val {
                         Some(b) => format!("{} ({}, {} {})", i18n.t(Key::BestValHint), b.metric, i18n.t(Key::Step), b.step),
                         None => i18n.t(Key::BestLossHint).to_string(),

@@ -273,6 +273,7 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
     let step = s.step;
     let best = s.best_val.as_ref().map_or(s.best_loss, |b| Some(b.value));
     let best_hint = s.best_val.as_ref().map(|b| b.metric.clone());
+    let is_val = s.best_val.is_some();
     let started = s.started_at;
     let s2 = s.clone();
     let dur = move || {
@@ -307,7 +308,8 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
             </td>
             <td class="num">{s.step}</td>
             <td class=loss_class data-testid="row-loss">{fmt_opt(s.current_loss, 5)}</td>
-            <td class="num" data-testid="row-best" title=move || best_hint.clone().unwrap_or_else(|| i18n.t(Key::BestLossHint).to_string())>{fmt_opt(best, 5)}</td>
+            <td class="num" data-testid="row-best" title=move || best_hint.clone().unwrap_or_else(|| i18n.t(Key::BestLossHint).to_string())>{fmt_opt(best, 5)}
+                {is_val.then(|| view! { <span class="muted small val-tag">" "{move || i18n.t(Key::ValTag)}</span> })}</td>
             <td>{move || ago(i18n, started, clock.get())}</td>
             <td class="num">{dur}</td>
         </tr>

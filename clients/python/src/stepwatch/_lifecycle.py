@@ -4,7 +4,10 @@ Ctrl-C (also the ``KeyboardInterrupt`` a Stop from the dashboard raises), SIGTER
 uncaught ``StopTraining`` end it as ``stopped``. An exception raised after the loop was
 told to stop (the script's own code on the way out, e.g. loading a best checkpoint that
 was never saved) ends it as ``stopped`` too: the error is recorded, not fatal, with a
-message that starts "after the stop: ". Either way the error is printed as usual. The
+message that starts "after the stop: ". An error after the run already ended
+(``emit_training_end()`` right after the loop, then the script's code raised) is recorded
+the same way, "after the stop: " or "after the run ended: ", the status unchanged. Either
+way the error is printed as usual. The
 bounded exit flush (atexit) then sends what is queued. Installed by ``connect()``;
 previous hooks and handlers are kept and called."""
 
@@ -62,10 +65,41 @@ def end_run_for(exc: BaseException, tb: Any = None) -> str:
     return "failed"
 
 
+#: How an error after the run's ``training_end`` is introduced in its message.
+AFTER_END = "after the run ended: "
+
+
+def report_after_end(exc: BaseException, tb: Any = None) -> bool:
+    """An uncaught error after this process ended its run (``emit_training_end()`` right
+    after the loop, then the script's own code raised): recorded on the run, not fatal
+    (its status stays), "after the stop: …" or "after the run ended: …". True if sent."""
+    from ._helpers import emit_error_occurred
+    from ._relay import stop_delivered
+
+    if isinstance(exc, (KeyboardInterrupt, _control.StopTraining)):
+        return False
+    if not training_emitter.get_history("training_end"):
+        return False
+    if tb is None:
+        tb = exc.__traceback__
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    stopped = stop_delivered()
+    emit_error_occurred(
+        f"{AFTER_STOP if stopped else AFTER_END}{type(exc).__name__}: {exc}",
+        traceback=text,
+        fatal=False,
+        after_stop=stopped,
+        after_end=True,
+    )
+    return True
+
+
 def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
     try:
         if run_open():
             end_run_for(value, tb)
+        else:
+            report_after_end(value, tb)
     except Exception:
         pass  # reporting must never hide the real error
     hook = _prev_excepthook or sys.__excepthook__
