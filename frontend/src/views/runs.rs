@@ -264,6 +264,7 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
     let batch = model::progress(p.batch, p.total_batches);
     // A run without epochs counts steps ("Step 208"), not "Epoch 0 · Batch 208".
     let has_epochs = p.epoch.is_some() || p.total_epochs.is_some();
+    let has_length = p.total_batches.is_some();
     let frac = p.fraction.unwrap_or(0.0);
     let bar_class = if model::cut_short(s.status, &p) {
         "bar cut"
@@ -302,6 +303,8 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                 <div class=bar_class data-frac=format!("{frac:.4}")><div class="fill" style=format!("width:{:.1}%", frac * 100.0)></div></div>
                 <span class="small" data-testid="row-progress">{move || if has_epochs {
                     format!("{} {} · {} {}", i18n.t(Key::Epoch), epoch, i18n.t(Key::Batch), batch)
+                } else if has_length {
+                    format!("{} {}", i18n.t(Key::Batch), batch)
                 } else {
                     format!("{} {}", i18n.t(Key::Step), step)
                 }}</span>
