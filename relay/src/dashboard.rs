@@ -503,7 +503,16 @@ impl Dashboard {
     }
 
     fn run_child(&self) -> bool {
-        let ran = std::env::current_exe().ok().and_then(|exe| {
+        // On Linux the running image itself: it still runs after an upgrade replaced or
+        // deleted the file the relay was started from (current_exe() would then name a
+        // missing or different program).
+        let proc_exe = Path::new("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            Some(proc_exe.to_path_buf())
+        } else {
+            std::env::current_exe().ok()
+        };
+        let ran = exe.and_then(|exe| {
             std::process::Command::new(exe)
                 .arg("precompress")
                 .arg("--dist")

@@ -30,8 +30,8 @@ struct Got {
     body: String,
 }
 
-fn get(relay: &Relay, path: &str, br: bool, headers: &[(&str, &str)]) -> Got {
-    let mut req = ureq::get(&format!("{}{path}", relay.url));
+fn get(base: &str, path: &str, br: bool, headers: &[(&str, &str)]) -> Got {
+    let mut req = ureq::get(&format!("{base}{path}"));
     if br {
         req = req.set("Accept-Encoding", "br");
     }
@@ -71,9 +71,9 @@ fn get(relay: &Relay, path: &str, br: bool, headers: &[(&str, &str)]) -> Got {
 
 /// `path` under both encodings: the same status and body, which must equal `want`;
 /// returns the brotli request's answer.
-fn both(relay: &Relay, path: &str, want: &str) -> Got {
-    let plain = get(relay, path, false, &[]);
-    let br = get(relay, path, true, &[]);
+fn both(base: &str, path: &str, want: &str) -> Got {
+    let plain = get(base, path, false, &[]);
+    let br = get(base, path, true, &[]);
     assert_eq!(plain.encoding, None, "GET {path} plain");
     for g in [&plain, &br] {
         assert_eq!(g.status, 200, "GET {path}: {}", g.body);
@@ -92,16 +92,16 @@ fn both(relay: &Relay, path: &str, want: &str) -> Got {
 }
 
 /// Waits until `path` is served brotli-compressed; every answer meanwhile must be `want`.
-fn wait_for_brotli(relay: &Relay, path: &str, want: &str) -> Got {
+fn wait_for_brotli(base: &str, path: &str, want: &str) -> Got {
     wait_until(&format!("a brotli copy of {path}"), WAIT, || {
-        let g = both(relay, path, want);
+        let g = both(base, path, want);
         (g.encoding.as_deref() == Some("br")).then_some(g)
     })
 }
 
-fn assert_not_found(relay: &Relay, path: &str) {
+fn assert_not_found(base: &str, path: &str) {
     for br in [false, true] {
-        let g = get(relay, path, br, &[]);
+        let g = get(base, path, br, &[]);
         assert_eq!(g.status, 404, "GET {path} (br: {br}): {}", g.body);
         assert!(
             g.content_type.starts_with("text/plain"),
@@ -163,23 +163,23 @@ fn a_rebuilt_dist_is_served_fresh_under_every_encoding_and_assets_never_get_the_
     let relay = Relay::start(&dir.0.join("data"), &["--dist", dist.to_str().unwrap()]);
 
     // The first build: brotli copies are made at start, in a child process.
-    let first = wait_for_brotli(&relay, "/", &index_a);
-    wait_for_brotli(&relay, &format!("/{CSS_A}"), &css_a);
+    let first = wait_for_brotli(&relay.url, "/", &index_a);
+    wait_for_brotli(&relay.url, &format!("/{CSS_A}"), &css_a);
     // index.html is revalidated on every load; hashed names are cached for good.
     assert_eq!(first.cache_control.as_deref(), Some("no-cache"));
     let etag_a = first.etag.clone().expect("index.html has an ETag");
     for br in [false, true] {
-        let g = get(&relay, "/", br, &[("If-None-Match", &etag_a)]);
+        let g = get(&relay.url, "/", br, &[("If-None-Match", &etag_a)]);
         assert_eq!(g.status, 304, "unchanged index.html (br: {br})");
         assert!(g.body.is_empty());
     }
-    let css_answer = get(&relay, &format!("/{CSS_A}"), true, &[]);
+    let css_answer = get(&relay.url, &format!("/{CSS_A}"), true, &[]);
     assert_eq!(
         css_answer.cache_control.as_deref(),
         Some("public, max-age=31536000, immutable")
     );
     assert!(css_answer.content_type.starts_with("text/css"));
-    let config = get(&relay, "/stepwatch-config.json", false, &[]);
+    let config = get(&relay.url, "/stepwatch-config.json", false, &[]);
     assert_eq!(config.cache_control.as_deref(), Some("no-cache"));
 
     // A rebuild, as trunk does it: new hashed names, old ones gone, a new index.html
@@ -197,46 +197,50 @@ fn a_rebuilt_dist_is_served_fresh_under_every_encoding_and_assets_never_get_the_
     std::fs::remove_file(dist.join(JS_A)).unwrap();
 
     // At once, under both encodings: the new index.html and the new files.
-    let now = both(&relay, "/", &index_b);
+    let now = both(&relay.url, "/", &index_b);
     let etag_b = now.etag.clone().unwrap();
     assert_ne!(etag_b, etag_a, "a changed index.html kept its ETag");
     for br in [false, true] {
-        let g = get(&relay, "/", br, &[("If-None-Match", &etag_a)]);
+        let g = get(&relay.url, "/", br, &[("If-None-Match", &etag_a)]);
         assert_eq!(g.status, 200, "the old ETag revalidated a changed file");
         assert_eq!(g.body, index_b);
     }
-    both(&relay, &format!("/{CSS_B}"), &css_b);
-    both(&relay, &format!("/{JS_B}"), &js_b);
+    both(&relay.url, &format!("/{CSS_B}"), &css_b);
+    both(&relay.url, &format!("/{JS_B}"), &js_b);
     // The old names (and any other missing file) answer 404 in plain text, not the page.
-    assert_not_found(&relay, &format!("/{CSS_A}"));
-    assert_not_found(&relay, &format!("/{JS_A}"));
+    assert_not_found(&relay.url, &format!("/{CSS_A}"));
+    assert_not_found(&relay.url, &format!("/{JS_A}"));
     for p in [
         "/favicon.ico",
         "/stepwatch-frontend_bg.wasm",
         "/app.js.map",
         "/runs/x/logo.png",
     ] {
-        assert_not_found(&relay, p);
+        assert_not_found(&relay.url, p);
     }
     // Client-side routes still get the page.
-    both(&relay, "/runs/some-run", &index_b);
-    both(&relay, "/compare/a/b", &index_b);
+    both(&relay.url, "/runs/some-run", &index_b);
+    both(&relay.url, "/compare/a/b", &index_b);
 
     // Fresh brotli copies follow; until then (and after) every answer is the new file.
-    wait_for_brotli(&relay, "/", &index_b);
-    wait_for_brotli(&relay, &format!("/{CSS_B}"), &css_b);
-    assert_not_found(&relay, &format!("/{CSS_A}"));
+    wait_for_brotli(&relay.url, "/", &index_b);
+    wait_for_brotli(&relay.url, &format!("/{CSS_B}"), &css_b);
+    assert_not_found(&relay.url, &format!("/{CSS_A}"));
 
     // A file that appears after start is served, and compressed too.
     let late = format!("{{\"notes\": \"{}\"}}\n", "late ".repeat(500));
     write(&dist, "late-notes.json", &late);
-    both(&relay, "/late-notes.json", &late);
-    wait_for_brotli(&relay, "/late-notes.json", &late);
+    both(&relay.url, "/late-notes.json", &late);
+    wait_for_brotli(&relay.url, "/late-notes.json", &late);
     // A file in a subdirectory (wasm-bindgen's snippets/), added and then changed.
     std::fs::create_dir_all(dist.join("snippets/ui-0123456789abcdef")).unwrap();
     let snippet = "export function f() { return 1; }\n".repeat(200);
     write(&dist, "snippets/ui-0123456789abcdef/inline0.js", &snippet);
-    wait_for_brotli(&relay, "/snippets/ui-0123456789abcdef/inline0.js", &snippet);
+    wait_for_brotli(
+        &relay.url,
+        "/snippets/ui-0123456789abcdef/inline0.js",
+        &snippet,
+    );
 
     // Nothing outside dist, even when the client does not normalise the path.
     for target in [
@@ -253,7 +257,7 @@ fn a_rebuilt_dist_is_served_fresh_under_every_encoding_and_assets_never_get_the_
     let (status, runs) = relay.get("/api/runs");
     assert_eq!(status, 200);
     assert!(runs.is_array() || runs.is_object(), "{runs}");
-    let api = get(&relay, "/api/nothing-here.js", false, &[]);
+    let api = get(&relay.url, "/api/nothing-here.js", false, &[]);
     assert_eq!(api.status, 404);
     assert!(
         api.content_type.starts_with("application/json"),
@@ -298,21 +302,75 @@ fn a_trunk_serve_dev_build_is_reported_and_served_without_its_autoreload_script(
 
     // Served without the script (the rest of the page as written), under both encodings
     // and from the brotli copy too.
-    both(&relay, "/", &release);
-    wait_for_brotli(&relay, "/", &release);
-    both(&relay, "/runs/r1", &release);
+    both(&relay.url, "/", &release);
+    wait_for_brotli(&relay.url, "/", &release);
+    both(&relay.url, "/runs/r1", &release);
 
     // A release build replaces it: served as it is, no new warning.
     let release_b = index(CSS_B, JS_B, "<!-- release -->");
     write(&dist, "index.html", &release_b);
-    both(&relay, "/", &release_b);
-    wait_for_brotli(&relay, "/", &release_b);
+    both(&relay.url, "/", &release_b);
+    wait_for_brotli(&relay.url, "/", &release_b);
     assert_eq!(warnings(), 1, "a release build was reported as a dev build");
 
     // A dev build again, without a restart: noticed when index.html changes.
     write(&dist, "index.html", &index(CSS_B, JS_B, AUTORELOAD));
-    both(&relay, "/", &index(CSS_B, JS_B, ""));
+    both(&relay.url, "/", &index(CSS_B, JS_B, ""));
     wait_until("the second dev-build warning", WAIT, || {
         (warnings() == 2).then_some(())
     });
+}
+
+/// Kills the child when dropped (a test that fails leaves no relay behind).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn brotli_copies_are_still_made_after_the_relay_binary_was_replaced() {
+    // An upgrade (pip, a package manager, `cargo build`) replaces the program file under
+    // a running relay: it must still make the brotli copies of a rebuilt dashboard.
+    let dir = TempDir::new("dash-upgraded");
+    let dist = dir.0.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    write(&dist, "index.html", &index(CSS_A, JS_A, ""));
+    write(&dist, CSS_A, &css("a"));
+    let bin = dir.0.join("stepwatch");
+    std::fs::copy(stepwatch_e2e::relay_bin(), &bin).unwrap();
+    let port = stepwatch_e2e::free_port();
+    let _relay = Child(
+        std::process::Command::new(&bin)
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.0.join("data"))
+            .arg("--dist")
+            .arg(&dist)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("the relay", WAIT, || {
+        ureq::get(&format!("{base}/healthz"))
+            .call()
+            .ok()
+            .map(|_| ())
+    });
+    wait_for_brotli(&base, &format!("/{CSS_A}"), &css("a"));
+    // The program file goes (as an upgrade's rename does to the old one); dist is rebuilt.
+    std::fs::remove_file(&bin).unwrap();
+    write(&dist, CSS_B, &css("b"));
+    write(&dist, "index.html", &index(CSS_B, JS_A, ""));
+    wait_for_brotli(&base, &format!("/{CSS_B}"), &css("b"));
+    wait_for_brotli(&base, "/", &index(CSS_B, JS_A, ""));
 }
