@@ -581,6 +581,17 @@ impl Browser {
         self.cmd("POST", "/url", Some(json!({ "url": url })));
     }
 
+    /// The text of the first element matching CSS selector `sel` ("" when none).
+    pub fn text(&self, sel: &str) -> String {
+        let sel = serde_json::to_string(sel).unwrap_or_default();
+        self.eval(&format!(
+            "const e = document.querySelector({sel}); return e ? e.textContent : '';"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     /// Runs JavaScript (a function body; `return` a value) in the page.
     pub fn eval(&self, script: &str) -> Value {
         self.cmd(

@@ -88,15 +88,6 @@ fn trainer(code: &str, relay: &Relay, run: &str, env: &[(&str, String)]) -> Chil
         .unwrap()
 }
 
-fn text(b: &Browser, sel: &str) -> String {
-    b.eval(&format!(
-        "const e = document.querySelector('{sel}'); return e ? e.textContent : '';"
-    ))
-    .as_str()
-    .unwrap_or_default()
-    .to_string()
-}
-
 fn attr(b: &Browser, sel: &str, name: &str) -> String {
     b.eval(&format!(
         "const e = document.querySelector('{sel}'); return e ? (e.getAttribute('{name}') || '') : '';"
@@ -158,9 +149,9 @@ fn a_finished_example_reads_as_its_user_means_it() {
 
     let b = Browser::start();
     open_run(&b, &relay, "wlm");
-    assert_eq!(text(&b, "[data-testid=epoch]"), "3/3");
+    assert_eq!(b.text("[data-testid=epoch]"), "3/3");
     assert_eq!(
-        text(&b, "[data-testid=batch]"),
+        b.text("[data-testid=batch]"),
         "30/30",
         "the last batch fills the bar"
     );
@@ -171,13 +162,13 @@ fn a_finished_example_reads_as_its_user_means_it() {
         b.eval("return document.querySelector('[data-testid=best-loss]').previousElementSibling.textContent;"),
         json!("Best val loss")
     );
-    let best: f64 = text(&b, "[data-testid=best-loss]").parse().unwrap();
+    let best: f64 = b.text("[data-testid=best-loss]").parse().unwrap();
     assert!((best - 2.2).abs() < 1e-6, "{best}");
     // One checkpoint for one file, saved three times; nothing called best without a
     // metric to say so.
     let rows = b.eval("return [...document.querySelectorAll('[data-testid=checkpoint]')].map(e => e.textContent);");
     assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
-    assert!(text(&b, "[data-testid=checkpoint-saves]").starts_with('3'));
+    assert!(b.text("[data-testid=checkpoint-saves]").starts_with('3'));
     assert_eq!(
         b.eval("return document.querySelectorAll('[data-testid=best-checkpoint]').length;"),
         json!(0)
@@ -188,9 +179,9 @@ fn a_finished_example_reads_as_its_user_means_it() {
         "true",
         "an ended run's stream is not 'live'"
     );
-    assert!(text(&b, "[data-testid=sys-when]").contains("last sample"));
+    assert!(b.text("[data-testid=sys-when]").contains("last sample"));
     // No log lines: the panel says how print() output gets there.
-    assert!(text(&b, "[data-testid=logs]").contains("capture_stdout=True"));
+    assert!(b.text("[data-testid=logs]").contains("capture_stdout=True"));
     // val_ppl is not drawn in the red kept for divergence.
     b.screenshot(&repo().join("target/screenshots/example-finished.png"));
 
@@ -202,11 +193,11 @@ fn a_finished_example_reads_as_its_user_means_it() {
         "return document.querySelectorAll('[data-testid=run-row]').length === 2;",
     );
     assert_eq!(
-        text(&b, "[data-run=wlm] [data-testid=row-progress]"),
+        b.text("[data-run=wlm] [data-testid=row-progress]"),
         "Epoch 3/3 · Batch 30/30"
     );
     assert_eq!(
-        text(&b, "[data-run=tb-run] [data-testid=row-progress]"),
+        b.text("[data-run=tb-run] [data-testid=row-progress]"),
         "Step 208"
     );
     b.screenshot(&repo().join("target/screenshots/example-runs.png"));
@@ -218,8 +209,8 @@ fn a_finished_example_reads_as_its_user_means_it() {
         "train/lr lost: {tb_state}"
     );
     open_run(&b, &relay, "tb-run");
-    assert_eq!(text(&b, "[data-testid=epoch]"), "–");
-    assert_ne!(text(&b, "[data-testid=lr]"), "–");
+    assert_eq!(b.text("[data-testid=epoch]"), "–");
+    assert_ne!(b.text("[data-testid=lr]"), "–");
 }
 
 #[test]
@@ -259,12 +250,8 @@ fn stopping_an_example_mid_epoch_ends_it_stopped_and_says_how() {
         ((x0 + x1) / 2.0 - 30.0).abs() < 1e-9 && x1 - x0 >= 2.0,
         "one point at step 30 drawn in {x0}..{x1}"
     );
-    assert_eq!(text(&b, "[data-testid=epoch]"), "2/3");
-    assert_ne!(
-        text(&b, "[data-testid=eta]"),
-        "–",
-        "a running run has an ETA"
-    );
+    assert_eq!(b.text("[data-testid=epoch]"), "2/3");
+    assert_ne!(b.text("[data-testid=eta]"), "–", "a running run has an ETA");
 
     // Stop from the page, as a user does: the loop never checks should_stop().
     // (Click once for "Really stop?", once more to send.)
@@ -302,7 +289,7 @@ fn stopping_an_example_mid_epoch_ends_it_stopped_and_says_how() {
             "return document.querySelector('[data-testid=epoch-bar]').classList.contains('cut');"
         ) == Value::Bool(true)
     );
-    assert!(text(&b, "[data-testid=epoch-note]").starts_with("stopped at"));
+    assert!(b.text("[data-testid=epoch-note]").starts_with("stopped at"));
     let messages = b.eval("return [...document.querySelectorAll('[data-testid=command-message]')].map(e => e.textContent).join(' | ');");
     // … step by step: the loop does not check should_stop(), so it is interrupted.
     let story = messages.as_str().unwrap();
