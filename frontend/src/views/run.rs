@@ -100,7 +100,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
                 <ControlBar view_state=view_state target=target.clone()/>
                 <span class="spacer"></span>
                 <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
-                <ConnBadge conn=conn ended=Signal::derive(move || !matches!(shown.get(), model::ShownStatus::Run(st) if st.is_live()))/>
+                <ConnBadge conn=conn ended=Signal::derive(move || matches!(shown.get(), model::ShownStatus::Run(st) if !st.is_live()))/>
             </div>
             <Show when=move || !has_events()>
                 <p class="muted">{move || i18n.t(Key::RunNotFound)}</p>
