@@ -78,8 +78,15 @@ def report_after_end(exc: BaseException, tb: Any = None) -> bool:
 
     if isinstance(exc, (KeyboardInterrupt, _control.StopTraining)):
         return False
-    if not training_emitter.get_history("training_end"):
-        return False
+    ends = training_emitter.get_history("training_end")
+    if not ends or ends[-1].get("status") == "failed":
+        return False  # no run, or one that failed: the error that failed it is recorded
+    said = f"{type(exc).__name__}: {exc}"
+    if any(
+        str(e.get("message", "")).endswith(said)
+        for e in training_emitter.get_history("error_occurred", limit=5)
+    ):
+        return False  # already reported (by an integration's exception hook)
     if tb is None:
         tb = exc.__traceback__
     text = "".join(traceback.format_exception(type(exc), exc, tb))
