@@ -156,7 +156,7 @@ impl Pace {
         if self.one_based() {
             idx
         } else {
-            idx + 1
+            idx.saturating_add(1)
         }
     }
 
@@ -225,8 +225,10 @@ impl RunState {
         let pace = &self.pace;
         // Snapshots from before the pace was kept: a reported epoch counts from 1.
         let has_epoch = pace.first_epoch.is_some() || self.current_epoch > 0;
-        let mut epoch =
-            has_epoch.then(|| self.current_epoch + u64::from(pace.first_epoch == Some(0)));
+        let mut epoch = has_epoch.then(|| {
+            self.current_epoch
+                .saturating_add(u64::from(pace.first_epoch == Some(0)))
+        });
         // A run that ended right after an epoch began, before its first batch (a Stop
         // during validation takes effect at the next epoch_start): it ended after the
         // epoch before, not in this one.
@@ -321,7 +323,7 @@ impl RunState {
                 left_epochs.saturating_sub(1)
             };
             let gaps = pace.per_gap().unwrap_or(0.0) * left_epochs as f64;
-            let estimate = (this + after * tb) as f64 * per + gaps;
+            let estimate = (this as f64 + after as f64 * tb as f64) * per + gaps;
             let since = pace.last_batch_at.map_or(0.0, |t| {
                 (now - t - (pace.paused_until(now) - pace.paused_at_last_batch)).max(0.0)
             });

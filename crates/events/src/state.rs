@@ -402,7 +402,7 @@ impl RunState {
                 if let Some(path) = &c.checkpoint_path {
                     // A save to a path already listed overwrote that file: one row.
                     let overwrites = match self.checkpoints.iter().position(|k| &k.path == path) {
-                        Some(i) => self.checkpoints.remove(i).overwrites + 1,
+                        Some(i) => self.checkpoints.remove(i).overwrites.saturating_add(1),
                         None => 0,
                     };
                     self.checkpoints.push(Checkpoint {

@@ -270,3 +270,36 @@ fn a_run_stopped_as_its_next_epoch_began_ended_after_the_epoch_before() {
     assert_eq!(p.epoch_fraction, Some(1.0));
     assert!((p.fraction.unwrap() - 1.0 / 3.0).abs() < 1e-9);
 }
+
+#[test]
+fn numbers_at_the_edge_of_u64_do_not_overflow() {
+    // A buggy or hostile trainer: the reducer never panics, whatever the numbers.
+    let max = u64::MAX;
+    let mut s = RunState::new("edge");
+    at(
+        &mut s,
+        1.0,
+        &format!(r#""event":"training_start","total_epochs":{max},"total_batches":{max}"#),
+    );
+    at(&mut s, 2.0, r#""event":"epoch_start","epoch":0"#);
+    at(
+        &mut s,
+        3.0,
+        &format!(r#""event":"epoch_start","epoch":{max}"#),
+    );
+    at(
+        &mut s,
+        4.0,
+        &format!(r#""event":"batch_end","batch_idx":{max},"loss":1.0"#),
+    );
+    at(
+        &mut s,
+        5.0,
+        &format!(r#""event":"batch_end","batch_idx":{max},"loss":1.0"#),
+    );
+    let p = s.progress();
+    assert_eq!(p.epoch, Some(max));
+    assert_eq!(p.batch, Some(max));
+    assert!(s.eta_s(6.0).is_some_and(f64::is_finite));
+    assert!(p.fraction.is_some_and(|f| (0.0..=1.0).contains(&f)));
+}
