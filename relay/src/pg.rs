@@ -16,7 +16,7 @@
 //!
 //! The database is reached through a small pool of connections. A connection that
 //! fails is dropped and a new one is opened on the next request; while the database
-//! is down, requests fail with [`StoreError::Database`] (the HTTP layer answers 503,
+//! is down, requests fail with [`StoreError::Unavailable`] (the HTTP layer answers 503,
 //! the SDKs retry) and everything resumes by itself once it is back.
 
 use postgres::error::SqlState;
@@ -129,7 +129,7 @@ impl From<postgres::Error> for StoreError {
         if e.code() == Some(&SqlState::DISK_FULL) {
             return StoreError::Full;
         }
-        StoreError::Database(describe(&e))
+        StoreError::database(describe(&e))
     }
 }
 
@@ -479,7 +479,7 @@ impl PgStore {
         std::thread::scope(|s| {
             s.spawn(|| Self::open_here(url))
                 .join()
-                .unwrap_or_else(|_| Err(StoreError::Poisoned))
+                .unwrap_or_else(|_| Err(StoreError::poisoned()))
         })
     }
 
@@ -607,7 +607,7 @@ impl PgStore {
 
     fn connect(&self) -> Result<Conn, StoreError> {
         let client = self.config.connect(self.tls.clone()).map_err(|e| {
-            StoreError::Database(format!(
+            StoreError::database(format!(
                 "cannot connect to {}: {}",
                 self.target,
                 describe(&e)
@@ -654,7 +654,7 @@ impl PgStore {
     /// in use.
     fn checkout(&self) -> Result<(Conn, bool), StoreError> {
         let deadline = Instant::now() + POOL_WAIT;
-        let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut pool = self.pool.lock().map_err(|_| StoreError::poisoned())?;
         loop {
             while let Some(c) = pool.idle.pop() {
                 if !c.client.is_closed() {
@@ -668,7 +668,7 @@ impl PgStore {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(StoreError::Database(format!(
+                return Err(StoreError::database(format!(
                     "all {POOL_MAX} database connections stayed busy for {}s",
                     POOL_WAIT.as_secs()
                 )));
@@ -676,7 +676,7 @@ impl PgStore {
             pool = self
                 .freed
                 .wait_timeout(pool, left)
-                .map_err(|_| StoreError::Poisoned)?
+                .map_err(|_| StoreError::poisoned())?
                 .0;
         }
         drop(pool);
@@ -698,7 +698,7 @@ impl PgStore {
         if conn.client.is_closed() {
             dead = std::mem::take(&mut pool.idle);
             dead.push(conn);
-        } else if matches!(out, Err(StoreError::Database(_))) {
+        } else if matches!(out, Err(StoreError::Unavailable(_))) {
             dead.push(conn);
         } else {
             pool.idle.push(conn);
@@ -738,11 +738,11 @@ impl PgStore {
             .shared
             .delivered
             .lock()
-            .map_err(|_| StoreError::Poisoned)?
+            .map_err(|_| StoreError::poisoned())?
             .entry(run.to_string())
             .or_default()
             .clone();
-        let mut delivered = mark.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut delivered = mark.lock().map_err(|_| StoreError::poisoned())?;
         let done = *delivered;
         if upto <= done {
             return Ok(());
@@ -835,7 +835,7 @@ impl PgStore {
             .shared
             .states
             .write()
-            .map_err(|_| StoreError::Poisoned)?;
+            .map_err(|_| StoreError::poisoned())?;
         let stale = states
             .get(run)
             .is_some_and(|k| k.gen == gen && k.state.last_id >= state.last_id);
@@ -894,7 +894,7 @@ impl PgStore {
             .shared
             .states
             .read()
-            .map_err(|_| StoreError::Poisoned)?
+            .map_err(|_| StoreError::poisoned())?
             .iter()
             .map(|(k, v)| (k.clone(), (v.gen, v.state.last_id)))
             .collect();
@@ -902,7 +902,7 @@ impl PgStore {
             .shared
             .delivered
             .lock()
-            .map_err(|_| StoreError::Poisoned)?
+            .map_err(|_| StoreError::poisoned())?
             .iter()
             // A delivery under way (its lock held) is not behind: it is catching up now.
             .map(|(k, v)| (k.clone(), v.try_lock().map_or(u64::MAX, |d| *d)))
@@ -1009,7 +1009,7 @@ impl PgStore {
                 }
             }
             if client.is_closed() {
-                return Err(StoreError::Database("listening connection closed".into()));
+                return Err(StoreError::database("listening connection closed"));
             }
             if !changed.is_empty() {
                 self.with_conn(|conn| {
@@ -1098,7 +1098,7 @@ impl PgStore {
         let mut index = self
             .index_of(run)
             .lock()
-            .map_err(|_| StoreError::Poisoned)?;
+            .map_err(|_| StoreError::poisoned())?;
         Self::sync_index(
             &mut index,
             &mut PgSeries { db: &mut tx, cache },
@@ -1294,7 +1294,7 @@ impl Storage for PgStore {
                 }
             };
             let Some((prev_id, stored_state, gen)) = locked else {
-                return Err(StoreError::Database(format!("run {run} vanished while locked")));
+                return Err(StoreError::database(format!("run {run} vanished while locked")));
             };
             // A run this relay knew under the same name but another incarnation goes first.
             self.forget_other_generation(run, gen);
@@ -1302,7 +1302,7 @@ impl Storage for PgStore {
                 .shared
                 .states
                 .read()
-                .map_err(|_| StoreError::Poisoned)?
+                .map_err(|_| StoreError::poisoned())?
                 .get(run)
                 .filter(|k| k.gen == gen && k.state.last_id == prev_id)
                 .map(|k| k.state.clone());
@@ -1322,7 +1322,7 @@ impl Storage for PgStore {
                 .iter()
                 .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
                 .collect();
-            let mut index = self.index_of(run).lock().map_err(|_| StoreError::Poisoned)?;
+            let mut index = self.index_of(run).lock().map_err(|_| StoreError::poisoned())?;
             Self::sync_index(
                 &mut index,
                 &mut PgSeries {

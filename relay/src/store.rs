@@ -38,15 +38,17 @@ pub struct Committed {
     pub state: Arc<RunState>,
 }
 
-/// Storage failures. The HTTP layer answers 503 for these: the client should retry.
+/// Storage failures, the same for every backend. The HTTP layer maps each variant to one
+/// status: `Limit` is the client's to fix (4xx), `Full` and `Unavailable` are worth retrying
+/// (503 with `Retry-After`), the rest are the relay's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage full (no space left on the relay's disk): nothing of this request was stored; retry once space is freed")]
     Full,
-    #[error("storage is not writable ({0}): nothing of this request was stored; retry later")]
-    Unwritable(String),
-    #[error("storage error: {0}")]
-    Sqlite(rusqlite::Error),
+    /// Storage cannot take this request now (file not writable, database server down);
+    /// the message says why, and that retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -54,11 +56,30 @@ pub enum StoreError {
     /// The request breaks a limit: the client must change it, not retry.
     #[error("{0}")]
     Limit(String),
-    #[error("storage lock poisoned")]
-    Poisoned,
-    /// The database server failed or is unreachable (PostgreSQL backend).
-    #[error("database unavailable ({0}): nothing of this request was stored; retry later")]
-    Database(String),
+    /// Any other failure inside the backend.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// The storage file or directory cannot be written.
+    pub fn unwritable(detail: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable(format!(
+            "storage is not writable ({detail}): nothing of this request was stored; retry later"
+        ))
+    }
+
+    /// The database server failed or is unreachable.
+    pub fn database(detail: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable(format!(
+            "database unavailable ({detail}): nothing of this request was stored; retry later"
+        ))
+    }
+
+    /// A lock was poisoned by a panic in another request.
+    pub fn poisoned() -> Self {
+        StoreError::Backend("storage lock poisoned".into())
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -67,9 +88,9 @@ impl From<rusqlite::Error> for StoreError {
         match e.sqlite_error_code() {
             Some(C::DiskFull) => StoreError::Full,
             Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied | C::SystemIoFailure) => {
-                StoreError::Unwritable(e.to_string())
+                StoreError::unwritable(&e)
             }
-            _ => StoreError::Sqlite(e),
+            _ => StoreError::Backend(e.to_string()),
         }
     }
 }
@@ -340,7 +361,12 @@ impl SqliteStore {
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop() {
+        if let Some(c) = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::poisoned())?
+            .pop()
+        {
             return Ok(c);
         }
         let c = Connection::open_with_flags(
@@ -521,11 +547,11 @@ impl Storage for SqliteStore {
         received: f64,
         on_commit: &dyn Fn(&Committed),
     ) -> Result<Committed, StoreError> {
-        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
         let mut state = self
             .states
             .read()
-            .map_err(|_| StoreError::Poisoned)?
+            .map_err(|_| StoreError::poisoned())?
             .get(run)
             .map(|s| (**s).clone())
             .unwrap_or_else(|| RunState::new(run));
@@ -593,7 +619,7 @@ impl Storage for SqliteStore {
         if !stored.is_empty() {
             self.states
                 .write()
-                .map_err(|_| StoreError::Poisoned)?
+                .map_err(|_| StoreError::poisoned())?
                 .insert(run.to_string(), state.clone());
             self.total
                 .fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -717,7 +743,7 @@ impl Storage for SqliteStore {
     }
 
     fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError> {
-        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
         if self.state(run).is_none() {
             return Ok(None);
         }
@@ -737,7 +763,7 @@ impl Storage for SqliteStore {
         sources.remove(run);
         self.states
             .write()
-            .map_err(|_| StoreError::Poisoned)?
+            .map_err(|_| StoreError::poisoned())?
             .remove(run);
         self.total
             .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
@@ -756,7 +782,7 @@ impl Storage for SqliteStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
         let Writer { conn, index, .. } = &mut *w;
         let tx = conn.transaction()?;
         index.persist_all(&mut Lite(&tx))?;
@@ -800,7 +826,7 @@ impl SqliteStore {
         run: &str,
         take: impl FnOnce(&series::Index) -> T,
     ) -> Result<Option<(T, u64)>, StoreError> {
-        let mut w = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
         let Some(last_id) = self.state(run).map(|s| s.last_id) else {
             return Ok(None);
         };
