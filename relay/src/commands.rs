@@ -3,8 +3,9 @@
 //! command stream until the trainer answers with `command_ack` events. The run state
 //! (the shared reducer) says which commands are still open.
 
+use crate::clock::now;
 use crate::http::{
-    check_run, deliver, error, forward_live, now, sse_response, ApiError, Data, StreamGuard,
+    check_run, deliver, error, forward_live, sse_response, ApiError, Data, StreamGuard,
 };
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};

@@ -1,6 +1,7 @@
 //! The HTTP API: ingest, reads, SSE streams, health and metrics. Only this layer
 //! knows HTTP; storage and fan-out know nothing of it.
 
+use crate::clock::now;
 use crate::commands;
 use crate::hub::Hub;
 use crate::series::{self, SeriesQuery};
@@ -184,13 +185,6 @@ fn truncate(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-pub(crate) fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Wires the API routes into an actix app.

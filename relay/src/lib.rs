@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod clock;
 pub mod commands;
 pub mod dashboard;
 pub mod demo;
@@ -109,7 +110,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         // Once before serving, so no request sees a run that is past the limit; then
         // every hour (below). Off the async thread: the PostgreSQL client blocks.
         let (s, h) = (state.store.clone(), state.hub.clone());
-        let _ = web::block(move || http::apply_retention(&*s, &h, days, http::now())).await;
+        let _ = web::block(move || http::apply_retention(&*s, &h, days, clock::now())).await;
     }
     if !opts.dist.join("index.html").is_file() {
         tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
@@ -146,7 +147,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             loop {
                 every.tick().await;
                 let (s, h) = (store.clone(), hub.clone());
-                let _ = web::block(move || http::apply_retention(&*s, &h, days, http::now())).await;
+                let _ =
+                    web::block(move || http::apply_retention(&*s, &h, days, clock::now())).await;
             }
         });
     }

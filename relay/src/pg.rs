@@ -1210,7 +1210,7 @@ impl PgStore {
                     )?;
                     tx.execute(
                         "DELETE FROM sessions WHERE expires < $1",
-                        &[&crate::http::now()],
+                        &[&crate::clock::now()],
                     )?;
                 }
                 SessionOp::Ended { key } => {
@@ -1234,7 +1234,7 @@ impl PgStore {
         let swept = self.with_conn(|c| {
             Ok(c.client.execute(
                 "DELETE FROM sessions WHERE expires < $1",
-                &[&crate::http::now()],
+                &[&crate::clock::now()],
             )?)
         });
         if let Err(e) = swept {
@@ -1256,7 +1256,7 @@ impl PgStore {
             Ok(c.client
                 .query(
                     "SELECT key, user_name, expires FROM sessions WHERE expires > $1",
-                    &[&crate::http::now()],
+                    &[&crate::clock::now()],
                 )?
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
