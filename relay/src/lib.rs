@@ -4,8 +4,7 @@
 //! into each run's [`stepwatch_events::RunState`], and fans them out over
 //! Server-Sent Events. It also serves the built dashboard.
 //!
-//! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users);
-//!   [`access`]: the HTTP guard in front of every route, login/logout/me.
+//! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users).
 //! - [`store`]: durable storage behind the [`store::Storage`] trait; SQLite, the
 //!   embedded default for one machine.
 //! - [`pg`]: PostgreSQL behind the same trait, for several relays sharing one history
@@ -13,21 +12,22 @@
 //! - [`series`]: the metric series index (blocks of points with summaries) behind
 //!   `GET /api/runs/{run}/series`, so huge runs chart in milliseconds.
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
-//! - [`http`]: the HTTP API, the only layer that knows HTTP.
-//! - [`commands`]: control commands, recorded in the run's stream, delivered to the trainer.
+//! - [`api`]: the HTTP API, the only layer besides dashboard serving that knows HTTP:
+//!   ingest, reads, SSE streams, control commands, metrics, health, and the access guard
+//!   in front of every route (login/logout/me), with one error type.
+//! - [`retention`]: `--retain-days`, old runs deleted at start and hourly.
 //! - [`dashboard`]: the built dashboard as it is on disk now, brotli copies remade when a
 //!   file changes, SPA fallback for routes (never for a missing asset: 404).
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
-pub mod access;
+pub mod api;
 pub mod auth;
 pub mod clock;
-pub mod commands;
 pub mod dashboard;
 pub mod demo;
-pub mod http;
 pub mod hub;
 pub mod pg;
+pub mod retention;
 pub mod series;
 pub mod store;
 
@@ -54,26 +54,7 @@ pub struct ServeOptions {
     /// Listen beyond loopback without authentication (`--insecure-no-auth`).
     pub insecure_no_auth: bool,
     /// Ingest limits.
-    pub limits: http::Limits,
-}
-
-fn cors(origins: &[String]) -> actix_cors::Cors {
-    let mut c = actix_cors::Cors::default()
-        .allowed_methods(vec!["GET", "POST", "DELETE", "OPTIONS"])
-        .allowed_headers(vec![
-            actix_web::http::header::CONTENT_TYPE,
-            actix_web::http::header::AUTHORIZATION,
-            actix_web::http::header::HeaderName::from_static("last-event-id"),
-        ])
-        .max_age(3600);
-    for o in origins {
-        if o == "*" {
-            c = c.allow_any_origin().send_wildcard();
-        } else {
-            c = c.allowed_origin(o.trim_end_matches('/'));
-        }
-    }
-    c
+    pub limits: api::Limits,
 }
 
 /// Opens storage and serves until the process is stopped.
@@ -93,7 +74,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             None,
         ),
     };
-    let mut app_state = http::AppState::new(store, opts.max_body);
+    let mut app_state = api::AppState::new(store, opts.max_body);
 
     app_state.limits = opts.limits.clone();
     app_state.allowed_origins = opts.allow_origins.clone();
@@ -108,9 +89,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let state = web::Data::new(app_state);
     if let Some(days) = opts.retain_days {
         // Once before serving, so no request sees a run that is past the limit; then
-        // every hour (below). Off the async thread: the PostgreSQL client blocks.
-        let (s, h) = (state.store.clone(), state.hub.clone());
-        let _ = web::block(move || http::apply_retention(&*s, &h, days, clock::now())).await;
+        // every hour (below).
+        retention::sweep(state.store.clone(), state.hub.clone(), days).await;
     }
     if !opts.dist.join("index.html").is_file() {
         tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
@@ -123,13 +103,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .wrap_fn(access::guard)
-            .wrap_fn(log_request)
-            .wrap(cors(&origins))
+            .wrap_fn(api::access::guard)
+            .wrap_fn(api::middleware::log_request)
+            .wrap(api::middleware::cors(&origins))
             .wrap(actix_web::middleware::Compress::default())
             .app_data(app_state.clone())
             .app_data(dashboard.clone())
-            .configure(http::configure)
+            .configure(api::configure)
             .default_service(web::get().to(dashboard::serve))
     })
     .workers(2)
@@ -141,16 +121,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     println!("Stepwatch relay on http://{}", opts.bind);
     if let Some(days) = opts.retain_days {
         let (store, hub) = (state.store.clone(), state.hub.clone());
-        actix_web::rt::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-            every.tick().await; // the first tick is now: done above
-            loop {
-                every.tick().await;
-                let (s, h) = (store.clone(), hub.clone());
-                let _ =
-                    web::block(move || http::apply_retention(&*s, &h, days, clock::now())).await;
-            }
-        });
+        actix_web::rt::spawn(retention::hourly(store, hub, days));
     }
     let handle = server.handle();
     let hub = state.hub.clone();
@@ -174,35 +145,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Logs each request (debug; server errors as warnings) with its status and time.
-fn log_request<S, B>(
-    req: actix_web::dev::ServiceRequest,
-    srv: &S,
-) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
-where
-    S: actix_web::dev::Service<
-        actix_web::dev::ServiceRequest,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-{
-    let started = std::time::Instant::now();
-    let method = req.method().to_string();
-    let path = req.path().to_string();
-    let fut = srv.call(req);
-    async move {
-        let res = fut.await?;
-        let status = res.status().as_u16();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        if status >= 500 {
-            tracing::warn!(%method, %path, status, ms, "request failed");
-        } else {
-            tracing::debug!(%method, %path, status, ms, "request");
-        }
-        Ok(res)
-    }
 }
 
 /// Refuses to listen beyond loopback without authentication, unless told to.

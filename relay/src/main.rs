@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use stepwatch_relay::{http, store::SyncLevel, ServeOptions};
+use stepwatch_relay::{api, store::SyncLevel, ServeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -84,7 +84,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "normal")]
         sync: SyncLevel,
         /// Largest ingest request body in bytes.
-        #[arg(long, default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
+        #[arg(long, default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
         max_body: usize,
         /// Also run the demo trainers against this relay.
         #[arg(long)]
@@ -205,7 +205,7 @@ fn main() -> anyhow::Result<()> {
                 retain_days,
                 auth,
                 insecure_no_auth,
-                limits: http::Limits {
+                limits: api::Limits {
                     max_batch,
                     max_string,
                     max_depth,

@@ -3,15 +3,13 @@
 //! command stream until the trainer answers with `command_ack` events. The run state
 //! (the shared reducer) says which commands are still open.
 
+use super::access::identity;
+use super::error::{check_run, ApiError};
+use super::sse::{deliver, forward_live, open_ticket, sse_response, start, StreamGuard};
+use super::state::Data;
 use crate::clock::now;
-use crate::http::{
-    check_run, deliver, error, forward_live, sse_response, ApiError, Data, StreamGuard,
-};
-use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-
-use crate::access::identity;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use stepwatch_events::event::{Command, CommandAck};
@@ -22,10 +20,7 @@ use tokio::sync::mpsc;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: msg.into(),
-    }
+    ApiError::bad_request(msg)
 }
 
 /// Checks a command against the run it is for; returns the command name and its args.
@@ -77,14 +72,11 @@ pub(crate) fn validate(
         _ => {}
     }
     if !state.status.is_live() {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            message: format!(
-                "run {:?} has ended ({}): commands go to live runs only",
-                state.run,
-                state.status.as_str()
-            ),
-        });
+        return Err(ApiError::conflict(format!(
+            "run {:?} has ended ({}): commands go to live runs only",
+            state.run,
+            state.status.as_str()
+        )));
     }
     Ok((command, args))
 }
@@ -93,22 +85,17 @@ fn new_id() -> String {
     format!("c-{:016x}", rand::random::<u64>())
 }
 
-async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, HttpResponse> {
+/// Appends the command (or its cancellation) to the run's stream; its event id.
+async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, ApiError> {
     let store = data.store.clone();
     let hub = data.hub.clone();
     let run2 = run.to_string();
     let event = Event::new(body);
-    match web::block(move || store.append(&run2, vec![event], now(), &|c| hub.publish(c))).await {
-        Ok(Ok(c)) => {
-            data.accepted.fetch_add(1, Ordering::Relaxed);
-            Ok(c.last_id)
-        }
-        Ok(Err(e)) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{e}; retry later"),
-        )),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-    }
+    let c = web::block(move || store.append(&run2, vec![event], now(), &|c| hub.publish(c)))
+        .await?
+        .map_err(|e| ApiError::from(e).with_suffix("; retry later"))?;
+    data.accepted.fetch_add(1, Ordering::Relaxed);
+    Ok(c.last_id)
 }
 
 /// `POST /api/runs/{run}/commands`.
@@ -117,36 +104,29 @@ pub async fn post_command(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
-    if let Err(e) = check_run(&run) {
-        return e.into();
-    }
+    check_run(&run)?;
     if body.len() > MAX_COMMAND_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a command body is at most {MAX_COMMAND_BYTES} bytes"),
-        );
+        return Err(ApiError::too_large(format!(
+            "a command body is at most {MAX_COMMAND_BYTES} bytes"
+        )));
     }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
-    };
-    let Some(state) = data.store.state(&run) else {
-        return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
-    };
-    let (command, args) = match validate(&state, &value) {
-        Ok(v) => v,
-        Err(e) => return e.into(),
-    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let state = data
+        .store
+        .state(&run)
+        .ok_or_else(|| ApiError::no_run(&run))?;
+    let (command, args) = validate(&state, &value)?;
     // A second click while the same command is still open returns the first one.
     if let Some(open) = state
         .open_commands()
         .find(|c| c.command == command && c.args == args)
     {
-        return HttpResponse::Accepted().json(json!({
+        return Ok(HttpResponse::Accepted().json(json!({
             "command_id": open.id, "duplicate": true, "status": open.status
-        }));
+        })));
     }
     let id = new_id();
     let body = EventBody::Command(Command {
@@ -156,12 +136,8 @@ pub async fn post_command(
         sender: identity(&req).name,
         ..Default::default()
     });
-    match record(&data, &run, body).await {
-        Ok(event_id) => {
-            HttpResponse::Accepted().json(json!({ "command_id": id, "event_id": event_id }))
-        }
-        Err(r) => r,
-    }
+    let event_id = record(&data, &run, body).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "command_id": id, "event_id": event_id })))
 }
 
 /// `POST /api/runs/{run}/commands/{id}/cancel`: withdraws a command nobody answered.
@@ -169,25 +145,23 @@ pub async fn cancel_command(
     data: Data,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let (run, id) = path.into_inner();
-    if let Err(e) = check_run(&run) {
-        return e.into();
-    }
-    let Some(state) = data.store.state(&run) else {
-        return error(StatusCode::NOT_FOUND, format!("no run {run:?}"));
-    };
+    check_run(&run)?;
+    let state = data
+        .store
+        .state(&run)
+        .ok_or_else(|| ApiError::no_run(&run))?;
     let Some(cmd) = state.commands.iter().rev().find(|c| c.id == id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("run {run:?} has no command {id:?}"),
-        );
+        return Err(ApiError::not_found(format!(
+            "run {run:?} has no command {id:?}"
+        )));
     };
     if !cmd.is_open() {
-        return error(
-            StatusCode::CONFLICT,
-            format!("command {id:?} is already {}", cmd.status),
-        );
+        return Err(ApiError::conflict(format!(
+            "command {id:?} is already {}",
+            cmd.status
+        )));
     }
     let body = EventBody::CommandAck(CommandAck {
         command_id: Some(id.clone()),
@@ -199,10 +173,8 @@ pub async fn cancel_command(
         command: Some(cmd.command.clone()),
         ..Default::default()
     });
-    match record(&data, &run, body).await {
-        Ok(_) => HttpResponse::Ok().json(json!({ "command_id": id, "status": "cancelled" })),
-        Err(r) => r,
-    }
+    record(&data, &run, body).await?;
+    Ok(HttpResponse::Ok().json(json!({ "command_id": id, "status": "cancelled" })))
 }
 
 fn command_message(id: Option<u64>, json: &str) -> Bytes {
@@ -214,16 +186,15 @@ fn command_message(id: Option<u64>, json: &str) -> Bytes {
 
 /// `GET /api/runs/{run}/commands/stream`: the trainer's feed — every open command, then
 /// new ones live. The trainer drops ids it has already handled.
-pub async fn command_stream(data: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+pub async fn command_stream(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
-    if let Err(e) = check_run(&run) {
-        return e.into();
-    }
+    check_run(&run)?;
     let who = identity(&req);
-    let ticket = match data.auth.open_stream(&who) {
-        Ok(t) => t,
-        Err(why) => return error(StatusCode::TOO_MANY_REQUESTS, why),
-    };
+    let ticket = open_ticket(&data, &who)?;
     let mut live = data.hub.subscribe_run(&run);
     let open: Vec<String> = data
         .store
@@ -242,11 +213,7 @@ pub async fn command_stream(data: Data, req: HttpRequest, path: web::Path<String
     actix_web::rt::spawn(async move {
         let _guard = guard;
         let _ticket = ticket;
-        if tx
-            .send(Bytes::from_static(b"retry: 1000\n\n"))
-            .await
-            .is_err()
-        {
+        if start(&tx).await.is_err() {
             return;
         }
         for json in &open {
@@ -260,5 +227,5 @@ pub async fn command_stream(data: Data, req: HttpRequest, path: web::Path<String
         })
         .await;
     });
-    sse_response(rx, &who, &data.auth)
+    Ok(sse_response(rx, &who, &data.auth))
 }

@@ -7,12 +7,13 @@
 //! requests from another site (Origin check), and leaves the [`Identity`] in the
 //! request's extensions for handlers (commands record who sent them).
 
+use super::error::ApiError;
+use super::state::Data;
 use crate::auth::{Action, AuthError, Identity, SESSION_COOKIE};
-use crate::http::{error, Data};
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::json;
@@ -94,6 +95,14 @@ where
     }
 }
 
+fn refuse(e: &ApiError) -> Box<HttpResponse> {
+    Box::new(e.error_response())
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
 fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
     let Some(data) = req.app_data::<Data>().cloned() else {
         return Ok(());
@@ -102,7 +111,7 @@ fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
     let path = req.path().to_string();
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if changes && path.starts_with("/api/") && !same_site(req, &data.allowed_origins) {
-        return Err(Box::new(error(
+        return Err(refuse(&ApiError::new(
             StatusCode::FORBIDDEN,
             "cross-site request refused: this page's origin is not the relay's own nor one of --allow-origin",
         )));
@@ -116,7 +125,7 @@ fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
     ) {
         Ok(who) => who,
         Err(e) => {
-            let mut resp = error(StatusCode::UNAUTHORIZED, e.message());
+            let mut resp = unauthorized(e.message()).error_response();
             if e != AuthError::Missing || bearer(req).is_some() {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -127,7 +136,7 @@ fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
         }
     };
     if let Err(why) = who.may(action) {
-        return Err(Box::new(error(StatusCode::FORBIDDEN, why)));
+        return Err(refuse(&ApiError::new(StatusCode::FORBIDDEN, why)));
     }
     req.extensions_mut().insert(who);
     Ok(())
@@ -189,13 +198,17 @@ fn back(req: &HttpRequest, failed: bool) -> actix_web::HttpResponseBuilder {
 
 /// `POST /api/login` with `{"name","password"}` (JSON) or a form: sets the session
 /// cookie; JSON callers get `{"name","role"}`, forms a redirect back to their page.
-pub async fn login(data: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn login(
+    data: Data,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let form = is_form(&req);
     if !data.auth.enabled() {
         if form {
-            return back(&req, false).finish();
+            return Ok(back(&req, false).finish());
         }
-        return HttpResponse::Ok().json(json!({ "name": null, "role": "admin", "auth": false }));
+        return Ok(HttpResponse::Ok().json(json!({ "name": null, "role": "admin", "auth": false })));
     }
     let parsed: Option<LoginBody> = if form {
         serde_urlencoded::from_bytes(&body).ok()
@@ -203,36 +216,30 @@ pub async fn login(data: Data, req: HttpRequest, body: web::Bytes) -> HttpRespon
         serde_json::from_slice(&body).ok()
     };
     let Some(LoginBody { name, password }) = parsed else {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "send {\"name\": …, \"password\": …} as JSON or as a form",
-        );
+        ));
     };
     let auth = data.auth.clone();
     let n = name.clone();
     // Argon2 takes tens of milliseconds: off the async workers.
-    match web::block(move || auth.login(&n, &password)).await {
-        Ok(Some((sid, who))) => {
-            tracing::info!(user = %name, role = who.role.as_str(), "login");
-            let set = cookie(&req, &sid, data.auth.session_seconds());
-            if form {
-                return back(&req, false)
-                    .insert_header((header::SET_COOKIE, set))
-                    .finish();
-            }
-            HttpResponse::Ok()
-                .insert_header((header::SET_COOKIE, set))
-                .json(json!({ "name": who.name, "role": who.role, "auth": true }))
+    let Some((sid, who)) = web::block(move || auth.login(&n, &password)).await? else {
+        tracing::info!(user = %name, "login refused");
+        if form {
+            return Ok(back(&req, true).finish());
         }
-        Ok(None) => {
-            tracing::info!(user = %name, "login refused");
-            if form {
-                return back(&req, true).finish();
-            }
-            error(StatusCode::UNAUTHORIZED, "wrong name or password")
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        return Err(unauthorized("wrong name or password"));
+    };
+    tracing::info!(user = %name, role = who.role.as_str(), "login");
+    let set = cookie(&req, &sid, data.auth.session_seconds());
+    if form {
+        return Ok(back(&req, false)
+            .insert_header((header::SET_COOKIE, set))
+            .finish());
     }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::SET_COOKIE, set))
+        .json(json!({ "name": who.name, "role": who.role, "auth": true })))
 }
 
 /// `POST /api/logout`: ends the session and clears the cookie (a form gets a redirect).
@@ -252,22 +259,20 @@ pub async fn logout(data: Data, req: HttpRequest) -> HttpResponse {
 }
 
 /// `GET /api/me`: who the caller is (401 when auth is on and nobody is logged in).
-pub async fn me(data: Data, req: HttpRequest) -> HttpResponse {
+pub async fn me(data: Data, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    match data
+    let who = data
         .auth
         .identify(bearer.as_deref(), session_cookie(req.headers()).as_deref())
-    {
-        Ok(who) => HttpResponse::Ok().json(json!({
-            "name": who.name, "role": who.role, "auth": data.auth.enabled()
-        })),
-        Err(e) => error(StatusCode::UNAUTHORIZED, e.message()),
-    }
+        .map_err(|e| unauthorized(e.message()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "name": who.name, "role": who.role, "auth": data.auth.enabled()
+    })))
 }
 
 #[cfg(test)]

@@ -1,0 +1,47 @@
+//! The route table: which handler answers each method and path of the API.
+
+use super::error::ApiError;
+use super::{access, commands, health, ingest, metrics, reads, sse};
+use actix_web::{web, HttpRequest};
+
+/// Wires the API routes into an actix app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/api/login", web::post().to(access::login))
+        .route("/api/logout", web::post().to(access::logout))
+        .route("/api/me", web::get().to(access::me))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .service(
+            web::scope("/api")
+                .route("/runs", web::get().to(reads::list_runs))
+                .route("/stream", web::get().to(sse::summary_stream))
+                .route("/runs/{run}", web::get().to(reads::get_run))
+                .route("/runs/{run}", web::delete().to(reads::delete_run))
+                .route("/runs/{run}/events", web::post().to(ingest::post_events))
+                .route("/runs/{run}/events", web::get().to(reads::get_events))
+                .route("/runs/{run}/stream", web::get().to(sse::run_stream))
+                .route("/runs/{run}/series", web::get().to(reads::get_series))
+                .route(
+                    "/runs/{run}/commands",
+                    web::post().to(commands::post_command),
+                )
+                .route(
+                    "/runs/{run}/commands/stream",
+                    web::get().to(commands::command_stream),
+                )
+                .route(
+                    "/runs/{run}/commands/{id}/cancel",
+                    web::post().to(commands::cancel_command),
+                )
+                .default_service(web::to(no_endpoint)),
+        );
+}
+
+async fn no_endpoint(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!(
+        "no API endpoint {} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,79 @@
+//! What every handler shares: the application state (storage, hub, counters, auth,
+//! limits) and the per-request limits with their defaults.
+
+use super::histogram::Histogram;
+use crate::hub::Hub;
+use crate::store::Storage;
+use actix_web::web;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Largest request body accepted by the ingest endpoint.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub store: Arc<dyn Storage>,
+    pub hub: Arc<Hub>,
+    pub max_body: usize,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Ingest requests answered 503 because storage failed (full, unwritable, …).
+    pub storage_errors: AtomicU64,
+    /// Time from a batch's arrival to its durable commit.
+    pub ingest_latency: Histogram,
+    /// Users, roles and sessions (off: everyone is an admin).
+    pub auth: Arc<crate::auth::Auth>,
+    /// Origins allowed to call the API from a browser (`--allow-origin`).
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+/// What one request may hold; each refusal names the limit and the flag that sets it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Events in one ingest request (`--max-batch`).
+    pub max_batch: usize,
+    /// Bytes of one string value (`--max-string`).
+    pub max_string: usize,
+    /// Nesting of objects and arrays in one event (`--max-depth`).
+    pub max_depth: usize,
+    /// Runs the relay holds (`--max-runs`).
+    pub max_runs: usize,
+    /// Metric series one run may have (`--max-metrics`).
+    pub max_metrics: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 10_000,
+            max_string: 64 * 1024,
+            max_depth: 16,
+            max_runs: 10_000,
+            max_metrics: 1000,
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Storage>, max_body: usize) -> Self {
+        AppState {
+            store,
+            hub: Arc::new(Hub::default()),
+            max_body,
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            storage_errors: AtomicU64::new(0),
+            ingest_latency: Histogram::default(),
+            auth: Arc::new(crate::auth::Auth::off()),
+            allowed_origins: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The state as handlers take it.
+pub type Data = web::Data<AppState>;
