@@ -750,3 +750,43 @@ fn a_deleted_run_is_gone_everywhere_and_retention_deletes_old_runs() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("positive number of days"));
 }
+
+/// (status, Retry-After, JSON body) of a GET.
+fn get_with_retry_after(relay: &Relay, path: &str) -> (u16, Option<String>, Value) {
+    let res = ureq::get(&format!("{}{path}", relay.url)).call();
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let retry = r.header("Retry-After").map(str::to_string);
+    (r.status(), retry, r.into_json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_read_that_storage_cannot_serve_answers_503_with_retry_after() {
+    let dir = TempDir::new("read-503");
+    let relay = Relay::start_sqlite(&dir.0, &[]);
+    let batch: String = (0..5)
+        .map(|i| format!("{{\"event\":\"batch_end\",\"batch_idx\":{i},\"loss\":0.5}}\n"))
+        .collect();
+    assert_eq!(relay.post("r", &batch, NDJSON).0, 200);
+    // Reads open their own connections, on the first read: with the database file moved
+    // away (the writer keeps its open file), storage cannot serve one.
+    let db = dir.0.join("stepwatch.db");
+    let away = dir.0.join("stepwatch.db.away");
+    std::fs::rename(&db, &away).unwrap();
+    for path in ["/api/runs/r/events", "/api/runs/r/series?metric=loss"] {
+        let (status, retry, body) = get_with_retry_after(&relay, path);
+        assert_eq!(status, 503, "GET {path}: {body}");
+        assert_eq!(retry.as_deref(), Some("2"), "GET {path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    // A 4xx carries none, and the state (in memory) is still served.
+    let (status, retry, _) = get_with_retry_after(&relay, "/api/runs/no-such-run/events");
+    assert_eq!((status, retry), (404, None));
+    assert_eq!(relay.get_ok("/api/runs/r")["batch_count"], 5);
+    // Storage back: the same read answers.
+    std::fs::rename(&away, &db).unwrap();
+    assert_eq!(ids(&relay, "r"), (1..=5).collect::<Vec<_>>());
+}
