@@ -780,7 +780,10 @@ fn a_read_that_storage_cannot_serve_answers_503_with_retry_after() {
         let (status, retry, body) = get_with_retry_after(&relay, path);
         assert_eq!(status, 503, "GET {path}: {body}");
         assert_eq!(retry.as_deref(), Some("2"), "GET {path}: {body}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
     }
     // A 4xx carries none, and the state (in memory) is still served.
     let (status, retry, _) = get_with_retry_after(&relay, "/api/runs/no-such-run/events");
