@@ -19,25 +19,21 @@ use tokio::sync::mpsc;
 /// Largest command body.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::bad_request(msg)
-}
-
 /// Checks a command against the run it is for; returns the command name and its args.
 pub(crate) fn validate(
     state: &RunState,
     body: &Value,
 ) -> Result<(String, Map<String, Value>), ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| bad("a command is a JSON object: {\"command\": \"pause\", \"args\": {}}"))?;
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::bad_request("a command is a JSON object: {\"command\": \"pause\", \"args\": {}}")
+    })?;
     let command = match obj.get("command") {
         Some(Value::String(c)) => c.clone(),
-        Some(_) => return Err(bad("field \"command\" must be a string")),
-        None => return Err(bad("missing field \"command\"")),
+        Some(_) => return Err(ApiError::bad_request("field \"command\" must be a string")),
+        None => return Err(ApiError::bad_request("missing field \"command\"")),
     };
     if !COMMANDS.contains(&command.as_str()) {
-        return Err(bad(format!(
+        return Err(ApiError::bad_request(format!(
             "unknown command {command:?}: expected one of {}",
             COMMANDS.join(", ")
         )));
@@ -45,29 +41,33 @@ pub(crate) fn validate(
     let args = match obj.get("args") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad("field \"args\" must be an object")),
+        Some(_) => return Err(ApiError::bad_request("field \"args\" must be an object")),
     };
     match command.as_str() {
         "load_checkpoint" => {
             let path = match args.get("path") {
                 Some(Value::String(p)) if !p.is_empty() => p,
                 Some(_) => {
-                    return Err(bad("load_checkpoint: args.path must be a non-empty string"))
+                    return Err(ApiError::bad_request(
+                        "load_checkpoint: args.path must be a non-empty string",
+                    ))
                 }
                 None => {
-                    return Err(bad(
+                    return Err(ApiError::bad_request(
                         "load_checkpoint needs args.path, the checkpoint to load",
                     ))
                 }
             };
             if !state.checkpoints.iter().any(|c| &c.path == path) {
-                return Err(bad(format!(
+                return Err(ApiError::bad_request(format!(
                     "load_checkpoint: {path:?} is not a checkpoint this run reported (checkpoint_saved)"
                 )));
             }
         }
         "ask" if args.get("input").is_none_or(Value::is_null) => {
-            return Err(bad("ask needs args.input, the input for the model"));
+            return Err(ApiError::bad_request(
+                "ask needs args.input, the input for the model",
+            ));
         }
         _ => {}
     }

@@ -40,6 +40,7 @@ struct Compressed {
 const SETTLE: Duration = Duration::from_millis(300);
 /// How long it waits after the child failed before trying again.
 const BACKOFF: Duration = Duration::from_secs(30);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
