@@ -1,6 +1,6 @@
 //! `cargo xtask test` without options: the whole check as CI runs it (tools installed
 //! when missing, format and lints, builds, every test on SQLite and again on PostgreSQL,
-//! the wasm and Python tests); and the test steps a slice ([`crate::test_slice`]) reuses.
+//! the wasm and Python tests); and the test steps the slices of `test_slice` reuse.
 
 use crate::proc::{on_path, output, run, run_env};
 use crate::tools::{
