@@ -56,6 +56,156 @@ fn login(relay: &Relay, name: &str, password: &str) -> (String, String) {
     (pair, set)
 }
 
+/// One caller per role, in [`ROLE_MATRIX`]'s order: nobody, viewer, operator, trainer,
+/// admin (cookie), admin (token).
+fn callers(relay: &Relay) -> [(&'static str, Who); 6] {
+    let cookie = |n: &str, p: &str| Who::Cookie(login(relay, n, p).0);
+    [
+        ("nobody", Who::Nobody),
+        ("viewer", cookie("vera", "vera-pw")),
+        ("operator", cookie("otto", "otto-pw")),
+        ("trainer", Who::Token(TRAINER_TOKEN)),
+        ("admin", cookie("root", "root-pw")),
+        ("admin-token", Who::Token(ADMIN_TOKEN)),
+    ]
+}
+
+/// The log line [`ROLE_MATRIX`] posts.
+const LOG: &str = r#"{"event":"log","message":"hi"}"#;
+
+/// (method, path, body, expected status per caller in the order of [`callers`]).
+const ROLE_MATRIX: &[(&str, &str, Option<&str>, [u16; 6])] = &[
+    ("GET", "/healthz", None, [200, 200, 200, 200, 200, 200]),
+    ("GET", "/api/runs", None, [401, 200, 200, 403, 200, 200]),
+    (
+        "GET",
+        "/api/runs/ci-1",
+        None,
+        [401, 200, 200, 403, 200, 200],
+    ),
+    (
+        "GET",
+        "/api/runs/ci-1/events",
+        None,
+        [401, 200, 200, 403, 200, 200],
+    ),
+    (
+        "GET",
+        "/api/runs/ci-1/series?metric=loss",
+        None,
+        [401, 200, 200, 403, 200, 200],
+    ),
+    (
+        "GET",
+        "/api/runs/ci-1/stream",
+        None,
+        [401, 200, 200, 403, 200, 200],
+    ),
+    ("GET", "/api/stream", None, [401, 200, 200, 403, 200, 200]),
+    ("GET", "/metrics", None, [401, 200, 200, 403, 200, 200]),
+    (
+        "POST",
+        "/api/runs/ci-1/events",
+        Some(LOG),
+        [401, 403, 403, 200, 200, 200],
+    ),
+    (
+        "POST",
+        "/api/runs/prod/events",
+        Some(LOG),
+        [401, 403, 403, 403, 200, 200],
+    ),
+    (
+        "GET",
+        "/api/runs/ci-1/commands/stream",
+        None,
+        [401, 403, 403, 200, 200, 200],
+    ),
+    (
+        "GET",
+        "/api/runs/prod/commands/stream",
+        None,
+        [401, 403, 403, 403, 200, 200],
+    ),
+];
+
+/// Every request of [`ROLE_MATRIX`] as every caller.
+fn assert_role_matrix(relay: &Relay, callers: &[(&str, Who)]) {
+    for (method, path, body, want) in ROLE_MATRIX {
+        for ((name, who), want) in callers.iter().zip(want) {
+            let (got, v) = call(relay, who, method, path, *body);
+            assert_eq!(got, *want, "{name} {method} {path}: {v}");
+            if got == 401 || got == 403 {
+                assert!(v["error"].as_str().is_some_and(|e| e.len() > 10), "{v}");
+            }
+        }
+    }
+}
+
+/// Commands: operators and admins may send and cancel them; each records who sent it.
+fn assert_commands_by_role(relay: &Relay, callers: &[(&str, Who)]) {
+    let pause = r#"{"command":"pause"}"#;
+    for (name, who, want) in [
+        ("nobody", &callers[0].1, 401),
+        ("viewer", &callers[1].1, 403),
+        ("trainer", &callers[3].1, 403),
+        ("operator", &callers[2].1, 202),
+    ] {
+        let (got, v) = call(relay, who, "POST", "/api/runs/ci-1/commands", Some(pause));
+        assert_eq!(got, want, "{name}: {v}");
+    }
+    let state = call(relay, &callers[4].1, "GET", "/api/runs/ci-1", None).1;
+    let cmd = state["commands"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(cmd["sender"], "otto", "{cmd}");
+    let cancel = format!(
+        "/api/runs/ci-1/commands/{}/cancel",
+        cmd["id"].as_str().unwrap()
+    );
+    assert_eq!(call(relay, &callers[1].1, "POST", &cancel, Some("")).0, 403);
+    let (got, _) = call(relay, &callers[2].1, "POST", &cancel, Some(""));
+    assert_eq!(got, 200);
+    let state = call(relay, &callers[4].1, "GET", "/api/runs/ci-1", None).1;
+    let cmd = state["commands"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(cmd["message"], "cancelled by otto", "{cmd}");
+}
+
+/// Deleting: admins only; a bad token and a forged cookie are 401s.
+fn assert_deletes_and_bad_credentials(relay: &Relay, callers: &[(&str, Who)]) {
+    // Deleting: admins only.
+    for (i, want) in [(1, 403), (2, 403), (3, 403), (4, 200)] {
+        let (got, v) = call(relay, &callers[i].1, "DELETE", "/api/runs/prod", None);
+        assert_eq!(got, want, "{}: {v}", callers[i].0);
+    }
+    // A bad token and a forged cookie are 401s that say so.
+    let (s, v) = call(
+        relay,
+        &Who::Token("not-a-real-token-at-all"),
+        "GET",
+        "/api/runs",
+        None,
+    );
+    assert_eq!(s, 401);
+    assert!(v["error"].as_str().unwrap().contains("unknown token"));
+    let (s, _) = call(
+        relay,
+        &Who::Cookie("stepwatch_session=forged".into()),
+        "GET",
+        "/api/runs",
+        None,
+    );
+    assert_eq!(s, 401);
+}
+
 #[test]
 fn each_role_gets_exactly_what_it_should() {
     let dir = TempDir::new("roles");
@@ -75,140 +225,10 @@ fn each_role_gets_exactly_what_it_should() {
         .0,
         200
     );
-    let cookie = |n: &str, p: &str| Who::Cookie(login(&relay, n, p).0);
-    let callers = [
-        ("nobody", Who::Nobody),
-        ("viewer", cookie("vera", "vera-pw")),
-        ("operator", cookie("otto", "otto-pw")),
-        ("trainer", Who::Token(TRAINER_TOKEN)),
-        ("admin", cookie("root", "root-pw")),
-        ("admin-token", Who::Token(ADMIN_TOKEN)),
-    ];
-    let log = r#"{"event":"log","message":"hi"}"#;
-    // (method, path, body, expected status per caller in the order above)
-    let matrix: &[(&str, &str, Option<&str>, [u16; 6])] = &[
-        ("GET", "/healthz", None, [200, 200, 200, 200, 200, 200]),
-        ("GET", "/api/runs", None, [401, 200, 200, 403, 200, 200]),
-        (
-            "GET",
-            "/api/runs/ci-1",
-            None,
-            [401, 200, 200, 403, 200, 200],
-        ),
-        (
-            "GET",
-            "/api/runs/ci-1/events",
-            None,
-            [401, 200, 200, 403, 200, 200],
-        ),
-        (
-            "GET",
-            "/api/runs/ci-1/series?metric=loss",
-            None,
-            [401, 200, 200, 403, 200, 200],
-        ),
-        (
-            "GET",
-            "/api/runs/ci-1/stream",
-            None,
-            [401, 200, 200, 403, 200, 200],
-        ),
-        ("GET", "/api/stream", None, [401, 200, 200, 403, 200, 200]),
-        ("GET", "/metrics", None, [401, 200, 200, 403, 200, 200]),
-        (
-            "POST",
-            "/api/runs/ci-1/events",
-            Some(log),
-            [401, 403, 403, 200, 200, 200],
-        ),
-        (
-            "POST",
-            "/api/runs/prod/events",
-            Some(log),
-            [401, 403, 403, 403, 200, 200],
-        ),
-        (
-            "GET",
-            "/api/runs/ci-1/commands/stream",
-            None,
-            [401, 403, 403, 200, 200, 200],
-        ),
-        (
-            "GET",
-            "/api/runs/prod/commands/stream",
-            None,
-            [401, 403, 403, 403, 200, 200],
-        ),
-    ];
-    for (method, path, body, want) in matrix {
-        for ((name, who), want) in callers.iter().zip(want) {
-            let (got, v) = call(&relay, who, method, path, *body);
-            assert_eq!(got, *want, "{name} {method} {path}: {v}");
-            if got == 401 || got == 403 {
-                assert!(v["error"].as_str().is_some_and(|e| e.len() > 10), "{v}");
-            }
-        }
-    }
-    // Commands: operators and admins; each records who sent it.
-    let pause = r#"{"command":"pause"}"#;
-    for (name, who, want) in [
-        ("nobody", &callers[0].1, 401),
-        ("viewer", &callers[1].1, 403),
-        ("trainer", &callers[3].1, 403),
-        ("operator", &callers[2].1, 202),
-    ] {
-        let (got, v) = call(&relay, who, "POST", "/api/runs/ci-1/commands", Some(pause));
-        assert_eq!(got, want, "{name}: {v}");
-    }
-    let state = call(&relay, &callers[4].1, "GET", "/api/runs/ci-1", None).1;
-    let cmd = state["commands"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(cmd["sender"], "otto", "{cmd}");
-    let cancel = format!(
-        "/api/runs/ci-1/commands/{}/cancel",
-        cmd["id"].as_str().unwrap()
-    );
-    assert_eq!(
-        call(&relay, &callers[1].1, "POST", &cancel, Some("")).0,
-        403
-    );
-    let (got, _) = call(&relay, &callers[2].1, "POST", &cancel, Some(""));
-    assert_eq!(got, 200);
-    let state = call(&relay, &callers[4].1, "GET", "/api/runs/ci-1", None).1;
-    let cmd = state["commands"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(cmd["message"], "cancelled by otto", "{cmd}");
-    // Deleting: admins only.
-    for (i, want) in [(1, 403), (2, 403), (3, 403), (4, 200)] {
-        let (got, v) = call(&relay, &callers[i].1, "DELETE", "/api/runs/prod", None);
-        assert_eq!(got, want, "{}: {v}", callers[i].0);
-    }
-    // A bad token and a forged cookie are 401s that say so.
-    let (s, v) = call(
-        &relay,
-        &Who::Token("not-a-real-token-at-all"),
-        "GET",
-        "/api/runs",
-        None,
-    );
-    assert_eq!(s, 401);
-    assert!(v["error"].as_str().unwrap().contains("unknown token"));
-    let (s, _) = call(
-        &relay,
-        &Who::Cookie("stepwatch_session=forged".into()),
-        "GET",
-        "/api/runs",
-        None,
-    );
-    assert_eq!(s, 401);
+    let callers = callers(&relay);
+    assert_role_matrix(&relay, &callers);
+    assert_commands_by_role(&relay, &callers);
+    assert_deletes_and_bad_credentials(&relay, &callers);
 }
 
 #[test]

@@ -64,6 +64,170 @@ fn mouse(b: &Browser, kind: &str, frac: f64) {
     ));
 }
 
+/// The header, the loss chart (with its NaN), the error banner and one chart per metric.
+fn assert_header_and_charts(b: &Browser) {
+    // Header.
+    assert_eq!(text(b, "[data-testid=epoch]"), "2/2");
+    assert_eq!(text(b, "[data-testid=loss]"), "NaN");
+    assert!(
+        b.eval("return document.querySelector('[data-testid=loss]').classList.contains('alert');")
+            == Value::Bool(true)
+    );
+    assert!(
+        !text(b, "[data-testid=nonfinite-banner]").is_empty(),
+        "NaN not flagged in the header"
+    );
+    assert_eq!(
+        num_attr(b, "[data-testid=canvas-loss]", "nonfinite"),
+        1.0,
+        "NaN not marked on the chart"
+    );
+    assert_eq!(num_attr(b, "[data-testid=canvas-loss]", "points"), 40.0);
+    // Error banner with expandable traceback.
+    assert_eq!(
+        text(b, "[data-testid=error-message]"),
+        "RuntimeError: loss exploded"
+    );
+    assert!(text(b, "[data-testid=traceback] pre").contains("Traceback (most recent call last)"));
+    // One chart per metric, grouped by prefix.
+    for m in ["lr", "train/acc", "val/loss", "val/acc", "val/bleu"] {
+        assert!(
+            num_attr(b, &format!("[data-testid=\"canvas-{m}\"]"), "points") > 0.0,
+            "no chart for {m}"
+        );
+    }
+    let groups = b.eval("return [...document.querySelectorAll('[data-testid=metric-group]')].map(e => e.textContent);");
+    assert_eq!(groups, serde_json::json!(["train/", "val/"]));
+}
+
+/// Checkpoints, config, where the run started, and the system panel.
+fn assert_side_panels(b: &Browser) {
+    // Checkpoints: newest first, best marked, size readable.
+    let rows = b.eval("return [...document.querySelectorAll('[data-testid=checkpoint]')].map(e => e.textContent);");
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows[0].contains("epoch2.pt") && rows[0].contains("3.0 GB"),
+        "{rows:?}"
+    );
+    assert!(
+        text(
+            b,
+            "[data-testid=checkpoint]:first-child [data-testid=best-checkpoint]"
+        )
+        .len()
+            > 1
+    );
+    // Config, and where the run started (recorded by the SDK).
+    assert!(text(b, "[data-testid=config]").contains("sgd"));
+    let meta = text(b, "[data-testid=run-meta]");
+    assert!(meta.contains("python") && meta.contains("host"), "{meta}");
+    // System panel with the GPU sample.
+    assert!(text(b, "[data-testid=gpu]").contains("H200"));
+    assert_eq!(text(b, "[data-testid=gpu0-util] .sys-value"), "87%");
+    assert_eq!(text(b, "[data-testid=gpu0-temp] .sys-value"), "66 °C");
+    assert_eq!(text(b, "[data-testid=sys-cpu] .sys-value"), "42%");
+}
+
+/// Logs: the tail, the level filter and the search.
+fn assert_logs(b: &Browser) {
+    // Logs: tail, level filter, search.
+    let count = |b: &Browser| {
+        b.eval("return document.querySelectorAll('[data-testid=log-line]').length;")
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count(b), 3);
+    b.eval("const s = document.querySelector('[data-testid=log-level]'); s.value = '3'; s.dispatchEvent(new Event('change')); return 1;");
+    b.wait_for(
+        "level filter",
+        WAIT,
+        "return document.querySelectorAll('[data-testid=log-line]').length === 1;",
+    );
+    assert!(text(b, "[data-testid=log-line]").contains("device-side assert"));
+    b.eval("const s = document.querySelector('[data-testid=log-level]'); s.value = '0'; s.dispatchEvent(new Event('change'));
+            const q = document.querySelector('[data-testid=log-search]'); q.value = 'clipped'; q.dispatchEvent(new Event('input')); return 1;");
+    b.wait_for(
+        "search",
+        WAIT,
+        "return document.querySelectorAll('[data-testid=log-line]').length === 1;",
+    );
+    assert!(text(b, "[data-testid=log-line]").contains("grad norm"));
+}
+
+/// Hover, drag-to-zoom, log scale, smoothing and the x axis: kept in the URL, restored
+/// by a reload (`all_shown`: the script that says the page is loaded).
+fn assert_hover_zoom_and_url(b: &Browser, all_shown: &str) {
+    // Hover shows step and value at the cursor.
+    mouse(b, "mousemove", 0.5);
+    let tip = b.wait_for(
+        "tooltip",
+        WAIT,
+        "return document.querySelector('[data-testid=tooltip]')?.textContent;",
+    );
+    assert!(tip.as_str().unwrap().contains("step"), "{tip}");
+    // Drag to zoom: the x range narrows, the URL keeps it, a reload restores it.
+    let x1_before = num_attr(b, "[data-testid=canvas-loss]", "x1");
+    mouse(b, "mousedown", 0.1);
+    mouse(b, "mousemove", 0.4);
+    mouse(b, "mouseup", 0.4);
+    b.wait_for("zoom", WAIT, "return location.hash.includes('zoom=');");
+    let x1_zoomed = num_attr(b, "[data-testid=canvas-loss]", "x1");
+    assert!(
+        x1_zoomed < x1_before * 0.6,
+        "zoom did not narrow: {x1_before} → {x1_zoomed}"
+    );
+    let zoomed_points = num_attr(b, "[data-testid=canvas-loss]", "points");
+    assert!(
+        zoomed_points < 40.0 && zoomed_points > 3.0,
+        "zoomed points {zoomed_points}"
+    );
+    // Log scale, smoothing and the x axis go to the URL too.
+    b.eval("document.querySelector('[data-testid=log-loss]').click(); document.querySelector('[data-testid=x-rel]').click();
+            const s = document.querySelector('[data-testid=smoothing]'); s.value = '0.6'; s.dispatchEvent(new Event('input')); return 1;");
+    b.wait_for("url settings", WAIT, "return location.hash.includes('log=loss') && location.hash.includes('x=rel') && location.hash.includes('smooth=0.60');");
+    b.eval("document.querySelector('[data-testid=x-step]').click(); return 1;");
+    mouse(b, "mousedown", 0.1);
+    mouse(b, "mousemove", 0.4);
+    mouse(b, "mouseup", 0.4);
+    b.wait_for(
+        "zoom again",
+        WAIT,
+        "return location.hash.includes('zoom=');",
+    );
+    let hash = b.eval("return location.hash;");
+    let x1 = num_attr(b, "[data-testid=canvas-loss]", "x1");
+    b.eval("location.reload(); return 1;");
+    b.wait_for("reloaded", WAIT, all_shown);
+    assert_eq!(
+        b.eval("return location.hash;"),
+        hash,
+        "reload changed the view"
+    );
+    b.wait_for("zoom restored", WAIT, &format!("return Math.abs(+document.querySelector('[data-testid=canvas-loss]').dataset.x1 - {x1}) < 1e-6;"));
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=log-loss]').classList.contains('on');"),
+        true
+    );
+    // Double-click resets the zoom.
+    b.eval("document.querySelector('[data-testid=canvas-loss]').dispatchEvent(new MouseEvent('dblclick', {bubbles: true})); return 1;");
+    b.wait_for("unzoomed", WAIT, "return !location.hash.includes('zoom=');");
+}
+
+/// CSV export carries every series.
+fn assert_csv_export(b: &Browser) {
+    // CSV export carries every series.
+    b.eval("window.__blobs = []; const orig = URL.createObjectURL; URL.createObjectURL = (blob) => { window.__blobs.push(blob); return orig(blob); };
+            document.querySelector('[data-testid=export-csv]').click();
+            window.__blobs[0].text().then(t => window.__csv = t); return 1;");
+    let csv = b.wait_for("csv", WAIT, "return window.__csv;");
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("metric,step,time,value\n"));
+    assert_eq!(csv.lines().filter(|l| l.starts_with("loss,")).count(), 41);
+    assert!(csv.contains(",NaN\n"));
+    assert!(csv.lines().any(|l| l.starts_with("val/bleu,40,")));
+}
+
 #[test]
 fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
     let dir = TempDir::new("dash-panels");
@@ -85,151 +249,11 @@ fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
     b.goto(&format!("{}/#/runs/panels", relay.url));
     b.wait_for("all events", WAIT, &all_shown);
 
-    // Header.
-    assert_eq!(text(&b, "[data-testid=epoch]"), "2/2");
-    assert_eq!(text(&b, "[data-testid=loss]"), "NaN");
-    assert!(
-        b.eval("return document.querySelector('[data-testid=loss]').classList.contains('alert');")
-            == Value::Bool(true)
-    );
-    assert!(
-        !text(&b, "[data-testid=nonfinite-banner]").is_empty(),
-        "NaN not flagged in the header"
-    );
-    assert_eq!(
-        num_attr(&b, "[data-testid=canvas-loss]", "nonfinite"),
-        1.0,
-        "NaN not marked on the chart"
-    );
-    assert_eq!(num_attr(&b, "[data-testid=canvas-loss]", "points"), 40.0);
-    // Error banner with expandable traceback.
-    assert_eq!(
-        text(&b, "[data-testid=error-message]"),
-        "RuntimeError: loss exploded"
-    );
-    assert!(text(&b, "[data-testid=traceback] pre").contains("Traceback (most recent call last)"));
-    // One chart per metric, grouped by prefix.
-    for m in ["lr", "train/acc", "val/loss", "val/acc", "val/bleu"] {
-        assert!(
-            num_attr(&b, &format!("[data-testid=\"canvas-{m}\"]"), "points") > 0.0,
-            "no chart for {m}"
-        );
-    }
-    let groups = b.eval("return [...document.querySelectorAll('[data-testid=metric-group]')].map(e => e.textContent);");
-    assert_eq!(groups, serde_json::json!(["train/", "val/"]));
-    // Checkpoints: newest first, best marked, size readable.
-    let rows = b.eval("return [...document.querySelectorAll('[data-testid=checkpoint]')].map(e => e.textContent);");
-    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
-    assert_eq!(rows.len(), 2);
-    assert!(
-        rows[0].contains("epoch2.pt") && rows[0].contains("3.0 GB"),
-        "{rows:?}"
-    );
-    assert!(
-        text(
-            &b,
-            "[data-testid=checkpoint]:first-child [data-testid=best-checkpoint]"
-        )
-        .len()
-            > 1
-    );
-    // Config, and where the run started (recorded by the SDK).
-    assert!(text(&b, "[data-testid=config]").contains("sgd"));
-    let meta = text(&b, "[data-testid=run-meta]");
-    assert!(meta.contains("python") && meta.contains("host"), "{meta}");
-    // System panel with the GPU sample.
-    assert!(text(&b, "[data-testid=gpu]").contains("H200"));
-    assert_eq!(text(&b, "[data-testid=gpu0-util] .sys-value"), "87%");
-    assert_eq!(text(&b, "[data-testid=gpu0-temp] .sys-value"), "66 °C");
-    assert_eq!(text(&b, "[data-testid=sys-cpu] .sys-value"), "42%");
-    // Logs: tail, level filter, search.
-    let count = |b: &Browser| {
-        b.eval("return document.querySelectorAll('[data-testid=log-line]').length;")
-            .as_u64()
-            .unwrap()
-    };
-    assert_eq!(count(&b), 3);
-    b.eval("const s = document.querySelector('[data-testid=log-level]'); s.value = '3'; s.dispatchEvent(new Event('change')); return 1;");
-    b.wait_for(
-        "level filter",
-        WAIT,
-        "return document.querySelectorAll('[data-testid=log-line]').length === 1;",
-    );
-    assert!(text(&b, "[data-testid=log-line]").contains("device-side assert"));
-    b.eval("const s = document.querySelector('[data-testid=log-level]'); s.value = '0'; s.dispatchEvent(new Event('change'));
-            const q = document.querySelector('[data-testid=log-search]'); q.value = 'clipped'; q.dispatchEvent(new Event('input')); return 1;");
-    b.wait_for(
-        "search",
-        WAIT,
-        "return document.querySelectorAll('[data-testid=log-line]').length === 1;",
-    );
-    assert!(text(&b, "[data-testid=log-line]").contains("grad norm"));
-
-    // Hover shows step and value at the cursor.
-    mouse(&b, "mousemove", 0.5);
-    let tip = b.wait_for(
-        "tooltip",
-        WAIT,
-        "return document.querySelector('[data-testid=tooltip]')?.textContent;",
-    );
-    assert!(tip.as_str().unwrap().contains("step"), "{tip}");
-    // Drag to zoom: the x range narrows, the URL keeps it, a reload restores it.
-    let x1_before = num_attr(&b, "[data-testid=canvas-loss]", "x1");
-    mouse(&b, "mousedown", 0.1);
-    mouse(&b, "mousemove", 0.4);
-    mouse(&b, "mouseup", 0.4);
-    b.wait_for("zoom", WAIT, "return location.hash.includes('zoom=');");
-    let x1_zoomed = num_attr(&b, "[data-testid=canvas-loss]", "x1");
-    assert!(
-        x1_zoomed < x1_before * 0.6,
-        "zoom did not narrow: {x1_before} → {x1_zoomed}"
-    );
-    let zoomed_points = num_attr(&b, "[data-testid=canvas-loss]", "points");
-    assert!(
-        zoomed_points < 40.0 && zoomed_points > 3.0,
-        "zoomed points {zoomed_points}"
-    );
-    // Log scale, smoothing and the x axis go to the URL too.
-    b.eval("document.querySelector('[data-testid=log-loss]').click(); document.querySelector('[data-testid=x-rel]').click();
-            const s = document.querySelector('[data-testid=smoothing]'); s.value = '0.6'; s.dispatchEvent(new Event('input')); return 1;");
-    b.wait_for("url settings", WAIT, "return location.hash.includes('log=loss') && location.hash.includes('x=rel') && location.hash.includes('smooth=0.60');");
-    b.eval("document.querySelector('[data-testid=x-step]').click(); return 1;");
-    mouse(&b, "mousedown", 0.1);
-    mouse(&b, "mousemove", 0.4);
-    mouse(&b, "mouseup", 0.4);
-    b.wait_for(
-        "zoom again",
-        WAIT,
-        "return location.hash.includes('zoom=');",
-    );
-    let hash = b.eval("return location.hash;");
-    let x1 = num_attr(&b, "[data-testid=canvas-loss]", "x1");
-    b.eval("location.reload(); return 1;");
-    b.wait_for("reloaded", WAIT, &all_shown);
-    assert_eq!(
-        b.eval("return location.hash;"),
-        hash,
-        "reload changed the view"
-    );
-    b.wait_for("zoom restored", WAIT, &format!("return Math.abs(+document.querySelector('[data-testid=canvas-loss]').dataset.x1 - {x1}) < 1e-6;"));
-    assert_eq!(
-        b.eval("return document.querySelector('[data-testid=log-loss]').classList.contains('on');"),
-        true
-    );
-    // Double-click resets the zoom.
-    b.eval("document.querySelector('[data-testid=canvas-loss]').dispatchEvent(new MouseEvent('dblclick', {bubbles: true})); return 1;");
-    b.wait_for("unzoomed", WAIT, "return !location.hash.includes('zoom=');");
-
-    // CSV export carries every series.
-    b.eval("window.__blobs = []; const orig = URL.createObjectURL; URL.createObjectURL = (blob) => { window.__blobs.push(blob); return orig(blob); };
-            document.querySelector('[data-testid=export-csv]').click();
-            window.__blobs[0].text().then(t => window.__csv = t); return 1;");
-    let csv = b.wait_for("csv", WAIT, "return window.__csv;");
-    let csv = csv.as_str().unwrap();
-    assert!(csv.starts_with("metric,step,time,value\n"));
-    assert_eq!(csv.lines().filter(|l| l.starts_with("loss,")).count(), 41);
-    assert!(csv.contains(",NaN\n"));
-    assert!(csv.lines().any(|l| l.starts_with("val/bleu,40,")));
+    assert_header_and_charts(&b);
+    assert_side_panels(&b);
+    assert_logs(&b);
+    assert_hover_zoom_and_url(&b, &all_shown);
+    assert_csv_export(&b);
     b.screenshot(&repo().join("target/screenshots/dashboard-panels.png"));
 }
 

@@ -3,6 +3,7 @@
 //! range, and events after the page opened still stream in.
 #![allow(clippy::unwrap_used)]
 
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use stepwatch_e2e::{repo, Browser, Relay, TempDir};
 
@@ -58,21 +59,9 @@ fn steps_in(x0: f64, x1: f64) -> f64 {
     (x1.floor().min(STEPS as f64) - x0.ceil().max(1.0) + 1.0).max(0.0)
 }
 
-#[test]
-fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
-    let dir = TempDir::new("history");
-    let relay = Relay::with_dashboard(&dir.0);
-    post_long_run(&relay, "long");
-    let state = relay.get_ok("/api/runs/long");
-    assert_eq!(state["step"], STEPS);
-
-    let b = Browser::start();
-    // Record the streams the page opens.
-    b.on_new_document(
-        "window.__streams = []; const ES = window.EventSource;
-         window.EventSource = function (url, opts) { window.__streams.push(String(url)); return new ES(url, opts); };
-         window.EventSource.CLOSED = ES.CLOSED;",
-    );
+/// Opens the run page and checks it is drawn from the series overview and streams only
+/// what comes after the loaded state; returns the overview's number of points.
+fn open_from_history(b: &Browser, relay: &Relay, state: &Value) -> f64 {
     let t0 = Instant::now();
     b.goto(&format!("{}/#/runs/long", relay.url));
     b.wait_for(
@@ -85,7 +74,7 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
     );
     let opened = t0.elapsed();
     // Drawn from the series overview (at most 4 points per bucket), not a replay.
-    let overview = attr(&b, "points");
+    let overview = attr(b, "points");
     assert!(
         overview > 500.0 && overview < 10_000.0,
         "overview has {overview} points"
@@ -94,7 +83,7 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
         b.eval("return document.querySelector('[data-testid=event-count]').textContent;"),
         STEPS.to_string()
     );
-    assert!(attr(&b, "y1") > 1000.0, "the spike is not in the overview");
+    assert!(attr(b, "y1") > 1000.0, "the spike is not in the overview");
     let series_requests = b.eval(
         "return performance.getEntriesByType('resource').filter(r => r.name.includes('/series?metric=loss')).length;",
     );
@@ -115,8 +104,11 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
         "opened a {STEPS}-step run with its loss chart in {:.0} ms (WebDriver polling included)",
         opened.as_secs_f64() * 1000.0
     );
+    overview
+}
 
-    // Live: an event posted now appears once, on the header and the chart.
+/// Live: an event posted now appears once, on the header and the chart.
+fn stays_live(b: &Browser, relay: &Relay, overview: f64) {
     b.wait_for(
         "live",
         WAIT,
@@ -147,16 +139,18 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
             overview + 1.0
         ),
     );
+}
 
-    // Zoom in around the middle with the keyboard (each + halves the range): the chart
-    // asks for the range and draws every raw point of it, the spike included.
-    key(&b, "+", 14);
+/// Zooms in around the middle with the keyboard (each + halves the range): the chart
+/// asks for the range and draws every raw point of it, the spike included.
+fn zooms_to_raw_points(b: &Browser) {
+    key(b, "+", 14);
     b.wait_for(
         "zoom in the URL",
         WAIT,
         "return location.hash.includes('zoom=');",
     );
-    let (x0, x1) = (attr(&b, "x0"), attr(&b, "x1"));
+    let (x0, x1) = (attr(b, "x0"), attr(b, "x1"));
     assert!(
         x0 < SPIKE as f64 && x1 > SPIKE as f64 && x1 - x0 < 100.0,
         "{x0}..{x1}"
@@ -169,7 +163,7 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
             "return +document.querySelector('[data-testid=canvas-loss]').dataset.points === {want};"
         ),
     );
-    assert!(attr(&b, "y1") > 1000.0, "the spike is missing when zoomed");
+    assert!(attr(b, "y1") > 1000.0, "the spike is missing when zoomed");
     let zoom_requests = b.eval(
         "return performance.getEntriesByType('resource').filter(r => r.name.includes('/series?metric=loss') && r.name.includes('from=')).length;",
     );
@@ -188,6 +182,26 @@ fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
         ),
     );
     b.screenshot(&repo().join("target/screenshots/history-zoomed.png"));
+}
+
+#[test]
+fn a_long_run_opens_from_history_zooms_to_raw_points_and_stays_live() {
+    let dir = TempDir::new("history");
+    let relay = Relay::with_dashboard(&dir.0);
+    post_long_run(&relay, "long");
+    let state = relay.get_ok("/api/runs/long");
+    assert_eq!(state["step"], STEPS);
+
+    let b = Browser::start();
+    // Record the streams the page opens.
+    b.on_new_document(
+        "window.__streams = []; const ES = window.EventSource;
+         window.EventSource = function (url, opts) { window.__streams.push(String(url)); return new ES(url, opts); };
+         window.EventSource.CLOSED = ES.CLOSED;",
+    );
+    let overview = open_from_history(&b, &relay, &state);
+    stays_live(&b, &relay, overview);
+    zooms_to_raw_points(&b);
 
     // 0 resets to the overview.
     key(&b, "0", 1);

@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stepwatch_e2e::{
     fresh_database, fresh_database_on, pg_bin_dir, pg_required, pg_server_or_skip, python_trainer,
@@ -434,6 +435,128 @@ fn post_status(url: &str, body: &str) -> u16 {
     }
 }
 
+/// The run of the PostgreSQL restart test.
+const OUTAGE_RUN: &str = "outage";
+
+/// The trainer: the Rust SDK on `url`, until `stop`; returns how many it emitted.
+fn spawn_trainer(url: String, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let client = rust_trainer(&url, OUTAGE_RUN);
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            client.batch_end(0, i, i + 1, 1.0, 0.01);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(client.close(Duration::from_secs(60)), "not all delivered");
+        i
+    })
+}
+
+/// A direct writer to the events at `url`: batches of 10 with src "direct", each
+/// retried until a 2xx (as an SDK does), until `stop`; counts the batches stored in
+/// `acked` and the answers it got in `statuses`; returns how many batches it stored.
+fn spawn_direct_writer(
+    url: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    statuses: Arc<Mutex<BTreeMap<u16, u64>>>,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut k = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
+            let s = post_status(&url, &body);
+            *statuses.lock().unwrap().entry(s).or_default() += 1;
+            if (200..300).contains(&s) {
+                k += 1;
+                acked.store(k, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20)); // pace
+        }
+        // Finish the batch in hand, as a retrying SDK would.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
+            if (200..300).contains(&post_status(&url, &body)) {
+                k += 1;
+                return k;
+            }
+            assert!(Instant::now() < deadline, "ingest did not come back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+/// `GET /readyz`: the status and the body (0 and the error when the request failed).
+fn ready(relay: &Relay) -> (u16, String) {
+    match ureq::get(&format!("{}/readyz", relay.url)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// 80 reads of the run on `relay`, 16 in parallel; the ones that failed.
+fn failed_parallel_reads(relay: &Relay) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..5)
+                        .map(|_| relay.get(&format!("/api/runs/{OUTAGE_RUN}")))
+                        .filter(|(s, _)| *s != 200)
+                        .map(|(s, v)| format!("{s} {v}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// Both relays serve the same gapless history of everything the trainer (`emitted`
+/// events) and the direct writer (`direct` batches) stored, each event once and in
+/// order, and B's subscriber saw all of it live.
+fn assert_nothing_lost(a: &Relay, b: &Relay, subscriber: &SseFollower, emitted: u64, direct: u64) {
+    const RUN: &str = OUTAGE_RUN;
+    let n = emitted + direct * 10;
+    let events = all_events_retrying(a, RUN);
+    assert_eq!(
+        ids_of(&events),
+        (1..=n).collect::<Vec<_>>(),
+        "not gapless 1..={n} ({emitted} from the trainer, {direct} direct batches)"
+    );
+    assert_each_origin_once_in_order(&events);
+    let direct_seqs: Vec<u64> = origins(&events)
+        .into_iter()
+        .filter(|(src, _)| src == "direct")
+        .map(|(_, seq)| seq)
+        .collect();
+    assert_eq!(direct_seqs, (1..=direct * 10).collect::<Vec<_>>());
+    let batches: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "batch_end")
+        .map(|e| e["batch_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(batches, (0..emitted).collect::<Vec<_>>());
+    assert_eq!(
+        all_events_retrying(b, RUN),
+        events,
+        "relay B serves another history"
+    );
+    // B's subscriber saw everything live, through both outages.
+    let seen = subscriber.wait_for(n as usize, Duration::from_secs(60));
+    assert_eq!(
+        seen,
+        (1..=n).collect::<Vec<_>>(),
+        "the subscriber on B missed or repeated events across the restarts"
+    );
+}
+
 #[test]
 fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_nothing() {
     if no_private_cluster("postgres_restarting_under_ingest") {
@@ -445,61 +568,19 @@ fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_no
     let dir = TempDir::new("pg-restart");
     let a = Relay::start_on_logged(&db, &dir.0.join("a"), &[], &dir.0.join("a.log"));
     let b = Relay::start_on_logged(&db, &dir.0.join("b"), &[], &dir.0.join("b.log"));
-    const RUN: &str = "outage";
+    const RUN: &str = OUTAGE_RUN;
     // A dashboard on B, which learns of A's events through the database.
     let subscriber = SseFollower::start(&[format!("{}/api/runs/{RUN}/stream", b.url)]);
     let stop = Arc::new(AtomicBool::new(false));
-    // The trainer: the Rust SDK on A, until told to stop; returns how many it emitted.
-    let trainer = std::thread::spawn({
-        let (url, stop) = (a.url.clone(), stop.clone());
-        move || {
-            let client = rust_trainer(&url, RUN);
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                client.batch_end(0, i, i + 1, 1.0, 0.01);
-                i += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert!(client.close(Duration::from_secs(60)), "not all delivered");
-            i
-        }
-    });
-    // A direct writer on A: batches of 10 with src "direct", each retried until a 2xx
-    // (as an SDK does); counts the answers it got.
+    let trainer = spawn_trainer(a.url.clone(), stop.clone());
     let acked = Arc::new(AtomicU64::new(0));
     let statuses: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
-    let writer = std::thread::spawn({
-        let (url, stop, acked, statuses) = (
-            format!("{}/api/runs/{RUN}/events", a.url),
-            stop.clone(),
-            acked.clone(),
-            statuses.clone(),
-        );
-        move || {
-            let mut k = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
-                let s = post_status(&url, &body);
-                *statuses.lock().unwrap().entry(s).or_default() += 1;
-                if (200..300).contains(&s) {
-                    k += 1;
-                    acked.store(k, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(20)); // pace
-            }
-            // Finish the batch in hand, as a retrying SDK would.
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let body = log_batch("direct", k * 10 + 1..=k * 10 + 10);
-                if (200..300).contains(&post_status(&url, &body)) {
-                    k += 1;
-                    return k;
-                }
-                assert!(Instant::now() < deadline, "ingest did not come back");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    });
+    let writer = spawn_direct_writer(
+        format!("{}/api/runs/{RUN}/events", a.url),
+        stop.clone(),
+        acked.clone(),
+        statuses.clone(),
+    );
     let acked_now = || acked.load(Ordering::SeqCst);
     let resumes = |what: &str| {
         let from = acked_now();
@@ -515,13 +596,6 @@ fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_no
 
     // 2: a longer outage: ingest must answer 503 meanwhile, then come back by itself.
     let before = statuses.lock().unwrap().get(&503).copied().unwrap_or(0);
-    let ready = |relay: &Relay| -> (u16, String) {
-        match ureq::get(&format!("{}/readyz", relay.url)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
-            Err(e) => (0, e.to_string()),
-        }
-    };
     assert_eq!(ready(&a).0, 200);
     cluster.stop();
     wait_until("a 503 while PostgreSQL is down", WAIT, || {
@@ -553,56 +627,8 @@ fn postgres_restarting_under_ingest_answers_503_then_resumes_by_itself_losing_no
 
     // Reads work at once too, many in parallel: no request may be handed a pooled
     // connection that the restart killed. (Checked now, reported last.)
-    let failed_reads: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..5)
-                        .map(|_| a.get(&format!("/api/runs/{RUN}")))
-                        .filter(|(s, _)| *s != 200)
-                        .map(|(s, v)| format!("{s} {v}"))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-
-    let n = emitted + direct * 10;
-    let events = all_events_retrying(&a, RUN);
-    assert_eq!(
-        ids_of(&events),
-        (1..=n).collect::<Vec<_>>(),
-        "not gapless 1..={n} ({emitted} from the trainer, {direct} direct batches)"
-    );
-    assert_each_origin_once_in_order(&events);
-    let direct_seqs: Vec<u64> = origins(&events)
-        .into_iter()
-        .filter(|(src, _)| src == "direct")
-        .map(|(_, seq)| seq)
-        .collect();
-    assert_eq!(direct_seqs, (1..=direct * 10).collect::<Vec<_>>());
-    let batches: Vec<u64> = events
-        .iter()
-        .filter(|e| e["event"] == "batch_end")
-        .map(|e| e["batch_idx"].as_u64().unwrap())
-        .collect();
-    assert_eq!(batches, (0..emitted).collect::<Vec<_>>());
-    assert_eq!(
-        all_events_retrying(&b, RUN),
-        events,
-        "relay B serves another history"
-    );
-    // B's subscriber saw everything live, through both outages.
-    let seen = subscriber.wait_for(n as usize, Duration::from_secs(60));
-    assert_eq!(
-        seen,
-        (1..=n).collect::<Vec<_>>(),
-        "the subscriber on B missed or repeated events across the restarts"
-    );
+    let failed_reads = failed_parallel_reads(&a);
+    assert_nothing_lost(&a, &b, &subscriber, emitted, direct);
     assert_eq!(a.get("/healthz").0, 200);
     assert!(
         failed_reads.is_empty(),
@@ -1014,40 +1040,38 @@ fn refused_start(url: &str) -> String {
     )
 }
 
-#[test]
-fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
-    if no_private_cluster("tls_to_postgresql") {
-        return;
-    }
-    // A private server that takes TCP connections over TLS only.
-    let cluster = PgCluster::start_new("tls");
-    let db = fresh_database_on(&cluster.url(), "tls");
-    let name = db.rsplit('/').next().unwrap().to_string();
-    let dir = TempDir::new("pg-tls");
-    let certs = TestCerts::make(&dir.0.join("good"), "DNS:localhost");
-    let stranger = TestCerts::make(&dir.0.join("stranger"), "DNS:localhost");
-    cluster.enable_tls(
-        &certs,
-        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
-         hostnossl all all all reject",
-    );
-    let port = cluster.port();
-    let at = |host: &str, query: &str| {
+/// `pg_hba.conf`'s TCP rules for a server that takes TCP connections over TLS only.
+const TLS_ONLY: &str = "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
+                        hostnossl all all all reject";
+
+/// A private PostgreSQL server for the TLS test, with one database.
+struct TlsServer {
+    cluster: PgCluster,
+    port: u16,
+    /// The database's name.
+    name: String,
+    dir: TempDir,
+}
+
+impl TlsServer {
+    /// The database's URL at `host`, with the parameters `query`.
+    fn at(&self, host: &str, query: &str) -> String {
         let q = if query.is_empty() {
             String::new()
         } else {
             format!("?{query}")
         };
-        format!("postgres://postgres@{host}:{port}/{name}{q}")
-    };
-    let ca =
-        |mode: &str, root: &TestCerts| format!("sslmode={mode}&sslrootcert={}", root.ca.display());
-    // What the server says of the relay's connections (over its socket, which trusts).
-    let tls_of_relay_connections = || -> Vec<bool> {
+        format!("postgres://postgres@{host}:{}/{}{q}", self.port, self.name)
+    }
+
+    /// What the server says of the relay's connections (over its socket, which trusts).
+    fn tls_of_relay_connections(&self) -> Vec<bool> {
         let mut c = postgres::Client::connect(
             &format!(
-                "host={} port={port} user=postgres dbname={name}",
-                cluster.dir().display()
+                "host={} port={} user=postgres dbname={}",
+                self.cluster.dir().display(),
+                self.port,
+                self.name
             ),
             postgres::NoTls,
         )
@@ -1061,110 +1085,143 @@ fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
         .iter()
         .map(|r| r.get(0))
         .collect()
-    };
+    }
+}
 
+/// The URL parameters `sslmode=mode` with `root`'s CA as `sslrootcert`.
+fn ca(mode: &str, root: &TestCerts) -> String {
+    format!("sslmode={mode}&sslrootcert={}", root.ca.display())
+}
+
+/// The modes that connect to a server with `certs`, all encrypted.
+fn assert_tls_accepted(srv: &TlsServer, certs: &TestCerts) {
     let accepted = [
         // libpq's default (prefer): encrypted because the server offers it.
-        at("127.0.0.1", ""),
-        at("127.0.0.1", "sslmode=require"),
-        at("localhost", &ca("verify-full", &certs)),
+        srv.at("127.0.0.1", ""),
+        srv.at("127.0.0.1", "sslmode=require"),
+        srv.at("localhost", &ca("verify-full", certs)),
         // verify-ca checks the chain, not the name.
-        at("127.0.0.1", &ca("verify-ca", &certs)),
+        srv.at("127.0.0.1", &ca("verify-ca", certs)),
     ];
     for (i, url) in accepted.iter().enumerate() {
-        let relay = Relay::start_on(url, &dir.0.join(format!("relay-{i}")), &[]);
+        let relay = Relay::start_on(url, &srv.dir.0.join(format!("relay-{i}")), &[]);
         let run = format!("tls-{i}");
         let (status, v) = relay.post(&run, r#"{"event":"log","message":"over tls"}"#, JSON);
         assert_eq!(status, 200, "{url}: {v}");
         assert_eq!(relay.all_ids(&run), vec![1], "{url}");
-        let tls = tls_of_relay_connections();
+        let tls = srv.tls_of_relay_connections();
         assert!(
             !tls.is_empty() && tls.iter().all(|&on| on),
             "{url}: the relay's connections are not all encrypted: {tls:?}"
         );
         drop(relay);
     }
+}
 
+/// Connections the relay refuses, each with a message that says why.
+fn assert_bad_tls_refused(srv: &TlsServer, certs: &TestCerts, stranger: &TestCerts) {
     // The name is checked under verify-full: the certificate names localhost only.
-    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &certs)));
+    let said = refused_start(&srv.at("127.0.0.1", &ca("verify-full", certs)));
     assert!(
         said.contains("cannot connect to PostgreSQL") && said.contains("not valid for name"),
         "{said}"
     );
     // A certificate from an authority the relay was not told to trust.
-    let said = refused_start(&at("localhost", &ca("verify-full", &stranger)));
+    let said = refused_start(&srv.at("localhost", &ca("verify-full", stranger)));
     assert!(
         said.contains("invalid peer certificate") && said.contains("sslrootcert"),
         "{said}"
     );
     // Without encryption this server refuses, and the relay says so.
-    let said = refused_start(&at("127.0.0.1", "sslmode=disable"));
+    let said = refused_start(&srv.at("127.0.0.1", "sslmode=disable"));
     assert!(said.contains("no encryption"), "{said}");
     // Mistakes in the parameters are named.
-    let said = refused_start(&at("127.0.0.1", "sslmode=verify_full"));
+    let said = refused_start(&srv.at("127.0.0.1", "sslmode=verify_full"));
     assert!(said.contains("sslmode=verify_full"), "{said}");
-    let said = refused_start(&at(
+    let said = refused_start(&srv.at(
         "localhost",
         "sslmode=verify-full&sslrootcert=/nonexistent.pem",
     ));
     assert!(said.contains("sslrootcert /nonexistent.pem"), "{said}");
     // The system's CAs only with the name check, as libpq has it.
-    let said = refused_start(&at("localhost", "sslmode=require&sslrootcert=system"));
+    let said = refused_start(&srv.at("localhost", "sslmode=require&sslrootcert=system"));
     assert!(said.contains("needs sslmode=verify-full"), "{said}");
     // A password in the URL is never printed, nor one in the URL's parameters.
     let said = refused_start(&format!(
-        "postgres://postgres:hunter2@127.0.0.1:{port}/{name}?sslmode=disable"
+        "postgres://postgres:hunter2@127.0.0.1:{}/{}?sslmode=disable",
+        srv.port, srv.name
     ));
     assert!(
         !said.contains("hunter2") && said.contains("no encryption"),
         "{said}"
     );
     let said = refused_start(&format!(
-        "postgres://postgres@127.0.0.1:{port}/{name}?password=hunter2&sslmode=disable"
+        "postgres://postgres@127.0.0.1:{}/{}?password=hunter2&sslmode=disable",
+        srv.port, srv.name
     ));
     assert!(
         !said.contains("hunter2") && said.contains("no encryption"),
         "{said}"
     );
+}
 
+/// Self-signed server certificates: trusted as themselves, their names still checked.
+fn assert_self_signed_trusted(srv: &TlsServer, certs: &TestCerts) {
     // The PostgreSQL manual's quick setup: a self-signed server certificate that is its
     // own root. It is trusted as itself, and its name is still checked.
-    let own = TestCerts::self_signed(&dir.0.join("self-signed"), Some("DNS:localhost"));
-    cluster.enable_tls(
-        &own,
-        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
-         hostnossl all all all reject",
-    );
+    let own = TestCerts::self_signed(&srv.dir.0.join("self-signed"), Some("DNS:localhost"));
+    srv.cluster.enable_tls(&own, TLS_ONLY);
     let relay = Relay::start_on(
-        &at("localhost", &ca("verify-full", &own)),
-        &dir.0.join("relay-self-signed"),
+        &srv.at("localhost", &ca("verify-full", &own)),
+        &srv.dir.0.join("relay-self-signed"),
         &[],
     );
     let (status, v) = relay.post("tls-own", r#"{"event":"log","message":"pinned"}"#, JSON);
     assert_eq!(status, 200, "{v}");
     drop(relay);
-    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &own)));
+    let said = refused_start(&srv.at("127.0.0.1", &ca("verify-full", &own)));
     assert!(said.contains("not valid for name"), "{said}");
     // The first CA no longer vouches for this server.
-    let said = refused_start(&at("localhost", &ca("verify-ca", &certs)));
+    let said = refused_start(&srv.at("localhost", &ca("verify-ca", certs)));
     assert!(said.contains("invalid peer certificate"), "{said}");
 
     // The manual's setup exactly: no subjectAltName, the host in the CN only. As in
     // libpq, the CN names the host then.
-    let cn_only = TestCerts::self_signed(&dir.0.join("cn-only"), None);
-    cluster.enable_tls(
-        &cn_only,
-        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n\
-         hostnossl all all all reject",
-    );
+    let cn_only = TestCerts::self_signed(&srv.dir.0.join("cn-only"), None);
+    srv.cluster.enable_tls(&cn_only, TLS_ONLY);
     let relay = Relay::start_on(
-        &at("localhost", &ca("verify-full", &cn_only)),
-        &dir.0.join("relay-cn-only"),
+        &srv.at("localhost", &ca("verify-full", &cn_only)),
+        &srv.dir.0.join("relay-cn-only"),
         &[],
     );
     let (status, v) = relay.post("tls-cn", r#"{"event":"log","message":"by CN"}"#, JSON);
     assert_eq!(status, 200, "{v}");
     drop(relay);
-    let said = refused_start(&at("127.0.0.1", &ca("verify-full", &cn_only)));
+    let said = refused_start(&srv.at("127.0.0.1", &ca("verify-full", &cn_only)));
     assert!(said.contains("not valid for"), "{said}");
+}
+
+#[test]
+fn tls_to_postgresql_follows_libpq_sslmode_and_checks_the_server_certificate() {
+    if no_private_cluster("tls_to_postgresql") {
+        return;
+    }
+    // A private server that takes TCP connections over TLS only.
+    let cluster = PgCluster::start_new("tls");
+    let db = fresh_database_on(&cluster.url(), "tls");
+    let name = db.rsplit('/').next().unwrap().to_string();
+    let dir = TempDir::new("pg-tls");
+    let certs = TestCerts::make(&dir.0.join("good"), "DNS:localhost");
+    let stranger = TestCerts::make(&dir.0.join("stranger"), "DNS:localhost");
+    cluster.enable_tls(&certs, TLS_ONLY);
+    let port = cluster.port();
+    let srv = TlsServer {
+        cluster,
+        port,
+        name,
+        dir,
+    };
+    assert_tls_accepted(&srv, &certs);
+    assert_bad_tls_refused(&srv, &certs, &stranger);
+    assert_self_signed_trusted(&srv, &certs);
 }

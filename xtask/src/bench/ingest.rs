@@ -1,0 +1,94 @@
+//! `ingest`: events/s stored, in NDJSON batches from several clients and one per POST.
+
+use super::load::ndjson_batch;
+use super::relay::BenchRelay;
+use super::table::row;
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+pub fn ingest_batched(relay: &BenchRelay) -> Result<()> {
+    const BATCH: usize = 1000;
+    const BATCHES: usize = 1000;
+    let threads = 4;
+    let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let bodies = &bodies;
+            let url = format!("{}/api/runs/bench-ingest-{t}/events", relay.url);
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                for b in 0..BATCHES / threads {
+                    let _ = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&bodies[b % bodies.len()]);
+                }
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    row(
+        "ingest, NDJSON batches of 1,000 (4 clients)",
+        format!("{:.0} events/s", (BATCH * BATCHES) as f64 / dt),
+        "1,000,000 events/s on 2 cores",
+    );
+    Ok(())
+}
+
+pub fn ingest_single(relay: &BenchRelay) -> Result<()> {
+    let n = 3000;
+    let agent = ureq::AgentBuilder::new().build();
+    let url = format!("{}/api/runs/bench-single/events", relay.url);
+    let t0 = Instant::now();
+    for i in 0..n {
+        agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&format!("{{\"event\":\"batch_end\",\"loss\":{i}}}"))?;
+    }
+    row(
+        "ingest, one event per POST (keep-alive)",
+        format!("{:.0} req/s", n as f64 / t0.elapsed().as_secs_f64()),
+        "(reported)",
+    );
+    Ok(())
+}
+
+/// Events/s stored by 4 clients posting batches of 1,000 to their own runs, spread
+/// over `relays`.
+pub fn ingest_rate(relays: &[&BenchRelay], tag: &str) -> Result<f64> {
+    const BATCH: usize = 1000;
+    const BATCHES: usize = 400;
+    let threads = 4;
+    let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (bodies, failed) = (&bodies, &failed);
+            let url = format!(
+                "{}/api/runs/bench-{tag}-{t}/events",
+                relays[t % relays.len()].url
+            );
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                for b in 0..BATCHES / threads {
+                    let sent = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&bodies[b % bodies.len()]);
+                    if sent.is_err() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} ingest requests failed");
+    }
+    Ok((BATCH * BATCHES) as f64 / dt)
+}

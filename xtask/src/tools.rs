@@ -1,0 +1,166 @@
+//! What the commands need on a fresh machine, installed unless present: the wasm
+//! toolchain, Debian's browser and PostgreSQL packages, the Python venv; and the
+//! throwaway PostgreSQL server the tests run against.
+
+use crate::proc::{cargo_bin, on_path, output, root, run};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+const TRUNK_VERSION: &str = "0.21.14";
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+const APT_PACKAGES: &[&str] = &["chromium", "chromium-driver", "fonts-wqy-zenhei"];
+
+/// Installs `krate` at exactly `version` unless `bin --version` already reports it.
+fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, flags: &[&str]) -> Result<()> {
+    let in_cargo_home = cargo_bin(bin);
+    let ok = output(bin, &["--version"])
+        .or_else(|| output(in_cargo_home.to_str().unwrap_or(bin), &["--version"]))
+        .is_some_and(|v| v.contains(version));
+    if !ok {
+        let mut args = vec!["install", krate, "--version", version];
+        args.extend(flags);
+        run("cargo", &args)?;
+    }
+    Ok(())
+}
+
+/// The wasm target, trunk and a matching wasm-bindgen CLI.
+pub fn ensure_web_tools() -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
+    }
+    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, &["--locked"])?;
+    // Not --locked: its lockfile names a webpki-roots release the registry lacks.
+    ensure_cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        WASM_BINDGEN_VERSION,
+        &["--force"],
+    )?;
+    Ok(())
+}
+
+/// Installs Debian packages (with sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let sudo = output("id", &["-u"]).is_some_and(|u| u.trim() != "0");
+    let (prog, pre): (&str, Vec<&str>) = if sudo {
+        ("sudo", vec!["apt-get"])
+    } else {
+        ("apt-get", vec![])
+    };
+    let mut update = pre.clone();
+    update.push("update");
+    run(prog, &update)?;
+    let mut install = pre;
+    install.extend(["install", "-y", "--no-install-recommends"]);
+    install.extend(packages);
+    std::env::set_var("DEBIAN_FRONTEND", "noninteractive");
+    run(prog, &install)
+}
+
+fn browser_missing() -> bool {
+    on_path("chromium").is_none()
+        || on_path("chromedriver").is_none()
+        || !Path::new("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc").exists()
+}
+
+/// Chromium, chromedriver and a CJK font, from Debian's packages.
+pub fn ensure_browser() -> Result<()> {
+    if browser_missing() {
+        apt_install(APT_PACKAGES)?;
+    }
+    Ok(())
+}
+
+/// What the tests need from Debian (one apt-get run): the browser packages and
+/// PostgreSQL's server programs (initdb, pg_ctl), looked for on PATH and in
+/// /usr/lib/postgresql/*/bin first; returns PostgreSQL's program directory.
+pub fn ensure_test_packages() -> Result<PathBuf> {
+    let mut missing: Vec<&str> = Vec::new();
+    if browser_missing() {
+        missing.extend(APT_PACKAGES);
+    }
+    if stepwatch_e2e::pg_bin_dir().is_none() {
+        missing.push("postgresql");
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    stepwatch_e2e::pg_bin_dir().context(
+        "PostgreSQL's initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin",
+    )
+}
+
+/// A throwaway PostgreSQL server for the tests (a fresh cluster in the temp dir, on a
+/// free loopback port), announced to them through the environment. Dropping it stops
+/// the server and deletes its directory, whether the tests passed or not.
+pub fn start_postgres(bin: &Path) -> Result<stepwatch_e2e::PgCluster> {
+    let stale = stepwatch_e2e::remove_stale_clusters(bin);
+    if stale > 0 {
+        eprintln!("removed {stale} PostgreSQL test cluster(s) left by interrupted runs");
+    }
+    eprintln!("\n▶ PostgreSQL: initdb + pg_ctl start ({})", bin.display());
+    let pg = stepwatch_e2e::PgCluster::try_start_with(bin, "xtask")
+        .map_err(|e| anyhow::anyhow!("cannot start a PostgreSQL server for the tests: {e}"))?;
+    eprintln!(
+        "  listening at {} (data in {})",
+        pg.url(),
+        pg.dir().display()
+    );
+    std::env::set_var("STEPWATCH_TEST_PG", pg.url());
+    std::env::set_var("STEPWATCH_TEST_PG_BIN", bin);
+    std::env::set_var("STEPWATCH_REQUIRE_POSTGRES", "1");
+    Ok(pg)
+}
+
+/// A venv in `.venv` with the Python test tools.
+pub fn ensure_python() -> Result<PathBuf> {
+    let venv = root().join(".venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        run("python3", &["-m", "venv", venv.to_str().unwrap_or(".venv")])?;
+    }
+    let have = output(
+        py.to_str().unwrap_or("python"),
+        &["-c", "import pytest, ruff"],
+    )
+    .is_some();
+    if !have {
+        run(
+            &py,
+            &["-m", "pip", "install", "--quiet", "pytest>=7", "ruff>=0.5"],
+        )?;
+    }
+    // The integration tests run against the real frameworks (torch on CPU, Lightning,
+    // transformers); the SDK itself depends on none of them.
+    let frameworks = output(
+        py.to_str().unwrap_or("python"),
+        &["-c", "import torch, lightning, transformers, accelerate"],
+    )
+    .is_some();
+    if !frameworks {
+        run(
+            &py,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "torch",
+                "lightning",
+                "transformers",
+                "accelerate",
+            ],
+        )?;
+    }
+    Ok(py)
+}
+
+/// `trunk build --release`: the dashboard into `dist/`.
+pub fn build_dashboard() -> Result<()> {
+    run("trunk", &["build", "--release"])
+}
