@@ -478,6 +478,25 @@ pub enum EventBody {
     },
 }
 
+/// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
+/// stream carries that a client understands (the dashboard listens for these).
+pub const KNOWN_EVENTS: [&str; 14] = [
+    "training_start",
+    "training_end",
+    "epoch_start",
+    "epoch_end",
+    "batch_start",
+    "batch_end",
+    "checkpoint_saved",
+    "checkpoint_loaded",
+    "metric_update",
+    "error_occurred",
+    "log",
+    "system",
+    "command",
+    "command_ack",
+];
+
 impl EventBody {
     /// The event's wire name.
     pub fn name(&self) -> &str {
