@@ -1,6 +1,6 @@
 //! Talking to the relay: where it is, its URLs, GETs, and live SSE streams delivered at
 //! most once per animation frame. What the answers mean is decoded by
-//! `stepwatch_events::api`; what is loaded when is [`crate::load`]'s job.
+//! `stepwatch_events::api`; what is loaded when is the `load` module's job.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -21,8 +21,10 @@
 //!   decoders, used by the dashboard.
 
 pub mod api;
+pub mod bodies;
 pub mod downsample;
 pub mod event;
+pub mod fields;
 pub mod num;
 pub mod progress;
 pub mod records;
