@@ -1,5 +1,6 @@
-//! Talking to the relay: where it is, and live SSE streams delivered at most once per
-//! animation frame.
+//! Talking to the relay: where it is, its URLs, GETs, and live SSE streams delivered at
+//! most once per animation frame. What the answers mean is decoded by
+//! `stepwatch_events::api`; what is loaded when is the `load` module's job.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -241,14 +242,14 @@ pub struct Base(pub String);
 /// Buckets asked for when a run's series are first loaded: up to four points each.
 pub const OVERVIEW_POINTS: usize = 1500;
 
-/// GETs `url` and parses its JSON: `None` when the relay answers with an error (or not
-/// with JSON). While the relay cannot be reached (restarting, say) it tries again every
-/// [`REOPEN_AFTER_MS`], `tries` times in all. One function for every answer, decoded
-/// by the caller: keeps the download small.
-pub async fn get_value(url: &str, mut tries: u32) -> Option<serde_json::Value> {
+/// GETs `url` and returns its body: `None` when the relay answers with an error. While
+/// the relay cannot be reached (restarting, say) it tries again every
+/// [`REOPEN_AFTER_MS`], `tries` times in all. One function for every answer, decoded by
+/// the caller with `stepwatch_events::api`: keeps the download small.
+pub async fn get_text(url: &str, mut tries: u32) -> Option<String> {
     loop {
         match gloo_net::http::Request::get(url).send().await {
-            Ok(resp) if resp.ok() => return resp.json().await.ok(),
+            Ok(resp) if resp.ok() => return resp.text().await.ok(),
             Ok(resp) => {
                 if resp.status() == 401 {
                     probe_session();
@@ -298,24 +299,6 @@ pub fn series_url(
     }
     run_url(base, run, &q)
 }
-
-/// Every event type a run stream can carry that the dashboard understands.
-pub const RUN_EVENT_NAMES: &[&str] = &[
-    "training_start",
-    "training_end",
-    "epoch_start",
-    "epoch_end",
-    "batch_start",
-    "batch_end",
-    "checkpoint_saved",
-    "checkpoint_loaded",
-    "metric_update",
-    "error_occurred",
-    "log",
-    "system",
-    "command",
-    "command_ack",
-];
 
 /// Seconds since the unix epoch, from the browser clock.
 pub fn now_s() -> f64 {

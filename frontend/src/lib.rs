@@ -1,11 +1,12 @@
 //! # stepwatch-frontend — the dashboard
 //!
 //! A Leptos client-side app, built by trunk from the repository's `index.html`.
-//! It resolves the relay's address ([`api::resolve_relay`]), subscribes to SSE
-//! streams, folds events with the shared [`stepwatch_events::RunState`] reducer
-//! ([`model::RunView`]) and draws charts with plotters on canvas ([`chart`]).
-//! The URL hash ([`route`]) holds the page and its settings; [`views`] has one file
-//! per screen.
+//! It resolves the relay's address ([`api::resolve_relay`]); [`load`] fetches a run's
+//! history (decoded by `stepwatch_events::api`) and subscribes to SSE streams, folding
+//! events with the shared [`stepwatch_events::RunState`] reducer into [`model::RunView`],
+//! plain data the views only read (shared through Leptos context); [`chart`] draws
+//! charts with plotters on canvas. The URL hash ([`route`]) holds the page and its
+//! settings; [`views`] has one file per screen.
 //! Every UI string lives in [`i18n`] (English and Simplified Chinese).
 //!
 //! Updates are applied at most once per animation frame, however fast events arrive.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod chart;
 pub mod i18n;
+pub mod load;
 pub mod model;
 pub mod route;
 pub mod views;

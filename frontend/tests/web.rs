@@ -124,7 +124,9 @@ async fn chart_panel_draws_every_point_and_redraws_on_new_data() {
     let s = settings();
     let handle = leptos::mount::mount_to(host.clone(), move || {
         contexts();
-        view! { <ChartPanel metric="loss".to_string() title="Loss".to_string() sources=vec![Source { view, color: 0 }] settings=s/> }
+        provide_context(s);
+        let view = view.read_only();
+        view! { <ChartPanel metric="loss".to_string() title="Loss".to_string() sources=vec![Source { view, color: 0 }]/> }
     });
     settle().await;
     let canvas = host
@@ -177,7 +179,9 @@ async fn an_empty_chart_says_whether_history_is_still_loading() {
     let s = settings();
     let handle = leptos::mount::mount_to(host.clone(), move || {
         contexts();
-        view! { <ChartPanel metric="loss".to_string() title="Loss".to_string() sources=vec![Source { view, color: 0 }] settings=s/> }
+        provide_context(s);
+        let view = view.read_only();
+        view! { <ChartPanel metric="loss".to_string() title="Loss".to_string() sources=vec![Source { view, color: 0 }]/> }
     });
     settle().await;
     let empty = || {

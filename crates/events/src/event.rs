@@ -7,39 +7,15 @@
 //!
 //! Parsing names the offending field in its error (`field "loss": expected a number …`),
 //! and [`parse_batch`] names the index of the bad event in a batch.
-
+pub use crate::bodies::{
+    BatchEnd, BatchStart, CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd,
+    EpochStart, ErrorOccurred, Log, MetricUpdate, System, TrainingEnd, TrainingStart,
+};
+use crate::fields::{kind, take, write_f64, write_key};
+pub use crate::fields::{EventError, Metrics};
 use crate::num;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-
-/// Why an event was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EventError {
-    /// The event is not a JSON object.
-    #[error("an event must be a JSON object, got {0}")]
-    NotAnObject(&'static str),
-    /// The `event` field is missing.
-    #[error("missing field \"event\" (the event name, e.g. \"batch_end\")")]
-    MissingName,
-    /// The event name breaks the naming rule.
-    #[error("invalid event name {0:?}: names match [a-z0-9_.-]{{1,64}}")]
-    BadName(String),
-    /// A field has the wrong type.
-    #[error("field {field:?}: {problem}")]
-    BadField { field: String, problem: String },
-}
-
-impl EventError {
-    /// The field at fault, when one is (`"event"` for a missing or bad name).
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            EventError::NotAnObject(_) => None,
-            EventError::MissingName | EventError::BadName(_) => Some("event"),
-            EventError::BadField { field, .. } => Some(field),
-        }
-    }
-}
 
 /// Why a batch was refused: the first bad event and its index in the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,394 +42,6 @@ pub fn is_valid_run_id(run: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// A value type that a typed event field may hold, with the wire rules for it.
-trait Field: Sized {
-    fn from_json(v: Value) -> Result<Self, String>;
-    fn to_json(&self) -> Value;
-    /// Writes the value as JSON (the fast path of [`Event::to_json`]).
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, &self.to_json());
-    }
-}
-
-/// Writes a number the wire's way: finite as a JSON number, else "NaN"/"Infinity"/"-Infinity".
-fn write_f64(x: f64, out: &mut Vec<u8>) {
-    if x.is_finite() {
-        let _ = serde_json::to_writer(out, &x);
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(num::non_finite_name(x).as_bytes());
-        out.push(b'"');
-    }
-}
-
-/// Writes `,"key":` (or `"key":` first in an object).
-fn write_key(key: &str, out: &mut Vec<u8>) {
-    if out.last() != Some(&b'{') {
-        out.push(b',');
-    }
-    let _ = serde_json::to_writer(&mut *out, key);
-    out.push(b':');
-}
-
-fn kind(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if s.len() > 40 => format!("a string ({} bytes)", s.len()),
-        Value::String(s) => format!("the string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-impl Field for f64 {
-    fn from_json(v: Value) -> Result<Self, String> {
-        num::from_json(&v).ok_or_else(|| {
-            format!(
-                "expected a number (or \"NaN\", \"Infinity\", \"-Infinity\"), got {}",
-                kind(&v)
-            )
-        })
-    }
-    fn to_json(&self) -> Value {
-        num::to_json(*self)
-    }
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write_f64(*self, out);
-    }
-}
-
-impl Field for u64 {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match &v {
-            Value::Number(n) => {
-                if let Some(u) = n.as_u64() {
-                    return Ok(u);
-                }
-                // Python sends 3.0 for an int sometimes; accept whole floats.
-                match n.as_f64() {
-                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(f as u64),
-                    _ => Err(format!("expected a non-negative integer, got {}", kind(&v))),
-                }
-            }
-            _ => Err(format!("expected a non-negative integer, got {}", kind(&v))),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::from(*self)
-    }
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, self);
-    }
-}
-
-impl Field for String {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match v {
-            Value::String(s) => Ok(s),
-            other => Err(format!("expected a string, got {}", kind(&other))),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::String(self.clone())
-    }
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, self);
-    }
-}
-
-impl Field for bool {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match v {
-            Value::Bool(b) => Ok(b),
-            other => Err(format!("expected true or false, got {}", kind(&other))),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::Bool(*self)
-    }
-}
-
-/// Named metric values (`{"accuracy": 0.91, "val/loss": "NaN"}`).
-pub type Metrics = BTreeMap<String, f64>;
-
-impl Field for Metrics {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match v {
-            Value::Object(m) => m
-                .into_iter()
-                .map(|(k, v)| match num::from_json(&v) {
-                    Some(x) => Ok((k, x)),
-                    None => Err(format!("metric {k:?}: expected a number, got {}", kind(&v))),
-                })
-                .collect(),
-            other => Err(format!(
-                "expected an object of name → number, got {}",
-                kind(&other)
-            )),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::Object(
-            self.iter()
-                .map(|(k, v)| (k.clone(), num::to_json(*v)))
-                .collect(),
-        )
-    }
-    fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (k, v) in self {
-            write_key(k, out);
-            write_f64(*v, out);
-        }
-        out.push(b'}');
-    }
-}
-
-impl Field for Map<String, Value> {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match v {
-            Value::Object(m) => Ok(m),
-            other => Err(format!("expected an object, got {}", kind(&other))),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::Object(self.clone())
-    }
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, self);
-    }
-}
-
-fn take<T: Field>(fields: &mut Map<String, Value>, key: &str) -> Result<Option<T>, EventError> {
-    match fields.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => T::from_json(v)
-            .map(Some)
-            .map_err(|problem| EventError::BadField {
-                field: key.to_string(),
-                problem,
-            }),
-    }
-}
-
-/// Declares a typed event body: every field optional, unknown fields kept in `extra`.
-macro_rules! body {
-    ($(#[$meta:meta])* $name:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Default)]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: Option<$ty>, )*
-            /// Fields this event type does not name, kept as sent.
-            pub extra: Map<String, Value>,
-        }
-
-        impl $name {
-            fn take_from(fields: &mut Map<String, Value>) -> Result<Self, EventError> {
-                Ok(Self {
-                    $( $field: take(fields, stringify!($field))?, )*
-                    extra: std::mem::take(fields),
-                })
-            }
-
-            fn put_into(&self, out: &mut Map<String, Value>) {
-                $( if let Some(v) = &self.$field {
-                    out.insert(stringify!($field).to_string(), Field::to_json(v));
-                } )*
-                for (k, v) in &self.extra {
-                    out.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-
-            /// The same fields as [`Self::put_into`], written straight as JSON.
-            fn write_fields(&self, out: &mut Vec<u8>, taken: &dyn Fn(&str) -> bool) {
-                $( if let Some(v) = &self.$field {
-                    write_key(stringify!($field), out);
-                    Field::write_json(v, out);
-                } )*
-                for (k, v) in &self.extra {
-                    let typed = match k.as_str() {
-                        $( stringify!($field) => self.$field.is_some(), )*
-                        _ => false,
-                    };
-                    if !typed && !taken(k) {
-                        write_key(k, out);
-                        let _ = serde_json::to_writer(&mut *out, v);
-                    }
-                }
-            }
-        }
-    };
-}
-
-body!(
-    /// `training_start`: a run begins.
-    TrainingStart {
-        /// Epochs planned.
-        total_epochs: u64,
-        /// Batches per epoch.
-        total_batches: u64,
-        /// Hyperparameters, shown as the run's parameter table.
-        config: Map<String, Value>,
-        /// Human-readable run name (defaults to the run id).
-        name: String,
-        /// Where and how the run started: host, Python and framework versions, command
-        /// line, git commit (filled in by the SDKs).
-        meta: Map<String, Value>,
-    }
-);
-body!(
-    /// `training_end`: a run ends.
-    TrainingEnd {
-        /// `completed` (default), `failed` or `stopped`.
-        status: String,
-    }
-);
-body!(
-    /// `epoch_start`.
-    EpochStart { epoch: u64, total_epochs: u64 }
-);
-body!(
-    /// `epoch_end`, with the epoch's summary metrics (e.g. `avg_loss`, `val_loss`).
-    EpochEnd { epoch: u64, metrics: Metrics }
-);
-body!(
-    /// `batch_start`.
-    BatchStart { batch_idx: u64, epoch: u64 }
-);
-body!(
-    /// `batch_end`: the heartbeat of a run, carrying its loss.
-    BatchEnd {
-        /// Batch index within the epoch.
-        batch_idx: u64,
-        loss: f64,
-        /// Learning rate.
-        lr: f64,
-        /// Global step; when absent the reducer counts batch_end events.
-        step: u64,
-        epoch: u64,
-        /// Further per-step metrics.
-        metrics: Metrics,
-    }
-);
-body!(
-    /// `checkpoint_saved`.
-    CheckpointSaved {
-        checkpoint_path: String,
-        epoch: u64,
-        step: u64,
-        size_bytes: u64,
-        metrics: Metrics,
-    }
-);
-body!(
-    /// `checkpoint_loaded`.
-    CheckpointLoaded {
-        checkpoint_path: String,
-        epoch: u64,
-        step: u64,
-        size_bytes: u64,
-        metrics: Metrics,
-    }
-);
-body!(
-    /// `metric_update`: one named value (`name`, `value`) or several (`metrics`).
-    MetricUpdate {
-        name: String,
-        value: f64,
-        step: u64,
-        metrics: Metrics,
-    }
-);
-body!(
-    /// `error_occurred`.
-    ErrorOccurred {
-        message: String,
-        traceback: String,
-        /// A fatal error ends the run as failed.
-        fatal: bool,
-    }
-);
-body!(
-    /// `log`: one log record.
-    Log {
-        /// `debug`, `info`, `warning`, `error`, `critical`.
-        level: String,
-        message: String,
-        logger: String,
-    }
-);
-body!(
-    /// `system`: a resource sample.
-    System {
-        cpu_percent: f64,
-        mem_used_bytes: u64,
-        mem_total_bytes: u64,
-        gpus: Vec<Map<String, Value>>,
-    }
-);
-body!(
-    /// `command_ack`: the trainer's answer to a control command (or the relay's, for a
-    /// cancellation).
-    CommandAck {
-        command_id: String,
-        /// `accepted`, `done`, `rejected`, `failed` (or `cancelled`, recorded by the relay).
-        status: String,
-        message: String,
-        command: String,
-        /// What the command produced (the answer of `ask`: text, numbers, a table).
-        output: Value,
-    }
-);
-body!(
-    /// `command`: a control command sent from a dashboard, recorded by the relay in the
-    /// run's stream and delivered to the trainer until acknowledged.
-    Command {
-        command_id: String,
-        /// `pause`, `resume`, `stop`, `load_checkpoint` or `ask`.
-        command: String,
-        args: Map<String, Value>,
-        /// Who sent it, when known.
-        sender: String,
-    }
-);
-
-impl Field for Value {
-    fn from_json(v: Value) -> Result<Self, String> {
-        Ok(v)
-    }
-    fn to_json(&self) -> Value {
-        self.clone()
-    }
-}
-
-impl Field for Vec<Map<String, Value>> {
-    fn from_json(v: Value) -> Result<Self, String> {
-        match v {
-            Value::Array(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::Object(m) => Ok(m),
-                    other => Err(format!(
-                        "item {i}: expected an object, got {}",
-                        kind(&other)
-                    )),
-                })
-                .collect(),
-            other => Err(format!(
-                "expected an array of objects, got {}",
-                kind(&other)
-            )),
-        }
-    }
-    fn to_json(&self) -> Value {
-        Value::Array(self.iter().cloned().map(Value::Object).collect())
-    }
-}
-
 /// What an event says, by name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventBody {
@@ -477,6 +65,25 @@ pub enum EventBody {
         fields: Map<String, Value>,
     },
 }
+
+/// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
+/// stream carries that a client understands (the dashboard listens for these).
+pub const KNOWN_EVENTS: [&str; 14] = [
+    "training_start",
+    "training_end",
+    "epoch_start",
+    "epoch_end",
+    "batch_start",
+    "batch_end",
+    "checkpoint_saved",
+    "checkpoint_loaded",
+    "metric_update",
+    "error_occurred",
+    "log",
+    "system",
+    "command",
+    "command_ack",
+];
 
 impl EventBody {
     /// The event's wire name.

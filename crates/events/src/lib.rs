@@ -9,22 +9,34 @@
 //!
 //! - [`event`]: [`Event`], one flat JSON object per event (`{"event":"batch_end","loss":2.5,…}`),
 //!   typed for the seed's ten names plus `log`, `system`, `command`, `command_ack`, and kept verbatim
-//!   for any other (custom) name.
+//!   for any other (custom) name. [`KNOWN_EVENTS`] lists the typed names.
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
-//! - [`state`]: [`RunState::apply`], the reducer, and [`RunSummary`] for run lists.
-//! - [`progress`]: [`RunState::progress`] (1-based epochs, batches done) and [`RunState::eta_s`].
+//! - [`state`]: [`RunState::apply`], the reducer; [`records`]: the plain data it keeps
+//!   (status, checkpoints, commands, last error); [`summary`]: [`RunSummary`] for run lists.
+//! - [`progress`]: [`Pace`] and [`Progress`] (1-based epochs, batches done, ETA), read by
+//!   [`RunState::progress`] and [`RunState::eta_s`].
 //! - [`downsample`]: per-pixel-column min/max bucketing so spikes never vanish from charts.
 //! - [`series`]: which event numbers become chart points, and the relay's series answer.
+//! - [`api`]: the relay's read answers (run state, summaries, series, events) and their
+//!   decoders, used by the dashboard.
 
+pub mod api;
+pub mod bodies;
 pub mod downsample;
 pub mod event;
+pub mod fields;
 pub mod num;
 pub mod progress;
+pub mod records;
 pub mod series;
 pub mod state;
+pub mod summary;
 
 pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
+    KNOWN_EVENTS,
 };
-pub use progress::{Pace, Progress};
-pub use state::{BestMetric, Checkpoint, CommandState, RunState, RunStatus, RunSummary, COMMANDS};
+pub use progress::{Pace, Position, Progress};
+pub use records::{BestMetric, Checkpoint, CommandState, RunStatus, COMMANDS};
+pub use state::RunState;
+pub use summary::RunSummary;

@@ -2,16 +2,16 @@
 //!
 //! Loops count their own way: `for epoch in range(epochs)` starts at 0, `enumerate(loader)`
 //! gives batch 0 … N-1. The reducer keeps the trainer's numbers as they came (the seed's
-//! `current_epoch` and `current_batch` never change meaning); [`RunState::progress`] turns
+//! `current_epoch` and `current_batch` never change meaning); [`crate::RunState::progress`] turns
 //! them into what a person means: the epoch under way counted from 1, the batches done,
-//! and the fraction of the run behind it. [`RunState::eta_s`] estimates the time left
+//! and the fraction of the run behind it. [`crate::RunState::eta_s`] estimates the time left
 //! from the pace of the batches and of what happens between epochs (validation, saving),
-//! with paused time left out. Both read [`Pace`], which the reducer keeps as events come.
+//! with paused time left out. Both read [`Pace`], which the reducer keeps as events come,
+//! and a [`Position`]: the few fields of the run's state they need (so this module knows
+//! nothing of the state, and the state owns its pace).
 
 use crate::num;
-use crate::state::{RunState, RunStatus};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A run's progress as shown: 1-based epoch, batches done, fractions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -32,23 +32,6 @@ pub struct Progress {
     /// is 1; a stopped or failed run stays where it ended.
     #[serde(with = "num::opt", default)]
     pub fraction: Option<f64>,
-}
-
-impl Progress {
-    /// Decodes the `progress` object of a run summary (by hand: the dashboard carries no
-    /// serde code for it).
-    pub fn from_json(v: &Value) -> Progress {
-        let u = |k: &str| v[k].as_u64();
-        Progress {
-            epoch: u("epoch"),
-            total_epochs: u("total_epochs"),
-            epochs_done: u("epochs_done").unwrap_or(0),
-            batch: u("batch"),
-            total_batches: u("total_batches"),
-            epoch_fraction: num::from_json(&v["epoch_fraction"]),
-            fraction: num::from_json(&v["fraction"]),
-        }
-    }
 }
 
 /// What the reducer learns of a run's numbering and pace (kept in its state).
@@ -95,31 +78,6 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// Decodes the state's `pace` object (by hand, as the dashboard does).
-    pub fn from_json(v: &Value) -> Pace {
-        let f = |k: &str| num::from_json(&v[k]);
-        let u = |k: &str| v[k].as_u64();
-        let b = |k: &str| v[k].as_bool().unwrap_or(false);
-        Pace {
-            kept: b("kept"),
-            first_epoch: u("first_epoch"),
-            batch_zero: b("batch_zero"),
-            batch_full: b("batch_full"),
-            epoch_batches: u("epoch_batches").unwrap_or(0),
-            epoch_ended: b("epoch_ended"),
-            paused_secs: f("paused_secs").unwrap_or(0.0),
-            paused_since: f("paused_since"),
-            batch_secs: f("batch_secs").unwrap_or(0.0),
-            batch_units: u("batch_units").unwrap_or(0),
-            gap_secs: f("gap_secs").unwrap_or(0.0),
-            gaps: u("gaps").unwrap_or(0),
-            last_batch_at: f("last_batch_at"),
-            last_batch_idx: u("last_batch_idx"),
-            paused_at_last_batch: f("paused_at_last_batch").unwrap_or(0.0),
-            crossed_epoch: b("crossed_epoch"),
-        }
-    }
-
     /// An epoch number came in (from any event that carries one).
     pub(crate) fn saw_epoch(&mut self, epoch: u64) {
         if self.first_epoch.is_none() {
@@ -219,44 +177,65 @@ impl Pace {
     }
 }
 
-impl RunState {
+/// Where a run stands, as progress needs it: the trainer's own numbers and the run's
+/// status, taken from its state ([`crate::RunState::progress`] fills it in).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Position {
+    /// Still going: running, paused or pending.
+    pub live: bool,
+    /// Running (not paused, not pending): the only status with a time left.
+    pub running: bool,
+    /// Ended as completed.
+    pub completed: bool,
+    /// The trainer's current epoch and batch, as sent.
+    pub current_epoch: u64,
+    pub current_batch: u64,
+    pub total_epochs: Option<u64>,
+    pub total_batches: Option<u64>,
+    /// batch_end events applied.
+    pub batch_count: u64,
+    /// Trainer time the run started.
+    pub started_at: Option<f64>,
+}
+
+impl Pace {
     /// The run's progress as people read it (see the module docs).
-    pub fn progress(&self) -> Progress {
-        let pace = &self.pace;
+    pub fn progress(&self, at: &Position) -> Progress {
+        let pace = self;
         // Snapshots from before the pace was kept: a reported epoch counts from 1.
-        let has_epoch = pace.first_epoch.is_some() || self.current_epoch > 0;
+        let has_epoch = pace.first_epoch.is_some() || at.current_epoch > 0;
         let mut epoch = has_epoch.then(|| {
-            self.current_epoch
+            at.current_epoch
                 .saturating_add(u64::from(pace.first_epoch == Some(0)))
         });
         // A run that ended right after an epoch began, before its first batch (a Stop
         // during validation takes effect at the next epoch_start): it ended after the
         // epoch before, not in this one.
-        let unbegun = !self.status.is_live()
+        let unbegun = !at.live
             && pace.kept
             && pace.epoch_batches == 0
             && !pace.epoch_ended
-            && self.batch_count > 0
+            && at.batch_count > 0
             && epoch.is_some_and(|e| e > 1);
         if unbegun {
             epoch = epoch.map(|e| e - 1);
         }
-        let total_epochs = self.total_epochs.filter(|t| *t > 0);
-        let total_batches = self.total_batches.filter(|t| *t > 0);
+        let total_epochs = at.total_epochs.filter(|t| *t > 0);
+        let total_batches = at.total_batches.filter(|t| *t > 0);
         let done = || {
-            let done = pace.done_after(self.current_batch);
+            let done = pace.done_after(at.current_batch);
             total_batches.map_or(done, |t| done.min(t))
         };
         let batch = if unbegun {
             total_batches.or(Some(done()))
-        } else if pace.epoch_batches > 0 || (!pace.kept && self.batch_count > 0) {
+        } else if pace.epoch_batches > 0 || (!pace.kept && at.batch_count > 0) {
             Some(done())
-        } else if self.batch_count > 0 || (has_epoch && total_batches.is_some()) {
+        } else if at.batch_count > 0 || (has_epoch && total_batches.is_some()) {
             Some(0) // a new epoch, no batch yet
         } else {
             None
         };
-        let completed = self.status == RunStatus::Completed;
+        let completed = at.completed;
         let ended = pace.epoch_ended || unbegun;
         let epochs_done = match (epoch, total_epochs) {
             (_, Some(t)) if completed => t,
@@ -302,14 +281,14 @@ impl RunState {
     /// go at the pace of the batches so far, plus the time between epochs (validation,
     /// saving) as learned from the epochs behind it; paused time never counts. `None`
     /// when the run's length is unknown or nothing can be estimated yet.
-    pub fn eta_s(&self, now: f64) -> Option<f64> {
-        if self.status != RunStatus::Running {
+    pub fn eta_s(&self, at: &Position, now: f64) -> Option<f64> {
+        if !at.running {
             return None;
         }
-        let p = self.progress();
+        let p = self.progress(at);
         let tb = p.total_batches;
         let te = p.total_epochs.or(tb.map(|_| 1))?;
-        let pace = &self.pace;
+        let pace = self;
         let left_epochs = te.saturating_sub(p.epochs_done);
         if let (Some(per), Some(tb)) = (pace.per_batch(), tb) {
             let this = if pace.epoch_ended || left_epochs == 0 {
@@ -331,7 +310,7 @@ impl RunState {
         }
         // Too early for a pace: the fraction done over the time it took.
         let f = p.fraction?;
-        let active = now - self.started_at? - pace.paused_until(now);
+        let active = now - at.started_at? - pace.paused_until(now);
         (f > 0.0 && f < 1.0).then(|| active.max(0.0) * (1.0 - f) / f)
     }
 }

@@ -1,140 +1,22 @@
 //! The run-state reducer: `RunState::apply(&Event)` folds a run's events, in id order,
 //! into what a dashboard shows. The relay uses it for `GET /api/runs/{run}` and the
-//! runs list; the dashboard uses the same code for its live view.
+//! runs list; the dashboard uses the same code for its live view. The parts it holds
+//! (checkpoints, commands, …) are plain data in [`crate::records`]; its pace and
+//! progress arithmetic is in [`crate::progress`].
 
-use crate::event::{Event, EventBody};
+use crate::event::{
+    BatchEnd, BatchStart, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart,
+    ErrorOccurred, Event, EventBody, System, TrainingEnd, TrainingStart,
+};
 use crate::num;
-use crate::progress::{Pace, Progress};
+use crate::progress::{Pace, Position, Progress};
+pub use crate::records::{
+    is_validation_loss, BestMetric, Checkpoint, CommandState, LastError, RunStatus, COMMANDS,
+    MAX_CHECKPOINTS, MAX_COMMANDS, MAX_COMMAND_MESSAGES,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// How many checkpoints a state keeps (newest last).
-pub const MAX_CHECKPOINTS: usize = 100;
-
-/// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Events arrived but no `training_start` yet.
-    #[default]
-    Pending,
-    Running,
-    Paused,
-    Completed,
-    Failed,
-    Stopped,
-}
-
-impl RunStatus {
-    /// The wire name (`running`, `completed`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Paused => "paused",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Stopped => "stopped",
-        }
-    }
-
-    /// Still going: running, paused or pending.
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Pending | RunStatus::Running | RunStatus::Paused
-        )
-    }
-}
-
-/// One saved checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Checkpoint {
-    pub path: String,
-    pub epoch: Option<u64>,
-    pub step: Option<u64>,
-    pub size_bytes: Option<u64>,
-    /// Trainer time of the save.
-    #[serde(with = "num::opt", default)]
-    pub time: Option<f64>,
-    #[serde(with = "num::map", default)]
-    pub metrics: BTreeMap<String, f64>,
-    /// Earlier saves to the same path, which this one overwrote (one row per file: what
-    /// a Load would read is what is on disk now).
-    #[serde(default)]
-    pub overwrites: u64,
-}
-
-/// The best value of a run's validation loss (`val_loss`, `val/loss`, `eval_loss` …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct BestMetric {
-    pub metric: String,
-    #[serde(with = "num::float")]
-    pub value: f64,
-    pub step: u64,
-}
-
-/// Whether a metric name is a validation loss: `val_loss`, `val/loss`, `valid_loss`,
-/// `validation/loss`, `eval_loss`, `eval/loss`, `val_loss_epoch` (any case).
-pub fn is_validation_loss(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["val", "valid", "validation", "eval"].iter().any(|p| {
-        n.strip_prefix(p)
-            .and_then(|rest| rest.strip_prefix(['_', '/', '-', '.']))
-            .is_some_and(|rest| rest == "loss" || rest.starts_with("loss_"))
-    })
-}
-
-/// How many commands a state keeps (newest last).
-pub const MAX_COMMANDS: usize = 100;
-
-/// How many messages a command keeps.
-pub const MAX_COMMAND_MESSAGES: usize = 10;
-
-/// The commands a relay accepts.
-pub const COMMANDS: [&str; 5] = ["pause", "resume", "stop", "load_checkpoint", "ask"];
-
-/// One control command and where it stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct CommandState {
-    pub id: String,
-    pub command: String,
-    pub args: Map<String, Value>,
-    /// `pending` (sent, no answer), `accepted`, `done`, `rejected`, `failed`, `cancelled`.
-    pub status: String,
-    /// The trainer's latest word on it.
-    pub message: Option<String>,
-    /// Every message the trainer sent about it, oldest first (at most
-    /// [`MAX_COMMAND_MESSAGES`]): what it is doing, step by step ("stop accepted; this
-    /// loop does not check should_stop(): interrupting at the next step", "interrupting
-    /// the loop at step 44 (KeyboardInterrupt)", "stopped").
-    #[serde(default)]
-    pub messages: Vec<String>,
-    pub output: Option<Value>,
-    pub sender: Option<String>,
-    #[serde(with = "num::opt", default)]
-    pub sent_at: Option<f64>,
-    #[serde(with = "num::opt", default)]
-    pub updated_at: Option<f64>,
-}
-
-impl CommandState {
-    /// Not finished: the trainer still has to act on it (pending or accepted).
-    pub fn is_open(&self) -> bool {
-        matches!(self.status.as_str(), "pending" | "accepted")
-    }
-}
-
-/// The last error a run reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct LastError {
-    pub message: String,
-    pub traceback: Option<String>,
-    pub fatal: bool,
-    #[serde(with = "num::opt", default)]
-    pub time: Option<f64>,
-}
 
 /// The current state of one run, as the seed's `get_current_state()` and more.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -216,40 +98,6 @@ pub struct RunState {
     pub pace: Pace,
 }
 
-/// The part of a [`RunState`] a runs list needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct RunSummary {
-    pub run: String,
-    pub name: String,
-    pub status: RunStatus,
-    pub current_epoch: u64,
-    pub total_epochs: Option<u64>,
-    pub current_batch: u64,
-    pub total_batches: Option<u64>,
-    pub step: u64,
-    #[serde(with = "num::opt", default)]
-    pub current_loss: Option<f64>,
-    #[serde(with = "num::opt", default)]
-    pub best_loss: Option<f64>,
-    #[serde(default)]
-    pub best_val: Option<BestMetric>,
-    pub loss_non_finite: bool,
-    /// Progress as people read it (1-based epoch, batches done, fraction).
-    #[serde(default)]
-    pub progress: Progress,
-    #[serde(with = "num::opt", default)]
-    pub started_at: Option<f64>,
-    #[serde(with = "num::opt", default)]
-    pub ended_at: Option<f64>,
-    #[serde(with = "num::opt", default)]
-    pub last_event_at: Option<f64>,
-    pub last_id: u64,
-    pub event_count: u64,
-    /// Set only on the runs stream's last word about a run that was deleted.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleted: bool,
-}
-
 impl RunState {
     /// An empty state for run `run`.
     pub fn new(run: &str) -> Self {
@@ -294,131 +142,13 @@ impl RunState {
         }
         self.pace.kept = true;
         match &e.body {
-            EventBody::TrainingStart(b) => {
-                self.status = RunStatus::Running;
-                self.is_training = true;
-                self.started_at = t.or(self.started_at);
-                self.ended_at = None;
-                if b.total_epochs.is_some() {
-                    self.total_epochs = b.total_epochs;
-                }
-                if b.total_batches.is_some() {
-                    self.total_batches = b.total_batches;
-                }
-                if let Some(cfg) = &b.config {
-                    self.config = cfg.clone();
-                }
-                if let Some(meta) = &b.meta {
-                    self.meta = meta.clone();
-                }
-                if let Some(name) = &b.name {
-                    self.name = name.clone();
-                }
-            }
-            EventBody::TrainingEnd(b) => {
-                self.pace.pause(t, false);
-                self.is_training = false;
-                self.ended_at = t;
-                self.status = match b.status.as_deref() {
-                    Some("failed") => RunStatus::Failed,
-                    Some("stopped") => RunStatus::Stopped,
-                    _ => RunStatus::Completed,
-                };
-            }
-            EventBody::EpochStart(b) => {
-                self.mark_running();
-                if let Some(ep) = b.epoch {
-                    self.pace.saw_epoch(ep);
-                    self.current_epoch = ep;
-                }
-                self.pace.new_epoch();
-                if b.total_epochs.is_some() {
-                    self.total_epochs = b.total_epochs;
-                }
-                self.current_batch = 0;
-                self.epoch_loss_sum = 0.0;
-                self.epoch_loss_n = 0;
-            }
-            EventBody::EpochEnd(b) => {
-                if let Some(ep) = b.epoch {
-                    self.pace.saw_epoch(ep);
-                    self.current_epoch = ep;
-                }
-                self.pace.epoch_ended = true;
-                if let Some(m) = &b.metrics {
-                    self.merge_metrics(m);
-                }
-            }
-            EventBody::BatchStart(b) => {
-                self.mark_running();
-                self.note_epoch_of_batch(b.epoch, b.batch_idx);
-                if let Some(ep) = b.epoch {
-                    self.current_epoch = ep;
-                }
-                if let Some(i) = b.batch_idx {
-                    self.current_batch = i;
-                }
-            }
-            EventBody::BatchEnd(b) => {
-                self.mark_running();
-                self.batch_count += 1;
-                self.step = b.step.unwrap_or(self.batch_count);
-                self.note_epoch_of_batch(b.epoch, b.batch_idx);
-                if let Some(ep) = b.epoch {
-                    self.current_epoch = ep;
-                }
-                if let Some(i) = b.batch_idx {
-                    self.current_batch = i;
-                    self.pace.saw_batch_idx(i, self.total_batches);
-                }
-                self.pace.batch_end(t, b.batch_idx);
-                if let Some(lr) = b.lr {
-                    self.learning_rate = Some(lr);
-                }
-                if let Some(loss) = b.loss {
-                    self.current_loss = Some(loss);
-                    if loss.is_finite() {
-                        self.epoch_loss_sum += loss;
-                        self.epoch_loss_n += 1;
-                        self.avg_loss = Some(self.epoch_loss_sum / self.epoch_loss_n as f64);
-                        if self.best_loss.is_none_or(|best| loss < best) {
-                            self.best_loss = Some(loss);
-                            self.best_step = Some(self.step);
-                        }
-                    } else {
-                        self.loss_non_finite = true;
-                    }
-                }
-                if let Some(m) = &b.metrics {
-                    self.merge_metrics(m);
-                }
-                for (k, v) in &b.extra {
-                    if let Some(x) = v.as_f64() {
-                        self.set_metric(k, x);
-                    }
-                }
-            }
-            EventBody::CheckpointSaved(c) => {
-                if let Some(path) = &c.checkpoint_path {
-                    // A save to a path already listed overwrote that file: one row.
-                    let overwrites = match self.checkpoints.iter().position(|k| &k.path == path) {
-                        Some(i) => self.checkpoints.remove(i).overwrites.saturating_add(1),
-                        None => 0,
-                    };
-                    self.checkpoints.push(Checkpoint {
-                        path: path.clone(),
-                        epoch: c.epoch,
-                        step: c.step.or(Some(self.step)),
-                        size_bytes: c.size_bytes,
-                        time: t,
-                        metrics: c.metrics.clone().unwrap_or_default(),
-                        overwrites,
-                    });
-                    if self.checkpoints.len() > MAX_CHECKPOINTS {
-                        self.checkpoints.remove(0);
-                    }
-                }
-            }
+            EventBody::TrainingStart(b) => self.training_start(b, t),
+            EventBody::TrainingEnd(b) => self.training_end(b, t),
+            EventBody::EpochStart(b) => self.epoch_start(b),
+            EventBody::EpochEnd(b) => self.epoch_end(b),
+            EventBody::BatchStart(b) => self.batch_start(b),
+            EventBody::BatchEnd(b) => self.batch_end(b, t),
+            EventBody::CheckpointSaved(c) => self.checkpoint_saved(c, t),
             EventBody::CheckpointLoaded(c) => {
                 self.loaded_checkpoint = c.checkpoint_path.clone();
             }
@@ -430,62 +160,183 @@ impl RunState {
                     self.merge_metrics(ms);
                 }
             }
-            EventBody::ErrorOccurred(err) => {
-                let fatal = err.fatal.unwrap_or(false);
-                self.last_error = Some(LastError {
-                    message: err.message.clone().unwrap_or_default(),
-                    traceback: err.traceback.clone(),
-                    fatal,
-                    time: t,
-                });
-                if fatal {
-                    self.status = RunStatus::Failed;
-                    self.is_training = false;
-                }
-            }
-            EventBody::System(s) => {
-                let mut m = Map::new();
-                if let Some(c) = s.cpu_percent {
-                    m.insert("cpu_percent".into(), num::to_json(c));
-                }
-                if let Some(u) = s.mem_used_bytes {
-                    m.insert("mem_used_bytes".into(), u.into());
-                }
-                if let Some(u) = s.mem_total_bytes {
-                    m.insert("mem_total_bytes".into(), u.into());
-                }
-                if let Some(g) = &s.gpus {
-                    m.insert(
-                        "gpus".into(),
-                        Value::Array(g.iter().cloned().map(Value::Object).collect()),
-                    );
-                }
-                for (k, v) in &s.extra {
-                    m.insert(k.clone(), v.clone());
-                }
-                self.system = Some(m);
-            }
-            EventBody::Command(c) => {
-                self.commands.push(CommandState {
-                    id: c.command_id.clone().unwrap_or_default(),
-                    command: c.command.clone().unwrap_or_default(),
-                    args: c.args.clone().unwrap_or_default(),
-                    status: "pending".into(),
-                    sender: c.sender.clone(),
-                    sent_at: t,
-                    updated_at: t,
-                    ..Default::default()
-                });
-                if self.commands.len() > MAX_COMMANDS {
-                    self.commands.remove(0);
-                }
-            }
+            EventBody::ErrorOccurred(err) => self.error_occurred(err, t),
+            EventBody::System(s) => self.system = Some(system_fields(s)),
+            EventBody::Command(c) => self.command(c, t),
             EventBody::CommandAck(a) => self.apply_ack(a, t),
             EventBody::Log(_) | EventBody::Custom { .. } => {}
         }
     }
 
-    fn apply_ack(&mut self, a: &crate::event::CommandAck, t: Option<f64>) {
+    fn training_start(&mut self, b: &TrainingStart, t: Option<f64>) {
+        self.status = RunStatus::Running;
+        self.is_training = true;
+        self.started_at = t.or(self.started_at);
+        self.ended_at = None;
+        if b.total_epochs.is_some() {
+            self.total_epochs = b.total_epochs;
+        }
+        if b.total_batches.is_some() {
+            self.total_batches = b.total_batches;
+        }
+        if let Some(cfg) = &b.config {
+            self.config = cfg.clone();
+        }
+        if let Some(meta) = &b.meta {
+            self.meta = meta.clone();
+        }
+        if let Some(name) = &b.name {
+            self.name = name.clone();
+        }
+    }
+
+    fn training_end(&mut self, b: &TrainingEnd, t: Option<f64>) {
+        self.pace.pause(t, false);
+        self.is_training = false;
+        self.ended_at = t;
+        self.status = match b.status.as_deref() {
+            Some("failed") => RunStatus::Failed,
+            Some("stopped") => RunStatus::Stopped,
+            _ => RunStatus::Completed,
+        };
+    }
+
+    fn epoch_start(&mut self, b: &EpochStart) {
+        self.mark_running();
+        if let Some(ep) = b.epoch {
+            self.pace.saw_epoch(ep);
+            self.current_epoch = ep;
+        }
+        self.pace.new_epoch();
+        if b.total_epochs.is_some() {
+            self.total_epochs = b.total_epochs;
+        }
+        self.current_batch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_loss_n = 0;
+    }
+
+    fn epoch_end(&mut self, b: &EpochEnd) {
+        if let Some(ep) = b.epoch {
+            self.pace.saw_epoch(ep);
+            self.current_epoch = ep;
+        }
+        self.pace.epoch_ended = true;
+        if let Some(m) = &b.metrics {
+            self.merge_metrics(m);
+        }
+    }
+
+    fn batch_start(&mut self, b: &BatchStart) {
+        self.mark_running();
+        self.note_epoch_of_batch(b.epoch, b.batch_idx);
+        if let Some(ep) = b.epoch {
+            self.current_epoch = ep;
+        }
+        if let Some(i) = b.batch_idx {
+            self.current_batch = i;
+        }
+    }
+
+    fn batch_end(&mut self, b: &BatchEnd, t: Option<f64>) {
+        self.mark_running();
+        self.batch_count += 1;
+        self.step = b.step.unwrap_or(self.batch_count);
+        self.note_epoch_of_batch(b.epoch, b.batch_idx);
+        if let Some(ep) = b.epoch {
+            self.current_epoch = ep;
+        }
+        if let Some(i) = b.batch_idx {
+            self.current_batch = i;
+            self.pace.saw_batch_idx(i, self.total_batches);
+        }
+        self.pace.batch_end(t, b.batch_idx);
+        if let Some(lr) = b.lr {
+            self.learning_rate = Some(lr);
+        }
+        if let Some(loss) = b.loss {
+            self.batch_loss(loss);
+        }
+        if let Some(m) = &b.metrics {
+            self.merge_metrics(m);
+        }
+        for (k, v) in &b.extra {
+            if let Some(x) = v.as_f64() {
+                self.set_metric(k, x);
+            }
+        }
+    }
+
+    /// A training batch's loss: the latest, the epoch's mean, the best, or non-finite.
+    fn batch_loss(&mut self, loss: f64) {
+        self.current_loss = Some(loss);
+        if loss.is_finite() {
+            self.epoch_loss_sum += loss;
+            self.epoch_loss_n += 1;
+            self.avg_loss = Some(self.epoch_loss_sum / self.epoch_loss_n as f64);
+            if self.best_loss.is_none_or(|best| loss < best) {
+                self.best_loss = Some(loss);
+                self.best_step = Some(self.step);
+            }
+        } else {
+            self.loss_non_finite = true;
+        }
+    }
+
+    fn checkpoint_saved(&mut self, c: &CheckpointSaved, t: Option<f64>) {
+        let Some(path) = &c.checkpoint_path else {
+            return;
+        };
+        // A save to a path already listed overwrote that file: one row.
+        let overwrites = match self.checkpoints.iter().position(|k| &k.path == path) {
+            Some(i) => self.checkpoints.remove(i).overwrites.saturating_add(1),
+            None => 0,
+        };
+        self.checkpoints.push(Checkpoint {
+            path: path.clone(),
+            epoch: c.epoch,
+            step: c.step.or(Some(self.step)),
+            size_bytes: c.size_bytes,
+            time: t,
+            metrics: c.metrics.clone().unwrap_or_default(),
+            overwrites,
+        });
+        if self.checkpoints.len() > MAX_CHECKPOINTS {
+            self.checkpoints.remove(0);
+        }
+    }
+
+    fn error_occurred(&mut self, err: &ErrorOccurred, t: Option<f64>) {
+        let fatal = err.fatal.unwrap_or(false);
+        self.last_error = Some(LastError {
+            message: err.message.clone().unwrap_or_default(),
+            traceback: err.traceback.clone(),
+            fatal,
+            time: t,
+        });
+        if fatal {
+            self.status = RunStatus::Failed;
+            self.is_training = false;
+        }
+    }
+
+    fn command(&mut self, c: &Command, t: Option<f64>) {
+        self.commands.push(CommandState {
+            id: c.command_id.clone().unwrap_or_default(),
+            command: c.command.clone().unwrap_or_default(),
+            args: c.args.clone().unwrap_or_default(),
+            status: "pending".into(),
+            sender: c.sender.clone(),
+            sent_at: t,
+            updated_at: t,
+            ..Default::default()
+        });
+        if self.commands.len() > MAX_COMMANDS {
+            self.commands.remove(0);
+        }
+    }
+
+    fn apply_ack(&mut self, a: &CommandAck, t: Option<f64>) {
         let Some(id) = &a.command_id else { return };
         let Some(cmd) = self.commands.iter_mut().rev().find(|c| &c.id == id) else {
             return;
@@ -575,36 +426,30 @@ impl RunState {
         }
     }
 
-    /// The runs-list view of this state.
-    /// Restores the running sum and count behind `avg_loss`, for a state rebuilt from
-    /// its JSON field by field (the dashboard decodes states without serde's derive).
-    pub fn restore_epoch_loss(&mut self, sum: f64, n: u64) {
-        self.epoch_loss_sum = sum;
-        self.epoch_loss_n = n;
+    /// Where the run stands, as its progress and time left need it.
+    pub fn position(&self) -> Position {
+        Position {
+            live: self.status.is_live(),
+            running: self.status == RunStatus::Running,
+            completed: self.status == RunStatus::Completed,
+            current_epoch: self.current_epoch,
+            current_batch: self.current_batch,
+            total_epochs: self.total_epochs,
+            total_batches: self.total_batches,
+            batch_count: self.batch_count,
+            started_at: self.started_at,
+        }
     }
 
-    pub fn summary(&self) -> RunSummary {
-        RunSummary {
-            run: self.run.clone(),
-            name: self.name.clone(),
-            status: self.status,
-            current_epoch: self.current_epoch,
-            total_epochs: self.total_epochs,
-            current_batch: self.current_batch,
-            total_batches: self.total_batches,
-            step: self.step,
-            current_loss: self.current_loss,
-            best_loss: self.best_loss,
-            best_val: self.best_val.clone(),
-            loss_non_finite: self.loss_non_finite,
-            progress: self.progress(),
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            last_event_at: self.last_event_at,
-            last_id: self.last_id,
-            event_count: self.event_count,
-            deleted: false,
-        }
+    /// The run's progress as people read it (see [`crate::progress`]).
+    pub fn progress(&self) -> Progress {
+        self.pace.progress(&self.position())
+    }
+
+    /// Seconds left at (wall-clock) time `now`, while the run is running (see
+    /// [`Pace::eta_s`]).
+    pub fn eta_s(&self, now: f64) -> Option<f64> {
+        self.pace.eta_s(&self.position(), now)
     }
 
     /// The best checkpoint: the one with the lowest validation loss (or `loss`) among
@@ -625,4 +470,27 @@ impl RunState {
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, c)| c)
     }
+}
+/// A `system` event's fields, as the state keeps the latest.
+fn system_fields(s: &System) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(c) = s.cpu_percent {
+        m.insert("cpu_percent".into(), num::to_json(c));
+    }
+    if let Some(u) = s.mem_used_bytes {
+        m.insert("mem_used_bytes".into(), u.into());
+    }
+    if let Some(u) = s.mem_total_bytes {
+        m.insert("mem_total_bytes".into(), u.into());
+    }
+    if let Some(g) = &s.gpus {
+        m.insert(
+            "gpus".into(),
+            Value::Array(g.iter().cloned().map(Value::Object).collect()),
+        );
+    }
+    for (k, v) in &s.extra {
+        m.insert(k.clone(), v.clone());
+    }
+    m
 }

@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use stepwatch_events::{parse_batch, Event, EventBody, RunState, RunStatus};
+use stepwatch_events::api::{self, RunAnswer};
+use stepwatch_events::series::{SeriesInfo, SeriesPage, SeriesPoint};
+use stepwatch_events::{parse_batch, Event, EventBody, RunState, RunStatus, KNOWN_EVENTS};
 
 fn fixtures() -> Vec<(String, Value)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -249,5 +251,175 @@ fn count_keys(v: &Value, n: &mut usize) {
         }
         Value::Array(a) => a.iter().for_each(|x| count_keys(x, n)),
         _ => {}
+    }
+}
+
+/// Events that touch every field of the state.
+const RICH: &[&str] = &[
+    r#"{"id":1,"time":10,"event":"training_start","total_epochs":3,"total_batches":4,"name":"rich","config":{"lr":0.1,"opt":"sgd"},"meta":{"host":"h"}}"#,
+    r#"{"id":2,"time":11,"event":"epoch_start","epoch":1}"#,
+    r#"{"id":3,"time":12,"event":"batch_end","batch_idx":0,"loss":2.0,"lr":0.1,"metrics":{"acc":0.5}}"#,
+    r#"{"id":4,"time":13,"event":"batch_end","batch_idx":1,"loss":"NaN","lr":0.1}"#,
+    r#"{"id":5,"time":14,"event":"checkpoint_saved","checkpoint_path":"/c/1.pt","epoch":1,"size_bytes":5,"metrics":{"val_loss":"Infinity"}}"#,
+    r#"{"id":6,"time":15,"event":"checkpoint_loaded","checkpoint_path":"/c/1.pt"}"#,
+    r#"{"id":7,"time":16,"event":"error_occurred","message":"boom","traceback":"tb","fatal":false}"#,
+    r#"{"id":8,"time":17,"event":"system","cpu_percent":50,"gpus":[{"index":0}]}"#,
+    r#"{"id":9,"time":18,"event":"command","command_id":"c1","command":"ask","args":{"input":"x"},"sender":"web"}"#,
+    r#"{"id":10,"time":19,"event":"command_ack","command_id":"c1","status":"done","message":"ok","output":{"y":1}}"#,
+    r#"{"id":11,"time":20,"event":"metric_update","name":"val/acc","value":0.7,"step":2,"metrics":{"val/loss":0.9}}"#,
+    r#"{"id":12,"time":21,"event":"batch_end","batch_idx":2,"loss":4.0,"lr":0.05}"#,
+    r#"{"id":13,"time":22,"event":"command","command_id":"c2","command":"pause","args":{}}"#,
+    r#"{"id":14,"time":23,"event":"command_ack","command_id":"c2","status":"accepted"}"#,
+];
+
+fn rich() -> RunState {
+    let events: Vec<Event> = RICH.iter().map(|j| Event::from_json(j).unwrap()).collect();
+    RunState::from_events("rich", &events)
+}
+
+/// What the relay's `GET /api/runs/{run}` handler has written since before
+/// [`RunAnswer`] existed: the state flattened, and its progress.
+#[derive(serde::Serialize)]
+struct StateOut<'a> {
+    #[serde(flatten)]
+    state: &'a RunState,
+    progress: stepwatch_events::Progress,
+}
+
+#[test]
+fn a_run_answer_is_the_relays_bytes_and_decodes_to_the_same_state() {
+    let state = rich();
+    let text = serde_json::to_string(&RunAnswer::new(&state)).unwrap();
+    let old = StateOut {
+        state: &state,
+        progress: state.progress(),
+    };
+    assert_eq!(
+        text,
+        serde_json::to_string(&old).unwrap(),
+        "the API changed"
+    );
+    let back = api::decode_state(&text).unwrap();
+    // Every field comes back, the private running loss sums and the pace too.
+    assert_eq!(
+        serde_json::to_value(&back).unwrap(),
+        serde_json::to_value(&state).unwrap()
+    );
+    assert_eq!(back.progress(), state.progress());
+    assert_eq!(back.status, RunStatus::Paused);
+    // Events after the load fold on as they do on the relay's copy.
+    let (mut a, mut b) = (state, back);
+    for j in [
+        r#"{"id":15,"time":24,"event":"batch_end","loss":1.0}"#,
+        r#"{"id":16,"time":25,"event":"epoch_start","epoch":2}"#,
+        r#"{"id":17,"time":26,"event":"batch_end","loss":3.0}"#,
+    ] {
+        let e = Event::from_json(j).unwrap();
+        a.apply(&e);
+        b.apply(&e);
+        assert_eq!(a.avg_loss, b.avg_loss, "after {j}");
+    }
+    assert_eq!(a.summary(), b.summary());
+    assert!(api::decode_state(r#"{"error":"no run \"x\""}"#).is_none());
+    assert!(api::decode_state("not json").is_none());
+}
+
+#[test]
+fn summaries_decode_as_the_runs_list_and_stream_write_them() {
+    let mut s = rich().summary();
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(!text.contains("deleted"), "only a deletion says deleted");
+    assert_eq!(api::decode_summary(&text), Some(s.clone()));
+    assert!(
+        s.progress.epoch.is_some(),
+        "the relay's progress comes along"
+    );
+    s.deleted = true;
+    let gone = serde_json::to_string(&s).unwrap();
+    assert_eq!(api::decode_summary(&gone).map(|s| s.deleted), Some(true));
+    let list = serde_json::to_string(&vec![s.clone(), RunState::new("b").summary()]).unwrap();
+    let runs = api::decode_runs(&list);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0], s);
+    assert!(api::decode_summary(r#"{"error":"x"}"#).is_none());
+    assert!(api::decode_runs(r#"{"error":"x"}"#).is_empty());
+}
+
+#[test]
+fn series_pages_and_lists_decode_as_the_relay_writes_them() {
+    let page = SeriesPage {
+        metric: "loss".into(),
+        total: 9,
+        exact: false,
+        last_id: 7,
+        points: vec![
+            SeriesPoint {
+                step: 1.0,
+                time: 101.0,
+                value: 0.5,
+            },
+            SeriesPoint {
+                step: 2.0,
+                time: 102.0,
+                value: f64::NEG_INFINITY,
+            },
+        ],
+    };
+    let back = api::decode_series_page(&serde_json::to_string(&page).unwrap()).unwrap();
+    assert_eq!(back, page);
+    assert!(api::decode_series_page(r#"{"error":"no such run"}"#).is_none());
+    let list = vec![
+        SeriesInfo {
+            metric: "loss".into(),
+            count: 3,
+            first_step: Some(1.0),
+            last_step: Some(f64::INFINITY),
+        },
+        SeriesInfo {
+            metric: "val/acc".into(),
+            count: 0,
+            first_step: None,
+            last_step: None,
+        },
+    ];
+    let text = serde_json::to_string(&list).unwrap();
+    assert_eq!(api::decode_series_list(&text), list);
+    assert!(api::decode_series_list("null").is_empty());
+}
+
+#[test]
+fn an_events_page_decodes_every_event_and_skips_what_is_not_one() {
+    let events: Vec<Event> = RICH.iter().map(|j| Event::from_json(j).unwrap()).collect();
+    let text =
+        serde_json::to_string(&events.iter().map(Event::to_value).collect::<Vec<_>>()).unwrap();
+    let back = api::decode_events(&text);
+    // (NaN is not equal to itself: compare the JSON.)
+    let json = |es: &[Event]| es.iter().map(Event::to_json).collect::<Vec<_>>();
+    assert_eq!(json(&back), json(&events));
+    let mixed = r#"[{"id":1,"event":"log","message":"a"},{"event":"bad name!"},{"id":3,"event":"my_custom","x":1}]"#;
+    let got = api::decode_events(mixed);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].name(), "my_custom");
+    assert!(api::decode_events(r#"{"error":"x"}"#).is_empty());
+}
+
+#[test]
+fn the_known_names_are_exactly_the_typed_bodies() {
+    for name in KNOWN_EVENTS {
+        let e = Event::from_json(&format!(r#"{{"event":"{name}"}}"#)).unwrap();
+        assert!(
+            !matches!(e.body, EventBody::Custom { .. }),
+            "{name} has no typed body"
+        );
+        assert_eq!(e.name(), name);
+    }
+    let unique: std::collections::BTreeSet<_> = KNOWN_EVENTS.iter().collect();
+    assert_eq!(unique.len(), KNOWN_EVENTS.len());
+    // Every typed fixture's name is listed (the fixtures cover every body).
+    for (name, json) in fixtures() {
+        let e = Event::from_value(json).unwrap();
+        if !matches!(e.body, EventBody::Custom { .. }) {
+            assert!(KNOWN_EVENTS.contains(&e.name()), "{name}: {}", e.name());
+        }
     }
 }

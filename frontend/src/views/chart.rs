@@ -2,23 +2,28 @@
 //! reset, log-scale toggle and PNG export. Page-wide settings (x axis, smoothing, zoom)
 //! live in [`ChartSettings`] so every chart of a page moves together.
 //!
+//! A page provides its [`ChartSettings`] as context; every chart and the toolbar read
+//! them from there.
+//!
 //! A chart first draws what its runs have loaded: the series endpoint's overview (M4
-//! per bucket of the whole run) plus live points. Zoomed by step, it asks the relay for
-//! the exact points of the visible range ([`ZoomPages`]) and draws those instead, so
+//! per bucket of the whole run) plus live points. Zoomed by step, it draws the exact
+//! points of the visible range instead ([`crate::load::zoom_pages`] fetches them), so
 //! zooming in on a 10-million-step run still shows every raw point.
 
 use super::common::{download_url, prefers_light};
 use crate::api;
 use crate::chart::{self, ChartOpts, Frame, Prepared, XMode};
 use crate::i18n::{use_i18n, Key};
-use crate::model::{self, Point, RunView};
+use crate::load::{self, ZoomPages};
+use crate::model::{self, RunView};
 use crate::route::Route;
 use leptos::prelude::*;
 use std::collections::BTreeSet;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-/// Settings shared by every chart of a page, mirrored in the URL.
+/// Settings shared by every chart of a page, mirrored in the URL; the page provides
+/// them as context ([`use_chart_settings`]).
 #[derive(Clone, Copy)]
 pub struct ChartSettings {
     pub x_mode: RwSignal<XMode>,
@@ -92,6 +97,12 @@ impl ChartSettings {
         ]
     }
 
+    /// The step range a chart zoomed by step shows (tracked), else `None`.
+    pub fn step_zoom(&self) -> Option<(f64, f64)> {
+        let zoom = self.zoom.get();
+        (self.x_mode.get() == XMode::Step).then_some(zoom).flatten()
+    }
+
     pub fn opts(&self, metric: &str) -> ChartOpts {
         ChartOpts {
             x_mode: self.x_mode.get(),
@@ -102,13 +113,16 @@ impl ChartSettings {
     }
 }
 
+/// The page's chart settings, from context.
+pub fn use_chart_settings() -> ChartSettings {
+    expect_context::<ChartSettings>()
+}
+
 /// The x-axis switch, smoothing slider and zoom reset for a page.
 #[component]
-pub fn ChartToolbar(
-    settings: ChartSettings,
-    #[prop(optional)] children: Option<Children>,
-) -> impl IntoView {
+pub fn ChartToolbar(#[prop(optional)] children: Option<Children>) -> impl IntoView {
     let i18n = use_i18n();
+    let settings = use_chart_settings();
     let mode_btn = move |m: XMode, key: Key| {
         view! {
             <button class=move || if settings.x_mode.get() == m { "seg on" } else { "seg" }
@@ -152,20 +166,9 @@ pub fn ChartToolbar(
 /// One run's contribution to a chart.
 #[derive(Clone, Copy)]
 pub struct Source {
-    pub view: RwSignal<RunView>,
+    pub view: ReadSignal<RunView>,
     pub color: usize,
 }
-
-/// The exact points of a zoomed step range, per source: the id the page covers, and
-/// its points (`None` where the request failed).
-#[derive(Clone, PartialEq)]
-struct ZoomPages {
-    range: (f64, f64),
-    pages: Vec<Option<(u64, Vec<Point>)>>,
-}
-
-/// Delay after the last zoom change before the exact points are asked for.
-const ZOOM_FETCH_MS: u64 = 150;
 
 #[derive(Clone, PartialEq)]
 struct Hover {
@@ -174,7 +177,16 @@ struct Hover {
     head: String,
 }
 
-/// A chart of `metric` for one or more runs.
+/// What a chart drew last: its frame, its series as prepared (for the hover readout)
+/// and the counts its test hooks show (visible points, points drawn, non-finite ones).
+#[derive(Clone, Copy)]
+struct Drawn {
+    frame: RwSignal<Option<Frame>>,
+    prepared: StoredValue<Vec<Prepared>, LocalStorage>,
+    counts: RwSignal<(usize, usize, usize)>,
+}
+
+/// A chart of `metric` for one or more runs, with the page's [`ChartSettings`].
 #[component]
 pub fn ChartPanel(
     /// Metric name (`loss`, `lr`, `val/acc`, …).
@@ -182,18 +194,153 @@ pub fn ChartPanel(
     /// Title shown above the chart.
     title: String,
     sources: Vec<Source>,
-    settings: ChartSettings,
     /// Label per source, for the tooltip (run names in compare).
     #[prop(optional)]
     labels: Option<Signal<Vec<String>>>,
 ) -> impl IntoView {
     let i18n = use_i18n();
+    let settings = use_chart_settings();
     let canvas = NodeRef::<leptos::html::Canvas>::new();
-    let frame = RwSignal::new(None::<Frame>);
-    let prepared = StoredValue::new_local(Vec::<Prepared>::new());
-    let drawn = RwSignal::new((0usize, 0usize, 0usize));
+    let drawn = Drawn {
+        frame: RwSignal::new(None),
+        prepared: StoredValue::new_local(Vec::new()),
+        counts: RwSignal::new((0, 0, 0)),
+    };
     let hover = RwSignal::new(None::<Hover>);
     let drag = RwSignal::new(None::<(f64, f64)>);
+    let runs = sources
+        .iter()
+        .map(|s| s.view.with_untracked(|v| v.state.run.clone()))
+        .collect();
+    let zoom_pages = load::zoom_pages(
+        metric.clone(),
+        runs,
+        move || settings.step_zoom(),
+        move || {
+            canvas
+                .get_untracked()
+                .map_or(api::OVERVIEW_POINTS, |c| chart::buckets_for(&c))
+        },
+    );
+    let m = metric.clone();
+    let srcs = sources.clone();
+    let loading = Memo::new(move |_| srcs.iter().any(|s| s.view.with(|v| v.is_loading(&m))));
+    redraw(metric.clone(), sources, canvas, zoom_pages, drawn);
+    let on_move = hover_readout(drawn, drag, hover, labels);
+    let on_down = move |ev: web_sys::MouseEvent| {
+        let px = ev.offset_x() as f64;
+        drag.set(Some((px, px)));
+    };
+    let on_up = move |_ev: web_sys::MouseEvent| {
+        if let (Some((a, b)), Some(f)) = (drag.get_untracked(), drawn.frame.get_untracked()) {
+            if (a - b).abs() > 4.0 {
+                let (x0, x1) = (f.x_at(a.min(b)), f.x_at(a.max(b)));
+                settings.zoom.set(Some((x0, x1)));
+            }
+        }
+        drag.set(None);
+    };
+    let on_key = keyboard(settings, drawn.frame);
+    let frame = drawn.frame;
+    let counts = drawn.counts;
+    view! {
+        <div class="chart-panel" data-testid=format!("chart-{metric}") data-metric=metric.clone()>
+            <ChartHead metric=metric.clone() title=title canvas=canvas/>
+            <div class="chart-box">
+                <canvas node_ref=canvas class="chart"
+                    data-testid=format!("canvas-{metric}")
+                    data-points=move || counts.get().0
+                    data-drawn=move || counts.get().1
+                    data-nonfinite=move || counts.get().2
+                    data-x0=move || frame.get().map(|f| f.x0.to_string()).unwrap_or_default()
+                    data-x1=move || frame.get().map(|f| f.x1.to_string()).unwrap_or_default()
+                    data-y1=move || frame.get().map(|f| f.y1.to_string()).unwrap_or_default()
+                    on:mousemove=on_move
+                    on:mouseleave=move |_| { hover.set(None); drag.set(None); }
+                    on:mousedown=on_down
+                    on:mouseup=on_up
+                    on:dblclick=move |_| settings.zoom.set(None)
+                    tabindex="0" role="img" aria-label=format!("{metric} chart") title=move || i18n.t(Key::ChartKeys)
+                    on:keydown=on_key></canvas>
+                <Overlay frame=frame hover=hover drag=drag/>
+                <Show when=move || counts.get().0 == 0 && counts.get().2 == 0>
+                    <div class="chart-empty" data-testid="chart-empty">{move || i18n.t(if loading.get() { Key::LoadingHistory } else { Key::NoPointsYet })}</div>
+                </Show>
+            </div>
+        </div>
+    }
+}
+
+/// A chart's title, log-scale toggle and PNG export.
+#[component]
+fn ChartHead(
+    metric: String,
+    title: String,
+    canvas: NodeRef<leptos::html::Canvas>,
+) -> impl IntoView {
+    let i18n = use_i18n();
+    let settings = use_chart_settings();
+    let m = metric.clone();
+    let log_on = move || settings.log.with(|l| l.contains(&m));
+    let m = metric.clone();
+    let toggle_log = move |_| {
+        settings.log.update(|l| {
+            if !l.remove(&m) {
+                l.insert(m.clone());
+            }
+        })
+    };
+    let m = metric.clone();
+    let export_png = move |_| {
+        if let Some(c) = canvas.get_untracked() {
+            if let Ok(url) = c.to_data_url() {
+                download_url(&format!("{}.png", m.replace('/', "_")), &url);
+            }
+        }
+    };
+    view! {
+        <div class="chart-head">
+            <span class="chart-title">{title}</span>
+            <span class="spacer"></span>
+            <button class=move || if log_on() { "mini on" } else { "mini" } data-testid=format!("log-{metric}")
+                title="log scale" on:click=toggle_log>{move || i18n.t(Key::LogScale)}</button>
+            <button class="mini" data-testid=format!("png-{metric}") on:click=export_png>{move || i18n.t(Key::ExportPng)}</button>
+        </div>
+    }
+}
+
+/// The crosshair and tooltip under the pointer, and the selection being dragged.
+#[component]
+fn Overlay(
+    frame: RwSignal<Option<Frame>>,
+    hover: RwSignal<Option<Hover>>,
+    drag: RwSignal<Option<(f64, f64)>>,
+) -> impl IntoView {
+    view! {
+        {move || frame.get().and_then(|f| hover.get().map(|h| {
+            let left = h.px.min(f.left + f.width - 170.0).max(f.left);
+            view! {
+                <div class="crosshair" style=format!("left:{}px;top:{}px;height:{}px", h.px, f.top, f.height)></div>
+                <div class="tooltip" data-testid="tooltip" style=format!("left:{}px;top:{}px", left + 8.0, f.top + 4.0)>
+                    <div class="tt-head">{h.head.clone()}</div>
+                    {h.lines.iter().map(|(label, color, value)| view! {
+                        <div class="tt-line">
+                            <span class=format!("swatch c{}", color % chart::PALETTE.len())></span>
+                            <span class="tt-label">{label.clone()}</span>
+                            <span class="tt-value mono">{value.clone()}</span>
+                        </div>
+                    }).collect_view()}
+                </div>
+            }
+        }))}
+        {move || frame.get().and_then(|f| drag.get().filter(|(a, b)| (a - b).abs() > 4.0).map(|(a, b)| view! {
+            <div class="selection" style=format!("left:{}px;width:{}px;top:{}px;height:{}px", a.min(b), (a - b).abs(), f.top, f.height)></div>
+        }))}
+    }
+}
+
+/// Bumped on every window resize, for the calling component's lifetime.
+fn window_resizes() -> RwSignal<u32> {
     let resized = RwSignal::new(0u32);
     let on_resize = Closure::<dyn FnMut()>::new(move || resized.update(|n| *n += 1));
     let _ = window().add_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
@@ -202,55 +349,20 @@ pub fn ChartPanel(
         let _ = window()
             .remove_event_listener_with_callback("resize", on_resize.as_ref().unchecked_ref());
     });
+    resized
+}
 
-    // Zoomed by step: ask for the exact points of the range, per run, once the zoom has
-    // rested for ZOOM_FETCH_MS; only the newest request's answer is drawn. Wall-time and
-    // relative-time zoom draws from what is loaded (the overview and live points): the
-    // series endpoint selects by step, and times need not grow with steps.
-    let zoom_pages = RwSignal::new(None::<ZoomPages>);
-    let ticket = StoredValue::new(0u64);
-    let base = use_context::<api::Base>();
-    let m = metric.clone();
-    let srcs = sources.clone();
-    Effect::new(move |_| {
-        let zoom = settings.zoom.get();
-        let step = settings.x_mode.get() == XMode::Step;
-        let n = ticket.get_value() + 1;
-        ticket.set_value(n);
-        let (Some(range), true, Some(base)) = (zoom, step, base.clone()) else {
-            zoom_pages.set(None);
-            return;
-        };
-        let points = canvas
-            .get_untracked()
-            .map_or(api::OVERVIEW_POINTS, |c| chart::buckets_for(&c));
-        let runs: Vec<String> = srcs
-            .iter()
-            .map(|s| s.view.with_untracked(|v| v.state.run.clone()))
-            .collect();
-        let m = m.clone();
-        let fetch = async move {
-            let mut pages = Vec::new();
-            for run in runs {
-                let url = api::series_url(&base.0, &run, &m, points, Some(range));
-                let page = api::get_value(&url, 1).await;
-                let page = page.as_ref().and_then(model::page_from_json);
-                pages.push(page.map(|p| (p.last_id, p.points)));
-            }
-            if ticket.try_get_value() == Some(n) {
-                zoom_pages.try_set(Some(ZoomPages { range, pages }));
-            }
-        };
-        set_timeout(
-            move || {
-                if ticket.try_get_value() == Some(n) {
-                    leptos::task::spawn_local(fetch);
-                }
-            },
-            std::time::Duration::from_millis(ZOOM_FETCH_MS),
-        );
-    });
-
+/// Draws the chart whenever its own series or settings change (or the window is
+/// resized): the loaded points, or, zoomed by step, the exact page of the range.
+fn redraw(
+    metric: String,
+    sources: Vec<Source>,
+    canvas: NodeRef<leptos::html::Canvas>,
+    zoom_pages: ReadSignal<Option<ZoomPages>>,
+    drawn: Drawn,
+) {
+    let settings = use_chart_settings();
+    let resized = window_resizes();
     let m = metric.clone();
     let srcs = sources.clone();
     // Redraw only when this chart's data or settings change.
@@ -267,14 +379,10 @@ pub fn ChartPanel(
             })
             .collect::<Vec<_>>()
     });
-    let m = metric.clone();
-    let srcs = sources.clone();
-    let loading = Memo::new(move |_| srcs.iter().any(|s| s.view.with(|v| v.is_loading(&m))));
-    let m = metric.clone();
     Effect::new(move |_| {
         lens.track();
         resized.track();
-        let opts = settings.opts(&m);
+        let opts = settings.opts(&metric);
         let Some(c) = canvas.get() else { return };
         let buckets = chart::buckets_for(&c);
         let series: Vec<Prepared> = zoom_pages.with(|zp| {
@@ -288,13 +396,13 @@ pub fn ChartPanel(
                 .map(|(i, s)| {
                     s.view.with(|v| {
                         let t0 = v.state.started_at.unwrap_or(0.0);
-                        let loaded = v.points(&m);
+                        let loaded = v.points(&metric);
                         match exact.and_then(|z| Some((z.range, z.pages.get(i)?.as_ref()?))) {
                             Some((range, (last_id, page))) => {
                                 let pts = model::zoomed(loaded, page, *last_id, range);
-                                chart::prepare(&m, s.color, &pts, t0, &opts, buckets)
+                                chart::prepare(&metric, s.color, &pts, t0, &opts, buckets)
                             }
-                            None => chart::prepare(&m, s.color, loaded, t0, &opts, buckets),
+                            None => chart::prepare(&metric, s.color, loaded, t0, &opts, buckets),
                         }
                     })
                 })
@@ -306,17 +414,26 @@ pub fn ChartPanel(
             chart::DARK
         };
         let f = chart::draw(&c, &series, &opts, theme);
-        drawn.set((
+        drawn.counts.set((
             series.iter().map(|s| s.visible).sum(),
             series.iter().map(|s| s.raw.len()).sum(),
             series.iter().map(|s| s.bad.len()).sum(),
         ));
-        prepared.set_value(series);
-        frame.set(f);
+        drawn.prepared.set_value(series);
+        drawn.frame.set(f);
     });
+}
 
-    let on_move = move |ev: web_sys::MouseEvent| {
-        let Some(f) = frame.get_untracked() else {
+/// The pointer's handler: moves a drag under way, and reads out every series' point
+/// nearest the pointer (its smoothed value first when smoothing is on).
+fn hover_readout(
+    drawn: Drawn,
+    drag: RwSignal<Option<(f64, f64)>>,
+    hover: RwSignal<Option<Hover>>,
+    labels: Option<Signal<Vec<String>>>,
+) -> impl Fn(web_sys::MouseEvent) + 'static {
+    move |ev: web_sys::MouseEvent| {
+        let Some(f) = drawn.frame.get_untracked() else {
             return;
         };
         let px = ev.offset_x() as f64;
@@ -330,7 +447,7 @@ pub fn ChartPanel(
         let x = f.x_at(px);
         let names = labels.map(|l| l.get_untracked()).unwrap_or_default();
         let mut head = String::new();
-        let lines = prepared.with_value(|series| {
+        let lines = drawn.prepared.with_value(|series| {
             series
                 .iter()
                 .enumerate()
@@ -354,22 +471,15 @@ pub fn ChartPanel(
                 .collect::<Vec<_>>()
         });
         hover.set((!lines.is_empty()).then_some(Hover { px, lines, head }));
-    };
-    let on_down = move |ev: web_sys::MouseEvent| {
-        let px = ev.offset_x() as f64;
-        drag.set(Some((px, px)));
-    };
-    let on_up = move |_ev: web_sys::MouseEvent| {
-        if let (Some((a, b)), Some(f)) = (drag.get_untracked(), frame.get_untracked()) {
-            if (a - b).abs() > 4.0 {
-                let (x0, x1) = (f.x_at(a.min(b)), f.x_at(a.max(b)));
-                settings.zoom.set(Some((x0, x1)));
-            }
-        }
-        drag.set(None);
-    };
-    // Keyboard: arrows pan, + / - zoom around the centre, 0 or Escape resets.
-    let on_key = move |ev: web_sys::KeyboardEvent| {
+    }
+}
+
+/// Keyboard: arrows pan, + / - zoom around the centre, 0 or Escape resets.
+fn keyboard(
+    settings: ChartSettings,
+    frame: RwSignal<Option<Frame>>,
+) -> impl Fn(web_sys::KeyboardEvent) + 'static {
+    move |ev: web_sys::KeyboardEvent| {
         let Some(f) = frame.get_untracked() else {
             return;
         };
@@ -390,74 +500,5 @@ pub fn ChartPanel(
         if let Some(z) = next {
             settings.zoom.set(Some(z));
         }
-    };
-    let m = metric.clone();
-    let log_on = move || settings.log.with(|l| l.contains(&m));
-    let m = metric.clone();
-    let toggle_log = move |_| {
-        settings.log.update(|l| {
-            if !l.remove(&m) {
-                l.insert(m.clone());
-            }
-        })
-    };
-    let m = metric.clone();
-    let export_png = move |_| {
-        if let Some(c) = canvas.get_untracked() {
-            if let Ok(url) = c.to_data_url() {
-                download_url(&format!("{}.png", m.replace('/', "_")), &url);
-            }
-        }
-    };
-    let testid = format!("chart-{metric}");
-    view! {
-        <div class="chart-panel" data-testid=testid.clone() data-metric=metric.clone()>
-            <div class="chart-head">
-                <span class="chart-title">{title}</span>
-                <span class="spacer"></span>
-                <button class=move || if log_on() { "mini on" } else { "mini" } data-testid=format!("log-{metric}")
-                    title="log scale" on:click=toggle_log>{move || i18n.t(Key::LogScale)}</button>
-                <button class="mini" data-testid=format!("png-{metric}") on:click=export_png>{move || i18n.t(Key::ExportPng)}</button>
-            </div>
-            <div class="chart-box">
-                <canvas node_ref=canvas class="chart"
-                    data-testid=format!("canvas-{metric}")
-                    data-points=move || drawn.get().0
-                    data-drawn=move || drawn.get().1
-                    data-nonfinite=move || drawn.get().2
-                    data-x0=move || frame.get().map(|f| f.x0.to_string()).unwrap_or_default()
-                    data-x1=move || frame.get().map(|f| f.x1.to_string()).unwrap_or_default()
-                    data-y1=move || frame.get().map(|f| f.y1.to_string()).unwrap_or_default()
-                    on:mousemove=on_move
-                    on:mouseleave=move |_| { hover.set(None); drag.set(None); }
-                    on:mousedown=on_down
-                    on:mouseup=on_up
-                    on:dblclick=move |_| settings.zoom.set(None)
-                    tabindex="0" role="img" aria-label=format!("{metric} chart") title=move || i18n.t(Key::ChartKeys)
-                    on:keydown=on_key></canvas>
-                {move || frame.get().and_then(|f| hover.get().map(|h| {
-                    let left = h.px.min(f.left + f.width - 170.0).max(f.left);
-                    view! {
-                        <div class="crosshair" style=format!("left:{}px;top:{}px;height:{}px", h.px, f.top, f.height)></div>
-                        <div class="tooltip" data-testid="tooltip" style=format!("left:{}px;top:{}px", left + 8.0, f.top + 4.0)>
-                            <div class="tt-head">{h.head.clone()}</div>
-                            {h.lines.iter().map(|(label, color, value)| view! {
-                                <div class="tt-line">
-                                    <span class=format!("swatch c{}", color % chart::PALETTE.len())></span>
-                                    <span class="tt-label">{label.clone()}</span>
-                                    <span class="tt-value mono">{value.clone()}</span>
-                                </div>
-                            }).collect_view()}
-                        </div>
-                    }
-                }))}
-                {move || frame.get().and_then(|f| drag.get().filter(|(a, b)| (a - b).abs() > 4.0).map(|(a, b)| view! {
-                    <div class="selection" style=format!("left:{}px;width:{}px;top:{}px;height:{}px", a.min(b), (a - b).abs(), f.top, f.height)></div>
-                }))}
-                <Show when=move || drawn.get().0 == 0 && drawn.get().2 == 0>
-                    <div class="chart-empty" data-testid="chart-empty">{move || i18n.t(if loading.get() { Key::LoadingHistory } else { Key::NoPointsYet })}</div>
-                </Show>
-            </div>
-        </div>
     }
 }

@@ -1,11 +1,11 @@
 //! Small pieces shared by the pages: status pill, connection badge, stat tiles,
 //! formatting, downloads.
 
-use crate::api::{self, ConnState};
+use crate::api::ConnState;
 use crate::i18n::{use_i18n, I18n, Key};
-use crate::model::{self, RunView, ShownStatus, LOSS};
+use crate::model::ShownStatus;
 use leptos::prelude::*;
-use stepwatch_events::{num, Event, RunStatus};
+use stepwatch_events::{num, RunStatus};
 use wasm_bindgen::JsCast;
 
 /// A clock ticking every second, for relative times, staleness and rates.
@@ -116,7 +116,7 @@ pub fn download_url(name: &str, url: &str) {
 /// reads "ended" in grey rather than a green "live": nothing more will come.
 #[component]
 pub fn ConnBadge(
-    conn: RwSignal<ConnState>,
+    conn: ReadSignal<ConnState>,
     #[prop(optional)] ended: Option<Signal<bool>>,
 ) -> impl IntoView {
     let i18n = use_i18n();
@@ -189,125 +189,6 @@ pub fn Stat(
             {note.map(|n| view! { <div class="stat-note" data-testid=format!("{testid}-note")>{n}</div> })}
         </div>
     }
-}
-
-/// Opens an SSE stream for the lifetime of the calling component.
-pub fn stream_for_component(
-    url: String,
-    names: &[&str],
-    on_batch: impl Fn(Vec<(String, String)>) + 'static,
-    conn: RwSignal<ConnState>,
-) {
-    let stream = api::Stream::open(&url, None, names, on_batch, move |c| conn.set(c));
-    let stream = send_wrapper::SendWrapper::new(stream);
-    on_cleanup(move || drop(stream));
-}
-
-/// The newest log and system events a run page loads (newest first).
-pub const TAILS: [&str; 2] = [
-    "/events?event=log&order=desc&limit=500",
-    "/events?event=system&order=desc&limit=300",
-];
-
-/// Loads a run into `view` for the lifetime of the calling component, without replaying
-/// its events: first its state (the header shows at once; S = its `last_id`), then each
-/// metric's history from the series endpoint, the loss first (and, with `tails`, the
-/// newest logs and system samples up to S), then a stream of the events after S only.
-/// Metric points a page already holds are not added twice ([`RunView::merge_page`]).
-/// The stream opens once history is in (so the connection badge turns live with the
-/// page complete, and a page comparing several runs does not hold the browser's few
-/// connections per host with streams while their history waits); it replays from S,
-/// so nothing in between is missed. A run the relay does not know (yet) is streamed
-/// from its start.
-pub fn load_run(
-    base: String,
-    run: String,
-    view: RwSignal<RunView>,
-    conn: RwSignal<ConnState>,
-    tails: bool,
-) {
-    let holder = StoredValue::new_local(None::<api::Stream>);
-    on_cleanup(move || drop(holder.try_update_value(Option::take)));
-    // One (dyn) way to change the view: keeps the download small. False once the page
-    // is gone.
-    let edit = move |f: &mut dyn FnMut(&mut RunView)| view.try_update(|v| f(v)).is_some();
-    edit(&mut |v| v.history_loading = true);
-    leptos::task::spawn_local(async move {
-        let url = |rest: &str| api::run_url(&base, &run, rest);
-        let get = |u: String| async move { api::get_value(&u, api::LOAD_TRIES).await };
-        let state = get(url("")).await;
-        let state = state.as_ref().and_then(model::state_from_json);
-        let after = state.as_ref().map(|s| s.last_id);
-        let has_loss = state.as_ref().is_some_and(|s| s.current_loss.is_some());
-        let mut state = state;
-        let alive = edit(&mut |v| match state.take() {
-            Some(s) => v.set_state(s),
-            None => v.history_loading = false,
-        });
-        if !alive {
-            return;
-        }
-        if let Some(s) = after {
-            // Each metric's history, the loss first: it heads the page, so it is asked
-            // for even before the list of series (which takes longer on very long runs).
-            let mut todo: Vec<String> = has_loss.then(|| LOSS.to_string()).into_iter().collect();
-            let mut listed = false;
-            edit(&mut |v| v.expect_series(&todo));
-            loop {
-                if todo.is_empty() {
-                    if listed {
-                        break;
-                    }
-                    listed = true;
-                    let list = get(url("/series")).await.unwrap_or_default();
-                    todo = model::metrics_from_json(&list);
-                    todo.retain(|m| !has_loss || m != LOSS);
-                    todo.reverse();
-                    edit(&mut |v| v.expect_series(&todo));
-                }
-                let Some(m) = todo.pop() else { continue };
-                let u = api::series_url(&base, &run, &m, api::OVERVIEW_POINTS, None);
-                let mut page = get(u).await.as_ref().and_then(model::page_from_json);
-                let alive = edit(&mut |v| match page.take() {
-                    Some(p) => v.merge_page(p),
-                    None => v.page_done(&m),
-                });
-                if !alive {
-                    return;
-                }
-            }
-            for tail in TAILS.iter().filter(|_| tails) {
-                let events: Vec<Event> = match get(url(tail)).await {
-                    Some(serde_json::Value::Array(a)) => a
-                        .into_iter()
-                        .filter_map(|e| Event::from_value(e).ok())
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                edit(&mut |v| v.add_history(&events, s));
-            }
-            edit(&mut |v| v.history_loading = false);
-        }
-        let stream = api::Stream::open(
-            &url("/stream"),
-            after,
-            api::RUN_EVENT_NAMES,
-            move |batch| {
-                edit(&mut |v| {
-                    for (_, data) in &batch {
-                        if let Ok(e) = Event::from_json(data) {
-                            v.apply(&e);
-                        }
-                    }
-                });
-            },
-            move |c| {
-                conn.try_set(c);
-            },
-        );
-        // Dropped (closed) at once if the page went away meanwhile.
-        holder.try_update_value(|h| *h = Some(stream));
-    });
 }
 
 #[cfg(test)]

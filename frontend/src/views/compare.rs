@@ -1,14 +1,16 @@
 //! Compare runs (the seed's model version comparison and A/B testing): curves overlaid
 //! on shared charts, the config keys that differ, and a summary per metric against a
-//! baseline run.
+//! baseline run. Each run is loaded by [`crate::load::load_run`]; the page shares them
+//! (and its baseline) with its panels as context.
 
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
-use super::common::{load_run, ConnBadge};
+use super::common::ConnBadge;
 use super::run::config_value;
-use crate::api::{self, ConnState};
+use crate::api;
 use crate::chart::PALETTE;
 use crate::i18n::{use_i18n, Key};
-use crate::model::{RunView, LOSS, LR};
+use crate::load::{self, Loaded};
+use crate::model::{LOSS, LR};
 use crate::route::{replace_hash, run_href, Page, Route};
 use leptos::prelude::*;
 use std::collections::BTreeSet;
@@ -68,22 +70,32 @@ pub fn diff(x: f64, base: f64) -> String {
     )
 }
 
+/// The runs of the page, as loaded, in the order of the URL; provided as context.
+#[derive(Clone)]
+struct Compared {
+    runs: Vec<String>,
+    loaded: Vec<Loaded>,
+    /// Each run's display name.
+    names: Signal<Vec<String>>,
+    /// The run the others are measured against, and how many last points are averaged.
+    baseline: RwSignal<String>,
+    last_n: RwSignal<usize>,
+}
+
+fn use_compared() -> Compared {
+    expect_context::<Compared>()
+}
+
 #[component]
 pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoView {
     let i18n = use_i18n();
-    let views: Vec<RwSignal<RunView>> = runs
+    let loaded: Vec<Loaded> = runs
         .iter()
-        .map(|r| RwSignal::new(RunView::new(r)))
+        .map(|r| load::load_run(&base, r, false))
         .collect();
-    let conns: Vec<RwSignal<ConnState>> = runs
-        .iter()
-        .map(|_| RwSignal::new(ConnState::Connecting))
-        .collect();
-    provide_context(api::Base(base.clone()));
-    for ((run, view), conn) in runs.iter().zip(&views).zip(&conns) {
-        load_run(base.clone(), run.clone(), *view, *conn, false);
-    }
+    provide_context(api::Base(base));
     let settings = ChartSettings::from_route(&route);
+    provide_context(settings);
     let baseline = RwSignal::new(
         route
             .get("base")
@@ -113,187 +125,218 @@ pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoVi
         replace_hash(&Route::hash(&page, &p));
     });
     let names = Signal::derive({
-        let views = views.clone();
+        let loaded = loaded.clone();
         move || {
-            views
+            loaded
                 .iter()
-                .map(|v| v.with(|v| v.state.name.clone()))
+                .map(|l| l.view.with(|v| v.state.name.clone()))
                 .collect::<Vec<_>>()
         }
     });
-    let sources: Vec<Source> = views
+    let sources: Vec<Source> = loaded
         .iter()
         .enumerate()
-        .map(|(i, v)| Source { view: *v, color: i })
+        .map(|(i, l)| Source {
+            view: l.view,
+            color: i,
+        })
         .collect();
-    let metrics = Memo::new({
-        let views = views.clone();
-        move |_| {
-            let mut set = BTreeSet::new();
-            for v in &views {
-                v.with(|v| set.extend(v.series.keys().cloned()));
-            }
-            let mut ordered: Vec<String> = [LOSS, LR]
-                .iter()
-                .filter(|m| set.contains(**m))
-                .map(|m| m.to_string())
-                .collect();
-            ordered.extend(set.into_iter().filter(|m| m != LOSS && m != LR));
-            ordered
-        }
+    provide_context(Compared {
+        runs,
+        loaded,
+        names,
+        baseline,
+        last_n,
     });
-
-    let legend =
-        {
-            let runs = runs.clone();
-            let conns = conns.clone();
-            let views = views.clone();
-            runs.iter().enumerate().map(|(i, r)| {
-            let r = r.clone();
-            let r2 = r.clone();
-            let view = views[i];
-            let conn = conns[i];
-            view! {
-                <div class="legend-item" data-testid="legend-item" data-run=r.clone()>
-                    <span class=format!("swatch c{}", i % PALETTE.len())></span>
-                    <a href=run_href(&r)>{move || view.with(|v| v.state.name.clone())}</a>
-                    <label class="small muted">
-                        <input type="radio" name="baseline" data-testid=format!("baseline-{r}")
-                            prop:checked=move || baseline.get() == r2
-                            on:change={ let r = r.clone(); move |_| baseline.set(r.clone()) }/>
-                        {move || i18n.t(Key::Baseline)}
-                    </label>
-                    <ConnBadge conn=conn/>
-                </div>
-            }
-        }).collect_view()
-        };
-
-    let config_diff = {
-        let views = views.clone();
-        move || {
-            let configs: Vec<serde_json::Map<String, serde_json::Value>> = views
-                .iter()
-                .map(|v| v.with(|v| v.state.config.clone()))
-                .collect();
-            let keys: BTreeSet<String> = configs.iter().flat_map(|c| c.keys().cloned()).collect();
-            keys.into_iter()
-                .filter(|k| {
-                    let first = configs.first().and_then(|c| c.get(k));
-                    configs.iter().any(|c| c.get(k) != first)
-                })
-                .map(|k| {
-                    let vals: Vec<String> = configs
-                        .iter()
-                        .map(|c| c.get(&k).map(config_value).unwrap_or_else(|| "—".into()))
-                        .collect();
-                    (k, vals)
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-
-    let summary = {
-        let views = views.clone();
-        let runs = runs.clone();
-        move || {
-            let n = last_n.get();
-            let base_idx = runs.iter().position(|r| *r == baseline.get()).unwrap_or(0);
-            metrics
-                .get()
-                .into_iter()
-                .map(|m| {
-                    let lower = lower_is_better(&m);
-                    let stats: Vec<Option<(f64, f64, f64)>> = views
-                        .iter()
-                        .map(|v| {
-                            v.with(|v| {
-                                let vals: Vec<f64> = v.points(&m).iter().map(|p| p.value).collect();
-                                summarize(&vals, lower, n)
-                            })
-                        })
-                        .collect();
-                    (m, base_idx, stats)
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-
+    let metrics = compared_metrics();
     view! {
         <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
         <section class="panel" data-testid="compare">
             <div class="panel-head"><h1>{move || i18n.t(Key::CompareRuns)}</h1></div>
-            <div class="legend" data-testid="legend">{legend}</div>
+            <Legend/>
         </section>
         <section class="panel">
-            <ChartToolbar settings=settings/>
+            <ChartToolbar/>
             <div class="charts">
                 <For each=move || metrics.get() key=|m| m.clone() let:m>
-                    <ChartPanel metric=m.clone() title=m.clone() sources=sources.clone() settings=settings labels=names/>
+                    <ChartPanel metric=m.clone() title=m.clone() sources=sources.clone() labels=names/>
                 </For>
             </div>
         </section>
         <div class="two-col">
-            <section class="panel" data-testid="config-diff">
-                <div class="panel-head"><h2>{move || i18n.t(Key::ConfigDiff)}</h2></div>
-                {
-                    let config_diff = config_diff.clone();
-                    move || {
-                        let rows = config_diff();
-                        if rows.is_empty() {
-                            view! { <p class="muted">{i18n.t(Key::NoConfigDiff)}</p> }.into_any()
-                        } else {
-                            view! {
-                                <div class="scroll"><table class="grid">
-                                    <thead><tr><th></th>{names.get().into_iter().enumerate().map(|(i, n)| view! {
-                                        <th><span class=format!("swatch c{}", i % PALETTE.len())></span>{n}</th>
-                                    }).collect_view()}</tr></thead>
-                                    <tbody>{rows.into_iter().map(|(k, vals)| view! {
-                                        <tr data-testid="config-diff-row" data-key=k.clone()><th class="mono">{k.clone()}</th>
-                                            {vals.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr>
-                                    }).collect_view()}</tbody>
-                                </table></div>
-                            }.into_any()
-                        }
-                    }
-                }
-            </section>
-            <section class="panel" data-testid="summary">
-                <div class="panel-head">
-                    <h2>{move || i18n.t(Key::Summary)}</h2>
-                    <span class="spacer"></span>
-                    <label class="small muted">{move || i18n.t(Key::LastN)}" = "
-                        <input type="number" min="1" class="n-input" data-testid="last-n" prop:value=move || last_n.get().to_string()
-                            on:change=move |ev| { if let Ok(n) = event_target_value(&ev).parse::<usize>() { last_n.set(n.max(1)); } }/>
-                    </label>
-                </div>
-                <div class="scroll"><table class="grid">
-                    <thead><tr>
-                        <th>{move || i18n.t(Key::ColMetric)}</th><th>{move || i18n.t(Key::ColRun)}</th>
-                        <th class="num">{move || i18n.t(Key::ColLast)}</th><th class="num">{move || i18n.t(Key::ColBest)}</th>
-                        <th class="num">{move || i18n.t(Key::ColMeanLastN)}</th><th class="num">{move || i18n.t(Key::ColDiff)}</th>
-                    </tr></thead>
-                    <tbody>
-                    {move || summary().into_iter().flat_map(|(m, base_idx, stats)| {
-                        let base = stats.get(base_idx).copied().flatten();
-                        let names = names.get();
-                        stats.into_iter().enumerate().map(move |(i, st)| {
-                            let (last, best, mean) = st.map_or(("–".into(), "–".into(), "–".into()), |(l, b, a)| (num::display(l, 5), num::display(b, 5), num::display(a, 5)));
-                            let d = match (st, base) { (Some(s), Some(b)) if i != base_idx => diff(s.0, b.0), _ => String::new() };
-                            view! {
-                                <tr data-testid="summary-row" data-metric=m.clone() data-run-index=i.to_string()>
-                                    <td class="mono">{(i == 0).then(|| m.clone())}</td>
-                                    <td><span class=format!("swatch c{}", i % PALETTE.len())></span>{names.get(i).cloned().unwrap_or_default()}</td>
-                                    <td class="num mono">{last}</td><td class="num mono">{best}</td><td class="num mono">{mean}</td>
-                                    <td class="num mono" data-testid="summary-diff">{d}</td>
-                                </tr>
-                            }
-                        }).collect::<Vec<_>>()
-                    }).collect_view()}
-                    </tbody>
-                </table></div>
-            </section>
+            <ConfigDiff/>
+            <SummaryTable metrics=metrics/>
         </div>
+    }
+}
+
+/// Every metric of any of the runs: loss and learning rate first, then by name.
+fn compared_metrics() -> Memo<Vec<String>> {
+    let loaded = use_compared().loaded;
+    Memo::new(move |_| {
+        let mut set = BTreeSet::new();
+        for l in &loaded {
+            l.view.with(|v| set.extend(v.series.keys().cloned()));
+        }
+        let mut ordered: Vec<String> = [LOSS, LR]
+            .iter()
+            .filter(|m| set.contains(**m))
+            .map(|m| m.to_string())
+            .collect();
+        ordered.extend(set.into_iter().filter(|m| m != LOSS && m != LR));
+        ordered
+    })
+}
+
+/// A swatch, link, baseline switch and connection badge per run.
+#[component]
+fn Legend() -> impl IntoView {
+    let i18n = use_i18n();
+    let c = use_compared();
+    let baseline = c.baseline;
+    let items = c.runs.iter().zip(&c.loaded).enumerate().map(|(i, (r, l))| {
+        let r = r.clone();
+        let r2 = r.clone();
+        let view = l.view;
+        view! {
+            <div class="legend-item" data-testid="legend-item" data-run=r.clone()>
+                <span class=format!("swatch c{}", i % PALETTE.len())></span>
+                <a href=run_href(&r)>{move || view.with(|v| v.state.name.clone())}</a>
+                <label class="small muted">
+                    <input type="radio" name="baseline" data-testid=format!("baseline-{r}")
+                        prop:checked=move || baseline.get() == r2
+                        on:change={ let r = r.clone(); move |_| baseline.set(r.clone()) }/>
+                    {move || i18n.t(Key::Baseline)}
+                </label>
+                <ConnBadge conn=l.conn/>
+            </div>
+        }
+    });
+    view! { <div class="legend" data-testid="legend">{items.collect_view()}</div> }
+}
+
+/// The config keys whose values differ between the runs, with each run's value.
+fn config_rows(loaded: &[Loaded]) -> Vec<(String, Vec<String>)> {
+    let configs: Vec<serde_json::Map<String, serde_json::Value>> = loaded
+        .iter()
+        .map(|l| l.view.with(|v| v.state.config.clone()))
+        .collect();
+    let keys: BTreeSet<String> = configs.iter().flat_map(|c| c.keys().cloned()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let first = configs.first().and_then(|c| c.get(k));
+            configs.iter().any(|c| c.get(k) != first)
+        })
+        .map(|k| {
+            let vals: Vec<String> = configs
+                .iter()
+                .map(|c| c.get(&k).map(config_value).unwrap_or_else(|| "—".into()))
+                .collect();
+            (k, vals)
+        })
+        .collect()
+}
+
+#[component]
+fn ConfigDiff() -> impl IntoView {
+    let i18n = use_i18n();
+    let c = use_compared();
+    let names = c.names;
+    let loaded = c.loaded;
+    view! {
+        <section class="panel" data-testid="config-diff">
+            <div class="panel-head"><h2>{move || i18n.t(Key::ConfigDiff)}</h2></div>
+            {move || {
+                let rows = config_rows(&loaded);
+                if rows.is_empty() {
+                    view! { <p class="muted">{i18n.t(Key::NoConfigDiff)}</p> }.into_any()
+                } else {
+                    view! {
+                        <div class="scroll"><table class="grid">
+                            <thead><tr><th></th>{names.get().into_iter().enumerate().map(|(i, n)| view! {
+                                <th><span class=format!("swatch c{}", i % PALETTE.len())></span>{n}</th>
+                            }).collect_view()}</tr></thead>
+                            <tbody>{rows.into_iter().map(|(k, vals)| view! {
+                                <tr data-testid="config-diff-row" data-key=k.clone()><th class="mono">{k.clone()}</th>
+                                    {vals.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr>
+                            }).collect_view()}</tbody>
+                        </table></div>
+                    }.into_any()
+                }
+            }}
+        </section>
+    }
+}
+
+/// Per metric and run: last, best and mean of the last n values, and the difference of
+/// the last value to the baseline's.
+#[component]
+fn SummaryTable(metrics: Memo<Vec<String>>) -> impl IntoView {
+    let i18n = use_i18n();
+    let c = use_compared();
+    let (names, last_n, baseline) = (c.names, c.last_n, c.baseline);
+    let summary = move || {
+        let n = last_n.get();
+        let base_idx = c
+            .runs
+            .iter()
+            .position(|r| *r == baseline.get())
+            .unwrap_or(0);
+        metrics
+            .get()
+            .into_iter()
+            .map(|m| {
+                let lower = lower_is_better(&m);
+                let stats: Vec<Option<(f64, f64, f64)>> = c
+                    .loaded
+                    .iter()
+                    .map(|l| {
+                        l.view.with(|v| {
+                            let vals: Vec<f64> = v.points(&m).iter().map(|p| p.value).collect();
+                            summarize(&vals, lower, n)
+                        })
+                    })
+                    .collect();
+                (m, base_idx, stats)
+            })
+            .collect::<Vec<_>>()
+    };
+    view! {
+        <section class="panel" data-testid="summary">
+            <div class="panel-head">
+                <h2>{move || i18n.t(Key::Summary)}</h2>
+                <span class="spacer"></span>
+                <label class="small muted">{move || i18n.t(Key::LastN)}" = "
+                    <input type="number" min="1" class="n-input" data-testid="last-n" prop:value=move || last_n.get().to_string()
+                        on:change=move |ev| { if let Ok(n) = event_target_value(&ev).parse::<usize>() { last_n.set(n.max(1)); } }/>
+                </label>
+            </div>
+            <div class="scroll"><table class="grid">
+                <thead><tr>
+                    <th>{move || i18n.t(Key::ColMetric)}</th><th>{move || i18n.t(Key::ColRun)}</th>
+                    <th class="num">{move || i18n.t(Key::ColLast)}</th><th class="num">{move || i18n.t(Key::ColBest)}</th>
+                    <th class="num">{move || i18n.t(Key::ColMeanLastN)}</th><th class="num">{move || i18n.t(Key::ColDiff)}</th>
+                </tr></thead>
+                <tbody>
+                {move || summary().into_iter().flat_map(|(m, base_idx, stats)| {
+                    let base = stats.get(base_idx).copied().flatten();
+                    let names = names.get();
+                    stats.into_iter().enumerate().map(move |(i, st)| {
+                        let (last, best, mean) = st.map_or(("–".into(), "–".into(), "–".into()), |(l, b, a)| (num::display(l, 5), num::display(b, 5), num::display(a, 5)));
+                        let d = match (st, base) { (Some(s), Some(b)) if i != base_idx => diff(s.0, b.0), _ => String::new() };
+                        view! {
+                            <tr data-testid="summary-row" data-metric=m.clone() data-run-index=i.to_string()>
+                                <td class="mono">{(i == 0).then(|| m.clone())}</td>
+                                <td><span class=format!("swatch c{}", i % PALETTE.len())></span>{names.get(i).cloned().unwrap_or_default()}</td>
+                                <td class="num mono">{last}</td><td class="num mono">{best}</td><td class="num mono">{mean}</td>
+                                <td class="num mono" data-testid="summary-diff">{d}</td>
+                            </tr>
+                        }
+                    }).collect::<Vec<_>>()
+                }).collect_view()}
+                </tbody>
+            </table></div>
+        </section>
     }
 }
 

@@ -5,8 +5,9 @@
 
 use super::common::use_clock;
 use super::login::can_command;
+use crate::api;
 use crate::i18n::{use_i18n, I18n, Key};
-use crate::model::RunView;
+use crate::load::use_run;
 use leptos::prelude::*;
 use serde_json::{json, Value};
 use stepwatch_events::{num, CommandState, RunStatus};
@@ -21,6 +22,16 @@ pub struct Target {
     pub run: String,
 }
 
+impl Target {
+    /// The page's run, at the relay the page talks to (both from context).
+    pub fn from_context() -> Target {
+        Target {
+            base: expect_context::<api::Base>().0,
+            run: use_run().view.with_untracked(|v| v.state.run.clone()),
+        }
+    }
+}
+
 /// Sends a command; returns its id, or the relay's error message.
 pub async fn send(target: &Target, command: &str, args: Value) -> Result<String, String> {
     let url = format!("{}/api/runs/{}/commands", target.base, target.run);
@@ -31,7 +42,7 @@ pub async fn send(target: &Target, command: &str, args: Value) -> Result<String,
         .map_err(|e| e.to_string())?;
     let resp = req.send().await.map_err(|e| e.to_string())?;
     if resp.status() == 401 {
-        crate::api::probe_session();
+        api::probe_session();
     }
     let v: Value = resp.json().await.map_err(|e| e.to_string())?;
     if resp.ok() {
@@ -93,7 +104,9 @@ fn label(i18n: I18n, c: &CommandState, now: f64) -> String {
 
 /// Pause / Resume / Stop for a live run.
 #[component]
-pub fn ControlBar(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
+pub fn ControlBar() -> impl IntoView {
+    let view_state = use_run().view;
+    let target = Target::from_context();
     let i18n = use_i18n();
     let error = RwSignal::new(None::<String>);
     let confirm_stop = RwSignal::new(false);
@@ -145,7 +158,9 @@ pub fn ControlBar(view_state: RwSignal<RunView>, target: Target) -> impl IntoVie
 
 /// The Load button of one checkpoint, with the state of its last load command.
 #[component]
-pub fn LoadButton(view_state: RwSignal<RunView>, target: Target, path: String) -> impl IntoView {
+pub fn LoadButton(path: String) -> impl IntoView {
+    let view_state = use_run().view;
+    let target = Target::from_context();
     let i18n = use_i18n();
     let clock = use_clock();
     let error = RwSignal::new(None::<String>);
@@ -192,7 +207,9 @@ pub fn LoadButton(view_state: RwSignal<RunView>, target: Target, path: String) -
 
 /// "Try the model": sends `ask` and shows the trainer's answer with its latency.
 #[component]
-pub fn AskPanel(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
+pub fn AskPanel() -> impl IntoView {
+    let view_state = use_run().view;
+    let target = Target::from_context();
     let i18n = use_i18n();
     let clock = use_clock();
     let input = RwSignal::new(String::new());
@@ -287,7 +304,9 @@ fn cell(v: &Value) -> String {
 
 /// Every command sent to the run, newest first, with the trainer's answers.
 #[component]
-pub fn CommandsPanel(view_state: RwSignal<RunView>, target: Target) -> impl IntoView {
+pub fn CommandsPanel() -> impl IntoView {
+    let view_state = use_run().view;
+    let target = Target::from_context();
     let i18n = use_i18n();
     let clock = use_clock();
     let allowed = can_command();

@@ -7,3 +7,4 @@ pub mod control;
 pub mod login;
 pub mod run;
 pub mod runs;
+pub mod tails;

@@ -1,9 +1,9 @@
-//! The runs list: every run the relay has stored, live from `/api/stream`; sort,
-//! filter by name and status, pick runs to compare.
+//! The runs list: every run the relay has stored, live from `/api/stream`
+//! ([`crate::load::load_runs`]); sort, filter by name and status, pick runs to compare.
 
-use super::common::{ago, fmt_opt, stream_for_component, use_clock, ConnBadge, StatusPill};
-use crate::api::ConnState;
+use super::common::{ago, fmt_opt, use_clock, ConnBadge, StatusPill};
 use crate::i18n::{use_i18n, Key};
+use crate::load;
 use crate::model::{self, fold_case, ShownStatus};
 use crate::route::{replace_hash, run_href, Page, Route};
 use leptos::prelude::*;
@@ -74,81 +74,65 @@ const STATUSES: [RunStatus; 6] = [
     RunStatus::Pending,
 ];
 
-#[component]
-pub fn RunsPage(base: String, route: Route) -> impl IntoView {
-    let i18n = use_i18n();
-    let clock = use_clock();
-    let runs = RwSignal::new(BTreeMap::<String, RunSummary>::new());
-    let conn = RwSignal::new(ConnState::Connecting);
-    stream_for_component(
-        format!("{base}/api/stream"),
-        &["run"],
-        move |batch| {
-            runs.update(|m| {
-                for (_, data) in batch {
-                    let v = serde_json::from_str(&data).unwrap_or_default();
-                    if let Some(s) = crate::model::summary_from_json(&v) {
-                        if s.deleted {
-                            m.remove(&s.run);
-                        } else {
-                            m.insert(s.run.clone(), s);
-                        }
-                    }
-                }
-            })
-        },
-        conn,
-    );
-    let query = RwSignal::new(route.get("q").unwrap_or_default().to_string());
-    let status = RwSignal::new(route.get("status").unwrap_or_default().to_string());
-    let sort = RwSignal::new(SortBy::parse(route.get("sort").unwrap_or("started")));
-    let desc = RwSignal::new(route.get("dir") != Some("asc"));
-    let picked = RwSignal::new(BTreeSet::<String>::new());
-    Effect::new(move |_| {
-        replace_hash(&Route::hash(
-            &Page::Runs,
-            &[
-                ("q", query.get()),
-                ("status", status.get()),
-                (
-                    "sort",
-                    if sort.get() == SortBy::Started {
-                        String::new()
-                    } else {
-                        sort.get().as_str().into()
-                    },
-                ),
-                (
-                    "dir",
-                    if desc.get() {
-                        String::new()
-                    } else {
-                        "asc".into()
-                    },
-                ),
-            ],
-        ))
-    });
+/// The list's filter and sort settings, mirrored in the URL.
+#[derive(Clone, Copy)]
+struct ListSettings {
+    query: RwSignal<String>,
+    status: RwSignal<String>,
+    sort: RwSignal<SortBy>,
+    desc: RwSignal<bool>,
+}
 
-    let shown = move || {
-        let q = fold_case(&query.get());
-        let st = status.get();
-        let now = clock.get_untracked();
-        let mut v: Vec<RunSummary> = runs.with(|m| {
-            m.values()
-                .filter(|s| {
-                    q.is_empty()
-                        || fold_case(&s.name).contains(&q)
-                        || fold_case(&s.run).contains(&q)
-                })
-                .filter(|s| {
-                    st.is_empty()
-                        || model::shown_status(s.status, s.last_event_at, now).as_str() == st
-                })
-                .cloned()
-                .collect()
-        });
-        let by = sort.get();
+impl ListSettings {
+    fn from_route(route: &Route) -> Self {
+        ListSettings {
+            query: RwSignal::new(route.get("q").unwrap_or_default().to_string()),
+            status: RwSignal::new(route.get("status").unwrap_or_default().to_string()),
+            sort: RwSignal::new(SortBy::parse(route.get("sort").unwrap_or("started"))),
+            desc: RwSignal::new(route.get("dir") != Some("asc")),
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let sort = self.sort.get();
+        vec![
+            ("q", self.query.get()),
+            ("status", self.status.get()),
+            (
+                "sort",
+                if sort == SortBy::Started {
+                    String::new()
+                } else {
+                    sort.as_str().into()
+                },
+            ),
+            (
+                "dir",
+                if self.desc.get() {
+                    String::new()
+                } else {
+                    "asc".into()
+                },
+            ),
+        ]
+    }
+
+    /// The runs that pass the filters, in the chosen order (ties by run id).
+    fn apply(&self, runs: &BTreeMap<String, RunSummary>, now: f64) -> Vec<RunSummary> {
+        let q = fold_case(&self.query.get());
+        let st = self.status.get();
+        let mut v: Vec<RunSummary> = runs
+            .values()
+            .filter(|s| {
+                q.is_empty() || fold_case(&s.name).contains(&q) || fold_case(&s.run).contains(&q)
+            })
+            .filter(|s| {
+                st.is_empty() || model::shown_status(s.status, s.last_event_at, now).as_str() == st
+            })
+            .cloned()
+            .collect();
+        let by = self.sort.get();
+        let desc = self.desc.get();
         v.sort_by(|a, b| {
             let o = match by {
                 SortBy::Started => a
@@ -165,30 +149,22 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 ),
                 SortBy::Duration => duration_of(a, now).total_cmp(&duration_of(b, now)),
             };
-            let o = if desc.get() { o.reverse() } else { o };
+            let o = if desc { o.reverse() } else { o };
             o.then_with(|| a.run.cmp(&b.run))
         });
         v
-    };
-    let header = move |by: SortBy, key: Key, class: &'static str| {
-        view! {
-            <th class=class>
-                <button class="sort" data-testid=format!("sort-{}", by.as_str())
-                    on:click=move |_| {
-                        if sort.get() == by { desc.update(|d| *d = !*d) } else { sort.set(by); desc.set(by == SortBy::Started) }
-                    }>
-                    {move || i18n.t(key)}
-                    {move || (sort.get() == by).then(|| if desc.get() { " ▾" } else { " ▴" })}
-                </button>
-            </th>
-        }
-    };
-    let compare_href = move || {
-        Route::hash(
-            &Page::Compare(picked.with(|p| p.iter().cloned().collect())),
-            &[],
-        )
-    };
+    }
+}
+
+#[component]
+pub fn RunsPage(base: String, route: Route) -> impl IntoView {
+    let i18n = use_i18n();
+    let clock = use_clock();
+    let (runs, conn) = load::load_runs(&base);
+    let list = ListSettings::from_route(&route);
+    let picked = RwSignal::new(BTreeSet::<String>::new());
+    Effect::new(move |_| replace_hash(&Route::hash(&Page::Runs, &list.params())));
+    let shown = move || runs.with(|m| list.apply(m, clock.get_untracked()));
     view! {
         <section class="panel">
             <div class="panel-head">
@@ -197,26 +173,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 <span class="spacer"></span>
                 <ConnBadge conn=conn/>
             </div>
-            <div class="toolbar">
-                <input type="search" class="filter" data-testid="filter" placeholder=move || i18n.t(Key::FilterRuns)
-                    prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev))/>
-                <select data-testid="status-filter" prop:value=move || status.get()
-                    on:change=move |ev| status.set(event_target_value(&ev))>
-                    <option value="">{move || i18n.t(Key::AllStatuses)}</option>
-                    {STATUSES.iter().map(|s| {
-                        let s = *s;
-                        view! { <option value=s.as_str()>{move || i18n.t(super::common::status_key(ShownStatus::Run(s)))}</option> }
-                    }).collect_view()}
-                    <option value="stale">{move || i18n.t(Key::StatusStale)}</option>
-                </select>
-                <span class="spacer"></span>
-                <span class="muted small">{move || (picked.with(|p| p.len()) < 2).then(|| i18n.t(Key::CompareHint))}</span>
-                <a class=move || compare_class(picked.with(|p| p.len()))
-                    data-testid="compare-button" href=compare_href
-                    aria-disabled=move || (picked.with(|p| p.len()) < 2).to_string()>
-                    {move || i18n.t(Key::Compare)}" ("{move || picked.with(|p| p.len())}")"
-                </a>
-            </div>
+            <RunsToolbar list=list picked=picked/>
             <Show when=move || runs.with(|m| m.is_empty())>
                 <div class="empty">
                     <p>{move || i18n.t(Key::NoRuns)}</p>
@@ -228,14 +185,14 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 <table class="runs" data-testid="runs-table">
                     <thead><tr>
                         <th class="pick"></th>
-                        {header(SortBy::Name, Key::ColName, "")}
-                        {header(SortBy::Status, Key::ColStatus, "")}
+                        <SortHeader list=list by=SortBy::Name key=Key::ColName class=""/>
+                        <SortHeader list=list by=SortBy::Status key=Key::ColStatus class=""/>
                         <th>{move || i18n.t(Key::ColProgress)}</th>
-                        {header(SortBy::Step, Key::ColStep, "num")}
-                        {header(SortBy::Loss, Key::ColLoss, "num")}
-                        {header(SortBy::Best, Key::ColBestLoss, "num")}
-                        {header(SortBy::Started, Key::ColStarted, "")}
-                        {header(SortBy::Duration, Key::ColDuration, "num")}
+                        <SortHeader list=list by=SortBy::Step key=Key::ColStep class="num"/>
+                        <SortHeader list=list by=SortBy::Loss key=Key::ColLoss class="num"/>
+                        <SortHeader list=list by=SortBy::Best key=Key::ColBestLoss class="num"/>
+                        <SortHeader list=list by=SortBy::Started key=Key::ColStarted class=""/>
+                        <SortHeader list=list by=SortBy::Duration key=Key::ColDuration class="num"/>
                     </tr></thead>
                     <tbody>
                         <For each=shown key=|s| (s.run.clone(), s.last_id, s.status.as_str()) let:s>
@@ -249,6 +206,59 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 </Show>
             </Show>
         </section>
+    }
+}
+
+/// A column header that sorts by its column (a second click reverses the order).
+#[component]
+fn SortHeader(list: ListSettings, by: SortBy, key: Key, class: &'static str) -> impl IntoView {
+    let i18n = use_i18n();
+    let (sort, desc) = (list.sort, list.desc);
+    view! {
+        <th class=class>
+            <button class="sort" data-testid=format!("sort-{}", by.as_str())
+                on:click=move |_| {
+                    if sort.get() == by { desc.update(|d| *d = !*d) } else { sort.set(by); desc.set(by == SortBy::Started) }
+                }>
+                {move || i18n.t(key)}
+                {move || (sort.get() == by).then(|| if desc.get() { " ▾" } else { " ▴" })}
+            </button>
+        </th>
+    }
+}
+
+/// The name filter, the status filter and the compare link for the runs picked.
+#[component]
+fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
+    let i18n = use_i18n();
+    let (query, status) = (list.query, list.status);
+    let compare_href = move || {
+        Route::hash(
+            &Page::Compare(picked.with(|p| p.iter().cloned().collect())),
+            &[],
+        )
+    };
+    view! {
+        <div class="toolbar">
+            <input type="search" class="filter" data-testid="filter" placeholder=move || i18n.t(Key::FilterRuns)
+                prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev))/>
+            <select data-testid="status-filter" prop:value=move || status.get()
+                on:change=move |ev| status.set(event_target_value(&ev))>
+                <option value="">{move || i18n.t(Key::AllStatuses)}</option>
+                {STATUSES.iter().map(|s| {
+                    let s = *s;
+                    view! { <option value=s.as_str()>{move || i18n.t(super::common::status_key(ShownStatus::Run(s)))}</option> }
+                }).collect_view()}
+                <option value="stale">{move || i18n.t(Key::StatusStale)}</option>
+            </select>
+            <span class="spacer"></span>
+            <span class="muted small">{move || (picked.with(|p| p.len()) < 2).then(|| i18n.t(Key::CompareHint))}</span>
+            <a class=move || compare_class(picked.with(|p| p.len()))
+                data-testid="compare-button" href=compare_href
+                aria-disabled=move || (picked.with(|p| p.len()) < 2).to_string()>
+                {move || i18n.t(Key::Compare)}" ("{move || picked.with(|p| p.len())}")"
+            </a>
+        </div>
     }
 }
 

@@ -1,0 +1,186 @@
+//! The typed event bodies: one struct per known event name, every field optional, and
+//! the fields a body does not name kept in `extra`.
+
+use crate::fields::{take, write_key, EventError, Field, Metrics};
+use serde_json::{Map, Value};
+
+/// Declares a typed event body: every field optional, unknown fields kept in `extra`.
+macro_rules! body {
+    ($(#[$meta:meta])* $name:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Default)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: Option<$ty>, )*
+            /// Fields this event type does not name, kept as sent.
+            pub extra: Map<String, Value>,
+        }
+
+        impl $name {
+            pub(crate) fn take_from(fields: &mut Map<String, Value>) -> Result<Self, EventError> {
+                Ok(Self {
+                    $( $field: take(fields, stringify!($field))?, )*
+                    extra: std::mem::take(fields),
+                })
+            }
+
+            pub(crate) fn put_into(&self, out: &mut Map<String, Value>) {
+                $( if let Some(v) = &self.$field {
+                    out.insert(stringify!($field).to_string(), Field::to_json(v));
+                } )*
+                for (k, v) in &self.extra {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+
+            /// The same fields as [`Self::put_into`], written straight as JSON.
+            pub(crate) fn write_fields(&self, out: &mut Vec<u8>, taken: &dyn Fn(&str) -> bool) {
+                $( if let Some(v) = &self.$field {
+                    write_key(stringify!($field), out);
+                    Field::write_json(v, out);
+                } )*
+                for (k, v) in &self.extra {
+                    let typed = match k.as_str() {
+                        $( stringify!($field) => self.$field.is_some(), )*
+                        _ => false,
+                    };
+                    if !typed && !taken(k) {
+                        write_key(k, out);
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                }
+            }
+        }
+    };
+}
+
+body!(
+    /// `training_start`: a run begins.
+    TrainingStart {
+        /// Epochs planned.
+        total_epochs: u64,
+        /// Batches per epoch.
+        total_batches: u64,
+        /// Hyperparameters, shown as the run's parameter table.
+        config: Map<String, Value>,
+        /// Human-readable run name (defaults to the run id).
+        name: String,
+        /// Where and how the run started: host, Python and framework versions, command
+        /// line, git commit (filled in by the SDKs).
+        meta: Map<String, Value>,
+    }
+);
+body!(
+    /// `training_end`: a run ends.
+    TrainingEnd {
+        /// `completed` (default), `failed` or `stopped`.
+        status: String,
+    }
+);
+body!(
+    /// `epoch_start`.
+    EpochStart { epoch: u64, total_epochs: u64 }
+);
+body!(
+    /// `epoch_end`, with the epoch's summary metrics (e.g. `avg_loss`, `val_loss`).
+    EpochEnd { epoch: u64, metrics: Metrics }
+);
+body!(
+    /// `batch_start`.
+    BatchStart { batch_idx: u64, epoch: u64 }
+);
+body!(
+    /// `batch_end`: the heartbeat of a run, carrying its loss.
+    BatchEnd {
+        /// Batch index within the epoch.
+        batch_idx: u64,
+        loss: f64,
+        /// Learning rate.
+        lr: f64,
+        /// Global step; when absent the reducer counts batch_end events.
+        step: u64,
+        epoch: u64,
+        /// Further per-step metrics.
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `checkpoint_saved`.
+    CheckpointSaved {
+        checkpoint_path: String,
+        epoch: u64,
+        step: u64,
+        size_bytes: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `checkpoint_loaded`.
+    CheckpointLoaded {
+        checkpoint_path: String,
+        epoch: u64,
+        step: u64,
+        size_bytes: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `metric_update`: one named value (`name`, `value`) or several (`metrics`).
+    MetricUpdate {
+        name: String,
+        value: f64,
+        step: u64,
+        metrics: Metrics,
+    }
+);
+body!(
+    /// `error_occurred`.
+    ErrorOccurred {
+        message: String,
+        traceback: String,
+        /// A fatal error ends the run as failed.
+        fatal: bool,
+    }
+);
+body!(
+    /// `log`: one log record.
+    Log {
+        /// `debug`, `info`, `warning`, `error`, `critical`.
+        level: String,
+        message: String,
+        logger: String,
+    }
+);
+body!(
+    /// `system`: a resource sample.
+    System {
+        cpu_percent: f64,
+        mem_used_bytes: u64,
+        mem_total_bytes: u64,
+        gpus: Vec<Map<String, Value>>,
+    }
+);
+body!(
+    /// `command_ack`: the trainer's answer to a control command (or the relay's, for a
+    /// cancellation).
+    CommandAck {
+        command_id: String,
+        /// `accepted`, `done`, `rejected`, `failed` (or `cancelled`, recorded by the relay).
+        status: String,
+        message: String,
+        command: String,
+        /// What the command produced (the answer of `ask`: text, numbers, a table).
+        output: Value,
+    }
+);
+body!(
+    /// `command`: a control command sent from a dashboard, recorded by the relay in the
+    /// run's stream and delivered to the trainer until acknowledged.
+    Command {
+        command_id: String,
+        /// `pause`, `resume`, `stop`, `load_checkpoint` or `ask`.
+        command: String,
+        args: Map<String, Value>,
+        /// Who sent it, when known.
+        sender: String,
+    }
+);
