@@ -22,14 +22,6 @@ pub async fn list_runs(data: Data) -> HttpResponse {
     HttpResponse::Ok().json(data.store.runs())
 }
 
-/// `GET /api/runs/{run}`'s answer.
-#[derive(serde::Serialize)]
-struct StateOut<'a> {
-    #[serde(flatten)]
-    state: &'a stepwatch_events::RunState,
-    progress: stepwatch_events::Progress,
-}
-
 pub async fn get_run(data: Data, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
     check_run(&run)?;
@@ -38,10 +30,7 @@ pub async fn get_run(data: Data, path: web::Path<String>) -> Result<HttpResponse
         .state(&run)
         .ok_or_else(|| ApiError::no_run(&run))?;
     // The reducer's state, and its progress as people read it (1-based epochs).
-    Ok(HttpResponse::Ok().json(StateOut {
-        progress: state.progress(),
-        state: &state,
-    }))
+    Ok(HttpResponse::Ok().json(stepwatch_events::api::RunAnswer::new(&state)))
 }
 
 /// `DELETE /api/runs/{run}`: the run and all its events, series and commands go.

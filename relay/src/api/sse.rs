@@ -325,7 +325,8 @@ pub async fn summary_stream(data: Data, req: HttpRequest) -> Result<HttpResponse
         let _ticket = ticket;
         let send = |s: &stepwatch_events::RunSummary| {
             Bytes::from(format!(
-                "event: run\ndata: {}\n\n",
+                "event: {}\ndata: {}\n\n",
+                stepwatch_events::api::SUMMARY_EVENT,
                 serde_json::to_string(s).unwrap_or_default()
             ))
         };
