@@ -4,8 +4,8 @@
 use crate::clock::now;
 use crate::commands;
 use crate::hub::Hub;
-use crate::series::{self, SeriesQuery};
-use crate::store::{Storage, StoredEvent};
+use crate::storage::series::{self, SeriesQuery};
+use crate::storage::{Storage, StoredEvent};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
@@ -543,7 +543,7 @@ async fn post_events(
                 "last_id": c.last_id,
             }))
         }
-        Ok(Err(e @ crate::store::StoreError::Limit(_))) => {
+        Ok(Err(e @ crate::storage::StoreError::Limit(_))) => {
             data.rejected.fetch_add(1, Ordering::Relaxed);
             error(StatusCode::BAD_REQUEST, e.to_string())
         }

@@ -17,6 +17,8 @@
 //! compared in constant time. The HTTP layer asks [`Auth::identify`] who is calling and
 //! [`Identity::may`] whether they may; this module knows nothing of routes.
 
+pub mod sessions;
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::Deserialize;
