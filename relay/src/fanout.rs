@@ -4,7 +4,7 @@
 
 use crate::hub::Hub;
 use crate::storage::peers::Fanout;
-use crate::storage::Committed;
+use crate::storage::types::Committed;
 use stepwatch_events::RunState;
 
 impl Fanout for Hub {

@@ -46,7 +46,7 @@ pub struct ServeOptions {
     pub database: Option<String>,
     pub dist: PathBuf,
     pub allow_origins: Vec<String>,
-    pub sync: storage::SyncLevel,
+    pub sync: storage::sqlite::SyncLevel,
     pub max_body: usize,
     /// Delete runs whose last event is older than this many days (checked hourly).
     pub retain_days: Option<f64>,
@@ -90,7 +90,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         None => (
             Arc::new(
-                storage::SqliteStore::open(&opts.data_dir, opts.sync)?
+                storage::sqlite::SqliteStore::open(&opts.data_dir, opts.sync)?
                     .with_max_metrics(opts.limits.max_metrics),
             ),
             None,

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use stepwatch_relay::{http, storage::SyncLevel, ServeOptions};
+use stepwatch_relay::{http, storage::sqlite::SyncLevel, ServeOptions};
 
 #[derive(Parser)]
 #[command(

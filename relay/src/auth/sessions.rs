@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use super::{Auth, SessionShare};
+use crate::storage::error::StoreError;
 use crate::storage::peers::{ListenerJob, SessionTable};
-use crate::storage::StoreError;
 
 /// A change to the shared sessions table.
 #[derive(Debug, Clone)]

@@ -30,9 +30,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use stepwatch_events::{Event, RunState};
 
+use super::error::StoreError;
 use super::fold::{check_metrics, fold_batch, Folded};
 use super::series::{Index, SeriesDb};
-use super::{Committed, StoreError, StoredEvent};
+use super::types::{Committed, StoredEvent};
 
 /// One batch's transaction, as a backend provides it. [`transact`] calls its methods in
 /// the recipe's order; dropping it without [`BatchTx::commit`] rolls back.

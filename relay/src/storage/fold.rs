@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use stepwatch_events::{Event, RunState};
 
+use super::error::StoreError;
 use super::series;
-use super::{StoreError, StoredEvent};
+use super::types::StoredEvent;
 
 /// Longest metric name.
 pub const MAX_METRIC_NAME: usize = 256;

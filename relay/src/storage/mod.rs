@@ -41,8 +41,6 @@ use stepwatch_events::{Event, RunState, RunSummary};
 pub use error::StoreError;
 pub use fold::MAX_METRIC_NAME;
 pub use series::SeriesQuery;
-pub use sqlite::{SqliteStore, SyncLevel};
-pub(crate) use types::sort_runs;
 pub use types::{Committed, StoredEvent};
 
 /// The storage the relay runs on.

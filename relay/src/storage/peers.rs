@@ -10,7 +10,8 @@
 
 use stepwatch_events::RunState;
 
-use super::{Committed, StoreError};
+use super::error::StoreError;
+use super::types::Committed;
 
 /// The relay's subscribers, as a shared backend delivers to them. Never blocks.
 pub trait Fanout: Send + Sync {

@@ -11,8 +11,9 @@ use super::pool::{prepared, Conn};
 use super::series::PgSeries;
 use super::PgStore;
 use crate::storage::append::{self, Batch, BatchTx, Begun};
+use crate::storage::error::StoreError;
 use crate::storage::series::Index;
-use crate::storage::{Committed, StoreError, StoredEvent};
+use crate::storage::types::{Committed, StoredEvent};
 
 /// One batch's transaction on a pooled connection.
 pub(super) struct PgTx<'c> {

@@ -15,9 +15,18 @@ use stepwatch_events::RunState;
 
 use super::pool::{prepared, Conn};
 use super::schema::describe;
-use super::{Known, PgStore, CHANNEL, PAGE, POLL_EVERY};
+use super::{Known, PgStore};
+use crate::storage::error::StoreError;
 use crate::storage::peers::{Fanout, ListenerJob};
-use crate::storage::{Committed, StoreError, StoredEvent};
+use crate::storage::types::{Committed, StoredEvent};
+
+/// The channel relays notify each other on.
+const CHANNEL: &str = "stepwatch";
+/// How often each relay compares every run's newest id with what it has delivered,
+/// in case a notification was lost (the listening connection dropped, say).
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Events read per query when catching up.
+const PAGE: i64 = 5000;
 
 /// What a notification says when another relay's data besides runs changed (its
 /// [`ListenerJob`]'s, the sessions; run ids cannot contain `!`).

@@ -8,7 +8,7 @@
 //! - `(src, seq)` deduplication reads the senders' highest seq under that same lock;
 //! - a batch is stored whole or not at all (one transaction), and acknowledged only
 //!   once committed (`synchronous_commit` as the server is configured);
-//! - each commit sends `NOTIFY stepwatch` with the run and its newest id. Every relay
+//! - each commit sends `NOTIFY stepwatch` with the run. Every relay
 //!   listens and delivers what other relays stored to its own subscribers by reading
 //!   the events table after the newest id it has delivered for that run, so a lost
 //!   notification loses nothing: the next one, or the poll every
@@ -18,6 +18,15 @@
 //! fails is dropped and a new one is opened on the next request; while the database
 //! is down, requests fail with [`StoreError::Unavailable`] (the HTTP layer answers 503,
 //! the SDKs retry) and everything resumes by itself once it is back.
+//!
+//! What is PostgreSQL's own lives in the submodules: [`schema`] (migrations, database
+//! creation, error mapping), `pool` (connections and prepared statements), `batch`
+//! (the row lock and the batch transaction the shared append recipe runs on),
+//! `series` (the series index's SQL), `listen` (LISTEN/NOTIFY, delivery to this
+//! relay's [`Fanout`], the poll), `sessions` (the shared sessions table), `tls` and
+//! `conninfo` (libpq's TLS parameters and connection strings). The append itself is
+//! the shared recipe ([`crate::storage::append`]); this module holds the store, its
+//! start-up and its reads.
 
 mod batch;
 mod conninfo;
@@ -40,29 +49,21 @@ use stepwatch_events::{Event, RunState, RunSummary};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use self::conninfo::redact;
-pub use self::listen::listen;
+pub use self::listen::{listen, POLL_EVERY};
+pub use self::pool::POOL_MAX;
 use self::pool::{prepared, Conn, Pool};
 pub use self::schema::PG_SCHEMA_VERSION;
 use self::schema::{create_database, describe, migrate_schema};
 use self::series::PgSeries;
+use crate::storage::error::StoreError;
 use crate::storage::peers::Fanout;
 use crate::storage::series::{list, query, Index, SeriesQuery, OPEN_RUNS};
-use crate::storage::{sort_runs, Committed, Storage, StoreError, StoredEvent};
+use crate::storage::types::{sort_runs, Committed, StoredEvent};
+use crate::storage::Storage;
 
-/// The channel relays notify each other on.
-const CHANNEL: &str = "stepwatch";
-/// How often each relay compares every run's newest id with what it has delivered,
-/// in case a notification was lost (the listening connection dropped, say).
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
-/// Connections a relay opens at most for requests (the listener has one more).
-pub const POOL_MAX: usize = 16;
-/// How long a request waits for a connection when all are busy.
-const POOL_WAIT: Duration = Duration::from_secs(10);
 /// Series index shards: appends to runs in different shards run their transactions
 /// side by side (one run's writers still take turns on its row lock).
 const INDEX_SHARDS: usize = 8;
-/// Events read per query when catching up.
-const PAGE: i64 = 5000;
 
 /// A run as this relay knows it: which incarnation, and its state.
 struct Known {

@@ -4,11 +4,16 @@
 
 use postgres::{Client, GenericClient, Statement};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::schema::describe;
-use super::{PgStore, POOL_MAX, POOL_WAIT};
-use crate::storage::StoreError;
+use super::PgStore;
+use crate::storage::error::StoreError;
+
+/// Connections a relay opens at most for requests (the listener has one more).
+pub const POOL_MAX: usize = 16;
+/// How long a request waits for a connection when all are busy.
+const POOL_WAIT: Duration = Duration::from_secs(10);
 
 /// The connections: idle ones, and how many are open in all (idle or in use).
 pub(super) struct Pool {

@@ -5,7 +5,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 
 /// The schema, as versioned migrations: each runs once, in order, in one transaction,
 /// under an advisory lock so relays starting together do not race.

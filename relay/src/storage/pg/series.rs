@@ -4,8 +4,8 @@ use postgres::{GenericClient, Statement};
 use std::collections::HashMap;
 
 use super::pool::prepared;
+use crate::storage::error::StoreError;
 use crate::storage::series::{BlockRow, SeriesDb};
-use crate::storage::StoreError;
 
 /// The series index's SQL on a PostgreSQL connection or transaction.
 pub(super) struct PgSeries<'a, C: GenericClient> {

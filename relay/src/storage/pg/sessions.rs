@@ -3,8 +3,8 @@
 
 use super::listen::SESSIONS;
 use super::PgStore;
+use crate::storage::error::StoreError;
 use crate::storage::peers::SessionTable;
-use crate::storage::StoreError;
 
 impl PgStore {
     /// Runs `write` in a transaction that also tells the other relays the sessions

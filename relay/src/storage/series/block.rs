@@ -2,8 +2,11 @@
 //! triples, and each block's summary (first, lowest, highest, last, first non-finite).
 
 use super::db::{BlockRow, SeriesDb};
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 use stepwatch_events::series::SeriesPoint;
+
+/// Points per block.
+pub const BLOCK: usize = 1024;
 
 /// The newest block of one metric, in memory.
 #[derive(Debug, Clone, Default)]

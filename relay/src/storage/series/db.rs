@@ -1,6 +1,6 @@
 //! The SQL the series index needs, as a trait each backend implements.
 
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 
 /// One block row to write (insert or replace by (run, metric, block)).
 pub struct BlockRow<'a> {

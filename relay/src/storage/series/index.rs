@@ -1,13 +1,17 @@
 //! The in-memory side of the series index: each loaded run's open (partial) blocks,
 //! fed event by event inside the append's transaction.
 
-use super::block::{decode, write_block, OpenBlock};
+use super::block::{decode, write_block, OpenBlock, BLOCK};
 use super::db::SeriesDb;
-use super::{BLOCK, OPEN_RUNS, PERSIST_EVERY};
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 use std::collections::HashMap;
 use stepwatch_events::series::{metric_values, SeriesPoint};
 use stepwatch_events::{Event, RunState};
+
+/// A run's partial blocks are written at least every this many events.
+pub const PERSIST_EVERY: u64 = 10_000;
+/// Runs whose partial blocks are kept in memory (least recently used leave).
+pub const OPEN_RUNS: usize = 64;
 
 #[derive(Debug, Default)]
 struct OpenRun {

@@ -24,18 +24,7 @@ pub mod db;
 pub mod index;
 pub mod query;
 
-pub use block::OpenBlock;
+pub use block::{OpenBlock, BLOCK};
 pub use db::{BlockRow, SeriesDb};
-pub use index::Index;
-pub use query::{list, query, SeriesQuery};
-
-/// Points per block.
-pub const BLOCK: usize = 1024;
-/// A run's partial blocks are written at least every this many events.
-pub const PERSIST_EVERY: u64 = 10_000;
-/// Up to this many raw points in the requested range, the answer is exact M4.
-pub const EXACT_LIMIT: u64 = 1_000_000;
-/// Runs whose partial blocks are kept in memory (least recently used leave).
-pub const OPEN_RUNS: usize = 64;
-/// Most buckets a client may ask for.
-pub const MAX_POINTS: usize = 20_000;
+pub use index::{Index, OPEN_RUNS, PERSIST_EVERY};
+pub use query::{list, query, SeriesQuery, EXACT_LIMIT, MAX_POINTS};

@@ -3,11 +3,15 @@
 
 use super::block::{decode, step_range, OpenBlock};
 use super::db::SeriesDb;
-use super::MAX_POINTS;
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 use std::collections::HashMap;
 use stepwatch_events::downsample::m4_indices;
 use stepwatch_events::series::{SeriesInfo, SeriesPage, SeriesPoint};
+
+/// Up to this many raw points in the requested range, the answer is exact M4.
+pub const EXACT_LIMIT: u64 = 1_000_000;
+/// Most buckets a client may ask for.
+pub const MAX_POINTS: usize = 20_000;
 
 /// One stored block's header, read without its points.
 struct Header {
@@ -53,7 +57,7 @@ pub struct SeriesQuery {
     pub points: usize,
     pub from: Option<f64>,
     pub to: Option<f64>,
-    /// Raw points read at most before block summaries stand in ([`super::EXACT_LIMIT`]).
+    /// Raw points read at most before block summaries stand in ([`EXACT_LIMIT`]).
     pub exact_limit: u64,
 }
 

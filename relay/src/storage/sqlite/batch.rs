@@ -8,7 +8,8 @@ use stepwatch_events::RunState;
 
 use super::series::Lite;
 use crate::storage::append::BatchTx;
-use crate::storage::{StoreError, StoredEvent};
+use crate::storage::error::StoreError;
+use crate::storage::types::StoredEvent;
 
 /// The writer's transaction for one batch.
 pub(super) struct LiteTx<'c>(pub Transaction<'c>);

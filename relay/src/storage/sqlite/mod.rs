@@ -22,8 +22,10 @@ use self::schema::migrate;
 pub use self::schema::SCHEMA_VERSION;
 pub use self::series::Lite;
 use crate::storage::append::{self, Batch, Begun};
+use crate::storage::error::StoreError;
 use crate::storage::series::{list, query, Index, SeriesQuery};
-use crate::storage::{sort_runs, Committed, Storage, StoreError, StoredEvent};
+use crate::storage::types::{sort_runs, Committed, StoredEvent};
+use crate::storage::Storage;
 
 /// How hard SQLite syncs to disk on commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

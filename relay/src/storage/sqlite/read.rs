@@ -3,9 +3,10 @@
 use rusqlite::params;
 
 use super::SqliteStore;
+use crate::storage::error::StoreError;
+use crate::storage::types::StoredEvent;
 #[cfg(doc)]
 use crate::storage::Storage;
-use crate::storage::{StoreError, StoredEvent};
 
 impl SqliteStore {
     /// Events with id > `after`, oldest first ([`Storage::events`]).

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use super::series;
-use crate::storage::StoreError;
+use crate::storage::error::StoreError;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

@@ -1,7 +1,7 @@
 //! The series index's SQL on SQLite ([`Lite`]) and its tables.
 
+use crate::storage::error::StoreError;
 use crate::storage::series::{BlockRow, SeriesDb};
-use crate::storage::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The series index's tables.
