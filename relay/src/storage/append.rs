@@ -188,3 +188,159 @@ fn write<T: BatchTx>(
     }
     Ok(folded)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::storage::sqlite::series::Lite;
+    use rusqlite::Connection;
+    use std::cell::RefCell;
+
+    /// A transaction whose writes go nowhere, failing at the step named.
+    struct Failing<'c> {
+        conn: &'c Connection,
+        fail_at: &'static str,
+        steps: &'c RefCell<Vec<&'static str>>,
+    }
+
+    impl Failing<'_> {
+        fn step(&self, name: &'static str) -> Result<(), StoreError> {
+            self.steps.borrow_mut().push(name);
+            if self.fail_at == name {
+                return Err(StoreError::Full);
+            }
+            Ok(())
+        }
+    }
+
+    impl BatchTx for Failing<'_> {
+        type Db<'s>
+            = Lite<'s>
+        where
+            Self: 's;
+
+        fn series(&mut self) -> Lite<'_> {
+            Lite(self.conn)
+        }
+
+        fn insert_events(
+            &mut self,
+            _: &str,
+            _: &[Arc<StoredEvent>],
+            _: &[(Option<String>, Option<i64>)],
+        ) -> Result<(), StoreError> {
+            self.step("insert")
+        }
+
+        fn upsert_sources(&mut self, _: &str, _: &HashMap<String, u64>) -> Result<(), StoreError> {
+            self.step("sources")
+        }
+
+        fn save_state(&mut self, _: &str, _: &RunState, _: f64) -> Result<(), StoreError> {
+            self.step("state")
+        }
+
+        fn announce(&mut self, _: &str) -> Result<(), StoreError> {
+            self.step("announce")
+        }
+
+        fn commit(self) -> Result<(), StoreError> {
+            self.step("commit")
+        }
+    }
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::storage::sqlite::schema::SCHEMA)
+            .unwrap();
+        conn.execute_batch(crate::storage::sqlite::series::SCHEMA)
+            .unwrap();
+        conn
+    }
+
+    fn batch(run: &str, seqs: std::ops::Range<u64>) -> Batch<'_> {
+        Batch {
+            run,
+            events: seqs
+                .map(|seq| {
+                    Event::from_json(&format!(
+                        r#"{{"event":"batch_end","loss":1,"src":"a","seq":{seq}}}"#
+                    ))
+                    .unwrap()
+                })
+                .collect(),
+            received: 1.0,
+            max_metrics: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn every_step_runs_in_order_and_any_failure_makes_the_index_forget_the_run() {
+        let conn = db();
+        let all = ["insert", "sources", "state", "announce", "commit"];
+        for fail_at in all.iter().copied().chain(["none"]) {
+            let steps = RefCell::new(Vec::new());
+            let mut index = Index::default();
+            let mut known = HashMap::new();
+            known.insert("a".to_string(), 2);
+            let tx = Failing {
+                conn: &conn,
+                fail_at,
+                steps: &steps,
+            };
+            let mut state = RunState::new("r");
+            state.last_id = 7;
+            let begun = Begun {
+                tx,
+                index: &mut index,
+                state,
+                known: Some(&known),
+                stored_last_id: None,
+            };
+            let out = transact(begun, batch("r", 1..5));
+            let ran = all
+                .iter()
+                .position(|s| *s == fail_at)
+                .map_or(all.len(), |i| i + 1);
+            assert_eq!(*steps.borrow(), all[..ran], "{fail_at}");
+            if fail_at == "none" {
+                let done = out.unwrap();
+                // seq 1 and 2 were stored before: ids go on from 7, gapless.
+                assert_eq!(done.duplicates, 2);
+                let ids: Vec<u64> = done.stored.iter().map(|e| e.id).collect();
+                assert_eq!(ids, vec![8, 9]);
+                assert_eq!(done.advanced.get("a"), Some(&4));
+                assert_eq!(done.state.last_id, 9);
+                assert_eq!(index.seen_id("r"), Some(9));
+            } else {
+                assert!(matches!(out, Err(StoreError::Full)), "{fail_at}");
+                assert_eq!(index.seen_id("r"), None, "{fail_at}: index kept the run");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_of_duplicates_only_writes_nothing_but_commits() {
+        let conn = db();
+        let mut index = Index::default();
+        let known: HashMap<String, u64> = [("a".to_string(), 9)].into();
+        let steps = RefCell::new(Vec::new());
+        let begun = Begun {
+            tx: Failing {
+                conn: &conn,
+                fail_at: "insert",
+                steps: &steps,
+            },
+            index: &mut index,
+            state: RunState::new("r"),
+            known: Some(&known),
+            stored_last_id: None,
+        };
+        // Any write would fail ("insert" is refused); a commit alone succeeds.
+        let done = transact(begun, batch("r", 1..5)).unwrap();
+        assert_eq!((done.stored.len(), done.duplicates), (0, 4));
+        assert_eq!(done.state.last_id, 0);
+        assert_eq!(*steps.borrow(), ["commit"]);
+    }
+}
