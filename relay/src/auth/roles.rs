@@ -61,7 +61,7 @@ pub struct Identity {
     pub run_prefix: Option<String>,
     /// When the session ends (browser sessions only); streams close then.
     pub expires: Option<Instant>,
-    /// The session's key ([`session_key`]), for browser sessions: streams close as soon
+    /// The session's key ([`super::session_key`]), for browser sessions: streams close as soon
     /// as it ends, whichever relay ended it.
     pub session: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! [`Storage`] is what the HTTP layer sees. Two backends implement it:
 //! [`sqlite::SqliteStore`] (the embedded default: one file, WAL journal) and
 //! [`pg::PgStore`] (PostgreSQL, shared by any number of relays). Both append through
-//! the one recipe in [`append`], so the invariants hold the same on either:
+//! the one recipe in `append`, so the invariants hold the same on either:
 //! - per run, ids are 1, 2, 3 … with no gaps, assigned under one writer lock;
 //! - a batch is stored whole or not at all (one transaction), acknowledged only once
 //!   committed;
@@ -19,7 +19,7 @@
 //! ([`peers::SessionTable`]) for whoever gives them meaning.
 //!
 //! - [`error`]: [`StoreError`]; [`types`]: what storage hands out;
-//! - [`fold`]: the per-batch work every backend shares; [`append`]: the append recipe;
+//! - `fold`: the per-batch work every backend shares; `append`: the append recipe;
 //! - [`series`]: the metric series index (database-agnostic, behind `SeriesDb`);
 //! - [`sqlite`], [`pg`]: what differs per backend (schema, SQL, pool, TLS …);
 //! - [`copy`]: `stepwatch migrate`, SQLite into PostgreSQL.

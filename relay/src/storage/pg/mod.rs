@@ -25,7 +25,7 @@
 //! `series` (the series index's SQL), `listen` (LISTEN/NOTIFY, delivery to this
 //! relay's [`Fanout`], the poll), `sessions` (the shared sessions table), `tls` and
 //! `conninfo` (libpq's TLS parameters and connection strings). The append itself is
-//! the shared recipe ([`crate::storage::append`]); this module holds the store, its
+//! the shared recipe (`storage::append`); this module holds the store, its
 //! start-up and its reads.
 
 mod batch;

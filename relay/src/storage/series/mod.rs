@@ -17,7 +17,7 @@
 //! The index logic is database-agnostic: every read and write goes through the
 //! [`SeriesDb`] trait ([`db`]), which each backend implements with its own SQL
 //! (`storage::sqlite::series`, `storage::pg::series`). [`index`] is the in-memory side,
-//! [`block`] the stored block format, [`query`] the chart queries.
+//! [`block`] the stored block format, [`mod@query`] the chart queries.
 
 pub mod block;
 pub mod db;

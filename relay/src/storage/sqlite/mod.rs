@@ -1,9 +1,9 @@
 //! SQLite storage, the embedded default: one file (`<data-dir>/stepwatch.db`, WAL
 //! journal), one writer, a few pooled readers, a background checkpointer. What is
 //! SQLite's own lives here and below: schema and migrations ([`schema`]), the batch
-//! transaction the shared append recipe runs on ([`batch`]), the series index's SQL
-//! ([`series`]), the event reads ([`read`]). The append itself is the shared recipe
-//! ([`crate::storage::append`]).
+//! transaction the shared append recipe runs on (`batch`), the series index's SQL
+//! ([`series`]), the event reads (`read`). The append itself is the shared recipe
+//! (`storage::append`).
 
 mod batch;
 mod read;
