@@ -111,7 +111,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 auth::sessions::SharedSessions::share(&app_state.auth, pg.clone());
             job
         });
-        storage::pg::listen(pg, app_state.hub.clone(), sessions);
+        storage::pg::listen::listen(pg, app_state.hub.clone(), sessions);
     }
     let state = web::Data::new(app_state);
     if let Some(days) = opts.retain_days {

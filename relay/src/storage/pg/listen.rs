@@ -234,7 +234,7 @@ impl PgStore {
             // A delivery under way (its lock held) is not behind: it is catching up now.
             .map(|(k, v)| (k.clone(), v.try_lock().map_or(u64::MAX, |d| *d)))
             .collect();
-        self.with_conn(|conn| {
+        self.pool.with_conn(|conn| {
             let rows = conn
                 .client
                 .query("SELECT run, last_id, gen FROM runs WHERE state <> ''", &[])?;
@@ -263,8 +263,8 @@ impl PgStore {
     fn spawn_listener(self: &Arc<Self>, job: Option<Arc<dyn ListenerJob>>) {
         let weak = Arc::downgrade(self);
         let stop = self.stop.clone();
-        let config = self.config.clone();
-        let tls = self.tls.clone();
+        let (config, tls) = self.pool.config();
+        let (config, tls) = (config.clone(), tls.clone());
         let _ = std::thread::Builder::new()
             .name("stepwatch-pg-listen".into())
             .spawn(move || {
@@ -344,7 +344,7 @@ impl PgStore {
                 return Err(StoreError::database("listening connection closed"));
             }
             if !changed.is_empty() {
-                self.with_conn(|conn| {
+                self.pool.with_conn(|conn| {
                     for run in changed.keys() {
                         self.catch_up(conn, run)?;
                     }

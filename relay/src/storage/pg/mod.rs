@@ -12,7 +12,7 @@
 //!   listens and delivers what other relays stored to its own subscribers by reading
 //!   the events table after the newest id it has delivered for that run, so a lost
 //!   notification loses nothing: the next one, or the poll every
-//!   [`POLL_EVERY`], catches up from the table. Subscribers see each run in id order.
+//!   [`listen::POLL_EVERY`], catches up from the table. Subscribers see each run in id order.
 //!
 //! The database is reached through a small pool of connections. A connection that
 //! fails is dropped and a new one is opened on the next request; while the database
@@ -22,7 +22,7 @@
 //! What is PostgreSQL's own lives in the submodules: [`schema`] (migrations, database
 //! creation, error mapping), `pool` (connections and prepared statements), `batch`
 //! (the row lock and the batch transaction the shared append recipe runs on),
-//! `series` (the series index's SQL), `listen` (LISTEN/NOTIFY, delivery to this
+//! `series` (the series index's SQL), [`listen`] (LISTEN/NOTIFY, delivery to this
 //! relay's [`Fanout`], the poll), `sessions` (the shared sessions table), `tls` and
 //! `conninfo` (libpq's TLS parameters and connection strings). The append itself is
 //! the shared recipe (`storage::append`); this module holds the store, its
@@ -30,7 +30,7 @@
 
 mod batch;
 mod conninfo;
-mod listen;
+pub mod listen;
 mod pool;
 pub mod schema;
 mod series;
@@ -46,11 +46,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use stepwatch_events::series::{SeriesInfo, SeriesPage};
 use stepwatch_events::{Event, RunState, RunSummary};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use self::conninfo::redact;
-pub use self::listen::{listen, POLL_EVERY};
-pub use self::pool::POOL_MAX;
 use self::pool::{prepared, Conn, Pool};
 pub use self::schema::PG_SCHEMA_VERSION;
 use self::schema::{create_database, describe, migrate_schema};
@@ -84,20 +81,14 @@ struct Shared {
 
 /// PostgreSQL storage shared by any number of relays.
 pub struct PgStore {
-    config: postgres::Config,
-    /// TLS as the URL's libpq parameters (`sslmode`, `sslrootcert` …) ask.
-    tls: MakeRustlsConnect,
-    target: String,
     /// This relay's name in notifications (it skips its own).
     node: String,
-    pool: Mutex<Pool>,
-    /// Signalled when a connection is returned or closed.
-    freed: std::sync::Condvar,
+    pool: Pool,
     shared: Arc<Shared>,
     /// The series index's in-memory side; taken after the run's row lock.
     /// Sharded by run, so appends to different runs overlap their transactions.
     index: Vec<Mutex<Index>>,
-    /// This relay's subscribers, once [`listen`] connected them.
+    /// This relay's subscribers, once [`listen::listen`] connected them.
     fanout: OnceLock<Arc<dyn Fanout>>,
     bytes: AtomicU64,
     stop: Arc<AtomicBool>,
@@ -109,8 +100,7 @@ impl Drop for PgStore {
         self.stop.store(true, Ordering::Relaxed);
         // Closing a connection blocks on its own runtime, which may not happen on a
         // thread that drives async tasks (the relay drops its store there).
-        let conns =
-            std::mem::take(&mut self.pool.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
+        let conns = self.pool.take_idle();
         if !conns.is_empty() {
             let _ = std::thread::spawn(move || drop(conns)).join();
         }
@@ -196,18 +186,8 @@ impl PgStore {
         }
         let node = format!("{:016x}", rand::random::<u64>());
         let store = PgStore {
-            config,
-            tls,
-            target,
             node,
-            pool: Mutex::new(Pool {
-                idle: vec![Conn {
-                    client,
-                    cache: HashMap::new(),
-                }],
-                open: 1,
-            }),
-            freed: std::sync::Condvar::new(),
+            pool: Pool::new(config, tls, target, client),
             shared: Arc::new(Shared {
                 states: RwLock::new(states),
                 delivered: Mutex::new(delivered),
@@ -236,9 +216,14 @@ impl PgStore {
         self
     }
 
+    /// A new connection of its own, outside the pool (`stepwatch migrate`'s copy).
+    pub(crate) fn client(&self) -> Result<postgres::Client, StoreError> {
+        self.pool.connect().map(|c| c.client)
+    }
+
     /// Where the store points, without the password.
     pub fn target(&self) -> &str {
-        &self.target
+        self.pool.target()
     }
 
     /// The series index shard that holds `run`.
@@ -250,7 +235,7 @@ impl PgStore {
     }
 
     fn refresh_bytes(&self) {
-        let n = self.with_conn(|c| {
+        let n = self.pool.with_conn(|c| {
             let row = c
                 .client
                 .query_one("SELECT pg_database_size(current_database())", &[])?;
@@ -270,7 +255,8 @@ impl Storage for PgStore {
         received: f64,
         on_commit: &dyn Fn(&Committed),
     ) -> Result<Committed, StoreError> {
-        self.with_conn(|conn| self.append_on(conn, run, events, received, on_commit))
+        self.pool
+            .with_conn(|conn| self.append_on(conn, run, events, received, on_commit))
     }
 
     fn events(
@@ -281,7 +267,7 @@ impl Storage for PgStore {
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         // No names: every event (`$3` NULL). The (run, id) key serves both.
-        self.read_conn(|c| {
+        self.pool.read_conn(|c| {
             let s = prepared(
                 &mut c.cache,
                 &mut c.client,
@@ -303,7 +289,7 @@ impl Storage for PgStore {
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64;
-        self.read_conn(|c| {
+        self.pool.read_conn(|c| {
             let s = prepared(
                 &mut c.cache,
                 &mut c.client,
@@ -350,7 +336,7 @@ impl Storage for PgStore {
         metric: &str,
         q: SeriesQuery,
     ) -> Result<Option<SeriesPage>, StoreError> {
-        self.read_conn(|conn| {
+        self.pool.read_conn(|conn| {
             let Some((open, last_id)) =
                 self.open_series(conn, run, |index| index.open_block(run, metric))?
             else {
@@ -365,7 +351,7 @@ impl Storage for PgStore {
     }
 
     fn series_list(&self, run: &str) -> Result<Option<Vec<SeriesInfo>>, StoreError> {
-        self.read_conn(|conn| {
+        self.pool.read_conn(|conn| {
             let Some((open, _)) = self.open_series(conn, run, |index| index.open_blocks(run))?
             else {
                 return Ok(None);
@@ -379,7 +365,7 @@ impl Storage for PgStore {
     }
 
     fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError> {
-        let n = self.with_conn(|conn| {
+        let n = self.pool.with_conn(|conn| {
             let Conn { client, cache } = conn;
             let mut tx = client.transaction()?;
             if Self::lock_run(&mut tx, cache, run)?.is_none() {
@@ -419,7 +405,7 @@ impl Storage for PgStore {
     }
 
     fn ready(&self) -> Result<(), StoreError> {
-        self.read_conn(|c| {
+        self.pool.read_conn(|c| {
             c.client.simple_query("SELECT 1")?;
             Ok(())
         })

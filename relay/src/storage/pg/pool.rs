@@ -4,10 +4,11 @@
 
 use postgres::{Client, GenericClient, Statement};
 use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema::describe;
-use super::PgStore;
 use crate::storage::error::StoreError;
 
 /// Connections a relay opens at most for requests (the listener has one more).
@@ -15,10 +16,22 @@ pub const POOL_MAX: usize = 16;
 /// How long a request waits for a connection when all are busy.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// The connections: idle ones, and how many are open in all (idle or in use).
+/// The connections to one database, and how to open more.
 pub(super) struct Pool {
-    pub(super) idle: Vec<Conn>,
-    pub(super) open: usize,
+    config: postgres::Config,
+    /// TLS as the URL's libpq parameters (`sslmode`, `sslrootcert` …) ask.
+    tls: MakeRustlsConnect,
+    /// Where the pool points, without the password.
+    target: String,
+    conns: Mutex<Conns>,
+    /// Signalled when a connection is returned or closed.
+    freed: Condvar,
+}
+
+/// The connections: idle ones, and how many are open in all (idle or in use).
+struct Conns {
+    idle: Vec<Conn>,
+    open: usize,
 }
 
 /// One pooled connection and its prepared statements.
@@ -41,7 +54,45 @@ pub(super) fn prepared(
     Ok(s)
 }
 
-impl PgStore {
+impl Pool {
+    /// A pool on `config`, starting with the connection `first`.
+    pub(super) fn new(
+        config: postgres::Config,
+        tls: MakeRustlsConnect,
+        target: String,
+        first: Client,
+    ) -> Pool {
+        Pool {
+            config,
+            tls,
+            target,
+            conns: Mutex::new(Conns {
+                idle: vec![Conn {
+                    client: first,
+                    cache: HashMap::new(),
+                }],
+                open: 1,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The connection settings (the listener opens its own connection with them).
+    pub(super) fn config(&self) -> (&postgres::Config, &MakeRustlsConnect) {
+        (&self.config, &self.tls)
+    }
+
+    /// Where the pool points, without the password.
+    pub(super) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Takes the idle connections out (to close them).
+    pub(super) fn take_idle(&mut self) -> Vec<Conn> {
+        std::mem::take(&mut self.conns.get_mut().unwrap_or_else(|p| p.into_inner()).idle)
+    }
+
+    /// A new connection outside the pool.
     pub(super) fn connect(&self) -> Result<Conn, StoreError> {
         let client = self.config.connect(self.tls.clone()).map_err(|e| {
             StoreError::database(format!(
@@ -91,7 +142,7 @@ impl PgStore {
     /// in use.
     pub(super) fn checkout(&self) -> Result<(Conn, bool), StoreError> {
         let deadline = Instant::now() + POOL_WAIT;
-        let mut pool = self.pool.lock().map_err(|_| StoreError::poisoned())?;
+        let mut pool = self.conns.lock().map_err(|_| StoreError::poisoned())?;
         loop {
             while let Some(c) = pool.idle.pop() {
                 if !c.client.is_closed() {
@@ -118,7 +169,7 @@ impl PgStore {
         }
         drop(pool);
         self.connect().map(|c| (c, false)).inspect_err(|_| {
-            if let Ok(mut pool) = self.pool.lock() {
+            if let Ok(mut pool) = self.conns.lock() {
                 pool.open -= 1;
             }
             self.freed.notify_one();
@@ -128,7 +179,7 @@ impl PgStore {
     /// Pools the connection again unless it failed. A closed one means the server went
     /// away: every idle connection is then as dead, so the pool is emptied.
     pub(super) fn check_in<T>(&self, conn: Conn, out: &Result<T, StoreError>) {
-        let Ok(mut pool) = self.pool.lock() else {
+        let Ok(mut pool) = self.conns.lock() else {
             return;
         };
         let mut dead = Vec::new();
@@ -144,12 +195,5 @@ impl PgStore {
         drop(pool);
         self.freed.notify_all();
         drop(dead);
-    }
-}
-
-impl PgStore {
-    /// A new connection of its own, outside the pool (`stepwatch migrate`'s copy).
-    pub(crate) fn client(&self) -> Result<Client, StoreError> {
-        self.connect().map(|c| c.client)
     }
 }

@@ -13,7 +13,7 @@ impl PgStore {
         &self,
         write: impl Fn(&mut postgres::Transaction<'_>) -> Result<(), postgres::Error>,
     ) -> Result<(), StoreError> {
-        self.with_conn(|c| {
+        self.pool.with_conn(|c| {
             let mut tx = c.client.transaction()?;
             write(&mut tx)?;
             tx.execute(
@@ -53,7 +53,7 @@ impl SessionTable for PgStore {
     }
 
     fn live_sessions(&self, now: f64) -> Result<Vec<(String, String, f64)>, StoreError> {
-        self.with_conn(|c| {
+        self.pool.with_conn(|c| {
             Ok(c.client
                 .query(
                     "SELECT key, user_name, expires FROM sessions WHERE expires > $1",
@@ -66,7 +66,7 @@ impl SessionTable for PgStore {
     }
 
     fn sweep_sessions(&self, now: f64) -> Result<(), StoreError> {
-        self.with_conn(|c| {
+        self.pool.with_conn(|c| {
             c.client
                 .execute("DELETE FROM sessions WHERE expires < $1", &[&now])?;
             Ok(())

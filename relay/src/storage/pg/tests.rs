@@ -106,7 +106,7 @@ fn the_urls_own_options_are_kept_and_win_over_the_relays_defaults() {
         "{url}?options=-c%20statement_timeout%3D1234%20-c%20search_path%3Dpublic"
     ))
     .unwrap();
-    let mut conn = store.connect().unwrap();
+    let mut conn = store.pool.connect().unwrap();
     let show = |c: &mut Conn, what: &str| -> String {
         c.client
             .query_one(&format!("SHOW {what}"), &[])
