@@ -4,7 +4,7 @@
 //! for a subscriber that falls behind, who then sees `Lagged` and is cut off (it
 //! reconnects with Last-Event-ID and catches up from storage).
 
-use crate::store::{Committed, StoredEvent};
+use crate::storage::{Committed, StoredEvent};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

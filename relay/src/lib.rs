@@ -4,14 +4,16 @@
 //! into each run's [`stepwatch_events::RunState`], and fans them out over
 //! Server-Sent Events. It also serves the built dashboard.
 //!
-//! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users).
-//! - [`store`]: durable storage behind the [`store::Storage`] trait; SQLite, the
-//!   embedded default for one machine.
-//! - [`pg`]: PostgreSQL behind the same trait, for several relays sharing one history
-//!   (LISTEN/NOTIFY carries each commit to the other relays).
-//! - [`series`]: the metric series index (blocks of points with summaries) behind
-//!   `GET /api/runs/{run}/series`, so huge runs chart in milliseconds.
+//! - [`auth`]: users, roles, sessions and tokens (off unless a config file names users),
+//!   sessions shared through the database in [`auth::sessions`].
+//! - [`storage`]: durable storage behind the [`storage::Storage`] trait, with one
+//!   append recipe: SQLite (`storage::sqlite`), the embedded default for one machine,
+//!   and PostgreSQL (`storage::pg`), for several relays sharing one history
+//!   (LISTEN/NOTIFY carries each commit to the other relays); the metric series index
+//!   (`storage::series`) behind `GET /api/runs/{run}/series`.
 //! - [`hub`]: non-blocking fan-out; a subscriber that falls behind is cut off.
+//!   [`fanout`]: the hub as the storage's [`storage::peers::Fanout`], so other relays'
+//!   commits reach this relay's subscribers.
 //! - [`api`]: the HTTP API, the only layer besides dashboard serving that knows HTTP:
 //!   ingest, reads, SSE streams, control commands, metrics, health, and the access guard
 //!   in front of every route (login/logout/me), with one error type.
@@ -25,11 +27,10 @@ pub mod auth;
 pub mod clock;
 pub mod dashboard;
 pub mod demo;
+pub mod fanout;
 pub mod hub;
-pub mod pg;
 pub mod retention;
-pub mod series;
-pub mod store;
+pub mod storage;
 
 use actix_web::{web, App, HttpServer};
 use std::net::SocketAddr;
@@ -45,7 +46,7 @@ pub struct ServeOptions {
     pub database: Option<String>,
     pub dist: PathBuf,
     pub allow_origins: Vec<String>,
-    pub sync: store::SyncLevel,
+    pub sync: storage::sqlite::SyncLevel,
     pub max_body: usize,
     /// Delete runs whose last event is older than this many days (checked hourly).
     pub retain_days: Option<f64>,
@@ -60,15 +61,17 @@ pub struct ServeOptions {
 /// Opens storage and serves until the process is stopped.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     check_bind(&opts)?;
-    let (store, shared): (Arc<dyn store::Storage>, _) = match &opts.database {
+    let (store, shared): (Arc<dyn storage::Storage>, _) = match &opts.database {
         Some(url) => {
-            let pg = Arc::new(pg::PgStore::open(url)?.with_max_metrics(opts.limits.max_metrics));
+            let pg = Arc::new(
+                storage::pg::PgStore::open(url)?.with_max_metrics(opts.limits.max_metrics),
+            );
             tracing::info!(database = pg.target(), "storing in PostgreSQL");
             (pg.clone(), Some(pg))
         }
         None => (
             Arc::new(
-                store::SqliteStore::open(&opts.data_dir, opts.sync)?
+                storage::sqlite::SqliteStore::open(&opts.data_dir, opts.sync)?
                     .with_max_metrics(opts.limits.max_metrics),
             ),
             None,
@@ -84,7 +87,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     if let Some(pg) = &shared {
         // Other relays' commits reach this relay's subscribers, and sign-ins are shared.
-        pg::attach(pg, app_state.hub.clone(), app_state.auth.clone());
+        let sessions = app_state.auth.enabled().then(|| {
+            let job: Arc<dyn storage::peers::ListenerJob> =
+                auth::sessions::SharedSessions::share(&app_state.auth, pg.clone());
+            job
+        });
+        storage::pg::listen::listen(pg, app_state.hub.clone(), sessions);
     }
     let state = web::Data::new(app_state);
     if let Some(days) = opts.retain_days {

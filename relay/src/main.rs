@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use stepwatch_relay::{api, store::SyncLevel, ServeOptions};
+use stepwatch_relay::{api, storage::sqlite::SyncLevel, ServeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -215,14 +215,14 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Migrate { data_dir, database } => {
-            let report = stepwatch_relay::pg::copy_from_sqlite(&data_dir, &database)?;
+            let report = stepwatch_relay::storage::copy::copy_from_sqlite(&data_dir, &database)?;
             println!(
                 "copied {} runs, {} events and {} series blocks from {} into {}",
                 report.runs,
                 report.events,
                 report.blocks,
                 data_dir.join("stepwatch.db").display(),
-                stepwatch_relay::pg::redact(&database)
+                stepwatch_relay::storage::pg::redact(&database)
             );
             Ok(())
         }

@@ -3,7 +3,7 @@
 
 use crate::clock::now;
 use crate::hub::Hub;
-use crate::store::Storage;
+use crate::storage::Storage;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! (plus any detail fields), with the one table from storage errors to statuses, and
 //! `Retry-After` on every 503. Handlers return `Result<HttpResponse, ApiError>` and use `?`.
 
-use crate::store::StoreError;
+use crate::storage::StoreError;
 use actix_web::error::BlockingError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;

@@ -5,7 +5,7 @@
 use super::error::{check_run, ApiError};
 use super::state::{Data, Limits};
 use crate::clock::now;
-use crate::store::StoreError;
+use crate::storage::StoreError;
 use actix_web::http::header;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};

@@ -4,8 +4,8 @@
 
 use super::error::{blocking, check_run, ApiError};
 use super::state::Data;
-use crate::series::{self, SeriesQuery};
-use crate::store::StoredEvent;
+use crate::storage::series::{self, SeriesQuery};
+use crate::storage::StoredEvent;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;

@@ -8,7 +8,7 @@ use super::access::identity;
 use super::error::{check_run, ApiError};
 use super::state::Data;
 use crate::hub::Hub;
-use crate::store::{Storage, StoredEvent};
+use crate::storage::{Storage, StoredEvent};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};

@@ -3,7 +3,7 @@
 
 use super::histogram::Histogram;
 use crate::hub::Hub;
-use crate::store::Storage;
+use crate::storage::Storage;
 use actix_web::web;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
