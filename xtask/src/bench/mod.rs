@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: programs that print figures next to the targets in DESIGN.md.
+//! `cargo xtask bench`: programs that print figures next to the targets in docs/DESIGN.md.
 //! Every load goes to a release relay process on loopback, started by the e2e harness's
 //! launcher with its own data dir ([`relay`]); one module per benchmark group.
 
@@ -45,7 +45,7 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
         }
     }
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
-    table::header("benchmark", "target (DESIGN.md)");
+    table::header("benchmark", "target (docs/DESIGN.md)");
     let relay = BenchRelay::start(root)?;
     if want("size") {
         size::download_size(root, &relay)?;
