@@ -38,6 +38,7 @@ from __future__ import annotations
 import dis
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -57,6 +58,11 @@ HANDLED = ("load_checkpoint", "ask")
 #: How a stop reaches the loop (see the module docstring).
 STOP_MODES = ("auto", "interrupt", "flag", "raise")
 
+
+#: The functions that mean "the loop checks for a stop" when user code calls them
+#: (``stepwatch.should_stop``; :mod:`stepwatch._session` registers it, so this module
+#: needs no import of it).
+STOP_CHECKS: list[Callable[[], bool]] = []
 
 #: Handlers registered with :func:`on_command`, shared by every connection.
 HANDLERS: dict[str, Callable[..., Any]] = {}
@@ -105,8 +111,6 @@ def framework_stops(name: str | None) -> None:
 def resolve_stop_mode(stop: str | None, raise_on_stop: bool = False) -> str:
     """The stop mode: ``raise`` with ``raise_on_stop``, else ``stop``, else
     ``STEPWATCH_STOP``, else ``auto``. A bad ``stop`` raises; a bad env value warns."""
-    import os
-
     if raise_on_stop:
         return "raise"
     if stop is not None:
@@ -157,14 +161,16 @@ def _refs(code: CodeType) -> tuple[frozenset[str], frozenset[str]]:
 def _code_checks(code: CodeType, lookup: Callable[[str], Any], depth: int = 0) -> bool:
     """``code`` calls ``stepwatch.should_stop`` (any alias), or a function it calls does
     (one level down: ``def stop_asked(): return stepwatch.should_stop()``)."""
-    from . import _relay
-
     owners, loaded = _refs(code)
     for name in loaded:
         value = lookup(name)
-        if value is _relay.should_stop:
+        if _is_stop_check(value):
             return True
-        if name in owners and isinstance(value, ModuleType) and value in _packages():
+        if (
+            name in owners
+            and isinstance(value, ModuleType)
+            and _is_stop_check(getattr(value, "should_stop", None))
+        ):
             return True
         if (
             depth == 0
@@ -177,10 +183,8 @@ def _code_checks(code: CodeType, lookup: Callable[[str], Any], depth: int = 0) -
     return False
 
 
-def _packages() -> tuple[ModuleType, ...]:
-    from . import _relay
-
-    return tuple(m for m in (sys.modules.get("stepwatch"), _relay) if m is not None)
+def _is_stop_check(value: Any) -> bool:
+    return any(value is fn for fn in STOP_CHECKS)
 
 
 def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) -> bool:
@@ -308,7 +312,7 @@ class Controller:
                 self._pause_acked = True
                 self._ack(pause_id, "pause", "accepted", "paused")
             with self._cond:
-                while self._pause_id is not None and self._stop_id is None and not self._closed:
+                while self._resume_id is None and self._stop_id is None and not self._closed:
                     self._cond.wait(0.2)
                     if self._work:
                         self._cond.release()
@@ -316,9 +320,13 @@ class Controller:
                             self._run_work()
                         finally:
                             self._cond.acquire()
-            resume_id = self._resume_id
-            self._resume_id = None
-            self._ack(pause_id, "pause", "done", "resumed" if resume_id else "ended")
+                resume_id = self._resume_id
+                self._pause_id = self._resume_id = None
+            if resume_id:
+                said = "resumed"
+            else:
+                said = "stopped while paused" if self._stop_id is not None else "ended"
+            self._ack(pause_id, "pause", "done", said)
             if resume_id:
                 self._ack(resume_id, "resume", "done", "resumed")
         if self._stop_id is not None and not self._stop_finished and raise_on_stop is not False:
@@ -492,16 +500,17 @@ class Controller:
             return
         with self._cond:
             if name == "pause":
-                if self._pause_id is not None:
+                if self._stop_id is not None:
+                    self._ack(cid, name, "rejected", "already stopping")
+                elif self._pause_id is not None:
                     self._ack(cid, name, "rejected", "already paused")
                 else:
                     self._pause_id, self._pause_acked = cid, False
             elif name == "resume":
-                if self._pause_id is None:
+                if self._pause_id is None or self._resume_id is not None:
                     self._ack(cid, name, "rejected", "not paused")
                 else:
                     self._resume_id = cid
-                    self._pause_id = None
                     self._ack(cid, name, "accepted", "resuming")
             elif name == "stop":
                 if self._stop_id is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import traceback as _tb
 from typing import Any
 
+from . import _session
 from ._emitter import training_emitter
+from ._meta import run_meta
 
 
 def _emit(event: str, **fields: Any) -> dict:
@@ -23,8 +26,6 @@ def emit_training_start(
     """Starts the run; ``meta`` (host, versions, command line, git commit) is filled in."""
     if meta is None:
         try:
-            from ._meta import run_meta
-
             meta = run_meta()
         except Exception:
             meta = None
@@ -41,9 +42,7 @@ def emit_training_start(
 
 def emit_training_end(status: str | None = None, **extra: Any) -> dict:
     """Ends the run: ``completed`` by default, ``stopped`` after a stop from the dashboard."""
-    from ._relay import finish_stop
-
-    stopped = finish_stop()
+    stopped = _session.finish_stop()
     if status is None:
         status = "stopped" if stopped else "completed"
     return _emit("training_end", status=status, **extra)
@@ -92,8 +91,6 @@ def emit_checkpoint_saved(
 ) -> dict:
     if size_bytes is None:
         try:
-            import os
-
             size_bytes = os.path.getsize(checkpoint_path)
         except OSError:
             size_bytes = None
