@@ -43,7 +43,8 @@ def test_webuihooks_folds_each_fixture_as_the_reducer_does(path: Path):
             if key in RUST_ONLY:
                 continue
             assert key in state, f"WebUIHooks has no field {key!r}: fix the fixture"
-            assert same(state[key], want), f"{path.name} step {i}: {key} = {state[key]!r}, want {want!r}"
+            got = state[key]
+            assert same(got, want), f"{path.name} step {i}: {key} = {got!r}, want {want!r}"
 
 
 def test_a_step_of_zero_is_not_missing_and_paused_comes_from_the_ack():
