@@ -202,7 +202,7 @@ def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) ->
                 code = frame.f_code
                 local = frame.f_locals if use_locals and code.co_varnames else {}
 
-                def lookup(name: str, local: Any = local, g: dict = g) -> Any:
+                def lookup(name: str, local: Any = local, g: dict[str, Any] = g) -> Any:
                     return local[name] if name in local else g.get(name)
 
                 if _code_checks(code, lookup):
@@ -234,7 +234,7 @@ class Controller:
         self._emitter = emitter
         self._handlers = HANDLERS
         self._seen: set[str] = set()
-        self._work: deque = deque()  # (id, command, args) to run on the training thread
+        self._work: deque[Any] = deque()  # (id, command, args) to run on the training thread
         self._cond = threading.Condition()
         self._pause_id: str | None = None  # pause asked for, not yet ended
         self._pause_acked = False
@@ -289,7 +289,7 @@ class Controller:
         with self._cond:
             self._cond.notify_all()
 
-    def at_event(self, record: dict) -> None:
+    def at_event(self, record: dict[str, Any]) -> None:
         """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``."""
         event = record.get("event")
         if event == "batch_end":
@@ -440,7 +440,7 @@ class Controller:
         if self._epochs_since_stop >= 2:
             return True
         per_epoch = self._epoch_batches
-        return bool(per_epoch) and self._batches - self._batches_at_stop > per_epoch
+        return bool(per_epoch) and self._batches - self._batches_at_stop > (per_epoch or 0)
 
     def _step_text(self) -> str:
         return str(self._step) if self._step is not None else "0"
@@ -488,7 +488,7 @@ class Controller:
                 self._ack(cid, command, "done", f"answered in {took_ms:.0f} ms", output=result)
 
     # -- listener thread ----------------------------------------------------------------
-    def _dispatch(self, cmd: dict) -> None:
+    def _dispatch(self, cmd: dict[str, Any]) -> None:
         cid = cmd.get("command_id")
         name = cmd.get("command")
         args = cmd.get("args") or {}

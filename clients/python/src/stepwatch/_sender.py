@@ -104,7 +104,7 @@ class RelaySender:
             self.spool_dir / run / f"{time.time():.6f}-{self.src}.ndjson",
             max_bytes=spool_max_bytes or max_bytes_from_env(),
         )
-        self._inflight: list[dict] | None = None
+        self._inflight: list[dict[str, Any]] | None = None
         self._wake = threading.Event()
         self._stop = False
         self._stop_evt = threading.Event()
@@ -186,14 +186,14 @@ class RelaySender:
                 )
         return ok
 
-    def _stamp(self, record: dict, seq: int) -> dict:
+    def _stamp(self, record: dict[str, Any], seq: int) -> dict[str, Any]:
         event = dict(record)  # the emitter's dict may be shared with other listeners
         event["src"] = self.src
         event["seq"] = seq
         return event
 
     def _take(self, limit: int) -> list[dict[str, Any]]:
-        batch = []
+        batch: list[dict[str, Any]] = []
         with self._queue_lock:
             while self._queue and len(batch) < limit:
                 try:
@@ -210,7 +210,7 @@ class RelaySender:
             for event in reversed(batch):
                 self._queue.appendleft(event)
 
-    def _spool_append(self, batch: list[dict]) -> bool:
+    def _spool_append(self, batch: list[dict[str, Any]]) -> bool:
         before = self.spool.dropped
         try:
             self.spool.append(batch)
@@ -276,7 +276,7 @@ class RelaySender:
             if self._stop:
                 return
 
-    def _post(self, batch: list, own: int) -> bool:
+    def _post(self, batch: list[Any], own: int) -> bool:
         """One delivery attempt: True when the relay took (or refused) every event,
         False when it is unreachable or failing. ``own`` of them count as this process's."""
         while batch:

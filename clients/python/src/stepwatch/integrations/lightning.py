@@ -72,8 +72,8 @@ try:
     from lightning.pytorch.utilities import rank_zero_only
 except ImportError as _first:  # pragma: no cover - depends on what is installed
     try:
-        from pytorch_lightning import Callback
-        from pytorch_lightning.loggers import Logger
+        from pytorch_lightning import Callback  # type: ignore[assignment]
+        from pytorch_lightning.loggers import Logger  # type: ignore[assignment]
         from pytorch_lightning.utilities import rank_zero_only
     except ImportError:
         raise ImportError(
