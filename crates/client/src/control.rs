@@ -87,7 +87,7 @@ impl Shared {
     }
 
     /// The answer on receipt (command thread); true when the command goes on to the
-    /// training thread.
+    /// training thread (after this answer is queued).
     fn receive(&self, c: &Command) -> bool {
         let mut s = self.state();
         let (answer, forward) = match c.command.as_str() {
@@ -126,8 +126,10 @@ impl Shared {
             }
             other => (("rejected", format!("unknown command {other:?}")), false),
         };
-        drop(s);
+        // Answered before the state is let go: the training thread's final answer
+        // (which takes the state first) always comes after this one.
         self.ack(c, answer.0, &answer.1, None);
+        drop(s);
         forward
     }
 }

@@ -5,8 +5,11 @@ the model (``load_checkpoint``, ``ask``), pausing and stopping happen on the *tr
 thread, at the next control point: every ``emit_batch_end``, ``emit_batch_start`` and
 ``emit_epoch_start`` (or ``training_emitter.emit`` of those names) and every explicit
 :func:`control_point` call. Each command id is handled once; answers go back as
-``command_ack`` events (``accepted``, then ``done``, or ``rejected`` / ``failed`` with a
-message), and the ``accepted`` message says what the trainer is doing.
+``command_ack`` events on the timeline both SDKs share (the table in ARCHITECTURE.md,
+"The control path"): ``accepted`` when the command arrives (a pause: when the loop
+pauses), or ``rejected`` at once when the trainer cannot do it; the final ``done`` /
+``failed`` at the control point that carries it out (a stop: when the run ends). The
+``accepted`` message says what the trainer is doing.
 
 How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
 
@@ -510,8 +513,8 @@ class Controller:
                 if self._pause_id is None or self._resume_id is not None:
                     self._ack(cid, name, "rejected", "not paused")
                 else:
-                    self._resume_id = cid
                     self._ack(cid, name, "accepted", "resuming")
+                    self._resume_id = cid
             elif name == "stop":
                 if self._stop_id is not None:
                     self._ack(cid, name, "rejected", "already stopping")
@@ -520,8 +523,10 @@ class Controller:
                     self._stop_told = how
                     self._batches_at_stop = self._batches
                     self._epoch_batches = self._declared_epoch_batches()
-                    self._stop_id = cid
+                    # Answered before the training thread can see the stop (and answer
+                    # it "done" at the run's end): accepted always comes first.
                     self._ack(cid, name, "accepted", "stop accepted; " + self._how_message(how))
+                    self._stop_id = cid
             elif name not in self._handlers:
                 self._ack(
                     cid,
@@ -531,8 +536,8 @@ class Controller:
                     f"(register one with stepwatch.on_command({name!r}, fn))",
                 )
             else:
-                self._work.append((cid, name, args))
                 self._ack(cid, name, "accepted", "queued for the next control point")
+                self._work.append((cid, name, args))
             self._cond.notify_all()
 
     def _listen(self) -> None:
