@@ -34,15 +34,11 @@ assert stepwatch.flush(10)
 "#;
 
 /// The Rust side: the same trainer with stepwatch-client.
-fn rust_trainer(
-    url: String,
-    run: &'static str,
-    spool: std::path::PathBuf,
-) -> impl FnOnce() -> bool {
+fn rust_trainer(url: String, run: String, spool: std::path::PathBuf) -> impl FnOnce() -> bool {
     move || {
         let client = Client::with_options(
             &url,
-            run,
+            &run,
             Options {
                 spool_dir: Some(spool),
                 ..Options::default()
@@ -75,7 +71,7 @@ fn rust_trainer(
 
 /// The script: (label, command body); each command is waited for (its final answer, or
 /// the pause taking hold) before the next is sent.
-fn script() -> Vec<(&'static str, Value)> {
+fn full_script() -> Vec<(&'static str, Value)> {
     vec![
         ("resume-not-paused", json!({"command": "resume"})),
         ("ask", json!({"command": "ask", "args": {"input": "hello"}})),
@@ -144,13 +140,13 @@ struct Transcript {
 }
 
 /// Plays the script against the trainer already running as `run`.
-fn play(relay: &Relay, run: &str) -> Transcript {
+fn play(relay: &Relay, run: &str, script: Vec<(&'static str, Value)>) -> Transcript {
     wait_until("the trainer steps", WAIT, || {
         (state(relay, run)["step"].as_u64().unwrap_or(0) > 5).then_some(())
     });
     let mut ids: Vec<(String, &'static str)> = Vec::new();
     let mut paused_still = false;
-    for (label, body) in script() {
+    for (label, body) in script {
         let id = post(relay, run, &body);
         ids.push((id.clone(), label));
         match label {
@@ -232,28 +228,40 @@ fn transcript(relay: &Relay, run: &str, ids: &[(String, &str)], paused_still: bo
     }
 }
 
-#[test]
-fn the_python_and_rust_sdks_answer_the_same_commands_the_same_way() {
-    let dir = TempDir::new("conformance");
+/// Runs `script` against a Python trainer, then a Rust one; both transcripts.
+fn both(tag: &str, script: fn() -> Vec<(&'static str, Value)>) -> (Transcript, Transcript) {
+    let dir = TempDir::new(tag);
     let relay = Relay::start(&dir.0, &[]);
-
-    let mut py = python_trainer(PY_TRAINER, &relay.url, "conf-py");
-    let python = play(&relay, "conf-py");
+    let py_run = format!("{tag}-py");
+    let mut py = python_trainer(PY_TRAINER, &relay.url, &py_run);
+    let python = play(&relay, &py_run, script());
     assert!(py.wait().unwrap().success(), "the Python trainer failed");
-
+    let rs_run = format!("{tag}-rs");
     let trainer = std::thread::spawn(rust_trainer(
         relay.url.clone(),
-        "conf-rs",
+        rs_run.clone(),
         dir.0.join("spool"),
     ));
-    let rust = play(&relay, "conf-rs");
+    let rust = play(&relay, &rs_run, script());
     assert!(
         trainer.join().unwrap(),
         "the Rust trainer's final flush failed"
     );
+    (python, rust)
+}
 
+fn timeline(steps: &[(&str, &str)]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .map(|(l, s)| (l.to_string(), s.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_python_and_rust_sdks_answer_the_same_commands_the_same_way() {
+    let (python, rust) = both("conf", full_script);
     // The contract itself, so that two SDKs agreeing on something else fail too.
-    let want_timeline: Vec<(String, String)> = [
+    let want = timeline(&[
         ("resume-not-paused", "rejected"),
         ("ask", "accepted"),
         ("ask", "done"),
@@ -267,22 +275,43 @@ fn the_python_and_rust_sdks_answer_the_same_commands_the_same_way() {
         ("resume", "done"),
         ("stop", "accepted"),
         ("stop", "done"),
-    ]
-    .iter()
-    .map(|(l, s)| (l.to_string(), s.to_string()))
-    .collect();
+    ]);
     assert_eq!(
-        python.timeline, want_timeline,
+        python.timeline, want,
         "Python off the contract: {python:#?}"
     );
-    assert_eq!(
-        rust.timeline, want_timeline,
-        "Rust off the contract: {rust:#?}"
-    );
+    assert_eq!(rust.timeline, want, "Rust off the contract: {rust:#?}");
     assert_eq!(
         python, rust,
         "the SDKs disagree\nPython: {python:#?}\nRust: {rust:#?}"
     );
     assert!(python.paused_still, "training went on while paused");
     assert_eq!(python.run, (json!("stopped"), json!("/ckpt/a.pt")));
+}
+
+#[test]
+fn a_stop_while_paused_ends_the_pause_then_the_run_in_both_sdks() {
+    let (python, rust) = both("conf-paused-stop", || {
+        vec![
+            ("pause", json!({"command": "pause"})),
+            ("stop", json!({"command": "stop"})),
+        ]
+    });
+    let want = timeline(&[
+        ("pause", "accepted"),
+        ("stop", "accepted"),
+        ("pause", "done"),
+        ("stop", "done"),
+    ]);
+    assert_eq!(
+        python.timeline, want,
+        "Python off the contract: {python:#?}"
+    );
+    assert_eq!(rust.timeline, want, "Rust off the contract: {rust:#?}");
+    assert_eq!(
+        python, rust,
+        "the SDKs disagree\nPython: {python:#?}\nRust: {rust:#?}"
+    );
+    assert_eq!(python.finals[0].2, json!("stopped while paused"));
+    assert_eq!(python.run.0, json!("stopped"));
 }
