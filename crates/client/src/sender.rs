@@ -63,8 +63,9 @@ pub(crate) struct Counters {
 #[derive(Default)]
 struct Inner {
     msgs: VecDeque<Msg>,
-    /// Events in `msgs` (flush and close marks not counted).
+    /// Events in `msgs`, and flush / close marks.
     events: usize,
+    marks: usize,
     /// The sender thread waits for a first message: an emit wakes it.
     idle: bool,
 }
@@ -118,8 +119,33 @@ impl Queue {
     }
 
     fn mark(&self, m: Msg) {
-        self.lock().msgs.push_back(m);
+        let mut q = self.lock();
+        q.msgs.push_back(m);
+        q.marks += 1;
         self.ready.notify_one();
+    }
+
+    /// Moves up to `max` events (and the marks among them) into `into` (empty), in
+    /// order: a buffer swap when they all fit, so the emitting threads wait on no more
+    /// than that (the events are unpacked after the lock is let go).
+    fn grab(q: &mut Inner, max: usize, into: &mut VecDeque<Msg>) {
+        if q.events <= max {
+            std::mem::swap(&mut q.msgs, into);
+            q.events = 0;
+            q.marks = 0;
+            return;
+        }
+        let (mut n, mut events) = (0, 0);
+        for m in &q.msgs {
+            if events == max {
+                break;
+            }
+            events += usize::from(matches!(m, Msg::Event(_)));
+            n += 1;
+        }
+        q.events -= events;
+        q.marks -= n - events;
+        into.extend(q.msgs.drain(..n));
     }
 }
 
@@ -187,6 +213,7 @@ pub(crate) fn start(s: Setup<'_>) -> (Arc<Outbox>, Option<std::thread::JoinHandl
         reported: 0,
         waiters: Vec::new(),
         closing: false,
+        taken: VecDeque::new(),
     };
     if let Some(dir) = s.spool_dir {
         sender.older = spool::files(dir, s.run)
@@ -233,6 +260,9 @@ struct Sender {
     reported: u64,
     waiters: Vec<SyncSender<()>>,
     closing: bool,
+    /// What was last taken from the queue, unpacked outside its lock (its buffer is
+    /// swapped back in, so the steady state allocates nothing).
+    taken: VecDeque<Msg>,
 }
 
 impl Sender {
@@ -317,68 +347,61 @@ impl Sender {
         self.spool.as_mut().filter(|s| s.pending())
     }
 
-    /// Takes queued events up to `max`, stopping at a flush or close mark (noted).
-    fn take(&mut self, q: &mut Inner, max: usize, batch: &mut Vec<Event>) {
-        while batch.len() < max {
-            match q.msgs.pop_front() {
-                Some(Msg::Event(e)) => {
-                    q.events -= 1;
-                    batch.push(*e);
-                }
-                Some(Msg::Flush(w)) => {
-                    self.waiters.push(w);
-                    return;
-                }
-                Some(Msg::Close) => {
-                    self.closing = true;
-                    return;
-                }
-                None => return,
+    /// Unpacks what [`Queue::grab`] took: events into `batch`, flush waiters and the
+    /// close noted.
+    fn unpack(&mut self, batch: &mut Vec<Event>) {
+        while let Some(m) = self.taken.pop_front() {
+            match m {
+                Msg::Event(e) => batch.push(*e),
+                Msg::Flush(w) => self.waiters.push(w),
+                Msg::Close => self.closing = true,
             }
         }
     }
 
-    /// Blocks for the first message, then lingers briefly to fill a batch.
+    /// Blocks for the first message, then lingers briefly to fill a batch (a flush or
+    /// close ends the wait).
     fn gather(&mut self) -> Vec<Event> {
         let queue = self.queue.clone();
-        let mut q = queue.lock();
-        while q.msgs.is_empty() {
-            q.idle = true;
-            q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        q.idle = false;
-        let linger_until = Instant::now() + DEFAULT_LINGER;
-        let mut batch = Vec::new();
-        loop {
-            self.take(&mut q, DEFAULT_MAX_BATCH, &mut batch);
-            let left = linger_until.saturating_duration_since(Instant::now());
-            if batch.len() >= DEFAULT_MAX_BATCH
-                || !self.waiters.is_empty()
-                || self.closing
-                || left.is_zero()
-            {
-                return batch;
+        {
+            let mut q = queue.lock();
+            while q.msgs.is_empty() {
+                q.idle = true;
+                q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            q = queue
-                .ready
-                .wait_timeout(q, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            q.idle = false;
+            let linger_until = Instant::now() + DEFAULT_LINGER;
+            loop {
+                let left = linger_until.saturating_duration_since(Instant::now());
+                if q.events >= DEFAULT_MAX_BATCH || q.marks > 0 || left.is_zero() {
+                    break;
+                }
+                q = queue
+                    .ready
+                    .wait_timeout(q, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            Queue::grab(&mut q, DEFAULT_MAX_BATCH, &mut self.taken);
         }
+        let mut batch = Vec::new();
+        self.unpack(&mut batch);
+        batch
     }
 
     /// Moves everything queued now into the spool.
     fn spill(&mut self) {
         let queue = self.queue.clone();
         loop {
-            let mut batch = Vec::new();
             {
                 let mut q = queue.lock();
-                self.take(&mut q, DEFAULT_MAX_BATCH, &mut batch);
-                if batch.is_empty() && q.msgs.is_empty() {
+                if q.msgs.is_empty() {
                     return;
                 }
+                Queue::grab(&mut q, DEFAULT_MAX_BATCH, &mut self.taken);
             }
+            let mut batch = Vec::new();
+            self.unpack(&mut batch);
             self.spool_batch(&batch);
         }
     }
@@ -535,6 +558,42 @@ mod tests {
         assert_eq!(names_and_idx(&q), ["training_start", "b3", "training_end"]);
         assert!(q.push(batch_end(4)));
         assert_eq!(names_and_idx(&q), ["training_start", "training_end", "b4"]);
+    }
+
+    #[test]
+    fn grab_takes_at_most_max_events_in_order_with_the_marks_among_them() {
+        let q = Queue::new(100);
+        for i in 0..3 {
+            q.push(batch_end(i));
+        }
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        q.mark(Msg::Flush(tx));
+        for i in 3..5 {
+            q.push(batch_end(i));
+        }
+        let mut taken = VecDeque::new();
+        {
+            let mut inner = q.lock();
+            Queue::grab(&mut inner, 4, &mut taken);
+            assert_eq!((inner.events, inner.marks), (1, 0));
+        }
+        let kinds: Vec<String> = taken
+            .iter()
+            .map(|m| match m {
+                Msg::Event(e) => match &e.body {
+                    EventBody::BatchEnd(b) => format!("b{}", b.batch_idx.unwrap_or(0)),
+                    _ => "other".into(),
+                },
+                Msg::Flush(_) => "flush".into(),
+                Msg::Close => "close".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["b0", "b1", "b2", "flush", "b3"]);
+        assert_eq!(names_and_idx(&q), ["b4"]);
+        let mut rest = VecDeque::new();
+        Queue::grab(&mut q.lock(), 4, &mut rest);
+        assert_eq!(rest.len(), 1);
+        assert!(q.lock().msgs.is_empty());
     }
 
     #[test]
