@@ -535,11 +535,12 @@ WHERE = """
 import time, stepwatch
 from stepwatch import (emit_training_start, emit_batch_start, emit_batch_end, emit_epoch_start,
                        emit_epoch_end, emit_checkpoint_saved, emit_metric_update, emit_log,
-                       emit_error_occurred, emit_training_end, training_emitter, _relay)
+                       emit_error_occurred, emit_training_end, training_emitter, _relay,
+                       _session)
 
 emit_training_start(total_epochs=1)
 emit_batch_end(batch_idx=0, loss=1.0)
-controller = _relay._controller
+controller = _session.controller
 while not controller.stop_asked:
     _relay.stop_requested()  # as the integrations ask: not the user's should_stop() check
     time.sleep(0.01)

@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
@@ -24,7 +25,7 @@ from ._wire import dumps
 CHUNK = 1000
 
 
-def _post(url: str, lines: list[dict], token: str | None) -> dict:
+def _post(url: str, lines: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
     body = "\n".join(dumps(e) for e in lines).encode()
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
@@ -32,7 +33,8 @@ def _post(url: str, lines: list[dict], token: str | None) -> dict:
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
+        answer: dict[str, Any] = json.loads(r.read() or b"{}")
+        return answer
 
 
 def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:

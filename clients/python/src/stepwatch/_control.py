@@ -5,8 +5,11 @@ the model (``load_checkpoint``, ``ask``), pausing and stopping happen on the *tr
 thread, at the next control point: every ``emit_batch_end``, ``emit_batch_start`` and
 ``emit_epoch_start`` (or ``training_emitter.emit`` of those names) and every explicit
 :func:`control_point` call. Each command id is handled once; answers go back as
-``command_ack`` events (``accepted``, then ``done``, or ``rejected`` / ``failed`` with a
-message), and the ``accepted`` message says what the trainer is doing.
+``command_ack`` events on the timeline both SDKs share (the table in ARCHITECTURE.md,
+"The control path"): ``accepted`` when the command arrives (a pause: when the loop
+pauses), or ``rejected`` at once when the trainer cannot do it; the final ``done`` /
+``failed`` at the control point that carries it out (a stop: when the run ends). The
+``accepted`` message says what the trainer is doing.
 
 How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import dis
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -57,6 +61,11 @@ HANDLED = ("load_checkpoint", "ask")
 #: How a stop reaches the loop (see the module docstring).
 STOP_MODES = ("auto", "interrupt", "flag", "raise")
 
+
+#: The functions that mean "the loop checks for a stop" when user code calls them
+#: (``stepwatch.should_stop``; :mod:`stepwatch._session` registers it, so this module
+#: needs no import of it).
+STOP_CHECKS: list[Callable[[], bool]] = []
 
 #: Handlers registered with :func:`on_command`, shared by every connection.
 HANDLERS: dict[str, Callable[..., Any]] = {}
@@ -105,8 +114,6 @@ def framework_stops(name: str | None) -> None:
 def resolve_stop_mode(stop: str | None, raise_on_stop: bool = False) -> str:
     """The stop mode: ``raise`` with ``raise_on_stop``, else ``stop``, else
     ``STEPWATCH_STOP``, else ``auto``. A bad ``stop`` raises; a bad env value warns."""
-    import os
-
     if raise_on_stop:
         return "raise"
     if stop is not None:
@@ -157,14 +164,16 @@ def _refs(code: CodeType) -> tuple[frozenset[str], frozenset[str]]:
 def _code_checks(code: CodeType, lookup: Callable[[str], Any], depth: int = 0) -> bool:
     """``code`` calls ``stepwatch.should_stop`` (any alias), or a function it calls does
     (one level down: ``def stop_asked(): return stepwatch.should_stop()``)."""
-    from . import _relay
-
     owners, loaded = _refs(code)
     for name in loaded:
         value = lookup(name)
-        if value is _relay.should_stop:
+        if _is_stop_check(value):
             return True
-        if name in owners and isinstance(value, ModuleType) and value in _packages():
+        if (
+            name in owners
+            and isinstance(value, ModuleType)
+            and _is_stop_check(getattr(value, "should_stop", None))
+        ):
             return True
         if (
             depth == 0
@@ -177,10 +186,8 @@ def _code_checks(code: CodeType, lookup: Callable[[str], Any], depth: int = 0) -
     return False
 
 
-def _packages() -> tuple[ModuleType, ...]:
-    from . import _relay
-
-    return tuple(m for m in (sys.modules.get("stepwatch"), _relay) if m is not None)
+def _is_stop_check(value: Any) -> bool:
+    return any(value is fn for fn in STOP_CHECKS)
 
 
 def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) -> bool:
@@ -198,7 +205,7 @@ def loop_checks_should_stop(frame: FrameType | None, use_locals: bool = True) ->
                 code = frame.f_code
                 local = frame.f_locals if use_locals and code.co_varnames else {}
 
-                def lookup(name: str, local: Any = local, g: dict = g) -> Any:
+                def lookup(name: str, local: Any = local, g: dict[str, Any] = g) -> Any:
                     return local[name] if name in local else g.get(name)
 
                 if _code_checks(code, lookup):
@@ -230,7 +237,7 @@ class Controller:
         self._emitter = emitter
         self._handlers = HANDLERS
         self._seen: set[str] = set()
-        self._work: deque = deque()  # (id, command, args) to run on the training thread
+        self._work: deque[Any] = deque()  # (id, command, args) to run on the training thread
         self._cond = threading.Condition()
         self._pause_id: str | None = None  # pause asked for, not yet ended
         self._pause_acked = False
@@ -285,7 +292,7 @@ class Controller:
         with self._cond:
             self._cond.notify_all()
 
-    def at_event(self, record: dict) -> None:
+    def at_event(self, record: dict[str, Any]) -> None:
         """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``."""
         event = record.get("event")
         if event == "batch_end":
@@ -308,7 +315,7 @@ class Controller:
                 self._pause_acked = True
                 self._ack(pause_id, "pause", "accepted", "paused")
             with self._cond:
-                while self._pause_id is not None and self._stop_id is None and not self._closed:
+                while self._resume_id is None and self._stop_id is None and not self._closed:
                     self._cond.wait(0.2)
                     if self._work:
                         self._cond.release()
@@ -316,9 +323,13 @@ class Controller:
                             self._run_work()
                         finally:
                             self._cond.acquire()
-            resume_id = self._resume_id
-            self._resume_id = None
-            self._ack(pause_id, "pause", "done", "resumed" if resume_id else "ended")
+                resume_id = self._resume_id
+                self._pause_id = self._resume_id = None
+            if resume_id:
+                said = "resumed"
+            else:
+                said = "stopped while paused" if self._stop_id is not None else "ended"
+            self._ack(pause_id, "pause", "done", said)
             if resume_id:
                 self._ack(resume_id, "resume", "done", "resumed")
         if self._stop_id is not None and not self._stop_finished and raise_on_stop is not False:
@@ -432,7 +443,7 @@ class Controller:
         if self._epochs_since_stop >= 2:
             return True
         per_epoch = self._epoch_batches
-        return bool(per_epoch) and self._batches - self._batches_at_stop > per_epoch
+        return bool(per_epoch) and self._batches - self._batches_at_stop > (per_epoch or 0)
 
     def _step_text(self) -> str:
         return str(self._step) if self._step is not None else "0"
@@ -480,7 +491,7 @@ class Controller:
                 self._ack(cid, command, "done", f"answered in {took_ms:.0f} ms", output=result)
 
     # -- listener thread ----------------------------------------------------------------
-    def _dispatch(self, cmd: dict) -> None:
+    def _dispatch(self, cmd: dict[str, Any]) -> None:
         cid = cmd.get("command_id")
         name = cmd.get("command")
         args = cmd.get("args") or {}
@@ -492,17 +503,18 @@ class Controller:
             return
         with self._cond:
             if name == "pause":
-                if self._pause_id is not None:
+                if self._stop_id is not None:
+                    self._ack(cid, name, "rejected", "already stopping")
+                elif self._pause_id is not None:
                     self._ack(cid, name, "rejected", "already paused")
                 else:
                     self._pause_id, self._pause_acked = cid, False
             elif name == "resume":
-                if self._pause_id is None:
+                if self._pause_id is None or self._resume_id is not None:
                     self._ack(cid, name, "rejected", "not paused")
                 else:
-                    self._resume_id = cid
-                    self._pause_id = None
                     self._ack(cid, name, "accepted", "resuming")
+                    self._resume_id = cid
             elif name == "stop":
                 if self._stop_id is not None:
                     self._ack(cid, name, "rejected", "already stopping")
@@ -511,8 +523,10 @@ class Controller:
                     self._stop_told = how
                     self._batches_at_stop = self._batches
                     self._epoch_batches = self._declared_epoch_batches()
-                    self._stop_id = cid
+                    # Answered before the training thread can see the stop (and answer
+                    # it "done" at the run's end): accepted always comes first.
                     self._ack(cid, name, "accepted", "stop accepted; " + self._how_message(how))
+                    self._stop_id = cid
             elif name not in self._handlers:
                 self._ack(
                     cid,
@@ -522,8 +536,8 @@ class Controller:
                     f"(register one with stepwatch.on_command({name!r}, fn))",
                 )
             else:
-                self._work.append((cid, name, args))
                 self._ack(cid, name, "accepted", "queued for the next control point")
+                self._work.append((cid, name, args))
             self._cond.notify_all()
 
     def _listen(self) -> None:

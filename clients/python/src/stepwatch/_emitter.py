@@ -15,7 +15,7 @@ DEFAULT_HISTORY = 1000
 #: Events after which the emitting thread reaches a control point (pause, commands, stop).
 CONTROL_EVENTS = frozenset(("batch_end", "batch_start", "epoch_start"))
 
-Listener = Callable[[dict], Any]
+Listener = Callable[[dict[str, Any]], Any]
 
 
 class TrainingEventEmitter:
@@ -27,12 +27,12 @@ class TrainingEventEmitter:
     def __init__(self, history: int = DEFAULT_HISTORY) -> None:
         self._listeners: dict[str, list[Listener]] = {}
         self._any: list[Listener] = []
-        self._history: dict[str, deque] = {}
+        self._history: dict[str, deque[dict[str, Any]]] = {}
         self._history_len = history
         self._lock = threading.Lock()
         #: Called with the record on the emitting thread after every event in
         #: :data:`CONTROL_EVENTS` (the control points).
-        self.control_hook: Callable[[dict], None] | None = None
+        self.control_hook: Callable[[dict[str, Any]], None] | None = None
 
     def on(self, event: str, callback: Listener) -> Listener:
         """Calls ``callback(event_data)`` for every ``event``; ``"*"`` means every event."""
@@ -53,7 +53,7 @@ class TrainingEventEmitter:
                     c for c in self._listeners.get(event, []) if c is not callback
                 ]
 
-    def emit(self, event: str, **data: Any) -> dict:
+    def emit(self, event: str, **data: Any) -> dict[str, Any]:
         """Records and dispatches one event; returns the event's data dict."""
         record = {"event": event, "time": time.time(), **data}
         hist = self._history.get(event)
@@ -72,13 +72,15 @@ class TrainingEventEmitter:
         return record
 
     @staticmethod
-    def _call(cb: Listener, record: dict) -> None:
+    def _call(cb: Listener, record: dict[str, Any]) -> None:
         try:
             cb(record)
         except Exception:  # a listener must never break training
             _log.exception("stepwatch listener %r failed on %s", cb, record.get("event"))
 
-    def get_history(self, event: str | None = None, limit: int | None = None) -> list[dict]:
+    def get_history(
+        self, event: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """The most recent events named ``event`` (all names if None), oldest first."""
         if event is None:
             items = sorted(

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import traceback as _tb
 from typing import Any
 
+from . import _session
 from ._emitter import training_emitter
+from ._meta import run_meta
 
 
-def _emit(event: str, **fields: Any) -> dict:
+def _emit(event: str, **fields: Any) -> dict[str, Any]:
     return training_emitter.emit(event, **{k: v for k, v in fields.items() if v is not None})
 
 
 def emit_training_start(
     total_epochs: int | None = None,
     total_batches: int | None = None,
-    config: dict | None = None,
+    config: dict[str, Any] | None = None,
     name: str | None = None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
     **extra: Any,
-) -> dict:
+) -> dict[str, Any]:
     """Starts the run; ``meta`` (host, versions, command line, git commit) is filled in."""
     if meta is None:
         try:
-            from ._meta import run_meta
-
             meta = run_meta()
         except Exception:
             meta = None
@@ -39,25 +40,25 @@ def emit_training_start(
     )
 
 
-def emit_training_end(status: str | None = None, **extra: Any) -> dict:
+def emit_training_end(status: str | None = None, **extra: Any) -> dict[str, Any]:
     """Ends the run: ``completed`` by default, ``stopped`` after a stop from the dashboard."""
-    from ._relay import finish_stop
-
-    stopped = finish_stop()
+    stopped = _session.finish_stop()
     if status is None:
         status = "stopped" if stopped else "completed"
     return _emit("training_end", status=status, **extra)
 
 
-def emit_epoch_start(epoch: int, total_epochs: int | None = None, **extra: Any) -> dict:
+def emit_epoch_start(epoch: int, total_epochs: int | None = None, **extra: Any) -> dict[str, Any]:
     return _emit("epoch_start", epoch=epoch, total_epochs=total_epochs, **extra)
 
 
-def emit_epoch_end(epoch: int, metrics: dict | None = None, **extra: Any) -> dict:
+def emit_epoch_end(
+    epoch: int, metrics: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     return _emit("epoch_end", epoch=epoch, metrics=metrics, **extra)
 
 
-def emit_batch_start(batch_idx: int, epoch: int | None = None, **extra: Any) -> dict:
+def emit_batch_start(batch_idx: int, epoch: int | None = None, **extra: Any) -> dict[str, Any]:
     return _emit("batch_start", batch_idx=batch_idx, epoch=epoch, **extra)
 
 
@@ -67,9 +68,9 @@ def emit_batch_end(
     lr: float | None = None,
     step: int | None = None,
     epoch: int | None = None,
-    metrics: dict | None = None,
+    metrics: dict[str, Any] | None = None,
     **extra: Any,
-) -> dict:
+) -> dict[str, Any]:
     return _emit(
         "batch_end",
         batch_idx=batch_idx,
@@ -87,13 +88,11 @@ def emit_checkpoint_saved(
     epoch: int | None = None,
     step: int | None = None,
     size_bytes: int | None = None,
-    metrics: dict | None = None,
+    metrics: dict[str, Any] | None = None,
     **extra: Any,
-) -> dict:
+) -> dict[str, Any]:
     if size_bytes is None:
         try:
-            import os
-
             size_bytes = os.path.getsize(checkpoint_path)
         except OSError:
             size_bytes = None
@@ -110,7 +109,7 @@ def emit_checkpoint_saved(
 
 def emit_checkpoint_loaded(
     checkpoint_path: str, epoch: int | None = None, step: int | None = None, **extra: Any
-) -> dict:
+) -> dict[str, Any]:
     return _emit(
         "checkpoint_loaded", checkpoint_path=str(checkpoint_path), epoch=epoch, step=step, **extra
     )
@@ -120,15 +119,15 @@ def emit_metric_update(
     name: str | None = None,
     value: float | None = None,
     step: int | None = None,
-    metrics: dict | None = None,
+    metrics: dict[str, Any] | None = None,
     **extra: Any,
-) -> dict:
+) -> dict[str, Any]:
     return _emit("metric_update", name=name, value=value, step=step, metrics=metrics, **extra)
 
 
 def emit_error_occurred(
     error: BaseException | str, traceback: str | None = None, fatal: bool = False, **extra: Any
-) -> dict:
+) -> dict[str, Any]:
     if isinstance(error, BaseException):
         message = f"{type(error).__name__}: {error}"
         if traceback is None:
@@ -138,5 +137,7 @@ def emit_error_occurred(
     return _emit("error_occurred", message=message, traceback=traceback, fatal=fatal, **extra)
 
 
-def emit_log(message: str, level: str = "info", logger: str | None = None, **extra: Any) -> dict:
+def emit_log(
+    message: str, level: str = "info", logger: str | None = None, **extra: Any
+) -> dict[str, Any]:
     return _emit("log", message=message, level=level, logger=logger, **extra)

@@ -19,8 +19,9 @@ import threading
 import traceback
 from typing import Any
 
-from . import _control
+from . import _control, _session
 from ._emitter import training_emitter
+from ._helpers import emit_error_occurred, emit_training_end
 
 _prev_excepthook: Any = None
 _prev_sigterm: Any = None
@@ -42,16 +43,13 @@ def end_run_for(exc: BaseException, tb: Any = None) -> str:
     ``stopped`` for Ctrl-C / a stop's interrupt / ``StopTraining``, and for any error
     after the loop was told to stop (recorded as a non-fatal ``error_occurred``,
     ``after_stop: true``); else ``failed`` with the error (fatal)."""
-    from ._helpers import emit_error_occurred, emit_training_end
-    from ._relay import stop_delivered
-
     if isinstance(exc, (KeyboardInterrupt, _control.StopTraining)):
         emit_training_end(status="stopped")
         return "stopped"
     if tb is None:
         tb = exc.__traceback__
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    if stop_delivered():
+    if _session.stop_delivered():
         emit_error_occurred(
             f"{AFTER_STOP}{type(exc).__name__}: {exc}",
             traceback=text,
@@ -73,9 +71,6 @@ def report_after_end(exc: BaseException, tb: Any = None) -> bool:
     """An uncaught error after this process ended its run (``emit_training_end()`` right
     after the loop, then the script's own code raised): recorded on the run, not fatal
     (its status stays), "after the stop: …" or "after the run ended: …". True if sent."""
-    from ._helpers import emit_error_occurred
-    from ._relay import stop_delivered
-
     if isinstance(exc, (KeyboardInterrupt, _control.StopTraining)):
         return False
     ends = training_emitter.get_history("training_end")
@@ -90,7 +85,7 @@ def report_after_end(exc: BaseException, tb: Any = None) -> bool:
     if tb is None:
         tb = exc.__traceback__
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    stopped = stop_delivered()
+    stopped = _session.stop_delivered()
     emit_error_occurred(
         f"{AFTER_STOP if stopped else AFTER_END}{type(exc).__name__}: {exc}",
         traceback=text,
@@ -116,8 +111,6 @@ def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     try:
         if run_open():
-            from ._helpers import emit_training_end
-
             emit_training_end(status="stopped")
     except Exception:
         pass

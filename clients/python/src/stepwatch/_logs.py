@@ -67,14 +67,14 @@ class _Tee:
 def capture_output(emitter: TrainingEventEmitter = training_emitter) -> None:
     """Also sends every line printed to stdout (info) and stderr (warning) as log events."""
     if not isinstance(sys.stdout, _Tee):
-        sys.stdout = _Tee(sys.stdout, emitter, "info", "stdout")  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout, emitter, "info", "stdout")
     if not isinstance(sys.stderr, _Tee):
-        sys.stderr = _Tee(sys.stderr, emitter, "warning", "stderr")  # type: ignore[assignment]
+        sys.stderr = _Tee(sys.stderr, emitter, "warning", "stderr")
 
 
 def release_output() -> None:
     """Undoes :func:`capture_output`."""
     if isinstance(sys.stdout, _Tee):
-        sys.stdout = sys.stdout._stream  # type: ignore[assignment]
+        sys.stdout = sys.stdout._stream
     if isinstance(sys.stderr, _Tee):
-        sys.stderr = sys.stderr._stream  # type: ignore[assignment]
+        sys.stderr = sys.stderr._stream

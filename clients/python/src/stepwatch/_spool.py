@@ -57,10 +57,10 @@ def spool_files(spool: Path, run: str) -> list[Path]:
     return sorted(d.glob("*.ndjson")) if d.is_dir() else []
 
 
-def read_lines(path: Path, pos: int, max_events: int) -> tuple[list[dict], int]:
+def read_lines(path: Path, pos: int, max_events: int) -> tuple[list[dict[str, Any]], int]:
     """Up to ``max_events`` events from byte ``pos``, and the offset after them. A line
     cut short by a crash or not valid JSON is skipped."""
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
     try:
         with open(path, "rb") as f:
             f.seek(pos)
@@ -119,7 +119,7 @@ class Spool:
     def pending(self) -> bool:
         return self.size > self.read_pos
 
-    def append(self, events: list[dict]) -> None:
+    def append(self, events: list[dict[str, Any]]) -> None:
         """Appends events (already stamped). Raises OSError when the disk refuses."""
         if not events:
             return
@@ -134,7 +134,7 @@ class Spool:
                 f.writelines(lines)
             self.size += incoming
 
-    def read(self, max_events: int) -> tuple[list[dict], int, int]:
+    def read(self, max_events: int) -> tuple[list[dict[str, Any]], int, int]:
         """The next events to send, the offset after them, and the generation."""
         with self._lock:
             events, pos = read_lines(self.path, self.read_pos, max_events)

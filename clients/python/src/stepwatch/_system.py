@@ -61,7 +61,7 @@ def parse_nvidia_smi_csv(text: str) -> list[dict[str, Any]]:
     else:
         cols = default_cols
         rows = lines
-    gpus = []
+    gpus: list[dict[str, Any]] = []
     for row in rows:
         cells = [c.strip() for c in row.split(",")]
         if len(cells) < len(cols):
@@ -103,7 +103,7 @@ def gpus_nvidia_smi(timeout: float = 5.0) -> list[dict[str, Any]]:
 def gpus_nvml() -> list[dict[str, Any]] | None:
     """GPU samples from pynvml, or None when pynvml is not installed or fails."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
         gpus = []

@@ -46,7 +46,7 @@ def dumps(event: Any) -> str:
         return json.dumps(clean(event), allow_nan=False, separators=_SEPARATORS)
 
 
-def dumps_array(events: list) -> bytes:
+def dumps_array(events: list[Any]) -> bytes:
     """A batch as one JSON array, encoded in one call when every event allows it."""
     try:
         text = json.dumps(events, allow_nan=False, separators=_SEPARATORS)

@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import _relay
+from .. import _lifecycle, _relay
+from .._control import StopTraining
 from .._emitter import training_emitter
 
 #: Name parts that mark a value as evaluation rather than training.
@@ -270,8 +271,6 @@ def error_status(exc: BaseException | None) -> str:
     """How a run interrupted by ``exc`` ends: ``stopped`` for Ctrl-C and a stop from the
     dashboard (also an error raised after the loop was told to stop), ``failed`` for
     anything else."""
-    from .._control import StopTraining
-
     if isinstance(exc, (KeyboardInterrupt, StopTraining)) or _relay.stop_delivered():
         return "stopped"
     return "failed"
@@ -279,6 +278,4 @@ def error_status(exc: BaseException | None) -> str:
 
 def end_run_for(exc: BaseException) -> str:
     """Ends the open run because of ``exc`` (see :func:`stepwatch._lifecycle.end_run_for`)."""
-    from .. import _lifecycle
-
     return _lifecycle.end_run_for(exc)

@@ -72,8 +72,8 @@ try:
     from lightning.pytorch.utilities import rank_zero_only
 except ImportError as _first:  # pragma: no cover - depends on what is installed
     try:
-        from pytorch_lightning import Callback
-        from pytorch_lightning.loggers import Logger
+        from pytorch_lightning import Callback  # type: ignore[assignment]
+        from pytorch_lightning.loggers import Logger  # type: ignore[assignment]
         from pytorch_lightning.utilities import rank_zero_only
     except ImportError:
         raise ImportError(
@@ -92,6 +92,7 @@ from .._helpers import (
     emit_training_end,
     emit_training_start,
 )
+from ..tensorboard import SummaryWriter
 from . import _common
 
 __all__ = ["StepwatchCallback", "StepwatchLogger"]
@@ -525,8 +526,6 @@ class StepwatchLogger(Logger):  # type: ignore[misc]
     def experiment(self) -> Any:
         """A ``SummaryWriter`` stand-in on this run (``add_scalar`` and friends)."""
         if self._writer is None:
-            from ..tensorboard import SummaryWriter
-
             self._connect()
             self._writer = SummaryWriter(run=self.version, end_run_on_close=False)
         return self._writer

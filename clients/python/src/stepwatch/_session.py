@@ -1,0 +1,79 @@
+"""The current connection: the run's sender and command controller while connected, and
+the questions the rest of the package asks about it (should the loop stop, was the stop
+delivered, answer it, flush). :mod:`stepwatch._relay` sets them in ``connect()``; the
+helpers, the lifecycle hooks and the integrations only read them, so none of them needs
+``_relay`` (no import circle)."""
+
+from __future__ import annotations
+
+from . import _control
+from ._sender import RelaySender
+
+#: The active connection's sender and controller (None when not connected / commands off).
+sender: RelaySender | None = None
+controller: _control.Controller | None = None
+
+
+def current() -> RelaySender | None:
+    """The active connection, or None when not connected."""
+    return sender
+
+
+def current_run() -> str | None:
+    """The run id events go to now, or None when not connected."""
+    s = sender
+    return None if s is None else s.run
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Waits up to ``timeout`` s for queued events to reach the relay."""
+    s = sender
+    return True if s is None else s.flush(timeout)
+
+
+def control_point(raise_on_stop: bool | None = None) -> None:
+    """Where the trainer may pause, run dashboard commands, or stop. ``emit_batch_end``,
+    ``emit_batch_start`` and ``emit_epoch_start`` call it for you; call it yourself in
+    loops that emit nothing (e.g. validation), so a Stop interrupts them too.
+    ``raise_on_stop=True`` raises :class:`StopTraining` here after a stop,
+    ``False`` never raises here."""
+    c = controller
+    if c is not None:
+        c.control_point(raise_on_stop)
+
+
+def should_stop() -> bool:
+    """True once the dashboard asked this run to stop. Calling it tells Stepwatch that
+    the loop ends itself on a stop (``stop="auto"``): no ``KeyboardInterrupt`` then."""
+    _control.note_user_check()
+    c = controller
+    return c is not None and c.should_stop(user=True)
+
+
+# User code calling this function (under any name) is a loop that ends itself on a stop.
+_control.STOP_CHECKS.append(should_stop)
+
+
+def stop_requested() -> bool:
+    """``should_stop()`` for the integrations: not counted as the user's check."""
+    c = controller
+    return c is not None and c.should_stop()
+
+
+def stop_asked() -> bool:
+    """A stop arrived (whether or not the loop has seen it yet)."""
+    c = controller
+    return c is not None and c.stop_asked
+
+
+def stop_delivered() -> bool:
+    """The loop has been told to stop (it saw ``should_stop()`` true, or a stop was
+    raised into it): errors from here on happened on the way out."""
+    c = controller
+    return c is not None and c.stop_delivered
+
+
+def finish_stop() -> bool:
+    """Answers a pending stop command; True when training ends because of one."""
+    c = controller
+    return c is not None and c.finish_stop()
