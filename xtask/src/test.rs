@@ -148,7 +148,8 @@ pub fn wasm_tests(extra: &[String]) -> Result<()> {
     )
 }
 
-/// ruff's lints and format check over the Python SDK and the examples.
+/// ruff's lints and format check over the Python SDK and the examples, and mypy's strict
+/// type check of the SDK (it ships `py.typed`; config in clients/python/pyproject.toml).
 pub fn python_lints(py: &Path) -> Result<()> {
     run(py, &["-m", "ruff", "check", "clients/python", "examples"])?;
     run(
@@ -160,6 +161,16 @@ pub fn python_lints(py: &Path) -> Result<()> {
             "--check",
             "clients/python",
             "examples",
+        ],
+    )?;
+    run(
+        py,
+        &[
+            "-m",
+            "mypy",
+            "--config-file",
+            "clients/python/pyproject.toml",
+            "clients/python/src/stepwatch",
         ],
     )
 }

@@ -19,7 +19,7 @@ usage: cargo xtask test [--suite NAME]... [--pg] [-- ARGS]
 Without options: the whole check, as CI runs it. It installs what is missing (the wasm
 toolchain, Chromium, PostgreSQL, the Python venv), checks formatting, runs clippy,
 builds, runs every test on SQLite with a throwaway PostgreSQL server up, the relay's
-suites again with every relay on PostgreSQL, the dashboard's wasm tests, ruff and pytest.
+suites again with every relay on PostgreSQL, the dashboard's wasm tests, ruff, mypy and pytest.
 
 A slice runs only some of the tests (no format or lint checks), after building and
 installing what they need, with the same throwaway PostgreSQL server up:
@@ -30,7 +30,7 @@ installing what they need, with the same throwaway PostgreSQL server up:
                   a workspace crate, its `stepwatch-` optional (relay, events, ...):
                            its own cargo tests
                   wasm     the dashboard's wasm tests in headless Chromium
-                  python   ruff and pytest over clients/python
+                  python   ruff, mypy and pytest over clients/python
   --pg          only the PostgreSQL pass of the slice: the end-to-end suites named
                 with every relay on PostgreSQL (those in the PostgreSQL list below),
                 `postgres` (PostgreSQL-only tests), and for `python` the SDK's
@@ -224,7 +224,7 @@ fn run_slice(slice: &Slice) -> Result<()> {
         plan.push("the dashboard's wasm tests".into());
     }
     if slice.python {
-        plan.push("ruff and pytest over clients/python".into());
+        plan.push("ruff, mypy and pytest over clients/python".into());
     }
     announce(&plan.join("; then "), slice);
     let needs_pg = slice.all_e2e || !slice.e2e.is_empty() || !slice.crates.is_empty();

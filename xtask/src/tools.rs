@@ -126,13 +126,21 @@ pub fn ensure_python() -> Result<PathBuf> {
     }
     let have = output(
         py.to_str().unwrap_or("python"),
-        &["-c", "import pytest, ruff"],
+        &["-c", "import pytest, ruff, mypy"],
     )
     .is_some();
     if !have {
         run(
             &py,
-            &["-m", "pip", "install", "--quiet", "pytest>=7", "ruff>=0.5"],
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "pytest>=7",
+                "ruff>=0.5",
+                "mypy>=1.8",
+            ],
         )?;
     }
     // The integration tests run against the real frameworks (torch on CPU, Lightning,

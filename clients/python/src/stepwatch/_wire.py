@@ -1,5 +1,5 @@
 """Events as JSON on the wire: non-finite floats as the strings "NaN", "Infinity",
-"-Infinity" (see DESIGN.md), tensors and numpy scalars as plain numbers.
+"-Infinity" (see docs/DESIGN.md), tensors and numpy scalars as plain numbers.
 
 The common case (plain floats, ints and strings) goes straight to the C encoder; only
 an event it refuses is walked and cleaned in Python.
