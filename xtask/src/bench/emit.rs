@@ -59,12 +59,10 @@ pub fn python_emit_cost(root: &Path, relay: &BenchRelay) -> Result<()> {
         let plain = f(&format!("steps_{label}_plain"));
         let with = |k: &str| {
             let v = f(&format!("steps_{label}_{k}"));
-            {
-                // Slower than plain reads −x%; a run that came out faster (noise) +x%.
-                let change = 100.0 * (v / plain - 1.0);
-                let sign = if change < 0.0 { '−' } else { '+' };
-                format!("{v:.0} ({sign}{:.1}%)", change.abs())
-            }
+            // Slower than plain reads −x%; a run that came out faster (noise) +x%.
+            let change = 100.0 * (v / plain - 1.0);
+            let sign = if change < 0.0 { '−' } else { '+' };
+            format!("{v:.0} ({sign}{:.1}%)", change.abs())
         };
         row(
             &format!("Python loop, {step} steps: steps/s plain"),
