@@ -24,6 +24,7 @@ pub mod api;
 pub mod bodies;
 pub mod downsample;
 pub mod event;
+pub mod field_error;
 pub mod fields;
 pub mod num;
 pub mod progress;
@@ -31,12 +32,15 @@ pub mod records;
 pub mod series;
 pub mod state;
 pub mod summary;
+pub mod template;
 
 pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
     KNOWN_EVENTS,
 };
+pub use field_error::FieldError;
 pub use progress::{Pace, Position, Progress};
 pub use records::{BestMetric, Checkpoint, CommandState, RunStatus, COMMANDS};
 pub use state::RunState;
 pub use summary::RunSummary;
+pub use template::{ParamKind, ParamSpec, Rendered, Template};
