@@ -565,10 +565,10 @@ impl Template {
         Ok(Rendered {
             argv,
             env,
-            cwd: self
-                .cwd
-                .as_ref()
-                .map(|c| c.replace("{{", "{").replace("}}", "}")),
+            cwd: match &self.cwd {
+                Some(c) => self.substitute(c, &values)?,
+                None => None,
+            },
             values,
         })
     }
