@@ -25,6 +25,7 @@ pub mod bodies;
 pub mod downsample;
 pub mod event;
 pub mod fields;
+pub mod jobs;
 pub mod num;
 pub mod progress;
 pub mod records;
@@ -36,6 +37,7 @@ pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,
     KNOWN_EVENTS,
 };
+pub use jobs::{queue_order, FieldError, JobEvent, JobEventBody, JobSpec, JobState, JobStatus};
 pub use progress::{Pace, Position, Progress};
 pub use records::{BestMetric, Checkpoint, CommandState, RunStatus, COMMANDS};
 pub use state::RunState;
