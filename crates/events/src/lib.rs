@@ -19,6 +19,11 @@
 //! - [`series`]: which event numbers become chart points, and the relay's series answer.
 //! - [`api`]: the relay's read answers (run state, summaries, series, events) and their
 //!   decoders, used by the dashboard.
+//! - Launching (issue 15, not yet wired to the relay): [`jobs`]: what a user submits
+//!   ([`JobSpec`], validated field by field) and [`JobState::apply`], the reducer of a job's
+//!   history (queued → claimed → submitted → running → succeeded / failed / cancelled);
+//!   [`template`]: admin-defined launch templates with typed parameters, rendered to an argv
+//!   array (never a shell string); [`field_error`]: [`FieldError`], a refusal naming its field.
 
 pub mod api;
 pub mod bodies;
@@ -26,6 +31,7 @@ pub mod downsample;
 pub mod event;
 pub mod field_error;
 pub mod fields;
+pub mod jobs;
 pub mod num;
 pub mod progress;
 pub mod records;
@@ -39,6 +45,7 @@ pub use event::{
     KNOWN_EVENTS,
 };
 pub use field_error::FieldError;
+pub use jobs::{queue_order, JobEvent, JobEventBody, JobSpec, JobState, JobStatus};
 pub use progress::{Pace, Position, Progress};
 pub use records::{BestMetric, Checkpoint, CommandState, RunStatus, COMMANDS};
 pub use state::RunState;
