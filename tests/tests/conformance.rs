@@ -250,6 +250,19 @@ fn both(tag: &str, script: fn() -> Vec<(&'static str, Value)>) -> (Transcript, T
     (python, rust)
 }
 
+/// Both SDKs answered on the contract's timeline, and alike in everything else.
+fn assert_on_contract(python: &Transcript, rust: &Transcript, want: &[(String, String)]) {
+    assert_eq!(
+        python.timeline, want,
+        "Python off the contract: {python:#?}"
+    );
+    assert_eq!(rust.timeline, want, "Rust off the contract: {rust:#?}");
+    assert_eq!(
+        python, rust,
+        "the SDKs disagree\nPython: {python:#?}\nRust: {rust:#?}"
+    );
+}
+
 fn timeline(steps: &[(&str, &str)]) -> Vec<(String, String)> {
     steps
         .iter()
@@ -276,15 +289,7 @@ fn the_python_and_rust_sdks_answer_the_same_commands_the_same_way() {
         ("stop", "accepted"),
         ("stop", "done"),
     ]);
-    assert_eq!(
-        python.timeline, want,
-        "Python off the contract: {python:#?}"
-    );
-    assert_eq!(rust.timeline, want, "Rust off the contract: {rust:#?}");
-    assert_eq!(
-        python, rust,
-        "the SDKs disagree\nPython: {python:#?}\nRust: {rust:#?}"
-    );
+    assert_on_contract(&python, &rust, &want);
     assert!(python.paused_still, "training went on while paused");
     assert_eq!(python.run, (json!("stopped"), json!("/ckpt/a.pt")));
 }
@@ -303,15 +308,7 @@ fn a_stop_while_paused_ends_the_pause_then_the_run_in_both_sdks() {
         ("pause", "done"),
         ("stop", "done"),
     ]);
-    assert_eq!(
-        python.timeline, want,
-        "Python off the contract: {python:#?}"
-    );
-    assert_eq!(rust.timeline, want, "Rust off the contract: {rust:#?}");
-    assert_eq!(
-        python, rust,
-        "the SDKs disagree\nPython: {python:#?}\nRust: {rust:#?}"
-    );
+    assert_on_contract(&python, &rust, &want);
     assert_eq!(python.finals[0].2, json!("stopped while paused"));
     assert_eq!(python.run.0, json!("stopped"));
 }

@@ -124,51 +124,33 @@ pub fn ensure_python() -> Result<PathBuf> {
     if !py.exists() {
         run("python3", &["-m", "venv", venv.to_str().unwrap_or(".venv")])?;
     }
-    let have = output(
-        py.to_str().unwrap_or("python"),
-        &["-c", "import pytest, ruff, mypy"],
-    )
-    .is_some();
-    if !have {
-        run(
-            &py,
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "pytest>=7",
-                "ruff>=0.5",
-                "mypy>=1.8",
-            ],
-        )?;
-    }
+    pip_ensure(
+        &py,
+        "pytest, ruff, mypy",
+        &["pytest>=7", "ruff>=0.5", "mypy>=1.8"],
+    )?;
     // The integration tests run against the real frameworks (torch on CPU, Lightning,
     // transformers); the SDK itself depends on none of them.
-    let frameworks = output(
-        py.to_str().unwrap_or("python"),
-        &["-c", "import torch, lightning, transformers, accelerate"],
-    )
-    .is_some();
-    if !frameworks {
-        run(
-            &py,
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "torch",
-                "lightning",
-                "transformers",
-                "accelerate",
-            ],
-        )?;
-    }
+    pip_ensure(
+        &py,
+        "torch, lightning, transformers, accelerate",
+        &["torch", "lightning", "transformers", "accelerate"],
+    )?;
     Ok(py)
 }
 
 /// `trunk build --release`: the dashboard into `dist/`.
 pub fn build_dashboard() -> Result<()> {
     run("trunk", &["build", "--release"])
+}
+
+/// Installs `packages` into the venv of `py` unless `modules` already import.
+fn pip_ensure(py: &Path, modules: &str, packages: &[&str]) -> Result<()> {
+    let py_str = py.to_str().unwrap_or("python");
+    if output(py_str, &["-c", &format!("import {modules}")]).is_some() {
+        return Ok(());
+    }
+    let mut args = vec!["-m", "pip", "install", "--quiet"];
+    args.extend_from_slice(packages);
+    run(py, &args)
 }
