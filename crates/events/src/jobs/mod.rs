@@ -7,6 +7,7 @@
 mod parse;
 mod spec;
 mod state;
+pub mod wire;
 
 pub use spec::{
     Engine, Entry, FieldError, JobSpec, Resources, ENGINES, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV,
@@ -16,4 +17,8 @@ pub use spec::{
 pub use state::{
     queue_order, HistoryEntry, JobEvent, JobEventBody, JobState, JobStatus, TransitionError,
     MAX_HISTORY, MAX_REASON_BYTES,
+};
+pub use wire::{
+    AgentInfo, Heartbeat, HeartbeatAnswer, JobView, Launch, Preview, QueueInfo, Report, Submitted,
+    AGENT_ALIVE_S,
 };

@@ -10,6 +10,7 @@
 
 use super::spec::{JobSpec, MAX_RETRIES};
 use crate::event::is_valid_run_id;
+use crate::template::Rendered;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -71,6 +72,12 @@ pub enum JobEventBody {
     Submitted {
         spec: Box<JobSpec>,
         by: String,
+        /// The run the job reports to (every attempt continues it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// What the agent runs, resolved by the relay from the entry point or template.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        launch: Option<Box<Rendered>>,
     },
     /// An agent took the job under a lease of `lease_s` seconds.
     Claimed {
@@ -179,8 +186,11 @@ pub struct JobState {
     /// When the current lease runs out (relay seconds).
     pub lease_until: Option<f64>,
     pub engine_id: Option<String>,
-    /// The job's run.
+    /// The job's run: named at submission when the relay links it, else by `running`.
     pub run: Option<String>,
+    /// What the agent runs (argv, cwd, env, the template's typed values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Rendered>,
     /// The latest reason: the engine's words, a failure, a cancel.
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
@@ -250,8 +260,23 @@ impl JobState {
         if !e.ts.is_finite() {
             return Err(self.refuse(body, "ts is not a finite number"));
         }
-        if let JobEventBody::Submitted { spec, by } = body {
-            return self.submitted(body, spec, by, e.ts);
+        if let JobEventBody::Submitted {
+            spec,
+            by,
+            run,
+            launch,
+        } = body
+        {
+            self.submitted(body, spec, by, e.ts)?;
+            if let Some(run) = run {
+                if !is_valid_run_id(run) {
+                    *self = JobState::new(&self.job);
+                    return Err(self.refuse(body, "run: not a run id"));
+                }
+            }
+            self.run.clone_from(run);
+            self.launch = launch.as_deref().cloned();
+            return Ok(());
         }
         if self.spec.is_none() {
             return Err(self.refuse(body, "the job was never submitted"));
@@ -412,6 +437,11 @@ impl JobState {
         }
         if !is_valid_run_id(run) {
             return Err(self.refuse(body, "run: not a run id"));
+        }
+        if let Some(linked) = &self.run {
+            if linked != run {
+                return Err(self.refuse(body, format!("the job reports to run {linked:?}")));
+            }
         }
         self.run = Some(run.to_string());
         self.status = JobStatus::Running;
