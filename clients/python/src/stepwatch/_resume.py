@@ -19,13 +19,13 @@ Unset (a first attempt, or no launcher at all), nothing happens.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 import threading
 import traceback
 from typing import Any, Callable
 
-_log = logging.getLogger("stepwatch")
+from ._emitter import training_emitter
 
 #: The variable the agent sets on a retry.
 ENV = "STEPWATCH_RESUME_FROM"
@@ -33,6 +33,8 @@ ENV = "STEPWATCH_RESUME_FROM"
 _lock = threading.Lock()
 #: The path was handed to someone (the script, an integration, the handler).
 _claimed = False
+#: Its ``checkpoint_loaded`` was reported.
+_announced = False
 
 
 def path() -> str | None:
@@ -71,10 +73,33 @@ def claim() -> str | None:
         return found
 
 
+def announce() -> str | None:
+    """For an integration whose trainer resumed (from this path, or from one the script
+    gave it): claims the resume and returns the path the first time, so that
+    ``checkpoint_loaded`` is reported once; None after, or when there is none."""
+    global _claimed, _announced
+    found = path()
+    with _lock:
+        if found is None or _announced:
+            return None
+        _claimed = _announced = True
+        return found
+
+
 def pending() -> str | None:
     """The path, while nobody has taken it."""
     found = path()
     return None if _claimed else found
+
+
+def warn(message: str, emit: Callable[..., Any] | None = None) -> None:
+    """Says ``message`` on stderr and in the run's log (the ``stepwatch`` logger's
+    records are not forwarded to the run, and a resume that does not happen must show)."""
+    sys.stderr.write(f"stepwatch: {message}\n")
+    try:
+        (emit or training_emitter.emit)("log", level="warning", message=message, logger="stepwatch")
+    except Exception:
+        pass
 
 
 def load_pending(
@@ -89,12 +114,11 @@ def load_pending(
         return
     fn = handlers.get("load_checkpoint")
     if fn is None:
-        _log.warning(
-            "stepwatch: this job resumes from %s (%s) but the trainer registers no "
+        warn(
+            f"this job resumes from {path()} ({ENV}) but the trainer registers no "
             "load_checkpoint handler: load it with stepwatch.resume_from(), or register "
             "one with stepwatch.on_command('load_checkpoint', fn)",
-            path(),
-            ENV,
+            emit,
         )
         return
     found = claim()
@@ -104,7 +128,7 @@ def load_pending(
         fn(found)
     except Exception as e:  # as a failing command: reported, training goes on
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        _log.warning("stepwatch: resuming from %s failed: %s: %s", found, type(e).__name__, e)
+        sys.stderr.write(f"stepwatch: resuming from {found} failed: {type(e).__name__}: {e}\n")
         emit(
             "error_occurred",
             message=f"resuming from {found} failed: {type(e).__name__}: {e}",
@@ -112,4 +136,6 @@ def load_pending(
             fatal=False,
         )
         return
+    global _announced
+    _announced = True
     emit("checkpoint_loaded", checkpoint_path=found, resumed=True, at=where)

@@ -46,7 +46,6 @@ calls your ``load_checkpoint`` handler, when you registered one with
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from typing import Any
@@ -73,8 +72,6 @@ from .._helpers import (
 from . import _common
 
 __all__ = ["StepwatchCallback", "train"]
-
-_log = logging.getLogger("stepwatch")
 
 #: Keys of a training log that are not metrics of their own.
 _TRAIN_KEYS = ("loss", "learning_rate", "epoch")
@@ -180,19 +177,18 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
 
     @staticmethod
     def _claim_resume(state: Any) -> str | None:
-        """A retried job's checkpoint: the path when the Trainer resumed from it (its
+        """A retried job's checkpoint: the path when the Trainer resumed (its
         ``global_step`` starts past 0); else it is left to a ``load_checkpoint`` handler,
         or a warning says how to resume."""
-        if _resume.pending() is None:
+        if _resume.path() is None:
             return None
         if int(getattr(state, "global_step", 0) or 0) > 0:
-            return _resume.claim()
-        if "load_checkpoint" not in _control.HANDLERS:
-            _log.warning(
-                "stepwatch: this job resumes from %s but the Trainer started from step 0: "
-                "start it with stepwatch.integrations.huggingface.train(trainer), or "
-                "trainer.train(resume_from_checkpoint=stepwatch.resume_from())",
-                _resume.claim(),
+            return _resume.announce()
+        if _resume.pending() is not None and "load_checkpoint" not in _control.HANDLERS:
+            _resume.warn(
+                f"this job resumes from {_resume.claim()} but the Trainer started from "
+                "step 0: start it with stepwatch.integrations.huggingface.train(trainer), "
+                "or trainer.train(resume_from_checkpoint=stepwatch.resume_from())"
             )
         return None
 
