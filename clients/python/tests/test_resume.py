@@ -213,3 +213,29 @@ def test_lightning_callback_resumes_a_fit_without_ckpt_path(relay, run_script, t
     assert got == [*range(1, 13), *range(11, 21)]  # attempt 2 from the checkpoint's step 10
     loaded = events(relay, "pl-resume", "checkpoint_loaded")
     assert [(e["checkpoint_path"], e["step"]) for e in loaded] == [(ckpt["path"], 10)]
+
+
+def test_lightning_fit_helper_passes_the_checkpoint_as_ckpt_path(relay, run_script, tmp_path):
+    need("torch")
+    need("lightning", "pytorch_lightning")
+    code = LIGHTNING.replace(
+        "import StepwatchCallback, StepwatchLogger",
+        "import StepwatchCallback, StepwatchLogger, fit",
+    ).replace(
+        "\ntrainer.fit(Regression(), train, val)\n", "\nfit(trainer, Regression(), train, val)\n"
+    )
+    assert "\nfit(trainer, Regression(), train, val)\n" in code
+    env = lightning_env(relay, tmp_path, "callback", "pl-fit", MAX_STEPS="10")
+    proc = run_script(code, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = relay.wait_for("pl-fit", lambda s: s["status"] == "completed")
+    ckpt = state["checkpoints"][-1]["path"]
+    env = {**env, "MAX_STEPS": "14", "STEPWATCH_RESUME_FROM": ckpt}
+    proc = run_script(code, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Restoring states from the checkpoint path at " + ckpt in proc.stdout + proc.stderr
+    relay.wait_for("pl-fit", lambda s: s["status"] == "completed" and s["step"] == 14)
+    got = [e["step"] for e in events(relay, "pl-fit", "batch_end")]
+    assert got == [*range(1, 11), *range(11, 15)]
+    loaded = events(relay, "pl-fit", "checkpoint_loaded")
+    assert [(e["checkpoint_path"], e["step"]) for e in loaded] == [(ckpt, 10)]
