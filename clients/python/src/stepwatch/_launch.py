@@ -319,8 +319,9 @@ class Job:
         """Asks the relay to cancel the job (a queued one at once, a running one with a
         stop first, then the engine's kill); returns self, refreshed."""
         answer = self._call("POST", f"/api/jobs/{urllib.parse.quote(self.id, safe='')}/cancel")
-        if isinstance(answer, dict) and "status" in answer and "job" in answer:
-            self.state = answer
+        view = answer.get("job") if isinstance(answer, dict) else None
+        if isinstance(view, dict):  # {"job": JobView, "stop_command": ...}
+            self.state = view
             return self
         return self.refresh()
 
