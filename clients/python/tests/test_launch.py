@@ -486,8 +486,10 @@ def test_a_retried_job_resumes_from_its_runs_last_checkpoint(launch_relay, agent
         params={"steps": 10, "fail_at": 6},
         max_retries=1,
         url=launch_relay.url,
+        wait=True,
+        timeout=120,
     )
-    assert job.wait(timeout=120) == "succeeded", job.state
+    assert job.status == "succeeded", job.state
     assert job.state["attempts"] == 2 and job.state["retries_left"] == 0
     ckpt = str(Path(launch_relay.data_dir).parent / "ckpts" / job.run / "step-4.json")
     assert job.state["resume_from"] == ckpt

@@ -239,3 +239,37 @@ def test_lightning_fit_helper_passes_the_checkpoint_as_ckpt_path(relay, run_scri
     assert got == [*range(1, 11), *range(11, 15)]
     loaded = events(relay, "pl-fit", "checkpoint_loaded")
     assert [(e["checkpoint_path"], e["step"]) for e in loaded] == [(ckpt, 10)]
+
+
+def test_frameworks_that_cannot_resume_say_so_and_train_from_the_start(relay, run_script, tmp_path):
+    need("torch")
+    need("transformers")
+    need("lightning", "pytorch_lightning")
+    missing = str(tmp_path / "gone" / "last.ckpt")
+    env = {
+        **OFFLINE,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "STEPWATCH_URL": relay.url,
+        "RUN": "hf-plain",
+        "OUT": str(tmp_path / "hf"),
+        "MAX_STEPS": "5",
+        "SAVE_STEPS": "100",
+        "STEPWATCH_RESUME_FROM": missing,
+    }
+    proc = run_script(HF_TRAINER, env=env, timeout=180)  # trainer.train(), no handler
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "but the Trainer started from step 0" in proc.stderr
+    relay.wait_for("hf-plain", lambda s: s["status"] == "completed")
+    assert [e["step"] for e in events(relay, "hf-plain", "batch_end")] == [5]
+    logs = [e["message"] for e in events(relay, "hf-plain", "log")]
+    assert any("huggingface.train(trainer)" in m and missing in m for m in logs), logs
+
+    env = lightning_env(
+        relay, tmp_path, "callback", "pl-bad", MAX_STEPS="3", STEPWATCH_RESUME_FROM=missing
+    )
+    proc = run_script(LIGHTNING, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"could not resume from {missing}" in proc.stderr
+    relay.wait_for("pl-bad", lambda s: s["status"] == "completed")
+    assert [e["step"] for e in events(relay, "pl-bad", "batch_end")] == [1, 2, 3]
+    assert events(relay, "pl-bad", "checkpoint_loaded") == []
