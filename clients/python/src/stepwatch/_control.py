@@ -9,7 +9,9 @@ thread, at the next control point: every ``emit_batch_end``, ``emit_batch_start`
 "The control path"): ``accepted`` when the command arrives (a pause: when the loop
 pauses), or ``rejected`` at once when the trainer cannot do it; the final ``done`` /
 ``failed`` at the control point that carries it out (a stop: when the run ends). The
-``accepted`` message says what the trainer is doing.
+``accepted`` message says what the trainer is doing. A retried job's checkpoint
+(``STEPWATCH_RESUME_FROM``) is loaded at the first control point as a
+``load_checkpoint`` would be (:mod:`stepwatch._resume`).
 
 How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
 
@@ -295,7 +297,8 @@ class Controller:
             self._cond.notify_all()
 
     def at_event(self, record: dict[str, Any]) -> None:
-        """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``."""
+        """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``
+        (and ``training_start``, where only a retried job's resume happens)."""
         event = record.get("event")
         if event == "training_start":  # only the resume: no pause or stop here
             self._resume_once("training_start")
