@@ -92,6 +92,9 @@ impl Launcher {
     /// Tells the job streams about a change (and remembers it as published).
     fn publish(&self, row: &JobRow) {
         self.remember(row);
+        if row.state.is_terminal() {
+            self.tokens.forget(&row.state.job);
+        }
         let view = self.view(row, &self.context());
         if let Ok(json) = serde_json::to_string(&view) {
             let _ = self.changes.send(Arc::new((row.queue.clone(), json)));

@@ -22,6 +22,17 @@ pub struct Tokens {
     checked: Mutex<HashMap<String, (String, Instant)>>,
 }
 
+impl Tokens {
+    /// Forgets the checked tokens of a job that has ended (this relay stops accepting
+    /// them at once; others within [`RECHECK`]).
+    pub fn forget(&self, job: &str) {
+        let prefix = format!("{PREFIX}{job}.");
+        if let Ok(mut c) = self.checked.lock() {
+            c.retain(|t, _| !t.starts_with(&prefix));
+        }
+    }
+}
+
 fn mac(key: &[u8], job: &str, run: &str) -> String {
     let mut h = blake2::Blake2b512::new();
     h.update((key.len() as u64).to_le_bytes());
