@@ -296,6 +296,22 @@ tokens = ["agent-token-0123456789abc"]
     assert!(v["error"].as_str().unwrap().contains("free-form"), "{v}");
     let (c, _) = relay.post_json("/api/jobs/preview", &free, Some(ADMIN_TOKEN));
     assert_eq!(c, 200);
+    // An admin's free-form job: its environment's values are shown to admins only.
+    let secret = json!({"name": "s", "queue": "local",
+        "entry": {"argv": ["/bin/true"], "env": {"API_KEY": "s3cret"}}});
+    let (c, s) = relay.post_json("/api/jobs", &secret, Some(ADMIN_TOKEN));
+    assert_eq!(c, 201, "{s}");
+    let sid = s["job"].as_str().unwrap().to_string();
+    let (_, seen) = relay.get_as(&format!("/api/jobs/{sid}"), "operator-token-0123456789");
+    assert_eq!(seen["launch"]["env"]["API_KEY"], "(hidden)", "{seen}");
+    assert_eq!(
+        seen["spec"]["entry"]["env"]["API_KEY"], "(hidden)",
+        "{seen}"
+    );
+    let (_, seen) = relay.get_as(&format!("/api/jobs/{sid}"), ADMIN_TOKEN);
+    assert_eq!(seen["launch"]["env"]["API_KEY"], "s3cret");
+    let (c, _) = relay.post_json(&format!("/api/jobs/{sid}/cancel"), &json!({}), op);
+    assert_eq!(c, 202);
     // Typed parameters: a bad value is refused naming its field; nothing is queued.
     for (params, field) in [
         (json!({"steps": "30; rm -rf /"}), "entry.params.steps"),
@@ -326,8 +342,12 @@ tokens = ["agent-token-0123456789abc"]
         (400, Some("resources.gpus")),
         "{v}"
     );
-    let (c, list) = relay.get_as("/api/jobs", "operator-token-0123456789");
-    assert_eq!((c, list.as_array().map(Vec::len)), (200, Some(0)), "{list}");
+    let (c, list) = relay.get_as("/api/jobs?open=1", "operator-token-0123456789");
+    assert_eq!(
+        (c, list.as_array().map(Vec::len)),
+        (200, Some(0)),
+        "nothing queued: {list}"
+    );
 
     // An operator submits; only an agent (or admin) may claim.
     let (c, s) = relay.post_json("/api/jobs", &spec, op);
