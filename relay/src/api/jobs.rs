@@ -329,7 +329,7 @@ pub async fn stream(
         }
         forward_live(&mut live, &tx, &_guard.0, |m| {
             let (q, json) = m.as_ref();
-            if !queue.as_ref().is_none_or(|x| x == q) {
+            if queue.as_ref().is_some_and(|x| x != q) {
                 return None;
             }
             if admin {
