@@ -249,9 +249,9 @@ fn an_agent_killed_with_kill_9_hands_its_running_job_on_and_it_is_started_once()
     );
 }
 
-#[test]
-fn only_the_queues_roles_may_launch_and_the_run_token_writes_one_run() {
-    let dir = TempDir::new("launch-auth");
+/// A relay with logins (an operator, a viewer, an agent, besides auth_config's users) and
+/// the local launch config.
+fn auth_relay(dir: &TempDir) -> Relay {
     let users = r#"
 [[users]]
 name = "opal"
@@ -270,15 +270,21 @@ tokens = ["agent-token-0123456789abc"]
 "#;
     let auth = auth_config(&dir.0, users);
     let cfg = local_launch_config(&dir.0, 10, 5, "");
-    let relay = Relay::start(
+    Relay::start(
         &dir.0.join("data"),
         &[
             "--launch",
-            cfg.to_str().unwrap(),
+            cfg.to_str().expect("a UTF-8 temp path"),
             "--config",
-            auth.to_str().unwrap(),
+            auth.to_str().expect("a UTF-8 temp path"),
         ],
-    );
+    )
+}
+
+#[test]
+fn only_the_queues_roles_may_launch_and_the_run_token_writes_one_run() {
+    let dir = TempDir::new("launch-auth");
+    let relay = auth_relay(&dir);
     let (op, viewer, agent) = (
         Some("operator-token-0123456789"),
         Some("viewer-token-0123456789ab"),
@@ -296,6 +302,78 @@ tokens = ["agent-token-0123456789abc"]
     assert!(v["error"].as_str().unwrap().contains("free-form"), "{v}");
     let (c, _) = relay.post_json("/api/jobs/preview", &free, Some(ADMIN_TOKEN));
     assert_eq!(c, 200);
+    // An operator submits; only an agent (or admin) may claim.
+    let (c, s) = relay.post_json("/api/jobs", &spec, op);
+    assert_eq!(c, 201, "{s}");
+    let (c, _) = relay.post_json("/api/queues/local/claim", &json!({"agent": "x"}), op);
+    assert_eq!(c, 403);
+    let (c, launch) = relay.post_json("/api/queues/local/claim", &json!({"agent": "x"}), agent);
+    assert_eq!(c, 200, "{launch}");
+    let token = launch["env"]["STEPWATCH_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = launch["run"].as_str().unwrap();
+    assert_eq!(launch["env"]["STEPWATCH_RUN"], run);
+    // The job's token writes its run, and no other.
+    let ev = json!({"event": "training_start", "total_epochs": 1});
+    let (c, v) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&token));
+    assert_eq!(c, 200, "{v}");
+    let (c, v) = relay.post_json("/api/runs/ci-other/events", &ev, Some(&token));
+    assert_eq!(c, 403, "{v}");
+    let (c, _) = relay.post_json("/api/jobs", &spec, Some(&token));
+    assert_eq!(c, 403);
+    let last = if token.ends_with('0') { "1" } else { "0" };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
+    let (c, _) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&forged));
+    assert_eq!(c, 401);
+    // A report from an agent that does not hold the job is refused.
+    let job = launch["job"].as_str().unwrap();
+    let (c, v) = relay.post_json(
+        &format!("/api/jobs/{job}/report"),
+        &json!({"agent": "y", "kind": "succeeded"}),
+        agent,
+    );
+    assert_eq!(c, 409, "{v}");
+    // Once the job has ended, its token writes nothing.
+    let (c, v) = relay.post_json(
+        &format!("/api/jobs/{job}/report"),
+        &json!({"agent": "x", "kind": "failed", "reason": "test"}),
+        agent,
+    );
+    assert_eq!(c, 200, "{v}");
+    let (c, _) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&token));
+    assert_eq!(c, 401);
+}
+
+#[test]
+fn the_job_stream_shows_each_change_live() {
+    let dir = TempDir::new("launch-stream");
+    let cfg = local_launch_config(&dir.0, 10, 5, "");
+    let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
+    let _agent = Agent::start(&relay, &dir.0, "local", "local", "a1", &[]);
+    let url = format!("{}/api/jobs/stream?queue=local", relay.url);
+    let msgs = sse_collect(&url, None, 5, T, || {
+        relay.submit(&job_spec("streamed", json!({"steps": 10})));
+    });
+    let statuses: Vec<&str> = msgs
+        .iter()
+        .filter(|m| m.event == "job")
+        .filter_map(|m| m.data["status"].as_str())
+        .collect();
+    assert_eq!(statuses[0], "queued", "{statuses:?}");
+    assert!(
+        statuses.contains(&"running") || statuses.contains(&"submitted"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn parameters_are_typed_and_secrets_stay_with_admins() {
+    let dir = TempDir::new("launch-params");
+    let relay = auth_relay(&dir);
+    let op = Some("operator-token-0123456789");
+    let spec = job_spec("t", json!({"steps": 30}));
     // An admin's free-form job: its environment's values are shown to admins only.
     let secret = json!({"name": "s", "queue": "local",
         "entry": {"argv": ["/bin/true"], "env": {"API_KEY": "s3cret"}}});
@@ -347,69 +425,5 @@ tokens = ["agent-token-0123456789abc"]
         (c, list.as_array().map(Vec::len)),
         (200, Some(0)),
         "nothing queued: {list}"
-    );
-
-    // An operator submits; only an agent (or admin) may claim.
-    let (c, s) = relay.post_json("/api/jobs", &spec, op);
-    assert_eq!(c, 201, "{s}");
-    let (c, _) = relay.post_json("/api/queues/local/claim", &json!({"agent": "x"}), op);
-    assert_eq!(c, 403);
-    let (c, launch) = relay.post_json("/api/queues/local/claim", &json!({"agent": "x"}), agent);
-    assert_eq!(c, 200, "{launch}");
-    let token = launch["env"]["STEPWATCH_TOKEN"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let run = launch["run"].as_str().unwrap();
-    assert_eq!(launch["env"]["STEPWATCH_RUN"], run);
-    // The job's token writes its run, and no other.
-    let ev = json!({"event": "training_start", "total_epochs": 1});
-    let (c, v) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&token));
-    assert_eq!(c, 200, "{v}");
-    let (c, v) = relay.post_json("/api/runs/ci-other/events", &ev, Some(&token));
-    assert_eq!(c, 403, "{v}");
-    let (c, _) = relay.post_json("/api/jobs", &spec, Some(&token));
-    assert_eq!(c, 403);
-    let forged = format!("{}0", &token[..token.len() - 1]);
-    let (c, _) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&forged));
-    assert_eq!(c, 401);
-    // A report from an agent that does not hold the job is refused.
-    let job = launch["job"].as_str().unwrap();
-    let (c, v) = relay.post_json(
-        &format!("/api/jobs/{job}/report"),
-        &json!({"agent": "y", "kind": "succeeded"}),
-        agent,
-    );
-    assert_eq!(c, 409, "{v}");
-    // Once the job has ended, its token writes nothing.
-    let (c, v) = relay.post_json(
-        &format!("/api/jobs/{job}/report"),
-        &json!({"agent": "x", "kind": "failed", "reason": "test"}),
-        agent,
-    );
-    assert_eq!(c, 200, "{v}");
-    let (c, _) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&token));
-    assert_eq!(c, 401);
-}
-
-#[test]
-fn the_job_stream_shows_each_change_live() {
-    let dir = TempDir::new("launch-stream");
-    let cfg = local_launch_config(&dir.0, 10, 5, "");
-    let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
-    let _agent = Agent::start(&relay, &dir.0, "local", "local", "a1", &[]);
-    let url = format!("{}/api/jobs/stream?queue=local", relay.url);
-    let msgs = sse_collect(&url, None, 5, T, || {
-        relay.submit(&job_spec("streamed", json!({"steps": 10})));
-    });
-    let statuses: Vec<&str> = msgs
-        .iter()
-        .filter(|m| m.event == "job")
-        .filter_map(|m| m.data["status"].as_str())
-        .collect();
-    assert_eq!(statuses[0], "queued", "{statuses:?}");
-    assert!(
-        statuses.contains(&"running") || statuses.contains(&"submitted"),
-        "{statuses:?}"
     );
 }
