@@ -23,10 +23,12 @@ pub const EXTRAS: [&str; 5] = ["partition", "account", "qos", "constraint", "res
 /// The agent's environment variables a job sees (`--engine-opt export=` to change).
 pub const DEFAULT_EXPORT: &str = "PATH,HOME,USER,LOGNAME,LANG,LC_ALL,TZ,TMPDIR";
 
-/// Whether `text` is a plain token: 1-200 of `A-Z a-z 0-9 _ . , : = -`.
+/// Whether `text` is a plain token: 1-200 of `A-Z a-z 0-9 _ . , : = -`, not starting
+/// with `-` (so it never reads as an option, wherever it lands).
 pub fn plain_token(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 200
+        && !text.starts_with('-')
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.,:=-".contains(&b))
@@ -79,7 +81,7 @@ pub fn resource_args(
         if !plain_token(text) {
             return Err(EngineError::Refused(format!(
                 "extras.slurm.{key}: {text:?} is not a plain name \
-                 (1-200 of A-Z a-z 0-9 _ . , : = -)"
+                 (1-200 of A-Z a-z 0-9 _ . , : = -, not starting with -)"
             )));
         }
         args.push(format!("--{key}={text}"));
@@ -167,6 +169,7 @@ mod tests {
         for (bad, key) in [
             (json!({"partition": "x; rm -rf /"}), "partition"),
             (json!({"account": "a b"}), "account"),
+            (json!({"account": "--wrap=id"}), "account"),
             (json!({"qos": ""}), "qos"),
             (json!({"constraint": "$(id)"}), "constraint"),
             (json!({"reservation": 3}), "reservation"),
