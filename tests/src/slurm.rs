@@ -401,6 +401,15 @@ fn tear_down(dir: &Path, grace: Duration) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `PID (COMM) STATE …`: COMM may hold spaces and parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Stops and deletes the clusters that runs no longer alive left behind (a test run
 /// interrupted with Ctrl-C cannot drop its cluster); returns how many.
 pub fn remove_stale_slurm_clusters() -> usize {
@@ -416,7 +425,7 @@ pub fn remove_stale_slurm_clusters() -> usize {
         let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
             continue;
         };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        if pid == std::process::id() || alive(pid) {
             continue;
         }
         tear_down(&entry.path(), Duration::from_secs(2));

@@ -13,7 +13,7 @@ use stepwatch_agent::{Engine, EngineError, Observed};
 use stepwatch_e2e::*;
 use stepwatch_events::jobs::{Launch, Resources};
 
-fn engine(cluster: &SlurmCluster, state: &Path) -> Arc<dyn Engine> {
+fn slurm_engine(cluster: &SlurmCluster, state: &Path) -> Arc<dyn Engine> {
     let opts = EngineOptions {
         state_dir: state.to_path_buf(),
         exe: relay_bin(),
@@ -97,7 +97,7 @@ fn jobs_named(cluster: &SlurmCluster, key: &str) -> usize {
 fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
     let cluster = SlurmCluster::start();
     let state = TempDir::new("slurm-state");
-    let engine = engine(&cluster, &state.0);
+    let engine = slurm_engine(&cluster, &state.0);
     let mut l = launch(
         "1",
         &[
@@ -177,6 +177,18 @@ fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
     // A new agent (a fresh engine) finds the job again, from its folder or from Slurm.
     let again = engine_after_restart(&cluster, &state.0, &l);
     assert_eq!(again.start(&l).unwrap(), id);
+    // So does an agent with a state folder of its own (another machine's), which then
+    // reads the job's end from the folder of the agent that started it.
+    let elsewhere = TempDir::new("slurm-state");
+    let other = slurm_engine(&cluster, &elsewhere.0);
+    assert_eq!(other.start(&l).unwrap(), id);
+    assert_eq!(
+        other.status(&id, &l).unwrap(),
+        Observed::Failed {
+            reason: "exited with status 3".into(),
+            exit_code: Some(3)
+        }
+    );
     assert_eq!(
         jobs_named(&cluster, &l.key),
         1,
@@ -203,14 +215,14 @@ fn engine_after_restart(cluster: &SlurmCluster, state: &Path, l: &Launch) -> Arc
     for f in ["job_id", "slurm_job_id"] {
         std::fs::remove_file(state.join(&l.key).join(f)).unwrap();
     }
-    engine(cluster, state)
+    slurm_engine(cluster, state)
 }
 
 #[test]
 fn stop_sends_the_job_sigterm_and_kill_cancels_it() {
     let cluster = SlurmCluster::start();
     let state = TempDir::new("slurm-state");
-    let engine = engine(&cluster, &state.0);
+    let engine = slurm_engine(&cluster, &state.0);
     let trap = "trap 'echo got TERM; exit 143' TERM; echo ready; while :; do sleep 0.2; done";
     let l = launch("2", &["/bin/sh", "-c", trap]);
     let id = engine.start(&l).unwrap();
@@ -275,7 +287,7 @@ fn extras(v: Value) -> Map<String, Value> {
 fn hostile_or_unknown_extras_are_refused_before_sbatch() {
     let cluster = SlurmCluster::start();
     let state = TempDir::new("slurm-state");
-    let engine = engine(&cluster, &state.0);
+    let engine = slurm_engine(&cluster, &state.0);
     for (i, (bad, field)) in [
         (
             json!({"partition": "x; rm -rf /"}),
@@ -334,7 +346,7 @@ fn pending_reason(engine: &dyn Engine, id: &str, l: &Launch) -> String {
 fn a_job_that_cannot_start_shows_slurms_pending_reason() {
     let cluster = SlurmCluster::start();
     let state = TempDir::new("slurm-state");
-    let engine = engine(&cluster, &state.0);
+    let engine = slurm_engine(&cluster, &state.0);
     // More CPUs than the node has: it waits for good.
     let mut big = launch("big", &["/bin/true"]);
     big.resources.cpus = Some(SLURM_CPUS * 4);

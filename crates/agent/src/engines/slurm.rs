@@ -52,8 +52,8 @@ pub struct Slurm {
     cli: Cli,
     export: String,
     tail: Tail,
-    /// Job key by Slurm job id, for `output` (which gets the id only).
-    keys: Mutex<BTreeMap<String, String>>,
+    /// Job key and folder by Slurm job id, for `output` (which gets the id only).
+    known: Mutex<BTreeMap<String, (String, PathBuf)>>,
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -102,7 +102,7 @@ impl Slurm {
             export: export.to_string(),
             dir,
             tail: Tail::new(),
-            keys: Mutex::new(BTreeMap::new()),
+            known: Mutex::new(BTreeMap::new()),
         };
         let version = slurm.cli.run("squeue", &["--version".into()]);
         match version {
@@ -116,11 +116,23 @@ impl Slurm {
         self.dir.join(key)
     }
 
-    fn remember(&self, id: &str, key: &str) {
-        self.keys
+    /// The folder of job `key`: ours, or the one of the agent that started it (from the
+    /// `folder` file `start` left when it adopted the job).
+    fn folder(&self, key: &str) -> PathBuf {
+        let ours = self.job_dir(key);
+        match std::fs::read_to_string(ours.join("folder")) {
+            Ok(theirs) if Path::new(theirs.trim()).is_absolute() => PathBuf::from(theirs.trim()),
+            _ => ours,
+        }
+    }
+
+    fn remember(&self, id: &str, key: &str) -> PathBuf {
+        let folder = self.folder(key);
+        self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), key.to_string());
+            .insert(id.to_string(), (key.to_string(), folder.clone()));
+        folder
     }
 
     /// Runs a Slurm command; `Err` naming the command when it could not run.
@@ -128,14 +140,21 @@ impl Slurm {
         self.cli.run(program, args)
     }
 
-    /// A Slurm job of ours under `key`, still known to slurmctld (finished ones included).
-    fn find(&self, key: &str, script: &Path) -> Result<Option<String>, EngineError> {
+    /// A Slurm job of ours for `launch`, still known to slurmctld (finished ones
+    /// included): this user's, named by the key, with our comment (`stepwatch:<job>`: an
+    /// agent with another state folder started it) or our script.
+    /// Returns its id and its folder (its script's).
+    fn find(
+        &self,
+        launch: &Launch,
+        script: &Path,
+    ) -> Result<Option<(String, PathBuf)>, EngineError> {
         let args = [
             "--me",
             "--noheader",
             "--states=all",
-            &format!("--name={key}"),
-            "--format=%i|%o",
+            &format!("--name={}", launch.key),
+            "--format=%i|%k|%o",
         ]
         .map(String::from);
         let a = self.run("squeue", &args)?;
@@ -143,20 +162,24 @@ impl Slurm {
             return Err(failed("squeue --name", &a));
         }
         let script = script.to_string_lossy();
+        let comment = comment(launch);
         Ok(a.stdout.lines().find_map(|line| {
-            let (id, command) = line.trim().split_once('|')?;
-            (command == script && job_id(id)).then(|| id.to_string())
+            let mut words = line.trim().splitn(3, '|');
+            let (id, c, command) = (words.next()?, words.next()?, words.next()?);
+            if !job_id(id) || (c != comment && command != script) {
+                return None;
+            }
+            let folder = Path::new(command)
+                .parent()
+                .filter(|f| f.is_absolute() && command.ends_with("/job.sh"))?;
+            Some((id.to_string(), folder.to_path_buf()))
         }))
     }
 
     /// Writes the job's folder: `launch.json` (private to the agent's user: it holds the
     /// run's token) and the batch script.
     fn prepare(&self, dir: &Path, launch: &Launch) -> Result<PathBuf, EngineError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| unavailable("job folder", e))?;
+        make_dir(dir)?;
         let spec = serde_json::to_vec_pretty(launch).map_err(|e| unavailable("launch", e))?;
         write_private(&dir.join("launch.json"), &spec)?;
         let script = dir.join("job.sh");
@@ -169,7 +192,7 @@ impl Slurm {
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={}", launch.key),
-            format!("--comment=stepwatch:{}", launch.job),
+            format!("--comment={}", comment(launch)),
             format!("--output={}", dir.join("slurm.log").display()),
             "--open-mode=append".into(),
             // Retries are the relay's: a job Slurm requeued would run its argv again.
@@ -229,9 +252,23 @@ fn failed(what: &str, a: &Answer) -> EngineError {
     EngineError::Unavailable(format!("{what} failed: {}", a.error_text()))
 }
 
+/// The comment that marks a job as this launch's at Slurm.
+fn comment(launch: &Launch) -> String {
+    format!("stepwatch:{}", launch.job)
+}
+
 /// Whether `id` is a Slurm job id (digits, `_` for an array task).
 fn job_id(id: &str) -> bool {
     !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+}
+
+/// Creates a job's folder, private to the agent's user.
+fn make_dir(dir: &Path) -> Result<(), EngineError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| unavailable("job folder", e))
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temporary file.
@@ -335,10 +372,17 @@ impl Engine for Slurm {
         submit::resource_args(&launch.resources, &launch.extras)?;
         let dir = self.job_dir(key);
         let script = dir.join("job.sh");
-        let id = match recorded_id(&dir) {
+        let id = match recorded_id(&self.folder(key)) {
             Some(id) => id,
-            None => match self.find(key, &script)? {
-                Some(id) => id,
+            None => match self.find(launch, &script)? {
+                Some((id, folder)) => {
+                    make_dir(&dir)?;
+                    if folder != dir {
+                        let text = folder.to_string_lossy();
+                        write_private(&dir.join("folder"), text.as_bytes())?;
+                    }
+                    id
+                }
                 None => {
                     let script = self.prepare(&dir, launch)?;
                     self.submit(launch, &dir, &script)?
@@ -355,8 +399,7 @@ impl Engine for Slurm {
         if !job_id(engine_id) || !valid_key(&launch.key) {
             return Ok(Observed::Gone);
         }
-        self.remember(engine_id, &launch.key);
-        let dir = self.job_dir(&launch.key);
+        let dir = self.remember(engine_id, &launch.key);
         let id = engine_id.to_string();
         let a = self.run(
             "squeue",
@@ -417,14 +460,14 @@ impl Engine for Slurm {
     }
 
     fn output(&self, engine_id: &str, max: usize) -> Vec<OutputLine> {
-        let key = self
-            .keys
+        let known = self
+            .known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(engine_id)
             .cloned();
-        match key {
-            Some(key) => self.tail.read(&key, &self.job_dir(&key), LOGS, max),
+        match known {
+            Some((key, folder)) => self.tail.read(&key, &folder, LOGS, max),
             None => Vec::new(),
         }
     }
