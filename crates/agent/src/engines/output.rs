@@ -56,14 +56,6 @@ impl Tail {
         let _ = std::fs::write(dir.join(".forwarding"), b"");
         out
     }
-
-    /// Forgets a job (it ended and was read to the end).
-    pub fn forget(&self, key: &str) {
-        self.read
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
 }
 
 /// Appends the complete lines of `path` after byte `at` to `out` until it holds `max`.

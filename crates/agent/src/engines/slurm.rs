@@ -207,7 +207,7 @@ impl Slurm {
             return Err(if cli::transient(&why) {
                 EngineError::Unavailable(format!("sbatch failed: {why}"))
             } else {
-                EngineError::Refused(format!("sbatch refused the job: {why}"))
+                EngineError::Refused(format!("sbatch: {why}"))
             });
         }
         // `--parsable` prints `ID` or `ID;CLUSTER`.
