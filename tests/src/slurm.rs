@@ -4,8 +4,9 @@
 //!
 //! Needs Debian's `slurmctld slurmd slurm-client munge` (22.05) and root (slurmd runs
 //! jobs as their user; munged runs as the `munge` user). No systemd, no cgroups
-//! (`proctrack/linuxproc`, `task/none`), no accounting; the node has 2 CPUs and 2000 MB
-//! whatever the machine has (`SlurmdParameters=config_overrides`).
+//! (`proctrack/linuxproc`, `task/none`), no accounting; the node has 2 CPUs, 2000 MB and
+//! one GPU (`gres.conf` names /dev/null as its device) whatever the machine has
+//! (`SlurmdParameters=config_overrides`).
 
 use crate::relay::{free_port, wait_until};
 use std::io::Read;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const SLURM_NODE: &str = "sw1";
 /// CPUs the node offers.
 pub const SLURM_CPUS: u32 = 2;
+/// GPUs the node offers to Slurm's scheduler (one, its device /dev/null).
+pub const SLURM_GPUS: u32 = 1;
 
 const PREFIX: &str = "stepwatch-slurm-";
 
@@ -217,16 +220,21 @@ impl SlurmCluster {
              SelectType=select/cons_tres\n\
              SelectTypeParameters=CR_CPU\n\
              SlurmdParameters=config_overrides\n\
+             GresTypes=gpu\n\
              ReturnToService=2\n\
              InactiveLimit=0\n\
              KillWait=2\n\
              MinJobAge=300\n\
              NodeName={SLURM_NODE} NodeHostname={host} NodeAddr=127.0.0.1 \
-             CPUs={SLURM_CPUS} RealMemory=2000 State=UNKNOWN\n\
+             CPUs={SLURM_CPUS} RealMemory=2000 Gres=gpu:{SLURM_GPUS} State=UNKNOWN\n\
              PartitionName=debug Nodes={SLURM_NODE} Default=YES MaxTime=INFINITE State=UP\n",
             sock = self.munge_socket().display(),
         );
+        // One GPU whose device is /dev/null: Slurm schedules it (and sets
+        // CUDA_VISIBLE_DEVICES), nothing uses it.
+        let gres = format!("NodeName={SLURM_NODE} Name=gpu File=/dev/null\n");
         std::fs::write(self.dir.join("plugstack.conf"), "")
+            .and_then(|()| std::fs::write(self.dir.join("gres.conf"), gres))
             .and_then(|()| std::fs::write(&self.conf, conf))
             .map_err(|e| format!("slurm.conf: {e}"))
     }

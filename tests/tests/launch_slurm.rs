@@ -104,6 +104,7 @@ fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
             "/bin/sh",
             "-c",
             "echo hi; echo \"greeting=$GREETING\"; echo \"agent=${CARGO_PKG_NAME:-none}\"; \
+             echo \"gpus=$CUDA_VISIBLE_DEVICES\"; \
              echo oops >&2; sleep 1; exit 3",
         ],
     );
@@ -112,6 +113,7 @@ fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
         .insert("GREETING".into(), "a,b c;$(touch /tmp/pwned)'\"".into());
     l.extras = json!({"partition": "debug"}).as_object().unwrap().clone();
     l.resources = Resources {
+        gpus: Some(SLURM_GPUS),
         cpus: Some(1),
         memory_mb: Some(100),
         time_limit_s: Some(90),
@@ -158,6 +160,8 @@ fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
         "stdout: greeting=a,b c;$(touch /tmp/pwned)'\"",
         // The agent's own environment (cargo's variables here) does not reach the job.
         "stdout: agent=none",
+        // Slurm's own variables do (it gave the job the node's GPU).
+        "stdout: gpus=0",
         "stderr: oops",
     ] {
         assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
@@ -173,6 +177,9 @@ fn a_job_runs_once_per_key_and_its_exit_code_and_output_come_back() {
     assert!(shown.contains("ExitCode=3:0"), "{shown}");
     assert!(shown.contains("Comment=stepwatch:1"), "{shown}");
     assert!(shown.contains("Partition=debug"), "{shown}");
+    assert!(shown.contains("TimeLimit=00:02:00"), "{shown}");
+    assert!(shown.contains("MinMemoryNode=100M"), "{shown}");
+    assert!(shown.contains("TresPerNode=gres:gpu:1"), "{shown}");
 
     // A new agent (a fresh engine) finds the job again, from its folder or from Slurm.
     let again = engine_after_restart(&cluster, &state.0, &l);
