@@ -398,3 +398,169 @@ fn a_job_that_cannot_start_shows_slurms_pending_reason() {
     engine.kill(&hog_id).unwrap();
     cluster.wait_empty(Duration::from_secs(20));
 }
+
+/// A trainer on the SDK: prints, reports steps, and finishes (or, with `STEPS=0`, runs
+/// until SIGTERM, saying when the stop command arrives but not obeying it).
+const TRAINER: &str = r#"
+import os, signal, sys, time
+import stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+
+def on_term(*_):
+    print("got TERM", flush=True)
+    stepwatch.flush(5)
+    os._exit(143)
+
+signal.signal(signal.SIGTERM, on_term)
+steps = int(os.environ["STEPS"])
+print("hello from slurm job", os.environ.get("SLURM_JOB_ID"), flush=True)
+emit_training_start(total_epochs=1, total_batches=steps or 100000, config={"engine": "slurm"})
+step, told = 0, False
+while steps == 0 or step < steps:
+    step += 1
+    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
+    if stepwatch.should_stop() and not told:
+        print("stop command seen; not stopping", flush=True)
+        told = True
+    time.sleep(0.05)
+emit_training_end()
+assert stepwatch.flush(10)
+print("done", flush=True)
+"#;
+
+const LAUNCH_TOML: &str = r#"
+[[queues]]
+name = "slurm"
+engine = "slurm"
+description = "the test's one-node Slurm cluster"
+cancel_grace_s = 2
+lease_s = 10
+extras = { slurm = { partition = "debug" } }
+"#;
+
+fn submit_trainer(relay: &Relay, name: &str, steps: u32) -> (String, String) {
+    let body = json!({
+        "name": name,
+        "queue": "slurm",
+        "entry": {
+            "argv": [python().to_string_lossy(), "-c", TRAINER],
+            "env": {
+                "PYTHONPATH": repo().join("clients/python/src").to_string_lossy(),
+                "STEPS": steps.to_string(),
+            },
+        },
+        "resources": {"cpus": 1, "time_limit_s": 600},
+    });
+    let res = ureq::post(&format!("{}/api/jobs", relay.url)).send_json(body);
+    let answer: Value = match res {
+        Ok(r) => r.into_json().unwrap(),
+        Err(ureq::Error::Status(s, r)) => panic!("submit: {s} {}", r.into_string().unwrap()),
+        Err(e) => panic!("submit: {e}"),
+    };
+    (
+        answer["job"].as_str().unwrap().to_string(),
+        answer["run"].as_str().unwrap().to_string(),
+    )
+}
+
+fn job_view(relay: &Relay, job: &str) -> Value {
+    relay.get_ok(&format!("/api/jobs/{job}"))
+}
+
+fn wait_status(relay: &Relay, job: &str, want: &str, timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = job_view(relay, job);
+        if v["status"] == want {
+            return v;
+        }
+        let terminal =
+            ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or(""));
+        assert!(
+            !terminal && Instant::now() < deadline,
+            "job {job} is not {want}: {v}\nwas: {last}"
+        );
+        last = v;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The run's log lines (the agent forwards what the job prints).
+fn log_lines(relay: &Relay, run: &str) -> Vec<String> {
+    relay
+        .all_events(run)
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn jobs_submitted_to_a_slurm_queue_run_report_and_cancel_end_to_end() {
+    let cluster = SlurmCluster::start();
+    let data = TempDir::new("slurm-relay");
+    let launch = data.0.join("launch.toml");
+    std::fs::write(&launch, LAUNCH_TOML).unwrap();
+    let relay = Relay::start(
+        &data.0.join("relay"),
+        &["--launch", launch.to_str().unwrap()],
+    );
+    let state = TempDir::new("slurm-agent");
+    let _agent = SlurmAgent::start(
+        &cluster,
+        &relay.url,
+        "slurm",
+        &state.0,
+        &data.0.join("agent.log"),
+    );
+    let agent_log = || std::fs::read_to_string(data.0.join("agent.log")).unwrap_or_default();
+
+    // A trainer that finishes: running with its run receiving events, then succeeded.
+    let (job, run) = submit_trainer(&relay, "slurm ok", 20);
+    let v = wait_status(&relay, &job, "running", Duration::from_secs(60));
+    assert_eq!(v["run"], run.as_str(), "{v}");
+    let engine_id = v["engine_id"].as_str().unwrap().to_string();
+    assert!(engine_id.bytes().all(|b| b.is_ascii_digit()), "{v}");
+    let v = wait_status(&relay, &job, "succeeded", Duration::from_secs(60));
+    assert!(v["exit_code"].is_null() || v["exit_code"] == 0, "{v}");
+    let events = relay.all_events(&run);
+    let steps = events.iter().filter(|e| e["event"] == "batch_end").count();
+    assert_eq!(steps, 20, "agent log:\n{}", agent_log());
+    assert!(events.iter().any(|e| e["event"] == "training_end"));
+    let hello = format!("hello from slurm job {engine_id}");
+    wait_until(
+        "the job's output in the run's log",
+        Duration::from_secs(10),
+        || log_lines(&relay, &run).contains(&hello).then_some(()),
+    );
+    assert_eq!(jobs_named(&cluster, &format!("sw-{job}-1")), 1);
+
+    // A trainer that ignores the stop command: after the grace, SIGTERM through scancel.
+    let (job, run) = submit_trainer(&relay, "slurm cancel", 0);
+    wait_status(&relay, &job, "running", Duration::from_secs(60));
+    wait_until("the trainer's steps", Duration::from_secs(30), || {
+        // The run exists once the trainer's first events arrive.
+        let (status, _) = relay.get(&format!("/api/runs/{run}/events?limit=1"));
+        let events = if status == 200 {
+            relay.all_events(&run)
+        } else {
+            Vec::new()
+        };
+        (events.iter().filter(|e| e["event"] == "batch_end").count() > 5).then_some(())
+    });
+    let res = ureq::post(&format!("{}/api/jobs/{job}/cancel", relay.url)).call();
+    assert!(res.is_ok(), "cancel: {res:?}");
+    let v = wait_status(&relay, &job, "cancelled", Duration::from_secs(60));
+    let lines = log_lines(&relay, &run);
+    let seen = |l: &str| lines.iter().position(|x| x == l);
+    let (Some(stop), Some(term)) = (seen("stop command seen; not stopping"), seen("got TERM"))
+    else {
+        panic!(
+            "the trainer saw no stop command or TERM: {lines:?}\n{v}\n{}",
+            agent_log()
+        );
+    };
+    assert!(stop < term, "{lines:?}");
+    cluster.wait_empty(Duration::from_secs(20));
+}
