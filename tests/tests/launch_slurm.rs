@@ -562,5 +562,13 @@ fn jobs_submitted_to_a_slurm_queue_run_report_and_cancel_end_to_end() {
         );
     };
     assert!(stop < term, "{lines:?}");
+    // The TERM came through Slurm (scancel --signal=TERM), and the trainer's exit with it.
+    let shown = cluster
+        .command("scontrol")
+        .args(["show", "job", v["engine_id"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("ExitCode=143:0"), "{shown}");
     cluster.wait_empty(Duration::from_secs(20));
 }
