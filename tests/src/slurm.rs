@@ -285,6 +285,23 @@ impl SlurmCluster {
         text
     }
 
+    /// Freezes slurmctld (SIGSTOP): clients connect but get no answer, as with a hung
+    /// controller. [`SlurmCluster::resume_controller`] thaws it.
+    pub fn pause_controller(&self) {
+        self.signal_controller("STOP");
+    }
+
+    /// Thaws slurmctld after [`SlurmCluster::pause_controller`].
+    pub fn resume_controller(&self) {
+        self.signal_controller("CONT");
+    }
+
+    fn signal_controller(&self, signal: &str) {
+        if let Some(ctld) = self.daemons.get(1) {
+            signal_all(&[ctld.id()], signal);
+        }
+    }
+
     /// `sinfo`'s word for the node (`idle`, `alloc`, `mix` …).
     pub fn node_state(&self) -> Option<String> {
         let out = self
@@ -499,6 +516,7 @@ pub fn remove_stale_slurm_clusters() -> usize {
 impl Drop for SlurmCluster {
     fn drop(&mut self) {
         // Jobs first, while slurmd can still end them the way Slurm does.
+        self.resume_controller();
         if self.exited().is_none() {
             self.cancel_all(Duration::from_secs(10));
         }

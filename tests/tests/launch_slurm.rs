@@ -14,14 +14,24 @@ use stepwatch_e2e::*;
 use stepwatch_events::jobs::{Launch, Resources};
 
 fn slurm_engine(cluster: &SlurmCluster, state: &Path) -> Arc<dyn Engine> {
+    slurm_engine_with(cluster, state, &[])
+}
+
+fn slurm_engine_with(
+    cluster: &SlurmCluster,
+    state: &Path,
+    opts: &[(&str, &str)],
+) -> Arc<dyn Engine> {
+    let mut settings = BTreeMap::from([(
+        "conf".to_string(),
+        cluster.conf().to_string_lossy().into_owned(),
+    )]);
+    settings.extend(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let opts = EngineOptions {
         state_dir: state.to_path_buf(),
         exe: relay_bin(),
         gpus: Vec::new(),
-        opts: BTreeMap::from([(
-            "conf".to_string(),
-            cluster.conf().to_string_lossy().into_owned(),
-        )]),
+        opts: settings,
     };
     build("slurm", &opts).unwrap()
 }
@@ -396,6 +406,47 @@ fn a_job_that_cannot_start_shows_slurms_pending_reason() {
         "{seen:?}"
     );
     engine.kill(&hog_id).unwrap();
+    cluster.wait_empty(Duration::from_secs(20));
+}
+
+#[test]
+fn a_hung_controller_makes_the_engine_wait_not_fail_the_job() {
+    let cluster = SlurmCluster::start();
+    let state = TempDir::new("slurm-state");
+    let engine = slurm_engine_with(&cluster, &state.0, &[("timeout_s", "2")]);
+    let l = launch("hung", &["/bin/sh", "-c", "sleep 600"]);
+    let id = engine.start(&l).unwrap();
+    follow(engine.as_ref(), &id, &l, Duration::from_secs(60), |o| {
+        *o == Observed::Running
+    });
+    cluster.pause_controller();
+    let started = Instant::now();
+    let err = engine.status(&id, &l).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Unavailable(why) if why.contains("squeue did not answer within 2 s")),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // A new job is not refused (which would fail it) but waits for Slurm.
+    let later = launch("later", &["/bin/true"]);
+    assert!(
+        matches!(engine.start(&later), Err(EngineError::Unavailable(_))),
+        "a hung controller must not fail the job"
+    );
+    assert!(matches!(engine.stop(&id), Err(EngineError::Unavailable(_))));
+    cluster.resume_controller();
+    assert_eq!(engine.status(&id, &l).unwrap(), Observed::Running);
+    assert_eq!(
+        jobs_named(&cluster, &later.key),
+        0,
+        "{:?}",
+        cluster.squeue(true)
+    );
+    engine.kill(&id).unwrap();
     cluster.wait_empty(Duration::from_secs(20));
 }
 
