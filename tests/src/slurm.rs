@@ -356,6 +356,15 @@ impl SlurmCluster {
             .collect())
     }
 
+    /// How many jobs (finished ones still in slurmctld included) are named `name`.
+    pub fn jobs_named(&self, name: &str) -> usize {
+        let suffix = format!("|{name}");
+        self.squeue(true)
+            .iter()
+            .filter(|l| l.ends_with(&suffix))
+            .count()
+    }
+
     /// Cancels every job and waits (up to `timeout`) until none is left running.
     pub fn cancel_all(&self, timeout: Duration) {
         let ids: Vec<String> = self
@@ -389,12 +398,12 @@ pub struct SlurmAgent {
 }
 
 impl SlurmAgent {
-    /// Starts `stepwatch agent --queue QUEUE --engine slurm` against `relay_url`, its
-    /// job folders in `state_dir`, its log in `log`, ticking every 300 ms.
+    /// Starts `stepwatch agent --queue QUEUE --engine slurm --name NAME` against
+    /// `relay_url`, its job folders in `state_dir`, its log in `log`, ticking every 300 ms.
     pub fn start(
         cluster: &SlurmCluster,
         relay_url: &str,
-        queue: &str,
+        (queue, name): (&str, &str),
         state_dir: &Path,
         log: &Path,
     ) -> SlurmAgent {
@@ -403,12 +412,7 @@ impl SlurmAgent {
             .args([
                 "agent", "--url", relay_url, "--queue", queue, "--engine", "slurm",
             ])
-            .args([
-                "--name",
-                &format!("slurm-agent-{queue}"),
-                "--tick-ms",
-                "300",
-            ])
+            .args(["--name", name, "--tick-ms", "300"])
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--engine-opt")
