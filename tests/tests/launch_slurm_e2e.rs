@@ -49,6 +49,10 @@ extras = { slurm = { partition = "debug" } }
 "#;
 
 fn submit_trainer(relay: &Relay, name: &str, steps: u32) -> (String, String) {
+    submit_trainer_with(relay, name, steps, json!({}))
+}
+
+fn submit_trainer_with(relay: &Relay, name: &str, steps: u32, extras: Value) -> (String, String) {
     let body = json!({
         "name": name,
         "queue": "slurm",
@@ -60,6 +64,7 @@ fn submit_trainer(relay: &Relay, name: &str, steps: u32) -> (String, String) {
             },
         },
         "resources": {"cpus": 1, "time_limit_s": 600},
+        "extras": extras,
     });
     let res = ureq::post(&format!("{}/api/jobs", relay.url)).send_json(body);
     let answer: Value = match res {
@@ -191,6 +196,14 @@ fn jobs_submitted_to_a_slurm_queue_run_report_and_cancel_end_to_end() {
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("ExitCode=143:0"), "{shown}");
     cluster.wait_empty(Duration::from_secs(20));
+
+    // A hostile extra fails the job at the agent, naming the field; nothing reaches sbatch.
+    let bad = json!({"slurm": {"partition": "x; rm -rf /"}});
+    let (job, _) = submit_trainer_with(&relay, "slurm bad extra", 1, bad);
+    let v = wait_status(&relay, &job, "failed", Duration::from_secs(30));
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("extras.slurm.partition"), "{v}");
+    assert_eq!(cluster.jobs_named(&format!("sw-{job}-1")), 0);
 }
 
 #[test]
