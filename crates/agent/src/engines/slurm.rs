@@ -9,8 +9,8 @@
 //! `slurm.log` (Slurm's own output for the job), `stdout.log`, `stderr.log` and `exit`.
 //!
 //! A job is submitted at most once per key: `start` returns the recorded id, else looks
-//! the key up at Slurm (`squeue --name=KEY`, finished jobs included, matched by the
-//! script's path), and only then runs `sbatch`. Without slurmdbd a finished job leaves
+//! the key up at Slurm (`squeue --me --name=KEY`, finished jobs included, matched by
+//! the `stepwatch:<job>` comment or the script's path), and only then runs `sbatch`. Without slurmdbd a finished job leaves
 //! `scontrol` after `MinJobAge`; its `exit` file still tells how it ended.
 //!
 //! Settings (`--engine-opt KEY=VALUE`): `conf` (`SLURM_CONF` for the commands), `bin_dir`
@@ -104,7 +104,7 @@ impl Slurm {
             tail: Tail::new(),
             known: Mutex::new(BTreeMap::new()),
         };
-        let version = slurm.cli.run("squeue", &["--version".into()]);
+        let version = slurm.run("squeue", &["--version"]);
         match version {
             Ok(a) if a.ok => Ok(slurm),
             Ok(a) => anyhow::bail!("squeue --version failed: {}", a.error_text()),
@@ -136,7 +136,7 @@ impl Slurm {
     }
 
     /// Runs a Slurm command; `Err` naming the command when it could not run.
-    fn run(&self, program: &str, args: &[String]) -> Result<Answer, EngineError> {
+    fn run(&self, program: &str, args: &[&str]) -> Result<Answer, EngineError> {
         self.cli.run(program, args)
     }
 
@@ -149,14 +149,14 @@ impl Slurm {
         launch: &Launch,
         script: &Path,
     ) -> Result<Option<(String, PathBuf)>, EngineError> {
+        let name = format!("--name={}", launch.key);
         let args = [
             "--me",
             "--noheader",
             "--states=all",
-            &format!("--name={}", launch.key),
+            &name,
             "--format=%i|%k|%o",
-        ]
-        .map(String::from);
+        ];
         let a = self.run("squeue", &args)?;
         if !a.ok {
             return Err(failed("squeue --name", &a));
@@ -201,7 +201,7 @@ impl Slurm {
         ];
         args.extend(submit::resource_args(&launch.resources, &launch.extras)?);
         args.push(script.to_string_lossy().into_owned());
-        let a = self.run("sbatch", &args)?;
+        let a = self.cli.run("sbatch", &args)?;
         if !a.ok {
             let why = a.error_text();
             return Err(if cli::transient(&why) {
@@ -221,7 +221,7 @@ impl Slurm {
         Ok(id)
     }
 
-    fn scancel(&self, args: &[String]) -> Result<(), EngineError> {
+    fn scancel(&self, args: &[&str]) -> Result<(), EngineError> {
         let a = self.run("scancel", args)?;
         let why = a.error_text();
         // An ended job cannot be signalled: that is no failure of a stop.
@@ -401,16 +401,7 @@ impl Engine for Slurm {
         }
         let dir = self.remember(engine_id, &launch.key);
         let id = engine_id.to_string();
-        let a = self.run(
-            "squeue",
-            &[
-                "-h".into(),
-                "-j".into(),
-                id.clone(),
-                "-o".into(),
-                "%T|%r".into(),
-            ],
-        )?;
+        let a = self.run("squeue", &["-h", "-j", &id, "-o", "%T|%r"])?;
         if a.ok {
             if let Some((state, reason)) = a.stdout.lines().next().and_then(|l| l.split_once('|')) {
                 if let Some(o) = active(state.trim(), reason.trim()) {
@@ -420,7 +411,7 @@ impl Engine for Slurm {
         } else if !cli::unknown_job(&a.error_text()) {
             return Err(failed(&format!("squeue -j {id}"), &a));
         }
-        let a = self.run("scontrol", &["show".into(), "job".into(), id.clone()])?;
+        let a = self.run("scontrol", &["show", "job", &id])?;
         if !a.ok {
             if cli::unknown_job(&a.error_text()) {
                 return Ok(exit_file(&dir));
@@ -448,15 +439,15 @@ impl Engine for Slurm {
             return Ok(());
         }
         // A job still waiting has nothing to save: it is simply taken off the queue.
-        self.scancel(&["--state=PENDING".into(), engine_id.into()])?;
-        self.scancel(&["--signal=TERM".into(), "--full".into(), engine_id.into()])
+        self.scancel(&["--state=PENDING", engine_id])?;
+        self.scancel(&["--signal=TERM", "--full", engine_id])
     }
 
     fn kill(&self, engine_id: &str) -> Result<(), EngineError> {
         if !job_id(engine_id) {
             return Ok(());
         }
-        self.scancel(&[engine_id.into()])
+        self.scancel(&[engine_id])
     }
 
     fn output(&self, engine_id: &str, max: usize) -> Vec<OutputLine> {

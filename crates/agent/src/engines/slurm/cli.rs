@@ -41,7 +41,11 @@ impl Answer {
 impl Cli {
     /// Runs `program args…` to its end or the time limit. `Err` when it could not run
     /// or ran out of time; a nonzero exit is an `Answer` with `ok: false`.
-    pub fn run(&self, program: &str, args: &[String]) -> Result<Answer, EngineError> {
+    pub fn run<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        program: &str,
+        args: &[S],
+    ) -> Result<Answer, EngineError> {
         let path = match &self.bin_dir {
             Some(dir) => dir.join(program),
             None => PathBuf::from(program),
@@ -190,13 +194,10 @@ mod tests {
             timeout: Duration::from_millis(300),
         };
         let started = Instant::now();
-        let err = cli.run("sleep", &["30".into()]).unwrap_err();
+        let err = cli.run("sleep", &["30"]).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(err.to_string().contains("sleep did not answer"), "{err}");
-        let ok = cli.run(
-            "sh",
-            &["-c".into(), "echo out; echo bad >&2; exit 2".into()],
-        );
+        let ok = cli.run("sh", &["-c", "echo out; echo bad >&2; exit 2"]);
         let ok = ok.unwrap();
         assert!(!ok.ok);
         assert_eq!(ok.stdout.trim(), "out");
