@@ -391,57 +391,9 @@ impl SlurmCluster {
     }
 }
 
-/// A `stepwatch agent --engine slurm` process serving one queue of a relay on a
-/// [`SlurmCluster`]; killed on drop (its jobs stay at Slurm, as an agent's do).
-pub struct SlurmAgent {
-    child: Child,
-}
-
-impl SlurmAgent {
-    /// Starts `stepwatch agent --queue QUEUE --engine slurm --name NAME` against
-    /// `relay_url`, its job folders in `state_dir`, its log in `log`, ticking every 300 ms.
-    pub fn start(
-        cluster: &SlurmCluster,
-        relay_url: &str,
-        (queue, name): (&str, &str),
-        state_dir: &Path,
-        log: &Path,
-    ) -> SlurmAgent {
-        let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(crate::relay::relay_bin())
-            .args([
-                "agent", "--url", relay_url, "--queue", queue, "--engine", "slurm",
-            ])
-            .args(["--name", name, "--tick-ms", "300"])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--engine-opt")
-            .arg(format!("conf={}", cluster.conf().display()))
-            .env("SLURM_CONF", cluster.conf())
-            .env("STEPWATCH_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        SlurmAgent { child }
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for SlurmAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Every process (but this one) whose command line or environment names `dir`: the
-/// daemons, their `slurmstepd`s and the jobs (Slurm gives each job `SLURM_CONF`).
+/// daemons, their `slurmstepd`s, the jobs (Slurm gives each job `SLURM_CONF`) and the
+/// agents aimed at the cluster (`--engine-opt conf=<dir>/slurm.conf`).
 fn processes_of(dir: &Path) -> Vec<u32> {
     let needle = format!("{}/", dir.display());
     let me = std::process::id();

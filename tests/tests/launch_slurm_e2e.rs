@@ -66,27 +66,19 @@ fn submit_trainer_with(relay: &Relay, name: &str, steps: u32, extras: Value) -> 
         "resources": {"cpus": 1, "time_limit_s": 600},
         "extras": extras,
     });
-    let res = ureq::post(&format!("{}/api/jobs", relay.url)).send_json(body);
-    let answer: Value = match res {
-        Ok(r) => r.into_json().unwrap(),
-        Err(ureq::Error::Status(s, r)) => panic!("submit: {s} {}", r.into_string().unwrap()),
-        Err(e) => panic!("submit: {e}"),
-    };
+    let answer = relay.submit(&body);
     (
         answer["job"].as_str().unwrap().to_string(),
         answer["run"].as_str().unwrap().to_string(),
     )
 }
 
-fn job_view(relay: &Relay, job: &str) -> Value {
-    relay.get_ok(&format!("/api/jobs/{job}"))
-}
-
+/// Waits until the job is `want`; fails at once when it ends otherwise.
 fn wait_status(relay: &Relay, job: &str, want: &str, timeout: Duration) -> Value {
     let mut last = Value::Null;
     let deadline = Instant::now() + timeout;
     loop {
-        let v = job_view(relay, job);
+        let v = relay.job(job);
         if v["status"] == want {
             return v;
         }
@@ -124,22 +116,24 @@ fn setup() -> (SlurmCluster, Relay, TempDir) {
     (cluster, relay, data)
 }
 
-fn agent(cluster: &SlurmCluster, relay: &Relay, data: &TempDir, name: &str) -> SlurmAgent {
-    let log = data.0.join(format!("{name}.log"));
-    SlurmAgent::start(
-        cluster,
-        &relay.url,
-        ("slurm", name),
-        &data.0.join("state"),
-        &log,
+/// `stepwatch agent --queue slurm --engine slurm`, aimed at the cluster.
+fn agent(cluster: &SlurmCluster, relay: &Relay, data: &TempDir, name: &str) -> Agent {
+    let conf = format!("conf={}", cluster.conf().display());
+    Agent::start(
+        relay,
+        &data.0,
+        "slurm",
+        "slurm",
+        name,
+        &["--engine-opt", &conf],
     )
 }
 
 #[test]
 fn jobs_submitted_to_a_slurm_queue_run_report_and_cancel_end_to_end() {
     let (cluster, relay, data) = setup();
-    let _agent = agent(&cluster, &relay, &data, "agent-1");
-    let agent_log = || std::fs::read_to_string(data.0.join("agent-1.log")).unwrap_or_default();
+    let agent1 = agent(&cluster, &relay, &data, "agent-1");
+    let agent_log = || agent1.log_text();
 
     // A trainer that finishes: running with its run receiving events, then succeeded.
     let (job, run) = submit_trainer(&relay, "slurm ok", 20);
@@ -209,15 +203,15 @@ fn jobs_submitted_to_a_slurm_queue_run_report_and_cancel_end_to_end() {
 #[test]
 fn a_job_outlives_its_agent_and_the_next_agent_adopts_it_without_resubmitting() {
     let (cluster, relay, data) = setup();
-    let first = agent(&cluster, &relay, &data, "agent-1");
+    let mut first = agent(&cluster, &relay, &data, "agent-1");
     let (job, run) = submit_trainer(&relay, "slurm adopt", 300);
     let v = wait_status(&relay, &job, "running", Duration::from_secs(60));
     assert_eq!(v["agent"], "agent-1", "{v}");
-    drop(first); // SIGKILL: the job keeps running at Slurm
+    first.kill9(); // the job keeps running at Slurm
     assert_eq!(cluster.jobs_named(&format!("sw-{job}-1")), 1);
     let _second = agent(&cluster, &relay, &data, "agent-2");
-    // Once the first agent's lease runs out, the second claims the job and finds it at
-    // Slurm by its key; it follows it to the end.
+    // Once the first agent's lease runs out, the second (with a state folder of its own)
+    // claims the job and finds it at Slurm by its key; it follows it to the end.
     let v = wait_status(&relay, &job, "succeeded", Duration::from_secs(90));
     let claims: Vec<&Value> = v["history"]
         .as_array()
