@@ -27,6 +27,7 @@
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
@@ -39,6 +40,7 @@ mod pg_cluster;
 mod proxy;
 mod python;
 mod relay;
+mod slurm;
 mod streams;
 
 pub use auth::*;
@@ -50,4 +52,5 @@ pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
 pub use relay::*;
+pub use slurm::*;
 pub use streams::*;
