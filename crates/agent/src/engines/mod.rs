@@ -1,6 +1,7 @@
 //! The engines an agent can hand jobs to, and how `stepwatch agent` builds one.
 
 pub mod local;
+pub mod ray;
 
 use crate::engine::Engine;
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub struct EngineOptions {
 pub fn build(name: &str, opts: &EngineOptions) -> anyhow::Result<Arc<dyn Engine>> {
     match name {
         "local" => Ok(Arc::new(local::Local::new(opts)?)),
+        "ray" => Ok(Arc::new(ray::Ray::new(opts)?)),
         other => {
             anyhow::bail!("unknown engine {other:?}: expected local, slurm, ray or kubernetes")
         }
