@@ -26,6 +26,7 @@
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
@@ -36,6 +37,7 @@ mod pg;
 mod pg_cluster;
 mod proxy;
 mod python;
+mod ray;
 mod relay;
 mod streams;
 
@@ -46,5 +48,6 @@ pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
+pub use ray::*;
 pub use relay::*;
 pub use streams::*;

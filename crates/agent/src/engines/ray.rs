@@ -281,14 +281,9 @@ fn observed(job: &Value, time_limited: bool) -> Result<Observed, EngineError> {
 }
 
 /// The complete lines of `text` from byte `at` (all of it once `ended`), at most `max`,
-/// and the offset after them. Ray's own first line (the entrypoint) is left out.
+/// and the offset after them.
 fn new_lines(text: &str, at: usize, max: usize, ended: bool) -> (Vec<OutputLine>, usize) {
-    // A log shorter than what was read (recreated): start again.
-    let mut at = if at > text.len() || !text.is_char_boundary(at) {
-        0
-    } else {
-        at
-    };
+    let mut at = if text.is_char_boundary(at) { at } else { 0 };
     let mut out = Vec::new();
     while out.len() < max && at < text.len() {
         let rest = &text[at..];
@@ -297,17 +292,20 @@ fn new_lines(text: &str, at: usize, max: usize, ended: bool) -> (Vec<OutputLine>
             None if ended => (rest, rest.len()),
             None => break,
         };
-        let first = at == 0;
         at += used;
-        if first && line.starts_with(RAY_PREAMBLE) {
-            continue;
-        }
         out.push(OutputLine {
             stream: "stdout",
             text: line.trim_end_matches('\r').to_string(),
         });
     }
     (out, at)
+}
+
+/// Where the job's own output begins in Ray's log: after Ray's runtime-env lines and its
+/// `Running entrypoint for job ID: ENTRYPOINT` line (the entrypoint may span lines).
+fn after_preamble(text: &str, id: &str, entrypoint: &str) -> Option<usize> {
+    let needle = format!("{RAY_PREAMBLE}{id}: {entrypoint}\n");
+    text.find(&needle).map(|i| i + needle.len())
 }
 
 impl Engine for Ray {
@@ -387,7 +385,21 @@ impl Engine for Ray {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(engine_id);
-        let at = self.offset(engine_id);
+        let mut at = self.offset(engine_id);
+        if at == 0 || at > logs.len() {
+            // Ray's lines come first: hand over only the job's own (all, if it ended
+            // before its entrypoint ran: they say why).
+            let entrypoint =
+                match self.get_json("GET job", &format!("/api/jobs/{}", segment(engine_id))) {
+                    Ok(Some(job)) => job["entrypoint"].as_str().unwrap_or("").to_string(),
+                    _ => return Vec::new(),
+                };
+            match after_preamble(&logs, engine_id, &entrypoint) {
+                Some(start) => at = start,
+                None if ended => at = 0,
+                None => return Vec::new(),
+            }
+        }
         let (lines, after) = new_lines(&logs, at, max, ended);
         if after != at {
             self.set_offset(engine_id, after);
@@ -471,8 +483,10 @@ mod tests {
 
     #[test]
     fn lines_go_out_once_the_partial_one_when_the_job_ended() {
-        let log = "Running entrypoint for job sw-1-1: exec 'x'\nhi\nthere\npart";
-        let (lines, at) = new_lines(log, 0, 100, false);
+        let log = "setting up\nRunning entrypoint for job sw-1-1: exec 'a\nb'\nhi\nthere\npart";
+        let start = after_preamble(log, "sw-1-1", "exec 'a\nb'").unwrap();
+        assert!(after_preamble(log, "sw-1-1", "exec 'a'").is_none());
+        let (lines, at) = new_lines(log, start, 100, false);
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["hi", "there"]);
         assert_eq!(&log[at..], "part");
@@ -485,9 +499,6 @@ mod tests {
         // At most `max` at a time.
         let (one, at1) = new_lines("a\nb\nc\n", 0, 1, false);
         assert_eq!((one.len(), at1), (1, 2));
-        // A log that shrank starts again.
-        let (restart, _) = new_lines("x\n", 10, 100, false);
-        assert_eq!(restart[0].text, "x");
     }
 
     #[test]

@@ -191,8 +191,10 @@ mod tests {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Words a shell would act on unquoted. Only harmless commands: a quoting bug must show
+    /// as a failed test, not as damage.
     const HOSTILE: [&str; 11] = [
-        "$(rm -rf /)",
+        "$(touch /tmp/stepwatch-pwned)",
         "`touch /tmp/stepwatch-pwned`",
         "a; echo pwned",
         "line one\nline two",
@@ -211,7 +213,9 @@ mod tests {
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote("'"), "''\\'''");
-        assert_eq!(shell_quote("$(x)"), "'$(x)'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_quote("a\nb;c`d`"), "'a\nb;c`d`'");
+        assert_eq!(shell_quote("-n"), "'-n'");
     }
 
     #[test]

@@ -1,0 +1,273 @@
+//! The Ray engine on a real Ray head (`ray start --head`), in a private network namespace
+//! so that Ray's traffic stays on loopback (see `stepwatch_e2e::in_private_network`).
+//! One head per run: the checks run in sequence in one test, and the head is stopped at the
+//! end, on failure too. Each check prints how long Ray took.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use stepwatch_agent::engines::{ray::Ray, EngineOptions};
+use stepwatch_agent::{Engine, EngineError, Observed};
+use stepwatch_e2e::*;
+use stepwatch_events::jobs::Launch;
+
+fn engine(head: &RayHead, state: &TempDir) -> Ray {
+    let mut opts = EngineOptions {
+        state_dir: state.0.clone(),
+        ..EngineOptions::default()
+    };
+    opts.opts.insert("address".into(), head.address.clone());
+    Ray::new(&opts).unwrap()
+}
+
+fn launch(key: &str, argv: &[&str]) -> Launch {
+    Launch {
+        job: format!("job-{key}"),
+        name: key.into(),
+        queue: "ray".into(),
+        run: format!("run-{key}"),
+        attempt: 1,
+        key: key.into(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        status: "claimed".into(),
+        lease_s: 30,
+        cancel_grace_s: 5,
+        ..Launch::default()
+    }
+}
+
+fn py() -> String {
+    python().to_string_lossy().into_owned()
+}
+
+/// Starts the job, trying again while the head's job agent is not ready yet.
+fn start(engine: &Ray, launch: &Launch) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match engine.start(launch) {
+            Ok(id) => return id,
+            Err(EngineError::Unavailable(why)) if Instant::now() < deadline => {
+                eprintln!("ray not ready yet: {why}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("start {}: {e}", launch.key),
+        }
+    }
+}
+
+/// What one job went through: every distinct status, its output lines, and when it was
+/// first seen running.
+#[derive(Default)]
+struct Followed {
+    seen: Vec<Observed>,
+    lines: Vec<String>,
+    running_at: Option<Instant>,
+}
+
+impl Followed {
+    fn last(&self) -> &Observed {
+        self.seen.last().unwrap()
+    }
+}
+
+/// Polls status and output (as the agent does) until `done` holds for the status.
+fn follow(engine: &Ray, id: &str, launch: &Launch, done: impl Fn(&Observed) -> bool) -> Followed {
+    let mut f = Followed::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        f.lines
+            .extend(engine.output(id, 500).into_iter().map(|l| l.text));
+        let now = engine.status(id, launch).unwrap();
+        if now == Observed::Running && f.running_at.is_none() {
+            f.running_at = Some(Instant::now());
+        }
+        if f.seen.last() != Some(&now) {
+            f.seen.push(now.clone());
+        }
+        if done(&now) {
+            f.lines
+                .extend(engine.output(id, 500).into_iter().map(|l| l.text));
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: timed out, seen {:?}",
+            f.seen
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Words a shell would act on if the entrypoint were not quoted right (harmless commands
+/// only: a quoting bug shows as a failed comparison).
+fn hostile() -> Vec<String> {
+    let marker = std::env::temp_dir().join("pwned");
+    let m = marker.display();
+    vec![
+        format!("$(touch {m})"),
+        format!("`touch {m}`"),
+        format!("a; touch {m}"),
+        format!("x\ntouch {m}"),
+        "it's".into(),
+        "'".into(),
+        "'\\''".into(),
+        "  two  spaces ".into(),
+        String::new(),
+        "-n".into(),
+        "--version".into(),
+        "$HOME \\ \"dq\" * ? ~ | & > < { } ( ) # !".into(),
+        "ünïcödé ✓".into(),
+    ]
+}
+
+/// A job that fails with exit 3 after a second: running, then failed, its env and cwd
+/// applied and its output read back once; a second start with its key starts nothing.
+fn fails_with_its_exit_code(head: &RayHead, engine: &Ray) {
+    let cwd = TempDir::new("ray-cwd");
+    let code = "import os, sys, time; print('hi', os.environ['SW_GREETING'], os.getcwd()); \
+                sys.stdout.flush(); time.sleep(1.5); print('bye'); sys.exit(3)";
+    let mut l = launch("sw-fail-1", &[&py(), "-c", code]);
+    l.env.insert("SW_GREETING".into(), "hello there".into());
+    l.cwd = Some(cwd.0.to_string_lossy().into_owned());
+    l.resources.cpus = Some(1);
+    let submitted = Instant::now();
+    let id = start(engine, &l);
+    assert_eq!(id, "sw-fail-1");
+    assert_eq!(start(engine, &l), id, "a second start returns the same job");
+    let f = follow(engine, &id, &l, Observed::is_final);
+    let jobs = head.jobs();
+    let ours: Vec<&Value> = jobs
+        .iter()
+        .filter(|j| j["submission_id"] == "sw-fail-1")
+        .collect();
+    assert_eq!(ours.len(), 1, "Ray lists one job for the key");
+    assert_eq!(ours[0]["metadata"]["stepwatch_job"], "job-sw-fail-1");
+    // Ray's job record shows neither the entrypoint's resources nor a working_dir upload.
+    let entrypoint = ours[0]["entrypoint"].as_str().unwrap();
+    assert!(entrypoint.starts_with("cd '"), "{entrypoint}");
+    assert_eq!(
+        ours[0]["runtime_env"]["env_vars"]["SW_GREETING"],
+        "hello there"
+    );
+    assert!(ours[0]["runtime_env"].get("working_dir").is_none());
+    let running = f.running_at.expect("seen running");
+    eprintln!(
+        "submit → running took {:.1} s",
+        (running - submitted).as_secs_f64()
+    );
+    assert!(f.seen.contains(&Observed::Running), "seen {:?}", f.seen);
+    let Observed::Failed { exit_code, reason } = f.last() else {
+        panic!("ended as {:?}", f.last())
+    };
+    assert_eq!(*exit_code, Some(3), "{reason}");
+    assert!(!reason.contains('\n'), "{reason}");
+    let greeting = format!("hi hello there {}", cwd.0.display());
+    assert_eq!(
+        f.lines,
+        [greeting.as_str(), "bye"],
+        "each line once, Ray's own left out"
+    );
+}
+
+/// Every argv word reaches the job byte for byte (it prints its `sys.argv` as JSON).
+fn hostile_argv_arrives_byte_exact(engine: &Ray) {
+    let words = hostile();
+    let code = "import json, sys; print(json.dumps(sys.argv[1:]))";
+    let python = py();
+    let mut argv: Vec<&str> = vec![&python, "-c", code];
+    argv.extend(words.iter().map(String::as_str));
+    let l = launch("sw-hostile-1", &argv);
+    let id = start(engine, &l);
+    let f = follow(engine, &id, &l, Observed::is_final);
+    assert_eq!(f.last(), &Observed::Succeeded, "{:?}", f.lines);
+    assert_eq!(f.lines.len(), 1, "{:?}", f.lines);
+    let got: Vec<String> = serde_json::from_str(&f.lines[0]).unwrap();
+    assert_eq!(got, words);
+    assert!(
+        !std::env::temp_dir().join("pwned").exists(),
+        "a word ran as a command"
+    );
+}
+
+/// Extras outside the allow-list are refused by name, and Ray gets no job.
+fn refuses_unknown_extras(head: &RayHead, engine: &Ray) {
+    let mut l = launch("sw-extras-1", &["true"]);
+    l.extras
+        .insert("runtime_env".into(), json!({"pip": ["requests"]}));
+    let Err(EngineError::Refused(why)) = engine.start(&l) else {
+        panic!("extras accepted")
+    };
+    assert!(why.contains("extras.ray.runtime_env"), "{why}");
+    assert!(head.job("sw-extras-1").is_none());
+    // A job Ray never had is gone.
+    assert_eq!(engine.status("sw-never", &l).unwrap(), Observed::Gone);
+}
+
+/// Stop ends a long job: cancelled, Ray says STOPPED. A job that ignores SIGTERM is
+/// killed by Ray after its wait, and its process is gone.
+fn stop_ends_a_long_job(head: &RayHead, engine: &Ray) {
+    let code = "import time; print('started', flush=True); time.sleep(600)";
+    let l = launch("sw-long-1", &[&py(), "-c", code]);
+    let id = start(engine, &l);
+    follow(engine, &id, &l, |o| *o == Observed::Running);
+    let stopped = Instant::now();
+    engine.stop(&id).unwrap();
+    let f = follow(engine, &id, &l, Observed::is_final);
+    eprintln!(
+        "stop → cancelled took {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(
+        matches!(f.last(), Observed::Cancelled { .. }),
+        "{:?}",
+        f.seen
+    );
+    assert_eq!(head.job(&id).unwrap()["status"], "STOPPED");
+
+    let code = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); \
+                print(os.getpid(), flush=True); time.sleep(600)";
+    let l = launch("sw-stubborn-1", &[&py(), "-c", code]);
+    let id = start(engine, &l);
+    let f = follow(engine, &id, &l, |o| *o == Observed::Running);
+    let pid = wait_until("the stubborn job's pid", Duration::from_secs(30), || {
+        f.lines
+            .first()
+            .cloned()
+            .or_else(|| engine.output(&id, 10).first().map(|l| l.text.clone()))
+    });
+    let stopped = Instant::now();
+    engine.kill(&id).unwrap();
+    let f = follow(engine, &id, &l, Observed::is_final);
+    eprintln!(
+        "kill of a SIGTERM-ignoring job → cancelled took {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(
+        matches!(f.last(), Observed::Cancelled { .. }),
+        "{:?}",
+        f.seen
+    );
+    wait_until(
+        "the stubborn process to be gone",
+        Duration::from_secs(10),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+            // Gone, or a zombie nobody reaped yet.
+            (stat.is_err() || stat.is_ok_and(|s| s.contains(") Z "))).then_some(())
+        },
+    );
+}
+
+#[test]
+fn ray_engine_on_a_real_head() {
+    if !in_private_network("ray_engine_on_a_real_head") {
+        return;
+    }
+    let head = RayHead::start();
+    eprintln!("ray start took {:.1} s", head.start_took.as_secs_f64());
+    let state = TempDir::new("ray-agent-state");
+    let engine = engine(&head, &state);
+    fails_with_its_exit_code(&head, &engine);
+    hostile_argv_arrives_byte_exact(&engine);
+    refuses_unknown_extras(&head, &engine);
+    stop_ends_a_long_job(&head, &engine);
+}
