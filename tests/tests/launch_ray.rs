@@ -2,6 +2,7 @@
 //! so that Ray's traffic stays on loopback (see `stepwatch_e2e::in_private_network`).
 //! One head per run: the checks run in sequence in one test, and the head is stopped at the
 //! end, on failure too. Each check prints how long Ray took.
+#![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ fn hostile() -> Vec<String> {
 
 /// A job that fails with exit 3 after a second: running, then failed, its env and cwd
 /// applied and its output read back once; a second start with its key starts nothing.
-fn fails_with_its_exit_code(head: &RayHead, engine: &Ray) {
+fn fails_with_its_exit_code(head: &RayHead, engine: &Ray, state: &TempDir) {
     let cwd = TempDir::new("ray-cwd");
     let code = "import os, sys, time; print('hi', os.environ['SW_GREETING'], os.getcwd()); \
                 sys.stdout.flush(); time.sleep(1.5); print('bye'); sys.exit(3)";
@@ -166,6 +167,29 @@ fn fails_with_its_exit_code(head: &RayHead, engine: &Ray) {
         [greeting.as_str(), "bye"],
         "each line once, Ray's own left out"
     );
+    // An agent restarted on the same state folder hands none of them over again; one
+    // with a fresh folder starts from the job's first line.
+    assert!(self::engine(head, state).output(&id, 500).is_empty());
+    let fresh = TempDir::new("ray-agent-state-2");
+    let again: Vec<String> = self::engine(head, &fresh)
+        .output(&id, 500)
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(again, [greeting.as_str(), "bye"]);
+}
+
+/// A time limit ends the job (coreutils' timeout inside the entrypoint): failed, 124.
+fn time_limit_ends_a_job(engine: &Ray) {
+    let mut l = launch("sw-limit-1", &["sleep", "60"]);
+    l.resources.time_limit_s = Some(2);
+    let id = start(engine, &l);
+    let f = follow(engine, &id, &l, Observed::is_final);
+    let Observed::Failed { exit_code, reason } = f.last() else {
+        panic!("ended as {:?}", f.seen)
+    };
+    assert_eq!(*exit_code, Some(124), "{reason}");
+    assert!(reason.contains("time limit"), "{reason}");
 }
 
 /// Every argv word reaches the job byte for byte (it prints its `sys.argv` as JSON).
@@ -266,7 +290,8 @@ fn ray_engine_on_a_real_head() {
     eprintln!("ray start took {:.1} s", head.start_took.as_secs_f64());
     let state = TempDir::new("ray-agent-state");
     let engine = engine(&head, &state);
-    fails_with_its_exit_code(&head, &engine);
+    fails_with_its_exit_code(&head, &engine, &state);
+    time_limit_ends_a_job(&engine);
     hostile_argv_arrives_byte_exact(&engine);
     refuses_unknown_extras(&head, &engine);
     stop_ends_a_long_job(&head, &engine);
