@@ -13,9 +13,11 @@
 //!   its children and SIGKILLs them after `RAY_JOB_STOP_WAIT_TIME_S` (set on the cluster,
 //!   3 s by default). Ray 2.x has no separate kill: `DELETE /api/jobs/{id}` only removes
 //!   a job that already ended, so kill is the same stop again, which Ray ends by SIGKILL.
-//! - output: `GET /api/jobs/{id}/logs` (the whole text each time; stdout and stderr are
-//!   one stream at Ray); the offset already handed over is kept per job, in memory and in
-//!   `<state_dir>/<key>.ray-offset`, so each line goes out once, across agent restarts too.
+//! - output: `GET /api/jobs/{id}/logs` (the whole text each time, read up to 64 MiB; stdout
+//!   and stderr are one stream at Ray), from after Ray's own lines (runtime-env setup, the
+//!   `Running entrypoint` line); the offset already handed over is kept per job, in memory
+//!   and in `<state_dir>/<key>.ray-offset`, so each line goes out once, across agent
+//!   restarts too.
 //!
 //! Every call has a timeout; every error names the call and Ray's answer. The job's env
 //! (with its run-scoped token) is visible to whoever may read the Ray cluster's job list.
@@ -37,6 +39,9 @@ use stepwatch_events::jobs::Launch;
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8265";
 /// The line Ray writes at the top of every job's log, before the job's own output.
 const RAY_PREAMBLE: &str = "Running entrypoint for job ";
+/// The most of one answer read (a job's whole log comes in one): past it the log's JSON is
+/// cut and no more output is forwarded (the job itself runs on).
+const ANSWER_CAP: u64 = 64 << 20;
 /// `--engine-opt` keys this engine takes.
 const OPTS: [&str; 2] = ["address", "timeout_s"];
 
@@ -49,6 +54,8 @@ pub struct Ray {
     read: Mutex<BTreeMap<String, usize>>,
     /// Jobs seen ended: their last line goes out even without a newline.
     ended: Mutex<BTreeSet<String>>,
+    /// Jobs whose log could not be read, said once each.
+    warned: Mutex<BTreeSet<String>>,
 }
 
 /// What went wrong with one call to Ray.
@@ -59,9 +66,11 @@ fn unavailable(call: &str, e: impl std::fmt::Display) -> EngineError {
 /// A Ray answer's status and text (Ray's refusals are plain text or a traceback: the last
 /// line says it).
 fn answer_text(resp: ureq::Response) -> (u16, String) {
+    use std::io::Read;
     let code = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (code, text)
+    let mut bytes = Vec::new();
+    let _ = resp.into_reader().take(ANSWER_CAP).read_to_end(&mut bytes);
+    (code, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn last_line(text: &str) -> &str {
@@ -132,6 +141,7 @@ impl Ray {
             state_dir: opts.state_dir.clone(),
             read: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeSet::new()),
+            warned: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -376,7 +386,10 @@ impl Engine for Ray {
             Ok(Some(v)) => v["logs"].as_str().unwrap_or("").to_string(),
             Ok(None) => return Vec::new(),
             Err(e) => {
-                tracing::debug!("{e}");
+                let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                if warned.insert(engine_id.to_string()) {
+                    tracing::warn!("output of {engine_id}: {e}");
+                }
                 return Vec::new();
             }
         };
