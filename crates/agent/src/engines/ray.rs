@@ -199,7 +199,17 @@ impl Ray {
         if self.state_dir.as_os_str().is_empty() {
             None
         } else {
-            Some(self.state_dir.join(format!("{key}.ray-offset")))
+            let safe: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            Some(self.state_dir.join(format!("{safe}.ray-offset")))
         }
     }
 
