@@ -78,6 +78,9 @@ pub enum JobEventBody {
         /// What the agent runs, resolved by the relay from the entry point or template.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         launch: Option<Box<Rendered>>,
+        /// A retry of a finished job: the checkpoint the first attempt resumes from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_from: Option<String>,
     },
     /// An agent took the job under a lease of `lease_s` seconds.
     Claimed {
@@ -265,6 +268,7 @@ impl JobState {
             by,
             run,
             launch,
+            resume_from,
         } = body
         {
             self.submitted(body, spec, by, e.ts)?;
@@ -276,6 +280,7 @@ impl JobState {
             }
             self.run.clone_from(run);
             self.launch = launch.as_deref().cloned();
+            self.resume_from.clone_from(resume_from);
             return Ok(());
         }
         if self.spec.is_none() {
