@@ -281,6 +281,207 @@ fn stop_ends_a_long_job(head: &RayHead, engine: &Ray) {
     );
 }
 
+/// A trainer on the SDK that finishes: 30 steps over about 3 s, and a line printed at
+/// each end (forwarded by the agent to the run's log).
+const FINISHING_TRAINER: &str = r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+print("trainer up", flush=True)
+emit_training_start(total_epochs=1, total_batches=30)
+for step in range(1, 31):
+    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
+    time.sleep(0.1)
+emit_training_end()
+assert stepwatch.flush(10)
+print("trainer done", flush=True)
+"#;
+
+/// A trainer that steps until it is killed: its Stop only sets a flag it never reads, so
+/// the agent's engine stop after the grace period ends it (the SDK would otherwise end
+/// the loop itself, and Ray would see a normal exit).
+const STUBBORN_TRAINER: &str = r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end
+stepwatch.connect(stop="flag")
+emit_training_start(total_epochs=1, total_batches=100000)
+for step in range(1, 100000):
+    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
+    time.sleep(0.05)
+"#;
+
+/// `stepwatch agent` as a process, killed on drop.
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn start(relay: &Relay, head: &RayHead, state: &TempDir) -> AgentProcess {
+        let log = state.0.join("agent.log");
+        let child = std::process::Command::new(relay_bin())
+            .args([
+                "agent", "--url", &relay.url, "--queue", "ray", "--engine", "ray",
+            ])
+            .arg("--engine-opt")
+            .arg(format!("address={}", head.address))
+            .arg("--state-dir")
+            .arg(state.0.join("agent"))
+            .args(["--tick-ms", "300"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        AgentProcess(child)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Submits a free-form job running `code` on the SDK; returns (job, run).
+fn submit(relay: &Relay, name: &str, code: &str) -> (String, String) {
+    // STEPWATCH_* are the agent's to set; the SDK spools under TMPDIR, which the head's
+    // namespace has its own of.
+    let env = json!({ "PYTHONPATH": repo().join("clients/python/src") });
+    let spec = json!({
+        "name": name,
+        "queue": "ray",
+        "entry": { "argv": [py(), "-c", code], "env": env },
+        "resources": { "cpus": 1 },
+    });
+    let answer: Value = match ureq::post(&format!("{}/api/jobs", relay.url)).send_json(spec) {
+        Ok(r) => r.into_json().unwrap(),
+        Err(ureq::Error::Status(code, r)) => {
+            panic!(
+                "submit {name}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )
+        }
+        Err(e) => panic!("submit {name}: {e}"),
+    };
+    (
+        answer["job"].as_str().unwrap().to_string(),
+        answer["run"].as_str().unwrap().to_string(),
+    )
+}
+
+fn job_view(relay: &Relay, job: &str) -> Value {
+    relay.get_ok(&format!("/api/jobs/{job}"))
+}
+
+/// Waits until the job's status is `status` (failing at once on another final one).
+fn wait_status(relay: &Relay, job: &str, status: &str) -> Value {
+    wait_until(
+        &format!("job {job} {status}"),
+        Duration::from_secs(120),
+        || {
+            let v = job_view(relay, job);
+            let now = v["status"].as_str().unwrap_or("").to_string();
+            let final_states = ["succeeded", "failed", "cancelled"];
+            assert!(
+                now == status || !final_states.contains(&now.as_str()),
+                "job {job} ended {now}, not {status}: {v}"
+            );
+            (now == status).then_some(v)
+        },
+    )
+}
+
+fn events_of(relay: &Relay, run: &str, kind: &str) -> Vec<Value> {
+    relay
+        .all_events(run)
+        .into_iter()
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
+
+/// `stepwatch agent --engine ray` runs a real SDK trainer at Ray to success, its run
+/// receiving its events and its printed lines; a cancel stops a trainer that ignores the
+/// stop command at Ray after the grace period (Ray: STOPPED).
+fn agent_end_to_end(head: &RayHead) {
+    let dir = TempDir::new("ray-relay");
+    let config = dir.0.join("launch.toml");
+    std::fs::write(
+        &config,
+        "[[queues]]\nname = \"ray\"\nengine = \"ray\"\ncancel_grace_s = 2\n",
+    )
+    .unwrap();
+    let relay = Relay::start(&dir.0, &["--launch", config.to_str().unwrap()]);
+    let state = TempDir::new("ray-agent");
+    let _agent = AgentProcess::start(&relay, head, &state);
+
+    let submitted = Instant::now();
+    let (job, run) = submit(&relay, "ray-train", FINISHING_TRAINER);
+    wait_status(&relay, &job, "running");
+    eprintln!(
+        "agent: submit → running took {:.1} s",
+        submitted.elapsed().as_secs_f64()
+    );
+    let v = wait_status(&relay, &job, "succeeded");
+    eprintln!(
+        "agent: submit → succeeded took {:.1} s",
+        submitted.elapsed().as_secs_f64()
+    );
+    let engine_id = v["engine_id"].as_str().unwrap();
+    let at_ray = head.job(engine_id).expect("Ray knows the job");
+    assert_eq!(at_ray["status"], "SUCCEEDED");
+    assert_eq!(at_ray["metadata"]["stepwatch_job"], job.as_str());
+    assert_eq!(events_of(&relay, &run, "batch_end").len(), 30);
+    assert_eq!(events_of(&relay, &run, "training_end").len(), 1);
+    let printed: Vec<String> = wait_until("the printed lines", Duration::from_secs(10), || {
+        let lines: Vec<String> = events_of(&relay, &run, "log")
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(String::from))
+            .collect();
+        lines.iter().any(|l| l == "trainer done").then_some(lines)
+    });
+    assert_eq!(
+        printed.iter().filter(|l| *l == "trainer up").count(),
+        1,
+        "{printed:?}"
+    );
+
+    let (job, run) = submit(&relay, "ray-stubborn", STUBBORN_TRAINER);
+    wait_status(&relay, &job, "running");
+    wait_until(
+        "the stubborn trainer's steps",
+        Duration::from_secs(60),
+        || {
+            // The run exists once the trainer's first events arrived.
+            let (code, page) = relay.get(&format!("/api/runs/{run}/events?limit=100"));
+            let steps = page
+                .as_array()
+                .is_some_and(|p| p.iter().any(|e| e["event"] == "batch_end"));
+            (code == 200 && steps).then_some(())
+        },
+    );
+    let cancelled = Instant::now();
+    let answer = ureq::post(&format!("{}/api/jobs/{job}/cancel", relay.url))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(answer, 202);
+    let v = wait_status(&relay, &job, "cancelled");
+    let took = cancelled.elapsed();
+    eprintln!(
+        "agent: cancel → cancelled took {:.1} s (grace 2 s)",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "the engine stop waited for the grace period"
+    );
+    let engine_id = v["engine_id"].as_str().unwrap();
+    assert_eq!(head.job(engine_id).unwrap()["status"], "STOPPED");
+    let acks = events_of(&relay, &run, "command_ack");
+    assert!(
+        !acks.is_empty(),
+        "the trainer was sent the stop command first"
+    );
+}
+
 #[test]
 fn ray_engine_on_a_real_head() {
     if !in_private_network("ray_engine_on_a_real_head") {
@@ -295,4 +496,5 @@ fn ray_engine_on_a_real_head() {
     hostile_argv_arrives_byte_exact(&engine);
     refuses_unknown_extras(&head, &engine);
     stop_ends_a_long_job(&head, &engine);
+    agent_end_to_end(&head);
 }
