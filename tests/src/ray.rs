@@ -26,22 +26,22 @@ const DIR_PREFIX: &str = "/tmp/stepwatch-ray-";
 /// The dashboard port inside the namespace (its own port space: no clash with the host).
 pub const RAY_DASHBOARD_PORT: u16 = 8265;
 
-/// The `ray` program: `$STEPWATCH_RAY`, the repo's `.venv/bin/ray`, else `ray` on PATH.
+/// The `ray` program: `$STEPWATCH_RAY`, the repo's `.venv/bin/ray`, else `ray` on PATH;
+/// `None` when the one named is not there.
 pub fn ray_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("STEPWATCH_RAY") {
-        return Some(p.into());
-    }
+    let named = std::env::var_os("STEPWATCH_RAY").map(PathBuf::from);
     let venv = repo().join(".venv/bin/ray");
-    if venv.exists() {
-        return Some(venv);
+    let ray = named.unwrap_or(if venv.exists() { venv } else { "ray".into() });
+    if ray.components().count() > 1 {
+        return ray.exists().then_some(ray);
     }
-    let on_path = Command::new("ray")
+    let on_path = Command::new(&ray)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    on_path.then(|| "ray".into())
+    on_path.then_some(ray)
 }
 
 fn require_ray() -> bool {
