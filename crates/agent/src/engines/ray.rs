@@ -13,6 +13,8 @@
 //!   its children and SIGKILLs them after `RAY_JOB_STOP_WAIT_TIME_S` (set on the cluster,
 //!   3 s by default). Ray 2.x has no separate kill: `DELETE /api/jobs/{id}` only removes
 //!   a job that already ended, so kill is the same stop again, which Ray ends by SIGKILL.
+//!   This engine never deletes: a deleted record frees the `submission_id`, and a later
+//!   start under the same key would run the job a second time.
 //! - output: `GET /api/jobs/{id}/logs` (the whole text each time, read up to 64 MiB; stdout
 //!   and stderr are one stream at Ray), from after Ray's own lines (runtime-env setup, the
 //!   `Running entrypoint` line); the offset already handed over is kept per job, in memory
