@@ -6,7 +6,12 @@
 //!   job is never started twice: on that refusal the existing job is read back (and must
 //!   carry this Stepwatch job in its metadata) and its id returned. The entrypoint is a
 //!   shell line built only from the single-quoted argv ([`submit`]); the cwd is a `cd`
-//!   in it (Ray's `working_dir` would upload a folder), the env `runtime_env.env_vars`.
+//!   in it (Ray's `working_dir` would upload a folder), the env `runtime_env.env_vars`
+//!   (no `CUDA_VISIBLE_DEVICES` of ours: Ray assigns GPUs). Resources become
+//!   `entrypoint_num_cpus` / `_num_gpus` / `_memory` (bytes); `time_limit_s` a coreutils
+//!   `timeout` in the entrypoint (exit 124); `nodes > 1` is refused. Extras: only the
+//!   typed [`ALLOWED_EXTRAS`]; any other key is refused by name (no `runtime_env.pip`:
+//!   it would install from the network).
 //! - status: `GET /api/jobs/{id}`: PENDING, RUNNING, SUCCEEDED, FAILED (with
 //!   `driver_exit_code`), STOPPED; 404 is gone.
 //! - stop: `POST /api/jobs/{id}/stop`. Ray's supervisor sends SIGTERM to the entrypoint and
