@@ -5,7 +5,7 @@
 //! - start: `POST /api/jobs/`. Ray refuses a second job with the same `submission_id`, so a
 //!   job is never started twice: on that refusal the existing job is read back (and must
 //!   carry this Stepwatch job in its metadata) and its id returned. The entrypoint is a
-//!   shell line built only from the single-quoted argv ([`submit`]); the cwd is a `cd`
+//!   shell line built only from the single-quoted argv (`submit.rs`); the cwd is a `cd`
 //!   in it (Ray's `working_dir` would upload a folder), the env `runtime_env.env_vars`
 //!   (no `CUDA_VISIBLE_DEVICES` of ours: Ray assigns GPUs). Resources become
 //!   `entrypoint_num_cpus` / `_num_gpus` / `_memory` (bytes); `time_limit_s` a coreutils
