@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use stepwatch_events::jobs::{Heartbeat, JobStatus, Report};
+use stepwatch_events::jobs::{Heartbeat, Report};
 use tokio::sync::mpsc;
 
 /// Largest body of a launch request.
@@ -256,7 +256,6 @@ pub async fn stream(
         Ok(l.views(&rows)
             .into_iter()
             .filter(|v| q2.as_ref().is_none_or(|x| &v.queue == x))
-            .filter(|v| !v.state.is_terminal() || v.state.status != JobStatus::Queued)
             .filter_map(|v| serde_json::to_string(&v).ok())
             .collect())
     })
