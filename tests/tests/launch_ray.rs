@@ -281,21 +281,6 @@ fn stop_ends_a_long_job(head: &RayHead, engine: &Ray) {
     );
 }
 
-/// A trainer on the SDK that finishes: 30 steps over about 3 s, and a line printed at
-/// each end (forwarded by the agent to the run's log).
-const FINISHING_TRAINER: &str = r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end
-print("trainer up", flush=True)
-emit_training_start(total_epochs=1, total_batches=30)
-for step in range(1, 31):
-    emit_batch_end(batch_idx=step, loss=1.0 / step, lr=0.1)
-    time.sleep(0.1)
-emit_training_end()
-assert stepwatch.flush(10)
-print("trainer done", flush=True)
-"#;
-
 /// A trainer that steps until it is killed: its Stop only sets a flag it never reads, so
 /// the agent's engine stop after the grace period ends it (the SDK would otherwise end
 /// the loop itself, and Ray would see a normal exit).
@@ -309,79 +294,43 @@ for step in range(1, 100000):
     time.sleep(0.05)
 "#;
 
-/// `stepwatch agent` as a process, killed on drop.
-struct AgentProcess(std::process::Child);
+/// A queue `ray` on the Ray engine (grace 2 s) and a template `train` on it running
+/// the harness's launch trainer.
+fn ray_launch_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let trainer = write_launch_trainer(dir);
+    let text = format!(
+        r#"
+[[queues]]
+name = "ray"
+engine = "ray"
+cancel_grace_s = 2
 
-impl AgentProcess {
-    fn start(relay: &Relay, head: &RayHead, state: &TempDir) -> AgentProcess {
-        let log = state.0.join("agent.log");
-        let child = std::process::Command::new(relay_bin())
-            .args([
-                "agent", "--url", &relay.url, "--queue", "ray", "--engine", "ray",
-            ])
-            .arg("--engine-opt")
-            .arg(format!("address={}", head.address))
-            .arg("--state-dir")
-            .arg(state.0.join("agent"))
-            .args(["--tick-ms", "300"])
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        AgentProcess(child)
-    }
+[[templates]]
+name = "train"
+queue = "ray"
+argv = [{py:?}, {trainer:?}, "--steps={{steps}}", "--sleep=0.1"]
+env = {{ PYTHONPATH = {pp:?} }}
+params = [{{ name = "steps", kind = {{ type = "int", min = 1, max = 1000 }}, default = 30 }}]
+"#,
+        py = py(),
+        trainer = trainer.to_string_lossy(),
+        pp = repo().join("clients/python/src").to_string_lossy(),
+    );
+    let path = dir.join("launch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Submits a free-form job running `code` on the SDK; returns (job, run).
-fn submit(relay: &Relay, name: &str, code: &str) -> (String, String) {
-    // STEPWATCH_* are the agent's to set; the SDK spools under TMPDIR, which the head's
-    // namespace has its own of.
-    let env = json!({ "PYTHONPATH": repo().join("clients/python/src") });
-    let spec = json!({
-        "name": name,
-        "queue": "ray",
-        "entry": { "argv": [py(), "-c", code], "env": env },
-        "resources": { "cpus": 1 },
-    });
-    let answer: Value = match ureq::post(&format!("{}/api/jobs", relay.url)).send_json(spec) {
-        Ok(r) => r.into_json().unwrap(),
-        Err(ureq::Error::Status(code, r)) => {
-            panic!(
-                "submit {name}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )
-        }
-        Err(e) => panic!("submit {name}: {e}"),
-    };
-    (
-        answer["job"].as_str().unwrap().to_string(),
-        answer["run"].as_str().unwrap().to_string(),
-    )
-}
-
-fn job_view(relay: &Relay, job: &str) -> Value {
-    relay.get_ok(&format!("/api/jobs/{job}"))
-}
-
-/// Waits until the job's status is `status` (failing at once on another final one).
+/// Waits until the job's status is `status`, failing at once on another final one.
 fn wait_status(relay: &Relay, job: &str, status: &str) -> Value {
     wait_until(
         &format!("job {job} {status}"),
         Duration::from_secs(120),
         || {
-            let v = job_view(relay, job);
+            let v = relay.job(job);
             let now = v["status"].as_str().unwrap_or("").to_string();
-            let final_states = ["succeeded", "failed", "cancelled"];
             assert!(
-                now == status || !final_states.contains(&now.as_str()),
+                now == status || !["succeeded", "failed", "cancelled"].contains(&now.as_str()),
                 "job {job} ended {now}, not {status}: {v}"
             );
             (now == status).then_some(v)
@@ -397,54 +346,69 @@ fn events_of(relay: &Relay, run: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `stepwatch agent --engine ray` runs a real SDK trainer at Ray to success, its run
-/// receiving its events and its printed lines; a cancel stops a trainer that ignores the
-/// stop command at Ray after the grace period (Ray: STOPPED).
-fn agent_end_to_end(head: &RayHead) {
-    let dir = TempDir::new("ray-relay");
-    let config = dir.0.join("launch.toml");
-    std::fs::write(
-        &config,
-        "[[queues]]\nname = \"ray\"\nengine = \"ray\"\ncancel_grace_s = 2\n",
-    )
-    .unwrap();
-    let relay = Relay::start(&dir.0, &["--launch", config.to_str().unwrap()]);
-    let state = TempDir::new("ray-agent");
-    let _agent = AgentProcess::start(&relay, head, &state);
-
+/// `stepwatch agent --engine ray` runs the template's SDK trainer at Ray to success: the
+/// run gets its events and, once each, the lines it printed.
+fn agent_runs_a_template_to_success(relay: &Relay, head: &RayHead) {
     let submitted = Instant::now();
-    let (job, run) = submit(&relay, "ray-train", FINISHING_TRAINER);
-    wait_status(&relay, &job, "running");
+    let answer = relay.submit(&json!({
+        "name": "ray-train", "queue": "ray", "entry": { "template": "train" },
+    }));
+    let (job, run) = (
+        answer["job"].as_str().unwrap(),
+        answer["run"].as_str().unwrap(),
+    );
+    wait_status(relay, job, "running");
+    let running = submitted.elapsed();
+    let v = wait_status(relay, job, "succeeded");
     eprintln!(
-        "agent: submit → running took {:.1} s",
+        "agent: submit → running took {:.1} s, → succeeded {:.1} s",
+        running.as_secs_f64(),
         submitted.elapsed().as_secs_f64()
     );
-    let v = wait_status(&relay, &job, "succeeded");
-    eprintln!(
-        "agent: submit → succeeded took {:.1} s",
-        submitted.elapsed().as_secs_f64()
-    );
+    let kinds = history_kinds(&v);
+    assert!(kinds.contains(&"engine_submitted".to_string()), "{kinds:?}");
     let engine_id = v["engine_id"].as_str().unwrap();
     let at_ray = head.job(engine_id).expect("Ray knows the job");
     assert_eq!(at_ray["status"], "SUCCEEDED");
-    assert_eq!(at_ray["metadata"]["stepwatch_job"], job.as_str());
-    assert_eq!(events_of(&relay, &run, "batch_end").len(), 30);
-    assert_eq!(events_of(&relay, &run, "training_end").len(), 1);
+    assert_eq!(at_ray["metadata"]["stepwatch_job"], job);
+    assert_eq!(at_ray["metadata"]["stepwatch_run"], run);
+    assert_eq!(events_of(relay, run, "batch_end").len(), 30);
+    assert_eq!(events_of(relay, run, "training_end").len(), 1);
     let printed: Vec<String> = wait_until("the printed lines", Duration::from_secs(10), || {
-        let lines: Vec<String> = events_of(&relay, &run, "log")
+        let lines: Vec<String> = events_of(relay, run, "log")
             .iter()
             .filter_map(|e| e["message"].as_str().map(String::from))
             .collect();
-        lines.iter().any(|l| l == "trainer done").then_some(lines)
+        lines.iter().any(|l| l == "step 30").then_some(lines)
     });
-    assert_eq!(
-        printed.iter().filter(|l| *l == "trainer up").count(),
-        1,
-        "{printed:?}"
-    );
+    let wanted = [
+        format!("run {run} job {job} from step 0"),
+        "step 10".into(),
+        "step 20".into(),
+        "step 30".into(),
+    ];
+    for line in &wanted {
+        let n = printed.iter().filter(|l| *l == line).count();
+        assert_eq!(n, 1, "{line:?} forwarded {n} times: {printed:?}");
+    }
+}
 
-    let (job, run) = submit(&relay, "ray-stubborn", STUBBORN_TRAINER);
-    wait_status(&relay, &job, "running");
+/// A cancel sends the trainer the stop command, and after the grace period the agent's
+/// engine stop ends a trainer that ignores it: cancelled, Ray says STOPPED.
+fn agent_cancel_stops_the_job_at_ray(relay: &Relay, head: &RayHead) {
+    let answer = relay.submit(&json!({
+        "name": "ray-stubborn",
+        "queue": "ray",
+        "entry": {
+            "argv": [py(), "-c", STUBBORN_TRAINER],
+            "env": { "PYTHONPATH": repo().join("clients/python/src") },
+        },
+    }));
+    let (job, run) = (
+        answer["job"].as_str().unwrap(),
+        answer["run"].as_str().unwrap(),
+    );
+    wait_status(relay, job, "running");
     wait_until(
         "the stubborn trainer's steps",
         Duration::from_secs(60),
@@ -458,12 +422,9 @@ fn agent_end_to_end(head: &RayHead) {
         },
     );
     let cancelled = Instant::now();
-    let answer = ureq::post(&format!("{}/api/jobs/{job}/cancel", relay.url))
-        .call()
-        .unwrap()
-        .status();
-    assert_eq!(answer, 202);
-    let v = wait_status(&relay, &job, "cancelled");
+    let (code, body) = relay.post_json(&format!("/api/jobs/{job}/cancel"), &json!({}), None);
+    assert_eq!(code, 202, "{body}");
+    let v = wait_status(relay, job, "cancelled");
     let took = cancelled.elapsed();
     eprintln!(
         "agent: cancel → cancelled took {:.1} s (grace 2 s)",
@@ -471,15 +432,39 @@ fn agent_end_to_end(head: &RayHead) {
     );
     assert!(
         took >= Duration::from_secs(2),
-        "the engine stop waited for the grace period"
+        "the engine stop waited for the grace"
     );
     let engine_id = v["engine_id"].as_str().unwrap();
     assert_eq!(head.job(engine_id).unwrap()["status"], "STOPPED");
-    let acks = events_of(&relay, &run, "command_ack");
+    let acks = events_of(relay, run, "command_ack");
     assert!(
         !acks.is_empty(),
         "the trainer was sent the stop command first"
     );
+}
+
+/// The relay with the `ray` queue, and `stepwatch agent --queue ray --engine ray`.
+fn agent_end_to_end(head: &RayHead) {
+    let dir = TempDir::new("ray-relay");
+    let config = ray_launch_config(&dir.0);
+    let relay = Relay::start(&dir.0, &["--launch", config.to_str().unwrap()]);
+    let address = format!("address={}", head.address);
+    let agent = Agent::start(
+        &relay,
+        &dir.0,
+        "ray",
+        "ray",
+        "ray-1",
+        &["--engine-opt", &address],
+    );
+    let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        agent_runs_a_template_to_success(&relay, head);
+        agent_cancel_stops_the_job_at_ray(&relay, head);
+    }));
+    if let Err(e) = checks {
+        eprintln!("the agent's log:\n{}", agent.log_text());
+        std::panic::resume_unwind(e);
+    }
 }
 
 #[test]
