@@ -167,16 +167,11 @@ fn fails_with_its_exit_code(head: &RayHead, engine: &Ray, state: &TempDir) {
         [greeting.as_str(), "bye"],
         "each line once, Ray's own left out"
     );
-    // An agent restarted on the same state folder hands none of them over again; one
-    // with a fresh folder starts from the job's first line.
+    // An agent restarted on the same state folder hands none of them over again, nor
+    // does one with a fresh folder: it adopted the job, its lines were the dead agent's.
     assert!(self::engine(head, state).output(&id, 500).is_empty());
     let fresh = TempDir::new("ray-agent-state-2");
-    let again: Vec<String> = self::engine(head, &fresh)
-        .output(&id, 500)
-        .into_iter()
-        .map(|l| l.text)
-        .collect();
-    assert_eq!(again, [greeting.as_str(), "bye"]);
+    assert!(self::engine(head, &fresh).output(&id, 500).is_empty());
 }
 
 /// A time limit ends the job (coreutils' timeout inside the entrypoint): failed, 124.
@@ -304,6 +299,7 @@ fn ray_launch_config(dir: &std::path::Path) -> std::path::PathBuf {
 name = "ray"
 engine = "ray"
 cancel_grace_s = 2
+lease_s = 5
 
 [[templates]]
 name = "train"
@@ -443,28 +439,90 @@ fn agent_cancel_stops_the_job_at_ray(relay: &Relay, head: &RayHead) {
     );
 }
 
+/// An agent killed with `kill -9` while its job runs at Ray: once the lease runs out the
+/// next agent adopts the job by its key (Ray still has one job for it), follows it to
+/// success, and hands over only what the job prints after the adoption.
+fn killed_agents_job_is_adopted_not_restarted(
+    relay: &Relay,
+    head: &RayHead,
+    dir: &std::path::Path,
+    first: &mut Agent,
+) -> Agent {
+    let answer = relay.submit(&json!({
+        "name": "ray-adopted", "queue": "ray",
+        "entry": { "template": "train", "params": { "steps": 100 } },
+    }));
+    let (job, run) = (
+        answer["job"].as_str().unwrap(),
+        answer["run"].as_str().unwrap(),
+    );
+    wait_status(relay, job, "running");
+    wait_until("a forwarded line", Duration::from_secs(30), || {
+        let (code, page) = relay.get(&format!("/api/runs/{run}/events?limit=100000"));
+        let logs = page
+            .as_array()
+            .is_some_and(|p| p.iter().any(|e| e["message"] == "step 10"));
+        (code == 200 && logs).then_some(())
+    });
+    first.kill9();
+    let killed = Instant::now();
+    let second = Agent::start(
+        relay,
+        dir,
+        "ray",
+        "ray",
+        "ray-2",
+        &["--engine-opt", &format!("address={}", head.address)],
+    );
+    let v = wait_status(relay, job, "succeeded");
+    eprintln!(
+        "agent: kill -9 → adopted job succeeded {:.1} s later (lease 5 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    let at_ray: Vec<Value> = head
+        .jobs()
+        .into_iter()
+        .filter(|j| j["metadata"]["stepwatch_job"] == job)
+        .collect();
+    assert_eq!(at_ray.len(), 1, "started once: {at_ray:?}");
+    assert_eq!(v["engine_id"], at_ray[0]["submission_id"]);
+    let printed: Vec<String> = events_of(relay, run, "log")
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    for n in (10..=100).step_by(10) {
+        let line = format!("step {n}");
+        let times = printed.iter().filter(|l| **l == line).count();
+        assert!(times <= 1, "{line:?} forwarded {times} times: {printed:?}");
+    }
+    assert!(printed.iter().any(|l| l == "step 100"), "{printed:?}");
+    second
+}
+
 /// The relay with the `ray` queue, and `stepwatch agent --queue ray --engine ray`.
 fn agent_end_to_end(head: &RayHead) {
     let dir = TempDir::new("ray-relay");
     let config = ray_launch_config(&dir.0);
     let relay = Relay::start(&dir.0, &["--launch", config.to_str().unwrap()]);
     let address = format!("address={}", head.address);
-    let agent = Agent::start(
-        &relay,
-        &dir.0,
-        "ray",
-        "ray",
-        "ray-1",
-        &["--engine-opt", &address],
-    );
+    let opt = ["--engine-opt", address.as_str()];
+    let mut agent = Agent::start(&relay, &dir.0, "ray", "ray", "ray-1", &opt);
+    let mut second = None;
     let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         agent_runs_a_template_to_success(&relay, head);
         agent_cancel_stops_the_job_at_ray(&relay, head);
+        second = Some(killed_agents_job_is_adopted_not_restarted(
+            &relay, head, &dir.0, &mut agent,
+        ));
     }));
     if let Err(e) = checks {
         eprintln!("the agent's log:\n{}", agent.log_text());
+        if let Ok(text) = std::fs::read_to_string(dir.0.join("agent-ray-2.log")) {
+            eprintln!("the second agent's log:\n{text}");
+        }
         std::panic::resume_unwind(e);
     }
+    drop(second);
 }
 
 #[test]

@@ -24,7 +24,8 @@
 //!   and stderr are one stream at Ray), from after Ray's own lines (runtime-env setup, the
 //!   `Running entrypoint` line); the offset already handed over is kept per job, in memory
 //!   and in `<state_dir>/<key>.ray-offset`, so each line goes out once, across agent
-//!   restarts too.
+//!   restarts too. A job adopted from an agent that died (not started here, no offset
+//!   file) is handed over from the end of its log, as the local engine does.
 //!
 //! Every call has a timeout; every error names the call and Ray's answer. The job's env
 //! (with its run-scoped token) is visible to whoever may read the Ray cluster's job list.
@@ -61,6 +62,9 @@ pub struct Ray {
     read: Mutex<BTreeMap<String, usize>>,
     /// Jobs seen ended: their last line goes out even without a newline.
     ended: Mutex<BTreeSet<String>>,
+    /// Jobs this engine started (or found under their key at start): their output is
+    /// handed over from the top. Others were adopted from an agent that died: from the end.
+    started: Mutex<BTreeSet<String>>,
     /// Jobs whose log could not be read, said once each.
     warned: Mutex<BTreeSet<String>>,
 }
@@ -148,6 +152,7 @@ impl Ray {
             state_dir: opts.state_dir.clone(),
             read: Mutex::new(BTreeMap::new()),
             ended: Mutex::new(BTreeSet::new()),
+            started: Mutex::new(BTreeSet::new()),
             warned: Mutex::new(BTreeSet::new()),
         })
     }
@@ -220,15 +225,26 @@ impl Ray {
         }
     }
 
-    /// How much of the job's log was handed over (from the state folder after a restart).
-    fn offset(&self, key: &str) -> usize {
+    /// How much of the job's log was handed over (from the state folder after a restart),
+    /// if this agent knows.
+    fn offset(&self, key: &str) -> Option<usize> {
         let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
-        *read.entry(key.to_string()).or_insert_with(|| {
-            self.offset_file(key)
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        })
+        if let Some(at) = read.get(key) {
+            return Some(*at);
+        }
+        let at = self
+            .offset_file(key)
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse().ok())?;
+        read.insert(key.to_string(), at);
+        Some(at)
+    }
+
+    fn mark_started(&self, key: &str) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string());
     }
 
     fn set_offset(&self, key: &str, at: usize) {
@@ -335,6 +351,22 @@ fn after_preamble(text: &str, id: &str, entrypoint: &str) -> Option<usize> {
     text.find(&needle).map(|i| i + needle.len())
 }
 
+impl Ray {
+    /// Where the job's own lines begin in its Ray log: after Ray's (all of the log when
+    /// the job ended before its entrypoint ran: Ray's lines say why); `None` while Ray's
+    /// `Running entrypoint` line has not come yet.
+    fn job_output_start(&self, engine_id: &str, logs: &str, ended: bool) -> Option<usize> {
+        let path = format!("/api/jobs/{}", segment(engine_id));
+        let job = self.get_json("GET job", &path).ok().flatten()?;
+        let entrypoint = job["entrypoint"].as_str().unwrap_or("");
+        match after_preamble(logs, engine_id, entrypoint) {
+            Some(start) => Some(start),
+            None if ended => Some(0),
+            None => None,
+        }
+    }
+}
+
 impl Engine for Ray {
     fn name(&self) -> &'static str {
         "ray"
@@ -353,12 +385,14 @@ impl Engine for Ray {
                         format!("Ray named the job {id:?}, not {:?}", launch.key),
                     ));
                 }
+                self.mark_started(&launch.key);
                 Ok(launch.key.clone())
             }
             Err(ureq::Error::Status(code, resp)) => {
                 let (_, text) = answer_text(resp);
                 // Ray refuses a second submit with the same submission_id: it has the job.
                 if let Some(id) = self.existing(launch)? {
+                    self.mark_started(&id);
                     return Ok(id);
                 }
                 let why = format!("HTTP {code}: {}", last_line(&text));
@@ -415,23 +449,28 @@ impl Engine for Ray {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(engine_id);
-        let mut at = self.offset(engine_id);
-        if at == 0 || at > logs.len() {
-            // Ray's lines come first: hand over only the job's own (all, if it ended
-            // before its entrypoint ran: they say why).
-            let entrypoint =
-                match self.get_json("GET job", &format!("/api/jobs/{}", segment(engine_id))) {
-                    Ok(Some(job)) => job["entrypoint"].as_str().unwrap_or("").to_string(),
-                    _ => return Vec::new(),
-                };
-            match after_preamble(&logs, engine_id, &entrypoint) {
-                Some(start) => at = start,
-                None if ended => at = 0,
+        let known = self.offset(engine_id);
+        let mut at = known.filter(|a| *a <= logs.len()).unwrap_or(0);
+        if at == 0 {
+            at = match self.job_output_start(engine_id, &logs, ended) {
+                Some(start) => start,
                 None => return Vec::new(),
+            };
+            let mine = self
+                .started
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(engine_id);
+            if known.is_none() && !mine {
+                // Adopted from an agent that died: what was printed before was that
+                // agent's to hand over. Go on from the last complete line.
+                let end = at + logs[at..].rfind('\n').map_or(0, |i| i + 1);
+                self.set_offset(engine_id, end);
+                return Vec::new();
             }
         }
         let (lines, after) = new_lines(&logs, at, max, ended);
-        if after != at {
+        if Some(after) != known {
             self.set_offset(engine_id, after);
         }
         lines
