@@ -1,7 +1,11 @@
 //! The Ray engine on a real Ray head (`ray start --head`), in a private network namespace
 //! so that Ray's traffic stays on loopback (see `stepwatch_e2e::in_private_network`).
-//! One head per run: the checks run in sequence in one test, and the head is stopped at the
-//! end, on failure too. Each check prints how long Ray took.
+//! First the engine alone (exit codes, one Ray job per key, hostile argv byte for byte,
+//! time limit, refused extras, stop and kill), then end to end: a relay with a `ray` queue
+//! and `stepwatch agent --engine ray` running SDK trainers there (success, cancel, an
+//! agent killed with `kill -9` and its job adopted). One head per run: the checks run in
+//! sequence in one test, and the head is stopped at the end, on failure too. Each check
+//! prints how long Ray took.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
