@@ -28,6 +28,7 @@
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
 //! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
+//! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
@@ -39,6 +40,7 @@ mod pg;
 mod pg_cluster;
 mod proxy;
 mod python;
+mod ray;
 mod relay;
 mod slurm;
 mod streams;
@@ -51,6 +53,7 @@ pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
+pub use ray::*;
 pub use relay::*;
 pub use slurm::*;
 pub use streams::*;
