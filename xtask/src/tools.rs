@@ -147,6 +147,8 @@ pub fn ensure_python() -> Result<PathBuf> {
     )?;
     // A local Ray head for the launch tests (the Ray engine's Jobs API).
     pip_ensure(&py, "ray.dashboard", &["ray[default]"])?;
+    // Installed: the Ray suite must run, not skip.
+    std::env::set_var("STEPWATCH_REQUIRE_RAY", "1");
     Ok(py)
 }
 
