@@ -21,30 +21,39 @@
 //! | `streams`    | SSE clients ([`sse_collect`], [`sse_follow_ids`], [`SseFollower`]) |
 //! | `browser`    | headless Chromium over chromedriver ([`Browser`])               |
 //! | `python`     | Python trainer processes and the interpreter they use          |
+//! | `launch`     | launch configs, `stepwatch agent` processes, the launch API     |
 //! | `auth`       | users, tokens and password hashes ([`auth_config`])             |
 //! | `pg`         | the shared PostgreSQL server, fresh databases, the backend switch |
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
+//! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
 mod browser;
 mod certs;
 mod http;
+mod launch;
 mod pg;
 mod pg_cluster;
 mod proxy;
 mod python;
+mod ray;
 mod relay;
+mod slurm;
 mod streams;
 
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;
+pub use launch::*;
 pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
+pub use ray::*;
 pub use relay::*;
+pub use slurm::*;
 pub use streams::*;

@@ -308,6 +308,15 @@ impl Launcher {
         let by = who.name.clone().unwrap_or_else(|| "dashboard".into());
         let row = self.row(id)?;
         Self::may_steer(who, &row)?;
+        // A trainer on the SDK is asked first: the `stop` command, then the engine.
+        let trainer = row.state.run.clone().filter(|r| {
+            self.run_state(r).is_some_and(|s| {
+                matches!(
+                    s.status,
+                    stepwatch_events::RunStatus::Running | stepwatch_events::RunStatus::Paused
+                )
+            })
+        });
         let row = self.change(
             id,
             |row| {
@@ -321,8 +330,12 @@ impl Launcher {
                 if s.cancel_requested_by.is_some() {
                     return Ok(Vec::new());
                 }
-                let mut out = vec![JobEventBody::CancelRequested { by: by.clone() }];
-                if matches!(s.status, JobStatus::Queued | JobStatus::Failed) {
+                let waiting = matches!(s.status, JobStatus::Queued | JobStatus::Failed);
+                let mut out = vec![JobEventBody::CancelRequested {
+                    by: by.clone(),
+                    stop_command: trainer.is_some() && !waiting,
+                }];
+                if waiting {
                     out.push(JobEventBody::Cancelled {
                         reason: format!("cancelled by {by} before it started"),
                     });
@@ -331,9 +344,7 @@ impl Launcher {
             },
             true,
         )?;
-        let stop = row.state.run.clone().filter(|r| {
-            !row.state.is_terminal() && self.run_state(r).is_some_and(|s| s.status.is_live())
-        });
+        let stop = trainer.filter(|_| row.state.cancel_stop_command);
         Ok((row, stop))
     }
 

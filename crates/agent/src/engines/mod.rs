@@ -1,6 +1,9 @@
 //! The engines an agent can hand jobs to, and how `stepwatch agent` builds one.
 
 pub mod local;
+pub mod output;
+pub mod slurm;
+pub mod ray;
 
 use crate::engine::Engine;
 use std::collections::BTreeMap;
@@ -24,6 +27,8 @@ pub struct EngineOptions {
 pub fn build(name: &str, opts: &EngineOptions) -> anyhow::Result<Arc<dyn Engine>> {
     match name {
         "local" => Ok(Arc::new(local::Local::new(opts)?)),
+        "slurm" => Ok(Arc::new(slurm::Slurm::new(opts)?)),
+        "ray" => Ok(Arc::new(ray::Ray::new(opts)?)),
         other => {
             anyhow::bail!("unknown engine {other:?}: expected local, slurm, ray or kubernetes")
         }

@@ -115,6 +115,10 @@ pub enum JobEventBody {
     },
     CancelRequested {
         by: String,
+        /// The relay sent the run's trainer the `stop` command: the agent waits the
+        /// queue's grace period for it before the engine's stop.
+        #[serde(default)]
+        stop_command: bool,
     },
     Cancelled {
         reason: String,
@@ -198,6 +202,9 @@ pub struct JobState {
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
     pub cancel_requested_by: Option<String>,
+    /// The cancel began with the `stop` command to the run's trainer.
+    #[serde(default)]
+    pub cancel_stop_command: bool,
     /// The checkpoint the next attempt resumes from.
     pub resume_from: Option<String>,
     pub created_at: Option<f64>,
@@ -307,10 +314,14 @@ impl JobState {
             JobEventBody::Succeeded => {
                 self.at_engine(body)?;
                 self.finish(JobStatus::Succeeded);
+                self.reason = None;
                 None
             }
             JobEventBody::Failed { reason, exit_code } => self.failed(body, reason, *exit_code)?,
-            JobEventBody::CancelRequested { by } => self.cancel_requested(body, by)?,
+            JobEventBody::CancelRequested { by, stop_command } => {
+                self.cancel_stop_command = *stop_command;
+                self.cancel_requested(body, by)?
+            }
             JobEventBody::Cancelled { reason } => {
                 self.finish(JobStatus::Cancelled);
                 self.reason = Some(clip(reason));
@@ -450,6 +461,8 @@ impl JobState {
         }
         self.run = Some(run.to_string());
         self.status = JobStatus::Running;
+        // The engine's waiting words ("PENDING (Resources)") no longer hold.
+        self.reason = None;
         Ok(None)
     }
 
