@@ -1,5 +1,6 @@
 //! The engines an agent can hand jobs to, and how `stepwatch agent` builds one.
 
+pub mod kubernetes;
 pub mod local;
 
 use crate::engine::Engine;
@@ -24,6 +25,7 @@ pub struct EngineOptions {
 pub fn build(name: &str, opts: &EngineOptions) -> anyhow::Result<Arc<dyn Engine>> {
     match name {
         "local" => Ok(Arc::new(local::Local::new(opts)?)),
+        "kubernetes" => Ok(Arc::new(kubernetes::Kubernetes::new(opts)?)),
         other => {
             anyhow::bail!("unknown engine {other:?}: expected local, slurm, ray or kubernetes")
         }
