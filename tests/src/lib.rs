@@ -26,12 +26,14 @@
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `kube`       | the Kubernetes API stand-in ([`KubeStandin`]), not a real one    |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
 mod browser;
 mod certs;
 mod http;
+mod kube;
 mod pg;
 mod pg_cluster;
 mod proxy;
@@ -42,6 +44,7 @@ mod streams;
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;
+pub use kube::*;
 pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;

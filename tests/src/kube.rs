@@ -1,0 +1,129 @@
+//! The Kubernetes stand-in (`tests/kube-standin/standin.py`): a small HTTP server with the
+//! API server's shapes for the endpoints the Kubernetes engine uses, which runs each Job's
+//! container command as a local process. It is a stand-in, not a kube-apiserver: no RBAC,
+//! admission, watches, PATCH, images or resource enforcement (its module doc lists all it
+//! does not check). [`KubeStandin`] starts one on a free port with a bearer token and
+//! reads back what it recorded: the requests it got and the pods it ran.
+
+use crate::python::python;
+use crate::relay::{repo, TempDir};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bearer token the stand-in requires.
+pub const STANDIN_TOKEN: &str = "standin-token-7f3a";
+
+/// A running stand-in API server; shut down (with every process it ran) on drop.
+pub struct KubeStandin {
+    child: Child,
+    port: u16,
+    /// A file holding [`STANDIN_TOKEN`], for the engine's `token_file`.
+    pub token_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl KubeStandin {
+    /// A stand-in whose one node has no GPU.
+    pub fn start() -> KubeStandin {
+        KubeStandin::start_with_gpus(0)
+    }
+
+    /// A stand-in whose one node has `gpus` nvidia.com/gpu.
+    pub fn start_with_gpus(gpus: u32) -> KubeStandin {
+        let dir = TempDir::new("kube");
+        let token_file = dir.0.join("token");
+        std::fs::write(&token_file, format!("{STANDIN_TOKEN}\n")).unwrap();
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/kube-standin/standin.py"))
+            .args([
+                "--port",
+                "0",
+                "--token",
+                STANDIN_TOKEN,
+                "--gpus",
+                &gpus.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let first: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the stand-in did not start ({e}): {line:?}"));
+        let port = first["port"].as_u64().unwrap() as u16;
+        KubeStandin {
+            child,
+            port,
+            token_file,
+            _dir: dir,
+        }
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn standin(&self, what: &str) -> Value {
+        ureq::get(&format!("{}/_standin/{what}", self.url()))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    /// Every API request so far: `{method, path, query, body}`.
+    pub fn requests(&self) -> Vec<Value> {
+        self.standin("requests").as_array().cloned().unwrap()
+    }
+
+    /// Every pod ever run: `{namespace, name, job, pid, argv, exit, alive, deleted, in_api}`
+    /// (`alive`: its process group still has a process; `in_api`: the API still lists it).
+    pub fn pods(&self) -> Vec<Value> {
+        self.standin("pods").as_array().cloned().unwrap()
+    }
+
+    /// A GET on the API with the token: the status code and the JSON answer.
+    pub fn api_get(&self, path: &str) -> (u16, Value) {
+        self.api("GET", path, None)
+    }
+
+    /// Any call on the API with the token: the status code and the JSON answer.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let req = ureq::request(method, &format!("{}{path}", self.url()))
+            .set("Authorization", &format!("Bearer {STANDIN_TOKEN}"));
+        let r = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(resp) => (resp.status(), resp.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("stand-in unreachable: {e}"),
+        }
+    }
+}
+
+impl Drop for KubeStandin {
+    fn drop(&mut self) {
+        let _ = ureq::post(&format!("{}/_standin/shutdown", self.url()))
+            .timeout(Duration::from_secs(2))
+            .call();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

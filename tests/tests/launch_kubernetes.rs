@@ -1,0 +1,384 @@
+//! The Kubernetes engine against the API stand-in (`tests/kube-standin/`, NOT a real
+//! kube-apiserver: none can be installed here): Jobs created once per key, their processes
+//! really run (the image ignored), status from the Job's conditions and pods, argv and env
+//! byte-exact, stop / kill deleting with Background propagation and the pods ending, and
+//! manifests refused before any request.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stepwatch_agent::engines::{build, EngineOptions};
+use stepwatch_agent::{Engine, EngineError, Observed};
+use stepwatch_e2e::*;
+use stepwatch_events::jobs::Launch;
+
+fn engine_with(k: &KubeStandin, extra: &[(&str, &str)]) -> std::sync::Arc<dyn Engine> {
+    let mut opts = BTreeMap::new();
+    opts.insert("api".to_string(), k.url());
+    opts.insert("namespace".to_string(), "ml".to_string());
+    opts.insert("token_file".to_string(), k.token_file.display().to_string());
+    for (a, b) in extra {
+        opts.insert(a.to_string(), b.to_string());
+    }
+    build(
+        "kubernetes",
+        &EngineOptions {
+            opts,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn engine(k: &KubeStandin) -> std::sync::Arc<dyn Engine> {
+    engine_with(k, &[])
+}
+
+/// A launch of job `job` running Python `code` with `args`, on image `python:3.11`.
+fn launch(job: &str, code: &str, args: &[&str]) -> Launch {
+    let mut argv = vec![
+        python().display().to_string(),
+        "-c".to_string(),
+        code.to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let mut extras = Map::new();
+    extras.insert("image".into(), json!("python:3.11"));
+    Launch {
+        job: job.into(),
+        name: "demo".into(),
+        queue: "k8s".into(),
+        run: format!("demo-{job}"),
+        attempt: 1,
+        key: format!("sw-{job}-1"),
+        argv,
+        extras,
+        status: "claimed".into(),
+        lease_s: 30,
+        cancel_grace_s: 5,
+        ..Launch::default()
+    }
+}
+
+fn wait_status(e: &dyn Engine, id: &str, l: &Launch, want: fn(&Observed) -> bool) -> Observed {
+    wait_until("an engine status", Duration::from_secs(20), || {
+        let o = e.status(id, l).unwrap();
+        want(&o).then_some(o)
+    })
+}
+
+fn requests_of(k: &KubeStandin, method: &str, path_end: &str) -> Vec<Value> {
+    k.requests()
+        .into_iter()
+        .filter(|r| r["method"] == method && r["path"].as_str().unwrap().ends_with(path_end))
+        .collect()
+}
+
+fn pod_of(k: &KubeStandin, job_name: &str) -> Value {
+    let pods: Vec<Value> = k
+        .pods()
+        .into_iter()
+        .filter(|p| p["job"] == job_name)
+        .collect();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    pods[0].clone()
+}
+
+fn alive(k: &KubeStandin, job_name: &str) -> bool {
+    pod_of(k, job_name)["alive"] == true
+}
+
+#[test]
+fn a_job_runs_to_success_and_a_failing_one_reports_its_exit_code() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let ok = launch(
+        "j1",
+        "import time; print('hello from the pod', flush=True); time.sleep(1.5)",
+        &[],
+    );
+    let id = e.start(&ok).unwrap();
+    assert_eq!(id, "ml/sw-j1-1");
+    wait_status(e.as_ref(), &id, &ok, |o| *o == Observed::Running);
+    let lines = wait_until("the pod's log", Duration::from_secs(10), || {
+        let l = e.output(&id, 100);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(lines[0].text, "hello from the pod");
+    wait_status(e.as_ref(), &id, &ok, |o| *o == Observed::Succeeded);
+    // Nothing printed twice.
+    assert!(e.output(&id, 100).is_empty());
+    // What the API server got: the Job as batch/v1 defines it.
+    let posts = requests_of(&k, "POST", "/apis/batch/v1/namespaces/ml/jobs");
+    let job = &posts[0]["body"];
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    assert_eq!(job["metadata"]["labels"]["stepwatch.dev/job"], "j1");
+    assert_eq!(job["metadata"]["labels"]["stepwatch.dev/run"], "demo-j1");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "python:3.11");
+    assert_eq!(container["command"], json!(ok.argv));
+
+    let bad = launch("j2", "import sys; print('bye'); sys.exit(3)", &[]);
+    let id = e.start(&bad).unwrap();
+    let Observed::Failed { reason, exit_code } =
+        wait_status(e.as_ref(), &id, &bad, Observed::is_final)
+    else {
+        panic!("not failed")
+    };
+    assert_eq!(exit_code, Some(3));
+    assert!(reason.contains("BackoffLimitExceeded"), "{reason}");
+}
+
+#[test]
+fn the_same_key_twice_is_one_job_and_a_strangers_job_is_refused() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let l = launch("j3", "import time; time.sleep(30)", &[]);
+    let first = e.start(&l).unwrap();
+    // An agent that died after creating it: the next one asks again.
+    let again = engine(&k).start(&l).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(requests_of(&k, "POST", "/jobs").len(), 2);
+    assert_eq!(k.pods().len(), 1, "a second Job was created");
+    // Another job whose key maps to the same name is not adopted.
+    let mut other = launch("j4", "print(1)", &[]);
+    other.key = l.key.clone();
+    let err = e.start(&other).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Refused(m) if m.contains("not this job's")),
+        "{err:?}"
+    );
+    assert_eq!(k.pods().len(), 1);
+    e.kill(&first).unwrap();
+}
+
+#[test]
+fn hostile_argv_env_and_cwd_arrive_byte_exact() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let dir = TempDir::new("kube-cwd");
+    let hostile = [
+        "$(touch /tmp/pwned)",
+        "a; rm -rf /",
+        "'\"quoted\"'",
+        "`id`",
+        "&& echo x || true",
+        "{{name}}",
+        "line\nbreak",
+        "ünï\tcode",
+        "",
+    ];
+    let code = "import sys, json, os; print(json.dumps({'argv': sys.argv[1:], \
+                'env': os.environ.get('HOSTILE'), 'cwd': os.getcwd()}))";
+    let mut l = launch("j5", code, &hostile);
+    l.env.insert("HOSTILE".into(), "$(x); '\"' `y`".into());
+    l.cwd = Some(dir.0.display().to_string());
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Succeeded);
+    let lines = e.output(&id, 100);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let got: Value = serde_json::from_str(&lines[0].text).unwrap();
+    assert_eq!(got["argv"], json!(hostile));
+    assert_eq!(got["env"], "$(x); '\"' `y`");
+    assert_eq!(got["cwd"], dir.0.display().to_string());
+}
+
+/// A trainer that says when it is asked to stop and exits 143, or ignores SIGTERM.
+const TERM_TRAINER: &str = "import signal, sys, time
+def on_term(*_):
+    print('got SIGTERM', flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[1:] == ['ignore'] else on_term)
+print('started', flush=True)
+time.sleep(120)";
+
+#[test]
+fn stop_deletes_the_job_with_background_propagation_and_the_pod_gets_sigterm() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let l = launch("j6", TERM_TRAINER, &[]);
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
+    wait_until("the trainer started", Duration::from_secs(10), || {
+        e.output(&id, 10)
+            .iter()
+            .any(|x| x.text == "started")
+            .then_some(())
+    });
+    e.stop(&id).unwrap();
+    let deletes = requests_of(&k, "DELETE", "/jobs/sw-j6-1");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0]["body"]["propagationPolicy"], "Background");
+    assert!(deletes[0]["body"].get("gracePeriodSeconds").is_none());
+    wait_until("the pod's process ended", Duration::from_secs(10), || {
+        (!alive(&k, "sw-j6-1")).then_some(())
+    });
+    assert_eq!(
+        pod_of(&k, "sw-j6-1")["exit"],
+        143,
+        "not ended by its SIGTERM handler"
+    );
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
+}
+
+#[test]
+fn kill_ends_a_pod_that_ignores_sigterm_at_once() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let l = launch("j7", TERM_TRAINER, &["ignore"]);
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
+    wait_until("the trainer started", Duration::from_secs(10), || {
+        e.output(&id, 10)
+            .iter()
+            .any(|x| x.text == "started")
+            .then_some(())
+    });
+    e.kill(&id).unwrap();
+    let deletes = requests_of(&k, "DELETE", "/jobs/sw-j7-1");
+    assert_eq!(deletes[0]["body"]["propagationPolicy"], "Background");
+    assert_eq!(deletes[0]["body"]["gracePeriodSeconds"], 0);
+    let pod = pod_of(&k, "sw-j7-1");
+    let pod_deletes = requests_of(
+        &k,
+        "DELETE",
+        &format!("/pods/{}", pod["name"].as_str().unwrap()),
+    );
+    assert_eq!(pod_deletes[0]["body"]["gracePeriodSeconds"], 0);
+    // The garbage collector alone would give the pod 30 s: it must be gone well before.
+    wait_until("the pod's process ended", Duration::from_secs(3), || {
+        (!alive(&k, "sw-j7-1")).then_some(())
+    });
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
+}
+
+#[test]
+fn kill_ends_the_pods_of_a_job_deleted_without_propagation() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let l = launch("j8", TERM_TRAINER, &["ignore"]);
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
+    // Someone deletes the Job the way batch/v1 defaults it: the pods are orphaned.
+    let (code, _) = k.api("DELETE", "/apis/batch/v1/namespaces/ml/jobs/sw-j8-1", None);
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(&k, "sw-j8-1"), "the stand-in did not orphan the pod");
+    // Its pod still runs: the job is not over.
+    assert_eq!(e.status(&id, &l).unwrap(), Observed::Running);
+    e.kill(&id).unwrap();
+    wait_until(
+        "the orphaned pod's process ended",
+        Duration::from_secs(3),
+        || (!alive(&k, "sw-j8-1")).then_some(()),
+    );
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
+}
+
+#[test]
+fn a_job_without_an_image_or_with_unknown_extras_is_refused_before_any_request() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let mut l = launch("j9", "print(1)", &[]);
+    l.extras.clear();
+    let err = e.start(&l).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Refused(m) if m.contains("image")),
+        "{err:?}"
+    );
+    l.extras.insert("image".into(), json!("python:3.11"));
+    l.extras.insert("host_network".into(), json!(true));
+    let err = e.start(&l).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Refused(m) if m.contains("host_network")),
+        "{err:?}"
+    );
+    // A queue's manifest whose container names no image.
+    let dir = TempDir::new("kube-manifest");
+    let path = dir.0.join("job.json");
+    let manifest = json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "main", "command": "{{command}}"}]}}}});
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let custom = engine_with(&k, &[("manifest", path.to_str().unwrap())]);
+    l.extras.remove("host_network");
+    let err = custom.start(&l).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Refused(m) if m.contains("containers[0].image")),
+        "{err:?}"
+    );
+    assert!(k.requests().is_empty(), "{:?}", k.requests());
+    assert!(k.pods().is_empty());
+}
+
+#[test]
+fn the_stand_in_refuses_what_the_api_server_would() {
+    let k = KubeStandin::start();
+    let job = |name: &str, container: Value| {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+               "spec": {"template": {"spec": {"restartPolicy": "Never",
+               "containers": [container]}}}})
+    };
+    let jobs = "/apis/batch/v1/namespaces/ml/jobs";
+    let no_image = job("ok", json!({"name": "c", "command": ["true"]}));
+    let (code, status) = k.api("POST", jobs, Some(&no_image));
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.template.spec.containers[0].image"
+    );
+    let shell = job(
+        "ok",
+        json!({"name": "c", "image": "i", "command": "echo hi"}),
+    );
+    assert_eq!(k.api("POST", jobs, Some(&shell)).0, 422);
+    let bad_name = job(
+        "Not_DNS",
+        json!({"name": "c", "image": "i", "command": ["true"]}),
+    );
+    assert_eq!(k.api("POST", jobs, Some(&bad_name)).0, 422);
+    let (code, status) = k.api_get("/apis/batch/v1/namespaces/ml/jobs/nope");
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
+    assert!(k.pods().is_empty());
+}
+
+#[test]
+fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let mut gpu = launch("j10", "print(1)", &[]);
+    gpu.resources.gpus = Some(1);
+    let id = e.start(&gpu).unwrap();
+    let Observed::Pending { reason } = e.status(&id, &gpu).unwrap() else {
+        panic!("not pending")
+    };
+    assert!(
+        reason.starts_with("Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu"),
+        "{reason}"
+    );
+    e.kill(&id).unwrap();
+
+    let mut pull = launch("j11", "print(1)", &[]);
+    pull.extras
+        .insert("image".into(), json!("standin.invalid/nope:1"));
+    let id = e.start(&pull).unwrap();
+    let Observed::Pending { reason } = e.status(&id, &pull).unwrap() else {
+        panic!("not pending")
+    };
+    assert!(reason.starts_with("ImagePullBackOff"), "{reason}");
+    e.kill(&id).unwrap();
+    wait_status(e.as_ref(), &id, &pull, |o| *o == Observed::Gone);
+
+    let mut slow = launch("j12", "import time; time.sleep(60)", &[]);
+    slow.resources.time_limit_s = Some(1);
+    let id = e.start(&slow).unwrap();
+    let Observed::Failed { reason, .. } = wait_status(e.as_ref(), &id, &slow, Observed::is_final)
+    else {
+        panic!("not failed")
+    };
+    assert!(reason.starts_with("DeadlineExceeded"), "{reason}");
+    wait_until("the pod's process ended", Duration::from_secs(40), || {
+        (!alive(&k, "sw-j12-1")).then_some(())
+    });
+}
