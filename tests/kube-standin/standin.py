@@ -33,6 +33,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -186,17 +187,36 @@ def shutdown() -> None:
     os._exit(0)
 
 
+def exit_with_parent(parent: int) -> None:
+    """A test killed outright leaves no stand-in (nor pod processes) behind."""
+    while os.getppid() == parent:
+        threading.Event().wait(0.5)
+    shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token", default=None, help="the bearer token every API call must carry")
     ap.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu the one node has")
+    ap.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="and this key (PEM)")
     args = ap.parse_args()
     CONFIG["token"], CONFIG["gpus"] = args.token, args.gpus
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: shutdown())
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    # Plain http for the tests' own calls (/_standin/…) whatever the API speaks.
+    control = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    control.daemon_threads = True
+    threading.Thread(target=control.serve_forever, daemon=True).start()
+    ports = {"port": server.server_address[1], "control_port": control.server_address[1]}
+    print(json.dumps(ports), flush=True)
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     server.serve_forever()
 
 

@@ -5,6 +5,7 @@
 //! does not check). [`KubeStandin`] starts one on a free port with a bearer token and
 //! reads back what it recorded: the requests it got and the pods it ran.
 
+use crate::certs::TestCerts;
 use crate::python::python;
 use crate::relay::{repo, TempDir};
 use serde_json::Value;
@@ -20,6 +21,8 @@ pub const STANDIN_TOKEN: &str = "standin-token-7f3a";
 pub struct KubeStandin {
     child: Child,
     port: u16,
+    control_port: u16,
+    tls: bool,
     /// A file holding [`STANDIN_TOKEN`], for the engine's `token_file`.
     pub token_file: PathBuf,
     _dir: TempDir,
@@ -28,24 +31,40 @@ pub struct KubeStandin {
 impl KubeStandin {
     /// A stand-in whose one node has no GPU.
     pub fn start() -> KubeStandin {
-        KubeStandin::start_with_gpus(0)
+        KubeStandin::spawn(0, None)
     }
 
     /// A stand-in whose one node has `gpus` nvidia.com/gpu.
     pub fn start_with_gpus(gpus: u32) -> KubeStandin {
+        KubeStandin::spawn(gpus, None)
+    }
+
+    /// A stand-in serving its API over https with `certs`' server certificate (its tests'
+    /// own calls stay plain http on another port).
+    pub fn start_tls(certs: &TestCerts) -> KubeStandin {
+        KubeStandin::spawn(0, Some(certs))
+    }
+
+    fn spawn(gpus: u32, tls: Option<&TestCerts>) -> KubeStandin {
         let dir = TempDir::new("kube");
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, format!("{STANDIN_TOKEN}\n")).unwrap();
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/kube-standin/standin.py"))
-            .args([
-                "--port",
-                "0",
-                "--token",
-                STANDIN_TOKEN,
-                "--gpus",
-                &gpus.to_string(),
-            ])
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("tests/kube-standin/standin.py")).args([
+            "--port",
+            "0",
+            "--token",
+            STANDIN_TOKEN,
+            "--gpus",
+            &gpus.to_string(),
+        ]);
+        if let Some(c) = tls {
+            cmd.arg("--tls-cert")
+                .arg(&c.cert)
+                .arg("--tls-key")
+                .arg(&c.key);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -57,10 +76,12 @@ impl KubeStandin {
             .unwrap();
         let first: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("the stand-in did not start ({e}): {line:?}"));
-        let port = first["port"].as_u64().unwrap() as u16;
+        let port = |k: &str| first[k].as_u64().unwrap() as u16;
         KubeStandin {
             child,
-            port,
+            port: port("port"),
+            control_port: port("control_port"),
+            tls: tls.is_some(),
             token_file,
             _dir: dir,
         }
@@ -68,11 +89,17 @@ impl KubeStandin {
 
     /// The API server's URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The same API and the stand-in's own calls, over plain http.
+    fn control_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.control_port)
     }
 
     fn standin(&self, what: &str) -> Value {
-        ureq::get(&format!("{}/_standin/{what}", self.url()))
+        ureq::get(&format!("{}/_standin/{what}", self.control_url()))
             .call()
             .unwrap()
             .into_json()
@@ -97,7 +124,7 @@ impl KubeStandin {
 
     /// Any call on the API with the token: the status code and the JSON answer.
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let req = ureq::request(method, &format!("{}{path}", self.url()))
+        let req = ureq::request(method, &format!("{}{path}", self.control_url()))
             .set("Authorization", &format!("Bearer {STANDIN_TOKEN}"));
         let r = match body {
             Some(b) => req.send_json(b),
@@ -113,7 +140,7 @@ impl KubeStandin {
 
 impl Drop for KubeStandin {
     fn drop(&mut self) {
-        let _ = ureq::post(&format!("{}/_standin/shutdown", self.url()))
+        let _ = ureq::post(&format!("{}/_standin/shutdown", self.control_url()))
             .timeout(Duration::from_secs(2))
             .call();
         let deadline = Instant::now() + Duration::from_secs(3);

@@ -382,3 +382,46 @@ fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
         (!alive(&k, "sw-j12-1")).then_some(())
     });
 }
+
+#[test]
+fn output_pages_through_the_log_without_losing_or_repeating_a_line() {
+    let k = KubeStandin::start();
+    let e = engine(&k);
+    let code = "import time\nfor i in range(60):\n    print(i, flush=True)\n    \
+                if i % 20 == 19: time.sleep(1.1)";
+    let l = launch("j14", code, &[]);
+    let id = e.start(&l).unwrap();
+    let mut got = Vec::new();
+    wait_until("the job's end", Duration::from_secs(20), || {
+        let done = e.status(&id, &l).unwrap() == Observed::Succeeded;
+        got.extend(e.output(&id, 7).into_iter().map(|x| x.text));
+        done.then_some(())
+    });
+    for _ in 0..20 {
+        let more = e.output(&id, 7);
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more.into_iter().map(|x| x.text));
+    }
+    let want: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn https_with_the_clusters_ca() {
+    let dir = TempDir::new("kube-tls");
+    let certs = TestCerts::make(&dir.0, "IP:127.0.0.1");
+    let k = KubeStandin::start_tls(&certs);
+    let l = launch("j15", "print('over tls')", &[]);
+    // The built-in roots do not know the cluster's CA.
+    let err = engine(&k).start(&l).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Unavailable(m) if m.contains("certificate") || m.contains("Certificate")),
+        "{err:?}"
+    );
+    let e = engine_with(&k, &[("ca_file", certs.ca.to_str().unwrap())]);
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Succeeded);
+    assert_eq!(e.output(&id, 10)[0].text, "over tls");
+}
