@@ -21,6 +21,7 @@
 //! | `streams`    | SSE clients ([`sse_collect`], [`sse_follow_ids`], [`SseFollower`]) |
 //! | `browser`    | headless Chromium over chromedriver ([`Browser`])               |
 //! | `python`     | Python trainer processes and the interpreter they use          |
+//! | `launch`     | launch configs, `stepwatch agent` processes, the launch API     |
 //! | `auth`       | users, tokens and password hashes ([`auth_config`])             |
 //! | `pg`         | the shared PostgreSQL server, fresh databases, the backend switch |
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
@@ -34,6 +35,7 @@ mod browser;
 mod certs;
 mod http;
 mod kube;
+mod launch;
 mod pg;
 mod pg_cluster;
 mod proxy;
@@ -45,6 +47,7 @@ pub use auth::*;
 pub use browser::*;
 pub use certs::*;
 pub use kube::*;
+pub use launch::*;
 pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
