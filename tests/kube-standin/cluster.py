@@ -185,13 +185,8 @@ class Pod:
             PODS.pop((self.ns, self.name), None)
 
     def alive(self) -> bool:
-        if self.proc is None:
-            return False
-        try:
-            os.killpg(self.proc.pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        """Whether a process of the pod's process group still runs (zombies do not)."""
+        return self.proc is not None and group_alive(self.proc.pid)
 
     def delete(self, grace: int | None) -> None:
         g = self.grace() if grace is None else grace
@@ -227,6 +222,21 @@ class Pod:
             "deleted": self.deleting,
             "in_api": (self.ns, self.name) in PODS,
         }
+
+
+def group_alive(pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command's name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def job_pod_ended(pod: Pod) -> None:

@@ -2,7 +2,9 @@
 //! kube-apiserver: none can be installed here): Jobs created once per key, their processes
 //! really run (the image ignored), status from the Job's conditions and pods, argv and env
 //! byte-exact, stop / kill deleting with Background propagation and the pods ending, and
-//! manifests refused before any request.
+//! manifests refused before any request. End to end: a relay, `stepwatch agent --engine
+//! kubernetes` and a real Python trainer on the SDK as the Job's command: running with its
+//! run live, succeeded; cancelled with no pod left.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Map, Value};
@@ -424,4 +426,173 @@ fn https_with_the_clusters_ca() {
     let id = e.start(&l).unwrap();
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Succeeded);
     assert_eq!(e.output(&id, 10)[0].text, "over tls");
+}
+
+// ---- End to end: a relay, `stepwatch agent --engine kubernetes`, the stand-in, a real
+// Python trainer on the SDK as the Job's container command.
+
+const T: Duration = Duration::from_secs(60);
+
+/// A launch config with a queue `k8s` (engine kubernetes, image python:3.11) and the
+/// template `train` running [`LAUNCH_TRAINER`]; `extra` TOML appended.
+fn k8s_launch_config(dir: &std::path::Path, grace_s: u64, extra: &str) -> std::path::PathBuf {
+    let trainer = write_launch_trainer(dir);
+    let text = format!(
+        r#"
+[[queues]]
+name = "k8s"
+engine = "kubernetes"
+lease_s = 10
+cancel_grace_s = {grace_s}
+extras = {{ kubernetes = {{ image = "python:3.11" }} }}
+
+[[templates]]
+name = "train"
+queue = "k8s"
+argv = [{py:?}, {trainer:?}, "--steps={{steps}}"]
+env = {{ PYTHONPATH = {pp:?} }}
+params = [{{ name = "steps", kind = {{ type = "int", min = 1, max = 100000 }}, default = 40 }}]
+{extra}
+"#,
+        py = python().to_string_lossy(),
+        trainer = trainer.to_string_lossy(),
+        pp = repo().join("clients/python/src").to_string_lossy(),
+    );
+    let path = dir.join("launch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn k8s_agent(relay: &Relay, dir: &std::path::Path, k: &KubeStandin, name: &str) -> Agent {
+    let api = format!("api={}", k.url());
+    let token = format!("token_file={}", k.token_file.display());
+    Agent::start(
+        relay,
+        dir,
+        "k8s",
+        "kubernetes",
+        name,
+        &[
+            "--engine-opt",
+            &api,
+            "--engine-opt",
+            "namespace=ml",
+            "--engine-opt",
+            &token,
+        ],
+    )
+}
+
+fn train(steps: u64) -> Value {
+    json!({"name": "k8s train", "queue": "k8s",
+           "entry": {"template": "train", "params": {"steps": steps}}})
+}
+
+#[test]
+fn an_agent_runs_a_trainer_as_a_kubernetes_job_to_success() {
+    let dir = TempDir::new("kube-e2e-ok");
+    let k = KubeStandin::start();
+    let cfg = k8s_launch_config(&dir.0, 5, "");
+    let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
+    let agent = k8s_agent(&relay, &dir.0, &k, "k1");
+    let s = relay.submit(&train(40));
+    let (job, run) = (s["job"].as_str().unwrap(), s["run"].as_str().unwrap());
+    let v = relay.wait_job(job, "running", T);
+    assert!(v["engine_id"].as_str().unwrap().starts_with("ml/"), "{v}");
+    let v = relay.wait_job(job, "succeeded", T);
+    assert_eq!(
+        history_kinds(&v),
+        [
+            "submitted",
+            "claimed",
+            "engine_submitted",
+            "running",
+            "succeeded"
+        ],
+        "{}",
+        agent.log_text()
+    );
+    // The trainer in the "pod" reported to the job's run with the run token it was given.
+    let st = relay.get_ok(&format!("/api/runs/{run}"));
+    assert_eq!(st["status"], "completed", "{st}");
+    assert_eq!(st["step"], 40);
+    // Its printed lines reached the run's log through the pod's log.
+    let printed: Vec<String> = relay
+        .all_events(run)
+        .iter()
+        .filter(|e| e["event"] == "log" && e["logger"] == "stdout")
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    assert!(printed.contains(&"step 40".to_string()), "{printed:?}");
+    // One Job, labelled with the job, its command the template's argv.
+    let posts = requests_of(&k, "POST", "/apis/batch/v1/namespaces/ml/jobs");
+    assert_eq!(posts.len(), 1);
+    let body = &posts[0]["body"];
+    assert_eq!(body["metadata"]["labels"]["stepwatch.dev/job"], job);
+    let env = body["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "STEPWATCH_RUN" && e["value"] == run));
+    assert_eq!(k.pods().len(), 1);
+}
+
+#[test]
+fn cancel_ends_the_kubernetes_job_and_leaves_no_pod_alive() {
+    let dir = TempDir::new("kube-e2e-cancel");
+    let k = KubeStandin::start();
+    let stubborn = r#"
+[[templates]]
+name = "stubborn"
+queue = "k8s"
+argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; done"]
+"#;
+    let cfg = k8s_launch_config(&dir.0, 2, stubborn);
+    let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
+    let _agent = k8s_agent(&relay, &dir.0, &k, "k1");
+
+    // A trainer on the SDK hears the stop command and ends within the grace period.
+    let s = relay.submit(&train(100_000));
+    let (job, run) = (s["job"].as_str().unwrap(), s["run"].as_str().unwrap());
+    relay.wait_job(job, "running", T);
+    wait_until("the run is live", T, || {
+        let (c, st) = relay.get(&format!("/api/runs/{run}"));
+        (c == 200 && st["status"] == "running").then_some(())
+    });
+    let (c, ans) = relay.post_json(&format!("/api/jobs/{job}/cancel"), &json!({}), None);
+    assert_eq!(c, 202, "{ans}");
+    relay.wait_job(job, "cancelled", T);
+    let name = k.pods()[0]["job"].as_str().unwrap().to_string();
+    wait_until("the trainer's pod ended", T, || {
+        (!alive(&k, &name)).then_some(())
+    });
+
+    // A command that ignores SIGTERM: stopped (Background), then killed, pods and all.
+    let s = relay.submit(&json!({"name": "stubborn", "queue": "k8s",
+                                 "entry": {"template": "stubborn"}}));
+    let job = s["job"].as_str().unwrap();
+    relay.wait_job(job, "running", T);
+    let name = wait_until("the stubborn pod", T, || {
+        k.pods()
+            .iter()
+            .find(|p| p["job"] != name.as_str() && p["alive"] == true)
+            .map(|p| p["job"].as_str().unwrap().to_string())
+    });
+    relay.post_json(&format!("/api/jobs/{job}/cancel"), &json!({}), None);
+    let v = relay.wait_job(job, "cancelled", T);
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("killed after"),
+        "{v}"
+    );
+    let pod = pod_of(&k, &name);
+    assert_eq!(pod["alive"], false, "the pod outlived the cancel: {pod}");
+    assert_eq!(pod["in_api"], false, "the pod is still listed: {pod}");
+    let deletes = requests_of(&k, "DELETE", &format!("/jobs/{name}"));
+    assert!(!deletes.is_empty());
+    assert!(deletes
+        .iter()
+        .all(|d| d["body"]["propagationPolicy"] == "Background"));
+    let (code, _) = k.api_get(&format!("/apis/batch/v1/namespaces/ml/jobs/{name}"));
+    assert_eq!(code, 404);
 }
