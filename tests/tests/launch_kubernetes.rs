@@ -596,3 +596,32 @@ argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; 
     let (code, _) = k.api_get(&format!("/apis/batch/v1/namespaces/ml/jobs/{name}"));
     assert_eq!(code, 404);
 }
+
+#[test]
+fn an_agent_killed_with_kill_9_leaves_its_job_to_the_next_one_and_no_second_job() {
+    let dir = TempDir::new("kube-e2e-adopt");
+    let k = KubeStandin::start();
+    let cfg = k8s_launch_config(&dir.0, 5, "");
+    let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
+    let mut a1 = k8s_agent(&relay, &dir.0, &k, "k1");
+    let s = relay.submit(&train(1000));
+    let job = s["job"].as_str().unwrap();
+    relay.wait_job(job, "running", T);
+    a1.kill9();
+    // The Job runs on at the cluster; the next agent adopts it once the lease ran out.
+    let _a2 = k8s_agent(&relay, &dir.0, &k, "k2");
+    let v = relay.wait_job(job, "succeeded", T);
+    let claims: Vec<&Value> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "claimed")
+        .collect();
+    assert_eq!(claims.last().unwrap()["reason"], "agent k2", "{v}");
+    assert_eq!(
+        requests_of(&k, "POST", "/jobs").len(),
+        1,
+        "a second Job was asked for"
+    );
+    assert_eq!(k.pods().len(), 1);
+}
