@@ -2,15 +2,18 @@
 //! API server's shapes for the endpoints the Kubernetes engine uses, which runs each Job's
 //! container command as a local process. It is a stand-in, not a kube-apiserver: no RBAC,
 //! admission, watches, PATCH, images or resource enforcement (its module doc lists all it
-//! does not check). [`KubeStandin`] starts one on a free port with a bearer token and
-//! reads back what it recorded: the requests it got and the pods it ran.
+//! does not check). [`KubeStandin`] starts one on a free port with a bearer token (plain
+//! http or https), reads back what it recorded (the requests it got, the pods it ran) and
+//! starts `stepwatch agent --engine kubernetes` against it; [`kube_launch_config`] writes
+//! a launch config with a `k8s` queue.
 
 use crate::certs::TestCerts;
+use crate::launch::{write_launch_trainer, Agent};
 use crate::python::python;
-use crate::relay::{repo, TempDir};
+use crate::relay::{repo, Relay, TempDir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,6 +120,17 @@ impl KubeStandin {
         self.standin("pods").as_array().cloned().unwrap()
     }
 
+    /// `stepwatch agent --queue k8s --engine kubernetes` against this stand-in
+    /// (namespace `ml`, its token file), with its state and log in `dir`.
+    pub fn agent(&self, relay: &Relay, dir: &Path, name: &str) -> Agent {
+        let api = format!("api={}", self.url());
+        let token = format!("token_file={}", self.token_file.display());
+        let opts = ["--engine-opt", &api, "--engine-opt", "namespace=ml"];
+        let mut args = opts.to_vec();
+        args.extend(["--engine-opt", &token]);
+        Agent::start(relay, dir, "k8s", "kubernetes", name, &args)
+    }
+
     /// A GET on the API with the token: the status code and the JSON answer.
     pub fn api_get(&self, path: &str) -> (u16, Value) {
         self.api("GET", path, None)
@@ -136,6 +150,37 @@ impl KubeStandin {
             Err(e) => panic!("stand-in unreachable: {e}"),
         }
     }
+}
+
+/// A launch config in `dir` with a queue `k8s` (engine kubernetes, lease 10 s, cancel
+/// grace `grace_s`, image python:3.11 in its extras) and the template `train` running
+/// [`LAUNCH_TRAINER`](crate::LAUNCH_TRAINER) with a typed `steps`; `extra` TOML appended.
+pub fn kube_launch_config(dir: &Path, grace_s: u64, extra: &str) -> PathBuf {
+    let trainer = write_launch_trainer(dir);
+    let text = format!(
+        r#"
+[[queues]]
+name = "k8s"
+engine = "kubernetes"
+lease_s = 10
+cancel_grace_s = {grace_s}
+extras = {{ kubernetes = {{ image = "python:3.11" }} }}
+
+[[templates]]
+name = "train"
+queue = "k8s"
+argv = [{py:?}, {trainer:?}, "--steps={{steps}}"]
+env = {{ PYTHONPATH = {pp:?} }}
+params = [{{ name = "steps", kind = {{ type = "int", min = 1, max = 100000 }}, default = 40 }}]
+{extra}
+"#,
+        py = python().to_string_lossy(),
+        trainer = trainer.to_string_lossy(),
+        pp = repo().join("clients/python/src").to_string_lossy(),
+    );
+    let path = dir.join("launch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 impl Drop for KubeStandin {

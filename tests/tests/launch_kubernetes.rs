@@ -433,56 +433,6 @@ fn https_with_the_clusters_ca() {
 
 const T: Duration = Duration::from_secs(60);
 
-/// A launch config with a queue `k8s` (engine kubernetes, image python:3.11) and the
-/// template `train` running [`LAUNCH_TRAINER`]; `extra` TOML appended.
-fn k8s_launch_config(dir: &std::path::Path, grace_s: u64, extra: &str) -> std::path::PathBuf {
-    let trainer = write_launch_trainer(dir);
-    let text = format!(
-        r#"
-[[queues]]
-name = "k8s"
-engine = "kubernetes"
-lease_s = 10
-cancel_grace_s = {grace_s}
-extras = {{ kubernetes = {{ image = "python:3.11" }} }}
-
-[[templates]]
-name = "train"
-queue = "k8s"
-argv = [{py:?}, {trainer:?}, "--steps={{steps}}"]
-env = {{ PYTHONPATH = {pp:?} }}
-params = [{{ name = "steps", kind = {{ type = "int", min = 1, max = 100000 }}, default = 40 }}]
-{extra}
-"#,
-        py = python().to_string_lossy(),
-        trainer = trainer.to_string_lossy(),
-        pp = repo().join("clients/python/src").to_string_lossy(),
-    );
-    let path = dir.join("launch.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn k8s_agent(relay: &Relay, dir: &std::path::Path, k: &KubeStandin, name: &str) -> Agent {
-    let api = format!("api={}", k.url());
-    let token = format!("token_file={}", k.token_file.display());
-    Agent::start(
-        relay,
-        dir,
-        "k8s",
-        "kubernetes",
-        name,
-        &[
-            "--engine-opt",
-            &api,
-            "--engine-opt",
-            "namespace=ml",
-            "--engine-opt",
-            &token,
-        ],
-    )
-}
-
 fn train(steps: u64) -> Value {
     json!({"name": "k8s train", "queue": "k8s",
            "entry": {"template": "train", "params": {"steps": steps}}})
@@ -492,9 +442,9 @@ fn train(steps: u64) -> Value {
 fn an_agent_runs_a_trainer_as_a_kubernetes_job_to_success() {
     let dir = TempDir::new("kube-e2e-ok");
     let k = KubeStandin::start();
-    let cfg = k8s_launch_config(&dir.0, 5, "");
+    let cfg = kube_launch_config(&dir.0, 5, "");
     let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
-    let agent = k8s_agent(&relay, &dir.0, &k, "k1");
+    let agent = k.agent(&relay, &dir.0, "k1");
     let s = relay.submit(&train(40));
     let (job, run) = (s["job"].as_str().unwrap(), s["run"].as_str().unwrap());
     let v = relay.wait_job(job, "running", T);
@@ -548,9 +498,9 @@ name = "stubborn"
 queue = "k8s"
 argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; done"]
 "#;
-    let cfg = k8s_launch_config(&dir.0, 2, stubborn);
+    let cfg = kube_launch_config(&dir.0, 2, stubborn);
     let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
-    let _agent = k8s_agent(&relay, &dir.0, &k, "k1");
+    let _agent = k.agent(&relay, &dir.0, "k1");
 
     // A trainer on the SDK hears the stop command and ends within the grace period.
     let s = relay.submit(&train(100_000));
@@ -601,15 +551,15 @@ argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; 
 fn an_agent_killed_with_kill_9_leaves_its_job_to_the_next_one_and_no_second_job() {
     let dir = TempDir::new("kube-e2e-adopt");
     let k = KubeStandin::start();
-    let cfg = k8s_launch_config(&dir.0, 5, "");
+    let cfg = kube_launch_config(&dir.0, 5, "");
     let relay = Relay::start(&dir.0.join("data"), &["--launch", cfg.to_str().unwrap()]);
-    let mut a1 = k8s_agent(&relay, &dir.0, &k, "k1");
+    let mut a1 = k.agent(&relay, &dir.0, "k1");
     let s = relay.submit(&train(1000));
     let job = s["job"].as_str().unwrap();
     relay.wait_job(job, "running", T);
     a1.kill9();
     // The Job runs on at the cluster; the next agent adopts it once the lease ran out.
-    let _a2 = k8s_agent(&relay, &dir.0, &k, "k2");
+    let _a2 = k.agent(&relay, &dir.0, "k2");
     let v = relay.wait_job(job, "succeeded", T);
     let claims: Vec<&Value> = v["history"]
         .as_array()
