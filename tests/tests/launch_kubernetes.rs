@@ -16,6 +16,15 @@ use stepwatch_e2e::*;
 use stepwatch_events::jobs::Launch;
 
 fn engine_with(k: &KubeStandin, extra: &[(&str, &str)]) -> std::sync::Arc<dyn Engine> {
+    engine_in(k, extra, std::path::Path::new(""))
+}
+
+/// An engine keeping its state (the log cursors) in `state_dir`.
+fn engine_in(
+    k: &KubeStandin,
+    extra: &[(&str, &str)],
+    state_dir: &std::path::Path,
+) -> std::sync::Arc<dyn Engine> {
     let mut opts = BTreeMap::new();
     opts.insert("api".to_string(), k.url());
     opts.insert("namespace".to_string(), "ml".to_string());
@@ -27,6 +36,7 @@ fn engine_with(k: &KubeStandin, extra: &[(&str, &str)]) -> std::sync::Arc<dyn En
         "kubernetes",
         &EngineOptions {
             opts,
+            state_dir: state_dir.to_path_buf(),
             ..EngineOptions::default()
         },
     )
@@ -277,6 +287,37 @@ fn kill_ends_the_pods_of_a_job_deleted_without_propagation() {
         || (!alive(&k, "sw-j8-1")).then_some(()),
     );
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
+}
+
+#[test]
+fn an_agent_after_a_restart_forwards_only_new_output_and_orphans_say_how_they_ended() {
+    let k = KubeStandin::start();
+    let state = TempDir::new("kube-state");
+    let code = "import time; print('first', flush=True); time.sleep(1.5); print('second')";
+    let l = launch("j16", code, &[]);
+    let id = engine_in(&k, &[], &state.0).start(&l).unwrap();
+    let before = engine_in(&k, &[], &state.0);
+    wait_until("the first line", Duration::from_secs(10), || {
+        let lines = before.output(&id, 10);
+        (!lines.is_empty()).then(|| assert_eq!(lines[0].text, "first"))
+    });
+    // A new agent process (same state folder) adopts the job.
+    let after = engine_in(&k, &[], &state.0);
+    wait_status(after.as_ref(), &id, &l, |o| *o == Observed::Succeeded);
+    let texts: Vec<String> = after.output(&id, 10).into_iter().map(|x| x.text).collect();
+    assert_eq!(texts, ["second"]);
+
+    // A Job deleted the batch/v1 default way after its pod ended: the pod tells.
+    let e = engine(&k);
+    let l = launch("j17", "import sys; sys.exit(4)", &[]);
+    let id = e.start(&l).unwrap();
+    wait_status(e.as_ref(), &id, &l, Observed::is_final);
+    let (code, _) = k.api("DELETE", "/apis/batch/v1/namespaces/ml/jobs/sw-j17-1", None);
+    assert_eq!(code, 200);
+    let Observed::Failed { exit_code, .. } = e.status(&id, &l).unwrap() else {
+        panic!("not failed")
+    };
+    assert_eq!(exit_code, Some(4));
 }
 
 #[test]

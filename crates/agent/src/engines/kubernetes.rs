@@ -47,8 +47,9 @@ const SETTINGS: &[&str] = &["api", "namespace", "token_file", "ca_file", "manife
 const LOG_BYTES: &str = "1048576";
 
 /// How far a job's log has been read: the pod, the newest time seen and how many lines
-/// carried exactly that time.
-#[derive(Debug, Clone, Default)]
+/// carried exactly that time. Kept in the state folder too, so an agent that adopts the
+/// job after a restart goes on from there instead of forwarding the log again.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Cursor {
     pod: Option<String>,
     last: Option<(String, u32)>,
@@ -61,6 +62,8 @@ pub struct Kubernetes {
     namespace: String,
     template: Value,
     logs: Mutex<BTreeMap<String, Cursor>>,
+    /// `<state_dir>/kubernetes/`, where the log cursors are kept (none in tests without one).
+    state: Option<PathBuf>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> EngineError {
@@ -119,7 +122,15 @@ impl Kubernetes {
             None => manifest::default_template(),
         };
         let ca = ca_file.as_deref().filter(|_| api.starts_with("https://"));
+        let state = Some(opts.state_dir.join("kubernetes"))
+            .filter(|_| !opts.state_dir.as_os_str().is_empty());
+        if let Some(dir) = &state {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("kubernetes engine: state folder {}: {e}", dir.display())
+            })?;
+        }
         Ok(Kubernetes {
+            state,
             api: Api::new(&api, token_file, ca)?,
             namespace,
             template,
@@ -333,7 +344,8 @@ impl Engine for Kubernetes {
             Some(job) => observe::job(&job, &pods),
             // Deleted (by a stop) while its pods wind down: not over yet.
             None if observe::any_alive(&pods) => Observed::Running,
-            None => Observed::Gone,
+            // Deleted without its pods (orphaned): they say how it ended.
+            None => observe::orphans(&pods),
         })
     }
 
@@ -362,8 +374,27 @@ impl Engine for Kubernetes {
             return Vec::new();
         };
         let lock = || self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cursor = lock().get(engine_id).cloned().unwrap_or_default();
+        let file = self
+            .state
+            .as_ref()
+            .map(|d| d.join(format!("{ns}.{name}.log-cursor")));
+        let saved = || {
+            let text = std::fs::read(file.as_ref()?).ok()?;
+            serde_json::from_slice::<Cursor>(&text).ok()
+        };
+        let known = lock().get(engine_id).cloned();
+        let mut cursor = known.or_else(saved).unwrap_or_default();
         let lines = self.read_log(ns, name, &mut cursor, max);
+        if let (Some(file), false) = (&file, lines.is_empty()) {
+            let tmp = file.with_extension("tmp");
+            let text = serde_json::to_vec(&cursor).unwrap_or_default();
+            if std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, file))
+                .is_err()
+            {
+                tracing::debug!("cannot save the log cursor {}", file.display());
+            }
+        }
         lock().insert(engine_id.to_string(), cursor);
         lines
     }

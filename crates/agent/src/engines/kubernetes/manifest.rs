@@ -428,9 +428,11 @@ pub fn check(m: &Value) -> Result<(), String> {
     let spec = &m["spec"]["template"]["spec"];
     match spec["restartPolicy"].as_str() {
         Some("Never" | "OnFailure") => {}
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "spec.template.spec.restartPolicy: a Job's pods need Never or OnFailure, got {other:?}"
-        )),
+        ))
+        }
     }
     let containers = spec["containers"]
         .as_array()

@@ -109,6 +109,24 @@ pub fn exit_of(pods: &[Value]) -> Option<(i32, String)> {
         .cloned()
 }
 
+/// A Job deleted while its ended pods stay (orphaned): how they ended, or gone.
+pub fn orphans(pods: &[Value]) -> Observed {
+    if pods.is_empty() {
+        return Observed::Gone;
+    }
+    if pods.iter().all(|p| p["status"]["phase"] == "Succeeded") {
+        return Observed::Succeeded;
+    }
+    let exit = exit_of(pods);
+    Observed::Failed {
+        reason: match &exit {
+            Some((code, _)) => format!("the Job was deleted; its pod exited with code {code}"),
+            None => "the Job was deleted; its pod failed".into(),
+        },
+        exit_code: exit.map(|(c, _)| c),
+    }
+}
+
 /// Whether any of these pods still runs (or is about to).
 pub fn any_alive(pods: &[Value]) -> bool {
     pods.iter()

@@ -1,4 +1,5 @@
-//! The manifest's pure parts: names, the extras' allow-list, placeholders as JSON values.
+//! The engine's pure parts (names, the extras' allow-list, placeholders as JSON values) and
+//! its settings.
 
 use super::manifest::*;
 use serde_json::{json, Map, Value};
@@ -145,4 +146,28 @@ fn a_manifest_without_an_image_is_refused() {
     )
     .unwrap_err();
     assert!(err.contains("restartPolicy"), "{err}");
+}
+
+#[test]
+fn settings_are_checked_when_the_engine_is_built() {
+    let build = |pairs: &[(&str, &str)]| {
+        let opts = crate::engines::EngineOptions {
+            opts: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        super::Kubernetes::new(&opts).err().map(|e| e.to_string())
+    };
+    let typo = build(&[("api", "http://x"), ("namespce", "ml")]).unwrap();
+    assert!(typo.contains("\"namespce\""), "{typo}");
+    assert!(build(&[("api", "ftp://x")]).unwrap().contains("http"));
+    let ns = build(&[("api", "http://x"), ("namespace", "ML_1")]).unwrap();
+    assert!(ns.contains("DNS-1123"), "{ns}");
+    assert!(build(&[("api", "http://x"), ("manifest", "/nonexistent.json")]).is_some());
+    assert!(build(&[("api", "http://x"), ("namespace", "ml")]).is_none());
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        assert!(build(&[]).unwrap().contains("api=URL"));
+    }
 }
