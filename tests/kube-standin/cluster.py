@@ -84,7 +84,8 @@ class Pod:
         return g if isinstance(g, int) else 30
 
     def cstatus(self) -> dict[str, Any]:
-        return self.obj["status"]["containerStatuses"][0]
+        first: dict[str, Any] = self.obj["status"]["containerStatuses"][0]
+        return first
 
     def schedule(self) -> None:
         """The scheduler and the kubelet: place the pod, pull the image, start the process."""
@@ -333,7 +334,7 @@ def owned(ns: str, name: str, uid: str) -> list[Pod]:
 
 
 def public(job: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(job))
+    out: dict[str, Any] = json.loads(json.dumps(job))
     for k in [k for k in out["status"] if k.startswith("_")]:
         del out["status"][k]
     return out
