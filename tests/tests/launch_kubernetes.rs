@@ -384,6 +384,41 @@ fn the_stand_in_refuses_what_the_api_server_would() {
     let (code, status) = k.api_get("/apis/batch/v1/namespaces/ml/jobs/nope");
     assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
     assert!(k.pods().is_empty());
+    // What kubectl itself writes for a Job is taken, and runs.
+    let Ok(out) = std::process::Command::new("kubectl")
+        .args([
+            "create",
+            "job",
+            "from-kubectl",
+            "--image=python:3.11",
+            "--dry-run=client",
+        ])
+        .args([
+            "-o",
+            "json",
+            "--",
+            python().to_str().unwrap(),
+            "-c",
+            "print('hi')",
+        ])
+        .output()
+    else {
+        eprintln!("no kubectl here: skipping its manifest");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, created) = k.api("POST", jobs, Some(&manifest));
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["uid"].is_string());
+    wait_until("kubectl's job ran", Duration::from_secs(10), || {
+        let (_, j) = k.api_get(&format!("{jobs}/from-kubectl"));
+        (j["status"]["succeeded"] == 1).then_some(())
+    });
 }
 
 #[test]
