@@ -321,6 +321,33 @@ fn an_agent_after_a_restart_forwards_only_new_output_and_orphans_say_how_they_en
 }
 
 #[test]
+fn a_queues_manifest_with_retries_forwards_each_pods_output() {
+    let k = KubeStandin::start();
+    let dir = TempDir::new("kube-retry");
+    let path = dir.0.join("job.json");
+    let manifest = json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 1,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main",
+        "image": "{{image}}", "command": "{{command}}", "env": "{{env}}"}]}}}});
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let e = engine_with(&k, &[("manifest", path.to_str().unwrap())]);
+    let code = "import os, sys, time\nm = sys.argv[1]\nif not os.path.exists(m):\n    \
+                open(m, 'w').close(); print('attempt 1', flush=True); time.sleep(1); \
+                sys.exit(1)\nprint('attempt 2', flush=True); time.sleep(1)";
+    let marker = dir.0.join("marker");
+    let l = launch("j18", code, &[marker.to_str().unwrap()]);
+    let id = e.start(&l).unwrap();
+    let mut got = Vec::new();
+    wait_until("the second attempt's end", Duration::from_secs(20), || {
+        let done = e.status(&id, &l).unwrap() == Observed::Succeeded;
+        got.extend(e.output(&id, 100).into_iter().map(|x| x.text));
+        done.then_some(())
+    });
+    got.extend(e.output(&id, 100).into_iter().map(|x| x.text));
+    assert_eq!(got, ["attempt 1", "attempt 2"]);
+    assert_eq!(k.pods().len(), 2);
+}
+
+#[test]
 fn a_job_without_an_image_or_with_unknown_extras_is_refused_before_any_request() {
     let k = KubeStandin::start();
     let e = engine(&k);

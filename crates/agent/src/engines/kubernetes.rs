@@ -218,23 +218,48 @@ impl Kubernetes {
     }
 
     /// New log lines of the job's pod, from `c` on; `c` advances past what is returned.
+    /// When a retry started a new pod, the old one's log is finished first.
     fn read_log(&self, ns: &str, name: &str, c: &mut Cursor, max: usize) -> Vec<OutputLine> {
-        if c.pod.is_none() {
-            c.pod = self.pods(ns, name).ok().and_then(|p| observe::log_pod(&p));
+        let newest = self.pods(ns, name).ok().and_then(|p| observe::log_pod(&p));
+        match (c.pod.clone(), newest) {
+            (None, newest) => c.pod = newest,
+            (Some(old), Some(newest)) if old != newest => {
+                let rest = self.read_pod_log(ns, &old, c, max);
+                if !rest.is_empty() {
+                    return rest;
+                }
+                *c = Cursor {
+                    pod: Some(newest),
+                    ..Cursor::default()
+                };
+            }
+            _ => {}
         }
         let Some(pod) = c.pod.clone() else {
             return Vec::new();
         };
+        self.read_pod_log(ns, &pod, c, max)
+    }
+
+    /// New lines of one pod's log.
+    fn read_pod_log(&self, ns: &str, pod: &str, c: &mut Cursor, max: usize) -> Vec<OutputLine> {
         let since = c.last.as_ref().map(|(secs, _)| format!("{secs}Z"));
         let mut query = vec![("timestamps", "true"), ("limitBytes", LOG_BYTES)];
         if let Some(s) = &since {
             query.push(("sinceTime", s.as_str()));
         }
-        let Ok(text) = self
+        let text = match self
             .api
-            .get_text(&format!("{}/log", Self::pod_path(ns, &pod)), &query)
-        else {
-            return Vec::new();
+            .get_text(&format!("{}/log", Self::pod_path(ns, pod)), &query)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                if e.code() == Some(404) {
+                    // That pod is gone: start over with the next one found.
+                    *c = Cursor::default();
+                }
+                return Vec::new();
+            }
         };
         let mut out = Vec::new();
         let mut seen_same = 0;

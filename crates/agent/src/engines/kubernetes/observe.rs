@@ -133,11 +133,15 @@ pub fn any_alive(pods: &[Value]) -> bool {
         .any(|p| !matches!(text(&p["status"]["phase"]), "Succeeded" | "Failed"))
 }
 
-/// The pod whose log to read: the newest that has started.
+/// The pod whose log to read: the newest that has started (a running one before an
+/// ended one of the same second).
 pub fn log_pod(pods: &[Value]) -> Option<String> {
     pods.iter()
         .filter(|p| p["status"]["phase"] != "Pending")
-        .max_by_key(|p| text(&p["metadata"]["creationTimestamp"]).to_string())
+        .max_by_key(|p| {
+            let created = text(&p["metadata"]["creationTimestamp"]).to_string();
+            (created, p["status"]["phase"] == "Running")
+        })
         .and_then(|p| p["metadata"]["name"].as_str().map(String::from))
 }
 
