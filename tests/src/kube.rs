@@ -11,11 +11,12 @@ use crate::certs::TestCerts;
 use crate::launch::{write_launch_trainer, Agent};
 use crate::python::python;
 use crate::relay::{repo, Relay, TempDir};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use stepwatch_events::jobs::Launch;
 
 /// The bearer token the stand-in requires.
 pub const STANDIN_TOKEN: &str = "standin-token-7f3a";
@@ -131,6 +132,31 @@ impl KubeStandin {
         Agent::start(relay, dir, "k8s", "kubernetes", name, &args)
     }
 
+    /// The API requests with this method whose path ends with `path_end`.
+    pub fn requests_to(&self, method: &str, path_end: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["method"] == method)
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(path_end)))
+            .collect()
+    }
+
+    /// The one pod the Job `job_name` ran (panics unless exactly one).
+    pub fn pod_of(&self, job_name: &str) -> Value {
+        let pods: Vec<Value> = self
+            .pods()
+            .into_iter()
+            .filter(|p| p["job"] == job_name)
+            .collect();
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        pods[0].clone()
+    }
+
+    /// Whether a process of that pod still runs.
+    pub fn pod_alive(&self, job_name: &str) -> bool {
+        self.pod_of(job_name)["alive"] == true
+    }
+
     /// A GET on the API with the token: the status code and the JSON answer.
     pub fn api_get(&self, path: &str) -> (u16, Value) {
         self.api("GET", path, None)
@@ -149,6 +175,33 @@ impl KubeStandin {
             Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
             Err(e) => panic!("stand-in unreachable: {e}"),
         }
+    }
+}
+
+/// A claimed job's launch, as the relay hands it to an agent: job `job` (key
+/// `sw-<job>-1`, run `demo-<job>`) running Python `code` with `args`, image python:3.11.
+pub fn kube_launch(job: &str, code: &str, args: &[&str]) -> Launch {
+    let mut argv = vec![
+        python().display().to_string(),
+        "-c".to_string(),
+        code.to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let mut extras = Map::new();
+    extras.insert("image".into(), json!("python:3.11"));
+    Launch {
+        job: job.into(),
+        name: "demo".into(),
+        queue: "k8s".into(),
+        run: format!("demo-{job}"),
+        attempt: 1,
+        key: format!("sw-{job}-1"),
+        argv,
+        extras,
+        status: "claimed".into(),
+        lease_s: 30,
+        cancel_grace_s: 5,
+        ..Launch::default()
     }
 }
 

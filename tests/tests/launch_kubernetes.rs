@@ -7,7 +7,7 @@
 //! run live, succeeded; cancelled with no pod left.
 #![allow(clippy::unwrap_used)]
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use stepwatch_agent::engines::{build, EngineOptions};
@@ -47,32 +47,6 @@ fn engine(k: &KubeStandin) -> std::sync::Arc<dyn Engine> {
     engine_with(k, &[])
 }
 
-/// A launch of job `job` running Python `code` with `args`, on image `python:3.11`.
-fn launch(job: &str, code: &str, args: &[&str]) -> Launch {
-    let mut argv = vec![
-        python().display().to_string(),
-        "-c".to_string(),
-        code.to_string(),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let mut extras = Map::new();
-    extras.insert("image".into(), json!("python:3.11"));
-    Launch {
-        job: job.into(),
-        name: "demo".into(),
-        queue: "k8s".into(),
-        run: format!("demo-{job}"),
-        attempt: 1,
-        key: format!("sw-{job}-1"),
-        argv,
-        extras,
-        status: "claimed".into(),
-        lease_s: 30,
-        cancel_grace_s: 5,
-        ..Launch::default()
-    }
-}
-
 fn wait_status(e: &dyn Engine, id: &str, l: &Launch, want: fn(&Observed) -> bool) -> Observed {
     wait_until("an engine status", Duration::from_secs(20), || {
         let o = e.status(id, l).unwrap();
@@ -80,32 +54,11 @@ fn wait_status(e: &dyn Engine, id: &str, l: &Launch, want: fn(&Observed) -> bool
     })
 }
 
-fn requests_of(k: &KubeStandin, method: &str, path_end: &str) -> Vec<Value> {
-    k.requests()
-        .into_iter()
-        .filter(|r| r["method"] == method && r["path"].as_str().unwrap().ends_with(path_end))
-        .collect()
-}
-
-fn pod_of(k: &KubeStandin, job_name: &str) -> Value {
-    let pods: Vec<Value> = k
-        .pods()
-        .into_iter()
-        .filter(|p| p["job"] == job_name)
-        .collect();
-    assert_eq!(pods.len(), 1, "{pods:?}");
-    pods[0].clone()
-}
-
-fn alive(k: &KubeStandin, job_name: &str) -> bool {
-    pod_of(k, job_name)["alive"] == true
-}
-
 #[test]
 fn a_job_runs_to_success_and_a_failing_one_reports_its_exit_code() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let ok = launch(
+    let ok = kube_launch(
         "j1",
         "import time; print('hello from the pod', flush=True); time.sleep(1.5)",
         &[],
@@ -122,7 +75,7 @@ fn a_job_runs_to_success_and_a_failing_one_reports_its_exit_code() {
     // Nothing printed twice.
     assert!(e.output(&id, 100).is_empty());
     // What the API server got: the Job as batch/v1 defines it.
-    let posts = requests_of(&k, "POST", "/apis/batch/v1/namespaces/ml/jobs");
+    let posts = k.requests_to("POST", "/apis/batch/v1/namespaces/ml/jobs");
     let job = &posts[0]["body"];
     assert_eq!(job["spec"]["backoffLimit"], 0);
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
@@ -132,7 +85,7 @@ fn a_job_runs_to_success_and_a_failing_one_reports_its_exit_code() {
     assert_eq!(container["image"], "python:3.11");
     assert_eq!(container["command"], json!(ok.argv));
 
-    let bad = launch("j2", "import sys; print('bye'); sys.exit(3)", &[]);
+    let bad = kube_launch("j2", "import sys; print('bye'); sys.exit(3)", &[]);
     let id = e.start(&bad).unwrap();
     let Observed::Failed { reason, exit_code } =
         wait_status(e.as_ref(), &id, &bad, Observed::is_final)
@@ -147,15 +100,15 @@ fn a_job_runs_to_success_and_a_failing_one_reports_its_exit_code() {
 fn the_same_key_twice_is_one_job_and_a_strangers_job_is_refused() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let l = launch("j3", "import time; time.sleep(30)", &[]);
+    let l = kube_launch("j3", "import time; time.sleep(30)", &[]);
     let first = e.start(&l).unwrap();
     // An agent that died after creating it: the next one asks again.
     let again = engine(&k).start(&l).unwrap();
     assert_eq!(first, again);
-    assert_eq!(requests_of(&k, "POST", "/jobs").len(), 2);
+    assert_eq!(k.requests_to("POST", "/jobs").len(), 2);
     assert_eq!(k.pods().len(), 1, "a second Job was created");
     // Another job whose key maps to the same name is not adopted.
-    let mut other = launch("j4", "print(1)", &[]);
+    let mut other = kube_launch("j4", "print(1)", &[]);
     other.key = l.key.clone();
     let err = e.start(&other).unwrap_err();
     assert!(
@@ -184,7 +137,7 @@ fn hostile_argv_env_and_cwd_arrive_byte_exact() {
     ];
     let code = "import sys, json, os; print(json.dumps({'argv': sys.argv[1:], \
                 'env': os.environ.get('HOSTILE'), 'cwd': os.getcwd()}))";
-    let mut l = launch("j5", code, &hostile);
+    let mut l = kube_launch("j5", code, &hostile);
     l.env.insert("HOSTILE".into(), "$(x); '\"' `y`".into());
     l.cwd = Some(dir.0.display().to_string());
     let id = e.start(&l).unwrap();
@@ -210,7 +163,7 @@ time.sleep(120)";
 fn stop_deletes_the_job_with_background_propagation_and_the_pod_gets_sigterm() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let l = launch("j6", TERM_TRAINER, &[]);
+    let l = kube_launch("j6", TERM_TRAINER, &[]);
     let id = e.start(&l).unwrap();
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
     wait_until("the trainer started", Duration::from_secs(10), || {
@@ -220,15 +173,15 @@ fn stop_deletes_the_job_with_background_propagation_and_the_pod_gets_sigterm() {
             .then_some(())
     });
     e.stop(&id).unwrap();
-    let deletes = requests_of(&k, "DELETE", "/jobs/sw-j6-1");
+    let deletes = k.requests_to("DELETE", "/jobs/sw-j6-1");
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0]["body"]["propagationPolicy"], "Background");
     assert!(deletes[0]["body"].get("gracePeriodSeconds").is_none());
     wait_until("the pod's process ended", Duration::from_secs(10), || {
-        (!alive(&k, "sw-j6-1")).then_some(())
+        (!k.pod_alive("sw-j6-1")).then_some(())
     });
     assert_eq!(
-        pod_of(&k, "sw-j6-1")["exit"],
+        k.pod_of("sw-j6-1")["exit"],
         143,
         "not ended by its SIGTERM handler"
     );
@@ -239,7 +192,7 @@ fn stop_deletes_the_job_with_background_propagation_and_the_pod_gets_sigterm() {
 fn kill_ends_a_pod_that_ignores_sigterm_at_once() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let l = launch("j7", TERM_TRAINER, &["ignore"]);
+    let l = kube_launch("j7", TERM_TRAINER, &["ignore"]);
     let id = e.start(&l).unwrap();
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
     wait_until("the trainer started", Duration::from_secs(10), || {
@@ -249,19 +202,18 @@ fn kill_ends_a_pod_that_ignores_sigterm_at_once() {
             .then_some(())
     });
     e.kill(&id).unwrap();
-    let deletes = requests_of(&k, "DELETE", "/jobs/sw-j7-1");
+    let deletes = k.requests_to("DELETE", "/jobs/sw-j7-1");
     assert_eq!(deletes[0]["body"]["propagationPolicy"], "Background");
     assert_eq!(deletes[0]["body"]["gracePeriodSeconds"], 0);
-    let pod = pod_of(&k, "sw-j7-1");
-    let pod_deletes = requests_of(
-        &k,
+    let pod = k.pod_of("sw-j7-1");
+    let pod_deletes = k.requests_to(
         "DELETE",
         &format!("/pods/{}", pod["name"].as_str().unwrap()),
     );
     assert_eq!(pod_deletes[0]["body"]["gracePeriodSeconds"], 0);
     // The garbage collector alone would give the pod 30 s: it must be gone well before.
     wait_until("the pod's process ended", Duration::from_secs(3), || {
-        (!alive(&k, "sw-j7-1")).then_some(())
+        (!k.pod_alive("sw-j7-1")).then_some(())
     });
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
 }
@@ -270,21 +222,24 @@ fn kill_ends_a_pod_that_ignores_sigterm_at_once() {
 fn kill_ends_the_pods_of_a_job_deleted_without_propagation() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let l = launch("j8", TERM_TRAINER, &["ignore"]);
+    let l = kube_launch("j8", TERM_TRAINER, &["ignore"]);
     let id = e.start(&l).unwrap();
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Running);
     // Someone deletes the Job the way batch/v1 defaults it: the pods are orphaned.
     let (code, _) = k.api("DELETE", "/apis/batch/v1/namespaces/ml/jobs/sw-j8-1", None);
     assert_eq!(code, 200);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(alive(&k, "sw-j8-1"), "the stand-in did not orphan the pod");
+    assert!(
+        k.pod_alive("sw-j8-1"),
+        "the stand-in did not orphan the pod"
+    );
     // Its pod still runs: the job is not over.
     assert_eq!(e.status(&id, &l).unwrap(), Observed::Running);
     e.kill(&id).unwrap();
     wait_until(
         "the orphaned pod's process ended",
         Duration::from_secs(3),
-        || (!alive(&k, "sw-j8-1")).then_some(()),
+        || (!k.pod_alive("sw-j8-1")).then_some(()),
     );
     wait_status(e.as_ref(), &id, &l, |o| *o == Observed::Gone);
 }
@@ -294,7 +249,7 @@ fn an_agent_after_a_restart_forwards_only_new_output_and_orphans_say_how_they_en
     let k = KubeStandin::start();
     let state = TempDir::new("kube-state");
     let code = "import time; print('first', flush=True); time.sleep(1.5); print('second')";
-    let l = launch("j16", code, &[]);
+    let l = kube_launch("j16", code, &[]);
     let id = engine_in(&k, &[], &state.0).start(&l).unwrap();
     let before = engine_in(&k, &[], &state.0);
     wait_until("the first line", Duration::from_secs(10), || {
@@ -309,7 +264,7 @@ fn an_agent_after_a_restart_forwards_only_new_output_and_orphans_say_how_they_en
 
     // A Job deleted the batch/v1 default way after its pod ended: the pod tells.
     let e = engine(&k);
-    let l = launch("j17", "import sys; sys.exit(4)", &[]);
+    let l = kube_launch("j17", "import sys; sys.exit(4)", &[]);
     let id = e.start(&l).unwrap();
     wait_status(e.as_ref(), &id, &l, Observed::is_final);
     let (code, _) = k.api("DELETE", "/apis/batch/v1/namespaces/ml/jobs/sw-j17-1", None);
@@ -334,7 +289,7 @@ fn a_queues_manifest_with_retries_forwards_each_pods_output() {
                 open(m, 'w').close(); print('attempt 1', flush=True); time.sleep(1); \
                 sys.exit(1)\nprint('attempt 2', flush=True); time.sleep(1)";
     let marker = dir.0.join("marker");
-    let l = launch("j18", code, &[marker.to_str().unwrap()]);
+    let l = kube_launch("j18", code, &[marker.to_str().unwrap()]);
     let id = e.start(&l).unwrap();
     let mut got = Vec::new();
     wait_until("the second attempt's end", Duration::from_secs(20), || {
@@ -351,7 +306,7 @@ fn a_queues_manifest_with_retries_forwards_each_pods_output() {
 fn a_job_without_an_image_or_with_unknown_extras_is_refused_before_any_request() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let mut l = launch("j9", "print(1)", &[]);
+    let mut l = kube_launch("j9", "print(1)", &[]);
     l.extras.clear();
     let err = e.start(&l).unwrap_err();
     assert!(
@@ -452,7 +407,7 @@ fn the_stand_in_refuses_what_the_api_server_would() {
 fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
     let k = KubeStandin::start();
     let e = engine(&k);
-    let mut gpu = launch("j10", "print(1)", &[]);
+    let mut gpu = kube_launch("j10", "print(1)", &[]);
     gpu.resources.gpus = Some(1);
     let id = e.start(&gpu).unwrap();
     let Observed::Pending { reason } = e.status(&id, &gpu).unwrap() else {
@@ -464,7 +419,7 @@ fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
     );
     e.kill(&id).unwrap();
 
-    let mut pull = launch("j11", "print(1)", &[]);
+    let mut pull = kube_launch("j11", "print(1)", &[]);
     pull.extras
         .insert("image".into(), json!("standin.invalid/nope:1"));
     let id = e.start(&pull).unwrap();
@@ -475,7 +430,7 @@ fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
     e.kill(&id).unwrap();
     wait_status(e.as_ref(), &id, &pull, |o| *o == Observed::Gone);
 
-    let mut slow = launch("j12", "import time; time.sleep(60)", &[]);
+    let mut slow = kube_launch("j12", "import time; time.sleep(60)", &[]);
     slow.resources.time_limit_s = Some(1);
     let id = e.start(&slow).unwrap();
     let Observed::Failed { reason, .. } = wait_status(e.as_ref(), &id, &slow, Observed::is_final)
@@ -484,7 +439,7 @@ fn pending_jobs_say_why_and_a_time_limit_ends_a_job() {
     };
     assert!(reason.starts_with("DeadlineExceeded"), "{reason}");
     wait_until("the pod's process ended", Duration::from_secs(40), || {
-        (!alive(&k, "sw-j12-1")).then_some(())
+        (!k.pod_alive("sw-j12-1")).then_some(())
     });
 }
 
@@ -494,7 +449,7 @@ fn output_pages_through_the_log_without_losing_or_repeating_a_line() {
     let e = engine(&k);
     let code = "import time\nfor i in range(60):\n    print(i, flush=True)\n    \
                 if i % 20 == 19: time.sleep(1.1)";
-    let l = launch("j14", code, &[]);
+    let l = kube_launch("j14", code, &[]);
     let id = e.start(&l).unwrap();
     let mut got = Vec::new();
     wait_until("the job's end", Duration::from_secs(20), || {
@@ -518,7 +473,7 @@ fn https_with_the_clusters_ca() {
     let dir = TempDir::new("kube-tls");
     let certs = TestCerts::make(&dir.0, "IP:127.0.0.1");
     let k = KubeStandin::start_tls(&certs);
-    let l = launch("j15", "print('over tls')", &[]);
+    let l = kube_launch("j15", "print('over tls')", &[]);
     // The built-in roots do not know the cluster's CA.
     let err = engine(&k).start(&l).unwrap_err();
     assert!(
@@ -578,7 +533,7 @@ fn an_agent_runs_a_trainer_as_a_kubernetes_job_to_success() {
         .collect();
     assert!(printed.contains(&"step 40".to_string()), "{printed:?}");
     // One Job, labelled with the job, its command the template's argv.
-    let posts = requests_of(&k, "POST", "/apis/batch/v1/namespaces/ml/jobs");
+    let posts = k.requests_to("POST", "/apis/batch/v1/namespaces/ml/jobs");
     assert_eq!(posts.len(), 1);
     let body = &posts[0]["body"];
     assert_eq!(body["metadata"]["labels"]["stepwatch.dev/job"], job);
@@ -618,7 +573,7 @@ argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; 
     relay.wait_job(job, "cancelled", T);
     let name = k.pods()[0]["job"].as_str().unwrap().to_string();
     wait_until("the trainer's pod ended", T, || {
-        (!alive(&k, &name)).then_some(())
+        (!k.pod_alive(&name)).then_some(())
     });
 
     // A command that ignores SIGTERM: stopped (Background), then killed, pods and all.
@@ -638,10 +593,10 @@ argv = ["/bin/sh", "-c", "trap '' TERM; echo started; while true; do sleep 0.2; 
         v["reason"].as_str().unwrap().starts_with("killed after"),
         "{v}"
     );
-    let pod = pod_of(&k, &name);
+    let pod = k.pod_of(&name);
     assert_eq!(pod["alive"], false, "the pod outlived the cancel: {pod}");
     assert_eq!(pod["in_api"], false, "the pod is still listed: {pod}");
-    let deletes = requests_of(&k, "DELETE", &format!("/jobs/{name}"));
+    let deletes = k.requests_to("DELETE", &format!("/jobs/{name}"));
     assert!(!deletes.is_empty());
     assert!(deletes
         .iter()
@@ -672,7 +627,7 @@ fn an_agent_killed_with_kill_9_leaves_its_job_to_the_next_one_and_no_second_job(
         .collect();
     assert_eq!(claims.last().unwrap()["reason"], "agent k2", "{v}");
     assert_eq!(
-        requests_of(&k, "POST", "/jobs").len(),
+        k.requests_to("POST", "/jobs").len(),
         1,
         "a second Job was asked for"
     );
