@@ -27,6 +27,8 @@
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
+//! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 //! | `kube`       | the Kubernetes API stand-in ([`KubeStandin`]), not a real one    |
 #![allow(clippy::unwrap_used)]
 
@@ -40,7 +42,9 @@ mod pg;
 mod pg_cluster;
 mod proxy;
 mod python;
+mod ray;
 mod relay;
+mod slurm;
 mod streams;
 
 pub use auth::*;
@@ -52,5 +56,7 @@ pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
+pub use ray::*;
 pub use relay::*;
+pub use slurm::*;
 pub use streams::*;

@@ -325,5 +325,27 @@ mod tests {
         );
         assert_eq!(action_of(&m("DELETE"), "/api/runs/r"), Some(Action::Delete));
         assert_eq!(action_of(&m("PUT"), "/api/anything"), Some(Action::Read));
+        assert_eq!(action_of(&m("POST"), "/api/jobs"), Some(Action::Submit));
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/preview"),
+            Some(Action::Submit)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/j1/cancel"),
+            Some(Action::Submit)
+        );
+        assert_eq!(action_of(&m("GET"), "/api/jobs"), Some(Action::Read));
+        assert_eq!(
+            action_of(&m("POST"), "/api/queues/q/claim"),
+            Some(Action::Agent)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/j1/report"),
+            Some(Action::Agent)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/agents/heartbeat"),
+            Some(Action::Agent)
+        );
     }
 }

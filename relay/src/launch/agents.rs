@@ -269,6 +269,9 @@ impl Launcher {
     /// Takes jobs back from agents whose lease ran out, and publishes changes other
     /// relays made. Run every few seconds.
     pub fn sweep(&self) {
+        if self.enabled() {
+            let _ = self.tokens.load(self);
+        }
         let Ok(rows) = self.rows() else {
             return;
         };

@@ -22,6 +22,9 @@ pub mod submit;
 pub mod tokens;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 use crate::api::ApiError;
 use crate::clock::now;
 use crate::storage::jobs::{JobRow, RECENT_FINISHED};
@@ -44,6 +47,8 @@ pub struct Launcher {
     /// The version of each job last published, so changes made by other relays are
     /// published by the sweep.
     published: Mutex<HashMap<String, i64>>,
+    /// Each job's run, and whether the job is open (for run tokens).
+    job_runs: RwLock<HashMap<String, (String, bool)>>,
     /// Which job reports to each run (the newest) and its status, for the ingest hook.
     run_jobs: RwLock<HashMap<String, (String, JobStatus)>>,
     tokens: tokens::Tokens,
@@ -52,20 +57,17 @@ pub struct Launcher {
 impl Launcher {
     pub fn new(store: Arc<dyn Storage>, config: LaunchConfig) -> Launcher {
         let (changes, _) = broadcast::channel(1024);
-        let launcher = Launcher {
+        // Nothing is read here (this may run on an async thread, where the PostgreSQL
+        // client must not block): the first sweep learns the stored jobs.
+        Launcher {
             config,
             tokens: tokens::Tokens::default(),
             store,
             changes,
             published: Mutex::new(HashMap::new()),
             run_jobs: RwLock::new(HashMap::new()),
-        };
-        if let Ok(rows) = launcher.store.jobs().jobs(RECENT_FINISHED) {
-            for r in rows {
-                launcher.remember(&r);
-            }
+            job_runs: RwLock::new(HashMap::new()),
         }
-        launcher
     }
 
     /// Whether any queue is configured.
@@ -77,6 +79,12 @@ impl Launcher {
         if let Some(run) = &row.state.run {
             if let Ok(mut m) = self.run_jobs.write() {
                 m.insert(run.clone(), (row.state.job.clone(), row.state.status));
+            }
+            if let Ok(mut m) = self.job_runs.write() {
+                m.insert(
+                    row.state.job.clone(),
+                    (run.clone(), !row.state.is_terminal()),
+                );
             }
         }
         if let Ok(mut p) = self.published.lock() {
@@ -92,9 +100,7 @@ impl Launcher {
     /// Tells the job streams about a change (and remembers it as published).
     fn publish(&self, row: &JobRow) {
         self.remember(row);
-        if row.state.is_terminal() {
-            self.tokens.forget(&row.state.job);
-        }
+
         let view = self.view(row, &self.context());
         if let Ok(json) = serde_json::to_string(&view) {
             let _ = self.changes.send(Arc::new((row.queue.clone(), json)));

@@ -6,31 +6,15 @@ use super::Launcher;
 use crate::api::ApiError;
 use crate::auth::constant_time_eq;
 use blake2::Digest;
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 /// The prefix of every run token.
 pub const PREFIX: &str = "swj.";
-/// How long a checked token is trusted before the job is looked up again.
-const RECHECK: Duration = Duration::from_secs(10);
 
-/// Run tokens: the key, and tokens checked lately.
+/// Run tokens: the relay's key, loaded from the database by the first sweep.
 #[derive(Default)]
 pub struct Tokens {
     key: OnceLock<Vec<u8>>,
-    checked: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-impl Tokens {
-    /// Forgets the checked tokens of a job that has ended (this relay stops accepting
-    /// them at once; others within [`RECHECK`]).
-    pub fn forget(&self, job: &str) {
-        let prefix = format!("{PREFIX}{job}.");
-        if let Ok(mut c) = self.checked.lock() {
-            c.retain(|t, _| !t.starts_with(&prefix));
-        }
-    }
 }
 
 fn mac(key: &[u8], job: &str, run: &str) -> String {
@@ -48,7 +32,8 @@ fn mac(key: &[u8], job: &str, run: &str) -> String {
 }
 
 impl Tokens {
-    fn key(&self, l: &Launcher) -> Result<&[u8], ApiError> {
+    /// The key, read (or created) in the database on first use: call off async threads.
+    pub fn load(&self, l: &Launcher) -> Result<&[u8], ApiError> {
         if let Some(k) = self.key.get() {
             return Ok(k);
         }
@@ -58,29 +43,17 @@ impl Tokens {
 
     /// The token for `job`'s trainer, writing `run`.
     pub fn issue(&self, l: &Launcher, job: &str, run: &str) -> Result<String, ApiError> {
-        Ok(format!("{PREFIX}{job}.{}", mac(self.key(l)?, job, run)))
+        Ok(format!("{PREFIX}{job}.{}", mac(self.load(l)?, job, run)))
     }
 
-    /// The run a token may write, if it is a valid token of an open job.
+    /// The run a token may write, if it is a valid token of an open job. Reads memory
+    /// only (it runs in the access guard, on an async thread): the jobs this relay knows,
+    /// kept current by its own changes and by the sweep (other relays' within seconds).
     pub fn verify(&self, l: &Launcher, token: &str) -> Option<String> {
-        if let Some((run, at)) = self.checked.lock().ok()?.get(token) {
-            if at.elapsed() < RECHECK {
-                return Some(run.clone());
-            }
-        }
         let (job, given) = token.strip_prefix(PREFIX)?.split_once('.')?;
-        let row = l.store.jobs().job(job).ok()??;
-        let run = row.state.run.clone()?;
-        let want = mac(self.key(l).ok()?, job, &run);
-        if !constant_time_eq(want.as_bytes(), given.as_bytes()) || row.state.is_terminal() {
-            return None;
-        }
-        let mut checked = self.checked.lock().ok()?;
-        if checked.len() > 10_000 {
-            checked.clear();
-        }
-        checked.insert(token.to_string(), (run.clone(), Instant::now()));
-        Some(run)
+        let (run, open) = l.job_runs.read().ok()?.get(job).cloned()?;
+        let want = mac(self.key.get()?, job, &run);
+        (constant_time_eq(want.as_bytes(), given.as_bytes()) && open).then_some(run)
     }
 }
 

@@ -314,6 +314,7 @@ impl JobState {
             JobEventBody::Succeeded => {
                 self.at_engine(body)?;
                 self.finish(JobStatus::Succeeded);
+                self.reason = None;
                 None
             }
             JobEventBody::Failed { reason, exit_code } => self.failed(body, reason, *exit_code)?,
@@ -460,6 +461,8 @@ impl JobState {
         }
         self.run = Some(run.to_string());
         self.status = JobStatus::Running;
+        // The engine's waiting words ("PENDING (Resources)") no longer hold.
+        self.reason = None;
         Ok(None)
     }
 
