@@ -3,8 +3,8 @@
 pub mod kubernetes;
 pub mod local;
 pub mod output;
-pub mod slurm;
 pub mod ray;
+pub mod slurm;
 
 use crate::engine::Engine;
 use std::collections::BTreeMap;
