@@ -22,7 +22,13 @@
 //!   grace period: SIGTERM first); kill: the same with `gracePeriodSeconds: 0`, then each
 //!   pod deleted with `gracePeriodSeconds: 0`, since the garbage collector would give the
 //!   pods their full grace period.
-//! - output: the newest started pod's log, with timestamps, from where the last read ended.
+//! - output: the newest started pod's log, with timestamps, from where the last read ended
+//!   (kept in `<state_dir>/kubernetes/`, so an agent that adopts the job goes on from there).
+//!
+//! The agent's service account needs, in its namespace: `jobs` (batch) create, get,
+//! delete; `pods` list, delete; `pods/log` get. The job's environment, `STEPWATCH_TOKEN`
+//! included (a token for its run only, valid while the job is open), is in the Job's spec:
+//! whoever may read Jobs in the namespace can read it.
 
 mod api;
 pub mod manifest;
