@@ -1,9 +1,10 @@
 //! The engines an agent can hand jobs to, and how `stepwatch agent` builds one.
 
+pub mod kubernetes;
 pub mod local;
 pub mod output;
-pub mod slurm;
 pub mod ray;
+pub mod slurm;
 
 use crate::engine::Engine;
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub fn build(name: &str, opts: &EngineOptions) -> anyhow::Result<Arc<dyn Engine>
         "local" => Ok(Arc::new(local::Local::new(opts)?)),
         "slurm" => Ok(Arc::new(slurm::Slurm::new(opts)?)),
         "ray" => Ok(Arc::new(ray::Ray::new(opts)?)),
+        "kubernetes" => Ok(Arc::new(kubernetes::Kubernetes::new(opts)?)),
         other => {
             anyhow::bail!("unknown engine {other:?}: expected local, slurm, ray or kubernetes")
         }
