@@ -105,12 +105,18 @@ argv = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
         "< 2 s",
     );
 
+    cancel_figures(&relay)?;
+    kill9_figures(&relay, &dir.0, &mut agent)
+}
+
+/// Cancel: a trainer that obeys stop, then a process that ignores SIGTERM.
+fn cancel_figures(relay: &Relay) -> Result<()> {
     // Cancel: a trainer that obeys stop, then a process that ignores SIGTERM.
-    let job = submit(&relay, "cancel me", json!({"steps": 100000}))?;
-    until(&relay, &job, Instant::now(), |v| v["run_live"] == true)?;
+    let job = submit(relay, "cancel me", json!({"steps": 100000}))?;
+    until(relay, &job, Instant::now(), |v| v["run_live"] == true)?;
     let t0 = Instant::now();
     relay.post_json(&format!("/api/jobs/{job}/cancel"), &json!({}), None);
-    let gone = until(&relay, &job, t0, |v| v["status"] == "cancelled")?;
+    let gone = until(relay, &job, t0, |v| v["status"] == "cancelled")?;
     row(
         "launch: cancel → gone (trainer obeys stop)",
         format!("{gone:.2} s"),
@@ -119,30 +125,35 @@ argv = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
     let spec = json!({"name": "stubborn", "queue": "local", "entry": {"template": "stubborn"}});
     let (_, v) = relay.post_json("/api/jobs", &spec, None);
     let job = v["job"].as_str().unwrap_or_default().to_string();
-    until(&relay, &job, Instant::now(), |v| v["status"] == "running")?;
+    until(relay, &job, Instant::now(), |v| v["status"] == "running")?;
     let t0 = Instant::now();
     relay.post_json(&format!("/api/jobs/{job}/cancel"), &json!({}), None);
-    let gone = until(&relay, &job, t0, |v| v["status"] == "cancelled")?;
+    let gone = until(relay, &job, t0, |v| v["status"] == "cancelled")?;
     row(
         "launch: cancel → gone (ignores SIGTERM: killed)",
         format!("{gone:.2} s"),
         "grace 0 s + 10 s to SIGKILL",
     );
 
+    Ok(())
+}
+
+/// kill -9 the agent; another adopts its job.
+fn kill9_figures(relay: &Relay, dir: &Path, agent: &mut Agent) -> Result<()> {
     // kill -9 the agent: lease 5 s.
-    let marker = dir.0.join("starts.txt");
+    let marker = dir.join("starts.txt");
     let job = submit(
-        &relay,
+        relay,
         "survivor",
         json!({"steps": 1000, "marker": marker.to_string_lossy()}),
     )?;
-    until(&relay, &job, Instant::now(), |v| v["status"] == "running")?;
+    until(relay, &job, Instant::now(), |v| v["status"] == "running")?;
     let t0 = Instant::now();
     agent.kill9();
-    let state = dir.0.join("agent-bench-a");
+    let state = dir.join("agent-bench-a");
     let _b = Agent::start(
-        &relay,
-        &dir.0,
+        relay,
+        dir,
         "local",
         "local",
         "bench-b",
@@ -153,9 +164,9 @@ argv = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
             state.to_str().unwrap_or_default(),
         ],
     );
-    let lost = until(&relay, &job, t0, |v| v["agent"].is_null())?;
-    let adopted = until(&relay, &job, t0, |v| v["agent"] == "bench-b")?;
-    until(&relay, &job, t0, |v| v["status"] == "succeeded")?;
+    let lost = until(relay, &job, t0, |v| v["agent"].is_null())?;
+    let adopted = until(relay, &job, t0, |v| v["agent"] == "bench-b")?;
+    until(relay, &job, t0, |v| v["status"] == "succeeded")?;
     let starts = std::fs::read_to_string(&marker)
         .unwrap_or_default()
         .lines()
