@@ -11,6 +11,7 @@ mod fanout;
 mod ingest;
 mod latency;
 mod launch;
+mod launch_engines;
 mod load;
 mod open;
 mod postgres;
@@ -86,6 +87,11 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
     }
     if want("launch") {
         launch::launch(root)?;
+        let bin = root.join("target/release/stepwatch");
+        if let Err(e) = launch_engines::slurm(&bin) {
+            row("launch on Slurm", format!("not measured: {e}"), "");
+        }
+        launch_engines::kubernetes(&bin)?;
     }
     println!();
     Ok(())
