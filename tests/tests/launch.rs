@@ -28,6 +28,17 @@ fn a_template_job_runs_live_reports_its_output_and_succeeds() {
         "{s}"
     );
     assert_eq!(s["position"], 1);
+    // A second job waits behind it, until it is moved up.
+    let second = relay.submit(&job_spec("urgent", json!({"steps": 5})));
+    let second = second["job"].as_str().unwrap();
+    assert_eq!(relay.job(second)["position"], 2);
+    let (c, v) = relay.post_json(
+        &format!("/api/jobs/{second}/priority"),
+        &json!({"priority": 10}),
+        None,
+    );
+    assert_eq!((c, v["position"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(relay.job(job)["position"], 2);
     let v = relay.job(job);
     assert!(
         v["waiting"].as_str().unwrap().contains("no live agent"),
@@ -40,6 +51,27 @@ fn a_template_job_runs_live_reports_its_output_and_succeeds() {
     assert_eq!(v["run"], run);
     assert_eq!(v["agent"], "a1");
     assert_eq!(v["agent_alive"], true);
+    // The urgent one went first.
+    let claimed_at = |view: &Value| {
+        view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["kind"] == "claimed")
+            .and_then(|h| h["ts"].as_f64())
+            .unwrap()
+    };
+    let urgent = relay.wait_job(second, "succeeded", T);
+    assert!(
+        claimed_at(&urgent) < claimed_at(&v),
+        "the job moved up is claimed first"
+    );
+    let (c, _) = relay.post_json(
+        &format!("/api/jobs/{job}/priority"),
+        &json!({"priority": 1}),
+        None,
+    );
+    assert_eq!(c, 409, "a running job is not moved");
     let v = relay.wait_job(job, "succeeded", T);
     assert_eq!(v["attempts"], 1);
     assert_eq!(

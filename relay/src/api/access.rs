@@ -30,7 +30,7 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
         | ("POST", ["", "api", "runs", _, "commands", _, "cancel"]) => Some(Action::Command),
         ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
         ("POST", ["", "api", "jobs"] | ["", "api", "jobs", "preview"])
-        | ("POST", ["", "api", "jobs", _, "cancel" | "retry"]) => Some(Action::Submit),
+        | ("POST", ["", "api", "jobs", _, "cancel" | "retry" | "priority"]) => Some(Action::Submit),
         ("POST", ["", "api", "agents", "heartbeat"])
         | ("POST", ["", "api", "queues", _, "claim"])
         | ("POST", ["", "api", "jobs", _, "report"]) => Some(Action::Agent),

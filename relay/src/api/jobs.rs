@@ -229,6 +229,29 @@ pub async fn cancel(
     Ok(HttpResponse::Accepted().json(json!({ "job": view, "stop_command": command })))
 }
 
+#[derive(Deserialize)]
+struct PriorityBody {
+    priority: i32,
+}
+
+/// `POST /api/jobs/{id}/priority`: `{"priority": N}` moves a waiting job in its queue.
+pub async fn priority(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let b: PriorityBody = parse(&body, "priority")?;
+    let who = identity(&req);
+    let view = on_launcher(&data, move |l| {
+        let row = l.reprioritize(&id, b.priority, &who)?;
+        Ok(redact(l.view(&row, &l.context()), &who))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
 /// `POST /api/jobs/{id}/retry`.
 pub async fn retry(
     data: Data,
