@@ -63,6 +63,20 @@ async fn on_launcher<T: Send + 'static>(
     web::block(move || f(&l)).await?
 }
 
+/// Answers with the view of the job `f` finds or changes, as `who` may see it.
+async fn answer_view(
+    data: &Data,
+    who: Identity,
+    f: impl FnOnce(&Launcher) -> Result<crate::storage::jobs::JobRow, ApiError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let v = on_launcher(data, move |l| {
+        let row = f(l)?;
+        Ok(redact(l.view(&row, &l.context()), &who))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
 /// `GET /api/queues`.
 pub async fn queues(data: Data, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let who = identity(&req);
@@ -165,13 +179,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let who = identity(&req);
-    let v = on_launcher(&data, move |l| {
-        let row = l.row(&id)?;
-        Ok(redact(l.view(&row, &l.context()), &who))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(v))
+    answer_view(&data, identity(&req), move |l| l.row(&id)).await
 }
 
 /// `GET /api/runs/{run}/job`.
@@ -182,16 +190,13 @@ pub async fn of_run(
 ) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
     check_run(&run)?;
-    let who = identity(&req);
-    let v = on_launcher(&data, move |l| {
+    answer_view(&data, identity(&req), move |l| {
         let id = l
             .job_of_run(&run)
             .ok_or_else(|| ApiError::not_found(format!("run {run:?} was not launched as a job")))?;
-        let row = l.row(&id)?;
-        Ok(redact(l.view(&row, &l.context()), &who))
+        l.row(&id)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(v))
+    .await
 }
 
 /// `POST /api/jobs/{id}/cancel`.
@@ -244,12 +249,8 @@ pub async fn priority(
     let id = path.into_inner();
     let b: PriorityBody = parse(&body, "priority")?;
     let who = identity(&req);
-    let view = on_launcher(&data, move |l| {
-        let row = l.reprioritize(&id, b.priority, &who)?;
-        Ok(redact(l.view(&row, &l.context()), &who))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    let who2 = who.clone();
+    answer_view(&data, who, move |l| l.reprioritize(&id, b.priority, &who2)).await
 }
 
 /// `POST /api/jobs/{id}/retry`.
