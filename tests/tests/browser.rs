@@ -178,6 +178,13 @@ fn the_run_page_resumes_after_a_relay_restart_without_gap_or_duplicate() {
         "80",
         "a replayed event was counted twice"
     );
+    // The chart redraws on its next frame: wait for it (a loaded machine is slow), then
+    // make sure no point came twice.
+    browser.wait_for(
+        "80 chart points",
+        WAIT,
+        "return +document.querySelector('[data-testid=canvas-loss]').dataset.points >= 80;",
+    );
     assert_eq!(
         browser.eval("return +document.querySelector('[data-testid=canvas-loss]').dataset.points;"),
         80
