@@ -5,7 +5,9 @@ use crate::i18n::{initial_lang, remember_lang, use_i18n, I18n, Key, Lang};
 use crate::route::{current_hash, Page, Route};
 use crate::views::common::Clock;
 use crate::views::login::{self, LoginPage, Session, SessionCtx, UserBadge};
-use crate::views::{compare::ComparePage, run::RunPage, runs::RunsPage};
+use crate::views::{
+    compare::ComparePage, launch::LaunchPage, queue::QueuePage, run::RunPage, runs::RunsPage,
+};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -57,6 +59,11 @@ pub fn App() -> impl IntoView {
                 {move || i18n.t(Key::AppTitle)}
             </a>
             <span class="tagline">{move || i18n.t(Key::Tagline)}</span>
+            <nav class="nav">
+                <a href="#/" class:on=move || page.get() == Page::Runs data-testid="nav-runs">{move || i18n.t(Key::Runs)}</a>
+                <a href="#/launch" class:on=move || page.get() == Page::Launch data-testid="nav-launch">{move || i18n.t(Key::Launch)}</a>
+                <a href="#/queue" class:on=move || page.get() == Page::Queue data-testid="nav-queue">{move || i18n.t(Key::Queues)}</a>
+            </nav>
             <span class="spacer"></span>
             {move || relay.get().map(|base| view! { <UserBadge base=base/> })}
             <LangSwitch/>
@@ -68,6 +75,8 @@ pub fn App() -> impl IntoView {
                 (Some(base), Page::Runs) => view! { <RunsPage base=base route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Run(run)) => view! { <RunPage base=base run=run route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Compare(runs)) => view! { <ComparePage base=base runs=runs route=route.get_untracked()/> }.into_any(),
+                (Some(base), Page::Launch) => view! { <LaunchPage base=base route=route.get_untracked()/> }.into_any(),
+                (Some(base), Page::Queue) => view! { <QueuePage base=base route=route.get_untracked()/> }.into_any(),
             }}
         </main>
     }
