@@ -2,130 +2,30 @@
 //! changes"): a queue (its engine, and a warning before submitting when no live agent
 //! serves it), a template's typed form or, where the queue allows it, a free-form argv,
 //! resources within the queue's limits, priority and retries. Preview shows the exact
-//! argv and the config diff; Submit queues the job and opens the Queue page. The form's
-//! data and checks are in [`super::launch_form`].
+//! argv and the config diff; Submit queues the job and opens the Queue page.
+//!
+//! The form's data and checks are in [`super::launch_form`]. Its markup is HTML text
+//! (values escaped, see [`super::job::Html`]), rebuilt only when the queue, template or
+//! mode changes; one input handler writes every field by its `data-f`, and the errors
+//! are written into each field's `data-err` line.
 
+use super::job::Html;
 use super::launch_form::{self as lf, Fields, Msg, Offered, Problems};
 use super::queue::{flash, queue_href};
 use crate::api::{self, Refusal};
 use crate::i18n::{use_i18n, I18n, Key};
 use crate::route::{run_href, Route};
 use leptos::prelude::*;
-use std::collections::BTreeMap;
 use stepwatch_events::api as answers;
 use stepwatch_events::jobs::{JobSpec, JobView, Preview, QueueInfo, Submitted};
 use stepwatch_events::template::{ParamKind, ParamSpec};
+use wasm_bindgen::JsCast;
 
 /// The queues and templates on offer.
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Choices {
     queues: Vec<QueueInfo>,
     templates: Vec<Offered>,
-}
-
-/// The form's fields as signals.
-#[derive(Clone, Copy)]
-struct Form {
-    queue: RwSignal<String>,
-    template: RwSignal<String>,
-    free: RwSignal<bool>,
-    params: RwSignal<BTreeMap<String, String>>,
-    name: RwSignal<String>,
-    gpus: RwSignal<String>,
-    cpus: RwSignal<String>,
-    memory_mb: RwSignal<String>,
-    minutes: RwSignal<String>,
-    priority: RwSignal<String>,
-    retries: RwSignal<String>,
-    argv: RwSignal<String>,
-    cwd: RwSignal<String>,
-    env: RwSignal<String>,
-    clone_of: RwSignal<Option<String>>,
-}
-
-impl Form {
-    fn new() -> Form {
-        let s = || RwSignal::new(String::new());
-        Form {
-            queue: s(),
-            template: s(),
-            free: RwSignal::new(false),
-            params: RwSignal::new(BTreeMap::new()),
-            name: s(),
-            gpus: s(),
-            cpus: s(),
-            memory_mb: s(),
-            minutes: s(),
-            priority: s(),
-            retries: s(),
-            argv: s(),
-            cwd: s(),
-            env: s(),
-            clone_of: RwSignal::new(None),
-        }
-    }
-
-    fn text(&self) -> [RwSignal<String>; 12] {
-        [
-            self.queue,
-            self.template,
-            self.name,
-            self.gpus,
-            self.cpus,
-            self.memory_mb,
-            self.minutes,
-            self.priority,
-            self.retries,
-            self.argv,
-            self.cwd,
-            self.env,
-        ]
-    }
-
-    fn get(&self) -> Fields {
-        let [queue, template, name, gpus, cpus, memory_mb, minutes, priority, retries, argv, cwd, env] =
-            self.text().map(|s| s.get());
-        Fields {
-            queue,
-            template,
-            free: self.free.get(),
-            params: self.params.get(),
-            name,
-            gpus,
-            cpus,
-            memory_mb,
-            minutes,
-            priority,
-            retries,
-            argv,
-            cwd,
-            env,
-            clone_of: self.clone_of.get(),
-        }
-    }
-
-    fn set(&self, f: Fields) {
-        let texts = [
-            f.queue,
-            f.template,
-            f.name,
-            f.gpus,
-            f.cpus,
-            f.memory_mb,
-            f.minutes,
-            f.priority,
-            f.retries,
-            f.argv,
-            f.cwd,
-            f.env,
-        ];
-        for (sig, t) in self.text().into_iter().zip(texts) {
-            sig.set(t);
-        }
-        self.free.set(f.free);
-        self.params.set(f.params);
-        self.clone_of.set(f.clone_of);
-    }
 }
 
 /// Loads the queues and templates, and what `?clone=` re-runs: the fields to start with.
@@ -167,67 +67,54 @@ async fn load(base: &str, route: &Route) -> (Choices, Fields) {
     (ch, f)
 }
 
-/// Where each field's error comes from: the form's own checks, else the relay's refusal
-/// of exactly this job.
-#[derive(Clone, Copy)]
-struct Errors {
-    draft: Memo<Result<JobSpec, Problems>>,
-    refused: RwSignal<Option<(JobSpec, Refusal)>>,
-    i18n: I18n,
+/// A problem as words.
+fn say(i18n: I18n, m: &Msg) -> String {
+    match m {
+        Msg::Text(t) => t.clone(),
+        Msg::Key(k) => i18n.t(*k).to_string(),
+        Msg::AtMost(n) => format!("{} {n}", i18n.t(Key::AtMost)),
+    }
 }
 
-impl Errors {
-    fn show(&self, m: &Msg) -> String {
-        match m {
-            Msg::Text(t) => t.clone(),
-            Msg::Key(k) => self.i18n.t(*k).to_string(),
-            Msg::AtMost(n) => format!("{} {n}", self.i18n.t(Key::AtMost)),
-        }
-    }
+/// The relay's refusal of the job as the form now describes it: its (form) field and
+/// words.
+fn relay_error(
+    draft: &Result<JobSpec, Problems>,
+    refused: &Option<(JobSpec, Refusal)>,
+) -> Option<(String, String)> {
+    let spec = draft.as_ref().ok()?;
+    let (_, r) = refused.as_ref().filter(|(s, _)| s == spec)?;
+    Some((
+        r.field.as_deref().map(lf::norm).unwrap_or_default(),
+        r.error.clone(),
+    ))
+}
 
-    /// The error of `field`, if any.
-    fn at(&self, field: &str) -> Option<String> {
-        let own = self.draft.with(|d| match d {
-            Err(p) => p.get(field).map(|m| self.show(m)),
-            Ok(_) => None,
-        });
-        own.or_else(|| self.relay().filter(|(f, _)| f == field).map(|(_, e)| e))
-    }
-
-    /// The relay's refusal of the job as it stands: its (form) field and words.
-    fn relay(&self) -> Option<(String, String)> {
-        let spec = self.draft.with(|d| d.as_ref().ok().cloned())?;
-        self.refused.with(|r| {
-            r.as_ref().filter(|(s, _)| *s == spec).map(|(_, r)| {
-                (
-                    r.field.as_deref().map(lf::norm).unwrap_or_default(),
-                    r.error.clone(),
-                )
-            })
-        })
-    }
+/// The element an event happened on.
+fn target(ev: &web_sys::Event) -> Option<web_sys::Element> {
+    ev.target()?.dyn_into().ok()
 }
 
 #[component]
 pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
     let i18n = use_i18n();
-    let form = Form::new();
+    let fields = RwSignal::new(Fields::default());
     let choices = RwSignal::new(None::<Choices>);
     {
         let base = base.clone();
         leptos::task::spawn_local(async move {
             let (ch, f) = load(&base, &route).await;
             if choices.try_set(Some(ch)).is_none() {
-                form.set(f);
+                fields.set(f);
             }
         });
     }
     let queue = Memo::new(move |_| {
-        let name = form.queue.get();
+        let name = fields.with(|f| f.queue.clone());
         choices.with(|c| c.as_ref()?.queues.iter().find(|q| q.name == name).cloned())
     });
     let tpl = Memo::new(move |_| {
-        let name = form.template.get();
+        let name = fields.with(|f| f.template.clone());
         choices.with(|c| {
             c.as_ref()?
                 .templates
@@ -237,351 +124,500 @@ pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
         })
     });
     let draft = Memo::new(move |_| {
-        let f = form.get();
-        tpl.with(|t| queue.with(|q| lf::build(&f, t.as_ref().map(|o| &o.tpl), q.as_ref())))
+        fields.with(|f| {
+            tpl.with(|t| queue.with(|q| lf::build(f, t.as_ref().map(|o| &o.tpl), q.as_ref())))
+        })
     });
-    let errors = Errors {
-        draft,
-        refused: RwSignal::new(None),
-        i18n,
+    let refused = RwSignal::new(None::<(JobSpec, Refusal)>);
+    // The markup follows the queue, template and mode, not each keystroke.
+    let shape = Memo::new(move |_| fields.with(|f| (f.queue.clone(), f.template.clone(), f.free)));
+    let markup = move || {
+        shape.track();
+        choices.with(|c| {
+            let c = c.as_ref()?;
+            Some(fields.with_untracked(|f| {
+                form_html(i18n, c, f, queue.get().as_ref(), tpl.get().as_ref())
+            }))
+        })
     };
-    let loaded = move || choices.with(Option::is_some);
+    let on_input = move |ev: web_sys::Event| {
+        let Some(el) = target(&ev) else { return };
+        let Some(key) = el.get_attribute("data-f") else {
+            return;
+        };
+        let value = if el.get_attribute("type").as_deref() == Some("checkbox") {
+            event_target_checked(&ev).to_string()
+        } else {
+            event_target_value(&ev)
+        };
+        choices.with_untracked(|c| {
+            let Some(c) = c else { return };
+            fields.update(|f| match key.as_str() {
+                "queue" => {
+                    let free = c.queues.iter().any(|q| q.name == value && q.may_free_form);
+                    lf::switch_queue(f, &value, &c.templates, free);
+                }
+                "template" => {
+                    lf::switch_template(f, c.templates.iter().find(|o| o.tpl.name == value))
+                }
+                _ => lf::set_field(f, &key, value),
+            });
+        });
+    };
+    // Each field's error, written after the markup is in place.
+    Effect::new(move |_| {
+        shape.track();
+        let params: Vec<String> = tpl.with(|t| {
+            t.iter()
+                .flat_map(|o| &o.tpl.params)
+                .map(|p| format!("params.{}", p.name))
+                .collect()
+        });
+        let relay = draft.with(|d| refused.with(|r| relay_error(d, r)));
+        let errors: Vec<(String, String)> = lf::PLACES
+            .iter()
+            .map(|p| p.to_string())
+            .chain(params)
+            .map(|k| {
+                let own = draft.with(|d| {
+                    d.as_ref()
+                        .err()
+                        .and_then(|p| p.get(&k))
+                        .map(|m| say(i18n, m))
+                });
+                let e = own.or_else(|| relay.clone().filter(|(f, _)| *f == k).map(|(_, e)| e));
+                (k, e.unwrap_or_default())
+            })
+            .collect();
+        request_animation_frame(move || {
+            for (k, e) in errors {
+                let sel = format!("[data-err=\"{k}\"]");
+                if let Some(el) = document().query_selector(&sel).ok().flatten() {
+                    el.set_text_content(Some(&e));
+                    if let Some(p) = el.parent_element() {
+                        let _ = p.set_attribute(
+                            "class",
+                            if e.is_empty() { "field" } else { "field bad" },
+                        );
+                    }
+                }
+            }
+        });
+    });
+    let clone_of = move || fields.with(|f| f.clone_of.clone());
     view! {
         <div class="crumbs"><a href="#/">{move || i18n.t(Key::BackToRuns)}</a>" · "<a href="#/queue">{move || i18n.t(Key::Queues)}</a></div>
         <div class="page-head">
             <h1>{move || i18n.t(Key::LaunchJob)}</h1>
-            {move || form.clone_of.get().map(|r| view! {
+            {move || clone_of().map(|r| view! {
                 <span class="muted" data-testid="clone-of">{i18n.t(Key::RerunOf)}" "<a href=run_href(&r)>{r.clone()}</a></span>
             })}
         </div>
-        <Show when=loaded fallback=move || view! { <p class="muted">{move || i18n.t(Key::LoadingHistory)}</p> }>
-            <Show when=move || choices.with(|c| c.as_ref().is_some_and(|c| c.queues.is_empty()))>
-                <p class="empty" data-testid="no-queues">{move || i18n.t(Key::NoQueues)}</p>
-            </Show>
-            <div class="launch">
-                <section class="panel form" data-testid="launch-form">
-                    <QueueField form=form choices=choices queue=queue errors=errors/>
-                    <TemplateField form=form choices=choices queue=queue tpl=tpl errors=errors/>
-                    <Show when=move || !form.free.get()>
-                        <ParamFields form=form tpl=tpl errors=errors/>
-                    </Show>
-                    <Show when=move || form.free.get()>
-                        <FreeForm form=form errors=errors/>
-                    </Show>
-                    <JobFields form=form queue=queue errors=errors/>
-                </section>
-                <PreviewPanel base=base.clone() errors=errors/>
-            </div>
-        </Show>
-    }
-}
-
-/// A labelled field with its error and help under it.
-fn row(
-    errors: Errors,
-    label: impl IntoView + 'static,
-    field: &str,
-    input: impl IntoView + 'static,
-    help: Option<String>,
-) -> impl IntoView {
-    let f = field.to_string();
-    let error = Signal::derive(move || errors.at(&f));
-    view! {
-        <div class="field" class:bad=move || error.with(Option::is_some) data-field=field.to_string()>
-            <label>{label}</label>
-            {input}
-            {help.map(|h| view! { <div class="help muted">{h}</div> })}
-            {move || error.get().map(|e| view! { <div class="field-error" data-testid="field-error">{e}</div> })}
+        <div class="launch">
+            <section class="panel form" data-testid="launch-form" on:input=on_input inner_html=markup></section>
+            <PreviewPanel base=base draft=draft refused=refused clone_of=Signal::derive(clone_of)/>
         </div>
     }
 }
 
-#[component]
-fn QueueField(
-    form: Form,
-    choices: RwSignal<Option<Choices>>,
-    queue: Memo<Option<QueueInfo>>,
-    errors: Errors,
-) -> impl IntoView {
-    let i18n = use_i18n();
-    let pick = move |ev| {
-        let name = event_target_value(&ev);
-        form.queue.set(name.clone());
-        if !queue.with(|q| q.as_ref().is_some_and(|q| q.may_free_form)) {
-            form.free.set(false);
-        }
-        // A template offered on another queue gives way to one offered here.
-        let current = form.template.get_untracked();
-        choices.with_untracked(|c| {
-            let Some(c) = c else { return };
-            let fits = c
-                .templates
-                .iter()
-                .any(|o| o.tpl.name == current && o.fits(&name));
-            if !fits {
-                let next = c.templates.iter().find(|o| o.fits(&name));
-                choose_template(form, next);
-            }
-        });
-    };
-    let options = move || {
-        choices.with(|c| {
-            c.iter()
-                .flat_map(|c| &c.queues)
-                .map(|q| {
-                    (
-                        q.name.clone(),
-                        format!("{} ({})", q.name, q.engine),
-                        q.may_submit,
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-    };
-    let live = move || queue.with(|q| q.as_ref().map(|q| q.live_agents().count()));
-    let select = view! {
-        <select data-testid="queue-select" prop:value=move || form.queue.get() on:change=pick>
-            {move || options().into_iter().map(|(v, label, ok)| {
-                let selected = form.queue.get_untracked() == v;
-                view! { <option value=v disabled=!ok selected=selected>{label}</option> }
-            }).collect_view()}
-        </select>
-        <span class="muted small" data-testid="queue-agents">
-            {move || live().map(|n| format!(" {n} {}", i18n.t(Key::LiveAgents)))}
-            {move || queue.with(|q| q.as_ref().map(|q| format!(" · {}", q.description)).filter(|d| d.len() > 3))}
-        </span>
-    };
-    view! {
-        {row(errors, move || i18n.t(Key::Queue), "queue", select, None)}
-        <Show when=move || live() == Some(0)>
-            <div class="banner warn" data-testid="no-agent-warning">
-                {move || format!("{} {}{}", i18n.t(Key::NoAgentBefore), form.queue.get(), i18n.t(Key::NoAgentAfter))}
-            </div>
-        </Show>
-        <Show when=move || queue.with(|q| q.as_ref().is_some_and(|q| !q.may_submit))>
-            <div class="banner alert" data-testid="may-not-submit">{move || i18n.t(Key::MayNotSubmit)}</div>
-        </Show>
+/// A labelled field: `input` writes the control; its help and error line follow.
+fn field(h: &mut Html, label: &str, key: &str, help: &str, input: impl FnOnce(&mut Html)) {
+    h.raw("<div class=\"field\"><label>")
+        .text(label)
+        .raw("</label>");
+    input(h);
+    if !help.is_empty() {
+        h.el("div", "help muted", help);
     }
+    h.raw("<div class=\"field-error\" data-testid=\"field-error\" data-err=\"")
+        .text(key)
+        .raw("\"></div></div>");
 }
 
-/// Switches the form to `next`'s template: its defaults, and its name where the job's
-/// name was the old template's.
-fn choose_template(form: Form, next: Option<&Offered>) {
-    let old = form.template.get_untracked();
-    let new = next.map(|o| o.tpl.name.clone()).unwrap_or_default();
-    if form.name.with_untracked(|n| n.is_empty() || *n == old) {
-        form.name.set(new.clone());
+/// An `<input>` for field `key` holding `value`; `attrs` is markup written by this code.
+fn input(h: &mut Html, key: &str, attrs: &str, value: &str) {
+    h.raw("<input ")
+        .raw(attrs)
+        .raw(" data-f=\"")
+        .text(key)
+        .raw("\" data-testid=\"")
+        .text(key)
+        .raw("\" value=\"")
+        .text(value)
+        .raw("\">");
+}
+
+/// A `<select>` for field `key` of `(value, label, enabled)` options.
+fn select(
+    h: &mut Html,
+    key: &str,
+    current: &str,
+    options: &[(String, String, bool)],
+    disabled: bool,
+) {
+    h.raw("<select data-f=\"")
+        .text(key)
+        .raw("\" data-testid=\"")
+        .text(key)
+        .raw("\"");
+    if disabled {
+        h.raw(" disabled");
     }
-    form.params
-        .set(next.map(|o| lf::defaults(&o.tpl)).unwrap_or_default());
-    form.template.set(new);
-}
-
-#[component]
-fn TemplateField(
-    form: Form,
-    choices: RwSignal<Option<Choices>>,
-    queue: Memo<Option<QueueInfo>>,
-    tpl: Memo<Option<Offered>>,
-    errors: Errors,
-) -> impl IntoView {
-    let i18n = use_i18n();
-    let pick = move |ev| {
-        let name = event_target_value(&ev);
-        choices.with_untracked(|c| {
-            let next = c
-                .iter()
-                .flat_map(|c| &c.templates)
-                .find(|o| o.tpl.name == name);
-            choose_template(form, next);
-        });
-    };
-    let options = move || {
-        let q = form.queue.get();
-        choices.with(|c| {
-            c.iter()
-                .flat_map(|c| &c.templates)
-                .filter(|o| o.fits(&q))
-                .map(|o| o.tpl.name.clone())
-                .collect::<Vec<_>>()
-        })
-    };
-    let may_free = move || queue.with(|q| q.as_ref().is_some_and(|q| q.may_free_form));
-    let select = view! {
-        <select data-testid="template-select" prop:value=move || form.template.get() on:change=pick
-            disabled=move || form.free.get()>
-            <option value="" disabled=true>"–"</option>
-            {move || options().into_iter().map(|n| {
-                let selected = form.template.get_untracked() == n;
-                view! { <option value=n.clone() selected=selected>{n.clone()}</option> }
-            }).collect_view()}
-        </select>
-        <span class="muted small">" "{move || tpl.with(|t| t.as_ref().map(|o| o.tpl.description.clone()))}</span>
-    };
-    view! {
-        {row(errors, move || i18n.t(Key::Template), "template", select, None)}
-        <Show when=may_free>
-            <label class="check" data-testid="free-form-toggle">
-                <input type="checkbox" bind:checked=form.free/>
-                " "{move || i18n.t(Key::FreeForm)}
-                <span class="muted small">" "{move || i18n.t(Key::FreeFormHint)}</span>
-            </label>
-        </Show>
+    h.raw(">");
+    if !options.iter().any(|(v, _, _)| v == current) {
+        h.raw("<option value=\"\" selected>–</option>");
     }
-}
-
-#[component]
-fn ParamFields(form: Form, tpl: Memo<Option<Offered>>, errors: Errors) -> impl IntoView {
-    let i18n = use_i18n();
-    let params = move || tpl.with(|t| t.as_ref().map(|o| o.tpl.params.clone()).unwrap_or_default());
-    view! {
-        <h3 class="group-title">{move || i18n.t(Key::Parameters)}</h3>
-        <div class="fields" data-testid="params">
-            {move || params().into_iter().map(|p| param_row(form, errors, i18n, p)).collect_view()}
-        </div>
+    for (v, label, ok) in options {
+        h.raw("<option value=\"").text(v).raw("\"");
+        if v == current {
+            h.raw(" selected");
+        }
+        if !ok {
+            h.raw(" disabled");
+        }
+        h.raw(">").text(label).raw("</option>");
     }
+    h.raw("</select>");
 }
 
-fn bound<T: ToString>(b: &Option<T>) -> Option<String> {
-    b.as_ref().map(T::to_string)
+fn num_attrs(
+    step: &str,
+    min: Option<String>,
+    max: Option<String>,
+    placeholder: Option<String>,
+) -> String {
+    let mut a = format!("type=\"number\" step=\"{step}\"");
+    for (k, v) in [("min", min), ("max", max), ("placeholder", placeholder)] {
+        if let Some(v) = v {
+            a.push_str(&format!(" {k}=\"{v}\""));
+        }
+    }
+    a
 }
 
-/// One parameter's input, by kind.
-fn param_row(form: Form, errors: Errors, i18n: I18n, p: ParamSpec) -> impl IntoView {
-    let name = p.name.clone();
-    let value = {
-        let name = name.clone();
-        move || {
-            form.params
-                .with(|m| m.get(&name).cloned().unwrap_or_default())
-        }
-    };
-    let set = {
-        let name = name.clone();
-        move |v: String| form.params.update(|m| drop(m.insert(name.clone(), v)))
-    };
-    let testid = format!("param-{name}");
-    let on_input = {
-        let set = set.clone();
-        move |ev| set(event_target_value(&ev))
-    };
-    let number = |step: &'static str, min: Option<String>, max: Option<String>| {
-        view! { <input type="number" step=step min=min max=max data-testid=testid.clone()
-        prop:value=value.clone() on:input=on_input.clone()/> }
-        .into_any()
-    };
-    let input = match &p.kind {
-        ParamKind::Int { min, max } => number("1", bound(min), bound(max)),
-        ParamKind::Float { min, max } => number("any", bound(min), bound(max)),
-        ParamKind::Bool => {
-            let value = value.clone();
-            view! { <input type="checkbox" data-testid=testid.clone() prop:checked=move || value() == "true"
-                on:change=move |ev| set(event_target_checked(&ev).to_string())/> }
-            .into_any()
-        }
-        ParamKind::Choice { values: cs }
-        | ParamKind::String {
-            choices: Some(cs), ..
-        } => {
-            let current = value();
-            view! {
-                <select data-testid=testid.clone() prop:value=value.clone() on:change=on_input.clone()>
-                    {(!cs.contains(&current)).then(|| view! { <option value="">"–"</option> })}
-                    {cs.iter().map(|c| view! { <option value=c.clone() selected=*c == current>{c.clone()}</option> }).collect_view()}
-                </select>
-            }
-            .into_any()
-        }
-        ParamKind::String { max_len, .. } | ParamKind::Path { max_len } => {
-            view! { <input type="text" maxlength=max_len.to_string() data-testid=testid.clone()
-            prop:value=value.clone() on:input=on_input.clone()/> }
-            .into_any()
-        }
-    };
+fn param_html(h: &mut Html, i18n: I18n, p: &ParamSpec, f: &Fields) {
+    let key = format!("params.{}", p.name);
+    let value = f.params.get(&p.name).cloned().unwrap_or_default();
     let mut help: Vec<String> = p.help.iter().cloned().collect();
     if let Some(d) = &p.default {
         help.push(format!("{} {}", i18n.t(Key::DefaultIs), lf::value_text(d)));
     }
-    let required = p.is_required();
-    let label = view! { <span class="mono">{name.clone()}</span>{required.then_some(" *")} };
-    let help = Some(help.join(" · ")).filter(|h| !h.is_empty());
-    row(errors, label, &format!("params.{name}"), input, help)
+    let label = format!("{}{}", p.name, if p.is_required() { " *" } else { "" });
+    field(h, &label, &key, &help.join(" · "), |h| match &p.kind {
+        ParamKind::Int { min, max } => input(
+            h,
+            &key,
+            &num_attrs(
+                "1",
+                min.map(|x| x.to_string()),
+                max.map(|x| x.to_string()),
+                None,
+            ),
+            &value,
+        ),
+        ParamKind::Float { min, max } => input(
+            h,
+            &key,
+            &num_attrs(
+                "any",
+                min.map(|x| x.to_string()),
+                max.map(|x| x.to_string()),
+                None,
+            ),
+            &value,
+        ),
+        ParamKind::Bool => input(
+            h,
+            &key,
+            if value == "true" {
+                "type=\"checkbox\" checked"
+            } else {
+                "type=\"checkbox\""
+            },
+            "true",
+        ),
+        ParamKind::Choice { values: cs }
+        | ParamKind::String {
+            choices: Some(cs), ..
+        } => {
+            let opts: Vec<_> = cs.iter().map(|c| (c.clone(), c.clone(), true)).collect();
+            select(h, &key, &value, &opts, false);
+        }
+        ParamKind::String { max_len, .. } | ParamKind::Path { max_len } => input(
+            h,
+            &key,
+            &format!("type=\"text\" maxlength=\"{max_len}\""),
+            &value,
+        ),
+    });
 }
 
-#[component]
-fn FreeForm(form: Form, errors: Errors) -> impl IntoView {
-    let i18n = use_i18n();
-    let area = |sig: RwSignal<String>, testid: &'static str, rows: &'static str| {
-        view! { <textarea class="mono" rows=rows data-testid=testid spellcheck="false" bind:value=sig></textarea> }
-    };
-    view! {
-        <h3 class="group-title">{move || i18n.t(Key::FreeForm)}</h3>
-        <div class="fields">
-            {row(errors, move || i18n.t(Key::Argv), "argv", area(form.argv, "argv", "5"), Some(i18n.t(Key::ArgvHint).into()))}
-            {row(errors, move || i18n.t(Key::Cwd), "cwd",
-                view! { <input type="text" class="mono" data-testid="cwd" bind:value=form.cwd/> }, None)}
-            {row(errors, move || i18n.t(Key::Env), "env", area(form.env, "env", "3"), Some(i18n.t(Key::EnvHint).into()))}
-        </div>
-    }
-}
-
-#[component]
-fn JobFields(form: Form, queue: Memo<Option<QueueInfo>>, errors: Errors) -> impl IntoView {
-    let i18n = use_i18n();
-    let num = move |sig: RwSignal<String>,
-                    testid: &'static str,
-                    limit: fn(&QueueInfo) -> Option<u64>,
-                    default: fn(&QueueInfo) -> Option<u64>| {
-        let max = move || queue.with(|q| q.as_ref().and_then(limit).map(|n| n.to_string()));
-        let placeholder =
-            move || queue.with(|q| q.as_ref().and_then(default).map(|n| n.to_string()));
-        view! { <input type="number" min="0" step="1" data-testid=testid max=max placeholder=placeholder bind:value=sig/> }
-    };
-    let limit_help = move |limit: fn(&QueueInfo) -> Option<u64>| {
-        queue.with_untracked(|q| {
-            q.as_ref()
-                .and_then(limit)
-                .map(|n| format!("{} {n}", i18n.t(Key::AtMost)))
+/// The queue and template choice, and the warnings that go with the queue.
+fn choice_html(
+    h: &mut Html,
+    i18n: I18n,
+    c: &Choices,
+    f: &Fields,
+    q: Option<&QueueInfo>,
+    t: Option<&Offered>,
+) {
+    let queues: Vec<_> = c
+        .queues
+        .iter()
+        .map(|q| {
+            (
+                q.name.clone(),
+                format!("{} ({})", q.name, q.engine),
+                q.may_submit,
+            )
         })
-    };
-    let gpus = |q: &QueueInfo| q.limits.gpus.map(u64::from);
-    let cpus = |q: &QueueInfo| q.limits.cpus.map(u64::from);
-    let mem = |q: &QueueInfo| q.limits.memory_mb;
-    let mins = |q: &QueueInfo| q.limits.time_limit_s.map(|s| s / 60);
-    view! {
-        <h3 class="group-title">{move || i18n.t(Key::Resources)}</h3>
-        <div class="fields four">
-            {row(errors, move || i18n.t(Key::Gpus), "resources.gpus",
-                num(form.gpus, "gpus", gpus, |q| q.defaults.gpus.map(u64::from)), limit_help(gpus))}
-            {row(errors, move || i18n.t(Key::Cpus), "resources.cpus",
-                num(form.cpus, "cpus", cpus, |q| q.defaults.cpus.map(u64::from)), limit_help(cpus))}
-            {row(errors, move || i18n.t(Key::MemoryMb), "resources.memory_mb",
-                num(form.memory_mb, "memory", mem, |q| q.defaults.memory_mb), limit_help(mem))}
-            {row(errors, move || i18n.t(Key::TimeLimitMin), "resources.time_limit_s",
-                num(form.minutes, "minutes", mins, |q| q.defaults.time_limit_s.map(|s| s / 60)), limit_help(mins))}
-        </div>
-        <h3 class="group-title">{move || i18n.t(Key::Job)}</h3>
-        <div class="fields four">
-            {row(errors, move || i18n.t(Key::ColName), "name",
-                view! { <input type="text" data-testid="job-name" bind:value=form.name/> }, None)}
-            {row(errors, move || i18n.t(Key::Priority), "priority",
-                view! { <input type="number" step="1" placeholder="0" data-testid="priority" bind:value=form.priority/> },
-                Some(i18n.t(Key::PriorityHint).into()))}
-            {row(errors, move || i18n.t(Key::MaxRetries), "max_retries",
-                view! { <input type="number" min="0" max="10" step="1" placeholder="0" data-testid="retries" bind:value=form.retries/> }, None)}
-        </div>
+        .collect();
+    let live = q.map(|q| q.live_agents().count());
+    let about = q.map(|q| {
+        format!(
+            "{} {} · {}",
+            live.unwrap_or(0),
+            i18n.t(Key::LiveAgents),
+            q.description
+        )
+    });
+    field(
+        h,
+        i18n.t(Key::Queue),
+        "queue",
+        about.as_deref().unwrap_or_default(),
+        |h| select(h, "queue", &f.queue, &queues, false),
+    );
+    if c.queues.is_empty() {
+        h.raw("<p class=\"empty\" data-testid=\"no-queues\">")
+            .text(i18n.t(Key::NoQueues))
+            .raw("</p>");
+    }
+    if live == Some(0) {
+        h.raw("<div class=\"banner warn\" data-testid=\"no-agent-warning\">")
+            .text(&format!(
+                "{} {}{}",
+                i18n.t(Key::NoAgentBefore),
+                f.queue,
+                i18n.t(Key::NoAgentAfter)
+            ))
+            .raw("</div>");
+    }
+    if q.is_some_and(|q| !q.may_submit) {
+        h.raw("<div class=\"banner alert\" data-testid=\"may-not-submit\">")
+            .text(i18n.t(Key::MayNotSubmit))
+            .raw("</div>");
+    }
+    let tpls: Vec<_> = c
+        .templates
+        .iter()
+        .filter(|o| o.fits(&f.queue))
+        .map(|o| (o.tpl.name.clone(), o.tpl.name.clone(), true))
+        .collect();
+    let about = t.map_or("", |o| o.tpl.description.as_str());
+    field(h, i18n.t(Key::Template), "template", about, |h| {
+        select(h, "template", &f.template, &tpls, f.free)
+    });
+    if q.is_some_and(|q| q.may_free_form) {
+        h.raw("<label class=\"check\">");
+        input(
+            h,
+            "free",
+            if f.free {
+                "type=\"checkbox\" checked"
+            } else {
+                "type=\"checkbox\""
+            },
+            "true",
+        );
+        h.raw(" ")
+            .text(i18n.t(Key::FreeForm))
+            .raw(" ")
+            .el("span", "muted small", i18n.t(Key::FreeFormHint))
+            .raw("</label>");
     }
 }
 
-/// Preview and Submit: what would run (the exact argv, cwd, env, resources), the config
-/// diff against the cloned run, the relay's warnings; Submit is offered for the job
-/// previewed, as long as the form still describes it.
+/// The whole form: queue, template, its parameters or the free-form entry, resources,
+/// the job's name, priority and retries.
+fn form_html(
+    i18n: I18n,
+    c: &Choices,
+    f: &Fields,
+    q: Option<&QueueInfo>,
+    t: Option<&Offered>,
+) -> String {
+    let mut h = Html::default();
+    choice_html(&mut h, i18n, c, f, q, t);
+    let group = |h: &mut Html, k: Key, class: &str| {
+        h.el("h3", "group-title", i18n.t(k))
+            .raw("<div class=\"fields")
+            .raw(class)
+            .raw("\">");
+    };
+    if f.free {
+        group(&mut h, Key::FreeForm, "");
+        field(
+            &mut h,
+            i18n.t(Key::Argv),
+            "argv",
+            i18n.t(Key::ArgvHint),
+            |h| {
+                h.raw("<textarea class=\"mono\" rows=\"5\" spellcheck=\"false\" data-f=\"argv\" data-testid=\"argv\">").text(&f.argv).raw("</textarea>");
+            },
+        );
+        field(&mut h, i18n.t(Key::Cwd), "cwd", "", |h| {
+            input(h, "cwd", "type=\"text\" class=\"mono\"", &f.cwd)
+        });
+        field(&mut h, i18n.t(Key::Env), "env", i18n.t(Key::EnvHint), |h| {
+            h.raw("<textarea class=\"mono\" rows=\"3\" spellcheck=\"false\" data-f=\"env\" data-testid=\"env\">").text(&f.env).raw("</textarea>");
+        });
+    } else {
+        group(&mut h, Key::Parameters, "");
+        for p in t.iter().flat_map(|o| &o.tpl.params) {
+            param_html(&mut h, i18n, p, f);
+        }
+    }
+    h.raw("</div>");
+    group(&mut h, Key::Resources, " four");
+    let (lim, def) = q
+        .map(|q| (q.limits.clone(), q.defaults.clone()))
+        .unwrap_or_default();
+    let rows = [
+        (
+            Key::Gpus,
+            "resources.gpus",
+            &f.gpus,
+            lim.gpus.map(u64::from),
+            def.gpus.map(u64::from),
+        ),
+        (
+            Key::Cpus,
+            "resources.cpus",
+            &f.cpus,
+            lim.cpus.map(u64::from),
+            def.cpus.map(u64::from),
+        ),
+        (
+            Key::MemoryMb,
+            "resources.memory_mb",
+            &f.memory_mb,
+            lim.memory_mb,
+            def.memory_mb,
+        ),
+        (
+            Key::TimeLimitMin,
+            "resources.time_limit_s",
+            &f.minutes,
+            lim.time_limit_s.map(|s| s / 60),
+            def.time_limit_s.map(|s| s / 60),
+        ),
+    ];
+    for (k, key, value, limit, default) in rows {
+        let help = limit
+            .map(|l| format!("{} {l}", i18n.t(Key::AtMost)))
+            .unwrap_or_default();
+        let attrs = num_attrs(
+            "1",
+            Some("0".into()),
+            limit.map(|l| l.to_string()),
+            default.map(|d| d.to_string()),
+        );
+        field(&mut h, i18n.t(k), key, &help, |h| {
+            input(h, key, &attrs, value)
+        });
+    }
+    h.raw("</div>");
+    group(&mut h, Key::Job, " four");
+    field(&mut h, i18n.t(Key::ColName), "name", "", |h| {
+        input(h, "name", "type=\"text\"", &f.name)
+    });
+    field(
+        &mut h,
+        i18n.t(Key::Priority),
+        "priority",
+        i18n.t(Key::PriorityHint),
+        |h| {
+            input(
+                h,
+                "priority",
+                &num_attrs("1", None, None, Some("0".into())),
+                &f.priority,
+            )
+        },
+    );
+    field(&mut h, i18n.t(Key::MaxRetries), "max_retries", "", |h| {
+        input(
+            h,
+            "max_retries",
+            &num_attrs("1", Some("0".into()), Some("10".into()), Some("0".into())),
+            &f.retries,
+        )
+    });
+    h.raw("</div>");
+    h.0
+}
+
+/// What would run: the exact argv, cwd, env, resources, the config diff against the
+/// cloned run, and the relay's warnings.
+fn preview_html(i18n: I18n, p: &Preview, clone_of: Option<&str>) -> String {
+    let mut h = Html::default();
+    h.el("h3", "group-title", i18n.t(Key::Argv))
+        .raw("<ol class=\"argv\" data-testid=\"preview-argv\" data-argv=\"")
+        .text(&serde_json::to_string(&p.argv).unwrap_or_default())
+        .raw("\">");
+    for a in &p.argv {
+        h.raw("<li>").el("code", "", a).raw("</li>");
+    }
+    h.raw("</ol><table class=\"kv\">");
+    let mut rows: Vec<(String, String)> = p
+        .cwd
+        .iter()
+        .map(|c| (i18n.t(Key::Cwd).to_string(), c.clone()))
+        .collect();
+    rows.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    rows.push((
+        i18n.t(Key::Resources).into(),
+        serde_json::to_string(&p.resources).unwrap_or_default(),
+    ));
+    for (k, v) in rows {
+        h.raw("<tr>").el("th", "", &k).el("td", "", &v).raw("</tr>");
+    }
+    h.raw("</table>");
+    if clone_of.is_some() {
+        h.el("h3", "group-title", i18n.t(Key::ConfigChanges));
+        if p.diff.is_empty() {
+            h.el("p", "muted", i18n.t(Key::NoConfigChanges));
+        }
+        h.raw("<table class=\"grid\" data-testid=\"preview-diff\">");
+        for (k, old, new) in &p.diff {
+            h.raw("<tr>")
+                .el("td", "mono", k)
+                .el("td", "old mono", &lf::value_text(old))
+                .el("td", "", "→")
+                .el("td", "new mono", &lf::value_text(new))
+                .raw("</tr>");
+        }
+        h.raw("</table>");
+    }
+    if !p.warnings.is_empty() {
+        h.el("div", "banner warn", &p.warnings.join(" · "));
+    }
+    h.0
+}
+
+/// Preview and Submit. Submit is offered for the job previewed, while the form still
+/// describes it; a refusal without a field of the form is shown here.
 #[component]
-fn PreviewPanel(base: String, errors: Errors) -> impl IntoView {
+fn PreviewPanel(
+    base: String,
+    draft: Memo<Result<JobSpec, Problems>>,
+    refused: RwSignal<Option<(JobSpec, Refusal)>>,
+    clone_of: Signal<Option<String>>,
+) -> impl IntoView {
     let i18n = use_i18n();
     let preview = RwSignal::new(None::<(JobSpec, Preview)>);
     let busy = RwSignal::new(false);
-    let draft = errors.draft;
     let current = Memo::new(move |_| {
         preview.with(|p| p.as_ref().map(|(s, _)| s.clone()))
             == draft.with(|d| d.as_ref().ok().cloned())
@@ -618,12 +654,20 @@ fn PreviewPanel(base: String, errors: Errors) -> impl IntoView {
                 Ok(())
             });
             if let Err(r) = result {
-                errors.refused.try_set(Some((spec, r)));
+                refused.try_set(Some((spec, r)));
             }
         });
     };
     let ready = move || draft.with(Result::is_ok) && !busy.get();
-    let general = move || errors.relay().filter(|(f, _)| !lf::has_place(f));
+    let general = move || {
+        draft
+            .with(|d| refused.with(|r| relay_error(d, r)))
+            .filter(|(f, _)| !lf::has_place(f))
+    };
+    let body = move || {
+        let c = clone_of.get();
+        preview.with(|p| p.as_ref().map(|(_, p)| preview_html(i18n, p, c.as_deref())))
+    };
     view! {
         <section class="panel preview" data-testid="preview">
             <div class="toolbar">
@@ -631,53 +675,12 @@ fn PreviewPanel(base: String, errors: Errors) -> impl IntoView {
                     {move || i18n.t(Key::PreviewJob)}</button>
                 <button class="btn primary" data-testid="submit" disabled=move || !ready() || !current.get()
                     on:click=move |_| send(true)>{move || i18n.t(Key::Submit)}</button>
-                <span class="muted small">{move || (!current.get()).then(|| i18n.t(Key::PreviewFirst))}</span>
             </div>
+            <p class="muted small">{move || if draft.with(Result::is_err) { i18n.t(Key::FixFields) } else { i18n.t(Key::PreviewFirst) }}</p>
             {move || general().map(|(f, e)| view! {
-                <div class="banner alert" data-testid="relay-error">{e}{(!f.is_empty()).then(|| format!(" ({f})"))}</div>
+                <div class="banner alert" data-testid="relay-error">{e}" "{f}</div>
             })}
-            <Show when=move || draft.with(Result::is_err)>
-                <p class="field-error">{move || i18n.t(Key::FixFields)}</p>
-            </Show>
-            {move || preview.get().map(|(_, p)| view! { <PreviewBody p=p stale=Signal::derive(move || !current.get())/> })}
+            <div class:stale=move || !current.get() data-testid="preview-body" inner_html=body></div>
         </section>
-    }
-}
-
-#[component]
-fn PreviewBody(p: Preview, stale: Signal<bool>) -> impl IntoView {
-    let i18n = use_i18n();
-    let json = serde_json::to_string(&p.argv).unwrap_or_default();
-    let res = serde_json::to_string(&p.resources).unwrap_or_default();
-    let kv = |rows: Vec<(String, String)>| {
-        view! { <table class="kv">{rows.into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}</table> }
-    };
-    let diff = p.diff.clone();
-    let cloned = !diff.is_empty();
-    view! {
-        <div class:stale=move || stale.get() data-testid="preview-body">
-            <h3 class="group-title">{move || i18n.t(Key::Argv)}</h3>
-            <ol class="argv" data-testid="preview-argv" data-argv=json>
-                {p.argv.iter().map(|a| view! { <li><code>{a.clone()}</code></li> }).collect_view()}
-            </ol>
-            {p.cwd.clone().map(|c| view! { <div class="small"><span class="muted">{move || i18n.t(Key::Cwd)}": "</span><code>{c}</code></div> })}
-            {(!p.env.is_empty()).then(|| view! { <h3 class="group-title">{move || i18n.t(Key::Env)}</h3> })}
-            {kv(p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect())}
-            <div class="small"><span class="muted">{move || i18n.t(Key::Resources)}": "</span><code>{res}</code></div>
-            {cloned.then(|| view! {
-                <h3 class="group-title">{move || i18n.t(Key::ConfigChanges)}</h3>
-                <table class="grid" data-testid="preview-diff">
-                    {diff.into_iter().map(|(k, old, new)| view! {
-                        <tr data-key=k.clone()><td class="mono">{k.clone()}</td><td class="old mono">{lf::value_text(&old)}</td>
-                            <td>"→"</td><td class="new mono">{lf::value_text(&new)}</td></tr>
-                    }).collect_view()}
-                </table>
-            })}
-            {(!p.warnings.is_empty()).then(|| view! {
-                <div class="banner warn" data-testid="preview-warnings">
-                    {p.warnings.iter().map(|w| view! { <div>{w.clone()}</div> }).collect_view()}
-                </div>
-            })}
-        </div>
     }
 }

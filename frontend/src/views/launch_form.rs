@@ -88,22 +88,77 @@ pub fn norm(field: &str) -> String {
     f.to_string()
 }
 
-/// Fields the form has a place for; a refusal of another is shown above the buttons.
+/// Every field the form has a place for, besides `params.NAME`.
+pub const PLACES: [&str; 12] = [
+    "queue",
+    "template",
+    "argv",
+    "cwd",
+    "env",
+    "resources.gpus",
+    "resources.cpus",
+    "resources.memory_mb",
+    "resources.time_limit_s",
+    "name",
+    "priority",
+    "max_retries",
+];
+
+/// Whether the form has a place for `field`; a refusal of another is shown above the
+/// buttons.
 pub fn has_place(field: &str) -> bool {
-    const PLACES: [&str; 11] = [
-        "name",
-        "queue",
-        "template",
-        "argv",
-        "env",
-        "cwd",
-        "priority",
-        "max_retries",
-        "resources.gpus",
-        "resources.cpus",
-        "resources.memory_mb",
-    ];
-    PLACES.contains(&field) || field == "resources.time_limit_s" || field.starts_with("params.")
+    PLACES.contains(&field) || field.starts_with("params.")
+}
+
+/// Writes what the user typed into the field `key` (a [`PLACES`] name, `params.NAME`
+/// or `free`). Queue and template changes go through [`switch_queue`] and
+/// [`switch_template`].
+pub fn set_field(f: &mut Fields, key: &str, value: String) {
+    let slot = match key {
+        "free" => {
+            f.free = value == "true";
+            return;
+        }
+        "argv" => &mut f.argv,
+        "cwd" => &mut f.cwd,
+        "env" => &mut f.env,
+        "resources.gpus" => &mut f.gpus,
+        "resources.cpus" => &mut f.cpus,
+        "resources.memory_mb" => &mut f.memory_mb,
+        "resources.time_limit_s" => &mut f.minutes,
+        "name" => &mut f.name,
+        "priority" => &mut f.priority,
+        "max_retries" => &mut f.retries,
+        k => match k.strip_prefix("params.") {
+            Some(p) => f.params.entry(p.to_string()).or_default(),
+            None => return,
+        },
+    };
+    *slot = value;
+}
+
+/// Switches to `next`'s template: its defaults, and its name where the job's name was
+/// the old template's.
+pub fn switch_template(f: &mut Fields, next: Option<&Offered>) {
+    let new = next.map(|o| o.tpl.name.clone()).unwrap_or_default();
+    if f.name.is_empty() || f.name == f.template {
+        f.name.clone_from(&new);
+    }
+    f.params = next.map(|o| defaults(&o.tpl)).unwrap_or_default();
+    f.template = new;
+}
+
+/// Switches to `queue`: a template offered only on another queue gives way to the first
+/// offered here; a free-form entry stays only where `may_free_form`.
+pub fn switch_queue(f: &mut Fields, queue: &str, offered: &[Offered], may_free_form: bool) {
+    f.queue = queue.to_string();
+    f.free &= may_free_form;
+    if !offered
+        .iter()
+        .any(|o| o.tpl.name == f.template && o.fits(queue))
+    {
+        switch_template(f, offered.iter().find(|o| o.fits(queue)));
+    }
 }
 
 /// A value as a field shows it: text bare, anything else as JSON.
