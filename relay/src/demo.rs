@@ -65,12 +65,56 @@ pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
     }
 }
 
+/// One simulated trainer for a launched job: `run` from `STEPWATCH_RUN`, resuming after
+/// the epoch of `STEPWATCH_RESUME_FROM` (a checkpoint path this demo wrote,
+/// `…/epoch{E}_step{S}.pt`), so a retried job's chart continues where it stopped.
+pub fn run_single(url: &str, model: &str, epochs: u64, batches: u64, lr: f64, step_ms: u64) {
+    let names = [
+        "gpt2-small",
+        "resnet50-imagenet",
+        "vit-b16-cifar",
+        "bert-base-mlm",
+    ];
+    let i = names.iter().position(|n| *n == model).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let run = std::env::var("STEPWATCH_RUN").unwrap_or_else(|_| format!("demo-{model}-{stamp}"));
+    let plan = Plan {
+        run,
+        name: names[i],
+        epochs: epochs.max(1),
+        batches: batches.max(1),
+        base_lr: lr,
+        floor: [1.9, 0.6, 0.35, 1.2][i],
+        noise: [0.08, 0.05, 0.12, 0.06][i],
+    };
+    let resume = std::env::var("STEPWATCH_RESUME_FROM")
+        .ok()
+        .and_then(|p| resume_point(&p));
+    simulate_from(url, &plan, step_ms, resume);
+}
+
+/// `(epoch, step)` from a checkpoint path `…/epoch{E}_step{S}.pt`.
+fn resume_point(path: &str) -> Option<(u64, u64)> {
+    let file = path.rsplit('/').next()?;
+    let rest = file.strip_prefix("epoch")?.strip_suffix(".pt")?;
+    let (e, s) = rest.split_once("_step")?;
+    Some((e.parse().ok()?, s.parse().ok()?))
+}
+
 fn simulate(url: &str, p: &Plan, step_ms: u64) {
+    simulate_from(url, p, step_ms, None);
+}
+
+fn simulate_from(url: &str, p: &Plan, step_ms: u64, resume: Option<(u64, u64)>) {
     // In-process demo: no disk spool (the relay is in the same process).
     let options = stepwatch_client::Options {
         spool_dir: None,
         ..Default::default()
     };
+    let (first_epoch, mut step) = resume.map_or((1, 0), |(e, s)| (e + 1, s));
     let client = Client::with_options(url, &p.run, options);
     let mut rng = rand::thread_rng();
     let mut config = serde_json::Map::new();
@@ -85,10 +129,19 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
         "info",
         &format!("starting {} for {} epochs", p.name, p.epochs),
     );
+    if let Some((e, s)) = resume {
+        client.log(
+            "info",
+            &format!(
+                "resuming after epoch {e} (step {s}) from {}",
+                std::env::var("STEPWATCH_RESUME_FROM").unwrap_or_default()
+            ),
+        );
+    }
     let total = p.epochs * p.batches;
-    let mut step = 0u64;
     let mut ema = 0.0;
-    for epoch in 1..=p.epochs {
+    let mut first = true;
+    for epoch in first_epoch..=p.epochs {
         client.epoch_start(epoch, p.epochs);
         let mut sum = 0.0;
         for b in 0..p.batches {
@@ -104,7 +157,7 @@ fn simulate(url: &str, p: &Plan, step_ms: u64) {
                     0.0
                 })
             .max(0.0);
-            ema = if step == 1 {
+            ema = if std::mem::take(&mut first) {
                 loss
             } else {
                 0.98 * ema + 0.02 * loss

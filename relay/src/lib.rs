@@ -17,6 +17,9 @@
 //! - [`api`]: the HTTP API, the only layer besides dashboard serving that knows HTTP:
 //!   ingest, reads, SSE streams, control commands, metrics, health, and the access guard
 //!   in front of every route (login/logout/me), with one error type.
+//! - [`launch`]: launched jobs: queues and templates (`--launch`), submissions checked
+//!   against the queue's roles and the template's typed parameters, agents' leases,
+//!   claims and reports, run tokens; the API in `api::jobs`, the agent in `stepwatch-agent`.
 //! - [`retention`]: `--retain-days`, old runs deleted at start and hourly.
 //! - [`dashboard`]: the built dashboard as it is on disk now, brotli copies remade when a
 //!   file changes, SPA fallback for routes (never for a missing asset: 404).
@@ -29,6 +32,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod fanout;
 pub mod hub;
+pub mod launch;
 pub mod retention;
 pub mod storage;
 
@@ -56,6 +60,8 @@ pub struct ServeOptions {
     pub insecure_no_auth: bool,
     /// Ingest limits.
     pub limits: api::Limits,
+    /// Queues and templates (`--launch`, or `--demo`'s).
+    pub launch: launch::LaunchConfig,
 }
 
 /// Opens storage and serves until the process is stopped.
@@ -77,7 +83,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             None,
         ),
     };
-    let mut app_state = api::AppState::new(store, opts.max_body);
+    let mut app_state = api::AppState::new(store.clone(), opts.max_body);
+    if !opts.launch.queues.is_empty() {
+        tracing::info!(
+            queues = opts.launch.queues.len(),
+            templates = opts.launch.templates.len(),
+            "launching on"
+        );
+    }
+    app_state.launch = Arc::new(launch::Launcher::new(store, opts.launch.clone()));
 
     app_state.limits = opts.limits.clone();
     app_state.allowed_origins = opts.allow_origins.clone();
@@ -131,6 +145,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let (store, hub) = (state.store.clone(), state.hub.clone());
         actix_web::rt::spawn(retention::hourly(store, hub, days));
     }
+    let launcher = state.launch.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let l = launcher.clone();
+            let _ = web::block(move || l.sweep()).await;
+        }
+    });
     let handle = server.handle();
     let hub = state.hub.clone();
     actix_web::rt::spawn(async move {

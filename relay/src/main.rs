@@ -1,5 +1,7 @@
 //! The `stepwatch` binary: `serve` the relay (and dashboard), or run the `demo` trainers.
 
+mod agent_cli;
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +117,20 @@ enum Cmd {
         /// Most metric series one run may have.
         #[arg(long, default_value_t = 1000)]
         max_metrics: usize,
+        /// Queues and templates for launching jobs (docs/LAUNCH.md).
+        #[arg(long, env = "STEPWATCH_LAUNCH")]
+        launch: Option<PathBuf>,
+        /// Also run a local agent for every queue on the local engine.
+        #[arg(long)]
+        local_agent: bool,
+    },
+    /// Serve a launch queue: claim its jobs and run them on an engine.
+    Agent(agent_cli::AgentArgs),
+    /// Runs one job of the local engine (used by `stepwatch agent`).
+    #[command(hide = true)]
+    JobExec {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Copy every run of a SQLite data dir into a PostgreSQL database.
     Migrate {
@@ -151,6 +167,16 @@ enum Cmd {
         /// Start a new run when one finishes, forever.
         #[arg(long)]
         repeat: bool,
+        /// One run of this simulated model (gpt2-small, resnet50-imagenet, …), under
+        /// STEPWATCH_RUN when set: what the `demo` launch template runs.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        epochs: u64,
+        #[arg(long, default_value_t = 200)]
+        batches: u64,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
     },
 }
 
@@ -182,8 +208,10 @@ fn main() -> anyhow::Result<()> {
             max_depth,
             max_runs,
             max_metrics,
+            launch,
+            local_agent,
         } => {
-            let auth = config
+            let mut auth = config
                 .as_deref()
                 .map(stepwatch_relay::auth::Config::load)
                 .transpose()?;
@@ -193,6 +221,10 @@ fn main() -> anyhow::Result<()> {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                     stepwatch_relay::demo::run_demo(&url, 3, 50, true);
                 });
+            }
+            let launch = launch_config(launch.as_deref(), demo)?;
+            if demo || local_agent {
+                start_local_agents(&launch, &mut auth, bind, &data_dir);
             }
             actix_web::rt::System::new().block_on(stepwatch_relay::serve(ServeOptions {
                 bind,
@@ -212,6 +244,7 @@ fn main() -> anyhow::Result<()> {
                     max_runs,
                     max_metrics,
                 },
+                launch,
             }))
         }
         Cmd::Migrate { data_dir, database } => {
@@ -244,14 +277,91 @@ fn main() -> anyhow::Result<()> {
             stepwatch_relay::dashboard::precompress_to(&dist, &out)?;
             Ok(())
         }
+        Cmd::Agent(args) => agent_cli::agent(args),
+        Cmd::JobExec { dir } => stepwatch_agent::engines::local::job_exec(&dir),
         Cmd::Demo {
             url,
             runs,
             step_ms,
             repeat,
+            model,
+            epochs,
+            batches,
+            lr,
         } => {
-            stepwatch_relay::demo::run_demo(&url, runs, step_ms, repeat);
+            match model {
+                Some(m) => {
+                    stepwatch_relay::demo::run_single(&url, &m, epochs, batches, lr, step_ms)
+                }
+                None => stepwatch_relay::demo::run_demo(&url, runs, step_ms, repeat),
+            }
             Ok(())
         }
+    }
+}
+
+/// `--launch`'s queues and templates, with `--demo`'s `local` queue and `demo` template.
+fn launch_config(
+    file: Option<&std::path::Path>,
+    demo: bool,
+) -> anyhow::Result<stepwatch_relay::launch::LaunchConfig> {
+    let mut config = file
+        .map(stepwatch_relay::launch::LaunchConfig::load)
+        .transpose()?
+        .unwrap_or_default();
+    if demo {
+        let exe = std::env::current_exe()?.to_string_lossy().to_string();
+        let d = stepwatch_relay::launch::LaunchConfig::demo(&exe);
+        for q in d.queues {
+            if config.queue(&q.name).is_none() {
+                config.queues.push(q);
+            }
+        }
+        for t in d.templates {
+            if config.template(&t.template.name).is_none() {
+                config.templates.push(t);
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// A local agent per local queue, in this process; with logins on, it signs in with a
+/// token made for it now (a user `local-agent`, role `agent`).
+fn start_local_agents(
+    launch: &stepwatch_relay::launch::LaunchConfig,
+    auth: &mut Option<stepwatch_relay::auth::Config>,
+    bind: SocketAddr,
+    data_dir: &std::path::Path,
+) {
+    let token = auth.as_mut().map(|c| {
+        let token = stepwatch_relay::auth::new_token();
+        c.users.push(stepwatch_relay::auth::UserConfig {
+            name: "local-agent".into(),
+            role: stepwatch_relay::auth::Role::Agent,
+            password_hash: None,
+            tokens: vec![token.clone()],
+            run_prefix: None,
+        });
+        token
+    });
+    let host = if bind.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], bind.port()))
+    } else {
+        bind
+    };
+    for q in launch
+        .queues
+        .iter()
+        .filter(|q| q.engine == stepwatch_events::jobs::Engine::Local)
+    {
+        tracing::info!(queue = %q.name, "running a local agent for queue {}", q.name);
+        agent_cli::spawn_local_agent(
+            format!("http://{host}"),
+            token.clone(),
+            q.name.clone(),
+            data_dir.join("agent").join(&q.name),
+            2,
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! | `streams`    | SSE clients ([`sse_collect`], [`sse_follow_ids`], [`SseFollower`]) |
 //! | `browser`    | headless Chromium over chromedriver ([`Browser`])               |
 //! | `python`     | Python trainer processes and the interpreter they use          |
+//! | `launch`     | launch configs, `stepwatch agent` processes, the launch API     |
 //! | `auth`       | users, tokens and password hashes ([`auth_config`])             |
 //! | `pg`         | the shared PostgreSQL server, fresh databases, the backend switch |
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
@@ -32,6 +33,7 @@ mod auth;
 mod browser;
 mod certs;
 mod http;
+mod launch;
 mod pg;
 mod pg_cluster;
 mod proxy;
@@ -42,6 +44,7 @@ mod streams;
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;
+pub use launch::*;
 pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;

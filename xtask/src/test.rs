@@ -22,6 +22,7 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "browser",
     "auth",
     "auth_browser",
+    "launch",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.

@@ -46,6 +46,8 @@ struct Held {
     stopped: bool,
     killed: bool,
     run_live: bool,
+    /// The cancel began with the `stop` command to the trainer: wait the grace for it.
+    stop_command: bool,
     /// This agent's sender id for the run's log, and its sequence.
     log_src: String,
     log_seq: u64,
@@ -62,6 +64,7 @@ impl Held {
             stopped: false,
             killed: false,
             run_live: false,
+            stop_command: false,
             log_src: format!(
                 "agent:{}:{}",
                 std::process::id(),
@@ -166,6 +169,7 @@ fn tick(
 /// Takes in the relay's view of a held job: a cancel requested, the run live.
 fn absorb(opts: &AgentOptions, engine: &dyn Engine, h: &mut Held, view: &JobView) {
     h.run_live = view.run_live;
+    h.stop_command = view.state.cancel_stop_command;
     if view.state.cancel_requested_by.is_some() && h.cancel_since.is_none() {
         tracing::info!(job = %h.launch.job, "cancel requested");
         h.cancel_since = Some(Instant::now());
@@ -187,7 +191,7 @@ fn follow(opts: &AgentOptions, relay: &Relay, engine: &dyn Engine, h: &mut Held)
     };
     forward_output(relay, engine, h, &engine_id);
     if let Some(since) = h.cancel_since {
-        let grace = if h.run_live {
+        let grace = if h.stop_command {
             h.launch.cancel_grace_s
         } else {
             0
@@ -263,7 +267,9 @@ fn final_report(observed: &Observed, h: &Held, report: &ReportFn<'_>) -> Report 
             Some("the engine no longer knows the job and recorded no end".into()),
             None,
         ),
-        Observed::Cancelled { reason } => report("cancelled", Some(reason.clone()), None),
+        Observed::Cancelled { reason } if !cancelled => {
+            report("cancelled", Some(reason.clone()), None)
+        }
         _ => {
             let how = if h.killed {
                 format!(

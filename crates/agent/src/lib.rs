@@ -20,4 +20,4 @@ mod held;
 
 pub use client::{CallError, Relay};
 pub use engine::{Engine, EngineError, Observed, OutputLine};
-pub use held::{run, AgentOptions};
+pub use held::{host_name, run, AgentOptions};

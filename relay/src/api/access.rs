@@ -29,6 +29,11 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
         ("POST", ["", "api", "runs", _, "commands"])
         | ("POST", ["", "api", "runs", _, "commands", _, "cancel"]) => Some(Action::Command),
         ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
+        ("POST", ["", "api", "jobs"] | ["", "api", "jobs", "preview"])
+        | ("POST", ["", "api", "jobs", _, "cancel" | "retry"]) => Some(Action::Submit),
+        ("POST", ["", "api", "agents", "heartbeat"])
+        | ("POST", ["", "api", "queues", _, "claim"])
+        | ("POST", ["", "api", "jobs", _, "report"]) => Some(Action::Agent),
         (_, ["", "api", ..]) | (_, ["", "metrics"]) => Some(Action::Read),
         _ => None,
     }
@@ -119,10 +124,24 @@ fn check(req: &ServiceRequest) -> Result<(), Box<HttpResponse>> {
     let Some(action) = action_of(&method, &path) else {
         return Ok(());
     };
-    let who = match data.auth.identify(
-        bearer(req).as_deref(),
-        session_cookie(req.headers()).as_deref(),
-    ) {
+    let token = bearer(req);
+    let job_run = token
+        .as_deref()
+        .filter(|t| t.starts_with(crate::launch::tokens::PREFIX) && data.auth.enabled())
+        .map(|t| (t, data.launch.token_run(t)));
+    let identified = match job_run {
+        Some((t, Some(run))) => Ok(Identity::job_token(
+            t.split('.').nth(1).unwrap_or_default(),
+            &run,
+        )),
+        Some((_, None)) => Err(AuthError::Invalid(
+            "unknown job token, or its job has ended",
+        )),
+        None => data
+            .auth
+            .identify(token.as_deref(), session_cookie(req.headers()).as_deref()),
+    };
+    let who = match identified {
         Ok(who) => who,
         Err(e) => {
             let mut resp = unauthorized(e.message()).error_response();

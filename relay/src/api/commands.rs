@@ -119,25 +119,38 @@ pub async fn post_command(
         .state(&run)
         .ok_or_else(|| ApiError::no_run(&run))?;
     let (command, args) = validate(&state, &value)?;
-    // A second click while the same command is still open returns the first one.
+    let answer = issue(&data, &run, &state, command, args, identity(&req).name).await?;
+    Ok(HttpResponse::Accepted().json(answer))
+}
+
+/// Records a checked command for `run` (or finds the same one still open: a second
+/// click returns the first); the answer's JSON.
+pub(crate) async fn issue(
+    data: &Data,
+    run: &str,
+    state: &RunState,
+    command: String,
+    args: Map<String, Value>,
+    sender: Option<String>,
+) -> Result<Value, ApiError> {
     if let Some(open) = state
         .open_commands()
         .find(|c| c.command == command && c.args == args)
     {
-        return Ok(HttpResponse::Accepted().json(json!({
+        return Ok(json!({
             "command_id": open.id, "duplicate": true, "status": open.status
-        })));
+        }));
     }
     let id = new_id();
     let body = EventBody::Command(Command {
         command_id: Some(id.clone()),
         command: Some(command),
         args: Some(args),
-        sender: identity(&req).name,
+        sender,
         ..Default::default()
     });
-    let event_id = record(&data, &run, body).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "command_id": id, "event_id": event_id })))
+    let event_id = record(data, run, body).await?;
+    Ok(json!({ "command_id": id, "event_id": event_id }))
 }
 
 /// `POST /api/runs/{run}/commands/{id}/cancel`: withdraws a command nobody answered.

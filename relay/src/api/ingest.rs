@@ -133,6 +133,14 @@ async fn commit(data: &Data, run: String, events: Vec<Event>) -> Result<HttpResp
             ApiError::from(e)
         })?;
     data.ingest_latency.observe(arrived.elapsed().as_secs_f64());
+    if data.launch.enabled() && c.accepted > 0 && data.launch.job_of_run(&run).is_some() {
+        let l = data.launch.clone();
+        let r = run.clone();
+        // A launched job's run spoke: its job is running (off the request's path).
+        actix_web::rt::spawn(async move {
+            let _ = web::block(move || l.saw_run(&r)).await;
+        });
+    }
     data.accepted
         .fetch_add(c.accepted as u64, Ordering::Relaxed);
     data.duplicates

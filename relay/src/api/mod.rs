@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod histogram;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod reads;

@@ -1,7 +1,7 @@
 //! The route table: which handler answers each method and path of the API.
 
 use super::error::ApiError;
-use super::{access, commands, health, ingest, metrics, reads, sse};
+use super::{access, commands, health, ingest, jobs, metrics, reads, sse};
 use actix_web::{web, HttpRequest};
 
 /// Wires the API routes into an actix app.
@@ -34,6 +34,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/runs/{run}/commands/{id}/cancel",
                     web::post().to(commands::cancel_command),
                 )
+                .route("/runs/{run}/job", web::get().to(jobs::of_run))
+                .route("/queues", web::get().to(jobs::queues))
+                .route("/queues/{queue}/claim", web::post().to(jobs::claim))
+                .route("/templates", web::get().to(jobs::templates))
+                .route("/jobs", web::get().to(jobs::list))
+                .route("/jobs", web::post().to(jobs::submit))
+                .route("/jobs/preview", web::post().to(jobs::preview))
+                .route("/jobs/stream", web::get().to(jobs::stream))
+                .route("/jobs/{id}", web::get().to(jobs::get))
+                .route("/jobs/{id}/cancel", web::post().to(jobs::cancel))
+                .route("/jobs/{id}/retry", web::post().to(jobs::retry))
+                .route("/jobs/{id}/report", web::post().to(jobs::report))
+                .route("/agents/heartbeat", web::post().to(jobs::heartbeat))
                 .default_service(web::to(no_endpoint)),
         );
 }

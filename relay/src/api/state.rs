@@ -28,6 +28,8 @@ pub struct AppState {
     /// Origins allowed to call the API from a browser (`--allow-origin`).
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    /// Launched jobs: queues, agents, claims (no queues unless `--launch`).
+    pub launch: Arc<crate::launch::Launcher>,
 }
 
 /// What one request may hold; each refusal names the limit and the flag that sets it.
@@ -60,6 +62,10 @@ impl Default for Limits {
 impl AppState {
     pub fn new(store: Arc<dyn Storage>, max_body: usize) -> Self {
         AppState {
+            launch: Arc::new(crate::launch::Launcher::new(
+                store.clone(),
+                crate::launch::LaunchConfig::default(),
+            )),
             store,
             hub: Arc::new(Hub::default()),
             max_body,

@@ -11,7 +11,12 @@
 //! | `viewer` | read runs, events, series and streams |
 //! | `operator` | viewer + send and cancel commands |
 //! | `trainer` | write events and read commands, for runs starting with its `run_prefix` if set |
+//! | `agent` | read, and serve launch queues (heartbeat, claim, report jobs) |
 //! | `admin` | everything, including deleting runs |
+//!
+//! Viewers and operators may ask to launch (the queue's `submit_roles` decide). A launched
+//! job's trainer gets a token (`swj.…`, [`crate::launch::tokens`]) that may write its one
+//! run only.
 //!
 //! Passwords are stored only as Argon2id hashes (`stepwatch hash-password`); tokens are
 //! compared in constant time. The HTTP layer asks [`Auth::identify`] who is calling and
@@ -176,6 +181,7 @@ impl Auth {
             name: Some(u.name.clone()),
             role: u.role,
             run_prefix: u.run_prefix.clone(),
+            only_run: None,
             expires: session.map(|(_, end)| end),
             session: session.map(|(key, _)| key.to_string()),
         }

@@ -10,6 +10,8 @@ pub enum Role {
     Viewer,
     Operator,
     Trainer,
+    /// A `stepwatch agent`: claims and reports launched jobs, reads queues.
+    Agent,
     Admin,
 }
 
@@ -19,6 +21,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Trainer => "trainer",
+            Role::Agent => "agent",
             Role::Admin => "admin",
         }
     }
@@ -37,6 +40,10 @@ pub enum Action<'a> {
     ReadCommands(&'a str),
     /// Delete runs.
     Delete,
+    /// Submit, cancel or retry launched jobs (the queue then says which roles may).
+    Submit,
+    /// Heartbeat, claim and report jobs (agents).
+    Agent,
 }
 
 impl Action<'_> {
@@ -47,6 +54,8 @@ impl Action<'_> {
             Action::WriteEvents(run) => format!("write events for run {run:?}"),
             Action::ReadCommands(run) => format!("read the commands of run {run:?}"),
             Action::Delete => "delete runs".into(),
+            Action::Submit => "launch jobs".into(),
+            Action::Agent => "serve a queue as an agent".into(),
         }
     }
 }
@@ -59,6 +68,8 @@ pub struct Identity {
     pub role: Role,
     /// For trainers: the runs they may write, by prefix.
     pub run_prefix: Option<String>,
+    /// For a launched job's token: the one run it may write.
+    pub only_run: Option<String>,
     /// When the session ends (browser sessions only); streams close then.
     pub expires: Option<Instant>,
     /// The session's key ([`super::session_key`]), for browser sessions: streams close as soon
@@ -67,12 +78,25 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A launched job's trainer, with the token the agent handed it.
+    pub fn job_token(job: &str, run: &str) -> Identity {
+        Identity {
+            name: Some(format!("job {job}")),
+            role: Role::Trainer,
+            run_prefix: None,
+            only_run: Some(run.to_string()),
+            expires: None,
+            session: None,
+        }
+    }
+
     /// Everyone, when there is no authentication.
     pub fn anonymous_admin() -> Identity {
         Identity {
             name: None,
             role: Role::Admin,
             run_prefix: None,
+            only_run: None,
             expires: None,
             session: None,
         }
@@ -85,8 +109,20 @@ impl Identity {
                 .as_deref()
                 .is_none_or(|p| run.starts_with(p))
         };
+        if let Some(only) = &self.only_run {
+            return match action {
+                Action::WriteEvents(run) | Action::ReadCommands(run) if run == only => Ok(()),
+                _ => Err(format!(
+                    "{} may only write run {only:?}, not {}",
+                    self.label(),
+                    action.describe()
+                )),
+            };
+        }
         let ok = match (self.role, action) {
             (Role::Admin, _) => true,
+            (Role::Viewer | Role::Operator, Action::Submit) => true,
+            (Role::Agent, Action::Agent | Action::Read) => true,
             (Role::Viewer | Role::Operator, Action::Read) => true,
             (Role::Operator, Action::Command) => true,
             (Role::Trainer, Action::WriteEvents(run) | Action::ReadCommands(run)) => {

@@ -27,6 +27,7 @@ fn roles_may_exactly_what_the_table_says() {
         name: Some("u".into()),
         role,
         run_prefix: prefix.map(str::to_string),
+        only_run: None,
         expires: None,
         session: None,
     };

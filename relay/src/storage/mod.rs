@@ -22,12 +22,14 @@
 //! - `fold`: the per-batch work every backend shares; `append`: the append recipe;
 //! - [`series`]: the metric series index (database-agnostic, behind `SeriesDb`);
 //! - [`sqlite`], [`pg`]: what differs per backend (schema, SQL, pool, TLS …);
+//! - [`jobs`]: launched jobs, agents and the token key as rows ([`jobs::JobDb`]);
 //! - [`copy`]: `stepwatch migrate`, SQLite into PostgreSQL.
 
 pub(crate) mod append;
 pub mod copy;
 pub mod error;
 pub(crate) mod fold;
+pub mod jobs;
 pub mod peers;
 pub mod pg;
 pub mod series;
@@ -99,4 +101,6 @@ pub trait Storage: Send + Sync + 'static {
     fn ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Launched jobs, agents and the run-token key.
+    fn jobs(&self) -> &dyn jobs::JobDb;
 }

@@ -78,6 +78,9 @@ pub enum JobEventBody {
         /// What the agent runs, resolved by the relay from the entry point or template.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         launch: Option<Box<Rendered>>,
+        /// A retry of a finished job: the checkpoint the first attempt resumes from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_from: Option<String>,
     },
     /// An agent took the job under a lease of `lease_s` seconds.
     Claimed {
@@ -112,6 +115,10 @@ pub enum JobEventBody {
     },
     CancelRequested {
         by: String,
+        /// The relay sent the run's trainer the `stop` command: the agent waits the
+        /// queue's grace period for it before the engine's stop.
+        #[serde(default)]
+        stop_command: bool,
     },
     Cancelled {
         reason: String,
@@ -195,6 +202,9 @@ pub struct JobState {
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
     pub cancel_requested_by: Option<String>,
+    /// The cancel began with the `stop` command to the run's trainer.
+    #[serde(default)]
+    pub cancel_stop_command: bool,
     /// The checkpoint the next attempt resumes from.
     pub resume_from: Option<String>,
     pub created_at: Option<f64>,
@@ -265,6 +275,7 @@ impl JobState {
             by,
             run,
             launch,
+            resume_from,
         } = body
         {
             self.submitted(body, spec, by, e.ts)?;
@@ -276,6 +287,7 @@ impl JobState {
             }
             self.run.clone_from(run);
             self.launch = launch.as_deref().cloned();
+            self.resume_from.clone_from(resume_from);
             return Ok(());
         }
         if self.spec.is_none() {
@@ -305,7 +317,10 @@ impl JobState {
                 None
             }
             JobEventBody::Failed { reason, exit_code } => self.failed(body, reason, *exit_code)?,
-            JobEventBody::CancelRequested { by } => self.cancel_requested(body, by)?,
+            JobEventBody::CancelRequested { by, stop_command } => {
+                self.cancel_stop_command = *stop_command;
+                self.cancel_requested(body, by)?
+            }
             JobEventBody::Cancelled { reason } => {
                 self.finish(JobStatus::Cancelled);
                 self.reason = Some(clip(reason));

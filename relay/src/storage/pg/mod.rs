@@ -30,6 +30,7 @@
 
 mod batch;
 mod conninfo;
+mod jobs;
 pub mod listen;
 mod pool;
 pub mod schema;
@@ -402,6 +403,10 @@ impl Storage for PgStore {
 
     fn stored_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn jobs(&self) -> &dyn crate::storage::jobs::JobDb {
+        self
     }
 
     fn ready(&self) -> Result<(), StoreError> {

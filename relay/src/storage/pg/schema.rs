@@ -68,10 +68,42 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE SEQUENCE runs_gen;
          ALTER TABLE runs ADD COLUMN gen BIGINT NOT NULL DEFAULT nextval('runs_gen');",
     ),
+    (
+        4,
+        // Launched jobs (their folded state, versioned for compare and set), their
+        // history, the agents' heartbeats and the run-token key.
+        "CREATE TABLE jobs (
+         job     TEXT PRIMARY KEY,
+         queue   TEXT NOT NULL,
+         open    BOOLEAN NOT NULL,
+         version BIGINT NOT NULL,
+         state   TEXT NOT NULL,
+         created DOUBLE PRECISION NOT NULL,
+         updated DOUBLE PRECISION NOT NULL
+     );
+     CREATE INDEX jobs_open ON jobs (open, updated);
+     CREATE TABLE job_events (
+         job  TEXT NOT NULL,
+         n    BIGINT NOT NULL,
+         data TEXT NOT NULL,
+         PRIMARY KEY (job, n)
+     );
+     CREATE TABLE agents (
+         agent TEXT NOT NULL,
+         queue TEXT NOT NULL,
+         seen  DOUBLE PRECISION NOT NULL,
+         info  TEXT NOT NULL,
+         PRIMARY KEY (agent, queue)
+     );
+     CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     );",
+    ),
 ];
 
 /// The newest schema this binary knows.
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 /// Key of the advisory lock taken while migrating.
 const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
 

@@ -6,6 +6,7 @@
 //! (`storage::append`).
 
 mod batch;
+mod jobs;
 mod read;
 pub mod schema;
 pub mod series;
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+    /// The job, agent and key rows' own connection.
+    jobs: Mutex<Connection>,
     states: RwLock<HashMap<String, Arc<RunState>>>,
     total: std::sync::atomic::AtomicU64,
     /// Tells the checkpointer thread to stop (when the store is dropped).
@@ -139,6 +142,9 @@ impl SqliteStore {
                 sources.entry(run).or_default().insert(src, seq);
             }
         }
+        let jobs = Connection::open(&path)?;
+        jobs.busy_timeout(std::time::Duration::from_secs(5))?;
+        jobs.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         spawn_checkpointer(path.clone(), checkpointer_stop.clone());
         Ok(SqliteStore {
@@ -151,6 +157,7 @@ impl SqliteStore {
                 sources,
             }),
             readers: Mutex::new(Vec::new()),
+            jobs: Mutex::new(jobs),
             states: RwLock::new(states),
             total: std::sync::atomic::AtomicU64::new(total as u64),
         })
@@ -185,6 +192,11 @@ impl SqliteStore {
         Ok(c)
     }
 
+    /// The jobs connection, opened on first use.
+    pub(crate) fn jobs_conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.jobs.lock().map_err(|_| StoreError::poisoned())
+    }
+
     fn give_back(&self, c: Connection) {
         if let Ok(mut pool) = self.readers.lock() {
             if pool.len() < 8 {
@@ -195,6 +207,10 @@ impl SqliteStore {
 }
 
 impl Storage for SqliteStore {
+    fn jobs(&self) -> &dyn crate::storage::jobs::JobDb {
+        self
+    }
+
     fn append(
         &self,
         run: &str,

@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS sources (
 ";
 
 /// The schema this binary writes. 1: events with a unique `(run, src, seq)` index;
-/// 2: the highest `seq` per `(run, src)` in `sources` instead, plus the series index.
-pub const SCHEMA_VERSION: i64 = 2;
+/// 2: the highest `seq` per `(run, src)` in `sources` instead, plus the series index;
+/// 3: launched jobs, their history, agents and the token key (new tables only).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings an older database up to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -61,6 +62,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(series::SCHEMA)?;
+    tx.execute_batch(super::jobs::SCHEMA)?;
     let old_index: bool = tx
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_src_seq'",
