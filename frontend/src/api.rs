@@ -347,8 +347,8 @@ pub async fn post_json(url: &str, body: String) -> Result<String, Refusal> {
     })
 }
 
-/// GETs `url` once and decodes its JSON: `None` on an error answer or another shape.
-pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+/// GETs `url` once and parses its JSON: `None` on an error answer.
+pub async fn get_value(url: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&get_text(url, 1).await?).ok()
 }
 

@@ -9,6 +9,7 @@
 //! the dashboard within its download budget.
 
 use super::common::ago;
+use super::wire;
 use crate::api::{self, ConnState};
 use crate::i18n::{use_i18n, I18n, Key};
 use crate::route::{run_href, Page, Route};
@@ -175,7 +176,8 @@ pub fn load_jobs(
         move |batch| {
             jobs.try_update(|m| {
                 for (_, data) in batch {
-                    if let Ok(j) = serde_json::from_str::<JobView>(&data) {
+                    if let Ok(v) = serde_json::from_str(&data) {
+                        let j = wire::job_view(&v);
                         m.insert(j.state.job.clone(), j);
                     }
                 }
@@ -309,7 +311,7 @@ pub fn JobPanel(run: String) -> impl IntoView {
     let url = api::run_url(&base, &run, "/job");
     let stream_base = base.clone();
     leptos::task::spawn_local(async move {
-        let Some(first) = api::get_json::<JobView>(&url).await else {
+        let Some(first) = api::get_value(&url).await.map(|v| wire::job_view(&v)) else {
             return;
         };
         let (id, queue) = (first.state.job.clone(), first.queue.clone());

@@ -23,23 +23,6 @@ impl Offered {
     }
 }
 
-/// The templates of a `GET /api/templates` answer; ones this dashboard cannot read are
-/// left out.
-pub fn parse_templates(text: &str) -> Vec<Offered> {
-    let Ok(Value::Array(items)) = serde_json::from_str(text) else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|mut v| {
-            let queue = v.as_object_mut()?.remove("queue");
-            let queue = queue.and_then(|q| q.as_str().map(str::to_string));
-            let tpl = serde_json::from_value(v).ok()?;
-            Some(Offered { tpl, queue })
-        })
-        .collect()
-}
-
 /// What the form's fields hold, as typed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fields {
@@ -188,17 +171,16 @@ pub fn param_value(kind: &ParamKind, text: &str) -> Value {
 
 /// The template's defaults as field text (an unset checkbox is `false`).
 pub fn defaults(tpl: &Template) -> BTreeMap<String, String> {
-    tpl.params
-        .iter()
-        .filter_map(|p| {
-            let text = match (&p.default, &p.kind) {
-                (Some(d), _) => value_text(d),
-                (None, ParamKind::Bool) => "false".into(),
-                (None, _) => return None,
-            };
-            Some((p.name.clone(), text))
-        })
-        .collect()
+    let mut m = BTreeMap::new();
+    for p in &tpl.params {
+        let text = match (&p.default, &p.kind) {
+            (Some(d), _) => value_text(d),
+            (None, ParamKind::Bool) => "false".into(),
+            (None, _) => continue,
+        };
+        m.insert(p.name.clone(), text);
+    }
+    m
 }
 
 /// Whole numbers at or under `limit`: `None` when empty.

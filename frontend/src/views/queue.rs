@@ -6,6 +6,7 @@
 
 use super::common::{ago, use_clock, ConnBadge};
 use super::job::{error_line, load_jobs, on_action, or_dash, run_link, why, Html};
+use super::wire;
 use crate::api;
 use crate::i18n::{use_i18n, I18n, Key};
 use crate::route::{Page, Route};
@@ -39,8 +40,8 @@ pub fn load_queues(base: &str) -> RwSignal<Option<Vec<QueueInfo>>> {
     let fetch = move || {
         let url = url.clone();
         leptos::task::spawn_local(async move {
-            if let Some(q) = api::get_json::<Vec<QueueInfo>>(&url).await {
-                queues.try_set(Some(q));
+            if let Some(v) = api::get_value(&url).await {
+                queues.try_set(Some(wire::list(&v, wire::queue_info)));
             }
         });
     };
