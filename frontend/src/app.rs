@@ -45,7 +45,14 @@ pub fn App() -> impl IntoView {
 
     // Navigation changes the page; settings written with replaceState do not.
     let route = RwSignal::new(Route::parse(&current_hash()));
-    let page = Memo::new(move |_| route.with(|r| r.page.clone()));
+    // The Launch and Queue pages take their parameters (`?clone=`, `?job=`) when opened.
+    let opened = Memo::new(move |_| {
+        route.with(|r| {
+            let params = matches!(r.page, Page::Launch | Page::Queue).then(|| r.params.clone());
+            (r.page.clone(), params)
+        })
+    });
+    let page = Memo::new(move |_| opened.with(|o| o.0.clone()));
     let on_hash = Closure::<dyn FnMut()>::new(move || route.set(Route::parse(&current_hash())));
     let _ =
         window().add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
@@ -69,7 +76,7 @@ pub fn App() -> impl IntoView {
             <LangSwitch/>
         </header>
         <main class="content">
-            {move || match (relay.get(), page.get()) {
+            {move || match (relay.get(), opened.get().0) {
                 (None, _) => view! { <p class="muted">{i18n.t(Key::Connecting)}</p> }.into_any(),
                 (Some(base), _) if session.with(Session::signed_out) => view! { <LoginPage base=base/> }.into_any(),
                 (Some(base), Page::Runs) => view! { <RunsPage base=base route=route.get_untracked()/> }.into_any(),

@@ -387,11 +387,15 @@ pub fn preview_html(i18n: I18n, p: &Preview, clone_of: Option<&str>) -> String {
         }
         h.raw("<table class=\"grid\" data-testid=\"preview-diff\">");
         for (k, old, new) in &p.diff {
-            h.raw("<tr>")
+            let shown = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => "–".to_string(),
+                v => lf::value_text(v),
+            };
+            h.raw("<tr data-testid=\"diff-row\">")
                 .el("td", "mono", k)
-                .el("td", "old mono", &lf::value_text(old))
+                .el("td", "old mono", &shown(old))
                 .el("td", "", "→")
-                .el("td", "new mono", &lf::value_text(new))
+                .el("td", "new mono", &shown(new))
                 .raw("</tr>");
         }
         h.raw("</table>");

@@ -72,6 +72,7 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
         Key::ColName,
         Key::Priority,
         Key::ColStatus,
+        Key::Engine,
         Key::EngineId,
         Key::Agent,
         Key::Why,
@@ -106,11 +107,8 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
             .raw("<td>")
             .badge(i18n, s.status)
             .raw("</td>")
-            .el(
-                "td",
-                "mono small",
-                &format!("{} {}", j.engine, or_dash(&s.engine_id)),
-            )
+            .el("td", "", &j.engine)
+            .el("td", "mono small", or_dash(&s.engine_id))
             .raw("<td>")
             .dot(i18n, j.agent_alive)
             .text(or_dash(&s.agent))
@@ -136,7 +134,7 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
 /// agent serves it.
 fn head_html(i18n: I18n, name: &str, q: Option<&QueueInfo>, now: f64) -> String {
     let mut h = Html::default();
-    h.raw("<div class=\"panel-head\"><h2>")
+    h.raw("<div class=\"panel-head queue-head\"><h2>")
         .text(name)
         .raw("</h2>");
     let Some(q) = q else {
