@@ -260,10 +260,10 @@ pub fn QueuePage(base: String, route: Route) -> impl IntoView {
         view! {
             <section class="panel" data-testid="queue" data-queue=name.clone()>
                 <div inner_html=head></div>
-                <div class="scroll" inner_html=move || open.with(|o| o.1.clone())></div>
+                <div class="scroll" class:hide=move || open.with(|o| o.0 == 0) inner_html=move || open.with(|o| o.1.clone())></div>
                 <p class="muted small" class:hide=move || open.with(|o| o.0 != 0)>{move || i18n.t(Key::NoOpenJobs)}</p>
                 <details data-testid="recent" class:hide=move || done.with(|o| o.0 == 0)>
-                    <summary>{move || i18n.t(Key::Recent)}</summary>
+                    <summary>{move || format!("{} ({})", i18n.t(Key::Recent), done.with(|o| o.0))}</summary>
                     <div class="scroll" inner_html=move || done.with(|o| o.1.clone())></div>
                 </details>
             </section>
