@@ -372,10 +372,19 @@ pub fn preview_html(i18n: I18n, p: &Preview, clone_of: Option<&str>) -> String {
         .map(|c| (i18n.t(Key::Cwd).to_string(), c.clone()))
         .collect();
     rows.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    rows.push((
-        i18n.t(Key::Resources).into(),
-        serde_json::to_string(&p.resources).unwrap_or_default(),
-    ));
+    let res = serde_json::to_value(&p.resources).unwrap_or_default();
+    let res: Vec<String> = res
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let res = if res.is_empty() {
+        "–".to_string()
+    } else {
+        res.join(" · ")
+    };
+    rows.push((i18n.t(Key::Resources).into(), res));
     for (k, v) in rows {
         h.raw("<tr>").el("th", "", &k).el("td", "", &v).raw("</tr>");
     }
