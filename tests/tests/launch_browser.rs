@@ -363,4 +363,20 @@ fn the_launch_page_says_before_submitting_that_no_agent_serves_the_queue() {
     );
     assert!(why.as_str().unwrap().contains("no live agent"), "{why}");
     assert!(b.text("[data-testid=no-agent]").contains("local"));
+
+    // The Launch page follows the queue's agents while it is open: one starts, the
+    // warning goes.
+    b.goto(&format!("{}/#/launch?template=train", relay.url));
+    b.wait_for(
+        "warning again",
+        WAIT,
+        "return document.querySelector('[data-testid=no-agent-warning]') !== null;",
+    );
+    let _agent = Agent::start(&relay, &dir.0, "local", "local", "a1", &[]);
+    b.wait_for(
+        "agent seen",
+        WAIT,
+        "return document.querySelector('[data-testid=no-agent-warning]') === null
+            && document.querySelector('[data-testid=queue-agents]')?.textContent.includes('local');",
+    );
 }

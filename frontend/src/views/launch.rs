@@ -11,14 +11,14 @@
 
 use super::launch_form::{self as lf, Fields, Msg, Offered, Problems};
 use super::launch_html::{form_html, preview_html, Choices};
-use super::queue::{flash, queue_href};
+use super::queue::{flash, load_queues, queue_href};
 use super::wire;
 use crate::api::{self, Refusal};
 use crate::i18n::{use_i18n, I18n, Key};
 use crate::route::{run_href, Route};
 use leptos::prelude::*;
 use stepwatch_events::api as answers;
-use stepwatch_events::jobs::{JobSpec, Preview};
+use stepwatch_events::jobs::{JobSpec, Preview, QueueInfo};
 use wasm_bindgen::JsCast;
 
 /// Loads the queues and templates, and what `?clone=` re-runs: the fields to start with.
@@ -205,6 +205,32 @@ pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
         });
     });
     let clone_of = move || fields.with(|f| f.clone_of.clone());
+    // Whether a live agent serves the chosen queue, kept up to date while the form is
+    // filled in: said before submitting, not after an hour in the queue.
+    let polled = load_queues(&base);
+    let agents = move || {
+        let name = fields.with(|f| f.queue.clone());
+        let count = |qs: &[QueueInfo]| {
+            qs.iter()
+                .find(|q| q.name == name)
+                .map(|q| (q.live_agents().count(), q.engine.clone()))
+        };
+        let n = polled.with(|p| p.as_deref().and_then(count));
+        let (n, engine) =
+            n.or_else(|| choices.with(|c| c.as_ref().and_then(|c| count(&c.queues))))?;
+        Some(if n == 0 {
+            let text = format!(
+                "{} {name}{}",
+                i18n.t(Key::NoAgentBefore),
+                i18n.t(Key::NoAgentAfter)
+            );
+            view! { <div class="banner warn" data-testid="no-agent-warning">{text}</div> }
+                .into_any()
+        } else {
+            let text = format!(" {n} {} · {name} ({engine})", i18n.t(Key::LiveAgents));
+            view! { <p class="small muted" data-testid="queue-agents"><span class="alive on">"●"</span>{text}</p> }.into_any()
+        })
+    };
     view! {
         <div class="crumbs"><a href="#/">{move || i18n.t(Key::BackToRuns)}</a>" · "<a href="#/queue">{move || i18n.t(Key::Queues)}</a></div>
         <div class="page-head">
@@ -213,6 +239,7 @@ pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
                 <span class="muted" data-testid="clone-of">{i18n.t(Key::RerunOf)}" "<a href=run_href(&r)>{r.clone()}</a></span>
             })}
         </div>
+        {agents}
         <div class="launch">
             <section class="panel form" data-testid="launch-form" on:input=on_input inner_html=markup></section>
             <PreviewPanel base=base draft=draft refused=refused clone_of=Signal::derive(clone_of)/>

@@ -168,36 +168,14 @@ fn choice_html(
             )
         })
         .collect();
-    let live = q.map(|q| q.live_agents().count());
-    let about = q.map(|q| {
-        format!(
-            "{} {} · {}",
-            live.unwrap_or(0),
-            i18n.t(Key::LiveAgents),
-            q.description
-        )
+    let about = q.map_or("", |q| q.description.as_str());
+    field(h, i18n.t(Key::Queue), "queue", about, |h| {
+        select(h, "queue", &f.queue, &queues, false)
     });
-    field(
-        h,
-        i18n.t(Key::Queue),
-        "queue",
-        about.as_deref().unwrap_or_default(),
-        |h| select(h, "queue", &f.queue, &queues, false),
-    );
     if c.queues.is_empty() {
         h.raw("<p class=\"empty\" data-testid=\"no-queues\">")
             .text(i18n.t(Key::NoQueues))
             .raw("</p>");
-    }
-    if live == Some(0) {
-        h.raw("<div class=\"banner warn\" data-testid=\"no-agent-warning\">")
-            .text(&format!(
-                "{} {}{}",
-                i18n.t(Key::NoAgentBefore),
-                f.queue,
-                i18n.t(Key::NoAgentAfter)
-            ))
-            .raw("</div>");
     }
     if q.is_some_and(|q| !q.may_submit) {
         h.raw("<div class=\"banner alert\" data-testid=\"may-not-submit\">")
