@@ -95,6 +95,90 @@ fn target(ev: &web_sys::Event) -> Option<web_sys::Element> {
     ev.target()?.dyn_into().ok()
 }
 
+/// Writes each field's error into its `data-err` line (and marks the field), after the
+/// markup is in place: the form's own checks, else the relay's refusal of this job.
+fn write_errors(
+    i18n: I18n,
+    shape: Memo<(String, String, bool)>,
+    tpl: Memo<Option<Offered>>,
+    draft: Memo<Result<JobSpec, Problems>>,
+    refused: RwSignal<Option<(JobSpec, Refusal)>>,
+) {
+    Effect::new(move |_| {
+        shape.track();
+        let params: Vec<String> = tpl.with(|t| {
+            t.iter()
+                .flat_map(|o| &o.tpl.params)
+                .map(|p| format!("params.{}", p.name))
+                .collect()
+        });
+        let relay = draft.with(|d| refused.with(|r| relay_error(d, r)));
+        let errors: Vec<(String, String)> = lf::PLACES
+            .iter()
+            .map(|p| p.to_string())
+            .chain(params)
+            .map(|k| {
+                let own = draft.with(|d| {
+                    d.as_ref()
+                        .err()
+                        .and_then(|p| p.get(&k))
+                        .map(|m| say(i18n, m))
+                });
+                let e = own.or_else(|| relay.clone().filter(|(f, _)| *f == k).map(|(_, e)| e));
+                (k, e.unwrap_or_default())
+            })
+            .collect();
+        request_animation_frame(move || {
+            for (k, e) in errors {
+                let sel = format!("[data-err=\"{k}\"]");
+                if let Some(el) = document().query_selector(&sel).ok().flatten() {
+                    el.set_text_content(Some(&e));
+                    if let Some(p) = el.parent_element() {
+                        let _ = p.set_attribute(
+                            "class",
+                            if e.is_empty() { "field" } else { "field bad" },
+                        );
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Whether a live agent serves the chosen queue, kept up to date while the form is
+/// filled in: said before submitting, not after an hour in the queue.
+fn agents_line(
+    i18n: I18n,
+    base: &str,
+    fields: RwSignal<Fields>,
+    choices: RwSignal<Option<Choices>>,
+) -> impl Fn() -> Option<AnyView> {
+    let polled = load_queues(base);
+    move || {
+        let name = fields.with(|f| f.queue.clone());
+        let count = |qs: &[QueueInfo]| {
+            qs.iter()
+                .find(|q| q.name == name)
+                .map(|q| (q.live_agents().count(), q.engine.clone()))
+        };
+        let n = polled.with(|p| p.as_deref().and_then(count));
+        let (n, engine) =
+            n.or_else(|| choices.with(|c| c.as_ref().and_then(|c| count(&c.queues))))?;
+        Some(if n == 0 {
+            let text = format!(
+                "{} {name}{}",
+                i18n.t(Key::NoAgentBefore),
+                i18n.t(Key::NoAgentAfter)
+            );
+            view! { <div class="banner warn" data-testid="no-agent-warning">{text}</div> }
+                .into_any()
+        } else {
+            let text = format!(" {n} {} · {name} ({engine})", i18n.t(Key::LiveAgents));
+            view! { <p class="small muted" data-testid="queue-agents"><span class="alive on">"●"</span>{text}</p> }.into_any()
+        })
+    }
+}
+
 #[component]
 pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
     let i18n = use_i18n();
@@ -164,73 +248,9 @@ pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
             });
         });
     };
-    // Each field's error, written after the markup is in place.
-    Effect::new(move |_| {
-        shape.track();
-        let params: Vec<String> = tpl.with(|t| {
-            t.iter()
-                .flat_map(|o| &o.tpl.params)
-                .map(|p| format!("params.{}", p.name))
-                .collect()
-        });
-        let relay = draft.with(|d| refused.with(|r| relay_error(d, r)));
-        let errors: Vec<(String, String)> = lf::PLACES
-            .iter()
-            .map(|p| p.to_string())
-            .chain(params)
-            .map(|k| {
-                let own = draft.with(|d| {
-                    d.as_ref()
-                        .err()
-                        .and_then(|p| p.get(&k))
-                        .map(|m| say(i18n, m))
-                });
-                let e = own.or_else(|| relay.clone().filter(|(f, _)| *f == k).map(|(_, e)| e));
-                (k, e.unwrap_or_default())
-            })
-            .collect();
-        request_animation_frame(move || {
-            for (k, e) in errors {
-                let sel = format!("[data-err=\"{k}\"]");
-                if let Some(el) = document().query_selector(&sel).ok().flatten() {
-                    el.set_text_content(Some(&e));
-                    if let Some(p) = el.parent_element() {
-                        let _ = p.set_attribute(
-                            "class",
-                            if e.is_empty() { "field" } else { "field bad" },
-                        );
-                    }
-                }
-            }
-        });
-    });
+    write_errors(i18n, shape, tpl, draft, refused);
     let clone_of = move || fields.with(|f| f.clone_of.clone());
-    // Whether a live agent serves the chosen queue, kept up to date while the form is
-    // filled in: said before submitting, not after an hour in the queue.
-    let polled = load_queues(&base);
-    let agents = move || {
-        let name = fields.with(|f| f.queue.clone());
-        let count = |qs: &[QueueInfo]| {
-            qs.iter()
-                .find(|q| q.name == name)
-                .map(|q| (q.live_agents().count(), q.engine.clone()))
-        };
-        let n = polled.with(|p| p.as_deref().and_then(count));
-        let (n, engine) =
-            n.or_else(|| choices.with(|c| c.as_ref().and_then(|c| count(&c.queues))))?;
-        Some(if n == 0 {
-            let text = format!(
-                "{} {name}{}",
-                i18n.t(Key::NoAgentBefore),
-                i18n.t(Key::NoAgentAfter)
-            );
-            view! { <div class="banner warn" data-testid="no-agent-warning">{text}</div> }
-                .into_any()
-        } else {
-            let text = format!(" {n} {} · {name} ({engine})", i18n.t(Key::LiveAgents));
-            view! { <p class="small muted" data-testid="queue-agents"><span class="alive on">"●"</span>{text}</p> }.into_any()
-        })
-    };
+    let agents = agents_line(i18n, &base, fields, choices);
     view! {
         <div class="crumbs"><a href="#/">{move || i18n.t(Key::BackToRuns)}</a>" · "<a href="#/queue">{move || i18n.t(Key::Queues)}</a></div>
         <div class="page-head">
