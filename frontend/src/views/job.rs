@@ -207,6 +207,7 @@ pub fn on_action(base: String, error: RwSignal<Option<String>>) -> impl Fn(web_s
         let act = el.get_attribute("data-act").unwrap_or_default();
         let job = el.get_attribute("data-job").unwrap_or_default();
         let _ = el.set_attribute("disabled", "");
+        let job = String::from(js_sys::encode_uri_component(&job));
         let url = api::launch_url(&base, &format!("/jobs/{job}/{act}"));
         leptos::task::spawn_local(async move {
             match api::post_json(&url, "{}".into()).await {
