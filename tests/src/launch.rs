@@ -118,8 +118,10 @@ impl Agent {
         if !extra.contains(&"--state-dir") {
             cmd.arg("--state-dir").arg(&state_dir);
         }
+        if !extra.contains(&"--tick-ms") {
+            cmd.args(["--tick-ms", "250"]);
+        }
         let child = cmd
-            .args(["--tick-ms", "250"])
             .args(extra)
             .env("STEPWATCH_LOG_LEVEL", "debug")
             .stdout(Stdio::null())

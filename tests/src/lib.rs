@@ -27,27 +27,36 @@
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
 //! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
+//! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
+//! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
+//! | `kube`       | the Kubernetes API stand-in ([`KubeStandin`]), not a real one    |
 #![allow(clippy::unwrap_used)]
 
 mod auth;
 mod browser;
 mod certs;
 mod http;
+mod kube;
 mod launch;
 mod pg;
 mod pg_cluster;
 mod proxy;
 mod python;
+mod ray;
 mod relay;
+mod slurm;
 mod streams;
 
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;
+pub use kube::*;
 pub use launch::*;
 pub use pg::*;
 pub use pg_cluster::*;
 pub use proxy::*;
 pub use python::*;
+pub use ray::*;
 pub use relay::*;
+pub use slurm::*;
 pub use streams::*;

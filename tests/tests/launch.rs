@@ -28,6 +28,17 @@ fn a_template_job_runs_live_reports_its_output_and_succeeds() {
         "{s}"
     );
     assert_eq!(s["position"], 1);
+    // A second job waits behind it, until it is moved up.
+    let second = relay.submit(&job_spec("urgent", json!({"steps": 5})));
+    let second = second["job"].as_str().unwrap();
+    assert_eq!(relay.job(second)["position"], 2);
+    let (c, v) = relay.post_json(
+        &format!("/api/jobs/{second}/priority"),
+        &json!({"priority": 10}),
+        None,
+    );
+    assert_eq!((c, v["position"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(relay.job(job)["position"], 2);
     let v = relay.job(job);
     assert!(
         v["waiting"].as_str().unwrap().contains("no live agent"),
@@ -40,6 +51,27 @@ fn a_template_job_runs_live_reports_its_output_and_succeeds() {
     assert_eq!(v["run"], run);
     assert_eq!(v["agent"], "a1");
     assert_eq!(v["agent_alive"], true);
+    // The urgent one went first.
+    let claimed_at = |view: &Value| {
+        view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["kind"] == "claimed")
+            .and_then(|h| h["ts"].as_f64())
+            .unwrap()
+    };
+    let urgent = relay.wait_job(second, "succeeded", T);
+    assert!(
+        claimed_at(&urgent) < claimed_at(&v),
+        "the job moved up is claimed first"
+    );
+    let (c, _) = relay.post_json(
+        &format!("/api/jobs/{job}/priority"),
+        &json!({"priority": 1}),
+        None,
+    );
+    assert_eq!(c, 409, "a running job is not moved");
     let v = relay.wait_job(job, "succeeded", T);
     assert_eq!(v["attempts"], 1);
     assert_eq!(
@@ -249,9 +281,9 @@ fn an_agent_killed_with_kill_9_hands_its_running_job_on_and_it_is_started_once()
     );
 }
 
-#[test]
-fn only_the_queues_roles_may_launch_and_the_run_token_writes_one_run() {
-    let dir = TempDir::new("launch-auth");
+/// A relay with logins (an operator, a viewer, an agent, besides auth_config's users) and
+/// the local launch config.
+fn auth_relay(dir: &TempDir) -> Relay {
     let users = r#"
 [[users]]
 name = "opal"
@@ -270,15 +302,21 @@ tokens = ["agent-token-0123456789abc"]
 "#;
     let auth = auth_config(&dir.0, users);
     let cfg = local_launch_config(&dir.0, 10, 5, "");
-    let relay = Relay::start(
+    Relay::start(
         &dir.0.join("data"),
         &[
             "--launch",
-            cfg.to_str().unwrap(),
+            cfg.to_str().expect("a UTF-8 temp path"),
             "--config",
-            auth.to_str().unwrap(),
+            auth.to_str().expect("a UTF-8 temp path"),
         ],
-    );
+    )
+}
+
+#[test]
+fn only_the_queues_roles_may_launch_and_the_run_token_writes_one_run() {
+    let dir = TempDir::new("launch-auth");
+    let relay = auth_relay(&dir);
     let (op, viewer, agent) = (
         Some("operator-token-0123456789"),
         Some("viewer-token-0123456789ab"),
@@ -296,39 +334,6 @@ tokens = ["agent-token-0123456789abc"]
     assert!(v["error"].as_str().unwrap().contains("free-form"), "{v}");
     let (c, _) = relay.post_json("/api/jobs/preview", &free, Some(ADMIN_TOKEN));
     assert_eq!(c, 200);
-    // Typed parameters: a bad value is refused naming its field; nothing is queued.
-    for (params, field) in [
-        (json!({"steps": "30; rm -rf /"}), "entry.params.steps"),
-        (json!({"steps": 0}), "entry.params.steps"),
-        (json!({"steps": 5, "shell": "x"}), "entry.params.shell"),
-        (json!({"steps": 5, "marker": "a\nb"}), "entry.params.marker"),
-    ] {
-        let (c, v) = relay.post_json("/api/jobs", &job_spec("t", params.clone()), op);
-        assert_eq!(
-            (c, v["field"].as_str()),
-            (400, Some(field)),
-            "{params}: {v}"
-        );
-    }
-    let mut bad = spec.clone();
-    bad["entry"] = json!({"argv": ["x"], "env": {"STEPWATCH_TOKEN": "mine"}});
-    let (c, v) = relay.post_json("/api/jobs", &bad, Some(ADMIN_TOKEN));
-    assert_eq!(
-        (c, v["field"].as_str()),
-        (400, Some("entry.env.STEPWATCH_TOKEN")),
-        "{v}"
-    );
-    let mut big = spec.clone();
-    big["resources"] = json!({"gpus": 3});
-    let (c, v) = relay.post_json("/api/jobs", &big, op);
-    assert_eq!(
-        (c, v["field"].as_str()),
-        (400, Some("resources.gpus")),
-        "{v}"
-    );
-    let (c, list) = relay.get_as("/api/jobs", "operator-token-0123456789");
-    assert_eq!((c, list.as_array().map(Vec::len)), (200, Some(0)), "{list}");
-
     // An operator submits; only an agent (or admin) may claim.
     let (c, s) = relay.post_json("/api/jobs", &spec, op);
     assert_eq!(c, 201, "{s}");
@@ -350,7 +355,8 @@ tokens = ["agent-token-0123456789abc"]
     assert_eq!(c, 403, "{v}");
     let (c, _) = relay.post_json("/api/jobs", &spec, Some(&token));
     assert_eq!(c, 403);
-    let forged = format!("{}0", &token[..token.len() - 1]);
+    let last = if token.ends_with('0') { "1" } else { "0" };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
     let (c, _) = relay.post_json(&format!("/api/runs/{run}/events"), &ev, Some(&forged));
     assert_eq!(c, 401);
     // A report from an agent that does not hold the job is refused.
@@ -391,5 +397,65 @@ fn the_job_stream_shows_each_change_live() {
     assert!(
         statuses.contains(&"running") || statuses.contains(&"submitted"),
         "{statuses:?}"
+    );
+}
+
+#[test]
+fn parameters_are_typed_and_secrets_stay_with_admins() {
+    let dir = TempDir::new("launch-params");
+    let relay = auth_relay(&dir);
+    let op = Some("operator-token-0123456789");
+    let spec = job_spec("t", json!({"steps": 30}));
+    // An admin's free-form job: its environment's values are shown to admins only.
+    let secret = json!({"name": "s", "queue": "local",
+        "entry": {"argv": ["/bin/true"], "env": {"API_KEY": "s3cret"}}});
+    let (c, s) = relay.post_json("/api/jobs", &secret, Some(ADMIN_TOKEN));
+    assert_eq!(c, 201, "{s}");
+    let sid = s["job"].as_str().unwrap().to_string();
+    let (_, seen) = relay.get_as(&format!("/api/jobs/{sid}"), "operator-token-0123456789");
+    assert_eq!(seen["launch"]["env"]["API_KEY"], "(hidden)", "{seen}");
+    assert_eq!(
+        seen["spec"]["entry"]["env"]["API_KEY"], "(hidden)",
+        "{seen}"
+    );
+    let (_, seen) = relay.get_as(&format!("/api/jobs/{sid}"), ADMIN_TOKEN);
+    assert_eq!(seen["launch"]["env"]["API_KEY"], "s3cret");
+    let (c, _) = relay.post_json(&format!("/api/jobs/{sid}/cancel"), &json!({}), op);
+    assert_eq!(c, 202);
+    // Typed parameters: a bad value is refused naming its field; nothing is queued.
+    for (params, field) in [
+        (json!({"steps": "30; rm -rf /"}), "entry.params.steps"),
+        (json!({"steps": 0}), "entry.params.steps"),
+        (json!({"steps": 5, "shell": "x"}), "entry.params.shell"),
+        (json!({"steps": 5, "marker": "a\nb"}), "entry.params.marker"),
+    ] {
+        let (c, v) = relay.post_json("/api/jobs", &job_spec("t", params.clone()), op);
+        assert_eq!(
+            (c, v["field"].as_str()),
+            (400, Some(field)),
+            "{params}: {v}"
+        );
+    }
+    let mut bad = spec.clone();
+    bad["entry"] = json!({"argv": ["x"], "env": {"STEPWATCH_TOKEN": "mine"}});
+    let (c, v) = relay.post_json("/api/jobs", &bad, Some(ADMIN_TOKEN));
+    assert_eq!(
+        (c, v["field"].as_str()),
+        (400, Some("entry.env.STEPWATCH_TOKEN")),
+        "{v}"
+    );
+    let mut big = spec.clone();
+    big["resources"] = json!({"gpus": 3});
+    let (c, v) = relay.post_json("/api/jobs", &big, op);
+    assert_eq!(
+        (c, v["field"].as_str()),
+        (400, Some("resources.gpus")),
+        "{v}"
+    );
+    let (c, list) = relay.get_as("/api/jobs?open=1", "operator-token-0123456789");
+    assert_eq!(
+        (c, list.as_array().map(Vec::len)),
+        (200, Some(0)),
+        "nothing queued: {list}"
     );
 }

@@ -152,7 +152,17 @@ pub fn wasm_tests(extra: &[String]) -> Result<()> {
 /// ruff's lints and format check over the Python SDK and the examples, and mypy's strict
 /// type check of the SDK (it ships `py.typed`; config in clients/python/pyproject.toml).
 pub fn python_lints(py: &Path) -> Result<()> {
-    run(py, &["-m", "ruff", "check", "clients/python", "examples"])?;
+    run(
+        py,
+        &[
+            "-m",
+            "ruff",
+            "check",
+            "clients/python",
+            "examples",
+            "tests/kube-standin",
+        ],
+    )?;
     run(
         py,
         &[
@@ -162,6 +172,7 @@ pub fn python_lints(py: &Path) -> Result<()> {
             "--check",
             "clients/python",
             "examples",
+            "tests/kube-standin",
         ],
     )?;
     run(

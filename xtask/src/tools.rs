@@ -1,5 +1,6 @@
 //! What the commands need on a fresh machine, installed unless present: the wasm
-//! toolchain, Debian's browser and PostgreSQL packages, the Python venv; and the
+//! toolchain, Debian's browser, PostgreSQL and Slurm packages, the Python venv (with
+//! Ray); and the
 //! throwaway PostgreSQL server the tests run against.
 
 use crate::proc::{cargo_bin, on_path, output, root, run};
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 const TRUNK_VERSION: &str = "0.21.14";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const APT_PACKAGES: &[&str] = &["chromium", "chromium-driver", "fonts-wqy-zenhei"];
+/// A one-node Slurm cluster for the launch tests (the Slurm engine).
+const SLURM_PACKAGES: &[&str] = &["slurmctld", "slurmd", "slurm-client", "munge"];
 
 /// Installs `krate` at exactly `version` unless `bin --version` already reports it.
 fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, flags: &[&str]) -> Result<()> {
@@ -87,6 +90,12 @@ pub fn ensure_test_packages() -> Result<PathBuf> {
     if stepwatch_e2e::pg_bin_dir().is_none() {
         missing.push("postgresql");
     }
+    if on_path("sbatch").is_none()
+        || !Path::new("/usr/sbin/slurmctld").exists()
+        || !Path::new("/usr/sbin/munged").exists()
+    {
+        missing.extend(SLURM_PACKAGES);
+    }
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
@@ -136,6 +145,10 @@ pub fn ensure_python() -> Result<PathBuf> {
         "torch, lightning, transformers, accelerate",
         &["torch", "lightning", "transformers", "accelerate"],
     )?;
+    // A local Ray head for the launch tests (the Ray engine's Jobs API).
+    pip_ensure(&py, "ray.dashboard", &["ray[default]"])?;
+    // Installed: the Ray suite must run, not skip.
+    std::env::set_var("STEPWATCH_REQUIRE_RAY", "1");
     Ok(py)
 }
 

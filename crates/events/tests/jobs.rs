@@ -552,3 +552,30 @@ fn queue_order_is_priority_then_first_come_then_id() {
     assert_eq!(ids, ["z", "a", "b", "c", "low"]);
     assert_eq!(queue_order(&jobs[1], &jobs[1]), Ordering::Equal);
 }
+
+#[test]
+fn a_waiting_job_can_be_moved_in_its_queue_and_only_then() {
+    let mut s = job(0);
+    apply(
+        &mut s,
+        2.0,
+        json!({"kind": "priority_changed", "priority": 50, "by": "ada"}),
+    );
+    assert_eq!(s.priority, 50);
+    assert_eq!(
+        s.history.last().unwrap().reason.as_deref(),
+        Some("priority 0 → 50 by ada")
+    );
+    let big = ev(
+        3.0,
+        json!({"kind": "priority_changed", "priority": 2_000_000, "by": "ada"}),
+    );
+    assert!(s.apply(&big).is_err());
+    to_running(&mut s);
+    let late = ev(
+        9.0,
+        json!({"kind": "priority_changed", "priority": 1, "by": "ada"}),
+    );
+    assert_eq!(s.apply(&late).unwrap_err().state, "running");
+    assert_eq!(s.priority, 50);
+}

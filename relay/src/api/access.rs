@@ -30,7 +30,7 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
         | ("POST", ["", "api", "runs", _, "commands", _, "cancel"]) => Some(Action::Command),
         ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
         ("POST", ["", "api", "jobs"] | ["", "api", "jobs", "preview"])
-        | ("POST", ["", "api", "jobs", _, "cancel" | "retry"]) => Some(Action::Submit),
+        | ("POST", ["", "api", "jobs", _, "cancel" | "retry" | "priority"]) => Some(Action::Submit),
         ("POST", ["", "api", "agents", "heartbeat"])
         | ("POST", ["", "api", "queues", _, "claim"])
         | ("POST", ["", "api", "jobs", _, "report"]) => Some(Action::Agent),
@@ -325,5 +325,27 @@ mod tests {
         );
         assert_eq!(action_of(&m("DELETE"), "/api/runs/r"), Some(Action::Delete));
         assert_eq!(action_of(&m("PUT"), "/api/anything"), Some(Action::Read));
+        assert_eq!(action_of(&m("POST"), "/api/jobs"), Some(Action::Submit));
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/preview"),
+            Some(Action::Submit)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/j1/cancel"),
+            Some(Action::Submit)
+        );
+        assert_eq!(action_of(&m("GET"), "/api/jobs"), Some(Action::Read));
+        assert_eq!(
+            action_of(&m("POST"), "/api/queues/q/claim"),
+            Some(Action::Agent)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/jobs/j1/report"),
+            Some(Action::Agent)
+        );
+        assert_eq!(
+            action_of(&m("POST"), "/api/agents/heartbeat"),
+            Some(Action::Agent)
+        );
     }
 }

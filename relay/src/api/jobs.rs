@@ -9,13 +9,14 @@ use super::commands::issue;
 use super::error::{check_run, ApiError};
 use super::sse::{deliver, forward_live, open_ticket, sse_response, start, StreamGuard};
 use super::state::Data;
+use crate::auth::{Identity, Role};
 use crate::launch::Launcher;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use stepwatch_events::jobs::{Heartbeat, Report};
+use stepwatch_events::jobs::{Entry, Heartbeat, JobView, Report};
 use tokio::sync::mpsc;
 
 /// Largest body of a launch request.
@@ -30,6 +31,29 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, A
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
 }
 
+/// What a non-admin sees of a job: environment values hidden (an admin's template may
+/// hold a secret there), names kept.
+fn redact(mut v: JobView, who: &Identity) -> JobView {
+    if who.role == Role::Admin {
+        return v;
+    }
+    let hide = |env: &mut std::collections::BTreeMap<String, String>| {
+        for value in env.values_mut() {
+            *value = HIDDEN.into();
+        }
+    };
+    if let Some(l) = v.state.launch.as_mut() {
+        hide(&mut l.env);
+    }
+    if let Some(Entry::Argv { env, .. }) = v.state.spec.as_mut().map(|s| &mut s.entry) {
+        hide(env);
+    }
+    v
+}
+
+/// What a hidden value reads.
+const HIDDEN: &str = "(hidden)";
+
 /// Runs launcher work off the async threads.
 async fn on_launcher<T: Send + 'static>(
     data: &Data,
@@ -37,6 +61,20 @@ async fn on_launcher<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let l: Arc<Launcher> = data.launch.clone();
     web::block(move || f(&l)).await?
+}
+
+/// Answers with the view of the job `f` finds or changes, as `who` may see it.
+async fn answer_view(
+    data: &Data,
+    who: Identity,
+    f: impl FnOnce(&Launcher) -> Result<crate::storage::jobs::JobRow, ApiError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let v = on_launcher(data, move |l| {
+        let row = f(l)?;
+        Ok(redact(l.view(&row, &l.context()), &who))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// `GET /api/queues`.
@@ -47,14 +85,21 @@ pub async fn queues(data: Data, req: HttpRequest) -> Result<HttpResponse, ApiErr
 }
 
 /// `GET /api/templates`.
-pub async fn templates(data: Data) -> HttpResponse {
+pub async fn templates(data: Data, req: HttpRequest) -> HttpResponse {
+    let admin = identity(&req).role == Role::Admin;
     let list: Vec<Value> = data
         .launch
         .config
         .templates
         .iter()
         .map(|t| {
-            let mut v = serde_json::to_value(&t.template).unwrap_or_default();
+            let mut t2 = t.template.clone();
+            if !admin {
+                for value in t2.env.values_mut() {
+                    *value = HIDDEN.into();
+                }
+            }
+            let mut v = serde_json::to_value(&t2).unwrap_or_default();
             v["queue"] = json!(t.queue);
             v
         })
@@ -88,8 +133,13 @@ pub struct ListQuery {
 }
 
 /// `GET /api/jobs`: queued jobs in queue order, then the others newest first.
-pub async fn list(data: Data, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    data: Data,
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
+    let who = identity(&req);
     let views = on_launcher(&data, move |l| {
         let rows = l.rows()?;
         let mut views = l.views(&rows);
@@ -113,36 +163,40 @@ pub async fn list(data: Data, q: web::Query<ListQuery>) -> Result<HttpResponse, 
                 .unwrap_or(0.0)
                 .total_cmp(&a.state.created_at.unwrap_or(0.0)),
         });
-        Ok(views)
+        Ok(views
+            .into_iter()
+            .map(|v| redact(v, &who))
+            .collect::<Vec<_>>())
     })
     .await?;
     Ok(HttpResponse::Ok().json(views))
 }
 
 /// `GET /api/jobs/{id}`.
-pub async fn get(data: Data, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let v = on_launcher(&data, move |l| {
-        let row = l.row(&id)?;
-        Ok(l.view(&row, &l.context()))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(v))
+    answer_view(&data, identity(&req), move |l| l.row(&id)).await
 }
 
 /// `GET /api/runs/{run}/job`.
-pub async fn of_run(data: Data, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn of_run(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
     check_run(&run)?;
-    let v = on_launcher(&data, move |l| {
+    answer_view(&data, identity(&req), move |l| {
         let id = l
             .job_of_run(&run)
             .ok_or_else(|| ApiError::not_found(format!("run {run:?} was not launched as a job")))?;
-        let row = l.row(&id)?;
-        Ok(l.view(&row, &l.context()))
+        l.row(&id)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(v))
+    .await
 }
 
 /// `POST /api/jobs/{id}/cancel`.
@@ -175,8 +229,28 @@ pub async fn cancel(
             }
         }
     }
-    let view = on_launcher(&data, move |l| Ok(l.view(&row, &l.context()))).await?;
+    let who = identity(&req);
+    let view = on_launcher(&data, move |l| Ok(redact(l.view(&row, &l.context()), &who))).await?;
     Ok(HttpResponse::Accepted().json(json!({ "job": view, "stop_command": command })))
+}
+
+#[derive(Deserialize)]
+struct PriorityBody {
+    priority: i32,
+}
+
+/// `POST /api/jobs/{id}/priority`: `{"priority": N}` moves a waiting job in its queue.
+pub async fn priority(
+    data: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let b: PriorityBody = parse(&body, "priority")?;
+    let who = identity(&req);
+    let who2 = who.clone();
+    answer_view(&data, who, move |l| l.reprioritize(&id, b.priority, &who2)).await
 }
 
 /// `POST /api/jobs/{id}/retry`.
@@ -251,17 +325,21 @@ pub async fn stream(
     let queue = q.into_inner().queue;
     let mut live = data.launch.subscribe();
     let q2 = queue.clone();
+    let who2 = who.clone();
+    let admin = who.role == Role::Admin;
     let now: Vec<String> = on_launcher(&data, move |l| {
         let rows = l.rows()?;
         Ok(l.views(&rows)
             .into_iter()
             .filter(|v| q2.as_ref().is_none_or(|x| &v.queue == x))
+            .map(|v| redact(v, &who2))
             .filter_map(|v| serde_json::to_string(&v).ok())
             .collect())
     })
     .await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let guard = StreamGuard::new(data.hub.clone());
+    let who3 = who.clone();
     actix_web::rt::spawn(async move {
         let _guard = guard;
         let _ticket = ticket;
@@ -275,10 +353,15 @@ pub async fn stream(
         }
         forward_live(&mut live, &tx, &_guard.0, |m| {
             let (q, json) = m.as_ref();
-            queue
-                .as_ref()
-                .is_none_or(|x| x == q)
-                .then(|| job_message(json))
+            if queue.as_ref().is_some_and(|x| x != q) {
+                return None;
+            }
+            if admin {
+                return Some(job_message(json));
+            }
+            let v: JobView = serde_json::from_str(json).ok()?;
+            let v = redact(v, &who3);
+            Some(job_message(&serde_json::to_string(&v).ok()?))
         })
         .await;
     });

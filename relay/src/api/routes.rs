@@ -45,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/jobs/{id}", web::get().to(jobs::get))
                 .route("/jobs/{id}/cancel", web::post().to(jobs::cancel))
                 .route("/jobs/{id}/retry", web::post().to(jobs::retry))
+                .route("/jobs/{id}/priority", web::post().to(jobs::priority))
                 .route("/jobs/{id}/report", web::post().to(jobs::report))
                 .route("/agents/heartbeat", web::post().to(jobs::heartbeat))
                 .default_service(web::to(no_endpoint)),

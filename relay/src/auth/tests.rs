@@ -31,6 +31,18 @@ fn roles_may_exactly_what_the_table_says() {
         expires: None,
         session: None,
     };
+    let agent = v(Role::Agent, None);
+    assert!(agent.may(Action::Agent).is_ok());
+    assert!(agent.may(Action::Read).is_ok());
+    assert!(agent.may(Action::Submit).is_err());
+    assert!(agent.may(Action::WriteEvents("r")).is_err());
+    let job = Identity::job_token("j1", "run-1");
+    assert!(job.may(Action::WriteEvents("run-1")).is_ok());
+    assert!(job.may(Action::ReadCommands("run-1")).is_ok());
+    assert!(job.may(Action::WriteEvents("run-10")).is_err());
+    assert!(job.may(Action::Read).is_err());
+    assert!(v(Role::Operator, None).may(Action::Agent).is_err());
+    assert!(v(Role::Viewer, None).may(Action::Submit).is_ok());
     let viewer = v(Role::Viewer, None);
     assert!(viewer.may(Action::Read).is_ok());
     assert!(viewer.may(Action::Command).is_err());

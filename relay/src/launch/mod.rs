@@ -22,6 +22,9 @@ pub mod submit;
 pub mod tokens;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 use crate::api::ApiError;
 use crate::clock::now;
 use crate::storage::jobs::{JobRow, RECENT_FINISHED};

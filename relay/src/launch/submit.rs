@@ -348,6 +348,28 @@ impl Launcher {
         Ok((row, stop))
     }
 
+    /// Moves a waiting job in its queue.
+    pub fn reprioritize(
+        &self,
+        id: &str,
+        priority: i32,
+        who: &Identity,
+    ) -> Result<JobRow, ApiError> {
+        let row = self.row(id)?;
+        Self::may_steer(who, &row)?;
+        let by = who.name.clone().unwrap_or_else(|| "dashboard".into());
+        self.change(
+            id,
+            |_| {
+                Ok(vec![JobEventBody::PriorityChanged {
+                    priority,
+                    by: by.clone(),
+                }])
+            },
+            true,
+        )
+    }
+
     /// A finished job submitted again as a new job reporting to the same run, resuming
     /// from the run's last checkpoint.
     pub fn retry(&self, id: &str, who: &Identity) -> Result<Submitted, ApiError> {

@@ -10,6 +10,8 @@ mod emit;
 mod fanout;
 mod ingest;
 mod latency;
+mod launch;
+mod launch_engines;
 mod load;
 mod open;
 mod postgres;
@@ -22,7 +24,7 @@ use table::row;
 
 /// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
 pub const GROUPS: &[&str] = &[
-    "size", "ingest", "latency", "fanout", "browser", "open", "emit",
+    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "launch",
 ];
 
 /// Runs the groups named in `only` (all when empty), or with `--database URL` the
@@ -82,6 +84,14 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
         emit::rust_emit_cost(&relay.url);
         emit::rust_emit_cost("http://127.0.0.1:9");
         emit::python_emit_cost(root, &relay)?;
+    }
+    if want("launch") {
+        launch::launch(root)?;
+        let bin = root.join("target/release/stepwatch");
+        if let Err(e) = launch_engines::slurm(&bin) {
+            row("launch on Slurm", format!("not measured: {e}"), "");
+        }
+        launch_engines::kubernetes(&bin)?;
     }
     println!();
     Ok(())

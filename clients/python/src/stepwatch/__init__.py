@@ -29,6 +29,7 @@ from ._helpers import (
     emit_training_start,
 )
 from ._hooks import WebUIHooks
+from ._launch import Job, LaunchError, LaunchWarning, get_job, jobs, launch, queues, templates
 from ._logs import LogHandler, capture_output
 from ._relay import (
     RelaySender,
@@ -39,9 +40,13 @@ from ._relay import (
     flush,
     should_stop,
 )
+from ._resume import resume_from
 from ._system import parse_nvidia_smi_csv
 
 __all__ = [
+    "Job",
+    "LaunchError",
+    "LaunchWarning",
     "LogHandler",
     "RelaySender",
     "capture_output",
@@ -68,6 +73,12 @@ __all__ = [
     "emit_training_end",
     "emit_training_start",
     "flush",
+    "get_job",
+    "jobs",
+    "launch",
+    "queues",
+    "resume_from",
+    "templates",
     "training_emitter",
 ]
 

@@ -1,4 +1,7 @@
-"""``python -m stepwatch sync DIR [--url URL]``: sends spooled events to a relay.
+"""``python -m stepwatch``: ``sync`` sends spooled events to a relay; ``launch``,
+``jobs`` and ``cancel`` submit, list and cancel jobs (:mod:`stepwatch._launch_cli`).
+
+``sync DIR [--url URL]``:
 
 A trainer that exits while the relay is down leaves its unsent events in the spool
 (``STEPWATCH_SPOOL_DIR`` or ~/.cache/stepwatch/spool, one folder per run). The next
@@ -17,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import _launch_cli as _cli
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
 from ._wire import dumps
@@ -67,7 +71,7 @@ def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
     return sent, left
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stepwatch",
         description="Stepwatch trainer SDK tools.",
@@ -80,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
+    url = os.environ.get("STEPWATCH_URL", "http://127.0.0.1:8080")
     s = sub.add_parser("sync", help="send spooled events to a relay")
     s.add_argument("dir", nargs="?", default=str(default_spool_dir()), help="the spool folder")
-    s.add_argument("--url", default=os.environ.get("STEPWATCH_URL", "http://127.0.0.1:8080"))
-    args = parser.parse_args(argv)
+    s.add_argument("--url", default=url)
+    _cli.add_commands(sub, url)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd != "sync":
+        return _cli.run(args)
     sent, left = sync(Path(args.dir), args.url, os.environ.get("STEPWATCH_TOKEN"))
     print(f"{sent} spool files sent, {left} left")
     return 0 if left == 0 else 1

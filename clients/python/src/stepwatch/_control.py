@@ -9,7 +9,9 @@ thread, at the next control point: every ``emit_batch_end``, ``emit_batch_start`
 "The control path"): ``accepted`` when the command arrives (a pause: when the loop
 pauses), or ``rejected`` at once when the trainer cannot do it; the final ``done`` /
 ``failed`` at the control point that carries it out (a stop: when the run ends). The
-``accepted`` message says what the trainer is doing.
+``accepted`` message says what the trainer is doing. A retried job's checkpoint
+(``STEPWATCH_RESUME_FROM``) is loaded at the first control point as a
+``load_checkpoint`` would be (:mod:`stepwatch._resume`).
 
 How a Stop ends the loop (``connect(stop=...)`` or ``STEPWATCH_STOP``):
 
@@ -50,6 +52,7 @@ from collections import deque
 from types import CodeType, FrameType, FunctionType, ModuleType
 from typing import Any, Callable
 
+from . import _resume
 from ._emitter import TrainingEventEmitter
 
 _log = logging.getLogger("stepwatch")
@@ -256,6 +259,7 @@ class Controller:
         self._batches = 0  # batch_end events seen (the reducer's step without `step`)
         self._step: Any = None
         self._train_thread: int | None = None  # the thread at the last control point
+        self._resume_checked = False  # STEPWATCH_RESUME_FROM looked at (first point)
         self._closed = False
         self.connected = False
         self._thread = threading.Thread(target=self._listen, name="stepwatch-commands", daemon=True)
@@ -293,8 +297,12 @@ class Controller:
             self._cond.notify_all()
 
     def at_event(self, record: dict[str, Any]) -> None:
-        """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``."""
+        """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``
+        (and ``training_start``, where only a retried job's resume happens)."""
         event = record.get("event")
+        if event == "training_start":  # only the resume: no pause or stop here
+            self._resume_once("training_start")
+            return
         if event == "batch_end":
             self._batches += 1
             step = record.get("step")
@@ -308,6 +316,8 @@ class Controller:
         :class:`StopInterrupt` or :class:`StopTraining` (see the module docstring).
         ``raise_on_stop=False``: an integration's own control point, which never raises."""
         self._train_thread = threading.get_ident()
+        if not self._resume_checked:
+            self._resume_once(where or "control_point")
         self._run_work()
         if self._pause_id is not None and self._stop_id is None:
             pause_id = self._pause_id
@@ -452,6 +462,13 @@ class Controller:
         self._stop_told = how
         if self._stop_id is not None:
             self._ack(self._stop_id, "stop", "accepted", message)
+
+    def _resume_once(self, where: str) -> None:
+        """A retried job's checkpoint (``STEPWATCH_RESUME_FROM``), at the first control
+        point: loaded as a ``load_checkpoint`` command would be (see stepwatch._resume)."""
+        if not self._resume_checked:
+            self._resume_checked = True
+            _resume.load_pending(self._handlers, self._emitter.emit, where)
 
     # -- answers ------------------------------------------------------------------------
     def _ack(

@@ -12,8 +12,9 @@ _log = logging.getLogger("stepwatch")
 
 #: Events of each name kept for ``get_history``.
 DEFAULT_HISTORY = 1000
-#: Events after which the emitting thread reaches a control point (pause, commands, stop).
-CONTROL_EVENTS = frozenset(("batch_end", "batch_start", "epoch_start"))
+#: Events after which the emitting thread reaches a control point (pause, commands, stop);
+#: ``training_start`` only for a retried job's resume (``STEPWATCH_RESUME_FROM``).
+CONTROL_EVENTS = frozenset(("batch_end", "batch_start", "epoch_start", "training_start"))
 
 Listener = Callable[[dict[str, Any]], Any]
 

@@ -8,12 +8,12 @@
 //! once it ended. A folder for the key means the job was started: `start` never starts it
 //! twice.
 
+use super::output::Tail;
 use super::EngineOptions;
 use crate::engine::{Engine, EngineError, Observed, OutputLine};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,9 +27,12 @@ pub struct Local {
     /// GPUs to hand out, and which job key holds each.
     gpus: Vec<String>,
     taken: Mutex<BTreeMap<String, Vec<String>>>,
-    /// How far each job's output has been read, per stream.
-    read: Mutex<BTreeMap<String, [u64; 2]>>,
+    /// How far each job's output has been read.
+    tail: Tail,
 }
+
+/// The log files `job-exec` writes, and the stream each is.
+const LOGS: &[(&str, &str)] = &[("stdout.log", "stdout"), ("stderr.log", "stderr")];
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("{what}: {e}"))
@@ -48,7 +51,7 @@ impl Local {
             exe: opts.exe.clone(),
             gpus: opts.gpus.clone(),
             taken: Mutex::new(BTreeMap::new()),
-            read: Mutex::new(BTreeMap::new()),
+            tail: Tail::new(),
         };
         // GPUs of jobs still running from before a restart stay taken.
         if let Ok(entries) = std::fs::read_dir(&local.dir) {
@@ -141,46 +144,6 @@ impl Local {
             Err(e) => Err(unavailable("signal", e)),
         }
     }
-
-    fn read_new(&self, key: &str, which: usize, max: usize, out: &mut Vec<OutputLine>) {
-        let (name, stream) = if which == 0 {
-            ("stdout.log", "stdout")
-        } else {
-            ("stderr.log", "stderr")
-        };
-        let Ok(mut f) = std::fs::File::open(self.job_dir(key).join(name)) else {
-            return;
-        };
-        let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
-        let at = read.entry(key.to_string()).or_insert_with(|| {
-            // Adopted from an agent that died: start at the end, not from the top again.
-            let end = |n: &str| std::fs::metadata(self.job_dir(key).join(n)).map_or(0, |m| m.len());
-            if self.dir.join(key).join(".forwarding").exists() {
-                [end("stdout.log"), end("stderr.log")]
-            } else {
-                [0, 0]
-            }
-        });
-        if f.seek(SeekFrom::Start(at[which])).is_err() {
-            return;
-        }
-        let mut reader = std::io::BufReader::new(f.by_ref().take(1 << 20));
-        let mut line = Vec::new();
-        while out.len() < max {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(n) if line.ends_with(b"\n") => {
-                    at[which] += n as u64;
-                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                    out.push(OutputLine { stream, text });
-                }
-                // A line still being written: wait for its end.
-                Ok(_) => break,
-            }
-        }
-        let _ = std::fs::write(self.job_dir(key).join(".forwarding"), b"");
-    }
 }
 
 /// A local engine id is `local:<key>`.
@@ -261,15 +224,12 @@ impl Engine for Local {
 
     fn output(&self, engine_id: &str, max: usize) -> Vec<OutputLine> {
         let key = key_of(engine_id);
-        let mut out = Vec::new();
-        self.read_new(key, 0, max, &mut out);
-        self.read_new(key, 1, max, &mut out);
-        out
+        self.tail.read(key, &self.job_dir(key), LOGS, max)
     }
 }
 
-/// The `exit` file: `0`, a code, or `signal N`.
-fn exit_observed(text: &str) -> Observed {
+/// The `exit` file: `0`, a code, `signal N`, or `error WHY`.
+pub(crate) fn exit_observed(text: &str) -> Observed {
     if text == "0" {
         return Observed::Succeeded;
     }

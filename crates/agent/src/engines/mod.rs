@@ -1,6 +1,10 @@
 //! The engines an agent can hand jobs to, and how `stepwatch agent` builds one.
 
+pub mod kubernetes;
 pub mod local;
+pub mod output;
+pub mod ray;
+pub mod slurm;
 
 use crate::engine::Engine;
 use std::collections::BTreeMap;
@@ -24,6 +28,9 @@ pub struct EngineOptions {
 pub fn build(name: &str, opts: &EngineOptions) -> anyhow::Result<Arc<dyn Engine>> {
     match name {
         "local" => Ok(Arc::new(local::Local::new(opts)?)),
+        "slurm" => Ok(Arc::new(slurm::Slurm::new(opts)?)),
+        "ray" => Ok(Arc::new(ray::Ray::new(opts)?)),
+        "kubernetes" => Ok(Arc::new(kubernetes::Kubernetes::new(opts)?)),
         other => {
             anyhow::bail!("unknown engine {other:?}: expected local, slurm, ray or kubernetes")
         }

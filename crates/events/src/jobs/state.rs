@@ -123,6 +123,11 @@ pub enum JobEventBody {
     Cancelled {
         reason: String,
     },
+    /// Someone moved the job in its queue (while it waits).
+    PriorityChanged {
+        priority: i32,
+        by: String,
+    },
     /// A failed job goes back to the queue (one retry used), resuming from a checkpoint.
     Requeued {
         reason: String,
@@ -147,6 +152,7 @@ impl JobEventBody {
             JobEventBody::CancelRequested { .. } => "cancel_requested",
             JobEventBody::Cancelled { .. } => "cancelled",
             JobEventBody::Requeued { .. } => "requeued",
+            JobEventBody::PriorityChanged { .. } => "priority_changed",
         }
     }
 }
@@ -314,6 +320,7 @@ impl JobState {
             JobEventBody::Succeeded => {
                 self.at_engine(body)?;
                 self.finish(JobStatus::Succeeded);
+                self.reason = None;
                 None
             }
             JobEventBody::Failed { reason, exit_code } => self.failed(body, reason, *exit_code)?,
@@ -330,6 +337,18 @@ impl JobState {
                 reason,
                 resume_from,
             } => self.requeued(body, reason, resume_from)?,
+            JobEventBody::PriorityChanged { priority, by } => {
+                if self.status != JobStatus::Queued {
+                    return Err(self.refuse(body, "only a waiting job is moved in its queue"));
+                }
+                if priority.unsigned_abs() > super::spec::MAX_PRIORITY.unsigned_abs() {
+                    return Err(self.refuse(body, "priority out of range"));
+                }
+                check_id(by).map_err(|why| self.refuse(body, format!("by: {why}")))?;
+                let from = self.priority;
+                self.priority = *priority;
+                Some(format!("priority {from} → {priority} by {by}"))
+            }
         };
         self.record(e.ts, body.kind(), note);
         Ok(())
@@ -460,6 +479,8 @@ impl JobState {
         }
         self.run = Some(run.to_string());
         self.status = JobStatus::Running;
+        // The engine's waiting words ("PENDING (Resources)") no longer hold.
+        self.reason = None;
         Ok(None)
     }
 

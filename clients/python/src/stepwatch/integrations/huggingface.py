@@ -34,6 +34,14 @@ What is reported:
 
 An exception inside ``trainer.train()`` ends the run as ``failed`` through the SDK's
 exception hook.
+
+Resuming a retried job (``STEPWATCH_RESUME_FROM``, see :func:`stepwatch.resume_from`):
+start training with :func:`train` (``train(trainer)`` is ``trainer.train(
+resume_from_checkpoint=stepwatch.resume_from())``), or pass that yourself; the Trainer
+then restores the model, optimizer and ``global_step`` and the run's charts go on from
+the checkpoint's step (``checkpoint_loaded`` is reported). A Trainer started without it
+calls your ``load_checkpoint`` handler, when you registered one with
+``stepwatch.on_command``; with neither, the callback logs a warning saying how.
 """
 
 from __future__ import annotations
@@ -50,9 +58,10 @@ except ImportError as _e:  # pragma: no cover - exercised by a test without tran
         "pip install transformers"
     ) from _e
 
-from .. import _control, _relay
+from .. import _control, _relay, _resume
 from .._helpers import (
     emit_batch_end,
+    emit_checkpoint_loaded,
     emit_checkpoint_saved,
     emit_epoch_end,
     emit_epoch_start,
@@ -62,7 +71,7 @@ from .._helpers import (
 )
 from . import _common
 
-__all__ = ["StepwatchCallback"]
+__all__ = ["StepwatchCallback", "train"]
 
 #: Keys of a training log that are not metrics of their own.
 _TRAIN_KEYS = ("loss", "learning_rate", "epoch")
@@ -154,6 +163,7 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
         self._epoch_losses = []
         self._eval_metrics = {}
         _control.framework_stops("Hugging Face")  # a stop sets should_training_stop
+        resumed = self._claim_resume(state)
         epochs = int(getattr(state, "num_train_epochs", 0) or 0)
         emit_training_start(
             total_epochs=epochs or None,
@@ -162,6 +172,25 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
             config=self._config(args, kwargs.get("model")),
             name=run_name if isinstance(run_name, str) and run_name else None,
         )
+        if resumed:
+            emit_checkpoint_loaded(resumed, step=int(state.global_step), resumed=True)
+
+    @staticmethod
+    def _claim_resume(state: Any) -> str | None:
+        """A retried job's checkpoint: the path when the Trainer resumed (its
+        ``global_step`` starts past 0); else it is left to a ``load_checkpoint`` handler,
+        or a warning says how to resume."""
+        if _resume.path() is None:
+            return None
+        if int(getattr(state, "global_step", 0) or 0) > 0:
+            return _resume.announce()
+        if _resume.pending() is not None and "load_checkpoint" not in _control.HANDLERS:
+            _resume.warn(
+                f"this job resumes from {_resume.claim()} but the Trainer started from "
+                "step 0: start it with stepwatch.integrations.huggingface.train(trainer), "
+                "or trainer.train(resume_from_checkpoint=stepwatch.resume_from())"
+            )
+        return None
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._main(state):
@@ -245,3 +274,12 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
             emit_training_end()  # "stopped" when the dashboard asked, else "completed"
         _control.framework_stops(None)
         _relay.flush(_common.end_flush(self.end_flush))
+
+
+def train(trainer: Any, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+    """``trainer.train(...)`` that resumes a retried job: ``resume_from_checkpoint``
+    defaults to :func:`stepwatch.resume_from` (None on a first attempt, when the Trainer
+    starts afresh). Other keyword arguments go to ``trainer.train``."""
+    if resume_from_checkpoint is None:
+        resume_from_checkpoint = _resume.resume_from()
+    return trainer.train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)

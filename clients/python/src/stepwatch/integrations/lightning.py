@@ -33,6 +33,11 @@ report from global rank 0 only. Epochs are numbered from 1 (``current_epoch + 1`
   or ``StopTraining`` -> ``training_end`` ``stopped``.
 - ``on_fit_end`` -> ``training_end`` (``completed``, or ``stopped`` after a stop from the
   dashboard), then a bounded wait for delivery.
+- A retried job (``STEPWATCH_RESUME_FROM``, see :func:`stepwatch.resume_from`) resumes:
+  :func:`fit` passes it as ``ckpt_path``; a fit started without a ``ckpt_path`` is
+  restored from it by the callback in ``on_fit_start`` (unless the script registered a
+  ``load_checkpoint`` handler, which is called instead). ``global_step`` goes on from the
+  checkpoint's, and ``checkpoint_loaded`` follows ``training_start``.
 
 ``StepwatchLogger`` (works alone; with the callback it adds nothing twice):
 
@@ -81,9 +86,10 @@ except ImportError as _first:  # pragma: no cover - depends on what is installed
             "pip install lightning (or pip install pytorch-lightning)"
         ) from _first
 
-from .. import _control, _relay
+from .. import _control, _relay, _resume
 from .._helpers import (
     emit_batch_end,
+    emit_checkpoint_loaded,
     emit_checkpoint_saved,
     emit_epoch_end,
     emit_epoch_start,
@@ -93,9 +99,9 @@ from .._helpers import (
     emit_training_start,
 )
 from ..tensorboard import SummaryWriter
-from . import _common
+from . import _common, _lightning_resume
 
-__all__ = ["StepwatchCallback", "StepwatchLogger"]
+__all__ = ["StepwatchCallback", "StepwatchLogger", "fit"]
 
 #: StepwatchCallbacks inside a fit now; while any is, the logger leaves metrics to them.
 _active_callbacks = 0
@@ -228,6 +234,7 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
         self._val_metrics: dict[str, float] = {}
         self._seen_paths: dict[int, str] = {}
         self._pending_save: tuple[int | None, int | None] = (None, None)
+        self._resumed: str | None = None  # the retried job's checkpoint, restored
 
     # -- helpers --------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -315,6 +322,10 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
             total_steps=max_steps if max_steps is not None and max_steps > 0 else None,
             config=self._config(trainer, pl_module),
         )
+        if self._resumed:
+            step = int(getattr(trainer, "global_step", 0) or 0)
+            emit_checkpoint_loaded(self._resumed, step=step, resumed=True)
+            self._resumed = None
         self._last_metrics = _callback_metrics(trainer)
 
     def _poll_checkpoints(self, trainer: Any) -> None:
@@ -347,6 +358,7 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
         self._activate()
         self._started = False
         self._batches = 0
+        self._resumed = _lightning_resume.resume_at_fit_start(trainer)
         self._seen_paths = {
             id(cb): p
             for cb in getattr(trainer, "checkpoint_callbacks", None) or []
@@ -640,3 +652,11 @@ class StepwatchLogger(Logger):  # type: ignore[misc]
         else:
             _end_run(status="stopped")
         _relay.flush(_common.end_flush(self.end_flush))
+
+
+def fit(trainer: Any, model: Any, *args: Any, ckpt_path: Any = None, **kwargs: Any) -> Any:
+    """``trainer.fit(model, ...)`` that resumes a retried job: ``ckpt_path`` defaults to
+    :func:`stepwatch.resume_from` (None on a first attempt: a fresh fit)."""
+    if ckpt_path is None:
+        ckpt_path = _resume.resume_from()
+    return trainer.fit(model, *args, ckpt_path=ckpt_path, **kwargs)
