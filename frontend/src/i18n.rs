@@ -238,6 +238,8 @@ strings! {
     WhyRunning => "its run has started", "其训练任务已开始";
     CancelRequestedBy => "cancelling, requested by", "正在取消,请求者";
     Retry => "Retry", "重试";
+    MoveUp => "Move up (priority +1)", "上移(优先级 +1)";
+    MoveDown => "Move down (priority −1)", "下移(优先级 −1)";
     Rerun => "Re-run with changes", "修改后重新运行";
     RerunOf => "re-run of", "重新运行自";
     FreeForm => "Free-form command", "自定义命令";

@@ -363,6 +363,17 @@ fn the_launch_page_says_before_submitting_that_no_agent_serves_the_queue() {
     );
     assert!(why.as_str().unwrap().contains("no live agent"), "{why}");
     assert!(b.text("[data-testid=no-agent]").contains("local"));
+    // A waiting job moves up its queue (priority +1).
+    click(
+        &b,
+        &format!("tr[data-job=\"{job}\"] [data-testid=job-move]"),
+    );
+    b.wait_for(
+        "moved up",
+        WAIT,
+        &format!("return document.querySelector('tr[data-job=\"{job}\"] td:nth-child(3)')?.textContent === '1';"),
+    );
+    assert_eq!(relay.job(job)["priority"], 1);
 
     // The Launch page follows the queue's agents while it is open: one starts, the
     // warning goes.

@@ -93,9 +93,23 @@ impl Html {
             .raw("</a>")
     }
 
-    /// Cancel for an open job, Retry for a finished failed or cancelled one.
+    /// Cancel for an open job (and, while it waits, moving it in its queue), Retry for a
+    /// finished failed or cancelled one.
     pub fn actions(&mut self, i18n: I18n, j: &JobView) -> &mut Self {
         let s = &j.state;
+        if s.status == JobStatus::Queued && s.cancel_requested_by.is_none() {
+            for (sign, key, mark) in [(1, Key::MoveUp, "▲"), (-1, Key::MoveDown, "▼")] {
+                self.raw("<button class=\"mini\" data-act=\"priority\" data-testid=\"job-move\" data-prio=\"")
+                    .raw(&s.priority.saturating_add(sign).to_string())
+                    .raw("\" data-job=\"")
+                    .text(&s.job)
+                    .raw("\" title=\"")
+                    .text(i18n.t(key))
+                    .raw("\">")
+                    .raw(mark)
+                    .raw("</button> ");
+            }
+        }
         let (act, class, key) = if !s.is_terminal() && s.cancel_requested_by.is_none() {
             ("cancel", "btn danger", Key::Cancel)
         } else if s.is_terminal() && matches!(s.status, JobStatus::Failed | JobStatus::Cancelled) {
@@ -193,8 +207,8 @@ pub fn load_jobs(
 }
 
 /// A click handler for a panel of job rows: a click on a `data-act` button POSTs
-/// `/api/jobs/{job}/{act}` (`cancel`, `retry`); the relay's refusal goes to `error`. A
-/// retry opens the Queue page on the new job.
+/// `/api/jobs/{job}/{act}` (`cancel`, `retry`, `priority` with its `data-prio`); the
+/// relay's refusal goes to `error`. A retry opens the Queue page on the new job.
 pub fn on_action(base: String, error: RwSignal<Option<String>>) -> impl Fn(web_sys::MouseEvent) {
     move |ev| {
         let Some(el) = ev
@@ -208,9 +222,13 @@ pub fn on_action(base: String, error: RwSignal<Option<String>>) -> impl Fn(web_s
         let job = el.get_attribute("data-job").unwrap_or_default();
         let _ = el.set_attribute("disabled", "");
         let job = String::from(js_sys::encode_uri_component(&job));
+        let prio = el
+            .get_attribute("data-prio")
+            .and_then(|p| p.parse::<i32>().ok());
+        let body = prio.map_or_else(|| "{}".into(), |p| format!("{{\"priority\":{p}}}"));
         let url = api::launch_url(&base, &format!("/jobs/{job}/{act}"));
         leptos::task::spawn_local(async move {
-            match api::post_json(&url, "{}".into()).await {
+            match api::post_json(&url, body).await {
                 Ok(text) if act == "retry" => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     let new = v["job"].as_str().unwrap_or_default().to_string();
