@@ -109,7 +109,7 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
             .raw("</td>")
             .el("td", "", &j.engine)
             .el("td", "mono small", or_dash(&s.engine_id))
-            .raw("<td>")
+            .raw("<td class=\"nw\">")
             .dot(i18n, j.agent_alive)
             .text(or_dash(&s.agent))
             .raw("</td><td class=\"cmd-msg\" data-testid=\"job-why\">")
@@ -122,7 +122,7 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
             .text(&format!("{} / {}", s.attempts, s.retries_left))
             .raw("</td>")
             .el("td", "muted", &ago(i18n, s.created_at, now))
-            .raw("<td>")
+            .raw("<td class=\"nw\">")
             .actions(i18n, j)
             .raw("</td></tr>");
     }
