@@ -304,3 +304,55 @@ pub fn series_url(
 pub fn now_s() -> f64 {
     js_sys::Date::now() / 1000.0
 }
+
+/// A refusal from the relay (`{"error": "...", "field": "..."}`), or a request that
+/// never got an answer (no field).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Refusal {
+    pub error: String,
+    pub field: Option<String>,
+}
+
+impl Refusal {
+    fn plain(error: impl ToString) -> Refusal {
+        Refusal {
+            error: error.to_string(),
+            field: None,
+        }
+    }
+}
+
+/// POSTs `body` (JSON text) to `url`: the answer's text, or the relay's refusal. One
+/// function for every POST of the launch pages, decoded by the caller.
+pub async fn post_json(url: &str, body: String) -> Result<String, Refusal> {
+    let req = gloo_net::http::Request::post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .map_err(Refusal::plain)?;
+    let resp = req.send().await.map_err(Refusal::plain)?;
+    let text = resp.text().await.unwrap_or_default();
+    if resp.ok() {
+        return Ok(text);
+    }
+    if resp.status() == 401 {
+        probe_session();
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Err(Refusal {
+        error: v["error"].as_str().map_or_else(
+            || format!("{} {}", resp.status(), resp.status_text()),
+            str::to_string,
+        ),
+        field: v["field"].as_str().map(str::to_string),
+    })
+}
+
+/// GETs `url` once and parses its JSON: `None` on an error answer.
+pub async fn get_value(url: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&get_text(url, 1).await?).ok()
+}
+
+/// The URL of the launch API's `path` (`/api{path}`): `/jobs`, `/queues`, …
+pub fn launch_url(base: &str, path: &str) -> String {
+    format!("{base}/api{path}")
+}

@@ -5,7 +5,9 @@ use crate::i18n::{initial_lang, remember_lang, use_i18n, I18n, Key, Lang};
 use crate::route::{current_hash, Page, Route};
 use crate::views::common::Clock;
 use crate::views::login::{self, LoginPage, Session, SessionCtx, UserBadge};
-use crate::views::{compare::ComparePage, run::RunPage, runs::RunsPage};
+use crate::views::{
+    compare::ComparePage, launch::LaunchPage, queue::QueuePage, run::RunPage, runs::RunsPage,
+};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -43,7 +45,14 @@ pub fn App() -> impl IntoView {
 
     // Navigation changes the page; settings written with replaceState do not.
     let route = RwSignal::new(Route::parse(&current_hash()));
-    let page = Memo::new(move |_| route.with(|r| r.page.clone()));
+    // The Launch and Queue pages take their parameters (`?clone=`, `?job=`) when opened.
+    let opened = Memo::new(move |_| {
+        route.with(|r| {
+            let params = matches!(r.page, Page::Launch | Page::Queue).then(|| r.params.clone());
+            (r.page.clone(), params)
+        })
+    });
+    let page = Memo::new(move |_| opened.with(|o| o.0.clone()));
     let on_hash = Closure::<dyn FnMut()>::new(move || route.set(Route::parse(&current_hash())));
     let _ =
         window().add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
@@ -57,17 +66,24 @@ pub fn App() -> impl IntoView {
                 {move || i18n.t(Key::AppTitle)}
             </a>
             <span class="tagline">{move || i18n.t(Key::Tagline)}</span>
+            <nav class="nav">
+                <a href="#/" class:on=move || page.get() == Page::Runs data-testid="nav-runs">{move || i18n.t(Key::Runs)}</a>
+                <a href="#/launch" class:on=move || page.get() == Page::Launch data-testid="nav-launch">{move || i18n.t(Key::Launch)}</a>
+                <a href="#/queue" class:on=move || page.get() == Page::Queue data-testid="nav-queue">{move || i18n.t(Key::Queues)}</a>
+            </nav>
             <span class="spacer"></span>
             {move || relay.get().map(|base| view! { <UserBadge base=base/> })}
             <LangSwitch/>
         </header>
         <main class="content">
-            {move || match (relay.get(), page.get()) {
+            {move || match (relay.get(), opened.get().0) {
                 (None, _) => view! { <p class="muted">{i18n.t(Key::Connecting)}</p> }.into_any(),
                 (Some(base), _) if session.with(Session::signed_out) => view! { <LoginPage base=base/> }.into_any(),
                 (Some(base), Page::Runs) => view! { <RunsPage base=base route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Run(run)) => view! { <RunPage base=base run=run route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Compare(runs)) => view! { <ComparePage base=base runs=runs route=route.get_untracked()/> }.into_any(),
+                (Some(base), Page::Launch) => view! { <LaunchPage base=base route=route.get_untracked()/> }.into_any(),
+                (Some(base), Page::Queue) => view! { <QueuePage base=base route=route.get_untracked()/> }.into_any(),
             }}
         </main>
     }

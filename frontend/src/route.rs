@@ -1,6 +1,7 @@
 //! The URL hash holds the page, the run(s) and the view settings, so a reload or a
 //! shared link restores the view: `#/`, `#/runs/<id>?x=step&smooth=0.6&log=loss&zoom=100~500`,
-//! `#/compare?runs=a,b&base=a`.
+//! `#/compare?runs=a,b&base=a`, `#/launch?clone=<run>` (or `?template=NAME`),
+//! `#/queue?job=<id>`.
 
 /// Which page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,6 +9,10 @@ pub enum Page {
     Runs,
     Run(String),
     Compare(Vec<String>),
+    /// Launch a job: `?template=NAME` picks the template, `?clone=<run>` re-runs a run.
+    Launch,
+    /// The job queues: `?job=<id>` highlights one.
+    Queue,
 }
 
 /// A page and its settings.
@@ -54,6 +59,10 @@ impl Route {
                 })
                 .unwrap_or_default();
             Page::Compare(runs)
+        } else if path == "launch" {
+            Page::Launch
+        } else if path == "queue" {
+            Page::Queue
         } else {
             Page::Runs
         };
@@ -74,6 +83,8 @@ impl Route {
             Page::Runs => "#/".to_string(),
             Page::Run(id) => format!("#/runs/{}", encode(id)),
             Page::Compare(_) => "#/compare".to_string(),
+            Page::Launch => "#/launch".to_string(),
+            Page::Queue => "#/queue".to_string(),
         };
         let mut q: Vec<String> = Vec::new();
         if let Page::Compare(runs) = page {

@@ -7,6 +7,7 @@
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{ago, download, fmt_loss, fmt_lr, use_clock, ConnBadge, Stat, StatusPill};
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton};
+use super::job::{JobPanel, RerunButton};
 use super::tails::{LogsPanel, SystemPanel};
 use crate::api;
 use crate::i18n::{use_i18n, Key};
@@ -32,7 +33,8 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
     });
     view! {
         <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
-        <RunHeader run=run shown=shown/>
+        <RunHeader run=run.clone() shown=shown/>
+        <JobPanel run=run/>
         <RunCharts/>
         <div class="two-col">
             <Checkpoints/>
@@ -66,6 +68,7 @@ fn RunHeader(run: String, shown: Signal<ShownStatus>) -> impl IntoView {
                 <h1 data-testid="run-name">{move || view_state.with(|v| v.state.name.clone())}</h1>
                 <StatusPill status=shown/>
                 <ControlBar/>
+                <RerunButton run=run.clone()/>
                 <span class="spacer"></span>
                 <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
                 <ConnBadge conn=loaded.conn ended=ended/>
