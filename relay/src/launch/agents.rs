@@ -56,6 +56,7 @@ impl Launcher {
             version: hb.version.chars().take(64).collect(),
         })?;
         let mut rows = Vec::new();
+        let lease = q.lease_s;
         for id in hb.jobs.iter().take(1024) {
             let agent = hb.agent.clone();
             let row = self.change(
@@ -67,9 +68,18 @@ impl Launcher {
                         .lease_until
                         .zip(s.lease_s)
                         .is_some_and(|(until, len)| until - now() < len as f64 * RENEW_BELOW);
+                    // A lease that ran out while the agent still follows the job at its
+                    // engine (a stall): taken up again, unless another agent has it.
+                    let lapsed = s.agent.is_none()
+                        && matches!(s.status, JobStatus::Submitted | JobStatus::Running);
                     Ok(if mine && due {
                         vec![JobEventBody::LeaseRenewed {
                             agent: agent.clone(),
+                        }]
+                    } else if lapsed {
+                        vec![JobEventBody::Claimed {
+                            agent: agent.clone(),
+                            lease_s: lease,
                         }]
                     } else {
                         Vec::new()
@@ -104,11 +114,12 @@ impl Launcher {
             .filter(|r| {
                 r.queue == queue
                     && r.state.agent.is_none()
-                    && r.state.cancel_requested_by.is_none()
-                    && matches!(
-                        r.state.status,
-                        JobStatus::Queued | JobStatus::Submitted | JobStatus::Running
-                    )
+                    && match r.state.status {
+                        JobStatus::Queued => r.state.cancel_requested_by.is_none(),
+                        // At the engine, cancelled or not: someone must follow (or end) it.
+                        JobStatus::Submitted | JobStatus::Running => true,
+                        _ => false,
+                    }
             })
             .collect();
         // Orphans at the engine first: they already run.
@@ -122,7 +133,9 @@ impl Launcher {
             let claimed = self.change(
                 &c.state.job,
                 |row| {
-                    if row.state.agent.is_some() || row.state.cancel_requested_by.is_some() {
+                    let cancelled_waiting = row.state.cancel_requested_by.is_some()
+                        && row.state.status == JobStatus::Queued;
+                    if row.state.agent.is_some() || cancelled_waiting {
                         return Err(ApiError::conflict("taken"));
                     }
                     Ok(vec![JobEventBody::Claimed {

@@ -174,7 +174,7 @@ name = "local"
 engine = "local"
 description = "Processes on the relay's own machine (the demo agent)"
 cancel_grace_s = 10
-lease_s = 15
+lease_s = 30
 
 [[templates]]
 name = "demo"

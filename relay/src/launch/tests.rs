@@ -121,3 +121,48 @@ fn a_lease_that_runs_out_puts_a_claimed_job_back_in_the_queue() {
     let again = l.claim("q", "a2").unwrap().unwrap();
     assert_eq!(again.key, launch.key);
 }
+
+#[test]
+fn a_lapsed_lease_is_taken_up_again_and_a_cancelled_orphan_is_handed_out() {
+    let l = launcher("lapse", 5);
+    let id = submit(&l, "j");
+    l.claim("q", "a1").unwrap().unwrap();
+    let r = |kind: &str| Report {
+        agent: "a1".into(),
+        kind: kind.into(),
+        engine_id: Some("local:k".into()),
+        ..Report::default()
+    };
+    l.report(&id, &r("engine_submitted")).unwrap();
+    let lapse = |l: &Launcher| {
+        let mut row = l.row(&id).unwrap();
+        row.state.lease_until = Some(0.0);
+        assert!(l
+            .store
+            .jobs()
+            .put_job(&row.state, "q", Some(row.version), None)
+            .unwrap());
+        l.sweep();
+        assert_eq!(l.row(&id).unwrap().state.agent, None);
+    };
+    lapse(&l);
+    // a1 stalled past its lease but still follows the job: its heartbeat takes it back.
+    let hb = Heartbeat {
+        agent: "a1".into(),
+        queue: "q".into(),
+        engine: "local".into(),
+        jobs: vec![id.clone()],
+        ..Heartbeat::default()
+    };
+    let back = l.heartbeat(&hb).unwrap();
+    assert_eq!(back.jobs[0].state.agent.as_deref(), Some("a1"));
+    assert_eq!(back.jobs[0].state.status, JobStatus::Submitted);
+    // Cancelled, then its agent dies: another agent is handed it, to end it.
+    l.cancel(&id, &Identity::anonymous_admin()).unwrap();
+    lapse(&l);
+    let orphan = l.claim("q", "a2").unwrap().unwrap();
+    assert_eq!(
+        (orphan.job.as_str(), orphan.status.as_str()),
+        (id.as_str(), "submitted")
+    );
+}

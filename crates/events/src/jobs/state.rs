@@ -350,7 +350,10 @@ impl JobState {
                 Some(format!("priority {from} → {priority} by {by}"))
             }
         };
-        self.record(e.ts, body.kind(), note);
+        // A renewal changes nothing anyone reads in the history.
+        if !matches!(body, JobEventBody::LeaseRenewed { .. }) {
+            self.record(e.ts, body.kind(), note);
+        }
         Ok(())
     }
 
@@ -387,7 +390,9 @@ impl JobState {
         if let Some(holder) = &self.agent {
             return Err(self.refuse(body, format!("agent {holder:?} holds the job")));
         }
-        if self.cancel_requested_by.is_some() {
+        // A cancelled job that waits is never handed out; one at its engine is, so that an
+        // agent can end what its dead agent left running.
+        if self.cancel_requested_by.is_some() && self.status == JobStatus::Queued {
             return Err(self.refuse(body, "a cancel was requested"));
         }
         if !matches!(
