@@ -124,6 +124,11 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resume: Option<(u64, u64)>) 
     config.insert("batch_size".into(), json!(32));
     config.insert("warmup_steps".into(), json!(100));
     config.insert("weight_decay".into(), json!(0.01));
+    // The demo launch template's parameters, by their names, so a re-run's diff lines up.
+    config.insert("epochs".into(), json!(p.epochs));
+    config.insert("batches".into(), json!(p.batches));
+    config.insert("lr".into(), json!(p.base_lr));
+    config.insert("step_ms".into(), json!(step_ms));
     client.training_start(p.name, p.epochs, p.batches, config);
     client.log(
         "info",

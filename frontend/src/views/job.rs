@@ -285,7 +285,7 @@ fn summary_html(i18n: I18n, j: &JobView) -> String {
     ];
     for (i, (k, v)) in facts.into_iter().enumerate() {
         h.raw("<span>").text(i18n.t(k)).raw(": ");
-        if i == 3 {
+        if i == 3 && !s.is_terminal() {
             h.dot(i18n, j.agent_alive);
         }
         h.el("b", "mono", v).raw("</span>");

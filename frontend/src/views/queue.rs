@@ -109,9 +109,12 @@ fn table_html(i18n: I18n, jobs: &[&JobView], highlight: &str, now: f64) -> Strin
             .raw("</td>")
             .el("td", "", &j.engine)
             .el("td", "mono small", or_dash(&s.engine_id))
-            .raw("<td class=\"nw\">")
-            .dot(i18n, j.agent_alive)
-            .text(or_dash(&s.agent))
+            .raw("<td class=\"nw\">");
+        // A finished job has no agent to be alive or not.
+        if !s.is_terminal() {
+            h.dot(i18n, j.agent_alive);
+        }
+        h.text(or_dash(&s.agent))
             .raw("</td><td class=\"cmd-msg\" data-testid=\"job-why\">")
             .text(&why(i18n, j))
             .raw("</td><td>");
