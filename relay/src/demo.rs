@@ -90,10 +90,7 @@ pub fn run_single(url: &str, model: &str, epochs: u64, batches: u64, lr: f64, st
         floor: [1.9, 0.6, 0.35, 1.2][i],
         noise: [0.08, 0.05, 0.12, 0.06][i],
     };
-    let resume = std::env::var("STEPWATCH_RESUME_FROM")
-        .ok()
-        .and_then(|p| resume_point(&p));
-    simulate_from(url, &plan, step_ms, resume);
+    simulate_from(url, &plan, step_ms, true);
 }
 
 /// `(epoch, step)` from a checkpoint path `…/epoch{E}_step{S}.pt`.
@@ -105,30 +102,28 @@ fn resume_point(path: &str) -> Option<(u64, u64)> {
 }
 
 fn simulate(url: &str, p: &Plan, step_ms: u64) {
-    simulate_from(url, p, step_ms, None);
+    simulate_from(url, p, step_ms, false);
 }
 
-fn simulate_from(url: &str, p: &Plan, step_ms: u64, resume: Option<(u64, u64)>) {
+/// One simulated run; with `resumable`, it goes on after the checkpoint a retried job
+/// resumes from (claimed from the SDK, so the SDK does not load it a second time).
+fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
     // In-process demo: no disk spool (the relay is in the same process).
     let options = stepwatch_client::Options {
         spool_dir: None,
         ..Default::default()
     };
-    let (first_epoch, mut step) = resume.map_or((1, 0), |(e, s)| (e + 1, s));
+
     let client = Client::with_options(url, &p.run, options);
+    let resume_path = if resumable {
+        client.resume_from()
+    } else {
+        None
+    };
+    let resume = resume_path.as_deref().and_then(resume_point);
+    let (first_epoch, mut step) = resume.map_or((1, 0), |(e, s)| (e + 1, s));
     let mut rng = rand::thread_rng();
-    let mut config = serde_json::Map::new();
-    config.insert("model".into(), json!(p.name));
-    config.insert("optimizer".into(), json!("adamw"));
-    config.insert("learning_rate".into(), json!(p.base_lr));
-    config.insert("batch_size".into(), json!(32));
-    config.insert("warmup_steps".into(), json!(100));
-    config.insert("weight_decay".into(), json!(0.01));
-    // The demo launch template's parameters, by their names, so a re-run's diff lines up.
-    config.insert("epochs".into(), json!(p.epochs));
-    config.insert("batches".into(), json!(p.batches));
-    config.insert("lr".into(), json!(p.base_lr));
-    config.insert("step_ms".into(), json!(step_ms));
+    let config = demo_config(p, step_ms);
     client.training_start(p.name, p.epochs, p.batches, config);
     client.log(
         "info",
@@ -192,20 +187,7 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resume: Option<(u64, u64)>) 
                 return;
             }
             if step.is_multiple_of(25) {
-                let mut gpu = serde_json::Map::new();
-                gpu.insert("index".into(), json!(0));
-                gpu.insert("name".into(), json!("Simulated GPU"));
-                gpu.insert("util_percent".into(), json!(rng.gen_range(85.0..99.0)));
-                gpu.insert("mem_used_bytes".into(), json!(61_000_000_000u64));
-                gpu.insert("mem_total_bytes".into(), json!(80_000_000_000u64));
-                gpu.insert("temperature_c".into(), json!(rng.gen_range(58.0..72.0)));
-                client.emit(EventBody::System(System {
-                    cpu_percent: Some(rng.gen_range(20.0..60.0)),
-                    mem_used_bytes: Some(12_000_000_000),
-                    mem_total_bytes: Some(64_000_000_000),
-                    gpus: Some(vec![gpu]),
-                    ..Default::default()
-                }));
+                emit_system(&client, &mut rng);
             }
             if rng.gen_bool(0.003) {
                 client.log("warning", &format!("gradient norm clipped at step {step}"));
@@ -235,4 +217,39 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resume: Option<(u64, u64)>) 
     }
     client.training_end("completed");
     client.close(Duration::from_secs(5));
+}
+
+/// The run's config: the simulated model's settings, and the demo template's parameters by
+/// their names (so a re-run's diff lines up).
+fn demo_config(p: &Plan, step_ms: u64) -> serde_json::Map<String, serde_json::Value> {
+    let mut config = serde_json::Map::new();
+    config.insert("model".into(), json!(p.name));
+    config.insert("optimizer".into(), json!("adamw"));
+    config.insert("learning_rate".into(), json!(p.base_lr));
+    config.insert("batch_size".into(), json!(32));
+    config.insert("warmup_steps".into(), json!(100));
+    config.insert("weight_decay".into(), json!(0.01));
+    config.insert("epochs".into(), json!(p.epochs));
+    config.insert("batches".into(), json!(p.batches));
+    config.insert("lr".into(), json!(p.base_lr));
+    config.insert("step_ms".into(), json!(step_ms));
+    config
+}
+
+/// A simulated resource sample.
+fn emit_system(client: &Client, rng: &mut impl Rng) {
+    let mut gpu = serde_json::Map::new();
+    gpu.insert("index".into(), json!(0));
+    gpu.insert("name".into(), json!("Simulated GPU"));
+    gpu.insert("util_percent".into(), json!(rng.gen_range(85.0..99.0)));
+    gpu.insert("mem_used_bytes".into(), json!(61_000_000_000u64));
+    gpu.insert("mem_total_bytes".into(), json!(80_000_000_000u64));
+    gpu.insert("temperature_c".into(), json!(rng.gen_range(58.0..72.0)));
+    client.emit(EventBody::System(System {
+        cpu_percent: Some(rng.gen_range(20.0..60.0)),
+        mem_used_bytes: Some(12_000_000_000),
+        mem_total_bytes: Some(64_000_000_000),
+        gpus: Some(vec![gpu]),
+        ..Default::default()
+    }));
 }

@@ -138,6 +138,9 @@ impl Shared {
 pub(crate) struct Control {
     shared: Arc<Shared>,
     commands: Receiver<Command>,
+    /// `STEPWATCH_RESUME_FROM` (a retried launched job), until the first control point
+    /// loads it, or [`Control::take_resume`] hands it to the script.
+    resume: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -162,7 +165,55 @@ impl Control {
                 .name(format!("stepwatch-commands-{run}"))
                 .spawn(move || command_loop(&stream, token.as_deref(), &tx, &shared));
         }
-        Control { shared, commands }
+        let resume = std::env::var("STEPWATCH_RESUME_FROM")
+            .ok()
+            .filter(|p| !p.is_empty());
+        Control {
+            shared,
+            commands,
+            resume: Mutex::new(resume),
+        }
+    }
+
+    /// The checkpoint a retried job resumes from, claimed by the script (which then loads
+    /// it itself; the first control point will not).
+    pub fn take_resume(&self) -> Option<String> {
+        self.resume.lock().ok()?.take()
+    }
+
+    /// At the first control point: load the checkpoint to resume from through the
+    /// `load_checkpoint` handler, as if the dashboard had asked for it.
+    fn resume_once(&self, handlers: &mut Handlers<'_>) {
+        let Some(path) = self.take_resume() else {
+            return;
+        };
+        let Some(f) = handlers.load_checkpoint.as_mut() else {
+            self.shared.outbox.emit(EventBody::Log(stepwatch_events::event::Log {
+                level: Some("warning".into()),
+                message: Some(format!(
+                    "STEPWATCH_RESUME_FROM={path} but this trainer has no load_checkpoint handler: starting from the beginning"
+                )),
+                logger: Some("stepwatch".into()),
+                ..Default::default()
+            }));
+            return;
+        };
+        match f(&path) {
+            Ok(_) => self
+                .shared
+                .outbox
+                .emit(EventBody::CheckpointLoaded(CheckpointLoaded {
+                    checkpoint_path: Some(path),
+                    ..Default::default()
+                })),
+            Err(e) => self.shared.outbox.emit(EventBody::ErrorOccurred(
+                stepwatch_events::event::ErrorOccurred {
+                    message: Some(format!("resuming from {path}: {e}")),
+                    fatal: Some(false),
+                    ..Default::default()
+                },
+            )),
+        }
     }
 
     pub fn close(&self) {
@@ -208,6 +259,7 @@ impl Control {
     pub fn control_point(&self, handlers: &mut Handlers<'_>) -> Flow {
         self.shared.state().handlers =
             Some((handlers.load_checkpoint.is_some(), handlers.ask.is_some()));
+        self.resume_once(handlers);
         self.run_work(handlers);
         let pause = {
             let mut s = self.shared.state();

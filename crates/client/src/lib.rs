@@ -162,6 +162,13 @@ impl Client {
         self.control.control_point(handlers)
     }
 
+    /// The checkpoint a retried launched job resumes from (`STEPWATCH_RESUME_FROM`), for a
+    /// script that loads it itself. Unclaimed, the first [`Client::control_point`] loads
+    /// it through its `load_checkpoint` handler, so the run goes on at the checkpoint's step.
+    pub fn resume_from(&self) -> Option<String> {
+        self.control.take_resume()
+    }
+
     /// Events given up: the queue was full (oldest non-lifecycle event first), or the
     /// spool had to make room (oldest `batch_end` first; never run start/end,
     /// checkpoints, errors or command answers).
