@@ -184,3 +184,74 @@ body!(
         sender: String,
     }
 );
+body!(
+    /// `alert`: the trainer raises its own alert (`stepwatch.alert(title, text, level)`);
+    /// the `event` rule kind fires on it.
+    Alert {
+        title: String,
+        text: String,
+        /// `info`, `warning` (default), `error`.
+        level: String,
+    }
+);
+body!(
+    /// `alert_rule`: a run's own alert rule, from its trainer or a dashboard
+    /// (`crate::alerts::Rule`, checked when it is stored).
+    AlertRule {
+        rule: Value,
+        /// The rule of this name is withdrawn.
+        removed: bool,
+        /// Who set it, when known.
+        sender: String,
+    }
+);
+body!(
+    /// `alert_fired`: a rule's condition holds (written by the relay).
+    AlertFired {
+        /// `<rule>#<id of the event that fired it>`.
+        alert_id: String,
+        rule: String,
+        kind: String,
+        level: String,
+        title: String,
+        text: String,
+        metric: String,
+        value: f64,
+        step: u64,
+        /// Id of the event that decided it (the last trainer event, for silence).
+        trigger_id: u64,
+        /// `pause` / `stop` sent to the run.
+        action: String,
+        /// Channels notified.
+        channels: Vec<String>,
+        /// Firings held back by the rule's cooldown since its last one.
+        suppressed: u64,
+        /// Stays until dismissed (no condition to clear).
+        sticky: bool,
+    }
+);
+body!(
+    /// `alert_resolved`: an active alert's condition cleared, or someone dismissed it.
+    AlertResolved {
+        alert_id: String,
+        rule: String,
+        text: String,
+        /// Who dismissed it; none when its condition cleared.
+        sender: String,
+    }
+);
+body!(
+    /// `alert_delivery`: one attempt to send an alert's notice to a channel.
+    AlertDelivery {
+        alert_id: String,
+        channel: String,
+        channel_kind: String,
+        /// `fired` or `resolved`.
+        notice: String,
+        attempt: u64,
+        ok: bool,
+        error: String,
+        /// No more attempts follow.
+        last_attempt: bool,
+    }
+);

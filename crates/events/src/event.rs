@@ -8,8 +8,9 @@
 //! Parsing names the offending field in its error (`field "loss": expected a number …`),
 //! and [`parse_batch`] names the index of the bad event in a batch.
 pub use crate::bodies::{
-    BatchEnd, BatchStart, CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd,
-    EpochStart, ErrorOccurred, Log, MetricUpdate, System, TrainingEnd, TrainingStart,
+    Alert, AlertDelivery, AlertFired, AlertResolved, AlertRule, BatchEnd, BatchStart,
+    CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart, ErrorOccurred,
+    Log, MetricUpdate, System, TrainingEnd, TrainingStart,
 };
 use crate::fields::{kind, take, write_f64, write_key};
 pub use crate::fields::{EventError, Metrics};
@@ -59,6 +60,11 @@ pub enum EventBody {
     System(System),
     CommandAck(CommandAck),
     Command(Command),
+    Alert(Alert),
+    AlertRule(AlertRule),
+    AlertFired(AlertFired),
+    AlertResolved(AlertResolved),
+    AlertDelivery(AlertDelivery),
     /// Any other valid name: stored, streamed and listed as sent.
     Custom {
         name: String,
@@ -68,7 +74,7 @@ pub enum EventBody {
 
 /// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
 /// stream carries that a client understands (the dashboard listens for these).
-pub const KNOWN_EVENTS: [&str; 14] = [
+pub const KNOWN_EVENTS: [&str; 19] = [
     "training_start",
     "training_end",
     "epoch_start",
@@ -83,6 +89,11 @@ pub const KNOWN_EVENTS: [&str; 14] = [
     "system",
     "command",
     "command_ack",
+    "alert",
+    "alert_rule",
+    "alert_fired",
+    "alert_resolved",
+    "alert_delivery",
 ];
 
 impl EventBody {
@@ -103,6 +114,11 @@ impl EventBody {
             EventBody::System(_) => "system",
             EventBody::CommandAck(_) => "command_ack",
             EventBody::Command(_) => "command",
+            EventBody::Alert(_) => "alert",
+            EventBody::AlertRule(_) => "alert_rule",
+            EventBody::AlertFired(_) => "alert_fired",
+            EventBody::AlertResolved(_) => "alert_resolved",
+            EventBody::AlertDelivery(_) => "alert_delivery",
             EventBody::Custom { name, .. } => name,
         }
     }
@@ -125,6 +141,11 @@ impl EventBody {
             "system" => EventBody::System(System::take_from(fields)?),
             "command_ack" => EventBody::CommandAck(CommandAck::take_from(fields)?),
             "command" => EventBody::Command(Command::take_from(fields)?),
+            "alert" => EventBody::Alert(Alert::take_from(fields)?),
+            "alert_rule" => EventBody::AlertRule(AlertRule::take_from(fields)?),
+            "alert_fired" => EventBody::AlertFired(AlertFired::take_from(fields)?),
+            "alert_resolved" => EventBody::AlertResolved(AlertResolved::take_from(fields)?),
+            "alert_delivery" => EventBody::AlertDelivery(AlertDelivery::take_from(fields)?),
             _ => EventBody::Custom {
                 name,
                 fields: std::mem::take(fields),
@@ -148,6 +169,11 @@ impl EventBody {
             EventBody::System(b) => b.write_fields(out, taken),
             EventBody::CommandAck(b) => b.write_fields(out, taken),
             EventBody::Command(b) => b.write_fields(out, taken),
+            EventBody::Alert(b) => b.write_fields(out, taken),
+            EventBody::AlertRule(b) => b.write_fields(out, taken),
+            EventBody::AlertFired(b) => b.write_fields(out, taken),
+            EventBody::AlertResolved(b) => b.write_fields(out, taken),
+            EventBody::AlertDelivery(b) => b.write_fields(out, taken),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     if !taken(k) {
@@ -175,6 +201,11 @@ impl EventBody {
             EventBody::System(b) => b.put_into(out),
             EventBody::CommandAck(b) => b.put_into(out),
             EventBody::Command(b) => b.put_into(out),
+            EventBody::Alert(b) => b.put_into(out),
+            EventBody::AlertRule(b) => b.put_into(out),
+            EventBody::AlertFired(b) => b.put_into(out),
+            EventBody::AlertResolved(b) => b.put_into(out),
+            EventBody::AlertDelivery(b) => b.put_into(out),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     out.entry(k.clone()).or_insert_with(|| v.clone());

@@ -242,3 +242,25 @@ impl Field for Vec<Map<String, Value>> {
         Value::Array(self.iter().cloned().map(Value::Object).collect())
     }
 }
+
+impl Field for Vec<String> {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!("item {i}: expected a string, got {}", kind(&other))),
+                })
+                .collect(),
+            other => Err(format!(
+                "expected an array of strings, got {}",
+                kind(&other)
+            )),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Array(self.iter().cloned().map(Value::String).collect())
+    }
+}

@@ -19,12 +19,15 @@
 //! - [`series`]: which event numbers become chart points, and the relay's series answer.
 //! - [`api`]: the relay's read answers (run state, summaries, series, events) and their
 //!   decoders, used by the dashboard.
-//! - Launching (issue 15, not yet wired to the relay): [`jobs`]: what a user submits
+//! - [`alerts`]: alert rules ([`alerts::Rule`]), the per-run evaluator the relay runs
+//!   ([`alerts::RunAlerts`]) and what the reducer keeps of a run's alerts (`RunState.alerts`).
+//! - Launching: [`jobs`]: what a user submits
 //!   ([`JobSpec`], validated field by field) and [`JobState::apply`], the reducer of a job's
 //!   history (queued → claimed → submitted → running → succeeded / failed / cancelled);
 //!   [`template`]: admin-defined launch templates with typed parameters, rendered to an argv
 //!   array (never a shell string); [`field_error`]: [`FieldError`], a refusal naming its field.
 
+pub mod alerts;
 pub mod api;
 pub mod bodies;
 pub mod downsample;

@@ -4,6 +4,7 @@
 //! (checkpoints, commands, …) are plain data in [`crate::records`]; its pace and
 //! progress arithmetic is in [`crate::progress`].
 
+use crate::alerts::AlertsState;
 use crate::event::{
     BatchEnd, BatchStart, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart,
     ErrorOccurred, Event, EventBody, System, TrainingEnd, TrainingStart,
@@ -96,6 +97,9 @@ pub struct RunState {
     /// Numbering and pace, behind [`RunState::progress`] and [`RunState::eta_s`].
     #[serde(default)]
     pub pace: Pace,
+    /// Alerts: active, recent records, counts, the run's own rules.
+    #[serde(default, skip_serializing_if = "AlertsState::is_empty")]
+    pub alerts: AlertsState,
 }
 
 impl RunState {
@@ -164,7 +168,11 @@ impl RunState {
             EventBody::System(s) => self.system = Some(system_fields(s)),
             EventBody::Command(c) => self.command(c, t),
             EventBody::CommandAck(a) => self.apply_ack(a, t),
-            EventBody::Log(_) | EventBody::Custom { .. } => {}
+            EventBody::AlertRule(r) => self.alerts.rule(r),
+            EventBody::AlertFired(f) => self.alerts.fired(f, t, e.id),
+            EventBody::AlertResolved(r) => self.alerts.resolved(r, t),
+            EventBody::AlertDelivery(d) => self.alerts.delivery(d, t),
+            EventBody::Log(_) | EventBody::Alert(_) | EventBody::Custom { .. } => {}
         }
     }
 

@@ -36,6 +36,13 @@ pub struct RunSummary {
     pub last_event_at: Option<f64>,
     pub last_id: u64,
     pub event_count: u64,
+    /// Alerts active now, the loudest level among them and the newest one's title.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alerts_active: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_title: Option<String>,
     /// Set only on the runs stream's last word about a run that was deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
@@ -63,7 +70,14 @@ impl RunState {
             last_event_at: self.last_event_at,
             last_id: self.last_id,
             event_count: self.event_count,
+            alerts_active: self.alerts.active.len() as u32,
+            alert_level: self.alerts.top_level().map(str::to_string),
+            alert_title: self.alerts.active.last().map(|a| a.title.clone()),
             deleted: false,
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -1,0 +1,683 @@
+//! The evaluator: [`RunAlerts`] watches one run's events (in id order, each with the run's
+//! state after it) and a clock, and says when a rule fires or resolves ([`Transition`]).
+//!
+//! It is a pure function of the stream and the clock, so relays that all see a run's
+//! events decide the same transitions at the same event: each is written with
+//! `src = "alert:<rule>"` and `seq` = the id of the event that decided it, and storage keeps
+//! it once. A rule that fired does not fire again within its cooldown (counted, and said in
+//! the next firing), so a flapping metric sends one notice, not one per flap.
+
+use super::rule::{Level, Mode, Rule, RuleKind};
+use crate::event::{AlertFired, AlertResolved, Event, EventBody};
+use crate::records::RunStatus;
+use crate::series::metric_values;
+use crate::state::RunState;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// A rule fired or resolved, ready to be written as an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Fired {
+        rule: Arc<Rule>,
+        body: AlertFired,
+    },
+    Resolved {
+        rule: Arc<Rule>,
+        body: AlertResolved,
+    },
+}
+
+impl Transition {
+    /// The rule it belongs to.
+    pub fn rule(&self) -> &Arc<Rule> {
+        match self {
+            Transition::Fired { rule, .. } | Transition::Resolved { rule, .. } => rule,
+        }
+    }
+
+    /// The alert it is about.
+    pub fn alert_id(&self) -> &str {
+        match self {
+            Transition::Fired { body, .. } => body.alert_id.as_deref().unwrap_or_default(),
+            Transition::Resolved { body, .. } => body.alert_id.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// The event to store: `src = "alert:<rule>"`, `seq` = the deciding event's id.
+    pub fn to_event(&self, seq: u64) -> Event {
+        let mut e = Event::new(match self {
+            Transition::Fired { body, .. } => EventBody::AlertFired(body.clone()),
+            Transition::Resolved { body, .. } => EventBody::AlertResolved(body.clone()),
+        });
+        e.src = Some(format!("alert:{}", self.rule().name));
+        e.seq = Some(seq);
+        e
+    }
+}
+
+/// Per-rule memory.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The alert firing now (not for sticky kinds).
+    firing: Option<String>,
+    /// `above` / `below`: points beyond the bound in a row.
+    run_len: u64,
+    /// `spike`: the last `window` values and their sum.
+    window: VecDeque<f64>,
+    sum: f64,
+    /// `plateau`: best value and its step.
+    best: Option<(f64, u64)>,
+    /// `gpu_idle`: since when (relay time) a GPU is low, and which.
+    low_since: Option<(f64, u64)>,
+    /// `non_finite` on `*`: the metric that went non-finite.
+    bad_metric: Option<String>,
+    /// Cooldown: when it last fired, and firings held back since.
+    last_fired: Option<f64>,
+    suppressed: u64,
+}
+
+struct RuleSlot {
+    rule: Arc<Rule>,
+    slot: Slot,
+}
+
+/// What a condition check found.
+struct Found {
+    title: String,
+    text: String,
+    metric: Option<String>,
+    value: Option<f64>,
+    level: Option<Level>,
+}
+
+/// One run's rules and their memory.
+pub struct RunAlerts {
+    run: String,
+    slots: Vec<RuleSlot>,
+    /// Id and relay time of the trainer's last event.
+    last_trainer: Option<(u64, f64)>,
+    status: RunStatus,
+    /// Id of the last `system` event.
+    last_system: u64,
+    /// Metric names some rule reads; `any`: a rule reads every metric.
+    watched: Vec<String>,
+    any_metric: bool,
+}
+
+/// Events the relay writes, not the trainer: they do not keep a run from going stale.
+fn from_relay(e: &Event) -> bool {
+    matches!(
+        e.body,
+        EventBody::Command(_)
+            | EventBody::AlertFired(_)
+            | EventBody::AlertResolved(_)
+            | EventBody::AlertDelivery(_)
+            | EventBody::AlertRule(_)
+    )
+}
+
+fn when(e: &Event) -> f64 {
+    e.received.or(e.time).unwrap_or(0.0)
+}
+
+impl RunAlerts {
+    /// A run's evaluator with these rules (the config's that apply, then the run's own).
+    pub fn new(run: &str, rules: Vec<Arc<Rule>>) -> Self {
+        let mut me = RunAlerts {
+            run: run.to_string(),
+            slots: rules
+                .into_iter()
+                .map(|rule| RuleSlot {
+                    rule,
+                    slot: Slot::default(),
+                })
+                .collect(),
+            last_trainer: None,
+            status: RunStatus::Pending,
+            last_system: 0,
+            watched: Vec::new(),
+            any_metric: false,
+        };
+        me.watch();
+        me
+    }
+
+    fn watch(&mut self) {
+        self.watched = self
+            .slots
+            .iter()
+            .filter_map(|s| s.rule.metric.clone())
+            .collect();
+        self.watched.sort();
+        self.watched.dedup();
+        self.any_metric = self.watched.iter().any(|m| m == "*");
+    }
+
+    /// The run.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// The rules evaluated now.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.slots.iter().map(|s| &s.rule)
+    }
+
+    /// Replaces the rule set (a run rule was set or removed), keeping the memory of
+    /// rules that did not change; a rule that goes while firing resolves.
+    pub fn set_rules(&mut self, rules: Vec<Arc<Rule>>, trigger: u64, out: &mut Vec<Transition>) {
+        let mut old: Vec<RuleSlot> = std::mem::take(&mut self.slots);
+        for rule in rules {
+            let slot = match old.iter().position(|s| *s.rule == *rule) {
+                Some(i) => old.swap_remove(i).slot,
+                None => Slot::default(),
+            };
+            self.slots.push(RuleSlot { rule, slot });
+        }
+        self.watch();
+        for gone in old {
+            if let Some(id) = gone.slot.firing {
+                let changed = self.slots.iter().any(|s| s.rule.name == gone.rule.name);
+                let text = if changed {
+                    "the rule changed"
+                } else {
+                    "the rule was removed"
+                };
+                out.push(resolved(&gone.rule, id, text.into(), trigger));
+            }
+        }
+    }
+
+    /// Picks up after a restart: the run's state says which alerts are active and when
+    /// each rule last fired; `recent` (its last events, oldest first) refills windows
+    /// without deciding anything.
+    pub fn restore(&mut self, s: &RunState, recent: &[Event]) {
+        let mut sink = Vec::new();
+        for e in recent {
+            self.observe(e, s, &mut sink);
+        }
+        self.status = s.status;
+        for rs in &mut self.slots {
+            rs.slot.firing = if rs.rule.kind.is_sticky() {
+                None
+            } else {
+                s.alerts
+                    .active
+                    .iter()
+                    .find(|a| a.rule == rs.rule.name)
+                    .map(|a| a.alert_id.clone())
+            };
+            rs.slot.last_fired = s
+                .alerts
+                .recent
+                .iter()
+                .rev()
+                .find(|r| r.what == "fired" && r.rule == rs.rule.name)
+                .and_then(|r| r.time);
+            rs.slot.suppressed = 0;
+        }
+    }
+
+    /// One event of the run (ids in order), with the run's state after it.
+    pub fn observe(&mut self, e: &Event, s: &RunState, out: &mut Vec<Transition>) {
+        let id = e.id.unwrap_or(0);
+        let now = when(e);
+        let trainer = !from_relay(e);
+        if trainer {
+            self.last_trainer = Some((id, now));
+        }
+        if matches!(e.body, EventBody::System(_)) {
+            self.last_system = id;
+        }
+        let was = std::mem::replace(&mut self.status, s.status);
+        let step = s.step_of(e);
+        let mut owned: Vec<(String, f64)> = Vec::new();
+        if !self.watched.is_empty() {
+            metric_values(e, |name, v| {
+                if self.reads(name) {
+                    owned.push((name.to_string(), v));
+                }
+            });
+        }
+        let values: Vec<(&str, f64)> = owned.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        for i in 0..self.slots.len() {
+            let rule = self.slots[i].rule.clone();
+            let slot = &mut self.slots[i].slot;
+            let cond = match rule.kind {
+                RuleKind::NonFinite => non_finite(&rule, slot, &values, step),
+                RuleKind::Above | RuleKind::Below => beyond(&rule, slot, &values, step),
+                RuleKind::Spike => spike(&rule, slot, &values, step),
+                RuleKind::Plateau => plateau(&rule, slot, &values, step),
+                RuleKind::Stale => trainer.then_some(None),
+                RuleKind::Failed => ended(was, s, RunStatus::Failed, &rule),
+                RuleKind::Finished => ended(was, s, RunStatus::Completed, &rule)
+                    .or_else(|| ended(was, s, RunStatus::Stopped, &rule)),
+                RuleKind::GpuIdle => gpu_idle(&rule, slot, s, now, id, e),
+                RuleKind::Event => custom(&rule, e),
+            };
+            if let Some(found) = cond {
+                decide(&rule, slot, found, now, id, Some(step), out);
+            }
+        }
+    }
+
+    /// The clock: silence and idle GPUs are noticed without an event.
+    pub fn tick(&mut self, now: f64, s: &RunState, out: &mut Vec<Transition>) {
+        let live = s.status.is_live();
+        for i in 0..self.slots.len() {
+            let rule = self.slots[i].rule.clone();
+            let slot = &mut self.slots[i].slot;
+            match rule.kind {
+                RuleKind::Stale => {
+                    let Some((id, last)) = self.last_trainer else {
+                        continue;
+                    };
+                    let after = rule.after_s.unwrap_or(super::rule::DEFAULT_AFTER_S);
+                    if live && now - last >= after && slot.firing.is_none() {
+                        let found = Found {
+                            title: format!("no events for {}", duration(now - last)),
+                            text: format!(
+                                "the trainer has sent nothing for {} (its last event is #{id}); \
+                                 it may have died or hung",
+                                duration(now - last)
+                            ),
+                            metric: None,
+                            value: Some((now - last).round()),
+                            level: None,
+                        };
+                        decide(&rule, slot, Some(found), now, id, Some(s.step), out);
+                    }
+                }
+                RuleKind::GpuIdle => {
+                    if let Some((since, gpu)) = slot.low_since {
+                        let after = rule.after_s.unwrap_or(super::rule::DEFAULT_AFTER_S);
+                        if s.status == RunStatus::Running
+                            && now - since >= after
+                            && slot.firing.is_none()
+                        {
+                            let found = idle_found(&rule, gpu, now - since);
+                            decide(&rule, slot, Some(found), now, self.last_system, None, out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a rule reads metric `name` (or every metric).
+    fn reads(&self, name: &str) -> bool {
+        self.any_metric || self.watched.iter().any(|m| m == name)
+    }
+}
+
+/// `Some(None)`: the condition is clear; `Some(Some(found))`: it holds; `None`: this
+/// event says nothing about it.
+type Cond = Option<Option<Found>>;
+
+fn values_of<'a>(rule: &'a Rule, values: &'a [(&'a str, f64)]) -> impl Iterator<Item = f64> + 'a {
+    let m = rule.metric.as_deref().unwrap_or("loss");
+    values.iter().filter(move |(n, _)| *n == m).map(|(_, v)| *v)
+}
+
+fn show(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        super::rule::fmt_num(x)
+    }
+}
+
+fn non_finite(rule: &Rule, slot: &mut Slot, values: &[(&str, f64)], step: u64) -> Cond {
+    let m = rule.metric.as_deref().unwrap_or("loss");
+    if m == "*" {
+        if let Some((name, v)) = values.iter().find(|(_, v)| !v.is_finite()) {
+            slot.bad_metric = Some((*name).to_string());
+            return Some(Some(nf_found(name, *v, step)));
+        }
+        let watched = slot.bad_metric.as_deref();
+        return match watched {
+            Some(w) if values.iter().any(|(n, _)| *n == w) => Some(None),
+            _ => None,
+        };
+    }
+    let mut cond = None;
+    for v in values_of(rule, values) {
+        cond = Some(if v.is_finite() {
+            None
+        } else {
+            Some(nf_found(m, v, step))
+        });
+    }
+    cond
+}
+
+fn nf_found(metric: &str, v: f64, step: u64) -> Found {
+    Found {
+        title: format!("{metric} is {}", show(v)),
+        text: format!("{metric} became {} at step {step}", show(v)),
+        metric: Some(metric.to_string()),
+        value: Some(v),
+        level: None,
+    }
+}
+
+fn beyond(rule: &Rule, slot: &mut Slot, values: &[(&str, f64)], step: u64) -> Cond {
+    let bound = rule.threshold.unwrap_or(0.0);
+    let above = rule.kind == RuleKind::Above;
+    let need = rule.count.unwrap_or(1);
+    let m = rule.metric.as_deref().unwrap_or("loss");
+    let mut cond = None;
+    for v in values_of(rule, values) {
+        if v.is_nan() {
+            continue;
+        }
+        let out = if above { v > bound } else { v < bound };
+        if !out {
+            slot.run_len = 0;
+            cond = Some(None);
+            continue;
+        }
+        slot.run_len += 1;
+        cond = Some((slot.run_len >= need).then(|| {
+            let dir = if above { "above" } else { "below" };
+            let points = if need > 1 {
+                format!(" for {need} points")
+            } else {
+                String::new()
+            };
+            Found {
+                title: format!("{m} {dir} {}", show(bound)),
+                text: format!(
+                    "{m} = {} at step {step}, {dir} {}{points}",
+                    show(v),
+                    show(bound)
+                ),
+                metric: Some(m.to_string()),
+                value: Some(v),
+                level: None,
+            }
+        }));
+    }
+    cond
+}
+
+fn spike(rule: &Rule, slot: &mut Slot, values: &[(&str, f64)], step: u64) -> Cond {
+    let n = rule.window.unwrap_or(20) as usize;
+    let k = rule.factor.unwrap_or(3.0);
+    let m = rule.metric.as_deref().unwrap_or("loss");
+    let mut cond = None;
+    for v in values_of(rule, values) {
+        if !v.is_finite() {
+            continue;
+        }
+        if slot.window.len() == n {
+            let mean = slot.sum / n as f64;
+            let bound = k * mean;
+            cond = Some((mean > 0.0 && v > bound).then(|| Found {
+                title: format!("{m} spiked to {}", show(v)),
+                text: format!(
+                    "{m} = {} at step {step} is {:.1}× its mean of the last {n} values ({})",
+                    show(v),
+                    v / mean,
+                    show(mean)
+                ),
+                metric: Some(m.to_string()),
+                value: Some(v),
+                level: None,
+            }));
+            if let Some(old) = slot.window.pop_front() {
+                slot.sum -= old;
+            }
+        }
+        slot.window.push_back(v);
+        slot.sum += v;
+    }
+    cond
+}
+
+fn plateau(rule: &Rule, slot: &mut Slot, values: &[(&str, f64)], step: u64) -> Cond {
+    let window = rule.window.unwrap_or(1000);
+    let pct = rule.min_delta_pct.unwrap_or(1.0) / 100.0;
+    let max = rule.mode == Some(Mode::Max);
+    let m = rule.metric.as_deref().unwrap_or("loss");
+    let mut cond = None;
+    for v in values_of(rule, values) {
+        if !v.is_finite() {
+            continue;
+        }
+        let Some((best, at)) = slot.best else {
+            slot.best = Some((v, step));
+            cond = Some(None);
+            continue;
+        };
+        let margin = best.abs() * pct;
+        let better = if max {
+            v > best + margin || (pct == 0.0 && v > best)
+        } else {
+            v < best - margin || (pct == 0.0 && v < best)
+        };
+        if better {
+            slot.best = Some((v, step));
+            cond = Some(None);
+            continue;
+        }
+        let since = step.saturating_sub(at);
+        cond = Some((since >= window).then(|| Found {
+            title: format!("{m} plateaued"),
+            text: format!(
+                "{m}'s best is {} (step {at}); nothing {}% better in the {since} steps since",
+                show(best),
+                super::rule::fmt_num(pct * 100.0)
+            ),
+            metric: Some(m.to_string()),
+            value: Some(v),
+            level: None,
+        }));
+    }
+    cond
+}
+
+fn ended(was: RunStatus, s: &RunState, to: RunStatus, rule: &Rule) -> Cond {
+    if s.status != to || was == to {
+        return None;
+    }
+    let (title, text) = match to {
+        RunStatus::Failed => (
+            "run failed".to_string(),
+            s.last_error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "the trainer reported the run failed".into()),
+        ),
+        other => (
+            format!("run {}", other.as_str()),
+            format!("{} at step {}", s.name, s.step),
+        ),
+    };
+    let _ = rule;
+    Some(Some(Found {
+        title,
+        text,
+        metric: None,
+        value: None,
+        level: None,
+    }))
+}
+
+fn gpu_idle(rule: &Rule, slot: &mut Slot, s: &RunState, now: f64, _id: u64, e: &Event) -> Cond {
+    if s.status != RunStatus::Running {
+        slot.low_since = None;
+        return Some(None);
+    }
+    let EventBody::System(sys) = &e.body else {
+        return None;
+    };
+    let below = rule.below_pct.unwrap_or(5.0);
+    let low = sys.gpus.iter().flatten().find_map(|g| {
+        let util = g.get("util_percent").and_then(Value::as_f64)?;
+        let index = g.get("index").and_then(Value::as_u64).unwrap_or(0);
+        (util < below).then_some(index)
+    });
+    match low {
+        None => {
+            slot.low_since = None;
+            Some(None)
+        }
+        Some(gpu) => {
+            let since = match slot.low_since {
+                Some((t, g)) if g == gpu => t,
+                _ => now,
+            };
+            slot.low_since = Some((since, gpu));
+            let after = rule.after_s.unwrap_or(super::rule::DEFAULT_AFTER_S);
+            (now - since >= after).then(|| Some(idle_found(rule, gpu, now - since)))
+        }
+    }
+}
+
+fn idle_found(rule: &Rule, gpu: u64, for_s: f64) -> Found {
+    Found {
+        title: format!("GPU {gpu} idle"),
+        text: format!(
+            "GPU {gpu} has been under {}% utilisation for {} while the run is running",
+            super::rule::fmt_num(rule.below_pct.unwrap_or(5.0)),
+            duration(for_s)
+        ),
+        metric: None,
+        value: None,
+        level: None,
+    }
+}
+
+fn custom(rule: &Rule, e: &Event) -> Cond {
+    let want = rule.event.as_deref().unwrap_or("alert");
+    if e.name() != want {
+        return None;
+    }
+    let (title, text, level) = match &e.body {
+        EventBody::Alert(a) => (
+            a.title.clone().unwrap_or_else(|| "alert".into()),
+            a.text.clone().unwrap_or_default(),
+            a.level.as_deref().and_then(Level::parse),
+        ),
+        EventBody::Custom { fields, .. } => (
+            fields
+                .get("title")
+                .and_then(Value::as_str)
+                .map_or_else(|| want.to_string(), str::to_string),
+            fields
+                .get("text")
+                .or_else(|| fields.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            fields
+                .get("level")
+                .and_then(Value::as_str)
+                .and_then(Level::parse),
+        ),
+        _ => (want.to_string(), String::new(), None),
+    };
+    Some(Some(Found {
+        title: title.chars().take(200).collect(),
+        text: text.chars().take(2000).collect(),
+        metric: None,
+        value: None,
+        level,
+    }))
+}
+
+/// Seconds as people say them: `45 s`, `5 min`, `2 h 5 min`.
+pub fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn resolved(rule: &Arc<Rule>, alert_id: String, text: String, _trigger: u64) -> Transition {
+    Transition::Resolved {
+        rule: rule.clone(),
+        body: AlertResolved {
+            alert_id: Some(alert_id),
+            rule: Some(rule.name.clone()),
+            text: Some(text),
+            ..Default::default()
+        },
+    }
+}
+
+/// The condition's verdict at event `id`: fire (unless cooling down), resolve, or nothing.
+fn decide(
+    rule: &Arc<Rule>,
+    slot: &mut Slot,
+    found: Option<Found>,
+    now: f64,
+    id: u64,
+    step: Option<u64>,
+    out: &mut Vec<Transition>,
+) {
+    let sticky = rule.kind.is_sticky();
+    let Some(found) = found else {
+        if let Some(alert_id) = slot.firing.take() {
+            let m = rule.metric.as_deref().unwrap_or("loss");
+            let bound = rule.threshold.map(super::rule::fmt_num).unwrap_or_default();
+            let text = match rule.kind {
+                RuleKind::Stale => "the trainer is sending events again".to_string(),
+                RuleKind::GpuIdle => "the GPU is busy again, or the run stopped running".into(),
+                RuleKind::NonFinite => format!("{m} is finite again"),
+                RuleKind::Above => format!("{m} is back at or below {bound}"),
+                RuleKind::Below => format!("{m} is back at or above {bound}"),
+                RuleKind::Spike => format!("{m} is back under the spike bound"),
+                RuleKind::Plateau => format!("{m} improved"),
+                _ => format!("{} no longer holds", rule.describe()),
+            };
+            out.push(resolved(rule, alert_id, text, id));
+        }
+        return;
+    };
+    if slot.firing.is_some() && !sticky {
+        return;
+    }
+    if slot
+        .last_fired
+        .is_some_and(|t| now - t < rule.cooldown_s && now >= t)
+    {
+        slot.suppressed += 1;
+        return;
+    }
+    let alert_id = format!("{}#{id}", rule.name);
+    if !sticky {
+        slot.firing = Some(alert_id.clone());
+    }
+    slot.last_fired = Some(now);
+    let suppressed = std::mem::take(&mut slot.suppressed);
+    out.push(Transition::Fired {
+        rule: rule.clone(),
+        body: AlertFired {
+            alert_id: Some(alert_id),
+            rule: Some(rule.name.clone()),
+            kind: Some(rule.kind.as_str().into()),
+            level: Some(found.level.unwrap_or(rule.level).as_str().into()),
+            title: Some(found.title),
+            text: Some(found.text),
+            metric: found.metric,
+            value: found.value,
+            step,
+            trigger_id: Some(id),
+            action: rule.action.map(|a| a.command().to_string()),
+            channels: None,
+            suppressed: (suppressed > 0).then_some(suppressed),
+            sticky: sticky.then_some(true),
+            ..Default::default()
+        },
+    });
+}
