@@ -24,7 +24,11 @@ fn every_case_is_accepted_or_refused_naming_its_field() {
         let got = Rule::parse(rule, "");
         match case["field"].as_str() {
             None => {
-                assert_eq!(case["ok"], Value::Bool(true), "a case is ok or names a field");
+                assert_eq!(
+                    case["ok"],
+                    Value::Bool(true),
+                    "a case is ok or names a field"
+                );
                 let parsed = got.unwrap_or_else(|e| panic!("{rule} refused: {e}"));
                 // What it reads back as is the same rule.
                 assert_eq!(Rule::parse(&parsed.to_value(), "").unwrap(), parsed);
