@@ -283,16 +283,16 @@ impl RunAlerts {
             let rule = &rs.rule;
             let slot = &mut rs.slot;
             let cond = match rule.kind {
-                RuleKind::NonFinite => non_finite(&rule, slot, &values, step),
-                RuleKind::Above | RuleKind::Below => beyond(&rule, slot, &values, step),
-                RuleKind::Spike => spike(&rule, slot, &values, step),
-                RuleKind::Plateau => plateau(&rule, slot, &values, step),
+                RuleKind::NonFinite => non_finite(rule, slot, &values, step),
+                RuleKind::Above | RuleKind::Below => beyond(rule, slot, &values, step),
+                RuleKind::Spike => spike(rule, slot, &values, step),
+                RuleKind::Plateau => plateau(rule, slot, &values, step),
                 RuleKind::Stale => trainer.then_some(None),
                 RuleKind::Failed => ended(was, at, RunStatus::Failed),
                 RuleKind::Finished => ended(was, at, RunStatus::Completed)
                     .or_else(|| ended(was, at, RunStatus::Stopped)),
-                RuleKind::GpuIdle => gpu_idle(&rule, slot, at.status, now, e),
-                RuleKind::Event => custom(&rule, e),
+                RuleKind::GpuIdle => gpu_idle(rule, slot, at.status, now, e),
+                RuleKind::Event => custom(rule, e),
             };
             if let Some(found) = cond {
                 decide(rule, slot, found, now, id, Some(step), out);
