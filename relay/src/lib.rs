@@ -25,6 +25,7 @@
 //!   file changes, SPA fallback for routes (never for a missing asset: 404).
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod clock;
