@@ -1,8 +1,10 @@
 //! Notifier tests: config parsing and texts here; real HTTP and SMTP servers on
 //! 127.0.0.1 in [`http`] and [`smtp`].
 
+mod certs;
 mod http;
 mod smtp;
+mod smtp_server;
 
 use super::message::{dot_stuff, header_text, rfc5322_date};
 use super::*;

@@ -95,6 +95,9 @@ fn transport_error(t: &ureq::Transport, host: &str, timeout: Duration) -> String
             }
             _ => {}
         }
+        if let Some(tls) = e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()) {
+            return format!("TLS with {host} failed: {tls}");
+        }
     }
     let what = match t.kind() {
         ureq::ErrorKind::Dns => "cannot resolve the host name",

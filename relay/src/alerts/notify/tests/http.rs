@@ -212,3 +212,34 @@ fn loopback_send_time() {
     eprintln!("webhook send on loopback: {each:?} each ({rounds} sends)");
     assert!(each < Duration::from_millis(200), "{each:?}");
 }
+
+#[test]
+fn https_to_an_untrusted_certificate_is_refused() {
+    let cfg = super::certs::certs().1.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let conn = rustls::ServerConnection::new(cfg.clone()).map(|tls| (tls, conn.unwrap()));
+            let (tls, tcp) = conn.unwrap();
+            let mut s = rustls::StreamOwned::new(tls, tcp);
+            let mut buf = [0u8; 64];
+            let _ = tx.send(s.read(&mut buf).map(|k| buf[..k].to_vec()));
+        }
+    });
+    let c = channel(json!({
+        "kind": "webhook", "url": format!("https://127.0.0.1:{port}/s3cret"),
+        "headers": {"Authorization": "Bearer s3cret"}
+    }));
+    let e = c.send(&notice(), T).unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "TLS with 127.0.0.1:{port} failed: invalid peer certificate"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    // The handshake failed: no byte of the request reached the server.
+    assert!(rx.recv_timeout(T).unwrap().is_err());
+}
