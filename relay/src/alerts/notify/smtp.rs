@@ -91,7 +91,8 @@ impl SmtpTarget {
             "after MAIL FROM",
         )?;
         for to in &self.to {
-            c.command(&format!("RCPT TO:<{to}>"), &[250, 251], "after RCPT TO")?;
+            let line = format!("RCPT TO:<{to}>");
+            c.command(&line, &[250, 251], &format!("after {line}"))?;
         }
         c.command("DATA", &[354], "after DATA")?;
         let msg = message::build(n, &self.from, &self.to, SystemTime::now(), eightbit);

@@ -157,6 +157,21 @@ fn rejected_credentials() {
 }
 
 #[test]
+fn rejected_recipient() {
+    let (port, rx) = server(Opts {
+        reject_rcpt: "me@lab.example",
+        ..Opts::default()
+    });
+    let e = mail(port, json!({})).send(&notice(), T).unwrap_err();
+    assert_eq!(
+        e,
+        "SMTP 550 after RCPT TO:<me@lab.example>: 5.1.1 no such user"
+    );
+    let s = rx.recv_timeout(T).unwrap();
+    assert!(s.data.is_empty(), "{s:?}");
+}
+
+#[test]
 fn starttls_with_a_private_ca() {
     let (ca, cfg) = certs();
     let (port, rx) = server(Opts {

@@ -20,6 +20,8 @@ pub(super) struct Opts {
     /// Answer AUTH with 535.
     pub(super) reject_auth: bool,
     pub(super) eightbit: bool,
+    /// Answer `RCPT TO` for this address with 550.
+    pub(super) reject_rcpt: &'static str,
 }
 
 /// What the server saw of one session.
@@ -180,6 +182,9 @@ fn session(conn: TcpStream, o: &Opts) -> Session {
                 } else {
                     "235 2.7.0 ok\r\n"
                 });
+            }
+            "RCPT" if !o.reject_rcpt.is_empty() && line.contains(o.reject_rcpt) => {
+                io.say("550 5.1.1 no such user\r\n");
             }
             "MAIL" | "RCPT" => io.say("250 ok\r\n"),
             "DATA" => {
