@@ -137,6 +137,9 @@ fn http(f: &Fields<'_>, kind: ChannelKind) -> Result<HttpTarget, FieldError> {
                     if !is_header_name(k) {
                         return Err(f.err(&at, "not an HTTP header name"));
                     }
+                    if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(k)) {
+                        return Err(f.err(&at, "set by the relay itself"));
+                    }
                     let Some(v) = v.as_str() else {
                         return Err(f.err(&at, "must be a string"));
                     };
@@ -151,6 +154,9 @@ fn http(f: &Fields<'_>, kind: ChannelKind) -> Result<HttpTarget, FieldError> {
     }
     HttpTarget::new(url, headers).map_err(|m| f.err(field, m))
 }
+
+/// Headers that frame the request: the relay sets them, a channel may not.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
 /// RFC 9110's token characters.
 fn is_header_name(s: &str) -> bool {
@@ -195,11 +201,13 @@ fn email(f: &Fields<'_>) -> Result<SmtpTarget, FieldError> {
         Some(_) => return Err(f.err("helo", "must be a host name (A-Z a-z 0-9 . -)")),
         None => default_helo(),
     };
-    let tls = if tls_mode == TlsMode::None {
-        None
-    } else {
-        let ca = f.opt_str("ca_file")?;
-        Some(tls::client_config(ca).map_err(|m| f.err("ca_file", m))?)
+    let ca = f.opt_str("ca_file")?;
+    let tls = match (tls_mode, ca) {
+        (TlsMode::None, Some(_)) => {
+            return Err(f.err("ca_file", "only used with tls = \"starttls\" or \"tls\""));
+        }
+        (TlsMode::None, None) => None,
+        _ => Some(tls::client_config(ca).map_err(|m| f.err("ca_file", m))?),
     };
     Ok(SmtpTarget {
         host,

@@ -30,7 +30,7 @@ pub(super) fn build(
     let domain = from.rsplit_once('@').map_or("stepwatch", |(_, d)| d);
     let headers = [
         format!("From: {from}"),
-        format!("To: {}", to.join(", ")),
+        format!("To: {}", address_list(to)),
         format!("Subject: {}", header_text(&subject(n))),
         format!("Date: {}", rfc5322_date(secs.as_secs())),
         format!(
@@ -50,6 +50,16 @@ pub(super) fn build(
     out.push_str(&body);
     out.push_str("\r\n");
     out
+}
+
+/// `a@x, b@y`, folded onto continuation lines when long.
+fn address_list(to: &[String]) -> String {
+    let one = to.join(", ");
+    if one.len() <= 900 {
+        one
+    } else {
+        to.join(",\r\n ")
+    }
 }
 
 /// The plain-text body, CRLF line ends.

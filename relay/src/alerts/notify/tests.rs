@@ -166,6 +166,18 @@ fn every_bad_field_is_named() {
             at("ca_file"),
         ),
         (mail(json!({"helo": "bad name"})), at("helo")),
+        (
+            mail(json!({"tls": "none", "ca_file": "/etc/hosts"})),
+            at("ca_file"),
+        ),
+        (
+            mail(json!({"tls": "starttls", "ca_file": "/etc/hosts"})),
+            at("ca_file"),
+        ),
+        (
+            json!({"kind": "webhook", "url": "http://h/", "headers": {"Content-Length": "1"}}),
+            at("headers.Content-Length"),
+        ),
         (mail(json!({"url": "http://h/"})), at("url")),
     ];
     for (v, want) in cases {
