@@ -5,9 +5,9 @@
 //! [`Channel::send`] makes one attempt within a time limit; the caller (the alert engine's
 //! delivery thread) retries after [`RETRY_DELAYS`], [`MAX_ATTEMPTS`] in all.
 //!
-//! - `webhook`: `POST` of the notice as JSON ([`webhook`]).
+//! - `webhook`: `POST` of the notice as JSON (`webhook.rs`).
 //! - `slack`, `mattermost`: the incoming-webhook format `{"text": one_line(n)}`.
-//! - `email`: a small SMTP client over `std::net::TcpStream` and rustls ([`smtp`]).
+//! - `email`: a small SMTP client over `std::net::TcpStream` and rustls (`smtp.rs`).
 //!
 //! Secrets (webhook URLs and their headers, SMTP passwords) stay inside [`Channel`]: its
 //! `Debug` and `Display` show the name and kind, and errors name the host at most.
