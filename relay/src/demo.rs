@@ -19,6 +19,9 @@ struct Plan {
     base_lr: f64,
     floor: f64,
     noise: f64,
+    /// The step where this run's loss starts to blow up (its learning rate is too high),
+    /// to NaN 30 steps later; loading a checkpoint brings it back.
+    diverge_at: Option<u64>,
 }
 
 /// Runs `runs` simulated trainers against the relay at `url`, each stepping every
@@ -50,6 +53,9 @@ pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
                         base_lr: [3e-4, 1e-1, 1e-3, 5e-5][i % 4],
                         floor: [1.9, 0.6, 0.35, 1.2][i % 4],
                         noise: [0.08, 0.05, 0.12, 0.06][i % 4],
+                        // resnet50 at lr 0.1 diverges in its second epoch: the nan-loss
+                        // alert pauses it (serve --demo) and its banner offers the checkpoint.
+                        diverge_at: (i % 4 == 1 && round == 0).then_some(200 + 100 + 150),
                     };
                     simulate(&url, &plan, step_ms);
                     round += 1;
@@ -89,6 +95,7 @@ pub fn run_single(url: &str, model: &str, epochs: u64, batches: u64, lr: f64, st
         base_lr: lr,
         floor: [1.9, 0.6, 0.35, 1.2][i],
         noise: [0.08, 0.05, 0.12, 0.06][i],
+        diverge_at: None,
     };
     simulate_from(url, &plan, step_ms, true);
 }
@@ -139,8 +146,9 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
         );
     }
     let total = p.epochs * p.batches;
-    let mut ema = 0.0;
+    let mut ema: f64 = 0.0;
     let mut first = true;
+    let recovered = std::cell::Cell::new(false);
     for epoch in first_epoch..=p.epochs {
         client.epoch_start(epoch, p.epochs);
         let mut sum = 0.0;
@@ -157,14 +165,28 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
                     0.0
                 })
             .max(0.0);
-            ema = if std::mem::take(&mut first) {
+            let loss = match p.diverge_at {
+                Some(d) if step >= d && !recovered.get() => {
+                    let k = (step - d) as f64;
+                    if k < 30.0 {
+                        loss * (k / 4.0).exp()
+                    } else {
+                        f64::NAN
+                    }
+                }
+                _ => loss,
+            };
+            ema = if std::mem::take(&mut first) || !ema.is_finite() {
                 loss
             } else {
                 0.98 * ema + 0.02 * loss
             };
             sum += loss;
             client.batch_end(epoch, b, step, loss, lr);
-            let mut load = |path: &str| Ok(format!("loaded {path}"));
+            let mut load = |path: &str| {
+                recovered.set(true);
+                Ok(format!("loaded {path}"))
+            };
             let mut ask = |input: &serde_json::Value| {
                 let text = match input {
                     serde_json::Value::String(s) => s.clone(),

@@ -30,6 +30,14 @@ impl AlertConfig {
             .unwrap_or_else(|_| AlertConfig::default())
     }
 
+    /// `serve --demo`'s: the defaults, its `nan-loss` pausing the run.
+    pub fn demo() -> Self {
+        let v = serde_json::json!({"rules": [
+            {"name": "nan-loss", "kind": "non_finite", "action": "pause"}
+        ]});
+        AlertConfig::from_value(&v).unwrap_or_else(|_| AlertConfig::builtin())
+    }
+
     /// Reads the `[alerts]` table of a TOML file (a file without one is an error: it
     /// was named for its alerts).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
