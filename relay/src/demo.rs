@@ -157,25 +157,7 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
             let progress = step as f64 / total as f64;
             let warm = (step as f64 / 100.0).min(1.0);
             let lr = p.base_lr * warm * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-            let clean = p.floor + 4.5 * (-5.0 * progress).exp();
-            let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
-                + if rng.gen_bool(0.004) {
-                    clean * 0.6
-                } else {
-                    0.0
-                })
-            .max(0.0);
-            let loss = match p.diverge_at {
-                Some(d) if step >= d && !recovered.get() => {
-                    let k = (step - d) as f64;
-                    if k < 30.0 {
-                        loss * (k / 4.0).exp()
-                    } else {
-                        f64::NAN
-                    }
-                }
-                _ => loss,
-            };
+            let loss = simulated_loss(p, step, progress, recovered.get(), &mut rng);
             ema = if std::mem::take(&mut first) || !ema.is_finite() {
                 loss
             } else {
@@ -239,6 +221,30 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
     }
     client.training_end("completed");
     client.close(Duration::from_secs(5));
+}
+
+/// The simulated loss at `step`: an exponential decay to the plan's floor with noise and
+/// rare spikes; past `diverge_at` (until a checkpoint is loaded) it blows up, then NaN.
+fn simulated_loss(p: &Plan, step: u64, progress: f64, recovered: bool, rng: &mut impl Rng) -> f64 {
+    let clean = p.floor + 4.5 * (-5.0 * progress).exp();
+    let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
+        + if rng.gen_bool(0.004) {
+            clean * 0.6
+        } else {
+            0.0
+        })
+    .max(0.0);
+    match p.diverge_at {
+        Some(d) if step >= d && !recovered => {
+            let k = (step - d) as f64;
+            if k < 30.0 {
+                loss * (k / 4.0).exp()
+            } else {
+                f64::NAN
+            }
+        }
+        _ => loss,
+    }
 }
 
 /// The run's config: the simulated model's settings, and the demo template's parameters by
