@@ -165,6 +165,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
     let picked = RwSignal::new(BTreeSet::<String>::new());
     Effect::new(move |_| replace_hash(&Route::hash(&Page::Runs, &list.params())));
     let shown = move || runs.with(|m| list.apply(m, clock.get_untracked()));
+    notify_rises(runs);
     view! {
         <section class="panel">
             <div class="panel-head">
@@ -262,6 +263,26 @@ fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl I
     }
 }
 
+/// Notifies (when the user allows it) of each run whose active alerts rise; the counts
+/// the stream starts with are the baseline.
+fn notify_rises(runs: ReadSignal<BTreeMap<String, RunSummary>>) {
+    let seen = StoredValue::new(BTreeMap::<String, u32>::new());
+    Effect::new(move |_| {
+        runs.with(|m| {
+            seen.update_value(|seen| {
+                for s in m.values() {
+                    let before = seen.insert(s.run.clone(), s.alerts_active);
+                    if before.is_some_and(|b| s.alerts_active > b) {
+                        let title = s.alert_title.clone().unwrap_or_default();
+                        let tag = format!("{}#{}", s.run, s.last_id);
+                        super::notify::show(&s.name, &title, &tag);
+                    }
+                }
+            })
+        })
+    });
+}
+
 #[component]
 fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
     let i18n = use_i18n();
@@ -307,6 +328,10 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                 prop:checked=move || picked.with(|p| p.contains(&run))
                 on:change=move |_| picked.update(|p| { if !p.remove(&run2) { p.insert(run2.clone()); } })/></td>
             <td class="name"><a href=run_href(&s.run)>{s.name.clone()}</a>
+                {(s.alerts_active > 0).then(|| view! {
+                    <span class=format!("alert-count {}", super::alerts::level_class(s.alert_level.as_deref()))
+                        data-testid="alert-count" title=s.alert_title.clone()>{s.alerts_active}</span>
+                })}
                 <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span></td>
             <td><StatusPill status=shown/></td>
             <td class="progress-cell">
