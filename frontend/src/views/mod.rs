@@ -2,6 +2,7 @@
 
 pub mod alert_form;
 pub mod alerts;
+pub mod alerts_html;
 pub mod chart;
 pub mod common;
 pub mod compare;

@@ -44,7 +44,7 @@ pub fn show(title: &str, body: &str, tag: &str) {
     let _ = Notification::new_with_options(title, &opts);
 }
 
-/// "🔔 Notify me": asks the browser's permission the first time, then switches on and off.
+/// "Notify me": asks the browser's permission the first time, then switches on and off.
 #[component]
 pub fn NotifyToggle() -> impl IntoView {
     let i18n = use_i18n();
@@ -76,7 +76,6 @@ pub fn NotifyToggle() -> impl IntoView {
         <button class=move || if on.get() { "btn on notify" } else { "btn notify" } data-testid="notify-toggle" on:click=click
             aria-pressed=move || on.get().to_string()
             title=move || i18n.t(if blocked.get() { Key::NotifyBlocked } else { Key::NotifyHint })>
-            {move || if on.get() { "🔔 " } else { "🔕 " }}
             {move || i18n.t(if on.get() { Key::NotifyOn } else { Key::NotifyMe })}
         </button>
     }

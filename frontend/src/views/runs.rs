@@ -165,7 +165,6 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
     let picked = RwSignal::new(BTreeSet::<String>::new());
     Effect::new(move |_| replace_hash(&Route::hash(&Page::Runs, &list.params())));
     let shown = move || runs.with(|m| list.apply(m, clock.get_untracked()));
-    notify_rises(runs);
     view! {
         <section class="panel">
             <div class="panel-head">
@@ -261,26 +260,6 @@ fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl I
             </a>
         </div>
     }
-}
-
-/// Notifies (when the user allows it) of each run whose active alerts rise; the counts
-/// the stream starts with are the baseline.
-fn notify_rises(runs: ReadSignal<BTreeMap<String, RunSummary>>) {
-    let seen = StoredValue::new(BTreeMap::<String, u32>::new());
-    Effect::new(move |_| {
-        runs.with(|m| {
-            seen.update_value(|seen| {
-                for s in m.values() {
-                    let before = seen.insert(s.run.clone(), s.alerts_active);
-                    if before.is_some_and(|b| s.alerts_active > b) {
-                        let title = s.alert_title.clone().unwrap_or_default();
-                        let tag = format!("{}#{}", s.run, s.last_id);
-                        super::notify::show(&s.name, &title, &tag);
-                    }
-                }
-            })
-        })
-    });
 }
 
 #[component]
