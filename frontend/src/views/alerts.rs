@@ -31,18 +31,6 @@ pub fn level_class(level: Option<&str>) -> &'static str {
     }
 }
 
-async fn delete(url: &str) -> Result<(), String> {
-    let resp = gloo_net::http::Request::delete(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if resp.ok() {
-        Ok(())
-    } else {
-        Err(format!("{} {}", resp.status(), resp.status_text()))
-    }
-}
-
 /// The run's active alerts, newest first, with `id="alert-banner"` (HTML text from
 /// [`alerts_html::banner`]; Dismiss and Load work by `data-dismiss` / `data-load`);
 /// [`crate::load::load_run`] notifies of each firing that arrives while the page is open.
@@ -54,8 +42,8 @@ pub fn AlertBanner() -> impl IntoView {
     let target = StoredValue::new(Target::from_context());
     let allowed = can_command();
     let error = RwSignal::new(None::<String>);
-    // Text: a new string only when something shown changes ("5 min ago" included).
-    let markup = Memo::new(move |_| {
+    // Text, set again only when it changes ("5 min ago" included): buttons stay put.
+    let markup = move || {
         let mut h = Html::default();
         let now = clock.get();
         view_state.with(|v| {
@@ -71,7 +59,7 @@ pub fn AlertBanner() -> impl IntoView {
                 .raw("</p>");
         }
         h.0
-    });
+    };
     let on_click = move |ev: web_sys::MouseEvent| {
         let Some(el) = ev
             .target()
@@ -120,24 +108,23 @@ pub fn AlertsPanel() -> impl IntoView {
     let listed = RwSignal::new(None::<Vec<ListedRule>>);
     let refresh = RwSignal::new(0u32);
     let error = RwSignal::new(None::<String>);
-    // The run's own rules changed (a String memo, like the others: a smaller download).
-    let own = Memo::new(move |_| {
-        view_state.with(|v| {
+    // Asked again when the run's own rules change, and after each add and remove.
+    Effect::new(move |prev: Option<String>| {
+        let key = view_state.with(|v| {
             let rules = v.state.alerts.rules.iter();
-            rules
-                .map(|r| format!("{}/{} ", r.rule.name, r.sender.as_deref().unwrap_or("")))
-                .collect::<String>()
-        })
-    });
-    Effect::new(move |_| {
-        own.track();
-        refresh.track();
-        let t = target.get_value();
-        leptos::task::spawn_local(async move {
-            let url = api::run_url(&t.base, &t.run, "/alerts");
-            let answer = api::get_value(&url).await;
-            listed.try_set(answer.map(|v| alert_form::listed_rules(&v)));
+            let key =
+                rules.map(|r| format!("{}/{} ", r.rule.name, r.sender.as_deref().unwrap_or("")));
+            format!("{}:{}", refresh.get(), key.collect::<String>())
         });
+        if prev.as_ref() != Some(&key) {
+            let t = target.get_value();
+            leptos::task::spawn_local(async move {
+                let url = api::run_url(&t.base, &t.run, "/alerts");
+                let answer = api::get_value(&url).await;
+                listed.try_set(answer.map(|v| alert_form::listed_rules(&v)));
+            });
+        }
+        key
     });
     let body = move || {
         let mut h = Html::default();
@@ -172,9 +159,9 @@ pub fn AlertsPanel() -> impl IntoView {
         let url = api::run_url(&t.base, &t.run, &format!("/alerts/rules/{}", enc(&name)));
         error.set(None);
         leptos::task::spawn_local(async move {
-            match delete(&url).await {
-                Ok(()) => refresh.update(|n| *n += 1),
-                Err(e) => error.set(Some(e)),
+            match api::delete(&url).await {
+                Ok(_) => refresh.update(|n| *n += 1),
+                Err(e) => error.set(Some(e.error)),
             }
         });
     };
@@ -210,7 +197,7 @@ fn RuleForm(refresh: RwSignal<u32>, shown: Signal<bool>) -> impl IntoView {
     let target = StoredValue::new(Target::from_context());
     let text = RwSignal::new(FormText::from([("kind".to_string(), "above".to_string())]));
     let err = RwSignal::new(None::<FieldError>);
-    let kind = Memo::new(move |_| text.with(|t| t.get("kind").cloned().unwrap_or_default()));
+    let kind = RwSignal::new("above".to_string());
     // The markup follows the kind, the errors and the language, not each keystroke.
     let markup = move || {
         kind.track();
@@ -228,7 +215,11 @@ fn RuleForm(refresh: RwSignal<u32>, shown: Signal<bool>) -> impl IntoView {
             return;
         };
         if let Some(k) = el.get_attribute("data-f") {
-            text.update(|t| drop(t.insert(k, event_target_value(&ev))));
+            let value = event_target_value(&ev);
+            if k == "kind" {
+                kind.set(value.clone());
+            }
+            text.update(|t| drop(t.insert(k, value)));
         }
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {

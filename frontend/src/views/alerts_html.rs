@@ -10,8 +10,8 @@ use super::control::clock_time;
 use super::job::Html;
 use crate::i18n::{I18n, Key};
 use crate::model::file_name;
-use stepwatch_events::alerts::{ActiveAlert, AlertRecord, RULE_KINDS};
-use stepwatch_events::{FieldError, RunState};
+use stepwatch_events::alerts::{ActiveAlert, AlertRecord, Rule, RULE_KINDS};
+use stepwatch_events::{num, FieldError, RunState};
 
 /// The banner: each active alert, newest first (nothing when none is active), with
 /// Dismiss when `may` command, and for a pausing or stopping rule the last good
@@ -150,6 +150,43 @@ pub fn history(h: &mut Html, i18n: I18n, recent: &[AlertRecord]) {
     h.raw("</tbody></table></div>");
 }
 
+/// A rule's kind and the fields it sets, as its config writes them: `above metric=loss
+/// threshold=10 for=3`.
+pub fn params(r: &Rule) -> String {
+    let mut out = r.kind.as_str().to_string();
+    let mut put = |k: &str, v: &str| {
+        out.push(' ');
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    };
+    if let Some(m) = &r.metric {
+        put("metric", m);
+    }
+    let counts = [("for", r.count), ("window", r.window)];
+    let floats = [
+        ("threshold", r.threshold),
+        ("factor", r.factor),
+        ("min_delta_pct", r.min_delta_pct),
+        ("after_s", r.after_s),
+        ("below_pct", r.below_pct),
+    ];
+    for (k, x) in floats {
+        if let Some(x) = x {
+            put(k, &num::display(x, 6));
+        }
+    }
+    for (k, n) in counts {
+        if let Some(n) = n {
+            put(k, &n.to_string());
+        }
+    }
+    if let Some(e) = &r.event {
+        put("event", e);
+    }
+    out
+}
+
 /// The rules that apply; the run's own have a Remove button when `allowed`.
 pub fn rules(h: &mut Html, i18n: I18n, rules: &[ListedRule], allowed: bool) {
     h.el("h3", "group-title", i18n.t(Key::AlertRules));
@@ -163,7 +200,7 @@ pub fn rules(h: &mut Html, i18n: I18n, rules: &[ListedRule], allowed: bool) {
             .text(&r.source)
             .raw("\">");
         h.el("td", "mono", &r.rule.name);
-        h.el("td", "small", &r.rule.describe());
+        h.el("td", "small mono", &params(&r.rule));
         h.raw("<td>")
             .el(
                 "span",
