@@ -323,12 +323,27 @@ impl Refusal {
 }
 
 /// POSTs `body` (JSON text) to `url`: the answer's text, or the relay's refusal. One
-/// function for every POST of the launch pages, decoded by the caller.
+/// function for every POST of the launch pages and the alerts panel, decoded by the caller.
 pub async fn post_json(url: &str, body: String) -> Result<String, Refusal> {
-    let req = gloo_net::http::Request::post(url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .map_err(Refusal::plain)?;
+    send_json(gloo_net::http::Method::POST, url, Some(body)).await
+}
+
+/// DELETEs `url`: the answer's text, or the relay's refusal.
+pub async fn delete(url: &str) -> Result<String, Refusal> {
+    send_json(gloo_net::http::Method::DELETE, url, None).await
+}
+
+async fn send_json(
+    method: gloo_net::http::Method,
+    url: &str,
+    body: Option<String>,
+) -> Result<String, Refusal> {
+    let req = gloo_net::http::RequestBuilder::new(url).method(method);
+    let req = match body {
+        Some(body) => req.header("Content-Type", "application/json").body(body),
+        None => req.build(),
+    }
+    .map_err(Refusal::plain)?;
     let resp = req.send().await.map_err(Refusal::plain)?;
     let text = resp.text().await.unwrap_or_default();
     if resp.ok() {

@@ -5,6 +5,7 @@ use crate::i18n::{initial_lang, remember_lang, use_i18n, I18n, Key, Lang};
 use crate::route::{current_hash, Page, Route};
 use crate::views::common::Clock;
 use crate::views::login::{self, LoginPage, Session, SessionCtx, UserBadge};
+use crate::views::notify::NotifyToggle;
 use crate::views::{
     compare::ComparePage, launch::LaunchPage, queue::QueuePage, run::RunPage, runs::RunsPage,
 };
@@ -72,6 +73,7 @@ pub fn App() -> impl IntoView {
                 <a href="#/queue" class:on=move || page.get() == Page::Queue data-testid="nav-queue">{move || i18n.t(Key::Queues)}</a>
             </nav>
             <span class="spacer"></span>
+            <NotifyToggle/>
             {move || relay.get().map(|base| view! { <UserBadge base=base/> })}
             <LangSwitch/>
         </header>

@@ -6,6 +6,7 @@
 
 use crate::api::{self, ConnState};
 use crate::model::{self, Page, Point, RunView, LOSS};
+use crate::views::notify;
 use leptos::prelude::*;
 use std::collections::BTreeMap;
 use stepwatch_events::api as answers;
@@ -67,9 +68,17 @@ pub fn load_run(base: &str, run: &str, tails: bool) -> Loaded {
             &stepwatch_events::KNOWN_EVENTS,
             move |batch| {
                 edit(view, &mut |v| {
+                    let fired = v.state.alerts.fired;
                     for (_, data) in &batch {
                         if let Ok(e) = Event::from_json(data) {
                             v.apply(&e);
+                        }
+                    }
+                    // A firing while the page is open: a browser notification, if allowed.
+                    if v.state.alerts.fired > fired {
+                        if let Some(a) = v.state.alerts.active.last() {
+                            let title = format!("{} — {}", v.state.name, a.title);
+                            notify::show(&title, &a.text, &a.alert_id);
                         }
                     }
                 });
@@ -182,8 +191,16 @@ pub fn load_runs(
                     if let Some(s) = answers::decode_summary(&data) {
                         if s.deleted {
                             m.remove(&s.run);
-                        } else {
-                            m.insert(s.run.clone(), s);
+                            continue;
+                        }
+                        // More alerts active than before: a browser notification, if allowed.
+                        let (rose, name, title) =
+                            (s.alerts_active, s.name.clone(), s.alert_title.clone());
+                        let tag = format!("{}#{}", s.run, s.last_id);
+                        if m.insert(s.run.clone(), s)
+                            .is_some_and(|old| rose > old.alerts_active)
+                        {
+                            notify::show(&name, &title.unwrap_or_default(), &tag);
                         }
                     }
                 }

@@ -1,5 +1,8 @@
 //! The pages (one file per screen) and the pieces they share.
 
+pub mod alert_form;
+pub mod alerts;
+pub mod alerts_html;
 pub mod chart;
 pub mod common;
 pub mod compare;
@@ -9,6 +12,7 @@ pub mod launch;
 pub mod launch_form;
 pub mod launch_html;
 pub mod login;
+pub mod notify;
 pub mod queue;
 pub mod run;
 pub mod runs;

@@ -1,9 +1,11 @@
 //! The run page: header, charts (loss, learning rate, every other metric by group),
-//! checkpoints, parameters, commands, and the log and system tails ([`super::tails`]).
+//! checkpoints, parameters, commands, the log and system tails ([`super::tails`]), and
+//! alerts ([`super::alerts`]: the banner on top, the panel at the end).
 //! [`crate::load::load_run`] loads the run (state, series and events endpoints, then
 //! its SSE stream); the page provides it, the relay's base and the chart settings as
 //! context, and every panel reads them from there.
 
+use super::alerts::{AlertBanner, AlertsPanel};
 use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{ago, download, fmt_loss, fmt_lr, use_clock, ConnBadge, Stat, StatusPill};
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton};
@@ -33,6 +35,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
     });
     view! {
         <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
+        <AlertBanner/>
         <RunHeader run=run.clone() shown=shown/>
         <JobPanel run=run/>
         <RunCharts/>
@@ -48,6 +51,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
             <LogsPanel/>
             <SystemPanel shown=shown/>
         </div>
+        <AlertsPanel/>
     }
 }
 

@@ -307,6 +307,10 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                 prop:checked=move || picked.with(|p| p.contains(&run))
                 on:change=move |_| picked.update(|p| { if !p.remove(&run2) { p.insert(run2.clone()); } })/></td>
             <td class="name"><a href=run_href(&s.run)>{s.name.clone()}</a>
+                {(s.alerts_active > 0).then(|| view! {
+                    <span class=format!("alert-count {}", super::alerts::level_class(s.alert_level.as_deref()))
+                        data-testid="alert-count" title=s.alert_title.clone()>{s.alerts_active}</span>
+                })}
                 <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span></td>
             <td><StatusPill status=shown/></td>
             <td class="progress-cell">
