@@ -72,11 +72,24 @@ pub struct AlertRecord {
 }
 
 /// A rule the run set itself (trainer or dashboard).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRule {
     pub rule: Rule,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sender: Option<String>,
+}
+
+/// Read back with [`Rule::parse`] (already in every build that reads rules): no derived
+/// decoder for the rule's types, which the dashboard's download would carry.
+impl<'de> Deserialize<'de> for RunRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let rule = v.get("rule").unwrap_or(&Value::Null);
+        Ok(RunRule {
+            rule: Rule::parse(rule, "rule").map_err(serde::de::Error::custom)?,
+            sender: v.get("sender").and_then(Value::as_str).map(str::to_string),
+        })
+    }
 }
 
 /// A run's alerts as the reducer keeps them.
