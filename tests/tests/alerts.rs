@@ -1,0 +1,663 @@
+//! Alerts end to end (docs/ALERTS.md): real relays with an `--alerts` config, real Python
+//! trainers on the SDK, a real webhook receiver and a real SMTP server (aiosmtpd with
+//! STARTTLS and AUTH). A NaN loss pauses the run and notifies every channel once; a
+//! trainer killed with `kill -9` goes stale and comes back; a flapping metric fires once
+//! within its cooldown; failed deliveries are retried and recorded, secrets stay out of
+//! every answer and log; bad rules are refused naming the field; alerts survive a restart;
+//! two relays on one PostgreSQL database notify once.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use stepwatch_e2e::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A secret in the webhook's path: it must never come back out of the relay.
+const SECRET: &str = "tok-3f9a1c7e5b2d";
+
+/// The config file `alerts.toml` in `dir` holding `body`.
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("alerts.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// A relay over `dir/data` with `cfg` as its `--alerts` file, its stderr in `dir/relay.log`.
+fn start(dir: &Path, cfg: &str) -> Relay {
+    let path = write_config(dir, cfg);
+    Relay::start_logged(
+        &dir.join("data"),
+        &["--alerts", path.to_str().unwrap()],
+        &dir.join("relay.log"),
+    )
+}
+
+/// `[alerts]` with no default rules and `rules` (TOML tables) and `channels` after it.
+fn config(rules: &str, channels: &str) -> String {
+    format!("[alerts]\ndefaults = false\nbase_url = \"http://stepwatch.test:8080\"\n\n{rules}\n{channels}\n")
+}
+
+/// A webhook channel table.
+fn webhook(name: &str, url: &str) -> String {
+    format!("[alerts.channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n")
+}
+
+/// The run's stored events of kind `event`.
+fn events_of(relay: &Relay, run: &str, event: &str) -> Vec<Value> {
+    let mut v = relay.all_events(run);
+    v.retain(|e| e["event"] == event);
+    v
+}
+
+/// Waits until the run has `n` events of kind `event`; returns them.
+fn wait_events(relay: &Relay, run: &str, event: &str, n: usize, timeout: Duration) -> Vec<Value> {
+    wait_until(&format!("{n} {event} events"), timeout, || {
+        let v = events_of(relay, run, event);
+        (v.len() >= n).then_some(v)
+    })
+}
+
+/// The notices (webhook JSON bodies) in state `state` the receiver got at `prefix`.
+fn notices(hook: &WebhookReceiver, prefix: &str, state: &str) -> Vec<Value> {
+    hook.requests_to(prefix)
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| b["state"] == state)
+        .collect()
+}
+
+/// Posts one JSON event to the run.
+fn post_event(relay: &Relay, run: &str, event: Value) {
+    let (c, v) = relay.post(run, &event.to_string(), "application/json");
+    assert!(c < 300, "POST {event}: {c} {v}");
+}
+
+/// A trainer on the SDK whose loss turns NaN at step `nan_at` (and stays NaN), 20 ms a
+/// step, until stopped.
+fn nan_trainer(nan_at: u64) -> String {
+    format!(
+        r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+stepwatch.connect()
+emit_training_start(total_epochs=1, total_batches=100000)
+step = 0
+while not stepwatch.should_stop() and step < 100000:
+    step += 1
+    emit_batch_end(batch_idx=step, loss=float("nan") if step >= {nan_at} else 1.0 / step, lr=0.1)
+    time.sleep(0.02)
+emit_training_end()
+stepwatch.flush(10)
+"#
+    )
+}
+
+#[test]
+fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
+    let dir = TempDir::new("alerts-nan");
+    let hook = WebhookReceiver::start();
+    let sink = SmtpSink::start("stepwatch", "mail-pass-81c2");
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\naction = \"pause\"\n";
+    let slack = format!(
+        "[alerts.channels.chat]\nkind = \"slack\"\nurl = \"{}\"\n",
+        hook.url(&format!("/slack/{SECRET}"))
+    );
+    let mail = format!(
+        "[alerts.channels.mail]\nkind = \"email\"\nsmtp = \"{}\"\ntls = \"starttls\"\n\
+         username = \"{}\"\npassword = \"{}\"\nfrom = \"stepwatch@example.com\"\n\
+         to = [\"oncall@example.com\"]\nca_file = \"{}\"\n",
+        sink.addr(),
+        sink.username,
+        sink.password,
+        sink.certs.ca.display()
+    );
+    let channels = format!(
+        "{}{slack}\n{mail}",
+        webhook("hook", &hook.url(&format!("/hook/{SECRET}")))
+    );
+    let relay = start(&dir.0, &config(rules, &channels));
+    let run = "nan-run";
+    let mut trainer = python_trainer(&nan_trainer(20), &relay.url, run);
+
+    let fired = hook.wait_for("/hook/", 1, T);
+    let b = &fired[0].body;
+    for key in [
+        "alert_id", "state", "run", "run_name", "rule", "kind", "level", "title", "text", "metric",
+        "value", "step", "action", "url", "time",
+    ] {
+        assert!(b.get(key).is_some(), "webhook notice lacks {key}: {b}");
+    }
+    assert_eq!(
+        (&b["state"], &b["run"], &b["rule"], &b["kind"]),
+        (
+            &json!("fired"),
+            &json!(run),
+            &json!("nan"),
+            &json!("non_finite")
+        ),
+        "{b}"
+    );
+    assert_eq!(
+        (&b["level"], &b["metric"], &b["action"]),
+        (&json!("error"), &json!("loss"), &json!("pause")),
+        "{b}"
+    );
+    assert_eq!(b["step"], 20, "{b}");
+    assert!(b["alert_id"].as_str().unwrap().starts_with("nan#"), "{b}");
+    assert!(
+        b["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://stepwatch.test:8080")
+            && b["url"].as_str().unwrap().contains(run),
+        "{b}"
+    );
+    assert_eq!(
+        fired[0]
+            .header("content-type")
+            .map(|c| c.starts_with("application/json")),
+        Some(true)
+    );
+
+    // The action: a pause sent by alert:nan, accepted by the trainer.
+    let st = wait_until("the run paused", T, || {
+        let st = relay.get_ok(&format!("/api/runs/{run}"));
+        (st["status"] == "paused").then_some(st)
+    });
+    let pauses: Vec<&Value> = st["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["command"] == "pause")
+        .collect();
+    assert_eq!(pauses.len(), 1, "{st}");
+    assert_eq!(pauses[0]["sender"], "alert:nan", "{st}");
+
+    // Slack's format, and the e-mail through STARTTLS + AUTH.
+    let slack = hook.wait_for("/slack/", 1, T);
+    let text = slack[0].body["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", slack[0].raw));
+    assert!(text.contains(run) && !text.contains('\n'), "{text}");
+    assert_eq!(
+        slack[0].body.as_object().unwrap().len(),
+        1,
+        "{}",
+        slack[0].raw
+    );
+    let mail = sink.wait_for(1, T);
+    assert_eq!(mail[0]["login"], "stepwatch");
+    assert_eq!(mail[0]["tls"], true);
+    assert_eq!(mail[0]["rcpt_tos"], json!(["oncall@example.com"]));
+    let subject = mail_subject(&mail[0]).unwrap();
+    assert!(
+        subject.starts_with("[stepwatch] error: ") && subject.ends_with(&format!("— {run}")),
+        "{subject}"
+    );
+
+    // The history: one firing, delivered to each of the three channels.
+    let fired_ev = wait_events(&relay, run, "alert_fired", 1, T);
+    assert_eq!(fired_ev[0]["alert_id"], b["alert_id"]);
+    assert_eq!(fired_ev[0]["action"], "pause");
+    let deliveries = wait_events(&relay, run, "alert_delivery", 3, T);
+    let mut ok: Vec<(String, bool)> = deliveries
+        .iter()
+        .map(|d| (d["channel"].as_str().unwrap().to_string(), d["ok"] == true))
+        .collect();
+    ok.sort();
+    assert_eq!(
+        ok,
+        [
+            ("chat".into(), true),
+            ("hook".into(), true),
+            ("mail".into(), true)
+        ],
+        "{deliveries:?}"
+    );
+    let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
+    assert_eq!(alerts["active"].as_array().unwrap().len(), 1, "{alerts}");
+
+    // The NaN goes on while paused: still one notice.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(hook.requests_to("/hook/").len(), 1);
+    assert_eq!(sink.messages().len(), 1);
+    let _ = trainer.kill();
+    let _ = trainer.wait();
+}
+
+#[test]
+fn a_trainer_killed_with_kill_9_goes_stale_and_a_new_event_resolves_it() {
+    let dir = TempDir::new("alerts-stale");
+    let hook = WebhookReceiver::start();
+    let rules =
+        "[[alerts.rules]]\nname = \"quiet\"\nkind = \"stale\"\nafter_s = 2\ncooldown_s = 0\n";
+    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let run = "stale-run";
+    let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, run);
+    wait_until("the trainer's steps", T, || {
+        let st = relay.get_ok(&format!("/api/runs/{run}"));
+        (st["status"] == "running" && st["step"].as_u64() > Some(10)).then_some(())
+    });
+    trainer.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    let _ = trainer.wait();
+    assert!(hook.requests().is_empty(), "fired while the trainer ran");
+    let fired = hook.wait_body("a fired notice", Duration::from_secs(10), |b| {
+        b["state"] == "fired"
+    });
+    let after = fired.at.duration_since(killed);
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(6),
+        "{after:?}"
+    );
+    assert_eq!(
+        (&fired.body["run"], &fired.body["rule"], &fired.body["kind"]),
+        (&json!(run), &json!("quiet"), &json!("stale"))
+    );
+    assert_eq!(fired.body["level"], "warning");
+
+    post_event(
+        &relay,
+        run,
+        json!({"event": "batch_end", "batch_idx": 99999, "loss": 0.5}),
+    );
+    let resolved = hook.wait_body("a resolved notice", T, |b| b["state"] == "resolved");
+    assert_eq!(resolved.body["alert_id"], fired.body["alert_id"]);
+    assert_eq!(resolved.body["run"], run);
+    let r = wait_events(&relay, run, "alert_resolved", 1, T);
+    assert_eq!(r[0]["alert_id"], fired.body["alert_id"]);
+    let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
+    assert!(alerts["active"].as_array().unwrap().is_empty(), "{alerts}");
+}
+
+#[test]
+fn a_flapping_metric_fires_once_within_its_cooldown() {
+    let dir = TempDir::new("alerts-flap");
+    let hook = WebhookReceiver::start();
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 60\n";
+    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let run = "flap-run";
+    let code = r#"
+import time, stepwatch
+from stepwatch import emit_training_start, emit_batch_end, emit_training_end
+stepwatch.connect()
+emit_training_start(total_epochs=1, total_batches=200)
+for step in range(1, 201):
+    emit_batch_end(batch_idx=step, loss=float("nan") if step % 2 else 1.0, lr=0.1)
+    time.sleep(0.005)
+emit_training_end()
+assert stepwatch.flush(10)
+"#;
+    let mut trainer = python_trainer(code, &relay.url, run);
+    assert!(trainer.wait().unwrap().success());
+    wait_until("the run completed", T, || {
+        (relay.get_ok(&format!("/api/runs/{run}"))["status"] == "completed").then_some(())
+    });
+    hook.wait_for("/hook", 1, T);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        notices(&hook, "/hook", "fired").len(),
+        1,
+        "{:?}",
+        hook.requests()
+    );
+    assert!(
+        notices(&hook, "/hook", "resolved").len() <= 1,
+        "{:?}",
+        hook.requests()
+    );
+    assert_eq!(events_of(&relay, run, "alert_fired").len(), 1);
+}
+
+/// A run with one NaN, through the ingest API.
+fn post_nan(relay: &Relay, run: &str) {
+    post_event(
+        relay,
+        run,
+        json!({"event": "training_start", "total_batches": 10}),
+    );
+    post_event(
+        relay,
+        run,
+        json!({"event": "batch_end", "batch_idx": 1, "loss": 1.0}),
+    );
+    post_event(
+        relay,
+        run,
+        json!({"event": "batch_end", "batch_idx": 2, "loss": "NaN"}),
+    );
+}
+
+#[test]
+fn a_failing_receiver_is_retried_and_every_attempt_recorded() {
+    let dir = TempDir::new("alerts-retry");
+    let hook = WebhookReceiver::with_statuses(&[500, 500]);
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
+    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let run = "retry-run";
+    post_nan(&relay, run);
+    let got = hook.wait_for("/hook", 3, T);
+    assert_eq!(
+        got.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [500, 500, 200]
+    );
+    // Retried after about 1 s, then 2 s.
+    let gap = |a: &HookRequest, b: &HookRequest| b.at.duration_since(a.at).as_secs_f64();
+    assert!(
+        (0.8..3.0).contains(&gap(&got[0], &got[1])),
+        "{}",
+        gap(&got[0], &got[1])
+    );
+    assert!(
+        (1.6..5.0).contains(&gap(&got[1], &got[2])),
+        "{}",
+        gap(&got[1], &got[2])
+    );
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the same notice each time"
+    );
+    let d = wait_events(&relay, run, "alert_delivery", 3, T);
+    let seen: Vec<(u64, bool, bool)> = d
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap(),
+                d["ok"] == true,
+                d["last_attempt"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(1, false, false), (2, false, false), (3, true, true)],
+        "{d:?}"
+    );
+    assert!(
+        d.iter().all(|d| d["channel"] == "hook"
+            && d["channel_kind"] == "webhook"
+            && d["notice"] == "fired"),
+        "{d:?}"
+    );
+    assert!(d[0]["error"].as_str().unwrap().contains("500"), "{d:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        hook.requests().len(),
+        3,
+        "no attempt after the one that worked"
+    );
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_every_attempt_recorded_and_no_secret_leaks() {
+    let dir = TempDir::new("alerts-down");
+    let down = format!("http://127.0.0.1:{}/hook/{SECRET}", free_port());
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
+    let relay = start(&dir.0, &config(rules, &webhook("down", &down)));
+    let run = "down-run";
+    post_nan(&relay, run);
+    let d = wait_until("the last attempt", Duration::from_secs(60), || {
+        let d = events_of(&relay, run, "alert_delivery");
+        d.iter().any(|d| d["last_attempt"] == true).then_some(d)
+    });
+    assert_eq!(
+        d.iter()
+            .map(|d| d["attempt"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "{d:?}"
+    );
+    assert!(
+        d.iter()
+            .all(|d| d["ok"] == false && !d["error"].as_str().unwrap().is_empty()),
+        "{d:?}"
+    );
+    let metrics = ureq::get(&format!("{}/metrics", relay.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("stepwatch_alert_deliveries_total") && l.contains("result=\"failed\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no failed deliveries counted:\n{metrics}"));
+    assert!(failed >= 5.0, "{failed}");
+    assert!(
+        metrics.contains("stepwatch_alerts_fired_total"),
+        "{metrics}"
+    );
+
+    // The secret in the URL's path: nowhere.
+    let cfg = relay.get_ok("/api/alerts/config");
+    assert_eq!(
+        cfg["channels"],
+        json!([{"name": "down", "kind": "webhook"}]),
+        "{cfg}"
+    );
+    assert_eq!(cfg["defaults"], false);
+    let answers = [
+        relay.get_ok(&format!("/api/runs/{run}")).to_string(),
+        relay
+            .get_ok(&format!("/api/runs/{run}/events?limit=100000"))
+            .to_string(),
+        relay.get_ok(&format!("/api/runs/{run}/alerts")).to_string(),
+        relay.get_ok("/api/runs").to_string(),
+        cfg.to_string(),
+        metrics,
+        std::fs::read_to_string(dir.0.join("relay.log")).unwrap_or_default(),
+    ];
+    for (i, a) in answers.iter().enumerate() {
+        assert!(
+            !a.contains(SECRET),
+            "answer {i} holds the webhook's secret: {a}"
+        );
+        assert!(
+            !a.contains("/hook/"),
+            "answer {i} holds the webhook's path: {a}"
+        );
+    }
+}
+
+/// Runs the relay with `cfg`, which it must refuse at start; returns its stderr.
+fn refused_at_start(cfg: &str) -> String {
+    let dir = TempDir::new("alerts-bad");
+    let path = write_config(&dir.0, cfg);
+    let mut child = Command::new(relay_bin())
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(dir.0.join("data"))
+        .arg("--alerts")
+        .arg(&path)
+        .env_remove("STEPWATCH_DATABASE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until(
+        "the relay to refuse its config",
+        Duration::from_secs(20),
+        || child.try_wait().unwrap(),
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "started with a bad config:\n{cfg}");
+    err
+}
+
+#[test]
+fn a_bad_rule_or_channel_in_the_config_stops_the_relay_naming_the_field() {
+    let ok_hook = webhook("hook", "http://127.0.0.1:9/x");
+    let err = refused_at_start(&config(
+        "[[alerts.rules]]\nname = \"a\"\nkind = \"nan\"\n",
+        &ok_hook,
+    ));
+    assert!(
+        err.contains("rules[0].kind") && err.contains("unknown kind \"nan\""),
+        "{err}"
+    );
+    let err = refused_at_start(&config(
+        "[[alerts.rules]]\nname = \"a\"\nkind = \"non_finite\"\n\n[[alerts.rules]]\nname = \"b\"\nkind = \"spike\"\nwindow = -5\n",
+        &ok_hook,
+    ));
+    assert!(err.contains("rules[1].window"), "{err}");
+    let err = refused_at_start(&config(
+        "",
+        &webhook("hook", &format!("ftp://127.0.0.1/{SECRET}")),
+    ));
+    assert!(err.contains("hook.url") && err.contains("http"), "{err}");
+    assert!(!err.contains(SECRET), "the refused URL is echoed: {err}");
+    let err = refused_at_start(&config(
+        "[[alerts.rules]]\nname = \"a\"\nkind = \"stale\"\nbogus = 1\n",
+        &ok_hook,
+    ));
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn a_bad_rule_from_the_api_or_a_trainer_is_refused_with_400_and_nothing_stored() {
+    let dir = TempDir::new("alerts-api");
+    let relay = start(&dir.0, "[alerts]\ndefaults = false\n");
+    let run = "api-run";
+    post_event(&relay, run, json!({"event": "training_start"}));
+    let count = || relay.all_ids(run).len();
+    let before = count();
+    let post_rule =
+        |rule: &Value| relay.post_json(&format!("/api/runs/{run}/alerts/rules"), rule, None);
+    for (rule, field) in [
+        (json!({"name": "w", "kind": "spike", "window": 1}), "window"),
+        (json!({"name": "k", "kind": "nan"}), "kind"),
+        (
+            json!({"name": "b", "kind": "stale", "bogus": true}),
+            "bogus",
+        ),
+        (json!({"name": "bad name!", "kind": "stale"}), "name"),
+        (json!({"name": "t", "kind": "above"}), "threshold"),
+    ] {
+        let (c, v) = post_rule(&rule);
+        assert_eq!(c, 400, "{rule}: {v}");
+        assert!(
+            v.to_string().contains(field),
+            "{rule}: {v} does not name {field}"
+        );
+    }
+    let bad = json!({"event": "alert_rule", "rule": {"name": "x", "kind": "spike", "factor": 0.5}});
+    let (c, v) = relay.post(run, &bad.to_string(), "application/json");
+    assert_eq!(c, 400, "{v}");
+    assert!(v.to_string().contains("factor"), "{v}");
+    assert_eq!(count(), before, "a refused rule was stored");
+
+    // A good one is stored, listed as the run's own, and removed.
+    let (c, v) = post_rule(&json!({"name": "high", "kind": "above", "threshold": 5.0}));
+    assert_eq!(c, 201, "{v}");
+    assert_eq!(count(), before + 1);
+    let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
+    let rules = alerts["rules"].as_array().unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["name"] == "high" && r["source"] == "run"),
+        "{alerts}"
+    );
+    let del = |name: &str| {
+        let url = format!("{}/api/runs/{run}/alerts/rules/{name}", relay.url);
+        match ureq::delete(&url).call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(del("high"), 200);
+    assert_eq!(del("high"), 404);
+    let last = relay.all_events(run).pop().unwrap();
+    assert_eq!(
+        (&last["event"], &last["removed"]),
+        (&json!("alert_rule"), &json!(true)),
+        "{last}"
+    );
+}
+
+#[test]
+fn alerts_survive_a_restart_and_an_active_one_does_not_notify_again() {
+    let dir = TempDir::new("alerts-restart");
+    let hook = WebhookReceiver::start();
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
+    let mut relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let run = "restart-run";
+    post_nan(&relay, run);
+    let fired = hook.wait_for("/hook", 1, T)[0].body.clone();
+    wait_events(&relay, run, "alert_delivery", 1, T);
+    relay.restart();
+    let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
+    assert_eq!(alerts["active"].as_array().unwrap().len(), 1, "{alerts}");
+    assert!(
+        !alerts["history"].as_array().unwrap().is_empty(),
+        "{alerts}"
+    );
+    // Still NaN after the restart: no second notice.
+    post_event(
+        &relay,
+        run,
+        json!({"event": "batch_end", "batch_idx": 3, "loss": "NaN"}),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
+    assert_eq!(events_of(&relay, run, "alert_fired").len(), 1);
+    // A finite value resolves the alert that fired before the restart.
+    post_event(
+        &relay,
+        run,
+        json!({"event": "batch_end", "batch_idx": 4, "loss": 0.5}),
+    );
+    let resolved = hook.wait_body("the resolved notice", T, |b| b["state"] == "resolved");
+    assert_eq!(resolved.body["alert_id"], fired["alert_id"]);
+}
+
+#[test]
+fn two_relays_on_one_postgresql_database_send_one_notice() {
+    let Some(_) = pg_server_or_skip("alerts_two_relays") else {
+        return;
+    };
+    let db = fresh_database("alerts-two");
+    let dir = TempDir::new("alerts-pg");
+    let hook = WebhookReceiver::start();
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\naction = \"pause\"\ncooldown_s = 0\n";
+    let cfg = write_config(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let extra = ["--alerts", cfg.to_str().unwrap()];
+    let a = Relay::start_on(&db, &dir.0.join("a"), &extra);
+    let b = Relay::start_on(&db, &dir.0.join("b"), &extra);
+    let run = "pg-run";
+    let mut trainer = python_trainer(&nan_trainer(15), &a.url, run);
+    hook.wait_for("/hook", 1, T);
+    wait_until("the run paused, seen by both", T, || {
+        let pa = a.get_ok(&format!("/api/runs/{run}"))["status"] == "paused";
+        let pb = b.get(&format!("/api/runs/{run}")).1["status"] == "paused";
+        (pa && pb).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
+    for r in [&a, &b] {
+        assert_eq!(events_of(r, run, "alert_fired").len(), 1);
+        assert_eq!(events_of(r, run, "alert_delivery").len(), 1);
+        let st = r.get_ok(&format!("/api/runs/{run}"));
+        let pauses = st["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["command"] == "pause")
+            .count();
+        assert_eq!(pauses, 1, "{st}");
+    }
+    let _ = trainer.kill();
+    let _ = trainer.wait();
+}
