@@ -15,12 +15,15 @@ import asyncio
 import json
 import ssl
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _write_lock = threading.Lock()
+# aiosmtpd warns about its own use of Session.login_data.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _append(out: Path, record: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "auth",
     "auth_browser",
     "launch",
+    "alerts",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.
