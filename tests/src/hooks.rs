@@ -247,3 +247,41 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
         body.extend_from_slice(&chunk[..size]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_the_chosen_statuses_then_200_and_records_every_request() {
+        let hook = WebhookReceiver::with_statuses(&[500, 503]);
+        let agent = ureq::AgentBuilder::new().build(); // one keep-alive connection
+        let mut got = Vec::new();
+        for i in 0..3 {
+            let r = agent
+                .post(&hook.url(&format!("/a/{i}?q=1")))
+                .set("X-Test", "yes")
+                .send_json(serde_json::json!({"n": i}));
+            got.push(match r {
+                Ok(r) => r.status(),
+                Err(ureq::Error::Status(s, _)) => s,
+                Err(e) => panic!("{e}"),
+            });
+        }
+        assert_eq!(got, [500, 503, 200]);
+        let reqs = hook.wait_for("/a/", 3, Duration::from_secs(5));
+        assert_eq!(reqs[2].path, "/a/2?q=1");
+        assert_eq!(reqs[1].body["n"], 1);
+        assert_eq!(reqs[0].header("x-test"), Some("yes"));
+        assert_eq!(reqs[0].method, "POST");
+        assert!(reqs[0].at <= reqs[1].at);
+        // A chunked body.
+        let r = ureq::post(&hook.url("/chunked"))
+            .set("Content-Type", "application/json")
+            .send(std::io::Cursor::new(b"{\"chunked\":true}".to_vec()))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let c = hook.wait_for("/chunked", 1, Duration::from_secs(5));
+        assert_eq!(c[0].body["chunked"], true, "{:?}", c[0]);
+    }
+}

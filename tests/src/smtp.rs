@@ -126,7 +126,7 @@ fn raw_subject(message: &Value) -> Option<String> {
             break;
         }
         match &mut subject {
-            Some(s) if l.starts_with([' ', '\t']) => s.push_str(l.trim_start()),
+            Some(s) if l.starts_with([' ', '\t']) => s.push_str(l),
             Some(_) => break,
             None => {
                 if l.len() > 8 && l[..8].eq_ignore_ascii_case("subject:") {
@@ -202,5 +202,57 @@ impl Drop for SmtpSink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_encoded_words_and_unfolds_the_subject() {
+        let m = serde_json::json!({"data":
+            "From: a@x\r\nSubject: =?utf-8?b?W3N0ZXB3YXRjaF0gZXJyb3I6IOKAlA==?=\r\n =?utf-8?q?_run=5F1?= ok\r\n\r\nbody"});
+        assert_eq!(mail_subject(&m).unwrap(), "[stepwatch] error: — run_1 ok");
+        assert_eq!(decode_words("plain words"), "plain words");
+    }
+
+    #[test]
+    fn the_sink_takes_mail_only_after_starttls_and_auth() {
+        let sink = SmtpSink::start("u", "pw");
+        let script = format!(
+            r#"
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo()
+assert not s.has_extn("auth"), "AUTH offered before TLS"
+s.starttls(context=ssl.create_default_context(cafile={ca:?}))
+s.ehlo()
+try:
+    s.login("u", "wrong")
+    raise SystemExit("a wrong password was taken")
+except smtplib.SMTPAuthenticationError:
+    pass
+s.login("u", "pw")
+s.sendmail("a@example.com", ["b@example.com"], "Subject: hi\r\n\r\nbody")
+s.quit()
+"#,
+            port = sink.port,
+            ca = sink.certs.ca.display().to_string()
+        );
+        let st = Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let m = sink.wait_for(1, Duration::from_secs(10));
+        assert_eq!(
+            (&m[0]["login"], &m[0]["tls"]),
+            (&serde_json::json!("u"), &serde_json::json!(true))
+        );
+        assert_eq!(m[0]["rcpt_tos"], serde_json::json!(["b@example.com"]));
+        assert_eq!(mail_subject(&m[0]).as_deref(), Some("hi"));
+        assert!(sink.records().iter().any(|r| r["auth_failed"] == "u"));
     }
 }
