@@ -30,10 +30,12 @@
 //! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
 //! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 //! | `kube`       | the Kubernetes API stand-in ([`KubeStandin`]), not a real one    |
+//! | `alerts`     | `--alerts` configs, channel tables, a NaN trainer, alert events  |
 //! | `hooks`      | a webhook receiver recording alert notices ([`WebhookReceiver`]) |
 //! | `smtp`       | an SMTP sink with STARTTLS and AUTH, `aiosmtpd` ([`SmtpSink`])  |
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod auth;
 mod browser;
 mod certs;
@@ -51,6 +53,7 @@ mod slurm;
 mod smtp;
 mod streams;
 
+pub use alerts::*;
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;

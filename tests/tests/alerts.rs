@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use stepwatch_e2e::*;
@@ -18,83 +17,6 @@ const T: Duration = Duration::from_secs(30);
 
 /// A secret in the webhook's path: it must never come back out of the relay.
 const SECRET: &str = "tok-3f9a1c7e5b2d";
-
-/// The config file `alerts.toml` in `dir` holding `body`.
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let p = dir.join("alerts.toml");
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-/// A relay over `dir/data` with `cfg` as its `--alerts` file, its stderr in `dir/relay.log`.
-fn start(dir: &Path, cfg: &str) -> Relay {
-    let path = write_config(dir, cfg);
-    Relay::start_logged(
-        &dir.join("data"),
-        &["--alerts", path.to_str().unwrap()],
-        &dir.join("relay.log"),
-    )
-}
-
-/// `[alerts]` with no default rules and `rules` (TOML tables) and `channels` after it.
-fn config(rules: &str, channels: &str) -> String {
-    format!("[alerts]\ndefaults = false\nbase_url = \"http://stepwatch.test:8080\"\n\n{rules}\n{channels}\n")
-}
-
-/// A webhook channel table.
-fn webhook(name: &str, url: &str) -> String {
-    format!("[alerts.channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n")
-}
-
-/// The run's stored events of kind `event`.
-fn events_of(relay: &Relay, run: &str, event: &str) -> Vec<Value> {
-    let mut v = relay.all_events(run);
-    v.retain(|e| e["event"] == event);
-    v
-}
-
-/// Waits until the run has `n` events of kind `event`; returns them.
-fn wait_events(relay: &Relay, run: &str, event: &str, n: usize, timeout: Duration) -> Vec<Value> {
-    wait_until(&format!("{n} {event} events"), timeout, || {
-        let v = events_of(relay, run, event);
-        (v.len() >= n).then_some(v)
-    })
-}
-
-/// The notices (webhook JSON bodies) in state `state` the receiver got at `prefix`.
-fn notices(hook: &WebhookReceiver, prefix: &str, state: &str) -> Vec<Value> {
-    hook.requests_to(prefix)
-        .into_iter()
-        .map(|r| r.body)
-        .filter(|b| b["state"] == state)
-        .collect()
-}
-
-/// Posts one JSON event to the run.
-fn post_event(relay: &Relay, run: &str, event: Value) {
-    let (c, v) = relay.post(run, &event.to_string(), "application/json");
-    assert!(c < 300, "POST {event}: {c} {v}");
-}
-
-/// A trainer on the SDK whose loss turns NaN at step `nan_at` (and stays NaN), 20 ms a
-/// step, until stopped.
-fn nan_trainer(nan_at: u64) -> String {
-    format!(
-        r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end
-stepwatch.connect()
-emit_training_start(total_epochs=1, total_batches=100000)
-step = 0
-while not stepwatch.should_stop() and step < 100000:
-    step += 1
-    emit_batch_end(batch_idx=step, loss=float("nan") if step >= {nan_at} else 1.0 / step, lr=0.1)
-    time.sleep(0.02)
-emit_training_end()
-stepwatch.flush(10)
-"#
-    )
-}
 
 #[test]
 fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
@@ -117,9 +39,9 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
     );
     let channels = format!(
         "{}{slack}\n{mail}",
-        webhook("hook", &hook.url(&format!("/hook/{SECRET}")))
+        webhook_channel("hook", &hook.url(&format!("/hook/{SECRET}")))
     );
-    let relay = start(&dir.0, &config(rules, &channels));
+    let relay = relay_with_alerts(&dir.0, &alerts_toml(rules, &channels));
     let run = "nan-run";
     let mut trainer = python_trainer(&nan_trainer(20), &relay.url, run);
 
@@ -200,10 +122,10 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
     );
 
     // The history: one firing, delivered to each of the three channels.
-    let fired_ev = wait_events(&relay, run, "alert_fired", 1, T);
+    let fired_ev = relay.wait_events(run, "alert_fired", 1, T);
     assert_eq!(fired_ev[0]["alert_id"], b["alert_id"]);
     assert_eq!(fired_ev[0]["action"], "pause");
-    let deliveries = wait_events(&relay, run, "alert_delivery", 3, T);
+    let deliveries = relay.wait_events(run, "alert_delivery", 3, T);
     let mut ok: Vec<(String, bool)> = deliveries
         .iter()
         .map(|d| (d["channel"].as_str().unwrap().to_string(), d["ok"] == true))
@@ -235,7 +157,10 @@ fn a_trainer_killed_with_kill_9_goes_stale_and_a_new_event_resolves_it() {
     let hook = WebhookReceiver::start();
     let rules =
         "[[alerts.rules]]\nname = \"quiet\"\nkind = \"stale\"\nafter_s = 2\ncooldown_s = 0\n";
-    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let relay = relay_with_alerts(
+        &dir.0,
+        &alerts_toml(rules, &webhook_channel("hook", &hook.url("/hook"))),
+    );
     let run = "stale-run";
     let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, run);
     wait_until("the trainer's steps", T, || {
@@ -260,15 +185,14 @@ fn a_trainer_killed_with_kill_9_goes_stale_and_a_new_event_resolves_it() {
     );
     assert_eq!(fired.body["level"], "warning");
 
-    post_event(
-        &relay,
+    relay.post_event(
         run,
-        json!({"event": "batch_end", "batch_idx": 99999, "loss": 0.5}),
+        &json!({"event": "batch_end", "batch_idx": 99999, "loss": 0.5}),
     );
     let resolved = hook.wait_body("a resolved notice", T, |b| b["state"] == "resolved");
     assert_eq!(resolved.body["alert_id"], fired.body["alert_id"]);
     assert_eq!(resolved.body["run"], run);
-    let r = wait_events(&relay, run, "alert_resolved", 1, T);
+    let r = relay.wait_events(run, "alert_resolved", 1, T);
     assert_eq!(r[0]["alert_id"], fired.body["alert_id"]);
     let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
     assert!(alerts["active"].as_array().unwrap().is_empty(), "{alerts}");
@@ -279,7 +203,10 @@ fn a_flapping_metric_fires_once_within_its_cooldown() {
     let dir = TempDir::new("alerts-flap");
     let hook = WebhookReceiver::start();
     let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 60\n";
-    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let relay = relay_with_alerts(
+        &dir.0,
+        &alerts_toml(rules, &webhook_channel("hook", &hook.url("/hook"))),
+    );
     let run = "flap-run";
     let code = r#"
 import time, stepwatch
@@ -310,25 +237,22 @@ assert stepwatch.flush(10)
         "{:?}",
         hook.requests()
     );
-    assert_eq!(events_of(&relay, run, "alert_fired").len(), 1);
+    assert_eq!(relay.events_of(run, "alert_fired").len(), 1);
 }
 
 /// A run with one NaN, through the ingest API.
 fn post_nan(relay: &Relay, run: &str) {
-    post_event(
-        relay,
+    relay.post_event(
         run,
-        json!({"event": "training_start", "total_batches": 10}),
+        &json!({"event": "training_start", "total_batches": 10}),
     );
-    post_event(
-        relay,
+    relay.post_event(
         run,
-        json!({"event": "batch_end", "batch_idx": 1, "loss": 1.0}),
+        &json!({"event": "batch_end", "batch_idx": 1, "loss": 1.0}),
     );
-    post_event(
-        relay,
+    relay.post_event(
         run,
-        json!({"event": "batch_end", "batch_idx": 2, "loss": "NaN"}),
+        &json!({"event": "batch_end", "batch_idx": 2, "loss": "NaN"}),
     );
 }
 
@@ -337,7 +261,10 @@ fn a_failing_receiver_is_retried_and_every_attempt_recorded() {
     let dir = TempDir::new("alerts-retry");
     let hook = WebhookReceiver::with_statuses(&[500, 500]);
     let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
-    let relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let relay = relay_with_alerts(
+        &dir.0,
+        &alerts_toml(rules, &webhook_channel("hook", &hook.url("/hook"))),
+    );
     let run = "retry-run";
     post_nan(&relay, run);
     let got = hook.wait_for("/hook", 3, T);
@@ -361,7 +288,7 @@ fn a_failing_receiver_is_retried_and_every_attempt_recorded() {
         got.iter().all(|r| r.body == got[0].body),
         "the same notice each time"
     );
-    let d = wait_events(&relay, run, "alert_delivery", 3, T);
+    let d = relay.wait_events(run, "alert_delivery", 3, T);
     let seen: Vec<(u64, bool, bool)> = d
         .iter()
         .map(|d| {
@@ -397,11 +324,11 @@ fn a_receiver_that_is_down_gets_every_attempt_recorded_and_no_secret_leaks() {
     let dir = TempDir::new("alerts-down");
     let down = format!("http://127.0.0.1:{}/hook/{SECRET}", free_port());
     let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
-    let relay = start(&dir.0, &config(rules, &webhook("down", &down)));
+    let relay = relay_with_alerts(&dir.0, &alerts_toml(rules, &webhook_channel("down", &down)));
     let run = "down-run";
     post_nan(&relay, run);
     let d = wait_until("the last attempt", Duration::from_secs(60), || {
-        let d = events_of(&relay, run, "alert_delivery");
+        let d = relay.events_of(run, "alert_delivery");
         d.iter().any(|d| d["last_attempt"] == true).then_some(d)
     });
     assert_eq!(
@@ -468,7 +395,7 @@ fn a_receiver_that_is_down_gets_every_attempt_recorded_and_no_secret_leaks() {
 /// Runs the relay with `cfg`, which it must refuse at start; returns its stderr.
 fn refused_at_start(cfg: &str) -> String {
     let dir = TempDir::new("alerts-bad");
-    let path = write_config(&dir.0, cfg);
+    let path = alerts_config_file(&dir.0, cfg);
     let mut child = Command::new(relay_bin())
         .args([
             "serve",
@@ -497,8 +424,8 @@ fn refused_at_start(cfg: &str) -> String {
 
 #[test]
 fn a_bad_rule_or_channel_in_the_config_stops_the_relay_naming_the_field() {
-    let ok_hook = webhook("hook", "http://127.0.0.1:9/x");
-    let err = refused_at_start(&config(
+    let ok_hook = webhook_channel("hook", "http://127.0.0.1:9/x");
+    let err = refused_at_start(&alerts_toml(
         "[[alerts.rules]]\nname = \"a\"\nkind = \"nan\"\n",
         &ok_hook,
     ));
@@ -506,18 +433,18 @@ fn a_bad_rule_or_channel_in_the_config_stops_the_relay_naming_the_field() {
         err.contains("rules[0].kind") && err.contains("unknown kind \"nan\""),
         "{err}"
     );
-    let err = refused_at_start(&config(
+    let err = refused_at_start(&alerts_toml(
         "[[alerts.rules]]\nname = \"a\"\nkind = \"non_finite\"\n\n[[alerts.rules]]\nname = \"b\"\nkind = \"spike\"\nwindow = -5\n",
         &ok_hook,
     ));
     assert!(err.contains("rules[1].window"), "{err}");
-    let err = refused_at_start(&config(
+    let err = refused_at_start(&alerts_toml(
         "",
-        &webhook("hook", &format!("ftp://127.0.0.1/{SECRET}")),
+        &webhook_channel("hook", &format!("ftp://127.0.0.1/{SECRET}")),
     ));
     assert!(err.contains("hook.url") && err.contains("http"), "{err}");
     assert!(!err.contains(SECRET), "the refused URL is echoed: {err}");
-    let err = refused_at_start(&config(
+    let err = refused_at_start(&alerts_toml(
         "[[alerts.rules]]\nname = \"a\"\nkind = \"stale\"\nbogus = 1\n",
         &ok_hook,
     ));
@@ -527,9 +454,9 @@ fn a_bad_rule_or_channel_in_the_config_stops_the_relay_naming_the_field() {
 #[test]
 fn a_bad_rule_from_the_api_or_a_trainer_is_refused_with_400_and_nothing_stored() {
     let dir = TempDir::new("alerts-api");
-    let relay = start(&dir.0, "[alerts]\ndefaults = false\n");
+    let relay = relay_with_alerts(&dir.0, "[alerts]\ndefaults = false\n");
     let run = "api-run";
-    post_event(&relay, run, json!({"event": "training_start"}));
+    relay.post_event(run, &json!({"event": "training_start"}));
     let count = || relay.all_ids(run).len();
     let before = count();
     let post_rule =
@@ -592,11 +519,14 @@ fn alerts_survive_a_restart_and_an_active_one_does_not_notify_again() {
     let dir = TempDir::new("alerts-restart");
     let hook = WebhookReceiver::start();
     let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\ncooldown_s = 0\n";
-    let mut relay = start(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let mut relay = relay_with_alerts(
+        &dir.0,
+        &alerts_toml(rules, &webhook_channel("hook", &hook.url("/hook"))),
+    );
     let run = "restart-run";
     post_nan(&relay, run);
     let fired = hook.wait_for("/hook", 1, T)[0].body.clone();
-    wait_events(&relay, run, "alert_delivery", 1, T);
+    relay.wait_events(run, "alert_delivery", 1, T);
     relay.restart();
     let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
     assert_eq!(alerts["active"].as_array().unwrap().len(), 1, "{alerts}");
@@ -605,19 +535,17 @@ fn alerts_survive_a_restart_and_an_active_one_does_not_notify_again() {
         "{alerts}"
     );
     // Still NaN after the restart: no second notice.
-    post_event(
-        &relay,
+    relay.post_event(
         run,
-        json!({"event": "batch_end", "batch_idx": 3, "loss": "NaN"}),
+        &json!({"event": "batch_end", "batch_idx": 3, "loss": "NaN"}),
     );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
-    assert_eq!(events_of(&relay, run, "alert_fired").len(), 1);
+    assert_eq!(relay.events_of(run, "alert_fired").len(), 1);
     // A finite value resolves the alert that fired before the restart.
-    post_event(
-        &relay,
+    relay.post_event(
         run,
-        json!({"event": "batch_end", "batch_idx": 4, "loss": 0.5}),
+        &json!({"event": "batch_end", "batch_idx": 4, "loss": 0.5}),
     );
     let resolved = hook.wait_body("the resolved notice", T, |b| b["state"] == "resolved");
     assert_eq!(resolved.body["alert_id"], fired["alert_id"]);
@@ -632,7 +560,10 @@ fn two_relays_on_one_postgresql_database_send_one_notice() {
     let dir = TempDir::new("alerts-pg");
     let hook = WebhookReceiver::start();
     let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\naction = \"pause\"\ncooldown_s = 0\n";
-    let cfg = write_config(&dir.0, &config(rules, &webhook("hook", &hook.url("/hook"))));
+    let cfg = alerts_config_file(
+        &dir.0,
+        &alerts_toml(rules, &webhook_channel("hook", &hook.url("/hook"))),
+    );
     let extra = ["--alerts", cfg.to_str().unwrap()];
     let a = Relay::start_on(&db, &dir.0.join("a"), &extra);
     let b = Relay::start_on(&db, &dir.0.join("b"), &extra);
@@ -647,8 +578,8 @@ fn two_relays_on_one_postgresql_database_send_one_notice() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
     for r in [&a, &b] {
-        assert_eq!(events_of(r, run, "alert_fired").len(), 1);
-        assert_eq!(events_of(r, run, "alert_delivery").len(), 1);
+        assert_eq!(r.events_of(run, "alert_fired").len(), 1);
+        assert_eq!(r.events_of(run, "alert_delivery").len(), 1);
         let st = r.get_ok(&format!("/api/runs/{run}"));
         let pauses = st["commands"]
             .as_array()

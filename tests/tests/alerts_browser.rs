@@ -9,20 +9,6 @@ use stepwatch_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const NAN_TRAINER: &str = r#"
-import time, stepwatch
-from stepwatch import emit_training_start, emit_batch_end, emit_training_end
-stepwatch.connect()
-emit_training_start(total_epochs=1, total_batches=100000)
-step = 0
-while not stepwatch.should_stop() and step < 100000:
-    step += 1
-    emit_batch_end(batch_idx=step, loss=float("nan") if step >= 20 else 1.0 / step, lr=0.1)
-    time.sleep(0.02)
-emit_training_end()
-stepwatch.flush(10)
-"#;
-
 #[test]
 fn a_nan_loss_shows_the_banner_with_the_pause_and_dismiss_clears_it() {
     let dir = TempDir::new("alerts-browser");
@@ -48,7 +34,7 @@ fn a_nan_loss_shows_the_banner_with_the_pause_and_dismiss_clears_it() {
         ],
     );
     let run = "nan-browser";
-    let mut trainer = python_trainer(NAN_TRAINER, &relay.url, run);
+    let mut trainer = python_trainer(&nan_trainer(20), &relay.url, run);
     let b = Browser::start();
     b.goto(&format!("{}/#/runs/{run}", relay.url));
     let id = b.wait_for(

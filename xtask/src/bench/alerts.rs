@@ -142,7 +142,7 @@ fn follow_fired(url: &str) -> Result<Arc<Mutex<Vec<Instant>>>> {
         let reader = BufReader::new(resp.into_reader());
         for line in reader.lines() {
             let Ok(line) = line else { return };
-            if line.starts_with("data: ") && line.contains("\"alert_fired\"") {
+            if line == "event: alert_fired" {
                 if let Ok(mut v) = out.lock() {
                     v.push(Instant::now());
                 }
