@@ -18,12 +18,9 @@ const T: Duration = Duration::from_secs(30);
 /// A secret in the webhook's path: it must never come back out of the relay.
 const SECRET: &str = "tok-3f9a1c7e5b2d";
 
-#[test]
-fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
-    let dir = TempDir::new("alerts-nan");
-    let hook = WebhookReceiver::start();
-    let sink = SmtpSink::start("stepwatch", "mail-pass-81c2");
-    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\naction = \"pause\"\n";
+/// Three channels: `hook` (webhook) and `chat` (slack) on `hook` with the secret in their
+/// paths, and `mail` (email) on the sink with STARTTLS and AUTH.
+fn three_channels(hook: &WebhookReceiver, sink: &SmtpSink) -> String {
     let slack = format!(
         "[alerts.channels.chat]\nkind = \"slack\"\nurl = \"{}\"\n",
         hook.url(&format!("/slack/{SECRET}"))
@@ -37,16 +34,15 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
         sink.password,
         sink.certs.ca.display()
     );
-    let channels = format!(
+    format!(
         "{}{slack}\n{mail}",
         webhook_channel("hook", &hook.url(&format!("/hook/{SECRET}")))
-    );
-    let relay = relay_with_alerts(&dir.0, &alerts_toml(rules, &channels));
-    let run = "nan-run";
-    let mut trainer = python_trainer(&nan_trainer(20), &relay.url, run);
+    )
+}
 
-    let fired = hook.wait_for("/hook/", 1, T);
-    let b = &fired[0].body;
+/// The webhook notice of the NaN firing: every field of docs/ALERTS.md, the right values.
+fn check_fired_notice(fired: &HookRequest, run: &str) {
+    let b = &fired.body;
     for key in [
         "alert_id", "state", "run", "run_name", "rule", "kind", "level", "title", "text", "metric",
         "value", "step", "action", "url", "time",
@@ -79,27 +75,15 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
         "{b}"
     );
     assert_eq!(
-        fired[0]
+        fired
             .header("content-type")
             .map(|c| c.starts_with("application/json")),
         Some(true)
     );
+}
 
-    // The action: a pause sent by alert:nan, accepted by the trainer.
-    let st = wait_until("the run paused", T, || {
-        let st = relay.get_ok(&format!("/api/runs/{run}"));
-        (st["status"] == "paused").then_some(st)
-    });
-    let pauses: Vec<&Value> = st["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["command"] == "pause")
-        .collect();
-    assert_eq!(pauses.len(), 1, "{st}");
-    assert_eq!(pauses[0]["sender"], "alert:nan", "{st}");
-
-    // Slack's format, and the e-mail through STARTTLS + AUTH.
+/// Slack's `{"text"}`, and the e-mail through STARTTLS + AUTH with its subject.
+fn check_slack_and_mail(hook: &WebhookReceiver, sink: &SmtpSink, run: &str) {
     let slack = hook.wait_for("/slack/", 1, T);
     let text = slack[0].body["text"]
         .as_str()
@@ -120,6 +104,38 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
         subject.starts_with("[stepwatch] error: ") && subject.ends_with(&format!("— {run}")),
         "{subject}"
     );
+}
+
+#[test]
+fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
+    let dir = TempDir::new("alerts-nan");
+    let hook = WebhookReceiver::start();
+    let sink = SmtpSink::start("stepwatch", "mail-pass-81c2");
+    let rules = "[[alerts.rules]]\nname = \"nan\"\nkind = \"non_finite\"\naction = \"pause\"\n";
+    let channels = three_channels(&hook, &sink);
+    let relay = relay_with_alerts(&dir.0, &alerts_toml(rules, &channels));
+    let run = "nan-run";
+    let mut trainer = python_trainer(&nan_trainer(20), &relay.url, run);
+
+    let fired = hook.wait_for("/hook/", 1, T);
+    let b = &fired[0].body;
+    check_fired_notice(&fired[0], run);
+
+    // The action: a pause sent by alert:nan, accepted by the trainer.
+    let st = wait_until("the run paused", T, || {
+        let st = relay.get_ok(&format!("/api/runs/{run}"));
+        (st["status"] == "paused").then_some(st)
+    });
+    let pauses: Vec<&Value> = st["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["command"] == "pause")
+        .collect();
+    assert_eq!(pauses.len(), 1, "{st}");
+    assert_eq!(pauses[0]["sender"], "alert:nan", "{st}");
+
+    check_slack_and_mail(&hook, &sink, run);
 
     // The history: one firing, delivered to each of the three channels.
     let fired_ev = relay.wait_events(run, "alert_fired", 1, T);
@@ -147,6 +163,35 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(hook.requests_to("/hook/").len(), 1);
     assert_eq!(sink.messages().len(), 1);
+    // The channels are shown by name and kind only; no secret anywhere.
+    let cfg = relay.get_ok("/api/alerts/config");
+    let mut shown: Vec<String> = cfg["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            r#"{"kind":"email","name":"mail"}"#,
+            r#"{"kind":"slack","name":"chat"}"#,
+            r#"{"kind":"webhook","name":"hook"}"#
+        ]
+    );
+    let log = std::fs::read_to_string(dir.0.join("relay.log")).unwrap_or_default();
+    for text in [
+        cfg.to_string(),
+        alerts.to_string(),
+        relay.all_events(run).iter().map(Value::to_string).collect(),
+        log,
+    ] {
+        assert!(
+            !text.contains(SECRET) && !text.contains(&sink.password),
+            "a secret leaked: {text}"
+        );
+    }
     let _ = trainer.kill();
     let _ = trainer.wait();
 }
