@@ -24,6 +24,7 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "auth_browser",
     "launch",
     "alerts",
+    "alerts_rules",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.
