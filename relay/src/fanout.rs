@@ -9,7 +9,8 @@ use stepwatch_events::RunState;
 
 impl Fanout for Hub {
     fn has_subscribers(&self, run: &str) -> bool {
-        Hub::has_subscribers(self, run)
+        // The alert engine follows the runs it watches through other relays' commits too.
+        Hub::has_subscribers(self, run) || self.watched(run)
     }
 
     fn publish(&self, c: &Committed) {

@@ -7,7 +7,7 @@
 use crate::storage::{Committed, StoredEvent};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use stepwatch_events::RunSummary;
 use tokio::sync::{broadcast, watch};
 
@@ -16,8 +16,17 @@ pub const RUN_CHANNEL_CAPACITY: usize = 4096;
 /// Summaries a runs-list subscriber can fall behind by before it is cut off.
 pub const SUMMARY_CHANNEL_CAPACITY: usize = 1024;
 
+/// Who sees every committed batch, this relay's and (for the runs it watches) other
+/// relays': the alert engine. Called with the writer lock held: it must only hand off.
+pub trait CommitObserver: Send + Sync {
+    fn committed(&self, c: &Committed);
+    /// Whether it wants `run`'s batches committed by other relays.
+    fn watches(&self, run: &str) -> bool;
+}
+
 /// The fan-out hub shared by ingest and every stream.
 pub struct Hub {
+    observer: OnceLock<Arc<dyn CommitObserver>>,
     runs: Mutex<HashMap<String, broadcast::Sender<Arc<StoredEvent>>>>,
     summaries: broadcast::Sender<Arc<RunSummary>>,
     /// Subscribers cut off for falling behind, since start.
@@ -31,6 +40,7 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         Hub {
+            observer: OnceLock::new(),
             runs: Mutex::new(HashMap::new()),
             summaries: broadcast::channel(SUMMARY_CHANNEL_CAPACITY).0,
             cut_off: AtomicU64::new(0),
@@ -54,10 +64,23 @@ impl Hub {
         self.summaries.subscribe()
     }
 
+    /// Sets who sees every committed batch (once).
+    pub fn observe(&self, o: Arc<dyn CommitObserver>) {
+        let _ = self.observer.set(o);
+    }
+
+    /// Whether the observer wants other relays' batches of `run`.
+    pub fn watched(&self, run: &str) -> bool {
+        self.observer.get().is_some_and(|o| o.watches(run))
+    }
+
     /// Publishes a committed batch; never blocks.
     pub fn publish(&self, c: &Committed) {
         if c.events.is_empty() {
             return;
+        }
+        if let Some(o) = self.observer.get() {
+            o.committed(c);
         }
         {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());

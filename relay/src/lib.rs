@@ -20,11 +20,15 @@
 //! - [`launch`]: launched jobs: queues and templates (`--launch`), submissions checked
 //!   against the queue's roles and the template's typed parameters, agents' leases,
 //!   claims and reports, run tokens; the API in `api::jobs`, the agent in `stepwatch-agent`.
+//! - [`alerts`]: alert rules run on every committed batch and on a clock, records in the
+//!   run's stream (once across relays), notices to webhooks / Slack / e-mail with retries,
+//!   pause / stop actions; the API in `api::alerts`.
 //! - [`retention`]: `--retain-days`, old runs deleted at start and hourly.
 //! - [`dashboard`]: the built dashboard as it is on disk now, brotli copies remade when a
 //!   file changes, SPA fallback for routes (never for a missing asset: 404).
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod clock;
@@ -62,6 +66,8 @@ pub struct ServeOptions {
     pub limits: api::Limits,
     /// Queues and templates (`--launch`, or `--demo`'s).
     pub launch: launch::LaunchConfig,
+    /// Alert rules and channels (`--alerts`, or the `--config` file's `[alerts]`).
+    pub alerts: Arc<alerts::AlertConfig>,
 }
 
 /// Opens storage and serves until the process is stopped.
@@ -93,6 +99,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     app_state.launch = Arc::new(launch::Launcher::new(store, opts.launch.clone()));
 
+    app_state.alerts = start_alerts(&opts, &app_state)?;
     app_state.limits = opts.limits.clone();
     app_state.allowed_origins = opts.allow_origins.clone();
     if let Some(config) = opts.auth.clone() {
@@ -176,6 +183,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The alert engine, hooked to the hub before anything is served.
+fn start_alerts(opts: &ServeOptions, app: &api::AppState) -> anyhow::Result<Arc<alerts::Alerts>> {
+    let a = Arc::new(alerts::Alerts {
+        config: opts.alerts.clone(),
+        metrics: Default::default(),
+    });
+    let base = opts
+        .alerts
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", opts.bind));
+    a.start(app.store.clone(), app.hub.clone(), base)?;
+    tracing::info!(
+        rules = opts.alerts.rules.len(),
+        channels = opts.alerts.channels.len(),
+        "alerts on"
+    );
+    Ok(a)
 }
 
 /// Refuses to listen beyond loopback without authentication, unless told to.

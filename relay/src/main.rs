@@ -123,6 +123,10 @@ enum Cmd {
         /// Also run a local agent for every queue on the local engine.
         #[arg(long)]
         local_agent: bool,
+        /// Alert rules and channels: the file's [alerts] table (docs/ALERTS.md). Without
+        /// it, the --config file's [alerts], else the default rules and no channels.
+        #[arg(long, env = "STEPWATCH_ALERTS")]
+        alerts: Option<PathBuf>,
     },
     /// Serve a launch queue: claim its jobs and run them on an engine.
     Agent(agent_cli::AgentArgs),
@@ -210,7 +214,9 @@ fn main() -> anyhow::Result<()> {
             max_metrics,
             launch,
             local_agent,
+            alerts,
         } => {
+            let alerts = alerts_config(alerts.as_deref(), config.as_deref())?;
             let mut auth = config
                 .as_deref()
                 .map(stepwatch_relay::auth::Config::load)
@@ -245,6 +251,7 @@ fn main() -> anyhow::Result<()> {
                     max_metrics,
                 },
                 launch,
+                alerts,
             }))
         }
         Cmd::Migrate { data_dir, database } => {
@@ -298,6 +305,28 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--alerts FILE`'s `[alerts]`, else the `--config` file's when it has one, else the
+/// default rules with no channels.
+fn alerts_config(
+    file: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<stepwatch_relay::alerts::AlertConfig>> {
+    use stepwatch_relay::alerts::AlertConfig;
+    let loaded = match (file, config) {
+        (Some(f), _) => AlertConfig::load(f)?,
+        (None, Some(c)) if has_alerts_table(c) => AlertConfig::load(c)?,
+        _ => AlertConfig::builtin(),
+    };
+    Ok(std::sync::Arc::new(loaded))
+}
+
+fn has_alerts_table(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("alerts"))
 }
 
 /// `--launch`'s queues and templates, with `--demo`'s `local` queue and `demo` template.

@@ -21,6 +21,7 @@
 //! `_relay`), `control` (commands, Python's `_control`), [`spool`] (`_spool`) and
 //! `helpers` (the event methods, `_helpers`); this file is the facade.
 
+mod alerts;
 mod control;
 mod helpers;
 mod sender;
@@ -53,6 +54,11 @@ pub struct Options {
     pub token: Option<String>,
     /// Follow the run's command stream (pause, stop, …).
     pub commands: bool,
+    /// The run's own alert rules (docs/ALERTS.md): JSON objects such as
+    /// `{"name": "loss-high", "kind": "above", "threshold": 10.0}`, checked when the
+    /// client is created ([`Client::try_with_options`]) and sent as `alert_rule` events
+    /// right after connecting.
+    pub alerts: Vec<serde_json::Value>,
 }
 
 impl Default for Options {
@@ -65,6 +71,7 @@ impl Default for Options {
                 .ok()
                 .filter(|t| !t.is_empty()),
             commands: true,
+            alerts: Vec::new(),
         }
     }
 }
@@ -95,8 +102,34 @@ impl Client {
         )
     }
 
-    /// As [`Client::connect`], with explicit options.
-    pub fn with_options(url: &str, run: &str, options: Options) -> Client {
+    /// As [`Client::connect`], with explicit options. Alert rules in `options.alerts` that
+    /// do not check are not sent: an `error`-level `log` event of the run names the field
+    /// instead ([`Client::try_with_options`] returns it).
+    pub fn with_options(url: &str, run: &str, mut options: Options) -> Client {
+        let refused = alerts::check(&options.alerts).err();
+        if refused.is_some() {
+            options.alerts.clear();
+        }
+        let client = Self::start(url, run, options);
+        if let Some(e) = refused {
+            client.log("error", &format!("alert rules not sent: {e}"));
+        }
+        client
+    }
+
+    /// As [`Client::with_options`], but a bad alert rule in `options.alerts` is refused
+    /// before anything starts or is sent, naming its field (`alerts[1].window: …`).
+    pub fn try_with_options(
+        url: &str,
+        run: &str,
+        options: Options,
+    ) -> Result<Client, stepwatch_events::FieldError> {
+        alerts::check(&options.alerts)?;
+        Ok(Self::start(url, run, options))
+    }
+
+    /// Starts the threads and sends the run's alert rules, already checked.
+    fn start(url: &str, run: &str, options: Options) -> Client {
         let src = format!(
             "rs-{}-{:x}",
             std::process::id(),
@@ -112,6 +145,9 @@ impl Client {
             spool_dir: options.spool_dir.as_deref(),
             spool_max_bytes: options.spool_max_bytes,
         });
+        for rule in options.alerts {
+            outbox.emit(alerts::rule_event(rule));
+        }
         let control = control::Control::start(
             format!("{base}/api/runs/{run}/commands/stream"),
             options.token,

@@ -27,7 +27,10 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
         ("POST", ["", "api", "runs", run, "events"]) => Some(Action::WriteEvents(run)),
         ("GET", ["", "api", "runs", run, "commands", "stream"]) => Some(Action::ReadCommands(run)),
         ("POST", ["", "api", "runs", _, "commands"])
-        | ("POST", ["", "api", "runs", _, "commands", _, "cancel"]) => Some(Action::Command),
+        | ("POST", ["", "api", "runs", _, "commands", _, "cancel"])
+        | ("POST", ["", "api", "runs", _, "alerts", "rules"])
+        | ("DELETE", ["", "api", "runs", _, "alerts", "rules", _])
+        | ("POST", ["", "api", "runs", _, "alerts", _, "dismiss"]) => Some(Action::Command),
         ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
         ("POST", ["", "api", "jobs"] | ["", "api", "jobs", "preview"])
         | ("POST", ["", "api", "jobs", _, "cancel" | "retry" | "priority"]) => Some(Action::Submit),

@@ -47,6 +47,8 @@ pub async fn metrics(data: Data) -> HttpResponse {
             "Time from a batch's arrival to its durable commit."
         ),
     );
+    let mut body = body;
+    data.alerts.metrics.render(&mut body);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

@@ -1,13 +1,14 @@
 //! The HTTP API, the only layer besides dashboard serving that knows HTTP: routes
 //! ([`routes`]), one error type with the storage-error table ([`error`]), the shared state
 //! ([`state`]), and one file per job: [`ingest`], [`reads`], [`sse`] streams,
-//! [`commands`], [`metrics`], [`health`], [`access`] (the guard and login), and the
+//! [`commands`], [`alerts`], [`jobs`], [`metrics`], [`health`], [`access`] (the guard and login), and the
 //! [`middleware`] around every route. Storage and fan-out know nothing of it.
 //!
 //! Imports go one way: handlers use `error`, `state` and `sse`; `routes` uses the
 //! handlers; nothing imports `routes` but the server.
 
 pub mod access;
+pub mod alerts;
 pub mod commands;
 pub mod error;
 pub mod health;

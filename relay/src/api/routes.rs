@@ -1,7 +1,7 @@
 //! The route table: which handler answers each method and path of the API.
 
 use super::error::ApiError;
-use super::{access, commands, health, ingest, jobs, metrics, reads, sse};
+use super::{access, alerts, commands, health, ingest, jobs, metrics, reads, sse};
 use actix_web::{web, HttpRequest};
 
 /// Wires the API routes into an actix app.
@@ -35,6 +35,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(commands::cancel_command),
                 )
                 .route("/runs/{run}/job", web::get().to(jobs::of_run))
+                .route("/alerts/config", web::get().to(alerts::config))
+                .route("/runs/{run}/alerts", web::get().to(alerts::of_run))
+                .route("/runs/{run}/alerts/rules", web::post().to(alerts::set_rule))
+                .route(
+                    "/runs/{run}/alerts/rules/{name}",
+                    web::delete().to(alerts::remove_rule),
+                )
+                .route(
+                    "/runs/{run}/alerts/{alert_id}/dismiss",
+                    web::post().to(alerts::dismiss),
+                )
                 .route("/queues", web::get().to(jobs::queues))
                 .route("/queues/{queue}/claim", web::post().to(jobs::claim))
                 .route("/templates", web::get().to(jobs::templates))

@@ -30,6 +30,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Launched jobs: queues, agents, claims (no queues unless `--launch`).
     pub launch: Arc<crate::launch::Launcher>,
+    /// Alert rules, channels and counters (the engine runs on its own thread).
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What one request may hold; each refusal names the limit and the flag that sets it.
@@ -77,6 +79,9 @@ impl AppState {
             auth: Arc::new(crate::auth::Auth::off()),
             allowed_origins: Vec::new(),
             limits: Limits::default(),
+            alerts: Arc::new(crate::alerts::Alerts::new(
+                crate::alerts::AlertConfig::builtin(),
+            )),
         }
     }
 }

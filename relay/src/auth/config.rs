@@ -36,6 +36,9 @@ pub struct Config {
     pub max_streams_per_user: usize,
     #[serde(default, rename = "users")]
     pub users: Vec<UserConfig>,
+    /// Alert rules and channels, read by `alerts::AlertConfig` (docs/ALERTS.md).
+    #[serde(default)]
+    pub alerts: Option<toml::Value>,
 }
 
 fn default_session_hours() -> f64 {

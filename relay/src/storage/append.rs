@@ -107,6 +107,7 @@ pub(crate) struct Appended {
     /// Each sender's new highest seq, as committed.
     pub advanced: HashMap<String, u64>,
     pub duplicates: usize,
+    pub parsed: Vec<super::types::Parsed>,
 }
 
 impl Appended {
@@ -119,6 +120,7 @@ impl Appended {
             last_id: self.state.last_id,
             events: self.stored,
             state: self.state,
+            parsed: Some(Arc::new(self.parsed)),
         }
     }
 }
@@ -145,6 +147,7 @@ pub(crate) fn transact<T: BatchTx>(
             stored: f.stored,
             advanced: f.advanced,
             duplicates: f.duplicates,
+            parsed: f.parsed,
         }),
         Err(e) => {
             // Rolled back (the transaction is gone): rebuild from the database.

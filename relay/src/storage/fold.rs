@@ -7,7 +7,7 @@ use stepwatch_events::{Event, RunState};
 
 use super::error::StoreError;
 use super::series;
-use super::types::StoredEvent;
+use super::types::{Parsed, StoredEvent};
 
 /// Longest metric name.
 pub const MAX_METRIC_NAME: usize = 256;
@@ -20,6 +20,8 @@ pub(crate) struct Folded {
     /// Highest seq per sender after this batch; written to `sources` with the events.
     pub advanced: HashMap<String, u64>,
     pub duplicates: usize,
+    /// The stored events as parsed (ids and times filled in).
+    pub parsed: Vec<Parsed>,
 }
 
 /// The heart of every backend's append, inside its transaction: skips each event whose
@@ -41,6 +43,7 @@ pub(crate) fn fold_batch(
         origin: Vec::with_capacity(events.len()),
         advanced: HashMap::new(),
         duplicates: 0,
+        parsed: Vec::with_capacity(events.len()),
     };
     for mut event in events {
         if let (Some(src), Some(seq)) = (&event.src, event.seq) {
@@ -74,6 +77,12 @@ pub(crate) fn fold_batch(
             name: event.name().to_string(),
             json,
         }));
+        let step = state.step_of(&event);
+        out.parsed.push(Parsed {
+            event,
+            step,
+            status: state.status,
+        });
     }
     Ok(out)
 }

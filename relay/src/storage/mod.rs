@@ -43,7 +43,7 @@ use stepwatch_events::{Event, RunState, RunSummary};
 pub use error::StoreError;
 pub use fold::MAX_METRIC_NAME;
 pub use series::SeriesQuery;
-pub use types::{Committed, StoredEvent};
+pub use types::{Committed, Parsed, StoredEvent};
 
 /// The storage the relay runs on.
 pub trait Storage: Send + Sync + 'static {

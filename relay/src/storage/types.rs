@@ -1,7 +1,7 @@
 //! What storage hands out: stored events, committed batches, the runs list order.
 
 use std::sync::Arc;
-use stepwatch_events::{RunState, RunSummary};
+use stepwatch_events::{Event, RunState, RunStatus, RunSummary};
 
 /// An event as stored: its id, its name and its wire JSON (with `id` and `received`).
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,18 @@ pub struct Committed {
     pub last_id: u64,
     pub events: Vec<Arc<StoredEvent>>,
     pub state: Arc<RunState>,
+    /// The stored events as parsed, with the step and status just after each (this
+    /// relay's own commits; `None` for what other relays committed): the alert engine
+    /// reads them without parsing the JSON again.
+    pub parsed: Option<Arc<Vec<Parsed>>>,
+}
+
+/// A stored event as parsed, with where the run stood just after it.
+#[derive(Debug)]
+pub struct Parsed {
+    pub event: Event,
+    pub step: u64,
+    pub status: RunStatus,
 }
 
 /// The order of the runs list: newest started first, then by name.

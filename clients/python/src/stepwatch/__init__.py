@@ -13,6 +13,7 @@ the relay is unreachable.
 """
 
 from . import _relay
+from ._alerts import alert, check_rule
 from ._control import StopInterrupt, StopTraining, on_command
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._helpers import (
@@ -58,6 +59,8 @@ __all__ = [
     "should_stop",
     "TrainingEventEmitter",
     "WebUIHooks",
+    "alert",
+    "check_rule",
     "connect",
     "current_run",
     "disconnect",

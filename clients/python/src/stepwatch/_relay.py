@@ -11,9 +11,10 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _control, _helpers, _lifecycle, _logs, _session, _system
+from . import _alerts, _control, _helpers, _lifecycle, _logs, _session, _system
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._sender import (
     DEFAULT_EXIT_FLUSH,
@@ -81,6 +82,7 @@ def connect(
     heartbeat_interval: float | None = None,
     capture_logging: bool = True,
     capture_stdout: bool = False,
+    alerts: Sequence[Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> RelaySender:
     """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
@@ -100,9 +102,14 @@ def connect(
     (default 5, or ``STEPWATCH_HEARTBEAT_INTERVAL``; 0 turns it off), records of the
     ``logging`` module
     (``capture_logging``), and every line printed (``capture_stdout``, off by default).
+    ``alerts``: the run's own alert rules (docs/ALERTS.md), each sent as an
+    ``alert_rule`` event right after connecting; all are checked first, and a bad one
+    raises ``ValueError`` naming its field (``alerts[1].window: …``) with nothing sent
+    and the previous connection left as it was.
     Calling it again replaces the previous connection.
     """
     global _sampler, _log_handler
+    rules = _alerts.check_rules(alerts) if alerts is not None else []
     url = url or os.environ.get("STEPWATCH_URL") or "http://127.0.0.1:8080"
     run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
     token = token or os.environ.get("STEPWATCH_TOKEN")
@@ -112,6 +119,7 @@ def connect(
             _session.sender.close(timeout=1.0)
         sender = _session.sender = RelaySender(url, run, token=token, **options)
         emitter.on("*", sender)
+        _alerts.emit_rules(rules, emitter)
         if _session.controller is not None:
             _session.controller.close()
             _session.controller = None

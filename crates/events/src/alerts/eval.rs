@@ -57,6 +57,27 @@ impl Transition {
     }
 }
 
+/// Where the run stands at an event: its step and status just after it, and the run's
+/// state (after it, or after the batch it came in: only names, the last error and the
+/// run's own rules are read from it).
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    pub step: u64,
+    pub status: RunStatus,
+    pub state: &'a RunState,
+}
+
+impl<'a> At<'a> {
+    /// `e` just applied to `state`.
+    pub fn after(e: &Event, state: &'a RunState) -> Self {
+        At {
+            step: state.step_of(e),
+            status: state.status,
+            state,
+        }
+    }
+}
+
 /// Per-rule memory.
 #[derive(Debug, Default)]
 struct Slot {
@@ -196,7 +217,12 @@ impl RunAlerts {
     pub fn restore(&mut self, s: &RunState, recent: &[Event]) {
         let mut sink = Vec::new();
         for e in recent {
-            self.observe(e, s, &mut sink);
+            let at = At {
+                step: s.step_of(e),
+                status: s.status,
+                state: s,
+            };
+            self.observe(e, at, &mut sink);
         }
         self.status = s.status;
         for rs in &mut self.slots {
@@ -221,7 +247,7 @@ impl RunAlerts {
     }
 
     /// One event of the run (ids in order), with the run's state after it.
-    pub fn observe(&mut self, e: &Event, s: &RunState, out: &mut Vec<Transition>) {
+    pub fn observe(&mut self, e: &Event, at: At<'_>, out: &mut Vec<Transition>) {
         let id = e.id.unwrap_or(0);
         let now = when(e);
         let trainer = !from_relay(e);
@@ -231,8 +257,8 @@ impl RunAlerts {
         if matches!(e.body, EventBody::System(_)) {
             self.last_system = id;
         }
-        let was = std::mem::replace(&mut self.status, s.status);
-        let step = s.step_of(e);
+        let was = std::mem::replace(&mut self.status, at.status);
+        let step = at.step;
         let mut owned: Vec<(String, f64)> = Vec::new();
         if !self.watched.is_empty() {
             metric_values(e, |name, v| {
@@ -251,10 +277,10 @@ impl RunAlerts {
                 RuleKind::Spike => spike(&rule, slot, &values, step),
                 RuleKind::Plateau => plateau(&rule, slot, &values, step),
                 RuleKind::Stale => trainer.then_some(None),
-                RuleKind::Failed => ended(was, s, RunStatus::Failed, &rule),
-                RuleKind::Finished => ended(was, s, RunStatus::Completed, &rule)
-                    .or_else(|| ended(was, s, RunStatus::Stopped, &rule)),
-                RuleKind::GpuIdle => gpu_idle(&rule, slot, s, now, id, e),
+                RuleKind::Failed => ended(was, at, RunStatus::Failed),
+                RuleKind::Finished => ended(was, at, RunStatus::Completed)
+                    .or_else(|| ended(was, at, RunStatus::Stopped)),
+                RuleKind::GpuIdle => gpu_idle(&rule, slot, at.status, now, e),
                 RuleKind::Event => custom(&rule, e),
             };
             if let Some(found) = cond {
@@ -482,8 +508,9 @@ fn plateau(rule: &Rule, slot: &mut Slot, values: &[(&str, f64)], step: u64) -> C
     cond
 }
 
-fn ended(was: RunStatus, s: &RunState, to: RunStatus, rule: &Rule) -> Cond {
-    if s.status != to || was == to {
+fn ended(was: RunStatus, at: At<'_>, to: RunStatus) -> Cond {
+    let s = at.state;
+    if at.status != to || was == to {
         return None;
     }
     let (title, text) = match to {
@@ -497,10 +524,9 @@ fn ended(was: RunStatus, s: &RunState, to: RunStatus, rule: &Rule) -> Cond {
         ),
         other => (
             format!("run {}", other.as_str()),
-            format!("{} at step {}", s.name, s.step),
+            format!("{} at step {}", s.name, at.step),
         ),
     };
-    let _ = rule;
     Some(Some(Found {
         title,
         text,
@@ -510,8 +536,8 @@ fn ended(was: RunStatus, s: &RunState, to: RunStatus, rule: &Rule) -> Cond {
     }))
 }
 
-fn gpu_idle(rule: &Rule, slot: &mut Slot, s: &RunState, now: f64, _id: u64, e: &Event) -> Cond {
-    if s.status != RunStatus::Running {
+fn gpu_idle(rule: &Rule, slot: &mut Slot, status: RunStatus, now: f64, e: &Event) -> Cond {
+    if status != RunStatus::Running {
         slot.low_since = None;
         return Some(None);
     }

@@ -11,7 +11,7 @@ pub mod eval;
 pub mod records;
 pub mod rule;
 
-pub use eval::{duration, RunAlerts, Transition};
+pub use eval::{duration, At, RunAlerts, Transition};
 pub use records::{ActiveAlert, AlertRecord, AlertsState, RunRule};
 pub use rule::{default_rules, is_valid_name, Action, Level, Rule, RuleKind, RULE_KINDS};
 

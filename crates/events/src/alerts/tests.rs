@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
+use crate::alerts::eval::At;
 use crate::{Event, EventBody, RunState};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -37,7 +38,8 @@ impl Feed {
         self.next += 1;
         self.state.apply(&e);
         let mut out = Vec::new();
-        self.alerts.observe(&e, &self.state, &mut out);
+        self.alerts
+            .observe(&e, At::after(&e, &self.state), &mut out);
         // Records go back into the stream, as the relay writes them.
         for t in &out {
             let mut rec = t.to_event(e.id.unwrap());
@@ -45,7 +47,8 @@ impl Feed {
             rec.received = Some(self.clock);
             self.next += 1;
             self.state.apply(&rec);
-            self.alerts.observe(&rec, &self.state, &mut Vec::new());
+            self.alerts
+                .observe(&rec, At::after(&rec, &self.state), &mut Vec::new());
         }
         self.out.extend(out.iter().cloned());
         out

@@ -106,6 +106,7 @@ impl PgStore {
             last_id: upto,
             events,
             state: state.clone(),
+            parsed: None,
         };
         if batch.events.is_empty() {
             if let Some(f) = self.fanout.get() {
