@@ -44,8 +44,11 @@ enum LogFormat {
 
 /// Structured logs on stderr; the level names our crates, the server stays quieter.
 fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = if level.contains('=') || level.contains(',') {
+    let filter = if level.contains("ureq") {
         level.to_string()
+    } else if level.contains('=') || level.contains(',') {
+        // ureq's debug lines hold URLs and headers: alert webhooks' secrets.
+        format!("{level},ureq=warn")
     } else {
         format!("warn,stepwatch={level},stepwatch_relay={level},stepwatch_client={level}")
     };

@@ -24,6 +24,8 @@ pub const PROTECTED: &[&str] = &[
     "checkpoint_loaded",
     "error_occurred",
     "command_ack",
+    "alert",
+    "alert_rule",
 ];
 
 /// `STEPWATCH_SPOOL_DIR`, else `~/.cache/stepwatch/spool`.

@@ -107,6 +107,14 @@ pub(super) fn start(
     metrics: Arc<Metrics>,
     base_url: String,
 ) -> anyhow::Result<()> {
+    // Runs live now, with how far their events go: what comes after reaches the engine
+    // through the hub, hooked below.
+    let live: Vec<(String, u64)> = store
+        .runs()
+        .into_iter()
+        .filter(|s| s.status.is_live())
+        .map(|s| (s.run, s.last_id))
+        .collect();
     let (tx, rx) = sync_channel(INBOX);
     let inbox = Arc::new(Inbox {
         tx,
@@ -128,13 +136,17 @@ pub(super) fn start(
     };
     std::thread::Builder::new()
         .name("alerts".into())
-        .spawn(move || engine.run(rx))?;
+        .spawn(move || engine.run(rx, live))?;
     Ok(())
 }
 
 impl Engine {
-    fn run(&mut self, rx: Receiver<Seen>) {
-        self.track_live_runs();
+    fn run(&mut self, rx: Receiver<Seen>, live: Vec<(String, u64)>) {
+        // Every live run is followed from the start, so a trainer that died while the
+        // relay was down still goes stale.
+        for (run, upto) in live {
+            self.ensure(&run, upto);
+        }
         let mut next_tick = Instant::now() + TICK;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -151,21 +163,11 @@ impl Engine {
         }
     }
 
-    /// At start: every live run is followed (so a trainer that died while the relay was
-    /// down still goes stale).
-    fn track_live_runs(&mut self) {
-        for s in self.store.runs() {
-            if s.status.is_live() {
-                self.ensure(&s.run, None);
-            }
-        }
-    }
-
-    /// The run's tracker; met mid-run (not at event 1), it restores from storage.
-    fn ensure(&mut self, run: &str, first_id: Option<u64>) -> Option<&mut Tracked> {
+    /// The run's tracker. Met after event `upto` (not at its start), it restores from
+    /// storage what came up to there; later events come through the hub.
+    fn ensure(&mut self, run: &str, upto: u64) -> Option<&mut Tracked> {
         if !self.runs.contains_key(run) {
-            let fresh = first_id == Some(1);
-            let tracked = if fresh {
+            let tracked = if upto == 0 {
                 Tracked {
                     eval: RunAlerts::new(run, self.config.rules_for(run, &[])),
                     last_id: 0,
@@ -173,7 +175,7 @@ impl Engine {
                     last_seen: Instant::now(),
                 }
             } else {
-                self.restore(run)?
+                self.restore(run, upto)?
             };
             lock(&self.inbox.watched).insert(run.to_string());
             self.runs.insert(run.to_string(), tracked);
@@ -181,13 +183,13 @@ impl Engine {
         self.runs.get_mut(run)
     }
 
-    fn restore(&self, run: &str) -> Option<Tracked> {
+    fn restore(&self, run: &str, upto: u64) -> Option<Tracked> {
         let state = self.store.state(run)?;
         let own: Vec<Rule> = state.alerts.rules.iter().map(|r| r.rule.clone()).collect();
         let mut eval = RunAlerts::new(run, self.config.rules_for(run, &own));
         let mut recent: Vec<Event> = self
             .store
-            .events_desc(run, None, WARM_EVENTS, None)
+            .events_desc(run, Some(upto + 1), WARM_EVENTS, None)
             .unwrap_or_default()
             .iter()
             .filter_map(|e| Event::from_json(&e.json).ok())
@@ -196,7 +198,7 @@ impl Engine {
         eval.restore(&state, &recent);
         Some(Tracked {
             eval,
-            last_id: state.last_id,
+            last_id: upto,
             state,
             last_seen: Instant::now(),
         })
@@ -223,17 +225,18 @@ impl Engine {
         let first = seen.events.first().map(|e| e.id);
         let store = self.store.clone();
         let config = self.config.clone();
-        let Some(t) = self.ensure(&seen.run, first) else {
+        let upto = first.map_or(seen.state.last_id, |f| f.saturating_sub(1));
+        let Some(t) = self.ensure(&seen.run, upto) else {
             return;
         };
         t.last_seen = Instant::now();
         let mut out: Vec<(Transition, u64)> = Vec::new();
         // A gap (lag, or a batch before this one that never came): read it back.
-        let upto = seen
+        let newest = seen
             .state
             .last_id
             .max(seen.events.last().map_or(0, |e| e.id));
-        let from_here = first.unwrap_or(upto + 1);
+        let from_here = first.unwrap_or(newest + 1);
         while t.last_id + 1 < from_here {
             let missing = store
                 .events(&seen.run, t.last_id, 1000, None)

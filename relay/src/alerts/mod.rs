@@ -101,3 +101,6 @@ impl Alerts {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,8 @@ PROTECTED = frozenset(
         "checkpoint_loaded",
         "error_occurred",
         "command_ack",
+        "alert",
+        "alert_rule",
     }
 )
 

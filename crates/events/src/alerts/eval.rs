@@ -125,6 +125,8 @@ pub struct RunAlerts {
     /// Metric names some rule reads; `any`: a rule reads every metric.
     watched: Vec<String>,
     any_metric: bool,
+    /// Reused per event: (index in `watched`, value).
+    hits: Vec<(usize, f64)>,
 }
 
 /// Events the relay writes, not the trainer: they do not keep a run from going stale.
@@ -160,6 +162,7 @@ impl RunAlerts {
             last_system: 0,
             watched: Vec::new(),
             any_metric: false,
+            hits: Vec::new(),
         };
         me.watch();
         me
@@ -259,34 +262,45 @@ impl RunAlerts {
         }
         let was = std::mem::replace(&mut self.status, at.status);
         let step = at.step;
-        let mut owned: Vec<(String, f64)> = Vec::new();
+        // Values of the metrics some rule reads: names borrowed from `watched` (no
+        // allocation per event), owned only for a rule on every metric.
+        let mut hits = std::mem::take(&mut self.hits);
+        let mut other: Vec<(String, f64)> = Vec::new();
         if !self.watched.is_empty() {
-            metric_values(e, |name, v| {
-                if self.reads(name) {
-                    owned.push((name.to_string(), v));
-                }
+            let (watched, any) = (&self.watched, self.any_metric);
+            metric_values(e, |name, v| match watched.iter().position(|m| m == name) {
+                Some(i) => hits.push((i, v)),
+                None if any => other.push((name.to_string(), v)),
+                None => {}
             });
         }
-        let values: Vec<(&str, f64)> = owned.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-        for i in 0..self.slots.len() {
-            let rule = self.slots[i].rule.clone();
-            let slot = &mut self.slots[i].slot;
+        let mut values: Vec<(&str, f64)> = Vec::new();
+        if !hits.is_empty() || !other.is_empty() {
+            values.extend(hits.iter().map(|(i, v)| (self.watched[*i].as_str(), *v)));
+            values.extend(other.iter().map(|(n, v)| (n.as_str(), *v)));
+        }
+        for rs in &mut self.slots {
+            let rule = &rs.rule;
+            let slot = &mut rs.slot;
             let cond = match rule.kind {
-                RuleKind::NonFinite => non_finite(&rule, slot, &values, step),
-                RuleKind::Above | RuleKind::Below => beyond(&rule, slot, &values, step),
-                RuleKind::Spike => spike(&rule, slot, &values, step),
-                RuleKind::Plateau => plateau(&rule, slot, &values, step),
+                RuleKind::NonFinite => non_finite(rule, slot, &values, step),
+                RuleKind::Above | RuleKind::Below => beyond(rule, slot, &values, step),
+                RuleKind::Spike => spike(rule, slot, &values, step),
+                RuleKind::Plateau => plateau(rule, slot, &values, step),
                 RuleKind::Stale => trainer.then_some(None),
                 RuleKind::Failed => ended(was, at, RunStatus::Failed),
                 RuleKind::Finished => ended(was, at, RunStatus::Completed)
                     .or_else(|| ended(was, at, RunStatus::Stopped)),
-                RuleKind::GpuIdle => gpu_idle(&rule, slot, at.status, now, e),
-                RuleKind::Event => custom(&rule, e),
+                RuleKind::GpuIdle => gpu_idle(rule, slot, at.status, now, e),
+                RuleKind::Event => custom(rule, e),
             };
             if let Some(found) = cond {
-                decide(&rule, slot, found, now, id, Some(step), out);
+                decide(rule, slot, found, now, id, Some(step), out);
             }
         }
+        drop(values);
+        hits.clear();
+        self.hits = hits;
     }
 
     /// The clock: silence and idle GPUs are noticed without an event.
@@ -331,11 +345,6 @@ impl RunAlerts {
                 _ => {}
             }
         }
-    }
-
-    /// Whether a rule reads metric `name` (or every metric).
-    fn reads(&self, name: &str) -> bool {
-        self.any_metric || self.watched.iter().any(|m| m == name)
     }
 }
 
