@@ -208,8 +208,8 @@ fn a_trainer_killed_with_kill_9_goes_stale_and_a_new_event_resolves_it() {
     let run = "stale-run";
     let mut trainer = python_trainer(CONTROLLABLE_TRAINER, &relay.url, run);
     wait_until("the trainer's steps", T, || {
-        let st = relay.get_ok(&format!("/api/runs/{run}"));
-        (st["status"] == "running" && st["step"].as_u64() > Some(10)).then_some(())
+        let (c, st) = relay.get(&format!("/api/runs/{run}"));
+        (c == 200 && st["status"] == "running" && st["step"].as_u64() > Some(10)).then_some(())
     });
     trainer.kill().unwrap(); // SIGKILL
     let killed = Instant::now();
