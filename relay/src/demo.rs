@@ -19,6 +19,9 @@ struct Plan {
     base_lr: f64,
     floor: f64,
     noise: f64,
+    /// The step where this run's loss starts to blow up (its learning rate is too high),
+    /// to NaN 30 steps later; loading a checkpoint brings it back.
+    diverge_at: Option<u64>,
 }
 
 /// Runs `runs` simulated trainers against the relay at `url`, each stepping every
@@ -50,6 +53,9 @@ pub fn run_demo(url: &str, runs: usize, step_ms: u64, repeat: bool) {
                         base_lr: [3e-4, 1e-1, 1e-3, 5e-5][i % 4],
                         floor: [1.9, 0.6, 0.35, 1.2][i % 4],
                         noise: [0.08, 0.05, 0.12, 0.06][i % 4],
+                        // resnet50 at lr 0.1 diverges in its second epoch: the nan-loss
+                        // alert pauses it (serve --demo) and its banner offers the checkpoint.
+                        diverge_at: (i % 4 == 1 && round == 0).then_some(200 + 100 + 150),
                     };
                     simulate(&url, &plan, step_ms);
                     round += 1;
@@ -89,6 +95,7 @@ pub fn run_single(url: &str, model: &str, epochs: u64, batches: u64, lr: f64, st
         base_lr: lr,
         floor: [1.9, 0.6, 0.35, 1.2][i],
         noise: [0.08, 0.05, 0.12, 0.06][i],
+        diverge_at: None,
     };
     simulate_from(url, &plan, step_ms, true);
 }
@@ -139,8 +146,9 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
         );
     }
     let total = p.epochs * p.batches;
-    let mut ema = 0.0;
+    let mut ema: f64 = 0.0;
     let mut first = true;
+    let recovered = std::cell::Cell::new(false);
     for epoch in first_epoch..=p.epochs {
         client.epoch_start(epoch, p.epochs);
         let mut sum = 0.0;
@@ -149,22 +157,18 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
             let progress = step as f64 / total as f64;
             let warm = (step as f64 / 100.0).min(1.0);
             let lr = p.base_lr * warm * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-            let clean = p.floor + 4.5 * (-5.0 * progress).exp();
-            let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
-                + if rng.gen_bool(0.004) {
-                    clean * 0.6
-                } else {
-                    0.0
-                })
-            .max(0.0);
-            ema = if std::mem::take(&mut first) {
+            let loss = simulated_loss(p, step, progress, recovered.get(), &mut rng);
+            ema = if std::mem::take(&mut first) || !ema.is_finite() {
                 loss
             } else {
                 0.98 * ema + 0.02 * loss
             };
             sum += loss;
             client.batch_end(epoch, b, step, loss, lr);
-            let mut load = |path: &str| Ok(format!("loaded {path}"));
+            let mut load = |path: &str| {
+                recovered.set(true);
+                Ok(format!("loaded {path}"))
+            };
             let mut ask = |input: &serde_json::Value| {
                 let text = match input {
                     serde_json::Value::String(s) => s.clone(),
@@ -217,6 +221,30 @@ fn simulate_from(url: &str, p: &Plan, step_ms: u64, resumable: bool) {
     }
     client.training_end("completed");
     client.close(Duration::from_secs(5));
+}
+
+/// The simulated loss at `step`: an exponential decay to the plan's floor with noise and
+/// rare spikes; past `diverge_at` (until a checkpoint is loaded) it blows up, then NaN.
+fn simulated_loss(p: &Plan, step: u64, progress: f64, recovered: bool, rng: &mut impl Rng) -> f64 {
+    let clean = p.floor + 4.5 * (-5.0 * progress).exp();
+    let loss = (clean * (1.0 + p.noise * rng.gen_range(-1.0..1.0))
+        + if rng.gen_bool(0.004) {
+            clean * 0.6
+        } else {
+            0.0
+        })
+    .max(0.0);
+    match p.diverge_at {
+        Some(d) if step >= d && !recovered => {
+            let k = (step - d) as f64;
+            if k < 30.0 {
+                loss * (k / 4.0).exp()
+            } else {
+                f64::NAN
+            }
+        }
+        _ => loss,
+    }
 }
 
 /// The run's config: the simulated model's settings, and the demo template's parameters by

@@ -219,7 +219,7 @@ fn main() -> anyhow::Result<()> {
             local_agent,
             alerts,
         } => {
-            let alerts = alerts_config(alerts.as_deref(), config.as_deref())?;
+            let alerts = alerts_config(alerts.as_deref(), config.as_deref(), demo)?;
             let mut auth = config
                 .as_deref()
                 .map(stepwatch_relay::auth::Config::load)
@@ -311,15 +311,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `--alerts FILE`'s `[alerts]`, else the `--config` file's when it has one, else the
-/// default rules with no channels.
+/// default rules with no channels (`--demo`: its `nan-loss` also pauses the run).
 fn alerts_config(
     file: Option<&std::path::Path>,
     config: Option<&std::path::Path>,
+    demo: bool,
 ) -> anyhow::Result<std::sync::Arc<stepwatch_relay::alerts::AlertConfig>> {
     use stepwatch_relay::alerts::AlertConfig;
     let loaded = match (file, config) {
         (Some(f), _) => AlertConfig::load(f)?,
         (None, Some(c)) if has_alerts_table(c) => AlertConfig::load(c)?,
+        _ if demo => AlertConfig::demo(),
         _ => AlertConfig::builtin(),
     };
     Ok(std::sync::Arc::new(loaded))

@@ -235,10 +235,14 @@ fn every_panel_shows_what_the_trainer_sent_and_charts_are_interactive() {
     let mut trainer = python_trainer(EVERYTHING, &relay.url, "panels");
     assert!(trainer.wait().unwrap().success());
 
+    // 55 events from the trainer, and the relay's record of the default nan-loss alert.
+    stepwatch_e2e::wait_until("the nan-loss alert", WAIT, || {
+        (relay.get_ok("/api/runs/panels")["alerts"]["fired"] == 1).then_some(())
+    });
     let stored = relay.get_ok("/api/runs/panels")["event_count"]
         .as_u64()
         .unwrap();
-    assert_eq!(stored, 55);
+    assert_eq!(stored, 56);
     // The page shows the run's state at once and turns live once its history (series,
     // logs, system samples) is in.
     let all_shown = format!(

@@ -23,8 +23,23 @@ QUIET = {"STEPWATCH_SYSTEM_INTERVAL": "0", "STEPWATCH_HEARTBEAT_INTERVAL": "0"}
 GOOD = {"name": "loss-high", "kind": "above", "threshold": 10, "for": 3, "action": "pause"}
 
 
+RELAY_RECORDS = ("alert_fired", "alert_resolved", "alert_delivery")
+
+
 def events(relay: Relay, run: str) -> list[dict]:
-    return relay.get(f"/api/runs/{run}/events?limit=1000")
+    """What the trainer sent (the relay's own alert records left out)."""
+    got = relay.get(f"/api/runs/{run}/events?limit=1000")
+    return [e for e in got if e["event"] not in RELAY_RECORDS]
+
+
+def fired(relay: Relay, run: str, n: int) -> list[dict]:
+    """The run's alert_fired records, once there are `n` (the engine runs on its own thread)."""
+    deadline = time.monotonic() + 10
+    while True:
+        got = relay.get(f"/api/runs/{run}/events?event=alert_fired")
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
 
 
 def test_check_rule_agrees_with_the_relay_on_every_shared_case():
@@ -110,6 +125,14 @@ assert stepwatch.flush(10)
     names = [e["event"] for e in got]
     assert names == ["alert_rule", "alert_rule", "training_start", "alert", "batch_end", "alert"]
     assert got[0]["rule"] == GOOD
+    # The first alert() fires the default `alert` rule and the run's own `mine`; the second
+    # comes within both rules' cooldown and is held back.
+    records = fired(relay, "alerting", 2)
+    time.sleep(0.3)
+    records = relay.get("/api/runs/alerting/events?event=alert_fired")
+    assert sorted(r["rule"] for r in records) == ["alert", "mine"]
+    assert {r["title"] for r in records} == {"loss high"}
+    assert {r["rule"]: r["level"] for r in records} == {"alert": "warning", "mine": "warning"}
     assert got[1]["rule"]["name"] == "mine"
     first, last = got[3], got[5]
     assert (first["title"], first["text"], first["level"]) == (

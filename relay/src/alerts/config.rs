@@ -12,7 +12,7 @@ use stepwatch_events::FieldError;
 /// Alert rules and channels from the config.
 #[derive(Debug, Default)]
 pub struct AlertConfig {
-    /// Whether the default rules (nan-loss, stale, failed) apply.
+    /// Whether the default rules (nan-loss, stale, failed, alert) apply.
     pub defaults: bool,
     /// The config's rules, defaults first unless replaced by name.
     pub rules: Vec<Arc<Rule>>,
@@ -28,6 +28,14 @@ impl AlertConfig {
     pub fn builtin() -> Self {
         AlertConfig::from_value(&Value::Object(Default::default()))
             .unwrap_or_else(|_| AlertConfig::default())
+    }
+
+    /// `serve --demo`'s: the defaults, its `nan-loss` pausing the run.
+    pub fn demo() -> Self {
+        let v = serde_json::json!({"rules": [
+            {"name": "nan-loss", "kind": "non_finite", "action": "pause"}
+        ]});
+        AlertConfig::from_value(&v).unwrap_or_else(|_| AlertConfig::builtin())
     }
 
     /// Reads the `[alerts]` table of a TOML file (a file without one is an error: it
@@ -232,7 +240,7 @@ mod tests {
     fn defaults_apply_unless_replaced_or_off() {
         let c = AlertConfig::builtin();
         let names: Vec<_> = c.rules.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["nan-loss", "stale", "failed"]);
+        assert_eq!(names, ["nan-loss", "stale", "failed", "alert"]);
         let c = AlertConfig::from_value(&json!({"rules": [
             {"name": "stale", "kind": "stale", "after_s": 60},
             {"name": "big", "kind": "above", "threshold": 5, "runs": "llama-"},
@@ -240,15 +248,15 @@ mod tests {
         .unwrap();
         let stale = c.rules.iter().find(|r| r.name == "stale").unwrap();
         assert_eq!(stale.after_s, Some(60.0));
-        assert_eq!(c.rules_for("llama-1", &[]).len(), 4);
-        assert_eq!(c.rules_for("gpt", &[]).len(), 3);
+        assert_eq!(c.rules_for("llama-1", &[]).len(), 5);
+        assert_eq!(c.rules_for("gpt", &[]).len(), 4);
         let own = Rule::parse(
             &json!({"name": "nan-loss", "kind": "non_finite", "action": "pause"}),
             "",
         )
         .unwrap();
         let mine = c.rules_for("gpt", &[own]);
-        assert_eq!(mine.len(), 3);
+        assert_eq!(mine.len(), 4);
         assert!(mine
             .iter()
             .any(|r| r.name == "nan-loss" && r.action.is_some()));

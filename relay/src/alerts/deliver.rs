@@ -28,6 +28,8 @@ pub struct Job {
     notice: Notice,
     attempt: u32,
     due: Instant,
+    /// Taken up again after a restart: skipped if the run's history shows it went.
+    resumed: bool,
 }
 
 impl Job {
@@ -37,6 +39,19 @@ impl Job {
             notice,
             attempt: 1,
             due: Instant::now(),
+            resumed: false,
+        }
+    }
+
+    /// A notice a stopped relay left undone, after `made` attempts, tried again after
+    /// `delay` (time for a relay still delivering it to record its success).
+    pub fn resumed(channel: Arc<Channel>, notice: Notice, made: u32, delay: Duration) -> Self {
+        Job {
+            channel,
+            notice,
+            attempt: made + 1,
+            due: Instant::now() + delay,
+            resumed: true,
         }
     }
 }
@@ -44,6 +59,8 @@ impl Job {
 enum Msg {
     New(Job),
     Done(Job, Result<(), String>),
+    /// A resumed job that had been delivered meanwhile.
+    Skipped,
 }
 
 /// The queue's sending end.
@@ -143,6 +160,7 @@ fn dispatch(rx: &Receiver<Msg>, back: &SyncSender<Msg>, rec: &Recorder) {
         });
         match rx.recv_timeout(wait) {
             Ok(Msg::New(job)) => waiting.push(job),
+            Ok(Msg::Skipped) => running -= 1,
             Ok(Msg::Done(mut job, result)) => {
                 running -= 1;
                 let last = result.is_ok() || job.attempt >= MAX_ATTEMPTS;
@@ -168,9 +186,18 @@ fn dispatch(rx: &Receiver<Msg>, back: &SyncSender<Msg>, rec: &Recorder) {
             let job = waiting.swap_remove(i);
             running += 1;
             let back = back.clone();
+            let store = rec.store.clone();
             let spawned = std::thread::Builder::new()
                 .name("alert-send".into())
                 .spawn(move || {
+                    let went = job.resumed
+                        && store.state(&job.notice.run).is_some_and(|s| {
+                            s.alerts.delivered(&job.notice.alert_id, &job.channel.name)
+                        });
+                    if went {
+                        let _ = back.send(Msg::Skipped);
+                        return;
+                    }
                     let result = job.channel.send(&job.notice, ATTEMPT_TIMEOUT);
                     let _ = back.send(Msg::Done(job, result));
                 });

@@ -6,7 +6,7 @@
 
 use super::config::AlertConfig;
 use super::deliver::{Deliverer, Job};
-use super::notify::{Notice, NoticeState};
+use super::notify::{Notice, NoticeState, MAX_ATTEMPTS};
 use super::Metrics;
 use crate::clock::now;
 use crate::hub::{CommitObserver, Hub};
@@ -27,6 +27,10 @@ const INBOX: usize = 8192;
 const TICK: Duration = Duration::from_secs(1);
 /// Events read back to refill a run's windows when the engine first meets it mid-run.
 const WARM_EVENTS: usize = 512;
+/// After a restart, undelivered notices of alerts younger than this are sent again…
+const REDELIVER_WITHIN_S: f64 = 3600.0;
+/// …after this long (a relay still delivering them has time to record it).
+const REDELIVER_DELAY: Duration = Duration::from_secs(5);
 /// A run that ended is forgotten after this long without events.
 const FORGET_ENDED: Duration = Duration::from_secs(600);
 
@@ -145,7 +149,9 @@ impl Engine {
         // Every live run is followed from the start, so a trainer that died while the
         // relay was down still goes stale.
         for (run, upto) in live {
-            self.ensure(&run, upto);
+            if self.ensure(&run, upto).is_some() {
+                self.redeliver(&run);
+            }
         }
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -202,6 +208,40 @@ impl Engine {
             state,
             last_seen: Instant::now(),
         })
+    }
+
+    /// After a restart: the notices of the run's active alerts that never got through
+    /// (the relay stopped mid-delivery) are sent again, unless they go meanwhile.
+    fn redeliver(&self, run: &str) {
+        let Some(state) = self.store.state(run) else {
+            return;
+        };
+        let since = now() - REDELIVER_WITHIN_S;
+        for (a, channel, made) in state.alerts.undelivered(since, u64::from(MAX_ATTEMPTS)) {
+            let Some(ch) = self.config.channel(channel) else {
+                continue;
+            };
+            let n = Notice {
+                state: NoticeState::Fired,
+                alert_id: a.alert_id.clone(),
+                run: run.to_string(),
+                run_name: state.name.clone(),
+                rule: a.rule.clone(),
+                kind: a.kind.clone(),
+                level: a.level.clone(),
+                title: a.title.clone(),
+                text: a.text.clone(),
+                metric: a.metric.clone(),
+                value: a.value,
+                step: a.step,
+                action: a.action.clone(),
+                url: format!("{}/#/runs/{run}", self.base_url),
+                time: a.since.unwrap_or_else(now),
+            };
+            tracing::info!(run, alert = %a.alert_id, channel, "sending an alert notice again after a restart");
+            self.deliver
+                .push(Job::resumed(ch.clone(), n, made as u32, REDELIVER_DELAY));
+        }
     }
 
     /// Runs whose batches did not fit in the inbox: read what was missed from storage.

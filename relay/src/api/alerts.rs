@@ -6,7 +6,6 @@
 use super::access::identity;
 use super::error::{check_run, ApiError};
 use super::state::Data;
-use crate::alerts::AlertConfig;
 use crate::clock::now;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
@@ -23,7 +22,7 @@ fn field_error(e: &FieldError) -> ApiError {
 }
 
 /// Refuses alert events a trainer may not send, and checks the rules it may.
-pub(crate) fn check_ingest(events: &[Event], config: &AlertConfig) -> Result<(), ApiError> {
+pub(crate) fn check_ingest(events: &[Event]) -> Result<(), ApiError> {
     for (index, e) in events.iter().enumerate() {
         if e.src.as_deref().is_some_and(|s| s.starts_with("alert:")) {
             return Err(ApiError::bad_request(format!(
@@ -43,7 +42,7 @@ pub(crate) fn check_ingest(events: &[Event], config: &AlertConfig) -> Result<(),
             EventBody::AlertFired(_) => return refuse("alert_fired"),
             EventBody::AlertResolved(_) => return refuse("alert_resolved"),
             EventBody::AlertDelivery(_) => return refuse("alert_delivery"),
-            EventBody::AlertRule(r) => check_rule_event(r, config).map_err(|err| {
+            EventBody::AlertRule(r) => check_rule_event(r).map_err(|err| {
                 ApiError::bad_request(format!("event {index}: {err}"))
                     .with("index", index)
                     .with("field", err.field)
@@ -54,7 +53,7 @@ pub(crate) fn check_ingest(events: &[Event], config: &AlertConfig) -> Result<(),
     Ok(())
 }
 
-fn check_rule_event(r: &AlertRule, config: &AlertConfig) -> Result<(), FieldError> {
+fn check_rule_event(r: &AlertRule) -> Result<(), FieldError> {
     let Some(rule) = &r.rule else {
         return Err(FieldError::new("rule", "missing: the rule object"));
     };
@@ -68,7 +67,16 @@ fn check_rule_event(r: &AlertRule, config: &AlertConfig) -> Result<(), FieldErro
         }
         return Ok(());
     }
-    config.check_run_rule(rule, "rule").map(|_| ())
+    // A trainer cannot know the relay's channels: a name it got wrong notifies nobody
+    // (the run's alerts answer lists it under `unknown_channels`), and its batch is kept.
+    let parsed = stepwatch_events::alerts::Rule::parse(rule, "rule")?;
+    if parsed.runs.is_some() {
+        return Err(FieldError::new(
+            "rule.runs",
+            "a run's own rule applies to that run: `runs` is for config rules",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /api/alerts/config`.
@@ -110,12 +118,18 @@ pub async fn of_run(data: Data, path: web::Path<String>) -> Result<HttpResponse,
         .collect();
     let history: Vec<&stepwatch_events::alerts::AlertRecord> =
         state.alerts.recent.iter().rev().collect();
+    let unknown: Vec<&String> = own
+        .iter()
+        .flat_map(|r| r.notify.iter().flatten())
+        .filter(|n| data.alerts.config.channel(n).is_none())
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "rules": rules,
         "active": state.alerts.active,
         "history": history,
         "fired": state.alerts.fired,
         "failed_deliveries": state.alerts.failed_deliveries,
+        "unknown_channels": unknown,
     })))
 }
 

@@ -305,7 +305,8 @@ impl RunAlerts {
 
     /// The clock: silence and idle GPUs are noticed without an event.
     pub fn tick(&mut self, now: f64, s: &RunState, out: &mut Vec<Transition>) {
-        let live = s.status.is_live();
+        // A paused run waits for a person; its trainer may well be silent meanwhile.
+        let live = matches!(s.status, RunStatus::Running | RunStatus::Pending);
         for i in 0..self.slots.len() {
             let rule = self.slots[i].rule.clone();
             let slot = &mut self.slots[i].slot;

@@ -39,6 +39,9 @@ pub struct ActiveAlert {
     /// Id of the `alert_fired` event.
     #[serde(default)]
     pub event_id: u64,
+    /// Channels its notice went to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 /// One line of a run's alert history.
@@ -110,6 +113,50 @@ impl AlertsState {
             .map(|a| a.level.as_str())
     }
 
+    /// Notices of active alerts that never got through: `(alert, channel, attempts made)`
+    /// for each channel of an alert fired since `since` with no successful delivery and
+    /// fewer than `max_attempts` attempts recorded (what a relay that stopped mid-delivery
+    /// left undone).
+    pub fn undelivered(&self, since: f64, max_attempts: u64) -> Vec<(&ActiveAlert, &str, u64)> {
+        let mut out = Vec::new();
+        for a in &self.active {
+            if a.since.is_none_or(|t| t < since)
+                || !self
+                    .recent
+                    .iter()
+                    .any(|r| r.what == "fired" && r.alert_id == a.alert_id)
+            {
+                continue;
+            }
+            for ch in &a.channels {
+                let tries = self.recent.iter().filter(|r| {
+                    r.what == "delivery"
+                        && r.alert_id == a.alert_id
+                        && r.channel.as_ref() == Some(ch)
+                });
+                let (mut ok, mut made) = (false, 0);
+                for r in tries {
+                    ok |= r.ok == Some(true);
+                    made = made.max(r.attempt.unwrap_or(1));
+                }
+                if !ok && made < max_attempts {
+                    out.push((a, ch.as_str(), made));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a notice of `alert_id` reached `channel`.
+    pub fn delivered(&self, alert_id: &str, channel: &str) -> bool {
+        self.recent.iter().any(|r| {
+            r.what == "delivery"
+                && r.alert_id == alert_id
+                && r.channel.as_deref() == Some(channel)
+                && r.ok == Some(true)
+        })
+    }
+
     fn push(&mut self, r: AlertRecord) {
         self.recent.push(r);
         if self.recent.len() > MAX_RECENT {
@@ -164,6 +211,7 @@ impl AlertsState {
             since: t,
             sticky: f.sticky.unwrap_or(false),
             event_id: id.unwrap_or(0),
+            channels: f.channels.clone().unwrap_or_default(),
         });
         if self.active.len() > MAX_ACTIVE {
             self.active.remove(0);

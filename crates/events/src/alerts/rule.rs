@@ -530,13 +530,15 @@ fn notify(f: &Fields<'_>) -> Result<Option<Vec<String>>, FieldError> {
 }
 
 /// The rules every run gets unless the config says `defaults = false`: a NaN or
-/// infinite loss, five minutes of silence while running, and a failed run.
+/// infinite loss, five minutes of silence while running, a failed run, and the trainer's
+/// own `stepwatch.alert()` (at most one a minute).
 pub fn default_rules() -> Vec<Rule> {
     let mk = |v: Value| Rule::parse(&v, "");
     [
         serde_json::json!({"name": "nan-loss", "kind": "non_finite", "metric": "loss"}),
         serde_json::json!({"name": "stale", "kind": "stale"}),
         serde_json::json!({"name": "failed", "kind": "failed"}),
+        serde_json::json!({"name": "alert", "kind": "event", "event": "alert", "cooldown_s": 60}),
     ]
     .into_iter()
     .filter_map(|v| mk(v).ok())
@@ -570,7 +572,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.describe(), "loss above 10 for 3 points");
         assert_eq!(a.action, Some(Action::Pause));
-        assert_eq!(default_rules().len(), 3);
+        assert_eq!(default_rules().len(), 4);
     }
 
     #[test]

@@ -359,3 +359,36 @@ fn alert_events_round_trip_on_the_wire() {
     let bad = Event::from_value(json!({"event": "alert_fired", "value": "high"}));
     assert!(bad.is_err());
 }
+
+#[test]
+fn notices_that_never_went_are_found_after_a_restart() {
+    let mut f = Feed::new(&[json!({"name": "nan", "kind": "non_finite"})]);
+    let t = f.loss(json!("NaN"));
+    let Transition::Fired { body, .. } = &t[0] else {
+        unreachable!()
+    };
+    assert_eq!(body.alert_id.as_deref(), Some("nan#1"));
+    // The relay recorded the firing to two channels, then one failed attempt to "a" and
+    // a success to "b", and stopped.
+    let mut s = RunState::new("r");
+    let fired = json!({"event": "alert_fired", "id": 2, "received": 10.0, "alert_id": "nan#1",
+        "rule": "nan", "channels": ["a", "b"]});
+    s.apply(&Event::from_value(fired).unwrap());
+    for (ch, ok) in [("a", false), ("b", true)] {
+        let d = json!({"event": "alert_delivery", "alert_id": "nan#1", "channel": ch, "ok": ok, "attempt": 1});
+        s.apply(&Event::from_value(d).unwrap());
+    }
+    let left: Vec<_> = s
+        .alerts
+        .undelivered(0.0, 5)
+        .into_iter()
+        .map(|(a, ch, made)| (a.alert_id.clone(), ch.to_string(), made))
+        .collect();
+    assert_eq!(left, [("nan#1".to_string(), "a".to_string(), 1)]);
+    assert!(s.alerts.delivered("nan#1", "b"));
+    assert!(!s.alerts.delivered("nan#1", "a"));
+    assert!(
+        s.alerts.undelivered(11.0, 5).is_empty(),
+        "older than the window"
+    );
+}
