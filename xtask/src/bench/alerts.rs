@@ -93,7 +93,7 @@ fn latency(root: &Path) -> Result<()> {
     to_hook.sort_by(f64::total_cmp);
     to_stream.sort_by(f64::total_cmp);
     row(
-        "alerts: NaN POST → webhook received, p50 / p99",
+        "alerts: NaN → webhook received, p50 / p99",
         format!(
             "{:.2} / {:.2} ms",
             percentile(&to_hook, 0.5),
@@ -102,7 +102,7 @@ fn latency(root: &Path) -> Result<()> {
         "(reported)",
     );
     row(
-        "alerts: NaN POST → alert_fired on SSE, p50/p99",
+        "alerts: NaN → alert_fired on SSE, p50 / p99",
         format!(
             "{:.2} / {:.2} ms",
             percentile(&to_stream, 0.5),
@@ -249,7 +249,7 @@ fn ingest_cost(root: &Path) -> Result<()> {
         "",
     );
     row(
-        "ingest, NDJSON batches, 20 rules on every run",
+        "ingest, NDJSON batches, 20 rules per run",
         format!("{r20:.0} events/s"),
         "",
     );
