@@ -25,16 +25,21 @@
 //! | `auth`       | users, tokens and password hashes ([`auth_config`])             |
 //! | `pg`         | the shared PostgreSQL server, fresh databases, the backend switch |
 //! | `pg_cluster` | private throwaway PostgreSQL servers ([`PgCluster`])            |
-//! | `certs`      | TLS certificates for the PostgreSQL TLS tests ([`TestCerts`])   |
+//! | `certs`      | TLS certificates for the TLS tests ([`TestCerts`])              |
 //! | `proxy`      | the failover TCP proxy ([`FailoverProxy`])                      |
 //! | `slurm`      | private one-node Slurm clusters ([`SlurmCluster`])              |
 //! | `ray`        | a Ray head in a private network namespace ([`RayHead`], [`in_private_network`]) |
 //! | `kube`       | the Kubernetes API stand-in ([`KubeStandin`]), not a real one    |
+//! | `alerts`     | `--alerts` configs, channel tables, a NaN trainer, alert events  |
+//! | `hooks`      | a webhook receiver recording alert notices ([`WebhookReceiver`]) |
+//! | `smtp`       | an SMTP sink with STARTTLS and AUTH, `aiosmtpd` ([`SmtpSink`])  |
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod auth;
 mod browser;
 mod certs;
+mod hooks;
 mod http;
 mod kube;
 mod launch;
@@ -45,11 +50,14 @@ mod python;
 mod ray;
 mod relay;
 mod slurm;
+mod smtp;
 mod streams;
 
+pub use alerts::*;
 pub use auth::*;
 pub use browser::*;
 pub use certs::*;
+pub use hooks::*;
 pub use kube::*;
 pub use launch::*;
 pub use pg::*;
@@ -59,4 +67,5 @@ pub use python::*;
 pub use ray::*;
 pub use relay::*;
 pub use slurm::*;
+pub use smtp::*;
 pub use streams::*;

@@ -23,6 +23,8 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "auth",
     "auth_browser",
     "launch",
+    "alerts",
+    "alerts_rules",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.

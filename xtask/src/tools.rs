@@ -145,6 +145,8 @@ pub fn ensure_python() -> Result<PathBuf> {
         "torch, lightning, transformers, accelerate",
         &["torch", "lightning", "transformers", "accelerate"],
     )?;
+    // The SMTP server the alerts suite sends its e-mail to (tests/smtp-sink/sink.py).
+    pip_ensure(&py, "aiosmtpd", &["aiosmtpd"])?;
     // A local Ray head for the launch tests (the Ray engine's Jobs API).
     pip_ensure(&py, "ray.dashboard", &["ray[default]"])?;
     // Installed: the Ray suite must run, not skip.

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use std::path::Path;
 
+mod alerts;
 mod browser;
 mod emit;
 mod fanout;
@@ -24,7 +25,7 @@ use table::row;
 
 /// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
 pub const GROUPS: &[&str] = &[
-    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "launch",
+    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "launch", "alerts",
 ];
 
 /// Runs the groups named in `only` (all when empty), or with `--database URL` the
@@ -92,6 +93,9 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
             row("launch on Slurm", format!("not measured: {e}"), "");
         }
         launch_engines::kubernetes(&bin)?;
+    }
+    if want("alerts") {
+        alerts::alerts(root)?;
     }
     println!();
     Ok(())
