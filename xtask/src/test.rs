@@ -23,9 +23,8 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "auth",
     "auth_browser",
     "launch",
-    // `alerts` and `alerts_rules` run on SQLite only for now: with a relay on PostgreSQL,
-    // events posted over plain HTTP do not fire (the SDK's do; the two-relays-on-one-database
-    // test runs in `alerts` itself). Known bug, named in the issue-16 notes.
+    "alerts",
+    "alerts_rules",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.

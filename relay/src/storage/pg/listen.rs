@@ -96,8 +96,10 @@ impl PgStore {
                 }));
                 after = last;
             }
-            events.extend(own.iter().filter(|e| e.id > done).cloned());
         }
+        // This relay's own events always go to the hub (no read needed): its alert engine
+        // sees every local commit, followed or not.
+        events.extend(own.iter().filter(|e| e.id > done).cloned());
         *delivered = upto;
         let batch = Committed {
             run: run.to_string(),
