@@ -365,7 +365,13 @@ impl Engine {
                 .store
                 .append(&run, vec![event], now(), &|c| hub.publish(c))
             {
-                Ok(c) => c.accepted == 1,
+                Ok(c) if c.accepted == 1 => true,
+                Ok(_) => {
+                    self.metrics
+                        .stored_elsewhere
+                        .fetch_add(1, Ordering::Relaxed);
+                    false
+                }
                 Err(e) => {
                     tracing::warn!(run = %run, alert = tr.alert_id(), error = %e, "cannot store an alert record");
                     false

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub queue_dropped: AtomicU64,
     /// Batches the engine could not take at once (read back from storage).
     pub lagged: AtomicU64,
+    /// Records this relay decided that another relay had stored first.
+    pub stored_elsewhere: AtomicU64,
 }
 
 impl Metrics {
@@ -58,13 +60,17 @@ impl Metrics {
              stepwatch_alert_queue_dropped_total {}\n\
              # HELP stepwatch_alert_engine_lagged_total Batches the alert engine read back from storage.\n\
              # TYPE stepwatch_alert_engine_lagged_total counter\n\
-             stepwatch_alert_engine_lagged_total {}",
+             stepwatch_alert_engine_lagged_total {}\n\
+             # HELP stepwatch_alert_records_elsewhere_total Alert records another relay stored first.\n\
+             # TYPE stepwatch_alert_records_elsewhere_total counter\n\
+             stepwatch_alert_records_elsewhere_total {}",
             g(&self.fired),
             g(&self.resolved),
             g(&self.deliveries_ok),
             g(&self.deliveries_failed),
             g(&self.queue_dropped),
             g(&self.lagged),
+            g(&self.stored_elsewhere),
         );
     }
 }

@@ -4,13 +4,12 @@
 //! the sender); and the ingest check of alert events a trainer sends.
 
 use super::access::identity;
+use super::commands::record;
 use super::error::{check_run, ApiError};
 use super::state::Data;
-use crate::clock::now;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use stepwatch_events::event::{AlertResolved, AlertRule};
 use stepwatch_events::{Event, EventBody, FieldError};
 
@@ -131,19 +130,6 @@ pub async fn of_run(data: Data, path: web::Path<String>) -> Result<HttpResponse,
         "failed_deliveries": state.alerts.failed_deliveries,
         "unknown_channels": unknown,
     })))
-}
-
-/// Appends one relay-written event to the run.
-async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, ApiError> {
-    let store = data.store.clone();
-    let hub = data.hub.clone();
-    let run2 = run.to_string();
-    let event = Event::new(body);
-    let c = web::block(move || store.append(&run2, vec![event], now(), &|c| hub.publish(c)))
-        .await?
-        .map_err(|e| ApiError::from(e).with_suffix("; retry later"))?;
-    data.accepted.fetch_add(1, Ordering::Relaxed);
-    Ok(c.last_id)
 }
 
 /// `POST /api/runs/{run}/alerts/rules`: a run's own rule (replaces one of the same name).

@@ -85,8 +85,9 @@ fn new_id() -> String {
     format!("c-{:016x}", rand::random::<u64>())
 }
 
-/// Appends the command (or its cancellation) to the run's stream; its event id.
-async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, ApiError> {
+/// Appends one relay-written event (a command, its cancellation, an alert rule or a
+/// dismissal) to the run's stream; its event id.
+pub(crate) async fn record(data: &Data, run: &str, body: EventBody) -> Result<u64, ApiError> {
     let store = data.store.clone();
     let hub = data.hub.clone();
     let run2 = run.to_string();
