@@ -21,12 +21,28 @@ fn good() -> Value {
     json!({"name": "loss-high", "kind": "above", "threshold": 10, "for": 3, "action": "pause"})
 }
 
+/// What the relay writes itself on its alert thread, at a moment of its own.
+const RELAY_RECORDS: [&str; 3] = ["alert_fired", "alert_resolved", "alert_delivery"];
+
+/// The events the trainer sent, in order (the relay's own alert records left out).
 fn events(relay: &Relay, run: &str) -> Vec<Value> {
     relay
         .get_ok(&format!("/api/runs/{run}/events?limit=1000"))
         .as_array()
         .unwrap()
-        .clone()
+        .iter()
+        .filter(|e| !RELAY_RECORDS.contains(&e["event"].as_str().unwrap()))
+        .cloned()
+        .collect()
+}
+
+/// The relay's `alert_fired` records for the run, once there are `n`.
+fn fired(relay: &Relay, run: &str, n: usize) -> Vec<Value> {
+    stepwatch_e2e::wait_until("alert_fired records", Duration::from_secs(10), || {
+        let got = relay.get_ok(&format!("/api/runs/{run}/events?event=alert_fired"));
+        let got = got.as_array().unwrap();
+        (got.len() >= n).then(|| got.clone())
+    })
 }
 
 fn names(events: &[Value]) -> Vec<&str> {
@@ -79,6 +95,15 @@ fn rules_then_alerts_arrive_in_order_and_the_run_state_holds_the_rules() {
     assert_eq!(rule_names, [&json!("loss-high"), &json!("mine")]);
     assert_eq!(rules[0]["rule"]["for"], 3);
     assert_eq!(rules[1]["rule"]["event"], "alert");
+
+    // The first alert fires the default rule and the run's own, each decided by event
+    // #4; both stay until dismissed, so the second alert fires nothing new.
+    let records = fired(&relay, "rs-alerts", 2);
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alert#4", "mine#4"], "{records:?}");
 }
 
 #[test]
@@ -128,4 +153,5 @@ fn an_alert_with_the_relay_down_returns_at_once_and_arrives_once_it_is_up() {
     assert_eq!(names(&got), ["alert_rule", "alert"]);
     assert_eq!(got[1]["title"], "relay is down");
     assert_eq!(got[1]["level"], "error");
+    assert_eq!(fired(&relay, "rs-later", 1)[0]["level"], "error");
 }
