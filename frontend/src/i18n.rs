@@ -272,6 +272,13 @@ strings! {
     StoppedByRule => "stopped by rule", "已由规则停止:";
     LastGood => "last good checkpoint", "最近的正常检查点";
     NoGoodCheckpoint => "no checkpoint saved before this step", "此步之前没有保存检查点";
+    HeadNonFinite => "is", "变为";
+    HeadAbove => "above its threshold", "高于阈值";
+    HeadBelow => "below its threshold", "低于阈值";
+    HeadSpike => "spiked", "突增";
+    HeadPlateau => "stopped improving", "不再改善";
+    HeadStale => "no events for", "无事件已持续";
+    HeadGpuIdle => "idle", "空闲";
     AlertFired => "fired", "触发";
     AlertResolved => "resolved", "已解除";
     DeliveryOk => "sent", "已送达";

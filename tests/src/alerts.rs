@@ -3,8 +3,9 @@
 
 use crate::hooks::WebhookReceiver;
 use crate::relay::{wait_until, Relay};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Writes `body` to `dir/alerts.toml`, for `--alerts`.
@@ -88,5 +89,54 @@ impl Relay {
     pub fn post_event(&self, run: &str, event: &Value) {
         let (c, v) = self.post(run, &event.to_string(), "application/json");
         assert!(c < 300, "POST {event}: {c} {v}");
+    }
+
+    /// Returns once the relay's alert engine has evaluated every event of `run` stored
+    /// before this call. The engine takes a run's events in id order, so a rule of the
+    /// run's own (`barrier-N`, notifying nobody) that fires on an `alert` posted now
+    /// proves every earlier event was looked at: had one of them fired something, its
+    /// record would be stored already. The rule is removed again.
+    pub fn alerts_barrier(&self, run: &str) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("barrier-{}", N.fetch_add(1, Ordering::Relaxed));
+        let rule = json!({"name": name, "kind": "event", "event": "alert", "notify": []});
+        let (c, v) = self.post_json(&format!("/api/runs/{run}/alerts/rules"), &rule, None);
+        assert_eq!(c, 201, "the barrier rule: {v}");
+        self.post_event(
+            run,
+            &json!({"event": "alert", "title": name, "level": "info"}),
+        );
+        wait_until(
+            &format!("{run}'s alert engine past {name}"),
+            Duration::from_secs(30),
+            || {
+                let fired = self.get_ok(&format!(
+                    "/api/runs/{run}/events?event=alert_fired&limit=1000"
+                ));
+                fired
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|r| r["rule"] == name.as_str()))
+                    .then_some(())
+            },
+        );
+        let url = format!("{}/api/runs/{run}/alerts/rules/{name}", self.url);
+        let gone = ureq::delete(&url).call();
+        assert!(gone.is_ok(), "removing the barrier rule: {gone:?}");
+    }
+
+    /// A counter or gauge from `/metrics` (summed over its labels); 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.url))
+            .call()
+            .expect("GET /metrics")
+            .into_string()
+            .expect("/metrics text");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }

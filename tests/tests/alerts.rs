@@ -158,8 +158,14 @@ fn a_nan_loss_pauses_the_run_and_notifies_the_webhook_slack_and_email_once() {
     let alerts = relay.get_ok(&format!("/api/runs/{run}/alerts"));
     assert_eq!(alerts["active"].as_array().unwrap().len(), 1, "{alerts}");
 
-    // The NaN goes on while paused: still one notice.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Every event so far evaluated (the paused trainer keeps sending): still one firing,
+    // one notice per channel.
+    relay.alerts_barrier(run);
+    let nan_fired = |r: &Relay| {
+        let all = r.events_of(run, "alert_fired");
+        all.iter().filter(|f| f["rule"] == "nan").count()
+    };
+    assert_eq!(nan_fired(&relay), 1);
     assert_eq!(hook.requests_to("/hook/").len(), 1);
     assert_eq!(sink.messages().len(), 1);
     // The channels are shown by name and kind only; no secret anywhere.
@@ -269,7 +275,13 @@ assert stepwatch.flush(10)
         (relay.get_ok(&format!("/api/runs/{run}"))["status"] == "completed").then_some(())
     });
     hook.wait_for("/hook", 1, T);
-    std::thread::sleep(Duration::from_millis(2500));
+    relay.alerts_barrier(run);
+    let fired: Vec<Value> = relay.events_of(run, "alert_fired");
+    assert_eq!(
+        fired.iter().filter(|f| f["rule"] == "nan").count(),
+        1,
+        "{fired:?}"
+    );
     assert_eq!(
         notices(&hook, "/hook", "fired").len(),
         1,
@@ -281,7 +293,6 @@ assert stepwatch.flush(10)
         "{:?}",
         hook.requests()
     );
-    assert_eq!(relay.events_of(run, "alert_fired").len(), 1);
 }
 
 /// A run with one NaN, through the ingest API.
@@ -355,12 +366,15 @@ fn a_failing_receiver_is_retried_and_every_attempt_recorded() {
         "{d:?}"
     );
     assert!(d[0]["error"].as_str().unwrap().contains("500"), "{d:?}");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The relay counts what it did: two failed attempts and one that worked.
     assert_eq!(
-        hook.requests().len(),
-        3,
-        "no attempt after the one that worked"
+        (
+            relay.metric("stepwatch_alert_deliveries_total{result=\"ok\"}"),
+            relay.metric("stepwatch_alert_deliveries_total{result=\"failed\"}")
+        ),
+        (1.0, 2.0)
     );
+    assert_eq!(hook.requests().len(), 3, "{:?}", hook.requests());
 }
 
 #[test]
@@ -503,10 +517,28 @@ fn two_relays_on_one_postgresql_database_send_one_notice() {
         let pb = b.get(&format!("/api/runs/{run}")).1["status"] == "paused";
         (pa && pb).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
+    // Both engines past every event: each decided the firing and the barrier's, and
+    // between them each record was stored once (the other counts it stored elsewhere).
+    a.alerts_barrier(run);
+    let decided = |r: &Relay| {
+        r.metric("stepwatch_alerts_fired_total")
+            + r.metric("stepwatch_alert_records_elsewhere_total")
+    };
+    wait_until("both relays decided both records", T, || {
+        (decided(&a) >= 2.0 && decided(&b) >= 2.0).then_some(())
+    });
+    let stored =
+        a.metric("stepwatch_alerts_fired_total") + b.metric("stepwatch_alerts_fired_total");
+    assert_eq!(stored, 2.0, "each record stored once");
+    let nan_delivered = hook
+        .requests()
+        .iter()
+        .filter(|r| r.body["rule"] == "nan")
+        .count();
+    assert_eq!(nan_delivered, 1, "{:?}", hook.requests());
     for r in [&a, &b] {
-        assert_eq!(r.events_of(run, "alert_fired").len(), 1);
+        let fired = r.events_of(run, "alert_fired");
+        assert_eq!(fired.iter().filter(|f| f["rule"] == "nan").count(), 1);
         assert_eq!(r.events_of(run, "alert_delivery").len(), 1);
         let st = r.get_ok(&format!("/api/runs/{run}"));
         let pauses = st["commands"]

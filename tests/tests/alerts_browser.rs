@@ -64,10 +64,26 @@ fn a_nan_loss_shows_the_banner_with_the_pause_and_dismiss_clears_it() {
         WAIT,
         "return document.querySelector('[data-testid=status]')?.dataset.status === 'paused';",
     );
-    let title = b.eval(&format!(
-        "return {item}.querySelector('.alert-title').textContent;"
-    ));
-    assert!(!title.as_str().unwrap().is_empty());
+    // The headline in the page's language (the relay's English title as its tooltip),
+    // and the step named once: the relay's text says it.
+    let title = format!("return {item}.querySelector('.alert-title').textContent;");
+    assert_eq!(b.eval(&title), json!("loss is NaN"));
+    let banner_text = b.eval(&format!("return {item}.textContent;"));
+    let banner_text = banner_text.as_str().unwrap();
+    assert_eq!(banner_text.matches("step 20").count(), 1, "{banner_text}");
+    b.eval("document.querySelector('[data-testid=lang-zh]').click(); return 1;");
+    b.wait_for(
+        "the headline in Chinese",
+        WAIT,
+        &format!("return {item}.querySelector('.alert-title').textContent === 'loss 变为 NaN';"),
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "return {item}.querySelector('.alert-title').title;"
+        )),
+        json!("loss is NaN")
+    );
+    b.eval("document.querySelector('[data-testid=lang-en]').click(); return 1;");
 
     // Dismiss: the banner goes, the relay records who dismissed it.
     b.eval(&format!(

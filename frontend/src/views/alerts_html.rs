@@ -10,7 +10,7 @@ use super::control::clock_time;
 use super::job::Html;
 use crate::i18n::{I18n, Key};
 use crate::model::file_name;
-use stepwatch_events::alerts::{ActiveAlert, AlertRecord, Rule, RULE_KINDS};
+use stepwatch_events::alerts::{duration, show_value, ActiveAlert, AlertRecord, Rule, RULE_KINDS};
 use stepwatch_events::{num, FieldError, RunState};
 
 /// The banner: each active alert, newest first (nothing when none is active), with
@@ -25,9 +25,17 @@ pub fn banner(h: &mut Html, i18n: I18n, s: &RunState, now: f64, may: bool, load:
             .raw("\" data-level=\"")
             .text(&a.level)
             .raw("\">");
-        h.el("b", "alert-title", &a.title);
+        h.raw("<b class=\"alert-title\" title=\"")
+            .text(&a.title)
+            .raw("\">")
+            .text(&headline(i18n, a))
+            .raw("</b>");
         h.el("span", "alert-text", &a.text);
-        let step = a.step.map(|st| format!("{} {st} · ", i18n.t(Key::Step)));
+        // The relay's words name the step already; a trainer's own may not.
+        let step = a
+            .step
+            .filter(|st| !a.text.contains(&format!("step {st}")))
+            .map(|st| format!("{} {st} · ", i18n.t(Key::Step)));
         let when = format!("{}{}", step.unwrap_or_default(), ago(i18n, a.since, now));
         h.el("span", "small muted-ish", &when)
             .raw("<span class=\"spacer\"></span>");
@@ -42,6 +50,32 @@ pub fn banner(h: &mut Html, i18n: I18n, s: &RunState, now: f64, may: bool, load:
             action_line(h, i18n, s, a, load);
         }
         h.raw("</div>");
+    }
+}
+
+/// An active alert's title in the page's language, from what the record says (kind,
+/// metric, value); the relay's English title stays as the tooltip. A trainer's own
+/// alert keeps its words, as does a kind this page does not know.
+fn headline(i18n: I18n, a: &ActiveAlert) -> String {
+    let m = a.metric.as_deref().unwrap_or("loss");
+    let v = a.value.map(show_value).unwrap_or_default();
+    let gpu = || a.title.split(' ').nth(1).unwrap_or("").to_string();
+    match a.kind.as_str() {
+        "non_finite" => format!("{m} {} {v}", i18n.t(Key::HeadNonFinite)),
+        "above" => format!("{m} = {v} · {}", i18n.t(Key::HeadAbove)),
+        "below" => format!("{m} = {v} · {}", i18n.t(Key::HeadBelow)),
+        "spike" => format!("{m} {} · {v}", i18n.t(Key::HeadSpike)),
+        "plateau" => format!("{m} {}", i18n.t(Key::HeadPlateau)),
+        "stale" => format!(
+            "{} {}",
+            i18n.t(Key::HeadStale),
+            duration(a.value.unwrap_or(0.0))
+        ),
+        "failed" => i18n.t(Key::StatusFailed).to_string(),
+        "finished" if a.title.ends_with("stopped") => i18n.t(Key::StatusStopped).to_string(),
+        "finished" => i18n.t(Key::StatusCompleted).to_string(),
+        "gpu_idle" => format!("GPU {} {}", gpu(), i18n.t(Key::HeadGpuIdle)),
+        _ => a.title.clone(),
     }
 }
 

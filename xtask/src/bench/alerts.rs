@@ -4,7 +4,7 @@
 //! `fired` notice, and until the `alert_fired` event is on the run's SSE stream (what the
 //! dashboard's banner reads), 200 times, resolved in between (`cooldown_s = 0`). Then the
 //! ingest rate (NDJSON batches of 1,000 from 4 clients, [`ndjson_batch`]) with no rules
-//! against 20 rules on every run.
+//! against 20 rules on every run, and the rules' cost per event in one process.
 
 use super::load::ndjson_batch;
 use super::table::{percentile, row};
@@ -40,6 +40,7 @@ fn relay_with(root: &Path, dir: &Path, config: &str) -> Result<Relay> {
 
 /// The alert figures.
 pub fn alerts(root: &Path) -> Result<()> {
+    evaluation()?;
     latency(root)?;
     ingest_cost(root)
 }
@@ -166,34 +167,103 @@ fn wait_len(seen: &Mutex<Vec<Instant>>, n: usize) -> Result<Instant> {
 }
 
 /// 20 rules on every run, of every kind, none of which the load makes fire.
-fn twenty_rules() -> String {
+fn twenty_rule_values() -> Vec<serde_json::Value> {
+    use serde_json::json;
     let rules = [
-        "kind = \"non_finite\"",
-        "kind = \"non_finite\"\nmetric = \"*\"",
-        "kind = \"non_finite\"\nmetric = \"val_loss\"",
-        "kind = \"above\"\nthreshold = 1e6\nfor = 3",
-        "kind = \"below\"\nthreshold = -1.0",
-        "kind = \"above\"\nmetric = \"lr\"\nthreshold = 10.0",
-        "kind = \"below\"\nmetric = \"lr\"\nthreshold = -1.0",
-        "kind = \"above\"\nmetric = \"val_loss\"\nthreshold = 10.0",
-        "kind = \"below\"\nmetric = \"acc\"\nthreshold = 0.0",
-        "kind = \"spike\"\nfactor = 1e6\nwindow = 20",
-        "kind = \"spike\"\nmetric = \"lr\"\nfactor = 1e6\nwindow = 100",
-        "kind = \"spike\"\nmetric = \"val_loss\"",
-        "kind = \"plateau\"\nwindow = 1000000000",
-        "kind = \"plateau\"\nmetric = \"lr\"\nmode = \"max\"\nwindow = 1000000000",
-        "kind = \"stale\"\nafter_s = 3600",
-        "kind = \"failed\"",
-        "kind = \"finished\"",
-        "kind = \"gpu_idle\"\nafter_s = 3600",
-        "kind = \"event\"",
-        "kind = \"event\"\nevent = \"oom\"",
+        json!({"kind": "non_finite"}),
+        json!({"kind": "non_finite", "metric": "*"}),
+        json!({"kind": "non_finite", "metric": "val_loss"}),
+        json!({"kind": "above", "threshold": 1e6, "for": 3}),
+        json!({"kind": "below", "threshold": -1.0}),
+        json!({"kind": "above", "metric": "lr", "threshold": 10.0}),
+        json!({"kind": "below", "metric": "lr", "threshold": -1.0}),
+        json!({"kind": "above", "metric": "val_loss", "threshold": 10.0}),
+        json!({"kind": "below", "metric": "acc", "threshold": 0.0}),
+        json!({"kind": "spike", "factor": 1e6, "window": 20}),
+        json!({"kind": "spike", "metric": "lr", "factor": 1e6, "window": 100}),
+        json!({"kind": "spike", "metric": "val_loss"}),
+        json!({"kind": "plateau", "window": 1_000_000_000u64}),
+        json!({"kind": "plateau", "metric": "lr", "mode": "max", "window": 1_000_000_000u64}),
+        json!({"kind": "stale", "after_s": 3600}),
+        json!({"kind": "failed"}),
+        json!({"kind": "finished"}),
+        json!({"kind": "gpu_idle", "after_s": 3600}),
+        json!({"kind": "event"}),
+        json!({"kind": "event", "event": "oom"}),
     ];
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r["name"] = json!(format!("r{i:02}"));
+            r
+        })
+        .collect()
+}
+
+/// The same 20 rules as an `[alerts]` table (a JSON string or number is TOML too).
+fn twenty_rules() -> String {
     let mut s = String::from("[alerts]\ndefaults = false\n");
-    for (i, r) in rules.iter().enumerate() {
-        s.push_str(&format!("\n[[alerts.rules]]\nname = \"r{i:02}\"\n{r}\n"));
+    for r in twenty_rule_values() {
+        s.push_str("\n[[alerts.rules]]\n");
+        for (k, v) in r.as_object().into_iter().flatten() {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
     }
     s
+}
+
+/// The engine's own cost, in one process and on one core: the bench's `batch_end`
+/// events folded into a run's state and observed by its evaluator with no rules, then
+/// with the 20 rules; the difference per event is what the rules cost.
+fn evaluation() -> Result<()> {
+    use stepwatch_events::alerts::{At, Rule, RunAlerts};
+    use stepwatch_events::{Event, RunState};
+    const N: usize = 400_000;
+    let mut events: Vec<Event> = Vec::with_capacity(N);
+    for (i, line) in ndjson_batch(0, N).lines().enumerate() {
+        let mut e = Event::from_json(line).map_err(|e| anyhow!("bench event: {e:?}"))?;
+        e.id = Some(i as u64 + 1);
+        e.received = Some(1.0e9 + i as f64 * 1e-4);
+        events.push(e);
+    }
+    let rules: Vec<Arc<Rule>> = twenty_rule_values()
+        .iter()
+        .map(|v| Rule::parse(v, "rule").map(Arc::new))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("bench rule: {e}"))?;
+    let pass = |rules: Vec<Arc<Rule>>| {
+        let mut state = RunState::new("bench");
+        let mut eval = RunAlerts::new("bench", rules);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        for e in &events {
+            state.apply(e);
+            eval.observe(e, At::after(e, &state), &mut out);
+        }
+        (t0.elapsed().as_secs_f64(), out.len())
+    };
+    let (mut none, mut twenty) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        none = none.min(pass(Vec::new()).0);
+        let (t, fired) = pass(rules.clone());
+        if fired > 0 {
+            bail!("the bench's rules fired {fired} times");
+        }
+        twenty = twenty.min(t);
+    }
+    let per = |t: f64| t / N as f64 * 1e9;
+    row(
+        "alert engine: fold + 20 rules, one core",
+        format!(
+            "{:.0} ns/event (fold alone {:.0}; rules {:.0})",
+            per(twenty),
+            per(none),
+            per(twenty - none)
+        ),
+        "(reported)",
+    );
+    Ok(())
 }
 
 /// Events/s stored by 4 clients posting batches of 1,000 to their own runs.

@@ -52,7 +52,8 @@ pub(super) fn values_of<'a>(
     values.iter().filter(move |(n, _)| *n == m).map(|(_, v)| *v)
 }
 
-pub(super) fn show(x: f64) -> String {
+/// A value as alerts print it: `NaN`, `Infinity`, `-Infinity` or the number, short.
+pub fn show(x: f64) -> String {
     if x.is_nan() {
         "NaN".into()
     } else if x.is_infinite() {

@@ -13,7 +13,7 @@ pub mod eval;
 pub mod records;
 pub mod rule;
 
-pub use conditions::duration;
+pub use conditions::{duration, show as show_value};
 pub use eval::{At, RunAlerts, Transition};
 pub use records::{ActiveAlert, AlertRecord, AlertsState, RunRule};
 pub use rule::{default_rules, is_valid_name, Action, Level, Rule, RuleKind, RULE_KINDS};
