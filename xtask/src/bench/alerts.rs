@@ -300,28 +300,40 @@ fn rate(relay: &Relay, tag: &str) -> Result<f64> {
     Ok((BATCH * BATCHES) as f64 / dt)
 }
 
-/// Ingest with no rules against 20 rules on every run: the best of two rounds each.
+/// Ingest with no rules against 20 rules on every run, in alternating rounds (A B A B…,
+/// so a machine that slows down or speeds up meanwhile hits both): the median of each.
 fn ingest_cost(root: &Path) -> Result<()> {
+    const ROUNDS: usize = 5;
     let (none_dir, twenty_dir) = (
         TempDir::new("bench-rules-0"),
         TempDir::new("bench-rules-20"),
     );
     let none = relay_with(root, &none_dir.0, "[alerts]\ndefaults = false\n")?;
     let twenty = relay_with(root, &twenty_dir.0, &twenty_rules())?;
-    let (mut r0, mut r20) = (0f64, 0f64);
-    for round in 0..2 {
-        r0 = r0.max(rate(&none, &format!("r0-{round}"))?);
-        r20 = r20.max(rate(&twenty, &format!("r20-{round}"))?);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        a.push(rate(&none, &format!("r0-{round}"))?);
+        b.push(rate(&twenty, &format!("r20-{round}"))?);
     }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+        format!("{lo:.0}–{hi:.0}")
+    };
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (sa, sb) = (spread(&a), spread(&b));
+    let (r0, r20) = (median(&mut a), median(&mut b));
     row(
         "ingest, NDJSON batches, 0 alert rules",
         format!("{r0:.0} events/s"),
-        "",
+        &format!("(median of {ROUNDS}; {sa})"),
     );
     row(
         "ingest, NDJSON batches, 20 rules per run",
         format!("{r20:.0} events/s"),
-        "",
+        &format!("(median of {ROUNDS}; {sb})"),
     );
     row(
         "ingest cost of 20 alert rules",
