@@ -25,12 +25,15 @@
 //!   pause / stop actions; the API in `api::alerts`.
 //! - [`retention`]: `--retain-days`, old runs deleted at start and hourly.
 //! - [`dashboard`]: the built dashboard as it is on disk now, brotli copies remade when a
-//!   file changes, SPA fallback for routes (never for a missing asset: 404).
+//!   file changes, SPA fallback for routes (never for a missing asset: 404); or the one
+//!   built into the binary (`embed-dashboard`, for the server wheel).
+//! - [`cli`]: the command line of the `stepwatch` / `stepwatch-server` binaries.
 //! - [`demo`]: simulated trainers for `stepwatch demo`.
 
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod dashboard;
 pub mod demo;
@@ -52,7 +55,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// PostgreSQL URL (`--database`); SQLite in `data_dir` when `None`.
     pub database: Option<String>,
-    pub dist: PathBuf,
+    /// The dashboard folder; `None`: the built-in one, else `./dist`.
+    pub dist: Option<PathBuf>,
     pub allow_origins: Vec<String>,
     pub sync: storage::sqlite::SyncLevel,
     pub max_body: usize,
@@ -121,25 +125,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         // every hour (below).
         retention::sweep(state.store.clone(), state.hub.clone(), days).await;
     }
-    if !opts.dist.join("index.html").is_file() {
-        tracing::warn!(dist = %opts.dist.display(), "no built dashboard found; serving the API only");
-    }
-    let dashboard = web::Data::new(dashboard::Dashboard::new(
-        opts.dist.clone(),
-        opts.data_dir.join("dashboard-br"),
-    ));
+    let dashboard = dashboard::choose(opts.dist.as_deref(), opts.data_dir.join("dashboard-br"))
+        .map(web::Data::new);
     let origins = opts.allow_origins.clone();
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .wrap_fn(api::access::guard)
             .wrap_fn(api::middleware::log_request)
             .wrap(api::middleware::cors(&origins))
             .wrap(actix_web::middleware::Compress::default())
             .app_data(app_state.clone())
-            .app_data(dashboard.clone())
-            .configure(api::configure)
-            .default_service(web::get().to(dashboard::serve))
+            .configure(api::configure);
+        match &dashboard {
+            Some(disk) => app
+                .app_data(disk.clone())
+                .default_service(web::get().to(dashboard::serve)),
+            None => app.default_service(web::get().to(dashboard::embedded::serve)),
+        }
     })
     .workers(2)
     .disable_signals()

@@ -15,6 +15,16 @@ pub fn alerts_config_file(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
+/// An `--alerts` file with no rules at all, for suites about something else whose runs
+/// carry NaN losses or failures: the default rules' records, written by the relay's alert
+/// thread at a moment of its own, would race what they compare.
+pub fn no_alerts_file(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("no-alerts.toml");
+    std::fs::write(&p, "[alerts]\ndefaults = false\n").unwrap();
+    p
+}
+
 /// An `[alerts]` config with no default rules, a `base_url`, then `rules` and `channels`
 /// (TOML tables).
 pub fn alerts_toml(rules: &str, channels: &str) -> String {

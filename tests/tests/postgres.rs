@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stepwatch_e2e::{
-    fresh_database, fresh_database_on, pg_bin_dir, pg_required, pg_server_or_skip, python_trainer,
-    sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower, TempDir, TestCerts,
-    CONTROLLABLE_TRAINER,
+    fresh_database, fresh_database_on, no_alerts_file, pg_bin_dir, pg_required, pg_server_or_skip,
+    python_trainer, sse_follow_ids, wait_until, FailoverProxy, PgCluster, Relay, SseFollower,
+    TempDir, TestCerts, CONTROLLABLE_TRAINER,
 };
 
 const JSON: &str = "application/json";
@@ -757,7 +757,11 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
     };
     let dir = TempDir::new("pg-migrate");
     let sqlite_dir = dir.0.join("sqlite");
-    let mut old = Relay::start_sqlite(&sqlite_dir, &[]);
+    // No alert rules: the history's NaN and failure would have each relay add records at
+    // a moment of its own, racing the snapshots.
+    let quiet = no_alerts_file(&dir.0.join("cfg"));
+    let quiet = ["--alerts", quiet.to_str().unwrap()];
+    let mut old = Relay::start_sqlite(&sqlite_dir, &quiet);
     post_history(&old);
     let runs = ["crashed", "done", "live"];
     // What the SQLite relay serves.
@@ -834,7 +838,7 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
     );
 
     // A relay on the database (and an empty data dir) serves exactly the same.
-    let new = Relay::start_on(&db, &dir.0.join("pg-cache"), &[]);
+    let new = Relay::start_on(&db, &dir.0.join("pg-cache"), &quiet);
     let after = snapshot(&new);
     assert_eq!(before.len(), after.len());
     for ((what, want), (_, got)) in before.iter().zip(&after) {

@@ -1,13 +1,14 @@
-//! `cargo xtask run | test | fuzz | bench`: the project's two quick-start commands, its
-//! long property tests and its benchmarks. Each installs what it needs on a fresh
+//! `cargo xtask run | test | fuzz | bench | dist`: the project's two quick-start commands,
+//! its long property tests, its benchmarks and its Python packages. Each installs what it needs on a fresh
 //! machine, skipping what is there.
 //!
 //! `proc`: running programs; `tools`: installing them; `test`: the whole test command;
-//! `test_slice`: its options and slices; `bench`: the benchmarks.
+//! `test_slice`: its options and slices; `bench`: the benchmarks; `dist`: the wheels.
 
 use anyhow::Result;
 
 mod bench;
+mod dist;
 mod proc;
 mod test;
 mod test_slice;
@@ -37,6 +38,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("run") => cmd_run(&args[1..]),
         Some("test") => test_slice::cmd_test(&args[1..]),
+        Some("dist") => dist::dist(),
         Some("fuzz") => {
             // The property tests of stepwatch-events with many more cases than the test
             // command runs: parsing and the reducer against arbitrary input.
@@ -73,6 +75,7 @@ fn main() -> Result<()> {
                 "usage: cargo xtask run [serve flags]\n       \
                  cargo xtask test [--suite NAME]... [--pg] [-- ARGS]   (test --help)\n       \
                  cargo xtask fuzz [cases]\n       \
+                 cargo xtask dist   (the SDK and server wheels into target/wheels)\n       \
                  cargo xtask bench [{}]",
                 bench::GROUPS.join(" ")
             );

@@ -65,6 +65,8 @@ pub fn full() -> Result<()> {
     )?;
     build_dashboard()?;
     build_relay()?;
+    // The wheels the `wheels` suite installs into fresh venvs.
+    crate::dist::dist()?;
     let build = t0.elapsed();
 
     // A throwaway PostgreSQL server for everything below; dropping it (at the end, or

@@ -204,6 +204,9 @@ fn prepare(slice: &Slice) -> Result<Option<PathBuf>> {
     if e2e || slice.python || !slice.crates.is_empty() {
         build_relay()?;
     }
+    if slice.all_e2e || slice.e2e.iter().any(|s| s == "wheels") {
+        crate::dist::dist()?;
+    }
     Ok(py)
 }
 

@@ -23,6 +23,10 @@
 //!   script, which can only reach trunk's own dev server. The relay logs a warning (at
 //!   start and whenever index.html changes) and leaves that script out when serving.
 //!
+//! - **Built in.** A binary built with the `embed-dashboard` feature carries the
+//!   dashboard compressed at build time ([`embedded`]) and serves it when no `--dist` is
+//!   given (the `stepwatch-server` wheel); `--dist` still serves a folder from disk.
+//!
 //! Files: [`copies`] keeps the brotli copies fresh (the background thread and its
 //! child), [`precompress`] is that child's side, [`respond`] answers a request (headers,
 //! ETag, SPA fallback), [`files`] says which paths are files and how they are typed,
@@ -30,6 +34,7 @@
 
 pub mod copies;
 pub mod devbuild;
+pub mod embedded;
 pub mod files;
 pub mod precompress;
 pub mod respond;
@@ -39,3 +44,32 @@ pub use copies::Dashboard;
 pub use devbuild::is_dev_build;
 pub use precompress::{brotli, precompress_to};
 pub use respond::serve;
+
+/// Which dashboard the relay serves: `--dist` from disk; without it, the one built into
+/// the binary when it has one (`None`), else `./dist`. Says which in the log.
+pub fn choose(
+    dist: Option<&std::path::Path>,
+    cache: std::path::PathBuf,
+) -> Option<std::sync::Arc<Dashboard>> {
+    let dist = match dist {
+        Some(d) => d.to_path_buf(),
+        None if embedded::present() => {
+            let files = embedded::files();
+            let br: usize = files
+                .iter()
+                .map(|f| f.br.map_or(f.raw.len(), <[u8]>::len))
+                .sum();
+            tracing::info!(
+                files = files.len(),
+                brotli_kb = br / 1024,
+                "serving the built-in dashboard"
+            );
+            return None;
+        }
+        None => "dist".into(),
+    };
+    if !dist.join("index.html").is_file() {
+        tracing::warn!(dist = %dist.display(), "no built dashboard found; serving the API only");
+    }
+    Some(Dashboard::new(dist, cache))
+}

@@ -13,7 +13,7 @@ use std::fs::Metadata;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>Stepwatch</title>\
 <body style=\"font-family:sans-serif;padding:2em\"><h1>Stepwatch relay is running</h1>\
@@ -91,7 +91,7 @@ impl Dashboard {
     }
 }
 
-fn accepts_br(req: &HttpRequest) -> bool {
+pub(super) fn accepts_br(req: &HttpRequest) -> bool {
     let Some(v) = req
         .headers()
         .get(header::ACCEPT_ENCODING)
@@ -115,7 +115,7 @@ fn accepts_br(req: &HttpRequest) -> bool {
 }
 
 /// Whether the request's `If-None-Match` names `etag` (weak comparison, as for GET).
-fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
+pub(super) fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
     req.headers()
         .get_all(header::IF_NONE_MATCH)
@@ -124,7 +124,7 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || bare(t) == bare(etag))
 }
 
-fn not_found() -> HttpResponse {
+pub(super) fn not_found() -> HttpResponse {
     HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

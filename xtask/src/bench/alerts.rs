@@ -316,7 +316,9 @@ fn ingest_cost(root: &Path) -> Result<()> {
         b.push(rate(&twenty, &format!("r20-{round}"))?);
     }
     let spread = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
         format!("{lo:.0}–{hi:.0}")
     };
     let median = |v: &mut Vec<f64>| {

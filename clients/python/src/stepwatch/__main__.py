@@ -1,5 +1,7 @@
-"""``python -m stepwatch``: ``sync`` sends spooled events to a relay; ``launch``,
-``jobs`` and ``cancel`` submit, list and cancel jobs (:mod:`stepwatch._launch_cli`).
+"""``stepwatch`` (or ``python -m stepwatch``): ``sync`` sends spooled events to a relay;
+``launch``, ``jobs`` and ``cancel`` submit, list and cancel jobs
+(:mod:`stepwatch._launch_cli`); ``serve`` and the server's other commands run the
+``stepwatch-server`` binary when the server package is installed (:mod:`stepwatch._server`).
 
 ``sync DIR [--url URL]``:
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _launch_cli as _cli
+from . import _server
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
 from ._wire import dumps
@@ -73,8 +76,12 @@ def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stepwatch",
-        description="Stepwatch trainer SDK tools.",
+        prog="stepwatch",
+        description=(
+            "Stepwatch trainer SDK tools. The server's commands (serve, agent, demo, "
+            "migrate, hash-password, new-token) run the stepwatch-server binary: "
+            'pip install "stepwatch[server]".'
+        ),
         epilog=(
             "environment: STEPWATCH_URL (relay, default http://127.0.0.1:8080), "
             "STEPWATCH_RUN, STEPWATCH_TOKEN, STEPWATCH_SPOOL_DIR (default "
@@ -93,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in _server.SERVER_COMMANDS:
+        return _server.run(argv)
     args = _parser().parse_args(argv)
     if args.cmd != "sync":
         return _cli.run(args)
@@ -101,5 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if left == 0 else 1
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``stepwatch`` command (the package's console script)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
