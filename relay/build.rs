@@ -4,8 +4,8 @@
 //! (`embedded_dashboard.rs`, read by `src/dashboard/embedded.rs`). Without the feature
 //! the table is empty and `--dist` serves from disk as before.
 //!
-//! Where `dist/` is: `$STEPWATCH_EMBED_DIST`, else `dashboard-dist/` beside this file
-//! (what the server package's source distribution carries), else the workspace's `dist/`.
+//! Where `dist/` is: `$STEPWATCH_EMBED_DIST`, else the workspace's `dist/` when built,
+//! else `dashboard-dist/` beside this file (what the server's source distribution carries).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -84,11 +84,11 @@ fn find_dist() -> PathBuf {
         return PathBuf::from(d);
     }
     let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("manifest dir"));
-    let packaged = here.join("dashboard-dist");
-    if packaged.join("index.html").is_file() {
-        return packaged;
+    let workspace = here.join("../dist");
+    if workspace.join("index.html").is_file() {
+        return workspace;
     }
-    here.join("../dist")
+    here.join("dashboard-dist")
 }
 
 fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
