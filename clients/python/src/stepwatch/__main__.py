@@ -1,5 +1,7 @@
 """``python -m stepwatch``: ``sync`` sends spooled events to a relay; ``launch``,
-``jobs`` and ``cancel`` submit, list and cancel jobs (:mod:`stepwatch._launch_cli`).
+``jobs`` and ``cancel`` submit, list and cancel jobs (:mod:`stepwatch._launch_cli`);
+``export`` writes a run's history as CSV or its events as JSON lines
+(:mod:`stepwatch._export_cli`).
 
 ``sync DIR [--url URL]``:
 
@@ -20,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import _export_cli
 from . import _launch_cli as _cli
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
@@ -89,11 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default=str(default_spool_dir()), help="the spool folder")
     s.add_argument("--url", default=url)
     _cli.add_commands(sub, url)
+    _export_cli.add_command(sub, url)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "export":
+        return _export_cli.run(args)
     if args.cmd != "sync":
         return _cli.run(args)
     sent, left = sync(Path(args.dir), args.url, os.environ.get("STEPWATCH_TOKEN"))
