@@ -65,7 +65,8 @@ def start(name: str, config: dict) -> dict:
 
 
 def test_runs_filter_by_name_status_tag_and_config(relay):
-    post(relay, "sweep-a", [start("lr-sweep a", {"lr": 0.001, "optimizer": {"name": "adam"}})])
+    cfg = {"lr": 0.001, "optimizer": {"name": "adam"}, "layers": [2, 2]}
+    post(relay, "sweep-a", [start("lr-sweep a", cfg)])
     post(relay, "sweep-b", [start("lr-sweep b", {"lr": 1e-2, "optimizer": {"name": "sgd"}})])
     post(relay, "sweep-b", [{"event": "training_end", "time": T0 + 1, "status": "completed"}])
     post(relay, "other", [start("baseline", {"lr": 1, "epochs": 3, "amp": True})])
@@ -97,6 +98,8 @@ def test_runs_filter_by_name_status_tag_and_config(relay):
     assert ids(config={"amp": 1}) == []
     assert ids(config={"amp": True, "epochs": 3.0}) == ["other"]
     assert ids(config={"optimizer": {"name": "adam"}}) == ["sweep-a"]
+    assert ids(config={"layers": (2, 2.0)}) == ["sweep-a"]
+    assert ids(config={"layers": [2]}) == []
     assert ids(config={"missing.key": None}) == []
     # all filters together
     assert ids(name="sweep", status="running", config={"lr": 0.001}) == ["sweep-a"]
@@ -312,6 +315,14 @@ def test_a_step_holding_more_than_an_answer_comes_back_whole(relay, monkeypatch,
         warnings.simplefilter("error")
         h = stepwatch.Api(relay.url).run("one").history("x")
     assert list(h["step"]) == [3] * 150 and list(h["x"]) == [float(k) for k in range(150)]
+
+
+def test_a_metric_called_time_or_step_keeps_its_values_beside_the_columns(relay, no_pandas):
+    post(relay, "t", batches(range(3), metrics={"time": 0.25, "step": 7.0}))
+    h = stepwatch.Api(relay.url).run("t").history()
+    assert list(h) == ["step", "time", "loss", "step_", "time_"]
+    assert list(h["step"]) == [0, 1, 2] and list(h["time_"]) == [0.25] * 3
+    assert list(h["time"]) == [T0, T0 + 1, T0 + 2] and list(h["step_"]) == [7.0] * 3
 
 
 def test_samples_ask_the_relay_for_m4_keeping_the_ends_and_the_spikes(relay, no_pandas):

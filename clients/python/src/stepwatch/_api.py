@@ -86,7 +86,7 @@ def _same(a: Any, b: Any) -> bool:
         return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return bool(a == b)
 
@@ -356,8 +356,10 @@ class Run:
             page = self.api.get(f"{self._path}/events?{urllib.parse.urlencode(query)}", self.id)
             if not isinstance(page, list) or not page:
                 return
-            full = len(page) >= page_size
-            cursor = int(page[-1].get("id") or cursor)
+            full, last = len(page) >= page_size, int(page[-1].get("id") or 0)
+            if last <= cursor:  # ids only grow: a page that does not move on is the end
+                return
+            cursor = last
             page.reverse()  # pop from the end: each event is let go once handed out
             while page:
                 yield page.pop()
@@ -391,9 +393,10 @@ class Run:
         samples: int | None = None,
     ) -> Any:
         """The metrics' values by global step, one row per step (wide format): columns
-        ``step``, ``time`` (the trainer's unix time of the point, left out when no point
-        has one), then one column per metric, NaN where that metric has no value at
-        the row's step (a metric logged every 100 steps beside the loss, say).
+        ``step``, ``time`` (the trainer's unix time of the point, else the relay's time of
+        receipt), then one column per metric (one called ``step`` or ``time`` is in
+        ``step_`` / ``time_``), NaN where that metric has no value at the row's step (a
+        metric logged every 100 steps beside the loss, say).
 
         ``metrics``: names (a list, or one string, commas allowed); default every
         metric of the run; an unknown one raises ``ValueError`` listing the run's.

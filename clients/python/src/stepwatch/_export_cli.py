@@ -3,7 +3,7 @@
 cell where a metric has no value at that step) or its events as JSON lines, to stdout
 or ``--out FILE``. Both are streamed: a run of any length is written in bounded memory.
 Errors go to stderr; exit status 2 when the relay refused (unknown run or metric,
-refused token), 1 when it could not be reached or failed."""
+refused token), 1 when it could not be reached or failed, or the file not be written."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from . import _relay
 from ._api import Api, ApiError, RelayUnreachable
-from ._history import history_chunks, selected_metrics
+from ._history import column_names, history_chunks, selected_metrics
 
 
 def add_command(sub: Any, url: str) -> None:
@@ -52,16 +52,20 @@ def run(args: argparse.Namespace) -> int:
         _write(api, args, sys.stdout)
         sys.stdout.flush()
         return 0
+    except BrokenPipeError:  # `… | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ApiError, ValueError) as e:
         print(f"stepwatch export: error: {e}", file=sys.stderr)
         failed = isinstance(e, RelayUnreachable) or (
             isinstance(e, ApiError) and (e.status is None or e.status >= 500)
         )
         return 1 if failed else 2
-    except BrokenPipeError:  # `… | head`: the reader has what it wanted
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except OSError as e:
+        why = e.strerror or str(e)
+        print(f"stepwatch export: error: could not write {args.out}: {why}", file=sys.stderr)
+        return 1
 
 
 def _to_file(api: Api, args: argparse.Namespace) -> int:
@@ -82,10 +86,10 @@ def _write(api: Api, args: argparse.Namespace, out: IO[str]) -> None:
     run = api.run(args.run)
     if args.json:
         for event in run.events(args.events):
-            out.write(json.dumps(event) + "\n")
+            out.write(json.dumps(event, separators=(",", ":")) + "\n")
         return
     metrics = selected_metrics(run, args.metrics)
-    names = [str(m["metric"]) for m in metrics]
+    names = column_names(str(m["metric"]) for m in metrics)
     writer = csv.writer(out, lineterminator="\n")
     timed: bool | None = None  # decided by the first rows: do the points have a time?
     for steps, times, cols in history_chunks(

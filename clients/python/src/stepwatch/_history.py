@@ -209,6 +209,12 @@ def _pandas() -> Any:
     return pandas
 
 
+def column_names(metrics: Iterable[str]) -> list[str]:
+    """The metrics' columns beside ``step`` and ``time``: their names, ``step_`` and
+    ``time_`` for metrics that have those."""
+    return [f"{m}_" if m in ("step", "time") else m for m in metrics]
+
+
 class Columns:
     """The history being gathered, in arrays (8 bytes a value, NaN for "none")."""
 
@@ -232,8 +238,8 @@ class Columns:
         out: dict[str, array[Any]] = {"step": self.step}
         if self.timed:
             out["time"] = self.time
-        for info, col in zip(self.metrics, self.values):
-            out[str(info["metric"])] = col
+        columns = column_names(str(info["metric"]) for info in self.metrics)
+        out.update(zip(columns, self.values))
         pd = _pandas()
         if pd is None:
             return out
