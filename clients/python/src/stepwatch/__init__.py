@@ -14,6 +14,7 @@ the relay is unreachable.
 
 from . import _relay
 from ._alerts import alert, check_rule
+from ._api import Api, ApiError, AuthError, RelayUnreachable, Run, RunNotFound
 from ._control import StopInterrupt, StopTraining, on_command
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._helpers import (
@@ -45,11 +46,17 @@ from ._resume import resume_from
 from ._system import parse_nvidia_smi_csv
 
 __all__ = [
+    "Api",
+    "ApiError",
+    "AuthError",
     "Job",
     "LaunchError",
     "LaunchWarning",
     "LogHandler",
     "RelaySender",
+    "RelayUnreachable",
+    "Run",
+    "RunNotFound",
     "capture_output",
     "parse_nvidia_smi_csv",
     "StopInterrupt",

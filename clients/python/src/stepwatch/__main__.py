@@ -1,7 +1,9 @@
 """``stepwatch`` (or ``python -m stepwatch``): ``sync`` sends spooled events to a relay;
 ``launch``, ``jobs`` and ``cancel`` submit, list and cancel jobs
-(:mod:`stepwatch._launch_cli`); ``serve`` and the server's other commands run the
-``stepwatch-server`` binary when the server package is installed (:mod:`stepwatch._server`).
+(:mod:`stepwatch._launch_cli`); ``export`` writes a run's history as CSV or its events as
+JSON lines (:mod:`stepwatch._export_cli`); ``serve`` and the server's other commands run
+the ``stepwatch-server`` binary when the server package is installed
+(:mod:`stepwatch._server`).
 
 ``sync DIR [--url URL]``:
 
@@ -22,8 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import _export_cli, _server
 from . import _launch_cli as _cli
-from . import _server
 from ._relay import default_spool_dir
 from ._spool import read_lines, spool_files
 from ._wire import dumps
@@ -96,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default=str(default_spool_dir()), help="the spool folder")
     s.add_argument("--url", default=url)
     _cli.add_commands(sub, url)
+    _export_cli.add_command(sub, url)
     return parser
 
 
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _server.SERVER_COMMANDS:
         return _server.run(argv)
     args = _parser().parse_args(argv)
+    if args.cmd == "export":
+        return _export_cli.run(args)
     if args.cmd != "sync":
         return _cli.run(args)
     sent, left = sync(Path(args.dir), args.url, os.environ.get("STEPWATCH_TOKEN"))

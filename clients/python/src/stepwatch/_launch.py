@@ -11,16 +11,15 @@ are issued as :class:`LaunchWarning`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from . import _http
 
 #: Where a job ends; ``failed`` counts only once no retry is left.
 FINAL = ("succeeded", "failed", "cancelled")
@@ -28,7 +27,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 RESOURCES = ("gpus", "cpus", "memory_mb", "nodes", "time_limit_s")
 #: Seconds between looks while waiting for a job.
 POLL = 0.5
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = _http.DEFAULT_URL
 
 
 class LaunchError(Exception):
@@ -48,11 +47,11 @@ class LaunchWarning(UserWarning):
 
 
 def _base(url: str | None) -> str:
-    return (url or os.environ.get("STEPWATCH_URL") or DEFAULT_URL).rstrip("/")
+    return _http.relay_url(url)
 
 
 def _token(token: str | None) -> str | None:
-    return token or os.environ.get("STEPWATCH_TOKEN") or None
+    return _http.relay_token(token)
 
 
 def request(
@@ -65,32 +64,12 @@ def request(
 ) -> Any:
     """One call of the relay's API; the answer's JSON (None when empty). Raises
     :class:`LaunchError` on a refusal or when the relay cannot be reached."""
-    base = _base(url)
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    tok = _token(token)
-    if tok:
-        req.add_header("Authorization", f"Bearer {tok}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-    except urllib.error.HTTPError as e:
-        text = e.read().decode(errors="replace")
-        message, field = text.strip()[:500] or e.reason, None
-        try:
-            answer = json.loads(text)
-            if isinstance(answer, dict):
-                message = str(answer.get("error") or message)
-                field = answer.get("field") if isinstance(answer.get("field"), str) else None
-        except ValueError:
-            pass
-        raise LaunchError(str(message), field, e.code) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise LaunchError(f"could not reach the relay at {base}: {e}") from None
-    return json.loads(raw) if raw.strip() else None
+        return _http.call(method, path, body, url=url, token=token, timeout=timeout)
+    except _http.Refused as e:
+        raise LaunchError(e.message, e.field, e.status) from None
+    except _http.Unreachable as e:
+        raise LaunchError(f"could not reach the relay at {e.url}: {e.reason}") from None
 
 
 # -- what is sent ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _alerts, _control, _helpers, _lifecycle, _logs, _session, _system
+from . import _alerts, _control, _helpers, _http, _lifecycle, _logs, _session, _system
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._sender import (
     DEFAULT_EXIT_FLUSH,
@@ -110,9 +110,9 @@ def connect(
     """
     global _sampler, _log_handler
     rules = _alerts.check_rules(alerts) if alerts is not None else []
-    url = url or os.environ.get("STEPWATCH_URL") or "http://127.0.0.1:8080"
+    url = _http.relay_url(url)
     run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
-    token = token or os.environ.get("STEPWATCH_TOKEN")
+    token = _http.relay_token(token)
     with _lock:
         if _session.sender is not None:
             emitter.off("*", _session.sender)
