@@ -145,6 +145,9 @@ pub fn ensure_python() -> Result<PathBuf> {
         "torch, lightning, transformers, accelerate",
         &["torch", "lightning", "transformers", "accelerate"],
     )?;
+    // The read API returns a DataFrame when pandas is there (it stays optional: the
+    // tests cover both paths).
+    pip_ensure(&py, "pandas", &["pandas"])?;
     // The SMTP server the alerts suite sends its e-mail to (tests/smtp-sink/sink.py).
     pip_ensure(&py, "aiosmtpd", &["aiosmtpd"])?;
     // A local Ray head for the launch tests (the Ray engine's Jobs API).
