@@ -266,13 +266,29 @@ fn evaluation() -> Result<()> {
     Ok(())
 }
 
-/// Events/s stored by 4 clients posting batches of 1,000 to their own runs.
-fn rate(relay: &Relay, tag: &str) -> Result<f64> {
+/// The relay process's CPU seconds so far (user + system, from /proc).
+fn cpu_s(relay: &Relay) -> f64 {
+    let stat = relay
+        .pid()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// Events/s stored by 4 clients posting batches of 1,000 to their own runs, and the
+/// relay's CPU seconds per million events meanwhile.
+fn rate(relay: &Relay, tag: &str) -> Result<(f64, f64)> {
     const BATCH: usize = 1000;
     const BATCHES: usize = 400;
     let threads = 4;
     let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
     let failed = std::sync::atomic::AtomicUsize::new(0);
+    let cpu0 = cpu_s(relay);
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -297,7 +313,10 @@ fn rate(relay: &Relay, tag: &str) -> Result<f64> {
     if failed > 0 {
         bail!("{failed} ingest requests failed");
     }
-    Ok((BATCH * BATCHES) as f64 / dt)
+    // The engine thread may still be evaluating the last batches: let it finish.
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = (cpu_s(relay) - cpu0) / (BATCH * BATCHES) as f64 * 1e6;
+    Ok(((BATCH * BATCHES) as f64 / dt, cpu))
 }
 
 /// Ingest with no rules against 20 rules on every run, in alternating rounds (A B A B…,
@@ -311,9 +330,14 @@ fn ingest_cost(root: &Path) -> Result<()> {
     let none = relay_with(root, &none_dir.0, "[alerts]\ndefaults = false\n")?;
     let twenty = relay_with(root, &twenty_dir.0, &twenty_rules())?;
     let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut ca, mut cb) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        a.push(rate(&none, &format!("r0-{round}"))?);
-        b.push(rate(&twenty, &format!("r20-{round}"))?);
+        let (r, c) = rate(&none, &format!("r0-{round}"))?;
+        a.push(r);
+        ca.push(c);
+        let (r, c) = rate(&twenty, &format!("r20-{round}"))?;
+        b.push(r);
+        cb.push(c);
     }
     let spread = |v: &[f64]| {
         let (lo, hi) = v
@@ -327,6 +351,7 @@ fn ingest_cost(root: &Path) -> Result<()> {
     };
     let (sa, sb) = (spread(&a), spread(&b));
     let (r0, r20) = (median(&mut a), median(&mut b));
+    let (c0, c20) = (median(&mut ca), median(&mut cb));
     row(
         "ingest, NDJSON batches, 0 alert rules",
         format!("{r0:.0} events/s"),
@@ -336,6 +361,11 @@ fn ingest_cost(root: &Path) -> Result<()> {
         "ingest, NDJSON batches, 20 rules per run",
         format!("{r20:.0} events/s"),
         &format!("(median of {ROUNDS}; {sb})"),
+    );
+    row(
+        "relay CPU per 1M events: 0 / 20 rules",
+        format!("{c0:.2} / {c20:.2} s ({:+.1} %)", 100.0 * (c20 - c0) / c0),
+        "(median of the same rounds)",
     );
     row(
         "ingest cost of 20 alert rules",

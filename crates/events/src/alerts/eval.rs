@@ -82,6 +82,23 @@ impl<'a> At<'a> {
 struct RuleSlot {
     rule: Arc<Rule>,
     slot: Slot,
+    /// The rule's metric as an index into `RunAlerts::watched` (`None` for `*`).
+    metric: Option<usize>,
+    /// The event name an `event` rule waits for.
+    event: Option<String>,
+}
+
+impl RuleSlot {
+    fn new(rule: Arc<Rule>, slot: Slot) -> Self {
+        let event = (rule.kind == RuleKind::Event)
+            .then(|| rule.event.clone().unwrap_or_else(|| "alert".into()));
+        RuleSlot {
+            rule,
+            slot,
+            metric: None,
+            event,
+        }
+    }
 }
 
 /// One run's rules and their memory.
@@ -123,10 +140,7 @@ impl RunAlerts {
             run: run.to_string(),
             slots: rules
                 .into_iter()
-                .map(|rule| RuleSlot {
-                    rule,
-                    slot: Slot::default(),
-                })
+                .map(|rule| RuleSlot::new(rule, Slot::default()))
                 .collect(),
             last_trainer: None,
             status: RunStatus::Pending,
@@ -148,6 +162,13 @@ impl RunAlerts {
         self.watched.sort();
         self.watched.dedup();
         self.any_metric = self.watched.iter().any(|m| m == "*");
+        let watched = &self.watched;
+        for s in &mut self.slots {
+            let m = s.rule.metric.as_deref().unwrap_or("loss");
+            s.metric = (m != "*")
+                .then(|| watched.iter().position(|w| w == m))
+                .flatten();
+        }
     }
 
     /// The run.
@@ -169,7 +190,7 @@ impl RunAlerts {
                 Some(i) => old.swap_remove(i).slot,
                 None => Slot::default(),
             };
-            self.slots.push(RuleSlot { rule, slot });
+            self.slots.push(RuleSlot::new(rule, slot));
         }
         self.watch();
         for gone in old {
@@ -250,9 +271,34 @@ impl RunAlerts {
             values.extend(hits.iter().map(|(i, v)| (self.watched[*i].as_str(), *v)));
             values.extend(other.iter().map(|(n, v)| (n.as_str(), *v)));
         }
+        let changed = was != at.status;
+        let system = matches!(e.body, EventBody::System(_));
         for rs in &mut self.slots {
             let rule = &rs.rule;
             let slot = &mut rs.slot;
+            // Most events say nothing to most rules: those are skipped before their
+            // kind's function is called (what each would have answered for them).
+            let relevant = match rule.kind {
+                RuleKind::NonFinite | RuleKind::Above | RuleKind::Below => match rs.metric {
+                    Some(i) => hits.iter().any(|(h, _)| *h == i),
+                    None => !values.is_empty(),
+                },
+                RuleKind::Spike | RuleKind::Plateau => match rs.metric {
+                    Some(i) => hits.iter().any(|(h, _)| *h == i),
+                    None => !values.is_empty(),
+                },
+                RuleKind::Stale => trainer && slot.firing.is_some(),
+                RuleKind::Failed | RuleKind::Finished => changed,
+                RuleKind::GpuIdle => {
+                    system
+                        || (at.status != RunStatus::Running
+                            && (slot.low_since.is_some() || slot.firing.is_some()))
+                }
+                RuleKind::Event => rs.event.as_deref() == Some(e.name()),
+            };
+            if !relevant {
+                continue;
+            }
             let cond = match rule.kind {
                 RuleKind::NonFinite => non_finite(rule, slot, &values, step),
                 RuleKind::Above | RuleKind::Below => beyond(rule, slot, &values, step),
