@@ -126,10 +126,22 @@ pub fn start_postgres(bin: &Path) -> Result<stepwatch_e2e::PgCluster> {
     Ok(pg)
 }
 
-/// A venv in `.venv` with the Python test tools.
+/// A venv in `.venv` with the Python test tools. A fresh checkout's `.venv` is a link to
+/// one venv kept outside it (`~/.cache/stepwatch/venv`), so torch and the frameworks are
+/// installed once per machine, not once per clone.
 pub fn ensure_python() -> Result<PathBuf> {
     let venv = root().join(".venv");
     let py = venv.join("bin/python");
+    if !py.exists() && std::fs::symlink_metadata(&venv).is_err() {
+        if let Some(home) = std::env::var_os("HOME") {
+            let shared = PathBuf::from(home).join(".cache/stepwatch/venv");
+            if !shared.join("bin/python").exists() {
+                std::fs::create_dir_all(shared.parent().unwrap_or(&shared))?;
+                run("python3", &["-m", "venv", &shared.to_string_lossy()])?;
+            }
+            std::os::unix::fs::symlink(&shared, &venv)?;
+        }
+    }
     if !py.exists() {
         run("python3", &["-m", "venv", venv.to_str().unwrap_or(".venv")])?;
     }
