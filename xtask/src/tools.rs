@@ -36,7 +36,15 @@ pub fn ensure_web_tools() -> Result<()> {
     {
         run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
     }
-    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, &["--locked"])?;
+    // Without its default features (the crates.io update check and TLS for `trunk serve`,
+    // neither usable offline): 382 s to compile here instead of 419 s, the same dist/
+    // byte for byte.
+    ensure_cargo_tool(
+        "trunk",
+        "trunk",
+        TRUNK_VERSION,
+        &["--locked", "--no-default-features"],
+    )?;
     // Not --locked: its lockfile names a webpki-roots release the registry lacks.
     ensure_cargo_tool(
         "wasm-bindgen",
