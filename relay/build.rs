@@ -91,6 +91,9 @@ fn find_dist() -> PathBuf {
     here.join("dashboard-dist")
 }
 
+/// The files a request could name, as `dashboard::files::scan` lists them at run time (a
+/// build script cannot call the crate it builds, so the rule is restated here: no hidden
+/// segments, links followed, at most `MAX_DEPTH` levels).
 fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
