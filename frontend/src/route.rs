@@ -29,7 +29,8 @@ fn decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-fn encode(s: &str) -> String {
+/// Percent-encodes a URL component.
+pub fn enc(s: &str) -> String {
     String::from(js_sys::encode_uri_component(s))
 }
 
@@ -81,7 +82,7 @@ impl Route {
     pub fn hash(page: &Page, params: &[(&str, String)]) -> String {
         let path = match page {
             Page::Runs => "#/".to_string(),
-            Page::Run(id) => format!("#/runs/{}", encode(id)),
+            Page::Run(id) => format!("#/runs/{}", enc(id)),
             Page::Compare(_) => "#/compare".to_string(),
             Page::Launch => "#/launch".to_string(),
             Page::Queue => "#/queue".to_string(),
@@ -90,14 +91,14 @@ impl Route {
         if let Page::Compare(runs) = page {
             q.push(format!(
                 "runs={}",
-                runs.iter().map(|r| encode(r)).collect::<Vec<_>>().join(",")
+                runs.iter().map(|r| enc(r)).collect::<Vec<_>>().join(",")
             ));
         }
         q.extend(
             params
                 .iter()
                 .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| format!("{k}={}", encode(v))),
+                .map(|(k, v)| format!("{k}={}", enc(v))),
         );
         if q.is_empty() {
             path

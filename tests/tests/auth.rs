@@ -116,6 +116,13 @@ const ROLE_MATRIX: &[(&str, &str, Option<&str>, [u16; 6])] = &[
         [401, 403, 403, 403, 200, 200],
     ),
     (
+        "POST",
+        "/api/runs/ci-1/meta",
+        Some(r#"{"tags":["baseline"]}"#),
+        [401, 403, 200, 403, 200, 200],
+    ),
+    ("GET", "/api/values", None, [401, 200, 200, 403, 200, 200]),
+    (
         "GET",
         "/api/runs/ci-1/commands/stream",
         None,

@@ -8,6 +8,7 @@
 use anyhow::Result;
 
 mod bench;
+mod bundle;
 mod dist;
 mod proc;
 mod test;
@@ -18,18 +19,34 @@ use proc::{root, run, with_cargo_bin_on_path};
 use tools::{build_dashboard, ensure_browser, ensure_web_tools};
 
 /// `cargo xtask run`: the dashboard and the release relay, serving with a demo run.
+/// The quick start: the dashboard bundled without trunk and the relay as the tests
+/// build it (`target/debug`, shared with `cargo xtask test`); `--release` builds the
+/// optimised relay instead (as the benchmarks do).
 fn cmd_run(extra: &[String]) -> Result<()> {
-    ensure_web_tools()?;
-    build_dashboard()?;
-    run("cargo", &["build", "--release", "-p", "stepwatch-relay"])?;
+    let release = extra.iter().any(|a| a == "--release");
+    tools::ensure_wasm_tools()?;
+    bundle::bundle_dashboard(&root().join("dist"))?;
+    let relay = if release {
+        run("cargo", &["build", "--release", "-p", "stepwatch-relay"])?;
+        "target/release/stepwatch"
+    } else {
+        run("cargo", &["build", "-p", "stepwatch-relay"])?;
+        "target/debug/stepwatch"
+    };
     let mut args = vec!["serve".to_string(), "--dist".into(), "dist".into()];
     if !extra.iter().any(|a| a == "--no-demo") {
         args.push("--demo".into());
     }
-    args.extend(extra.iter().filter(|a| *a != "--no-demo").cloned());
+    let ours = ["--no-demo", "--release"];
+    args.extend(
+        extra
+            .iter()
+            .filter(|a| !ours.contains(&a.as_str()))
+            .cloned(),
+    );
     eprintln!("\nStepwatch: open http://127.0.0.1:8080 (Ctrl-C to stop)\n");
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(root().join("target/release/stepwatch"), &refs)
+    run(root().join(relay), &refs)
 }
 
 fn main() -> Result<()> {

@@ -25,6 +25,7 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "launch",
     "alerts",
     "alerts_rules",
+    "meta",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.
@@ -75,6 +76,7 @@ pub fn full() -> Result<()> {
     run("cargo", &["test", "--workspace"])?;
     // The relay's own suites again, every relay on a fresh PostgreSQL database.
     e2e_on_postgres(POSTGRES_SUITES, &[])?;
+    quick_start_dashboard()?;
     wasm_tests(&[])?;
     python_lints(&py)?;
     python_tests(&py, &[])?;
@@ -108,6 +110,19 @@ fn format_and_lints() -> Result<()> {
         run("cargo", &args)?;
     }
     Ok(())
+}
+
+/// The dashboard as `cargo xtask run` builds it (without trunk, `crate::bundle`) shows
+/// a live trainer in the browser: the browser suite's live test against that build.
+pub fn quick_start_dashboard() -> Result<()> {
+    let dist = crate::proc::root().join("target/quick-start-dist");
+    crate::bundle::bundle_dashboard(&dist)?;
+    let dist = dist.to_string_lossy().into_owned();
+    cargo_test(
+        &["-p", "stepwatch-e2e", "--test", "browser"],
+        &["a_python_trainer_is_seen_live_in_the_browser".into()],
+        &[("STEPWATCH_DIST", dist.as_str())],
+    )
 }
 
 /// The relay binary the tests start (`target/debug/stepwatch`).

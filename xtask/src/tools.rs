@@ -29,13 +29,7 @@ fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, flags: &[&str]) -> R
 
 /// The wasm target, trunk and a matching wasm-bindgen CLI.
 pub fn ensure_web_tools() -> Result<()> {
-    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
-    if !installed
-        .lines()
-        .any(|l| l.trim() == "wasm32-unknown-unknown")
-    {
-        run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
-    }
+    ensure_wasm_tools()?;
     // Without its default features (the crates.io update check and TLS for `trunk serve`,
     // neither usable offline): 382 s to compile here instead of 419 s, the same dist/
     // byte for byte.
@@ -44,15 +38,26 @@ pub fn ensure_web_tools() -> Result<()> {
         "trunk",
         TRUNK_VERSION,
         &["--locked", "--no-default-features"],
-    )?;
+    )
+}
+
+/// The wasm target and wasm-bindgen: all `cargo xtask run` needs (it bundles without
+/// trunk, `crate::bundle`).
+pub fn ensure_wasm_tools() -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
+    }
     // Not --locked: its lockfile names a webpki-roots release the registry lacks.
     ensure_cargo_tool(
         "wasm-bindgen",
         "wasm-bindgen-cli",
         WASM_BINDGEN_VERSION,
         &["--force"],
-    )?;
-    Ok(())
+    )
 }
 
 /// Installs Debian packages (with sudo unless root).

@@ -103,9 +103,34 @@ def test_runs_filter_by_name_status_tag_and_config(relay):
     assert ids(config={"missing.key": None}) == []
     # all filters together
     assert ids(name="sweep", status="running", config={"lr": 0.001}) == ["sweep-a"]
-    # runs carry no tags yet: a tag matches nothing
+    # tags and groups: from the trainer's run_meta, or set through the API
     assert ids(tag="baseline") == []
     assert api.runs(name="other")[0].tags == []
+    post(relay, "sweep-a", [{"event": "run_meta", "tags": ["lr sweep"], "group": "s1"}])
+    api.run("other").set_meta(tags="baseline, reference", notes="the **old** recipe")
+    api.run("sweep-b").set_meta(tags=["lr sweep"], group="s1")
+    assert ids(tag="baseline") == ["other"]
+    assert ids(tag="lr sweep") == ["sweep-a", "sweep-b"]
+    assert ids(group="s1") == ["sweep-a", "sweep-b"]
+    assert ids(tag="lr sweep", status="completed") == ["sweep-b"]
+    other = api.run("other")
+    assert (other.tags, other.group, other.notes) == (
+        ["baseline", "reference"],
+        None,
+        "the **old** recipe",
+    )
+    # a change keeps what it does not name; "" clears
+    other.set_meta(group="refs")
+    assert (other.tags, other.group) == (["baseline", "reference"], "refs")
+    assert other.set_meta(notes="").notes == ""
+    # checked before anything is sent, and the relay's refusal names the field
+    with pytest.raises(ValueError, match=r"tags\[0\]: a tag is at most 64"):
+        other.set_meta(tags=["x" * 65])
+    with pytest.raises(ValueError, match="give tags, group or notes"):
+        other.set_meta()
+    changes = [e for e in other.events(["run_meta"])]
+    assert len(changes) == 3
+    assert all(e.get("sender") == "anonymous" for e in changes)
 
 
 def test_a_run_reads_its_state_summary_and_records(relay):
@@ -509,3 +534,26 @@ def test_a_million_events_stream_in_bounded_memory(million):
     assert count == N and last is not None
     assert (last["id"], last["step"]) == (N, N - 1)
     assert peak < EVENTS_PEAK, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_connect_labels_the_run_with_tags_group_and_notes(relay, run_script):
+    code = f"""
+import stepwatch
+from stepwatch import emit_training_start, emit_training_end
+try:
+    stepwatch.connect({relay.url!r}, run="labelled", tags=["ok", "a,b"])
+except ValueError as e:
+    print("refused:", e)
+stepwatch.connect({relay.url!r}, run="labelled", notes="seed **42**")
+emit_training_start(total_epochs=1)
+stepwatch.set_meta(tags=["late"])
+emit_training_end()
+"""
+    done = run_script(code, env={"STEPWATCH_TAGS": " baseline ,lr sweep", "STEPWATCH_GROUP": "g1"})
+    assert done.returncode == 0, done.stderr
+    assert "refused: tags[1]: a tag holds no commas" in done.stdout
+    state = relay.wait_for("labelled", lambda s: s.get("tags") == ["late"])
+    assert (state["group"], state["notes"]) == ("g1", "seed **42**")
+    changes = list(stepwatch.Api(relay.url).run("labelled").events("run_meta"))
+    assert [c["tags"] for c in changes] == [["baseline", "lr sweep"], ["late"]]
+    assert all("sender" not in c for c in changes)

@@ -172,6 +172,19 @@ impl Client {
         self.outbox.emit(body);
     }
 
+    /// Sets the run's tags, group or notes (a field left `None` stays as it is; `""`
+    /// clears a group or the notes): checked as the relay checks them, then sent as one
+    /// `run_meta` event. A refusal names its field (`tags[2]: …`) and sends nothing.
+    pub fn set_meta(
+        &self,
+        mut meta: stepwatch_events::event::RunMeta,
+    ) -> Result<(), stepwatch_events::FieldError> {
+        meta.sender = None;
+        stepwatch_events::meta::check(&mut meta)?;
+        self.outbox.emit(EventBody::RunMeta(meta));
+        Ok(())
+    }
+
     /// Commands received since the last call, each id once, that the SDK did not
     /// reject on receipt. Never blocks.
     pub fn poll_commands(&self) -> Vec<Command> {

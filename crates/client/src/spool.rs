@@ -26,6 +26,7 @@ pub const PROTECTED: &[&str] = &[
     "command_ack",
     "alert",
     "alert_rule",
+    "run_meta",
 ];
 
 /// `STEPWATCH_SPOOL_DIR`, else `~/.cache/stepwatch/spool`.

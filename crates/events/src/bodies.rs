@@ -255,3 +255,17 @@ body!(
         last_attempt: bool,
     }
 );
+body!(
+    /// `run_meta`: the run's tags, group or notes changed (from its trainer's `connect`,
+    /// a dashboard or the API; `crate::meta` checks it). A field present replaces the
+    /// run's value (`tags` the whole list; `""` clears a group or the notes); one absent
+    /// leaves it as it was.
+    RunMeta {
+        tags: Vec<String>,
+        group: String,
+        /// Markdown, rendered without HTML by the dashboard.
+        notes: String,
+        /// Who changed it, set by the relay; none from a trainer.
+        sender: String,
+    }
+);

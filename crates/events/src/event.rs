@@ -10,7 +10,7 @@
 pub use crate::bodies::{
     Alert, AlertDelivery, AlertFired, AlertResolved, AlertRule, BatchEnd, BatchStart,
     CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart, ErrorOccurred,
-    Log, MetricUpdate, System, TrainingEnd, TrainingStart,
+    Log, MetricUpdate, RunMeta, System, TrainingEnd, TrainingStart,
 };
 use crate::fields::{kind, take, write_f64, write_key};
 pub use crate::fields::{EventError, Metrics};
@@ -65,6 +65,7 @@ pub enum EventBody {
     AlertFired(AlertFired),
     AlertResolved(AlertResolved),
     AlertDelivery(AlertDelivery),
+    RunMeta(RunMeta),
     /// Any other valid name: stored, streamed and listed as sent.
     Custom {
         name: String,
@@ -74,7 +75,7 @@ pub enum EventBody {
 
 /// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
 /// stream carries that a client understands (the dashboard listens for these).
-pub const KNOWN_EVENTS: [&str; 19] = [
+pub const KNOWN_EVENTS: [&str; 20] = [
     "training_start",
     "training_end",
     "epoch_start",
@@ -94,6 +95,7 @@ pub const KNOWN_EVENTS: [&str; 19] = [
     "alert_fired",
     "alert_resolved",
     "alert_delivery",
+    "run_meta",
 ];
 
 impl EventBody {
@@ -119,6 +121,7 @@ impl EventBody {
             EventBody::AlertFired(_) => "alert_fired",
             EventBody::AlertResolved(_) => "alert_resolved",
             EventBody::AlertDelivery(_) => "alert_delivery",
+            EventBody::RunMeta(_) => "run_meta",
             EventBody::Custom { name, .. } => name,
         }
     }
@@ -146,6 +149,7 @@ impl EventBody {
             "alert_fired" => EventBody::AlertFired(AlertFired::take_from(fields)?),
             "alert_resolved" => EventBody::AlertResolved(AlertResolved::take_from(fields)?),
             "alert_delivery" => EventBody::AlertDelivery(AlertDelivery::take_from(fields)?),
+            "run_meta" => EventBody::RunMeta(RunMeta::take_from(fields)?),
             _ => EventBody::Custom {
                 name,
                 fields: std::mem::take(fields),
@@ -174,6 +178,7 @@ impl EventBody {
             EventBody::AlertFired(b) => b.write_fields(out, taken),
             EventBody::AlertResolved(b) => b.write_fields(out, taken),
             EventBody::AlertDelivery(b) => b.write_fields(out, taken),
+            EventBody::RunMeta(b) => b.write_fields(out, taken),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     if !taken(k) {
@@ -206,6 +211,7 @@ impl EventBody {
             EventBody::AlertFired(b) => b.put_into(out),
             EventBody::AlertResolved(b) => b.put_into(out),
             EventBody::AlertDelivery(b) => b.put_into(out),
+            EventBody::RunMeta(b) => b.put_into(out),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     out.entry(k.clone()).or_insert_with(|| v.clone());

@@ -13,6 +13,8 @@
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - [`state`]: [`RunState::apply`], the reducer; [`records`]: the plain data it keeps
 //!   (status, checkpoints, commands, last error); [`summary`]: [`RunSummary`] for run lists.
+//! - [`meta`]: a run's tags, group and notes (`run_meta`): the checks and normalisation
+//!   every writer applies.
 //! - [`progress`]: [`Pace`] and [`Progress`] (1-based epochs, batches done, ETA), read by
 //!   [`RunState::progress`] and [`RunState::eta_s`].
 //! - [`downsample`]: per-pixel-column min/max bucketing so spikes never vanish from charts.
@@ -35,6 +37,7 @@ pub mod event;
 pub mod field_error;
 pub mod fields;
 pub mod jobs;
+pub mod meta;
 pub mod num;
 pub mod progress;
 pub mod records;

@@ -7,7 +7,7 @@
 use crate::alerts::AlertsState;
 use crate::event::{
     BatchEnd, BatchStart, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart,
-    ErrorOccurred, Event, EventBody, System, TrainingEnd, TrainingStart,
+    ErrorOccurred, Event, EventBody, RunMeta, System, TrainingEnd, TrainingStart,
 };
 use crate::num;
 use crate::progress::{Pace, Position, Progress};
@@ -100,6 +100,15 @@ pub struct RunState {
     /// Alerts: active, recent records, counts, the run's own rules.
     #[serde(default, skip_serializing_if = "AlertsState::is_empty")]
     pub alerts: AlertsState,
+    /// Tags, normalised (`crate::meta`), in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The run's group ("lr sweep 3"), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Free-text notes (Markdown), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
 }
 
 impl RunState {
@@ -172,7 +181,21 @@ impl RunState {
             EventBody::AlertFired(f) => self.alerts.fired(f, t, e.id),
             EventBody::AlertResolved(r) => self.alerts.resolved(r, t),
             EventBody::AlertDelivery(d) => self.alerts.delivery(d, t),
+            EventBody::RunMeta(m) => self.run_meta(m),
             EventBody::Log(_) | EventBody::Alert(_) | EventBody::Custom { .. } => {}
+        }
+    }
+
+    fn run_meta(&mut self, m: &RunMeta) {
+        if let Some(tags) = &m.tags {
+            self.tags = crate::meta::normalize_tags(tags);
+        }
+        let text = |s: &String| Some(s.trim_end().to_string()).filter(|s| !s.trim().is_empty());
+        if let Some(g) = &m.group {
+            self.group = text(g).map(|g| g.trim().to_string());
+        }
+        if let Some(n) = &m.notes {
+            self.notes = text(n);
         }
     }
 

@@ -43,6 +43,11 @@ pub struct RunSummary {
     pub alert_level: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_title: Option<String>,
+    /// The run's tags and group (`run_meta`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Set only on the runs stream's last word about a run that was deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
@@ -73,6 +78,8 @@ impl RunState {
             alerts_active: self.alerts.active.len() as u32,
             alert_level: self.alerts.top_level().map(str::to_string),
             alert_title: self.alerts.active.last().map(|a| a.title.clone()),
+            tags: self.tags.clone(),
+            group: self.group.clone(),
             deleted: false,
         }
     }

@@ -10,7 +10,9 @@
 //! twice, whichever of page and stream arrives first.
 
 pub mod format;
+pub mod markdown;
 pub mod points;
+pub mod table;
 pub mod tail;
 
 pub use format::*;

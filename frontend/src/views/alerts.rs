@@ -14,13 +14,10 @@ use super::login::can_command;
 use crate::api;
 use crate::i18n::{use_i18n, Key};
 use crate::load::use_run;
+use crate::route::enc;
 use leptos::prelude::*;
 use stepwatch_events::FieldError;
 use wasm_bindgen::JsCast;
-
-fn enc(s: &str) -> String {
-    String::from(js_sys::encode_uri_component(s))
-}
 
 /// The CSS class of a level's colour.
 pub fn level_class(level: Option<&str>) -> &'static str {

@@ -31,16 +31,7 @@ impl Html {
 
     /// Text or a double-quoted attribute value, escaped.
     pub fn text(&mut self, s: &str) -> &mut Self {
-        for c in s.chars() {
-            match c {
-                '&' => self.0.push_str("&amp;"),
-                '<' => self.0.push_str("&lt;"),
-                '>' => self.0.push_str("&gt;"),
-                '"' => self.0.push_str("&quot;"),
-                '\'' => self.0.push_str("&#39;"),
-                c => self.0.push(c),
-            }
-        }
+        crate::model::markdown::escape(s, &mut self.0);
         self
     }
 

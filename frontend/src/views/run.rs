@@ -10,6 +10,7 @@ use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{ago, download, fmt_loss, fmt_lr, use_clock, ConnBadge, Stat, StatusPill};
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton};
 use super::job::{JobPanel, RerunButton};
+use super::meta::MetaPanel;
 use super::tails::{LogsPanel, SystemPanel};
 use crate::api;
 use crate::i18n::{use_i18n, Key};
@@ -37,6 +38,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
         <AlertBanner/>
         <RunHeader run=run.clone() shown=shown/>
+        <MetaPanel/>
         <JobPanel run=run/>
         <RunCharts/>
         <div class="two-col">

@@ -1,9 +1,14 @@
 //! The runs list: every run the relay has stored, live from `/api/stream`
-//! ([`crate::load::load_runs`]); sort, filter by name and status, pick runs to compare.
+//! ([`crate::load::load_runs`]); sort, filter by name, status, tag and group, group by
+//! the run's group or a config value, add config values and metrics as columns (from
+//! `GET /api/values`, [`crate::model::table`]), pick runs to compare.
 
 use super::common::{ago, fmt_opt, use_clock, ConnBadge, StatusPill};
+use super::job::Html;
+use crate::api;
 use crate::i18n::{use_i18n, Key};
 use crate::load;
+use crate::model::table::{self, Item};
 use crate::model::{self, fold_case, ShownStatus};
 use crate::route::{replace_hash, run_href, Page, Route};
 use leptos::prelude::*;
@@ -81,6 +86,12 @@ struct ListSettings {
     status: RwSignal<String>,
     sort: RwSignal<SortBy>,
     desc: RwSignal<bool>,
+    tag: RwSignal<String>,
+    group: RwSignal<String>,
+    /// Group by: "", `group`, or a column (`c:lr`).
+    by: RwSignal<String>,
+    /// Extra columns, `c:<config key>` / `m:<metric>`.
+    cols: RwSignal<Vec<String>>,
 }
 
 impl ListSettings {
@@ -90,6 +101,18 @@ impl ListSettings {
             status: RwSignal::new(route.get("status").unwrap_or_default().to_string()),
             sort: RwSignal::new(SortBy::parse(route.get("sort").unwrap_or("started"))),
             desc: RwSignal::new(route.get("dir") != Some("asc")),
+            tag: RwSignal::new(route.get("tag").unwrap_or_default().to_string()),
+            group: RwSignal::new(route.get("group").unwrap_or_default().to_string()),
+            by: RwSignal::new(route.get("by").unwrap_or_default().to_string()),
+            cols: RwSignal::new(
+                route
+                    .get("cols")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
         }
     }
 
@@ -114,6 +137,10 @@ impl ListSettings {
                     "asc".into()
                 },
             ),
+            ("tag", self.tag.get()),
+            ("group", self.group.get()),
+            ("by", self.by.get()),
+            ("cols", self.cols.get().join(",")),
         ]
     }
 
@@ -121,8 +148,11 @@ impl ListSettings {
     fn apply(&self, runs: &BTreeMap<String, RunSummary>, now: f64) -> Vec<RunSummary> {
         let q = fold_case(&self.query.get());
         let st = self.status.get();
+        let (tag, group) = (self.tag.get(), self.group.get());
         let mut v: Vec<RunSummary> = runs
             .values()
+            .filter(|s| tag.is_empty() || s.tags.contains(&tag))
+            .filter(|s| group.is_empty() || s.group.as_deref() == Some(group.as_str()))
             .filter(|s| {
                 q.is_empty() || fold_case(&s.name).contains(&q) || fold_case(&s.run).contains(&q)
             })
@@ -164,7 +194,52 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
     let list = ListSettings::from_route(&route);
     let picked = RwSignal::new(BTreeSet::<String>::new());
     Effect::new(move |_| replace_hash(&Route::hash(&Page::Runs, &list.params())));
+    let values = RwSignal::new(serde_json::Value::Null);
+    // The chosen columns' values (and every key, for the pickers): asked again when the
+    // columns or the runs change, and every 10 s while metrics are shown.
+    Effect::new(move |prev: Option<String>| {
+        let cols = list.cols.get();
+        let by = list.by.get();
+        let metrics = cols.iter().any(|c| c.starts_with("m:"));
+        let tick = if metrics {
+            (clock.get() / 10.0) as u64
+        } else {
+            0
+        };
+        let key = format!("{}|{by}|{}|{tick}", cols.join(","), runs.with(|m| m.len()));
+        if prev.as_ref() != Some(&key) {
+            let (mut config, mut metric) = (Vec::new(), Vec::new());
+            for c in cols.iter().chain(std::iter::once(&by)) {
+                match table::column_parts(c) {
+                    (true, k) if c.contains(':') => config.push(crate::route::enc(k)),
+                    (false, k) => metric.push(crate::route::enc(k)),
+                    _ => {}
+                }
+            }
+            let url = format!(
+                "{}/api/values?config={}&metrics={}",
+                base,
+                config.join(","),
+                metric.join(",")
+            );
+            leptos::task::spawn_local(async move {
+                if let Some(v) = api::get_value(&url).await {
+                    values.try_set(v);
+                }
+            });
+        }
+        key
+    });
     let shown = move || runs.with(|m| list.apply(m, clock.get_untracked()));
+    let items = move || {
+        let by = list.by.get();
+        values.with(|v| table::grouped(shown(), v, &by))
+    };
+    let item_key = |it: &Item| match it {
+        Item::Head(g, n) => format!("h{g:?}{n}"),
+        Item::Row(s) => format!("r{}|{}|{}", s.run, s.last_id, s.status.as_str()),
+    };
+    let ncols = move || 9 + list.cols.with(Vec::len);
     view! {
         <section class="panel">
             <div class="panel-head">
@@ -173,7 +248,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 <span class="spacer"></span>
                 <ConnBadge conn=conn/>
             </div>
-            <RunsToolbar list=list picked=picked/>
+            <RunsToolbar list=list picked=picked runs=runs values=values/>
             <Show when=move || runs.with(|m| m.is_empty())>
                 <div class="empty">
                     <p>{move || i18n.t(Key::NoRuns)}</p>
@@ -184,7 +259,8 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 <div class="scroll">
                 <table class="runs" data-testid="runs-table">
                     <thead><tr>
-                        <th class="pick"></th>
+                        <th class="pick"><input type="checkbox" data-testid="pick-all" title=move || i18n.t(Key::PickAll)
+                            on:change=move |ev| { let on = event_target_checked(&ev); picked.update(|p| { p.clear(); if on { p.extend(shown().into_iter().map(|s| s.run)); } }) }/></th>
                         <SortHeader list=list by=SortBy::Name key=Key::ColName class=""/>
                         <SortHeader list=list by=SortBy::Status key=Key::ColStatus class=""/>
                         <th>{move || i18n.t(Key::ColProgress)}</th>
@@ -193,10 +269,20 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                         <SortHeader list=list by=SortBy::Best key=Key::ColBestLoss class="num"/>
                         <SortHeader list=list by=SortBy::Started key=Key::ColStarted class=""/>
                         <SortHeader list=list by=SortBy::Duration key=Key::ColDuration class="num"/>
+                        <For each=move || list.cols.get() key=|c| c.clone() let:c>
+                            <ExtraHead col=c cols=list.cols/>
+                        </For>
                     </tr></thead>
                     <tbody>
-                        <For each=shown key=|s| (s.run.clone(), s.last_id, s.status.as_str()) let:s>
-                            <RunRow s=s picked=picked/>
+                        <For each=items key=item_key let:it>
+                            {match it {
+                                Item::Head(g, n) => view! {
+                                    <tr class="group-head" data-testid="group-head"><td colspan=ncols>
+                                        {g.unwrap_or_else(|| i18n.t(Key::Ungrouped).to_string())}" "<span class="count">{n}</span>
+                                    </td></tr>
+                                }.into_any(),
+                                Item::Row(s) => view! { <RunRow s=s picked=picked cols=list.cols values=values/> }.into_any(),
+                            }}
                         </For>
                     </tbody>
                 </table>
@@ -229,14 +315,28 @@ fn SortHeader(list: ListSettings, by: SortBy, key: Key, class: &'static str) -> 
 
 /// The name filter, the status filter and the compare link for the runs picked.
 #[component]
-fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
+fn RunsToolbar(
+    list: ListSettings,
+    picked: RwSignal<BTreeSet<String>>,
+    runs: ReadSignal<BTreeMap<String, RunSummary>>,
+    values: RwSignal<serde_json::Value>,
+) -> impl IntoView {
     let i18n = use_i18n();
-    let (query, status) = (list.query, list.status);
+    let (query, status, tag, by, cols) = (list.query, list.status, list.tag, list.by, list.cols);
     let compare_href = move || {
         Route::hash(
             &Page::Compare(picked.with(|p| p.iter().cloned().collect())),
             &[],
         )
+    };
+    // (value, label) of every key the relay listed under `field`.
+    let keys = move |field: &str, prefix: &str| {
+        values.with(|v| {
+            let list = v[field].as_array().cloned().unwrap_or_default();
+            list.into_iter()
+                .filter_map(|k| k.as_str().map(|k| (format!("{prefix}{k}"), k.to_string())))
+                .collect::<Vec<_>>()
+        })
     };
     view! {
         <div class="toolbar">
@@ -251,6 +351,41 @@ fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl I
                 }).collect_view()}
                 <option value="stale">{move || i18n.t(Key::StatusStale)}</option>
             </select>
+            <select data-testid="tag-filter" on:change=move |ev| tag.set(event_target_value(&ev))
+                inner_html=move || {
+                    let tags: BTreeSet<String> = runs.with(|m| m.values().flat_map(|s| s.tags.iter().cloned()).collect());
+                    let mut h = Html::default();
+                    options(&mut h, &tag.get(), std::iter::once((String::new(), i18n.t(Key::AllTags).to_string())).chain(tags.into_iter().map(|t| (t.clone(), t))));
+                    h.0
+                }></select>
+            <Show when=move || !list.group.get().is_empty()>
+                <button class="btn small" data-testid="group-filter" on:click=move |_| list.group.set(String::new())>
+                    {move || format!("{}: {} ×", i18n.t(Key::Group), list.group.get())}</button>
+            </Show>
+            <select data-testid="group-by" on:change=move |ev| by.set(event_target_value(&ev))
+                inner_html=move || {
+                    let mut h = Html::default();
+                    let fixed = [(String::new(), i18n.t(Key::NoGroup).to_string()), ("group".into(), format!("{}: {}", i18n.t(Key::GroupBy), i18n.t(Key::Group)))];
+                    options(&mut h, &by.get(), fixed.into_iter());
+                    h.raw("<optgroup label=\"").text(i18n.t(Key::GroupBy)).raw(": ").text(i18n.t(Key::ConfigCols)).raw("\">");
+                    options(&mut h, &by.get(), keys("config_keys", "c:").into_iter());
+                    h.raw("</optgroup>");
+                    h.0
+                }></select>
+            <select data-testid="add-column" on:change=move |ev| {
+                let c = event_target_value(&ev);
+                if !c.is_empty() { cols.update(|v| if !v.contains(&c) { v.push(c) }); }
+            } inner_html=move || {
+                let mut h = Html::default();
+                let _ = cols.get();
+                options(&mut h, "", std::iter::once((String::new(), i18n.t(Key::AddColumn).to_string())));
+                for (field, prefix, key) in [("config_keys", "c:", Key::ConfigCols), ("metric_keys", "m:", Key::MetricCols)] {
+                    h.raw("<optgroup label=\"").text(i18n.t(key)).raw("\">");
+                    options(&mut h, "", keys(field, prefix).into_iter());
+                    h.raw("</optgroup>");
+                }
+                h.0
+            }></select>
             <span class="spacer"></span>
             <span class="muted small">{move || (picked.with(|p| p.len()) < 2).then(|| i18n.t(Key::CompareHint))}</span>
             <a class=move || compare_class(picked.with(|p| p.len()))
@@ -263,7 +398,12 @@ fn RunsToolbar(list: ListSettings, picked: RwSignal<BTreeSet<String>>) -> impl I
 }
 
 #[component]
-fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
+fn RunRow(
+    s: RunSummary,
+    picked: RwSignal<BTreeSet<String>>,
+    cols: RwSignal<Vec<String>>,
+    values: RwSignal<serde_json::Value>,
+) -> impl IntoView {
     let i18n = use_i18n();
     let clock = use_clock();
     let status = s.status;
@@ -301,6 +441,9 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
     };
     let run = s.run.clone();
     let run2 = s.run.clone();
+    let run3 = s.run.clone();
+    let mut chips = super::job::Html::default();
+    super::meta::tag_chips(&mut chips, &s.tags);
     view! {
         <tr data-testid="run-row" data-run=s.run.clone()>
             <td class="pick"><input type="checkbox" data-testid="pick"
@@ -311,7 +454,8 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                     <span class=format!("alert-count {}", super::alerts::level_class(s.alert_level.as_deref()))
                         data-testid="alert-count" title=s.alert_title.clone()>{s.alerts_active}</span>
                 })}
-                <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span></td>
+                <span class="runid">{(s.name != s.run).then(|| s.run.clone())}</span>
+                <span class="tags" inner_html=chips.0></span></td>
             <td><StatusPill status=shown/></td>
             <td class="progress-cell">
                 <div class=bar_class data-frac=format!("{frac:.4}")><div class="fill" style=format!("width:{:.1}%", frac * 100.0)></div></div>
@@ -329,6 +473,39 @@ fn RunRow(s: RunSummary, picked: RwSignal<BTreeSet<String>>) -> impl IntoView {
                 {is_val.then(|| view! { <span class="muted small val-tag">" "{move || i18n.t(Key::ValTag)}</span> })}</td>
             <td>{move || ago(i18n, started, clock.get())}</td>
             <td class="num">{dur}</td>
+            <For each=move || cols.get() key=|c| c.clone() let:c>
+                <ExtraCell run=run3.clone() col=c values=values/>
+            </For>
         </tr>
+    }
+}
+
+/// The heading of a chosen column, with its remove button.
+#[component]
+fn ExtraHead(col: String, cols: RwSignal<Vec<String>>) -> impl IntoView {
+    let i18n = use_i18n();
+    let name = table::column_parts(&col).1.to_string();
+    view! {
+        <th class="num extra" data-testid="extra-col">{name}
+            <button class="x" title=move || i18n.t(Key::RemoveColumn)
+                on:click=move |_| cols.update(|v| v.retain(|x| *x != col))>"×"</button></th>
+    }
+}
+
+/// A run's value in a chosen column.
+#[component]
+fn ExtraCell(run: String, col: String, values: RwSignal<serde_json::Value>) -> impl IntoView {
+    view! { <td class="num extra">{move || values.with(|v| table::show(table::value(v, &run, &col)))}</td> }
+}
+
+/// `<option>`s, the one of value `selected` marked (set with the options, so a new
+/// list keeps the choice).
+fn options(h: &mut Html, selected: &str, items: impl Iterator<Item = (String, String)>) {
+    for (value, label) in items {
+        h.raw("<option value=\"").text(&value).raw("\"");
+        if value == selected {
+            h.raw(" selected");
+        }
+        h.raw(">").text(&label).raw("</option>");
     }
 }

@@ -29,6 +29,7 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
         ("POST", ["", "api", "runs", _, "commands"])
         | ("POST", ["", "api", "runs", _, "commands", _, "cancel"])
         | ("POST", ["", "api", "runs", _, "alerts", "rules"])
+        | ("POST", ["", "api", "runs", _, "meta"])
         | ("DELETE", ["", "api", "runs", _, "alerts", "rules", _])
         | ("POST", ["", "api", "runs", _, "alerts", _, "dismiss"]) => Some(Action::Command),
         ("DELETE", ["", "api", "runs", _]) => Some(Action::Delete),
@@ -327,6 +328,11 @@ mod tests {
             Some(Action::Command)
         );
         assert_eq!(action_of(&m("DELETE"), "/api/runs/r"), Some(Action::Delete));
+        assert_eq!(
+            action_of(&m("POST"), "/api/runs/r/meta"),
+            Some(Action::Command)
+        );
+        assert_eq!(action_of(&m("GET"), "/api/values"), Some(Action::Read));
         assert_eq!(action_of(&m("PUT"), "/api/anything"), Some(Action::Read));
         assert_eq!(action_of(&m("POST"), "/api/jobs"), Some(Action::Submit));
         assert_eq!(

@@ -47,6 +47,7 @@ async fn ingest(
         });
     let events = parse(text, ndjson, &data.limits)?;
     super::alerts::check_ingest(&events)?;
+    super::meta::check_ingest(&events)?;
     if data.store.state(&run).is_none() && data.store.runs().len() >= data.limits.max_runs {
         return Err(ApiError::conflict(format!(
             "the relay already holds {} runs, the limit (--max-runs): delete old runs or raise it",

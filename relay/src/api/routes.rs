@@ -1,7 +1,7 @@
 //! The route table: which handler answers each method and path of the API.
 
 use super::error::ApiError;
-use super::{access, alerts, commands, health, ingest, jobs, metrics, reads, sse};
+use super::{access, alerts, commands, health, ingest, jobs, meta, metrics, reads, sse};
 use actix_web::{web, HttpRequest};
 
 /// Wires the API routes into an actix app.
@@ -35,6 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(commands::cancel_command),
                 )
                 .route("/runs/{run}/job", web::get().to(jobs::of_run))
+                .route("/runs/{run}/meta", web::post().to(meta::set))
+                .route("/values", web::get().to(meta::values))
                 .route("/alerts/config", web::get().to(alerts::config))
                 .route("/runs/{run}/alerts", web::get().to(alerts::of_run))
                 .route("/runs/{run}/alerts/rules", web::post().to(alerts::set_rule))

@@ -43,6 +43,7 @@ from ._relay import (
     should_stop,
 )
 from ._resume import resume_from
+from ._runmeta import set_meta
 from ._system import parse_nvidia_smi_csv
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "launch",
     "queues",
     "resume_from",
+    "set_meta",
     "templates",
     "training_emitter",
 ]

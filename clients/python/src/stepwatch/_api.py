@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from . import _history, _http
+from . import _history, _http, _runmeta
 from ._history import names as _names
 from ._history import number as _number
 
@@ -134,8 +134,17 @@ class Api:
         """``GET path`` on the relay (``/api/…``); the answer's JSON. Raises
         :class:`RunNotFound` (a 404 for ``run``), :class:`AuthError`,
         :class:`RelayUnreachable` or :class:`ApiError`."""
+        return self._call("GET", path, None, run)
+
+    def post(self, path: str, body: Any, run: str | None = None) -> Any:
+        """``POST path`` with ``body`` as JSON; the answer's JSON, errors as :meth:`get`."""
+        return self._call("POST", path, body, run)
+
+    def _call(self, method: str, path: str, body: Any, run: str | None) -> Any:
         try:
-            return _http.call("GET", path, url=self.url, token=self.token, timeout=self.timeout)
+            return _http.call(
+                method, path, body, url=self.url, token=self.token, timeout=self.timeout
+            )
         except _http.Unreachable as e:
             raise RelayUnreachable(
                 f"could not reach the Stepwatch relay at {self.url} ({_reason(e.reason)}): "
@@ -143,9 +152,11 @@ class Api:
                 url=self.url,
             ) from None
         except _http.Refused as e:
-            raise self._refusal(e, path, run) from None
+            raise self._refusal(e, path, run, method) from None
 
-    def _refusal(self, e: _http.Refused, path: str, run: str | None) -> ApiError:
+    def _refusal(
+        self, e: _http.Refused, path: str, run: str | None, method: str = "GET"
+    ) -> ApiError:
         where = f"the relay at {self.url}"
         if e.status == 404 and run is not None and not e.message.startswith("no API endpoint"):
             return RunNotFound(run, self.url, e.message)
@@ -156,9 +167,10 @@ class Api:
                 text = f"{where} needs a token ({e.message}): set STEPWATCH_TOKEN"
             return AuthError(text, 401, e.message, self.url, e.answer)
         if e.status == 403:
-            text = f"{where} does not let this token read {path.split('?')[0]} ({e.message})"
+            verb = "read" if method == "GET" else "change"
+            text = f"{where} does not let this token {verb} {path.split('?')[0]} ({e.message})"
             return AuthError(text, 403, e.message, self.url, e.answer)
-        text = f"{where} answered {e.status} to GET {path.split('?')[0]}: {e.message}"
+        text = f"{where} answered {e.status} to {method} {path.split('?')[0]}: {e.message}"
         return ApiError(text, e.status, e.message, self.url, e.answer)
 
     def runs(
@@ -167,6 +179,7 @@ class Api:
         status: str | Iterable[str] | None = None,
         tag: str | None = None,
         config: Mapping[str, Any] | None = None,
+        group: str | None = None,
     ) -> list[Run]:
         """The relay's runs (``GET /api/runs``), filtered here, all filters together:
 
@@ -175,14 +188,14 @@ class Api:
           id; case matters);
         - ``status``: one status or several (``"running"``, ``["completed",
           "stopped"]``); an unknown one raises ``ValueError``;
-        - ``tag``: runs whose ``tags`` hold it. Runs carry no tags yet: until the relay
-          records them this matches no run;
+        - ``tag``: runs whose tags hold it (``connect(tags=…)``, the dashboard,
+          :meth:`Run.set_meta`); ``group``: runs of that group;
         - ``config``: every key equal in the run's ``training_start`` config; a dotted
           key reaches into nested objects (``{"optimizer.name": "adam"}``); numbers
           compare by value (``1 == 1.0``, ``1e-3 == 0.001``), a bool never equals a
           number.
 
-        ``config`` and ``tag`` read each remaining run's state (one request per run).
+        ``config`` reads each remaining run's state (one request per run).
         """
         statuses = _names(status)
         if statuses is not None:
@@ -200,6 +213,8 @@ class Api:
                 continue
             if tag is not None and tag not in run.tags:
                 continue
+            if group is not None and run.group != group:
+                continue
             if config is not None:
                 cfg = run.config
                 if not all(_same(config_value(cfg, k), v) for k, v in config.items()):
@@ -215,7 +230,8 @@ class Api:
 class Run:
     """One run of a relay. ``id``, ``name``, ``status``; from its state (read once, on
     first use; :meth:`refresh` reads it again): ``state``, ``config``, ``summary``,
-    ``tags``, ``checkpoints``, ``commands``, ``alerts``. Read from the relay on each
+    ``tags``, ``group``, ``notes``, ``checkpoints``, ``commands``, ``alerts``;
+    :meth:`set_meta` changes the first three. Read from the relay on each
     call: :meth:`history`, :meth:`events`, :meth:`logs`, :meth:`metric_names`."""
 
     def __init__(
@@ -273,10 +289,41 @@ class Run:
 
     @property
     def tags(self) -> list[str]:
-        """The run's tags, from its summary or state when the relay gives them; runs
-        carry none yet, so this is empty for now."""
-        tags = self._summary.get("tags") if "tags" in self._summary else self.state.get("tags")
+        """The run's tags, as last read (the runs list's summary carries them)."""
+        tags = self._known().get("tags")
         return [str(t) for t in tags] if isinstance(tags, list) else []
+
+    @property
+    def group(self) -> str | None:
+        """The run's group, as last read; None when it has none."""
+        group = self._known().get("group")
+        return str(group) if group else None
+
+    @property
+    def notes(self) -> str:
+        """The run's notes (Markdown), from its state; empty when it has none."""
+        return str(self.state.get("notes") or "")
+
+    def set_meta(
+        self,
+        tags: Iterable[str] | str | None = None,
+        group: str | None = None,
+        notes: str | None = None,
+    ) -> Run:
+        """Changes the run's tags (the whole list, or one comma-separated string), group
+        or notes (``""`` clears one); what is not given stays. Recorded as a
+        ``run_meta`` event with who sent it (``POST /api/runs/{run}/meta``; the token's
+        role must be allowed to send commands). A bad value raises ``ValueError`` before
+        anything is sent; returns self, its state read again."""
+        fields = _runmeta.check_meta(
+            None if tags is None else (tags if isinstance(tags, str) else list(tags)),
+            group,
+            notes,
+        )
+        if not fields:
+            raise ValueError("set_meta: give tags, group or notes")
+        self.api.post(self._path + "/meta", fields, run=self.id)
+        return self.refresh()
 
     @property
     def summary(self) -> dict[str, Any]:

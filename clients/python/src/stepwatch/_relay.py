@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _alerts, _control, _helpers, _http, _lifecycle, _logs, _session, _system
+from . import _alerts, _control, _helpers, _http, _lifecycle, _logs, _runmeta, _session, _system
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._sender import (
     DEFAULT_EXIT_FLUSH,
@@ -83,6 +83,9 @@ def connect(
     capture_logging: bool = True,
     capture_stdout: bool = False,
     alerts: Sequence[Mapping[str, Any]] | None = None,
+    tags: Sequence[str] | str | None = None,
+    group: str | None = None,
+    notes: str | None = None,
     **options: Any,
 ) -> RelaySender:
     """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
@@ -106,10 +109,14 @@ def connect(
     ``alert_rule`` event right after connecting; all are checked first, and a bad one
     raises ``ValueError`` naming its field (``alerts[1].window: …``) with nothing sent
     and the previous connection left as it was.
+    ``tags`` (a list, or one comma-separated string; default ``STEPWATCH_TAGS``),
+    ``group`` (default ``STEPWATCH_GROUP``) and ``notes`` (Markdown) label the run in
+    the dashboard; sent as one ``run_meta`` event, checked first like ``alerts``.
     Calling it again replaces the previous connection.
     """
     global _sampler, _log_handler
     rules = _alerts.check_rules(alerts) if alerts is not None else []
+    meta = _runmeta.check_meta(*_runmeta.from_env(tags, group), notes)
     url = _http.relay_url(url)
     run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
     token = _http.relay_token(token)
@@ -120,6 +127,7 @@ def connect(
         sender = _session.sender = RelaySender(url, run, token=token, **options)
         emitter.on("*", sender)
         _alerts.emit_rules(rules, emitter)
+        _runmeta.emit_meta(meta, emitter)
         if _session.controller is not None:
             _session.controller.close()
             _session.controller = None

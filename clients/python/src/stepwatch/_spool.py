@@ -37,6 +37,7 @@ PROTECTED = frozenset(
         "command_ack",
         "alert",
         "alert_rule",
+        "run_meta",
     }
 )
 

@@ -126,7 +126,7 @@ fn from_relay(e: &Event) -> bool {
             | EventBody::AlertResolved(_)
             | EventBody::AlertDelivery(_)
             | EventBody::AlertRule(_)
-    )
+    ) || matches!(&e.body, EventBody::RunMeta(m) if m.sender.is_some())
 }
 
 fn when(e: &Event) -> f64 {
