@@ -365,7 +365,9 @@ pub fn draw(
         }
     };
     let (y0, y1) = (y0 - pad, y1 + pad);
-    let font = ("sans-serif", 12.0 * dpr).into_font().color(&theme.text);
+    let font = (FontFamily::SansSerif, 12.0 * dpr)
+        .into_font()
+        .color(&theme.text);
     let mut chart = ChartBuilder::on(&root)
         .margin((8.0 * dpr) as i32)
         .margin_right((22.0 * dpr) as i32)

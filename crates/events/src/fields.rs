@@ -149,13 +149,17 @@ pub type Metrics = BTreeMap<String, f64>;
 impl Field for Metrics {
     fn from_json(v: Value) -> Result<Self, String> {
         match v {
-            Value::Object(m) => m
-                .into_iter()
-                .map(|(k, v)| match num::from_json(&v) {
-                    Some(x) => Ok((k, x)),
-                    None => Err(format!("metric {k:?}: expected a number, got {}", kind(&v))),
-                })
-                .collect(),
+            Value::Object(m) => {
+                // Inserted one by one: collecting into a map sorts (see `num::map`).
+                let mut out = BTreeMap::new();
+                for (k, v) in m {
+                    let Some(x) = num::from_json(&v) else {
+                        return Err(format!("metric {k:?}: expected a number, got {}", kind(&v)));
+                    };
+                    out.insert(k, x);
+                }
+                Ok(out)
+            }
             other => Err(format!(
                 "expected an object of name → number, got {}",
                 kind(&other)

@@ -116,14 +116,18 @@ pub mod map {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
         let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| match super::from_json(&v) {
-                Some(x) => Ok((k, x)),
-                None => Err(serde::de::Error::custom(format!(
+        // Inserted one by one: collecting into a map sorts, a copy of the sort the
+        // dashboard's wasm would carry for this one type.
+        let mut out = BTreeMap::new();
+        for (k, v) in raw {
+            let Some(x) = super::from_json(&v) else {
+                return Err(serde::de::Error::custom(format!(
                     "metric `{k}`: expected a number, got {v}"
-                ))),
-            })
-            .collect()
+                )));
+            };
+            out.insert(k, x);
+        }
+        Ok(out)
     }
 }
 

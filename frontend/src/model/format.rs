@@ -7,6 +7,48 @@ use stepwatch_events::{Progress, RunStatus};
 /// Seconds without an event after which a running run shows as stale.
 pub const STALE_AFTER_S: f64 = 60.0;
 
+/// A decimal number as typed (`-1.5`, `3e-4`, `.5`), or `None`: a sign, digits with
+/// at most one point, an optional exponent; no spaces, `inf`, `NaN` or hex. In the
+/// browser the text, once checked, is converted by JavaScript's `parseFloat`: the
+/// standard library's parser would bring 10 KB of tables to the download.
+pub fn parse_f64(s: &str) -> Option<f64> {
+    if !is_decimal(s.as_bytes()) {
+        return None;
+    }
+    #[cfg(target_arch = "wasm32")]
+    return Some(js_sys::Number::parse_float(s));
+    #[cfg(not(target_arch = "wasm32"))]
+    return s.parse().ok();
+}
+
+fn is_decimal(b: &[u8]) -> bool {
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let (mut digits, mut point) = (0, false);
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'.' if !point => point = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        i += usize::from(matches!(b.get(i), Some(b'+' | b'-')));
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
 /// Lower case for searching and sorting names: ASCII, Latin-1, Greek and Cyrillic
 /// capitals (scripts without case, Chinese among them, pass unchanged). Small on
 /// purpose: the standard library's full Unicode tables cost kilobytes of download.
@@ -156,6 +198,25 @@ mod tests {
             Some(50.0)
         );
         assert_eq!(elapsed_s(RunStatus::Running, None, None, None, later), None);
+    }
+
+    #[test]
+    fn parse_f64_takes_decimals_and_nothing_else() {
+        for (text, want) in [
+            ("1.5", 1.5),
+            ("-2", -2.0),
+            ("+.5", 0.5),
+            ("3e-4", 3e-4),
+            ("1E+3", 1000.0),
+            ("7.", 7.0),
+        ] {
+            assert_eq!(parse_f64(text), Some(want), "{text}");
+        }
+        for bad in [
+            "", "-", ".", "1.2.3", "1e", "1e+", " 1", "1 ", "inf", "NaN", "0x10", "1,5", "e5",
+        ] {
+            assert_eq!(parse_f64(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

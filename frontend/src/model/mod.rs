@@ -12,6 +12,7 @@
 pub mod format;
 pub mod markdown;
 pub mod points;
+pub mod sort;
 pub mod table;
 pub mod tail;
 

@@ -65,10 +65,10 @@ pub fn grouped(rows: Vec<RunSummary>, values: &Value, by: &str) -> Vec<Item> {
         }
     }
     let key = |g: &Option<String>| {
-        let n = g.as_deref().and_then(|s| s.parse::<f64>().ok());
+        let n = g.as_deref().and_then(super::parse_f64);
         (g.is_none(), n.is_none(), n.unwrap_or(0.0), g.clone())
     };
-    groups.sort_by(|a, b| {
+    super::sort::sort_by(&mut groups, |a, b| {
         let (ka, kb) = (key(&a.0), key(&b.0));
         (ka.0, ka.1)
             .cmp(&(kb.0, kb.1))

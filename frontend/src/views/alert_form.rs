@@ -50,9 +50,7 @@ pub fn rule_json(form: &FormText, not_number: &str) -> Result<Value, FieldError>
             continue;
         }
         let v = if NUMERIC.contains(k) {
-            let x: f64 = text
-                .parse()
-                .ok()
+            let x: f64 = crate::model::parse_f64(text)
                 .filter(|x: &f64| x.is_finite())
                 .ok_or_else(|| FieldError::new(*k, not_number))?;
             if x.fract() == 0.0 && x.abs() < 9e15 {

@@ -37,23 +37,22 @@ impl ChartSettings {
     pub fn from_route(r: &Route) -> Self {
         let zoom = r.get("zoom").and_then(|z| {
             let (a, b) = z.split_once('~')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
+            Some((model::parse_f64(a)?, model::parse_f64(b)?))
         });
         ChartSettings {
             x_mode: RwSignal::new(XMode::parse(r.get("x").unwrap_or("step"))),
             smooth: RwSignal::new(
                 r.get("smooth")
-                    .and_then(|s| s.parse::<f64>().ok())
+                    .and_then(model::parse_f64)
                     .filter(|s| (0.0..1.0).contains(s))
                     .unwrap_or(0.0),
             ),
             log: RwSignal::new(
                 r.get("log")
                     .map(|l| {
-                        l.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(String::from)
-                            .collect()
+                        crate::model::sort::set(
+                            l.split(',').filter(|s| !s.is_empty()).map(String::from),
+                        )
                     })
                     .unwrap_or_default(),
             ),
@@ -145,7 +144,7 @@ pub fn ChartToolbar(#[prop(optional)] children: Option<Children>) -> impl IntoVi
                 <input type="range" min="0" max="0.99" step="0.01" data-testid="smoothing"
                     prop:value=move || settings.smooth.get().to_string()
                     on:input=move |ev| {
-                        if let Ok(v) = event_target_value(&ev).parse::<f64>() {
+                        if let Some(v) = model::parse_f64(&event_target_value(&ev)) {
                             settings.smooth.set(v.clamp(0.0, 0.99));
                         }
                     }/>

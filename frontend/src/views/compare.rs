@@ -221,7 +221,7 @@ fn config_rows(loaded: &[Loaded]) -> Vec<(String, Vec<String>)> {
         .iter()
         .map(|l| l.view.with(|v| v.state.config.clone()))
         .collect();
-    let keys: BTreeSet<String> = configs.iter().flat_map(|c| c.keys().cloned()).collect();
+    let keys = crate::model::sort::set(configs.iter().flat_map(|c| c.keys().cloned()));
     keys.into_iter()
         .filter(|k| {
             let first = configs.first().and_then(|c| c.get(k));

@@ -158,9 +158,7 @@ pub fn param_value(kind: &ParamKind, text: &str) -> Value {
     let t = text.trim();
     let number = match kind {
         ParamKind::Int { .. } => t.parse::<i64>().ok().map(Value::from),
-        ParamKind::Float { .. } => t
-            .parse::<f64>()
-            .ok()
+        ParamKind::Float { .. } => crate::model::parse_f64(t)
             .and_then(serde_json::Number::from_f64)
             .map(Value::Number),
         ParamKind::Bool => return Value::Bool(t == "true"),
@@ -391,16 +389,10 @@ pub fn from_job(j: &JobView, run: &str) -> Option<Fields> {
     match &spec.entry {
         Entry::Template { template, params } => {
             f.template = template.clone();
+            let text = |(k, v): (&String, &Value)| (k.clone(), value_text(v));
             f.params = match &j.state.launch {
-                Some(l) => l
-                    .values
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_text(v)))
-                    .collect(),
-                None => params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_text(v)))
-                    .collect(),
+                Some(l) => crate::model::sort::map(l.values.iter().map(text)),
+                None => crate::model::sort::map(params.iter().map(text)),
             };
         }
         Entry::Argv { argv, cwd, env } => {

@@ -253,7 +253,7 @@ pub fn QueuePage(base: String, route: Route) -> impl IntoView {
                         .values()
                         .filter(|j| j.queue == name && j.state.is_terminal() == finished)
                         .collect();
-                    js.sort_by(order);
+                    crate::model::sort::sort_by(&mut js, order);
                     let n = js.len();
                     (n, highlight.with_value(|hl| table_html(i18n, &js, hl, now)))
                 })

@@ -163,7 +163,7 @@ impl ListSettings {
             .collect();
         let by = self.sort.get();
         let desc = self.desc.get();
-        v.sort_by(|a, b| {
+        model::sort::sort_by(&mut v, |a, b| {
             let o = match by {
                 SortBy::Started => a
                     .started_at
@@ -353,7 +353,7 @@ fn RunsToolbar(
             </select>
             <select data-testid="tag-filter" on:change=move |ev| tag.set(event_target_value(&ev))
                 inner_html=move || {
-                    let tags: BTreeSet<String> = runs.with(|m| m.values().flat_map(|s| s.tags.iter().cloned()).collect());
+                    let tags = runs.with(|m| model::sort::set(m.values().flat_map(|s| s.tags.iter().cloned())));
                     let mut h = Html::default();
                     options(&mut h, &tag.get(), std::iter::once((String::new(), i18n.t(Key::AllTags).to_string())).chain(tags.into_iter().map(|t| (t.clone(), t))));
                     h.0
