@@ -7,7 +7,8 @@ use crate::views::common::Clock;
 use crate::views::login::{self, LoginPage, Session, SessionCtx, UserBadge};
 use crate::views::notify::NotifyToggle;
 use crate::views::{
-    compare::ComparePage, launch::LaunchPage, queue::QueuePage, run::RunPage, runs::RunsPage,
+    compare::ComparePage, launch::LaunchPage, params::ParamsPage, queue::QueuePage, run::RunPage,
+    runs::RunsPage,
 };
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -49,7 +50,8 @@ pub fn App() -> impl IntoView {
     // The Launch and Queue pages take their parameters (`?clone=`, `?job=`) when opened.
     let opened = Memo::new(move |_| {
         route.with(|r| {
-            let params = matches!(r.page, Page::Launch | Page::Queue).then(|| r.params.clone());
+            let params = matches!(r.page, Page::Launch | Page::Queue | Page::Params)
+                .then(|| r.params.clone());
             (r.page.clone(), params)
         })
     });
@@ -64,13 +66,13 @@ pub fn App() -> impl IntoView {
         <header class="topbar">
             <a class="brand" href="#/" data-testid="brand">
                 <span class="logo">"◷"</span>
-                {move || i18n.t(Key::AppTitle)}
+                {i18n.tr(Key::AppTitle)}
             </a>
-            <span class="tagline">{move || i18n.t(Key::Tagline)}</span>
+            <span class="tagline">{i18n.tr(Key::Tagline)}</span>
             <nav class="nav">
-                <a href="#/" class:on=move || page.get() == Page::Runs data-testid="nav-runs">{move || i18n.t(Key::Runs)}</a>
-                <a href="#/launch" class:on=move || page.get() == Page::Launch data-testid="nav-launch">{move || i18n.t(Key::Launch)}</a>
-                <a href="#/queue" class:on=move || page.get() == Page::Queue data-testid="nav-queue">{move || i18n.t(Key::Queues)}</a>
+                <a href="#/" class:on=move || page.get() == Page::Runs data-testid="nav-runs">{i18n.tr(Key::Runs)}</a>
+                <a href="#/launch" class:on=move || page.get() == Page::Launch data-testid="nav-launch">{i18n.tr(Key::Launch)}</a>
+                <a href="#/queue" class:on=move || page.get() == Page::Queue data-testid="nav-queue">{i18n.tr(Key::Queues)}</a>
             </nav>
             <span class="spacer"></span>
             <NotifyToggle/>
@@ -86,6 +88,7 @@ pub fn App() -> impl IntoView {
                 (Some(base), Page::Compare(runs)) => view! { <ComparePage base=base runs=runs route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Launch) => view! { <LaunchPage base=base route=route.get_untracked()/> }.into_any(),
                 (Some(base), Page::Queue) => view! { <QueuePage base=base route=route.get_untracked()/> }.into_any(),
+                (Some(base), Page::Params) => view! { <ParamsPage base=base route=route.get_untracked()/> }.into_any(),
             }}
         </main>
     }
@@ -103,7 +106,7 @@ fn LangSwitch() -> impl IntoView {
         }
     };
     view! {
-        <div class="langs" role="group" aria-label=move || i18n.t(Key::Language)>
+        <div class="langs" role="group" aria-label=i18n.tr(Key::Language)>
             <button class=move || class(Lang::En) data-testid="lang-en" on:click=pick(Lang::En)>"EN"</button>
             <button class=move || class(Lang::Zh) data-testid="lang-zh" on:click=pick(Lang::Zh)>"中文"</button>
         </div>

@@ -183,6 +183,7 @@ strings! {
     Notes => "Notes", "备注";
     NoNotes => "No tags or notes yet.", "还没有标签或备注。";
     Tags => "Tags", "标签";
+    Tag => "Tag", "标签";
     TagsHint => "baseline, lr sweep", "基线, 学习率搜索";
     Group => "Group", "分组";
     NotesHint => "Markdown: **bold**, *italic*, `code`, - lists, [links](https://…)", "Markdown:**粗体**、*斜体*、`代码`、- 列表、[链接](https://…)";
@@ -198,6 +199,17 @@ strings! {
     AddColumn => "Add column…", "添加列…";
     ConfigCols => "Config", "配置";
     MetricCols => "Metrics", "指标";
+    Params => "Parameters", "参数分析";
+    ParamsOf => "Each config key of these runs against a metric", "这些任务的每个配置项对比一个指标";
+    PickedRuns => "Picked runs", "所选任务";
+    Metric => "Metric", "指标";
+    LowerBetter => "lower is better", "越低越好";
+    HigherBetter => "higher is better", "越高越好";
+    ParamsHint => "Config keys that vary, against the metric's latest value; the strongest first, the best run ringed.", "取值不同的配置项对比指标最新值;关联最强的在前,最佳任务以圆圈标出。";
+    ParamsNoMetric => "None of these runs has reported this metric yet.", "这些任务都还没有报告该指标。";
+    ParamsNoKeys => "Every config value is the same in these runs: nothing to compare.", "这些任务的配置完全相同:没有可对比的参数。";
+    RhoHint => "Spearman rank correlation with the metric, of the value or its distance from the best run's", "与指标的 Spearman 秩相关(取值或其与最佳任务取值的距离)";
+    EtaHint => "Share of the metric's spread these values explain (on ranks)", "这些取值能解释的指标差异比例(基于秩)";
     RemoveColumn => "Remove column", "移除此列";
     PickAll => "Pick every run shown", "选中显示的全部任务";
     SignIn => "Sign in", "登录";
@@ -346,6 +358,13 @@ impl I18n {
     /// Reactive lookup: re-renders when the language changes.
     pub fn t(&self, key: Key) -> &'static str {
         text(self.0.get(), key)
+    }
+
+    /// The text of `key` as a view that follows the language. Every text of every view
+    /// is this one closure type, so the framework's rendering code for it is compiled
+    /// once rather than once per string (a `move || i18n.t(Key::…)` closure each).
+    pub fn tr(self, key: Key) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
+        move || self.t(key)
     }
 }
 

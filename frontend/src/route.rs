@@ -1,7 +1,7 @@
 //! The URL hash holds the page, the run(s) and the view settings, so a reload or a
 //! shared link restores the view: `#/`, `#/runs/<id>?x=step&smooth=0.6&log=loss&zoom=100~500`,
 //! `#/compare?runs=a,b&base=a`, `#/launch?clone=<run>` (or `?template=NAME`),
-//! `#/queue?job=<id>`.
+//! `#/queue?job=<id>`, `#/params?tag=sweep&metric=val_loss`.
 
 /// Which page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,9 @@ pub enum Page {
     Launch,
     /// The job queues: `?job=<id>` highlights one.
     Queue,
+    /// A sweep's config keys against a metric: `?runs=a,b` or `?tag=X` / `?group=G`
+    /// choose the runs (all runs without), `&metric=val_loss&goal=min|max`.
+    Params,
 }
 
 /// A page and its settings.
@@ -64,6 +67,8 @@ impl Route {
             Page::Launch
         } else if path == "queue" {
             Page::Queue
+        } else if path == "params" {
+            Page::Params
         } else {
             Page::Runs
         };
@@ -86,6 +91,7 @@ impl Route {
             Page::Compare(_) => "#/compare".to_string(),
             Page::Launch => "#/launch".to_string(),
             Page::Queue => "#/queue".to_string(),
+            Page::Params => "#/params".to_string(),
         };
         let mut q: Vec<String> = Vec::new();
         if let Page::Compare(runs) = page {

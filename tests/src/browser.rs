@@ -148,6 +148,16 @@ impl Browser {
         );
     }
 
+    /// Sets the `<select>` of `data-testid=testid` to `value` and tells the page, as a
+    /// person choosing would (a bubbling `change` event).
+    pub fn choose(&self, testid: &str, value: &str) {
+        let value = serde_json::to_string(value).unwrap_or_default();
+        self.eval(&format!(
+            "const s = document.querySelector('[data-testid={testid}]'); s.value = {value}; \
+             s.dispatchEvent(new Event('change', {{bubbles: true}})); return 1;"
+        ));
+    }
+
     /// Polls a script until it returns something truthy, which is returned.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Value {
         wait_until(what, timeout, || {

@@ -115,6 +115,19 @@ fn tags_group_and_notes_from_trainer_and_api_with_who_changed_what() {
         "refusals stored nothing"
     );
 
+    values_for_columns_and_sweeps(&relay);
+
+    // Kept across a restart (the reducer's snapshot and the events agree).
+    relay.restart();
+    let state = relay.get_ok("/api/runs/r1");
+    assert_eq!(state["tags"], json!(["diverged"]));
+    assert_eq!(state["notes"], "# Why\nlr **too** high");
+    assert!(state.get("group").is_none(), "{state}");
+}
+
+/// `GET /api/values`: config values and metrics for the runs list's columns, narrowed
+/// by run, tag or group for the parameter view.
+fn values_for_columns_and_sweeps(relay: &Relay) {
     // Config values and metrics for the runs list's columns.
     let end = json!({"event": "epoch_end", "epoch": 0, "metrics": {"val_loss": 0.25}});
     relay.post("r1", &end.to_string(), JSON);
@@ -138,11 +151,24 @@ fn tags_group_and_notes_from_trainer_and_api_with_who_changed_what() {
     let only = relay.get_ok("/api/values?config=*&runs=r2");
     assert_eq!(only["runs"].as_object().unwrap().len(), 1);
     assert_eq!(only["runs"]["r2"]["config"]["lr"], 0.1);
-
-    // Kept across a restart (the reducer's snapshot and the events agree).
-    relay.restart();
-    let state = relay.get_ok("/api/runs/r1");
-    assert_eq!(state["tags"], json!(["diverged"]));
-    assert_eq!(state["notes"], "# Why\nlr **too** high");
-    assert!(state.get("group").is_none(), "{state}");
+    assert_eq!(only["runs"]["r2"]["name"], "r2");
+    // By tag and by group (the parameter view of a sweep asks for those).
+    let tagged = relay.get_ok("/api/values?config=lr&tag=diverged");
+    let ids = |v: &serde_json::Value| {
+        v["runs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&tagged), ["r1"]);
+    assert_eq!(
+        ids(&relay.get_ok("/api/values?tag=nope")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&relay.get_ok("/api/values?group=nope")),
+        Vec::<String>::new()
+    );
 }

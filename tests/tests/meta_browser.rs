@@ -10,15 +10,6 @@ use stepwatch_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Sets a `<select>`'s value and tells the page, as a person choosing would.
-fn choose(b: &Browser, testid: &str, value: &str) {
-    let value = serde_json::to_string(value).unwrap();
-    b.eval(&format!(
-        "const s = document.querySelector('[data-testid={testid}]'); s.value = {value}; \
-         s.dispatchEvent(new Event('change', {{bubbles: true}})); return 1;"
-    ));
-}
-
 fn rows(b: &Browser) -> serde_json::Value {
     b.eval("return [...document.querySelectorAll('[data-testid=run-row]')].map(r => r.dataset.run).sort().join(',');")
 }
@@ -133,27 +124,27 @@ fn runs_list_filters_and_groups(b: &Browser) {
         "return document.querySelectorAll('[data-testid=run-row]').length === 1;",
     );
     assert_eq!(rows(b), json!("r-b"));
-    choose(b, "tag-filter", "");
+    b.choose("tag-filter", "");
     b.wait_for(
         "every run again",
         WAIT,
         "return document.querySelectorAll('[data-testid=run-row]').length === 3;",
     );
-    choose(b, "tag-filter", "baseline");
+    b.choose("tag-filter", "baseline");
     b.wait_for(
         "the baseline run",
         WAIT,
         "return document.querySelectorAll('[data-testid=run-row]').length === 1;",
     );
     assert_eq!(rows(b), json!("r-a"));
-    choose(b, "tag-filter", "");
+    b.choose("tag-filter", "");
     // Grouped by group, then by a config value, which is also shown as a column.
     b.wait_for(
         "every run again",
         WAIT,
         "return document.querySelectorAll('[data-testid=run-row]').length === 3;",
     );
-    choose(b, "group-by", "group");
+    b.choose("group-by", "group");
     let heads = "return [...document.querySelectorAll('[data-testid=group-head]')].map(h => h.textContent.trim()).join('|');";
     let got = b.wait_for(
         "the group headings",
@@ -162,14 +153,14 @@ fn runs_list_filters_and_groups(b: &Browser) {
     );
     assert_eq!(got, json!("g1 2|(none) 1"));
     b.wait_for("the config keys offered", WAIT, "return [...document.querySelectorAll('[data-testid=group-by] option')].some(o => o.value === 'c:lr');");
-    choose(b, "group-by", "c:lr");
+    b.choose("group-by", "c:lr");
     let got = b.wait_for(
         "the lr groups",
         WAIT,
         &format!("const h = (() => {{ {heads} }})(); return h.includes('0.01') && h;"),
     );
     assert_eq!(got, json!("0.01 1|0.1 2"));
-    choose(b, "add-column", "c:model");
+    b.choose("add-column", "c:model");
     let cells = b.wait_for(
         "the model column",
         WAIT,
@@ -189,8 +180,8 @@ fn runs_list_filters_and_groups(b: &Browser) {
     );
     assert_eq!(got, json!("0.01 1|0.1 2"));
     // Pick every run shown (filtered by a tag) and compare them.
-    choose(b, "group-by", "");
-    choose(b, "tag-filter", "lr sweep");
+    b.choose("group-by", "");
+    b.choose("tag-filter", "lr sweep");
     b.wait_for(
         "one run",
         WAIT,

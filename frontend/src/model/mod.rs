@@ -11,6 +11,7 @@
 
 pub mod format;
 pub mod markdown;
+pub mod params;
 pub mod points;
 pub mod sort;
 pub mod table;

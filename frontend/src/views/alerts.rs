@@ -177,7 +177,7 @@ pub fn AlertsPanel() -> impl IntoView {
     view! {
         <details class="panel alerts-panel" data-testid="alerts-panel">
             <summary class="panel-head">
-                <h2>{move || i18n.t(Key::Alerts)}</h2>
+                <h2>{i18n.tr(Key::Alerts)}</h2>
                 <span class="small muted" data-testid="alert-counts">{counts}</span>
             </summary>
             <div on:click=on_remove inner_html=body></div>

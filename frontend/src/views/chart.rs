@@ -133,14 +133,14 @@ pub fn ChartToolbar(#[prop(optional)] children: Option<Children>) -> impl IntoVi
     };
     view! {
         <div class="toolbar" data-testid="chart-toolbar">
-            <span class="muted small">{move || i18n.t(Key::XAxis)}</span>
+            <span class="muted small">{i18n.tr(Key::XAxis)}</span>
             <div class="segs">
                 {mode_btn(XMode::Step, Key::XStep)}
                 {mode_btn(XMode::Wall, Key::XWall)}
                 {mode_btn(XMode::Relative, Key::XRelative)}
             </div>
             <label class="smooth">
-                <span class="muted small">{move || i18n.t(Key::Smoothing)}</span>
+                <span class="muted small">{i18n.tr(Key::Smoothing)}</span>
                 <input type="range" min="0" max="0.99" step="0.01" data-testid="smoothing"
                     prop:value=move || settings.smooth.get().to_string()
                     on:input=move |ev| {
@@ -150,13 +150,11 @@ pub fn ChartToolbar(#[prop(optional)] children: Option<Children>) -> impl IntoVi
                     }/>
                 <span class="small mono">{move || format!("{:.2}", settings.smooth.get())}</span>
             </label>
-            <Show when=move || settings.zoom.get().is_some()>
-                <button class="btn" data-testid="reset-zoom" on:click=move |_| settings.zoom.set(None)>
-                    {move || i18n.t(Key::ResetZoom)}
-                </button>
-            </Show>
+            {super::common::show(Signal::derive(move || settings.zoom.get().is_some()), move || view! { <button class="btn" data-testid="reset-zoom" on:click=move |_| settings.zoom.set(None)>
+                    {i18n.tr(Key::ResetZoom)}
+                </button> })}
             <span class="spacer"></span>
-            <span class="muted small hint">{move || i18n.t(Key::ZoomHint)}</span>
+            <span class="muted small hint">{i18n.tr(Key::ZoomHint)}</span>
             {children.map(|c| c())}
         </div>
     }
@@ -259,12 +257,10 @@ pub fn ChartPanel(
                     on:mousedown=on_down
                     on:mouseup=on_up
                     on:dblclick=move |_| settings.zoom.set(None)
-                    tabindex="0" role="img" aria-label=format!("{metric} chart") title=move || i18n.t(Key::ChartKeys)
+                    tabindex="0" role="img" aria-label=format!("{metric} chart") title=i18n.tr(Key::ChartKeys)
                     on:keydown=on_key></canvas>
                 <Overlay frame=frame hover=hover drag=drag/>
-                <Show when=move || counts.get().0 == 0 && counts.get().2 == 0>
-                    <div class="chart-empty" data-testid="chart-empty">{move || i18n.t(if loading.get() { Key::LoadingHistory } else { Key::NoPointsYet })}</div>
-                </Show>
+                {super::common::show(Signal::derive(move || counts.get().0 == 0 && counts.get().2 == 0), move || view! { <div class="chart-empty" data-testid="chart-empty">{move || i18n.t(if loading.get() { Key::LoadingHistory } else { Key::NoPointsYet })}</div> })}
             </div>
         </div>
     }
@@ -302,8 +298,8 @@ fn ChartHead(
             <span class="chart-title">{title}</span>
             <span class="spacer"></span>
             <button class=move || if log_on() { "mini on" } else { "mini" } data-testid=format!("log-{metric}")
-                title="log scale" on:click=toggle_log>{move || i18n.t(Key::LogScale)}</button>
-            <button class="mini" data-testid=format!("png-{metric}") on:click=export_png>{move || i18n.t(Key::ExportPng)}</button>
+                title="log scale" on:click=toggle_log>{i18n.tr(Key::LogScale)}</button>
+            <button class="mini" data-testid=format!("png-{metric}") on:click=export_png>{i18n.tr(Key::ExportPng)}</button>
         </div>
     }
 }

@@ -191,6 +191,27 @@ pub fn Stat(
     }
 }
 
+/// A paragraph of class `class` saying `key` while `when` holds ("No logs yet."):
+/// every such message on every page is this one view, compiled once (a `<Show>` each
+/// would compile the framework's code once per use).
+pub fn note_when(class: &'static str, key: Key, when: Signal<bool>) -> impl IntoView {
+    let i18n = use_i18n();
+    move || {
+        when.get()
+            .then(|| view! { <p class=class>{i18n.tr(key)}</p> })
+    }
+}
+
+/// `view` while `when` holds, built again each time it turns true. A `<Show>` compiles
+/// the framework's code once per use; this compiles it once per view type.
+pub fn show<V: IntoView + 'static>(
+    when: Signal<bool>,
+    view: impl Fn() -> V + Send + Sync + 'static,
+) -> impl IntoView {
+    let on = Memo::new(move |_| when.get());
+    move || on.get().then(&view)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,10 +149,12 @@ pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoVi
         last_n,
     });
     let metrics = compared_metrics();
+    let params_href = Route::hash(&Page::Params, &[("runs", use_compared().runs.join(","))]);
     view! {
-        <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
+        <div class="crumbs"><a href="#/" data-testid="back">{i18n.tr(Key::BackToRuns)}</a></div>
         <section class="panel" data-testid="compare">
-            <div class="panel-head"><h1>{move || i18n.t(Key::CompareRuns)}</h1></div>
+            <div class="panel-head"><h1>{i18n.tr(Key::CompareRuns)}</h1><span class="spacer"></span>
+                <a class="btn" data-testid="params-button" href=params_href title=i18n.tr(Key::ParamsOf)>{i18n.tr(Key::Params)}</a></div>
             <Legend/>
         </section>
         <section class="panel">
@@ -206,7 +208,7 @@ fn Legend() -> impl IntoView {
                     <input type="radio" name="baseline" data-testid=format!("baseline-{r}")
                         prop:checked=move || baseline.get() == r2
                         on:change={ let r = r.clone(); move |_| baseline.set(r.clone()) }/>
-                    {move || i18n.t(Key::Baseline)}
+                    {i18n.tr(Key::Baseline)}
                 </label>
                 <ConnBadge conn=l.conn/>
             </div>
@@ -245,7 +247,7 @@ fn ConfigDiff() -> impl IntoView {
     let loaded = c.loaded;
     view! {
         <section class="panel" data-testid="config-diff">
-            <div class="panel-head"><h2>{move || i18n.t(Key::ConfigDiff)}</h2></div>
+            <div class="panel-head"><h2>{i18n.tr(Key::ConfigDiff)}</h2></div>
             {move || {
                 let rows = config_rows(&loaded);
                 if rows.is_empty() {
@@ -304,18 +306,18 @@ fn SummaryTable(metrics: Memo<Vec<String>>) -> impl IntoView {
     view! {
         <section class="panel" data-testid="summary">
             <div class="panel-head">
-                <h2>{move || i18n.t(Key::Summary)}</h2>
+                <h2>{i18n.tr(Key::Summary)}</h2>
                 <span class="spacer"></span>
-                <label class="small muted">{move || i18n.t(Key::LastN)}" = "
+                <label class="small muted">{i18n.tr(Key::LastN)}" = "
                     <input type="number" min="1" class="n-input" data-testid="last-n" prop:value=move || last_n.get().to_string()
                         on:change=move |ev| { if let Ok(n) = event_target_value(&ev).parse::<usize>() { last_n.set(n.max(1)); } }/>
                 </label>
             </div>
             <div class="scroll"><table class="grid">
                 <thead><tr>
-                    <th>{move || i18n.t(Key::ColMetric)}</th><th>{move || i18n.t(Key::ColRun)}</th>
-                    <th class="num">{move || i18n.t(Key::ColLast)}</th><th class="num">{move || i18n.t(Key::ColBest)}</th>
-                    <th class="num">{move || i18n.t(Key::ColMeanLastN)}</th><th class="num">{move || i18n.t(Key::ColDiff)}</th>
+                    <th>{i18n.tr(Key::ColMetric)}</th><th>{i18n.tr(Key::ColRun)}</th>
+                    <th class="num">{i18n.tr(Key::ColLast)}</th><th class="num">{i18n.tr(Key::ColBest)}</th>
+                    <th class="num">{i18n.tr(Key::ColMeanLastN)}</th><th class="num">{i18n.tr(Key::ColDiff)}</th>
                 </tr></thead>
                 <tbody>
                 {move || summary().into_iter().flat_map(|(m, base_idx, stats)| {

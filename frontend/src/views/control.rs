@@ -128,20 +128,15 @@ pub fn ControlBar() -> impl IntoView {
     };
     let allowed = can_command();
     view! {
-        <Show when=move || status().is_live() && allowed.get()>
-            <div class="controls" data-testid="controls">
-                <Show when=move || status() != RunStatus::Paused>
-                    <button class="btn" data-testid="pause" disabled=move || open("pause")
+        {super::common::show(Signal::derive(move || status().is_live() && allowed.get()), move || view! { <div class="controls" data-testid="controls">
+                {super::common::show(Signal::derive(move || status() != RunStatus::Paused), move || view! { <button class="btn" data-testid="pause" disabled=move || open("pause")
                         on:click=move |_| fire("pause")>
-                        "❚❚ "{move || i18n.t(Key::Pause)}{move || open("pause").then_some("…")}
-                    </button>
-                </Show>
-                <Show when=move || status() == RunStatus::Paused>
-                    <button class="btn primary" data-testid="resume" disabled=move || open("resume")
+                        "❚❚ "{i18n.tr(Key::Pause)}{move || open("pause").then_some("…")}
+                    </button> })}
+                {super::common::show(Signal::derive(move || status() == RunStatus::Paused), move || view! { <button class="btn primary" data-testid="resume" disabled=move || open("resume")
                         on:click=move |_| fire("resume")>
-                        "▶ "{move || i18n.t(Key::Resume)}{move || open("resume").then_some("…")}
-                    </button>
-                </Show>
+                        "▶ "{i18n.tr(Key::Resume)}{move || open("resume").then_some("…")}
+                    </button> })}
                 <button class=move || if confirm_stop.get() { "btn danger on" } else { "btn danger" } data-testid="stop"
                     disabled=move || open("stop")
                     on:click=move |_| {
@@ -151,8 +146,7 @@ pub fn ControlBar() -> impl IntoView {
                     "■ "{move || if confirm_stop.get() { i18n.t(Key::ReallyStop) } else { i18n.t(Key::Stop) }}
                 </button>
                 {move || error.get().map(|e| view! { <span class="small alert" data-testid="control-error">{i18n.t(Key::SendFailed)}": "{e}</span> })}
-            </div>
-        </Show>
+            </div> })}
     }
 }
 
@@ -193,10 +187,8 @@ pub fn LoadButton(path: String) -> impl IntoView {
     };
     let allowed = can_command();
     view! {
-        <Show when=move || live() && allowed.get()>
-            <button class="mini" data-testid="load" on:click=click
-                disabled=move || last().is_some_and(|c| c.is_open())>{move || i18n.t(Key::Load)}</button>
-        </Show>
+        {super::common::show(Signal::derive(move || live() && allowed.get()), move || view! { <button class="mini" data-testid="load" on:click=click
+                disabled=move || last().is_some_and(|c| c.is_open())>{i18n.tr(Key::Load)}</button> })}
         {move || last().map(|c| {
             let st = shown(&c, clock.get());
             view! { <span class=format!("cmd-state {st}") data-testid="load-state" data-state=st title=c.message.clone().unwrap_or_default()>{label(i18n, &c, clock.get())}</span> }
@@ -245,12 +237,12 @@ pub fn AskPanel() -> impl IntoView {
     };
     view! {
         <section class="panel" data-testid="ask" style:display=move || if panel_shown() { "" } else { "none" }>
-            <div class="panel-head"><h2>{move || i18n.t(Key::TryModel)}</h2></div>
+            <div class="panel-head"><h2>{i18n.tr(Key::TryModel)}</h2></div>
             <div class="ask-row">
-                <textarea data-testid="ask-input" rows="2" placeholder=move || i18n.t(Key::AskPlaceholder)
+                <textarea data-testid="ask-input" rows="2" placeholder=i18n.tr(Key::AskPlaceholder)
                     prop:value=move || input.get() on:input=move |ev| input.set(event_target_value(&ev))
                     on:keydown=move |ev: web_sys::KeyboardEvent| if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) { submit2() }></textarea>
-                <button class="btn primary" data-testid="ask-send" on:click=move |_| submit()>{move || i18n.t(Key::Send)}</button>
+                <button class="btn primary" data-testid="ask-send" on:click=move |_| submit()>{i18n.tr(Key::Send)}</button>
             </div>
             {move || error.get().map(|e| view! { <p class="small alert" data-testid="ask-error">{e}</p> })}
             {move || current().map(|c| {
@@ -323,10 +315,8 @@ pub fn CommandsPanel() -> impl IntoView {
     };
     view! {
         <section class="panel" data-testid="commands">
-            <div class="panel-head"><h2>{move || i18n.t(Key::Commands)}</h2></div>
-            <Show when=move || view_state.with(|v| v.state.commands.is_empty())>
-                <p class="muted">{move || i18n.t(Key::NoCommands)}</p>
-            </Show>
+            <div class="panel-head"><h2>{i18n.tr(Key::Commands)}</h2></div>
+            {super::common::note_when("muted", Key::NoCommands, Signal::derive(move || view_state.with(|v| v.state.commands.is_empty())))}
             <table class="grid">
                 <tbody>
                 {move || rows().into_iter().map(|c| {

@@ -251,7 +251,7 @@ pub fn error_line(error: RwSignal<Option<String>>) -> impl IntoView {
 pub fn RerunButton(run: String) -> impl IntoView {
     let i18n = use_i18n();
     let href = Route::hash(&Page::Launch, &[("clone", run)]);
-    view! { <a class="btn" href=href data-testid="rerun">{move || i18n.t(Key::Rerun)}</a> }
+    view! { <a class="btn" href=href data-testid="rerun">{i18n.tr(Key::Rerun)}</a> }
 }
 
 /// The job panel's head and facts.
@@ -346,16 +346,14 @@ pub fn JobPanel(run: String) -> impl IntoView {
         job.with(|j| j.as_ref().map(|j| history_html(i18n, j, now)))
     };
     view! {
-        <Show when=move || job.with(Option::is_some)>
-            <section class="panel" data-testid="job-panel" on:click=on_action(base.clone(), error)>
+        {super::common::show(Signal::derive(move || job.with(Option::is_some)), move || view! { <section class="panel" data-testid="job-panel" on:click=on_action(base.clone(), error)>
                 <div inner_html=summary></div>
                 {error_line(error)}
                 <details>
-                    <summary>{move || i18n.t(Key::History)}</summary>
+                    <summary>{i18n.tr(Key::History)}</summary>
                     <div inner_html=history></div>
                 </details>
-            </section>
-        </Show>
+            </section> })}
     }
 }
 

@@ -252,9 +252,9 @@ pub fn LaunchPage(base: String, route: Route) -> impl IntoView {
     let clone_of = move || fields.with(|f| f.clone_of.clone());
     let agents = agents_line(i18n, &base, fields, choices);
     view! {
-        <div class="crumbs"><a href="#/">{move || i18n.t(Key::BackToRuns)}</a>" · "<a href="#/queue">{move || i18n.t(Key::Queues)}</a></div>
+        <div class="crumbs"><a href="#/">{i18n.tr(Key::BackToRuns)}</a>" · "<a href="#/queue">{i18n.tr(Key::Queues)}</a></div>
         <div class="page-head">
-            <h1>{move || i18n.t(Key::LaunchJob)}</h1>
+            <h1>{i18n.tr(Key::LaunchJob)}</h1>
             {move || clone_of().map(|r| view! {
                 <span class="muted" data-testid="clone-of">{i18n.t(Key::RerunOf)}" "<a href=run_href(&r)>{r.clone()}</a></span>
             })}
@@ -333,9 +333,9 @@ fn PreviewPanel(
         <section class="panel preview" data-testid="preview">
             <div class="toolbar">
                 <button class="btn" data-testid="preview-button" disabled=move || !ready() on:click=move |_| send(false)>
-                    {move || i18n.t(Key::PreviewJob)}</button>
+                    {i18n.tr(Key::PreviewJob)}</button>
                 <button class="btn primary" data-testid="submit" disabled=move || !ready() || !current.get()
-                    on:click=move |_| send(true)>{move || i18n.t(Key::Submit)}</button>
+                    on:click=move |_| send(true)>{i18n.tr(Key::Submit)}</button>
             </div>
             <p class="muted small">{move || if draft.with(Result::is_err) { i18n.t(Key::FixFields) } else { i18n.t(Key::PreviewFirst) }}</p>
             {move || general().map(|(f, e)| view! {

@@ -119,19 +119,15 @@ pub fn MetaPanel() -> impl IntoView {
     view! {
         <section class="panel meta-panel" data-testid="meta-panel">
             <div class="panel-head">
-                <h2>{move || i18n.t(Key::Notes)}</h2>
+                <h2>{i18n.tr(Key::Notes)}</h2>
                 <span class="spacer"></span>
-                <Show when=move || allowed.get() && !editing.get()>
-                    <button class="btn small" data-testid="meta-edit" on:click=move |_| editing.set(true)>{move || i18n.t(Key::Edit)}</button>
-                </Show>
+                {super::common::show(Signal::derive(move || allowed.get() && !editing.get()), move || view! { <button class="btn small" data-testid="meta-edit" on:click=move |_| editing.set(true)>{i18n.tr(Key::Edit)}</button> })}
             </div>
-            <Show when=move || !editing.get()>
-                <div inner_html=shown></div>
-                <Show when=empty><p class="muted small">{move || i18n.t(Key::NoNotes)}</p></Show>
-            </Show>
-            <Show when=move || editing.get()><MetaForm editing=editing/></Show>
+            {super::common::show(Signal::derive(move || !editing.get()), move || view! { <div inner_html=shown></div>
+                {super::common::note_when("muted small", Key::NoNotes, Signal::derive(empty))} })}
+            {super::common::show(Signal::derive(move || editing.get()), move || view! { <MetaForm editing=editing/> })}
             <details class="small" on:toggle=move |_| if history.get_untracked().is_none() { load_history() }>
-                <summary>{move || i18n.t(Key::MetaHistory)}</summary>
+                <summary>{i18n.tr(Key::MetaHistory)}</summary>
                 <ul class="meta-history" data-testid="meta-history" inner_html=move || history.get().unwrap_or_default()></ul>
             </details>
         </section>
@@ -187,16 +183,16 @@ fn MetaForm(editing: RwSignal<bool>) -> impl IntoView {
     };
     view! {
         <div class="meta-form" data-testid="meta-form">
-            <label>{move || i18n.t(Key::Tags)}
-                <input data-testid="meta-tags" node_ref=tags placeholder=move || i18n.t(Key::TagsHint) value=tags0/></label>
-            <label>{move || i18n.t(Key::Group)}
+            <label>{i18n.tr(Key::Tags)}
+                <input data-testid="meta-tags" node_ref=tags placeholder=i18n.tr(Key::TagsHint) value=tags0/></label>
+            <label>{i18n.tr(Key::Group)}
                 <input data-testid="meta-group" node_ref=group value=group0/></label>
-            <label>{move || i18n.t(Key::Notes)}
-                <textarea data-testid="meta-notes" node_ref=notes rows="6" placeholder=move || i18n.t(Key::NotesHint)>{notes0}</textarea></label>
+            <label>{i18n.tr(Key::Notes)}
+                <textarea data-testid="meta-notes" node_ref=notes rows="6" placeholder=i18n.tr(Key::NotesHint)>{notes0}</textarea></label>
             <p class="small alert field-error" data-testid="meta-error" data-field=move || error.get().map(|e| e.0)>{move || error.get().map(|e| e.1)}</p>
             <div class="row">
-                <button class="btn primary" data-testid="meta-save" disabled=move || busy.get() on:click=save>{move || i18n.t(Key::Save)}</button>
-                <button class="btn" on:click=move |_| editing.set(false)>{move || i18n.t(Key::Cancel)}</button>
+                <button class="btn primary" data-testid="meta-save" disabled=move || busy.get() on:click=save>{i18n.tr(Key::Save)}</button>
+                <button class="btn" on:click=move |_| editing.set(false)>{i18n.tr(Key::Cancel)}</button>
             </div>
         </div>
     }

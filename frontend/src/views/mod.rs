@@ -14,6 +14,7 @@ pub mod launch_html;
 pub mod login;
 pub mod meta;
 pub mod notify;
+pub mod params;
 pub mod queue;
 pub mod run;
 pub mod runs;

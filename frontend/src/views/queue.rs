@@ -264,7 +264,7 @@ pub fn QueuePage(base: String, route: Route) -> impl IntoView {
             <section class="panel" data-testid="queue" data-queue=name.clone()>
                 <div inner_html=head></div>
                 <div class="scroll" class:hide=move || open.with(|o| o.0 == 0) inner_html=move || open.with(|o| o.1.clone())></div>
-                <p class="muted small" class:hide=move || open.with(|o| o.0 != 0)>{move || i18n.t(Key::NoOpenJobs)}</p>
+                <p class="muted small" class:hide=move || open.with(|o| o.0 != 0)>{i18n.tr(Key::NoOpenJobs)}</p>
                 <details data-testid="recent" class:hide=move || done.with(|o| o.0 == 0)>
                     <summary>{move || format!("{} ({})", i18n.t(Key::Recent), done.with(|o| o.0))}</summary>
                     <div class="scroll" inner_html=move || done.with(|o| o.1.clone())></div>
@@ -273,20 +273,18 @@ pub fn QueuePage(base: String, route: Route) -> impl IntoView {
         }
     };
     view! {
-        <div class="crumbs"><a href="#/">{move || i18n.t(Key::BackToRuns)}</a></div>
+        <div class="crumbs"><a href="#/">{i18n.tr(Key::BackToRuns)}</a></div>
         <div class="page-head">
-            <h1>{move || i18n.t(Key::Queues)}</h1>
+            <h1>{i18n.tr(Key::Queues)}</h1>
             <span class="spacer"></span>
-            <a class="btn primary" href="#/launch" data-testid="to-launch">{move || i18n.t(Key::Launch)}</a>
+            <a class="btn primary" href="#/launch" data-testid="to-launch">{i18n.tr(Key::Launch)}</a>
             <ConnBadge conn=conn/>
         </div>
         {(!warnings.is_empty()).then(|| view! {
             <div class="banner warn" data-testid="submit-warnings">{warnings.join(" · ")}</div>
         })}
         {error_line(error)}
-        <Show when=move || queues.with(|q| q.as_ref().is_some_and(Vec::is_empty)) && names.with(Vec::is_empty)>
-            <p class="empty">{move || i18n.t(Key::NoQueues)}</p>
-        </Show>
+        {super::common::note_when("empty", Key::NoQueues, Signal::derive(move || queues.with(|q| q.as_ref().is_some_and(Vec::is_empty)) && names.with(Vec::is_empty)))}
         <div on:click=on_action(base, error)>
             <For each=move || names.get() key=|n| n.clone() let:name>
                 {section(name)}

@@ -35,7 +35,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         view_state.with(|v| model::shown_status(v.state.status, v.state.last_event_at, clock.get()))
     });
     view! {
-        <div class="crumbs"><a href="#/" data-testid="back">{move || i18n.t(Key::BackToRuns)}</a></div>
+        <div class="crumbs"><a href="#/" data-testid="back">{i18n.tr(Key::BackToRuns)}</a></div>
         <AlertBanner/>
         <RunHeader run=run.clone() shown=shown/>
         <MetaPanel/>
@@ -76,15 +76,11 @@ fn RunHeader(run: String, shown: Signal<ShownStatus>) -> impl IntoView {
                 <ControlBar/>
                 <RerunButton run=run.clone()/>
                 <span class="spacer"></span>
-                <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{move || i18n.t(Key::Events)}</span>
+                <span class="muted small"><span data-testid="event-count">{move || view_state.with(|v| v.state.event_count)}</span>" "{i18n.tr(Key::Events)}</span>
                 <ConnBadge conn=loaded.conn ended=ended/>
             </div>
-            <Show when=move || !has_events()>
-                <p class="muted">{move || i18n.t(Key::RunNotFound)}</p>
-            </Show>
-            <Show when=non_finite>
-                <div class="banner alert" data-testid="nonfinite-banner">{move || i18n.t(Key::NonFiniteLoss)}</div>
-            </Show>
+            {super::common::note_when("muted", Key::RunNotFound, Signal::derive(move || !has_events()))}
+            {super::common::show(Signal::derive(non_finite), move || view! { <div class="banner alert" data-testid="nonfinite-banner">{i18n.tr(Key::NonFiniteLoss)}</div> })}
             <ErrorBanner/>
             <RunStats/>
         </section>
@@ -189,13 +185,11 @@ fn RunCharts() -> impl IntoView {
     view! {
         <section class="panel">
             <ChartToolbar>
-                <button class="btn" data-testid="export-csv" on:click=export_csv>{move || i18n.t(Key::ExportCsv)}</button>
+                <button class="btn" data-testid="export-csv" on:click=export_csv>{i18n.tr(Key::ExportCsv)}</button>
             </ChartToolbar>
             <div class="charts">
                 <ChartPanel metric=LOSS.to_string() title=i18n.t(Key::LossCurve).to_string() sources=src(0)/>
-                <Show when=move || has_lr.get()>
-                    <ChartPanel metric=LR.to_string() title=i18n.t(Key::LearningRateCurve).to_string() sources=src(1)/>
-                </Show>
+                {super::common::show(Signal::derive(move || has_lr.get()), move || view! { <ChartPanel metric=LR.to_string() title=i18n.t(Key::LearningRateCurve).to_string() sources=src(1)/> })}
             </div>
             <For each=move || groups.get() key=|(g, names)| (g.clone(), names.clone()) let:group>
                 <h3 class="group-title" data-testid="metric-group">{if group.0.is_empty() { i18n.t(Key::Metrics).to_string() } else { format!("{}/", group.0) }}</h3>
@@ -277,20 +271,17 @@ fn Checkpoints() -> impl IntoView {
     };
     view! {
         <section class="panel">
-            <div class="panel-head"><h2>{move || i18n.t(Key::Checkpoints)}</h2></div>
-            <Show when=move || view_state.with(|v| v.state.checkpoints.is_empty())>
-                <p class="muted">{move || i18n.t(Key::NoCheckpoints)}</p>
-            </Show>
-            <Show when=move || view_state.with(|v| !v.state.checkpoints.is_empty())>
-                <div class="scroll">
+            <div class="panel-head"><h2>{i18n.tr(Key::Checkpoints)}</h2></div>
+            {super::common::note_when("muted", Key::NoCheckpoints, Signal::derive(move || view_state.with(|v| v.state.checkpoints.is_empty())))}
+            {super::common::show(Signal::derive(move || view_state.with(|v| !v.state.checkpoints.is_empty())), move || view! { <div class="scroll">
                 <table class="grid" data-testid="checkpoints">
                     <thead><tr>
-                        <th>{move || i18n.t(Key::ColFile)}</th>
-                        <th class="num">{move || i18n.t(Key::ColEpoch)}</th>
-                        <th class="num">{move || i18n.t(Key::ColStep)}</th>
-                        <th class="num">{move || i18n.t(Key::ColSize)}</th>
-                        <th>{move || i18n.t(Key::ColSaved)}</th>
-                        <th>{move || i18n.t(Key::ColMetrics)}</th>
+                        <th>{i18n.tr(Key::ColFile)}</th>
+                        <th class="num">{i18n.tr(Key::ColEpoch)}</th>
+                        <th class="num">{i18n.tr(Key::ColStep)}</th>
+                        <th class="num">{i18n.tr(Key::ColSize)}</th>
+                        <th>{i18n.tr(Key::ColSaved)}</th>
+                        <th>{i18n.tr(Key::ColMetrics)}</th>
                         <th></th>
                     </tr></thead>
                     <tbody>
@@ -314,8 +305,7 @@ fn Checkpoints() -> impl IntoView {
                     }).collect_view()}
                     </tbody>
                 </table>
-                </div>
-            </Show>
+                </div> })}
         </section>
     }
 }
@@ -352,16 +342,14 @@ fn ConfigTable() -> impl IntoView {
     };
     view! {
         <section class="panel">
-            <div class="panel-head"><h2>{move || i18n.t(Key::Config)}</h2></div>
+            <div class="panel-head"><h2>{i18n.tr(Key::Config)}</h2></div>
             <table class="kv" data-testid="config">
                 {move || rows().into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}
             </table>
-            <Show when=move || view_state.with(|v| !v.state.meta.is_empty())>
-                <h3 class="group-title">{move || i18n.t(Key::RunInfo)}</h3>
+            {super::common::show(Signal::derive(move || view_state.with(|v| !v.state.meta.is_empty())), move || view! { <h3 class="group-title">{i18n.tr(Key::RunInfo)}</h3>
                 <table class="kv" data-testid="run-meta">
                     {move || meta().into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}
-                </table>
-            </Show>
+                </table> })}
         </section>
     }
 }

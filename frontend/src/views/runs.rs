@@ -243,27 +243,24 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
     view! {
         <section class="panel">
             <div class="panel-head">
-                <h1>{move || i18n.t(Key::AllRuns)}</h1>
+                <h1>{i18n.tr(Key::AllRuns)}</h1>
                 <span class="count" data-testid="run-count">{move || runs.with(|m| m.len())}</span>
                 <span class="spacer"></span>
                 <ConnBadge conn=conn/>
             </div>
             <RunsToolbar list=list picked=picked runs=runs values=values/>
-            <Show when=move || runs.with(|m| m.is_empty())>
-                <div class="empty">
-                    <p>{move || i18n.t(Key::NoRuns)}</p>
-                    <code>{move || i18n.t(Key::NoRunsHint)}</code>
-                </div>
-            </Show>
-            <Show when=move || runs.with(|m| !m.is_empty())>
-                <div class="scroll">
+            {super::common::show(Signal::derive(move || runs.with(|m| m.is_empty())), move || view! { <div class="empty">
+                    <p>{i18n.tr(Key::NoRuns)}</p>
+                    <code>{i18n.tr(Key::NoRunsHint)}</code>
+                </div> })}
+            {super::common::show(Signal::derive(move || runs.with(|m| !m.is_empty())), move || view! { <div class="scroll">
                 <table class="runs" data-testid="runs-table">
                     <thead><tr>
-                        <th class="pick"><input type="checkbox" data-testid="pick-all" title=move || i18n.t(Key::PickAll)
+                        <th class="pick"><input type="checkbox" data-testid="pick-all" title=i18n.tr(Key::PickAll)
                             on:change=move |ev| { let on = event_target_checked(&ev); picked.update(|p| { p.clear(); if on { p.extend(shown().into_iter().map(|s| s.run)); } }) }/></th>
                         <SortHeader list=list by=SortBy::Name key=Key::ColName class=""/>
                         <SortHeader list=list by=SortBy::Status key=Key::ColStatus class=""/>
-                        <th>{move || i18n.t(Key::ColProgress)}</th>
+                        <th>{i18n.tr(Key::ColProgress)}</th>
                         <SortHeader list=list by=SortBy::Step key=Key::ColStep class="num"/>
                         <SortHeader list=list by=SortBy::Loss key=Key::ColLoss class="num"/>
                         <SortHeader list=list by=SortBy::Best key=Key::ColBestLoss class="num"/>
@@ -287,10 +284,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                     </tbody>
                 </table>
                 </div>
-                <Show when=move || shown().is_empty()>
-                    <p class="muted">{move || i18n.t(Key::NoMatch)}</p>
-                </Show>
-            </Show>
+                {super::common::note_when("muted", Key::NoMatch, Signal::derive(move || shown().is_empty()))} })}
         </section>
     }
 }
@@ -329,6 +323,25 @@ fn RunsToolbar(
             &[],
         )
     };
+    // The parameter view of the runs picked, else of the runs the filters show (a tag
+    // or group stays a filter, so runs that join the sweep later show up too).
+    let params_href = move || {
+        let mut p = vec![("tag", list.tag.get()), ("group", list.group.get())];
+        let ids = if picked.with(|p| !p.is_empty()) {
+            picked.with(|p| p.iter().cloned().collect::<Vec<_>>())
+        } else if !list.query.get().is_empty() || !list.status.get().is_empty() {
+            runs.with(|m| list.apply(m, crate::api::now_s()))
+                .into_iter()
+                .map(|s| s.run)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !ids.is_empty() {
+            p = vec![("runs", ids.join(","))];
+        }
+        Route::hash(&Page::Params, &p)
+    };
     // (value, label) of every key the relay listed under `field`.
     let keys = move |field: &str, prefix: &str| {
         values.with(|v| {
@@ -340,16 +353,16 @@ fn RunsToolbar(
     };
     view! {
         <div class="toolbar">
-            <input type="search" class="filter" data-testid="filter" placeholder=move || i18n.t(Key::FilterRuns)
+            <input type="search" class="filter" data-testid="filter" placeholder=i18n.tr(Key::FilterRuns)
                 prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev))/>
             <select data-testid="status-filter" prop:value=move || status.get()
                 on:change=move |ev| status.set(event_target_value(&ev))>
-                <option value="">{move || i18n.t(Key::AllStatuses)}</option>
+                <option value="">{i18n.tr(Key::AllStatuses)}</option>
                 {STATUSES.iter().map(|s| {
                     let s = *s;
                     view! { <option value=s.as_str()>{move || i18n.t(super::common::status_key(ShownStatus::Run(s)))}</option> }
                 }).collect_view()}
-                <option value="stale">{move || i18n.t(Key::StatusStale)}</option>
+                <option value="stale">{i18n.tr(Key::StatusStale)}</option>
             </select>
             <select data-testid="tag-filter" on:change=move |ev| tag.set(event_target_value(&ev))
                 inner_html=move || {
@@ -358,10 +371,8 @@ fn RunsToolbar(
                     options(&mut h, &tag.get(), std::iter::once((String::new(), i18n.t(Key::AllTags).to_string())).chain(tags.into_iter().map(|t| (t.clone(), t))));
                     h.0
                 }></select>
-            <Show when=move || !list.group.get().is_empty()>
-                <button class="btn small" data-testid="group-filter" on:click=move |_| list.group.set(String::new())>
-                    {move || format!("{}: {} ×", i18n.t(Key::Group), list.group.get())}</button>
-            </Show>
+            {super::common::show(Signal::derive(move || !list.group.get().is_empty()), move || view! { <button class="btn small" data-testid="group-filter" on:click=move |_| list.group.set(String::new())>
+                    {move || format!("{}: {} ×", i18n.t(Key::Group), list.group.get())}</button> })}
             <select data-testid="group-by" on:change=move |ev| by.set(event_target_value(&ev))
                 inner_html=move || {
                     let mut h = Html::default();
@@ -388,10 +399,12 @@ fn RunsToolbar(
             }></select>
             <span class="spacer"></span>
             <span class="muted small">{move || (picked.with(|p| p.len()) < 2).then(|| i18n.t(Key::CompareHint))}</span>
+            <a class="btn" data-testid="params-button" href=params_href title=i18n.tr(Key::ParamsOf)>
+                {i18n.tr(Key::Params)}</a>
             <a class=move || compare_class(picked.with(|p| p.len()))
                 data-testid="compare-button" href=compare_href
                 aria-disabled=move || (picked.with(|p| p.len()) < 2).to_string()>
-                {move || i18n.t(Key::Compare)}" ("{move || picked.with(|p| p.len())}")"
+                {i18n.tr(Key::Compare)}" ("{move || picked.with(|p| p.len())}")"
             </a>
         </div>
     }
@@ -470,7 +483,7 @@ fn RunRow(
             <td class="num">{s.step}</td>
             <td class=loss_class data-testid="row-loss">{fmt_opt(s.current_loss, 5)}</td>
             <td class="num" data-testid="row-best" title=move || best_hint.clone().unwrap_or_else(|| i18n.t(Key::BestLossHint).to_string())>{fmt_opt(best, 5)}
-                {is_val.then(|| view! { <span class="muted small val-tag">" "{move || i18n.t(Key::ValTag)}</span> })}</td>
+                {is_val.then(|| view! { <span class="muted small val-tag">" "{i18n.tr(Key::ValTag)}</span> })}</td>
             <td>{move || ago(i18n, started, clock.get())}</td>
             <td class="num">{dur}</td>
             <For each=move || cols.get() key=|c| c.clone() let:c>
@@ -487,7 +500,7 @@ fn ExtraHead(col: String, cols: RwSignal<Vec<String>>) -> impl IntoView {
     let name = table::column_parts(&col).1.to_string();
     view! {
         <th class="num extra" data-testid="extra-col">{name}
-            <button class="x" title=move || i18n.t(Key::RemoveColumn)
+            <button class="x" title=i18n.tr(Key::RemoveColumn)
                 on:click=move |_| cols.update(|v| v.retain(|x| *x != col))>"×"</button></th>
     }
 }
@@ -500,7 +513,7 @@ fn ExtraCell(run: String, col: String, values: RwSignal<serde_json::Value>) -> i
 
 /// `<option>`s, the one of value `selected` marked (set with the options, so a new
 /// list keeps the choice).
-fn options(h: &mut Html, selected: &str, items: impl Iterator<Item = (String, String)>) {
+pub(super) fn options(h: &mut Html, selected: &str, items: impl Iterator<Item = (String, String)>) {
     for (value, label) in items {
         h.raw("<option value=\"").text(&value).raw("\"");
         if value == selected {

@@ -57,13 +57,13 @@ pub fn LogsPanel() -> impl IntoView {
     view! {
         <section class="panel logs" data-testid="logs">
             <div class="panel-head">
-                <h2>{move || i18n.t(Key::Logs)}</h2>
+                <h2>{i18n.tr(Key::Logs)}</h2>
                 <span class="spacer"></span>
                 <select data-testid="log-level" on:change=move |ev| min_level.set(event_target_value(&ev).parse().unwrap_or(0))>
-                    <option value="0">{move || i18n.t(Key::AllLevels)}</option>
+                    <option value="0">{i18n.tr(Key::AllLevels)}</option>
                     {LEVELS.iter().enumerate().skip(1).map(|(i, l)| view! { <option value=i.to_string()>{format!("≥ {l}")}</option> }).collect_view()}
                 </select>
-                <input type="search" data-testid="log-search" placeholder=move || i18n.t(Key::Search)
+                <input type="search" data-testid="log-search" placeholder=i18n.tr(Key::Search)
                     on:input=move |ev| query.set(event_target_value(&ev))/>
                 <button class=move || if follow.get() { "btn on" } else { "btn" } data-testid="log-follow"
                     on:click=move |_| follow.update(|f| *f = !*f)>
@@ -71,9 +71,7 @@ pub fn LogsPanel() -> impl IntoView {
                 </button>
             </div>
             <div class="log-list" node_ref=list>
-                <Show when=move || lines.with(|l| l.is_empty())>
-                    <p class="muted">{move || i18n.t(Key::NoLogs)}</p>
-                </Show>
+                {super::common::note_when("muted", Key::NoLogs, Signal::derive(move || lines.with(|l| l.is_empty())))}
                 <For each=move || lines.get() key=|l| l.id let:l>
                     <div class=format!("log-line lvl-{}", l.level) data-testid="log-line">
                         <span class="log-time mono">{crate::chart::fmt_x(l.time, crate::chart::XMode::Wall)}</span>
@@ -128,7 +126,7 @@ pub fn SystemPanel(shown: Signal<model::ShownStatus>) -> impl IntoView {
     let body = move || view_state.with(|v| system_rows(i18n, v).map(|r| r.collect_view()));
     view! {
         <section class="panel" data-testid="system">
-            <div class="panel-head"><h2>{move || i18n.t(Key::System)}</h2></div>
+            <div class="panel-head"><h2>{i18n.tr(Key::System)}</h2></div>
             {move || when().map(|w| view! { <p class="muted sys-when" data-testid="sys-when">{w}</p> })}
             {move || body().map(|b| b.into_any()).unwrap_or_else(|| view! { <p class="muted">{i18n.t(Key::NoSystem)}</p> }.into_any())}
         </section>

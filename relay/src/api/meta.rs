@@ -132,6 +132,10 @@ pub struct ValuesQuery {
     metrics: Option<String>,
     /// Comma-separated run ids; every run when absent.
     runs: Option<String>,
+    /// Only the runs carrying this tag.
+    tag: Option<String>,
+    /// Only the runs of this group.
+    group: Option<String>,
 }
 
 fn wanted(list: Option<&str>) -> Option<BTreeSet<String>> {
@@ -146,7 +150,8 @@ fn wanted(list: Option<&str>) -> Option<BTreeSet<String>> {
 
 /// `GET /api/values?config=lr,opt.name&metrics=val_loss`: every config key and
 /// metric name the runs have (`config_keys`, `metric_keys`), and per run the values
-/// asked for: config leaves flattened to dotted keys, each metric's latest value.
+/// asked for: config leaves flattened to dotted keys, each metric's latest value, and
+/// its name. `runs=a,b`, `tag=` and `group=` narrow the runs (the keys too).
 pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpResponse, ApiError> {
     let config = wanted(q.config.as_deref());
     let metrics = wanted(q.metrics.as_deref());
@@ -163,6 +168,13 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
         let Some(state) = data.store.state(&summary.run) else {
             continue;
         };
+        if q.tag.as_ref().is_some_and(|t| !state.tags.contains(t))
+            || q.group
+                .as_ref()
+                .is_some_and(|g| state.group.as_ref() != Some(g))
+        {
+            continue;
+        }
         let mut cfg = Map::new();
         for (k, v) in meta::flat_config(&state.config) {
             let take = all_config || config.as_ref().is_some_and(|c| c.contains(&k));
@@ -178,7 +190,10 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
                 ms.insert(k.clone(), stepwatch_events::num::to_json(*v));
             }
         }
-        runs.insert(summary.run.clone(), json!({"config": cfg, "metrics": ms}));
+        runs.insert(
+            summary.run.clone(),
+            json!({"name": state.name, "config": cfg, "metrics": ms}),
+        );
     }
     Ok(HttpResponse::Ok().json(json!({
         "config_keys": config_keys, "metric_keys": metric_keys, "runs": runs
