@@ -452,6 +452,7 @@ impl Sender {
                 s.dropped, s.dropped_batch_end
             )),
             extra: fields,
+            ..Default::default()
         }));
         e.time = Some(now());
         let _ = self.post_all(&mut vec![e]);

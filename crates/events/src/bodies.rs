@@ -139,6 +139,8 @@ body!(
         traceback: String,
         /// A fatal error ends the run as failed.
         fatal: bool,
+        /// The rank of a distributed run that sent it (see `Rank`).
+        rank: u64,
     }
 );
 body!(
@@ -148,6 +150,8 @@ body!(
         level: String,
         message: String,
         logger: String,
+        /// The rank of a distributed run that sent it.
+        rank: u64,
     }
 );
 body!(
@@ -157,6 +161,11 @@ body!(
         mem_used_bytes: u64,
         mem_total_bytes: u64,
         gpus: Vec<Map<String, Value>>,
+        /// The rank of a distributed run that sent it; with its step and mean step time
+        /// (ms) since its previous sample.
+        rank: u64,
+        step: u64,
+        step_ms: f64,
     }
 );
 body!(
@@ -170,6 +179,35 @@ body!(
         command: String,
         /// What the command produced (the answer of `ask`: text, numbers, a table).
         output: Value,
+        /// The rank that answered, in a distributed run: the command is done when every
+        /// rank has done it.
+        rank: u64,
+    }
+);
+body!(
+    /// `rank`: one process of a distributed run (`torchrun`, `srun`, `mpirun`). Each rank's
+    /// SDK sends `state: "started"` when it connects and `"ended"` (with `status`) when its
+    /// process ends; the relay writes `"lost"` for a rank that went silent while the run
+    /// was live (killed, out of memory, its host gone).
+    Rank {
+        rank: u64,
+        /// `started`, `ended` or `lost`.
+        state: String,
+        world_size: u64,
+        local_rank: u64,
+        local_world_size: u64,
+        /// The node's index (torchrun's `GROUP_RANK`, Slurm's `SLURM_NODEID`).
+        node_rank: u64,
+        host: String,
+        pid: u64,
+        /// How an ended rank ended: `completed`, `failed` or `stopped`.
+        status: String,
+        /// Seconds between the rank's heartbeats (its silence is judged by them).
+        interval: f64,
+        /// Why (for `lost`: what was last heard).
+        message: String,
+        /// The rank's last step, when known.
+        step: u64,
     }
 );
 body!(

@@ -10,7 +10,7 @@
 pub use crate::bodies::{
     Alert, AlertDelivery, AlertFired, AlertResolved, AlertRule, BatchEnd, BatchStart,
     CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart, ErrorOccurred,
-    Log, MetricUpdate, RunMeta, System, TrainingEnd, TrainingStart,
+    Log, MetricUpdate, Rank, RunMeta, System, TrainingEnd, TrainingStart,
 };
 use crate::fields::{kind, take, write_f64, write_key};
 pub use crate::fields::{EventError, Metrics};
@@ -66,6 +66,7 @@ pub enum EventBody {
     AlertResolved(AlertResolved),
     AlertDelivery(AlertDelivery),
     RunMeta(RunMeta),
+    Rank(Rank),
     /// Any other valid name: stored, streamed and listed as sent.
     Custom {
         name: String,
@@ -75,7 +76,7 @@ pub enum EventBody {
 
 /// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
 /// stream carries that a client understands (the dashboard listens for these).
-pub const KNOWN_EVENTS: [&str; 20] = [
+pub const KNOWN_EVENTS: [&str; 21] = [
     "training_start",
     "training_end",
     "epoch_start",
@@ -96,6 +97,7 @@ pub const KNOWN_EVENTS: [&str; 20] = [
     "alert_resolved",
     "alert_delivery",
     "run_meta",
+    "rank",
 ];
 
 impl EventBody {
@@ -122,6 +124,7 @@ impl EventBody {
             EventBody::AlertResolved(_) => "alert_resolved",
             EventBody::AlertDelivery(_) => "alert_delivery",
             EventBody::RunMeta(_) => "run_meta",
+            EventBody::Rank(_) => "rank",
             EventBody::Custom { name, .. } => name,
         }
     }
@@ -150,6 +153,7 @@ impl EventBody {
             "alert_resolved" => EventBody::AlertResolved(AlertResolved::take_from(fields)?),
             "alert_delivery" => EventBody::AlertDelivery(AlertDelivery::take_from(fields)?),
             "run_meta" => EventBody::RunMeta(RunMeta::take_from(fields)?),
+            "rank" => EventBody::Rank(Rank::take_from(fields)?),
             _ => EventBody::Custom {
                 name,
                 fields: std::mem::take(fields),
@@ -179,6 +183,7 @@ impl EventBody {
             EventBody::AlertResolved(b) => b.write_fields(out, taken),
             EventBody::AlertDelivery(b) => b.write_fields(out, taken),
             EventBody::RunMeta(b) => b.write_fields(out, taken),
+            EventBody::Rank(b) => b.write_fields(out, taken),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     if !taken(k) {
@@ -212,6 +217,7 @@ impl EventBody {
             EventBody::AlertResolved(b) => b.put_into(out),
             EventBody::AlertDelivery(b) => b.put_into(out),
             EventBody::RunMeta(b) => b.put_into(out),
+            EventBody::Rank(b) => b.put_into(out),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     out.entry(k.clone()).or_insert_with(|| v.clone());

@@ -13,6 +13,7 @@
 //! - [`num`]: non-finite numbers travel as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //! - [`state`]: [`RunState::apply`], the reducer; [`records`]: the plain data it keeps
 //!   (status, checkpoints, commands, last error); [`summary`]: [`RunSummary`] for run lists.
+//! - [`world`]: a distributed run's ranks (`rank` events, per-rank samples and answers).
 //! - [`meta`]: a run's tags, group and notes (`run_meta`): the checks and normalisation
 //!   every writer applies.
 //! - [`progress`]: [`Pace`] and [`Progress`] (1-based epochs, batches done, ETA), read by
@@ -45,6 +46,7 @@ pub mod series;
 pub mod state;
 pub mod summary;
 pub mod template;
+pub mod world;
 
 pub use event::{
     is_valid_event_name, is_valid_run_id, parse_batch, BatchError, Event, EventBody, EventError,

@@ -114,6 +114,15 @@ pub struct CommandState {
     pub sent_at: Option<f64>,
     #[serde(with = "num::opt", default)]
     pub updated_at: Option<f64>,
+    /// Id of the `command` event (commands are carried out in this order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<u64>,
+    /// A distributed run's answers, by rank (each rank's latest status).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ranks: BTreeMap<u64, String>,
+    /// Ranks that have not acted on it yet (distributed runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<u64>,
 }
 
 impl CommandState {
@@ -131,4 +140,7 @@ pub struct LastError {
     pub fatal: bool,
     #[serde(with = "num::opt", default)]
     pub time: Option<f64>,
+    /// The rank it came from, in a distributed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u64>,
 }

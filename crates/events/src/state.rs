@@ -7,7 +7,7 @@
 use crate::alerts::AlertsState;
 use crate::event::{
     BatchEnd, BatchStart, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart,
-    ErrorOccurred, Event, EventBody, RunMeta, System, TrainingEnd, TrainingStart,
+    ErrorOccurred, Event, EventBody, Rank, RunMeta, System, TrainingEnd, TrainingStart,
 };
 use crate::num;
 use crate::progress::{Pace, Position, Progress};
@@ -15,6 +15,7 @@ pub use crate::records::{
     is_validation_loss, BestMetric, Checkpoint, CommandState, LastError, RunStatus, COMMANDS,
     MAX_CHECKPOINTS, MAX_COMMANDS, MAX_COMMAND_MESSAGES,
 };
+use crate::world::World;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -109,6 +110,9 @@ pub struct RunState {
     /// Free-text notes (Markdown), when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// A distributed run's ranks (see [`crate::world`]); none for a single process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
 }
 
 impl RunState {
@@ -154,6 +158,12 @@ impl RunState {
             self.started_at = t;
         }
         self.pace.kept = true;
+        let rank = rank_of(&e.body);
+        if let Some(r) = rank {
+            self.world
+                .get_or_insert_with(World::default)
+                .seen(r, e.received.or(t));
+        }
         match &e.body {
             EventBody::TrainingStart(b) => self.training_start(b, t),
             EventBody::TrainingEnd(b) => self.training_end(b, t),
@@ -174,8 +184,17 @@ impl RunState {
                 }
             }
             EventBody::ErrorOccurred(err) => self.error_occurred(err, t),
-            EventBody::System(s) => self.system = Some(system_fields(s)),
-            EventBody::Command(c) => self.command(c, t),
+            EventBody::System(s) => match (rank, &mut self.world) {
+                (Some(r), Some(w)) => {
+                    w.system(r, s);
+                    if r == 0 {
+                        self.system = Some(system_fields(s));
+                    }
+                }
+                _ => self.system = Some(system_fields(s)),
+            },
+            EventBody::Rank(r) => self.rank_event(r, t),
+            EventBody::Command(c) => self.command(c, e.id, t),
             EventBody::CommandAck(a) => self.apply_ack(a, t),
             EventBody::AlertRule(r) => self.alerts.rule(r),
             EventBody::AlertFired(f) => self.alerts.fired(f, t, e.id),
@@ -184,6 +203,16 @@ impl RunState {
             EventBody::RunMeta(m) => self.run_meta(m),
             EventBody::Log(_) | EventBody::Alert(_) | EventBody::Custom { .. } => {}
         }
+    }
+
+    /// The ranks not yet at a command's step (or not done with it): what its answers
+    /// wait for.
+    pub fn ranks_waiting(&self, command_id: &str) -> &[u64] {
+        self.commands
+            .iter()
+            .rev()
+            .find(|c| c.id == command_id)
+            .map_or(&[], |c| c.waiting.as_slice())
     }
 
     fn run_meta(&mut self, m: &RunMeta) {
@@ -225,11 +254,58 @@ impl RunState {
         self.pace.pause(t, false);
         self.is_training = false;
         self.ended_at = t;
+        if self.status == RunStatus::Failed && self.rank_failure() {
+            return; // a rank failed the run; rank 0 then ended as the launcher stopped it
+        }
         self.status = match b.status.as_deref() {
             Some("failed") => RunStatus::Failed,
             Some("stopped") => RunStatus::Stopped,
             _ => RunStatus::Completed,
         };
+    }
+
+    /// The run failed because of one rank (its error, or its silence).
+    fn rank_failure(&self) -> bool {
+        self.last_error
+            .as_ref()
+            .is_some_and(|e| e.fatal && e.rank.is_some())
+    }
+
+    /// A `rank` event: joined, ended, or (written by the relay) lost.
+    fn rank_event(&mut self, r: &Rank, t: Option<f64>) {
+        let world = self.world.get_or_insert_with(World::default);
+        world.rank_event(r);
+        let (Some(n), Some("lost")) = (r.rank, r.state.as_deref()) else {
+            return;
+        };
+        let seen = world.rank(n).and_then(|x| x.seen_at);
+        let mut message = format!("{} died without a word", world.name(n));
+        if let Some(step) = r.step.or_else(|| world.rank(n).and_then(|x| x.step)) {
+            message.push_str(&format!(" at step {step}"));
+        }
+        message.push_str(": killed (SIGKILL, out of memory) or its host went down");
+        if let Some(m) = &r.message {
+            message.push_str(&format!(" ({m})"));
+        }
+        // Another rank's error after this one went quiet followed from it.
+        let earlier_cause = self.last_error.as_ref().is_some_and(|e| {
+            e.fatal
+                && e.rank.is_some_and(|x| x != n)
+                && matches!((e.time, seen), (Some(a), Some(b)) if a < b)
+        });
+        if self.status == RunStatus::Completed || earlier_cause {
+            return;
+        }
+        self.status = RunStatus::Failed;
+        self.is_training = false;
+        self.ended_at = self.ended_at.or(t);
+        self.last_error = Some(LastError {
+            message,
+            traceback: None,
+            fatal: true,
+            time: t,
+            rank: Some(n),
+        });
     }
 
     fn epoch_start(&mut self, b: &EpochStart) {
@@ -339,11 +415,27 @@ impl RunState {
 
     fn error_occurred(&mut self, err: &ErrorOccurred, t: Option<f64>) {
         let fatal = err.fatal.unwrap_or(false);
+        let mut message = err.message.clone().unwrap_or_default();
+        let rank = err
+            .rank
+            .filter(|_| self.world.as_ref().is_some_and(|w| w.size > 1));
+        if let (Some(r), Some(w)) = (rank, &mut self.world) {
+            message = format!("{}: {message}", w.name(r));
+            if fatal {
+                if let Some(x) = w.rank_mut(r) {
+                    x.state = "failed".into();
+                }
+                if self.status == RunStatus::Failed && self.rank_failure() {
+                    return; // the first rank to fail is the cause; this followed
+                }
+            }
+        }
         self.last_error = Some(LastError {
-            message: err.message.clone().unwrap_or_default(),
+            message,
             traceback: err.traceback.clone(),
             fatal,
             time: t,
+            rank,
         });
         if fatal {
             self.status = RunStatus::Failed;
@@ -351,8 +443,9 @@ impl RunState {
         }
     }
 
-    fn command(&mut self, c: &Command, t: Option<f64>) {
+    fn command(&mut self, c: &Command, id: Option<u64>, t: Option<f64>) {
         self.commands.push(CommandState {
+            event_id: id,
             id: c.command_id.clone().unwrap_or_default(),
             command: c.command.clone().unwrap_or_default(),
             args: c.args.clone().unwrap_or_default(),
@@ -378,9 +471,22 @@ impl RunState {
         ) {
             return; // final answers are final
         }
-        let status = a.status.clone().unwrap_or_else(|| "accepted".into());
+        let mut status = a.status.clone().unwrap_or_else(|| "accepted".into());
+        let world = self.world.as_ref().filter(|w| w.size > 1);
+        let mut said = a.message.clone();
+        if let (Some(r), Some(w)) = (a.rank, world) {
+            // Every rank answers; the command is done when all have done it.
+            let got = w.ack(&mut cmd.ranks, r, &status);
+            cmd.waiting = got.waiting;
+            if r != 0 {
+                said = said
+                    .filter(|_| matches!(status.as_str(), "rejected" | "failed"))
+                    .map(|m| format!("{}: {m}", w.name(r)));
+            }
+            status = got.status;
+        }
         cmd.status = status.clone();
-        if let Some(m) = &a.message {
+        if let Some(m) = &said {
             if cmd.messages.last() != Some(m) {
                 if cmd.messages.len() >= MAX_COMMAND_MESSAGES {
                     cmd.messages.remove(1); // keep the first word and the newest
@@ -394,9 +500,10 @@ impl RunState {
         }
         cmd.updated_at = t;
         let command = cmd.command.clone();
+        let all = cmd.waiting.is_empty();
         // The run's status follows the trainer's answers, not the clicks.
         match (command.as_str(), status.as_str()) {
-            ("pause", "accepted") if self.status.is_live() => {
+            ("pause", "accepted") if self.status.is_live() && all => {
                 self.status = RunStatus::Paused;
                 self.pace.pause(t, true);
             }
@@ -502,6 +609,21 @@ impl RunState {
             .map(|(_, c)| c)
     }
 }
+/// The rank an event came from, for those a rank of a distributed run tags.
+fn rank_of(body: &EventBody) -> Option<u64> {
+    match body {
+        EventBody::System(s) => s.rank,
+        EventBody::Log(l) => l.rank,
+        EventBody::ErrorOccurred(e) => e.rank,
+        EventBody::CommandAck(a) => a.rank,
+        EventBody::Rank(r) => r.rank.filter(|_| r.state.as_deref() != Some("lost")),
+        EventBody::Custom { name, fields } if name == "heartbeat" => {
+            fields.get("rank").and_then(Value::as_u64)
+        }
+        _ => None,
+    }
+}
+
 /// A `system` event's fields, as the state keeps the latest.
 fn system_fields(s: &System) -> Map<String, Value> {
     let mut m = Map::new();

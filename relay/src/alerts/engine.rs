@@ -17,7 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stepwatch_events::alerts::{At, Rule, RunAlerts, Transition};
-use stepwatch_events::event::Command;
+use stepwatch_events::event::{Command, Rank};
 use stepwatch_events::{Event, EventBody, RunState};
 
 /// Batches waiting for the engine before the hub stops handing them over (the engine
@@ -348,6 +348,38 @@ impl Engine {
         }
         for (state, out) in decided {
             self.write(&state, out);
+        }
+        self.lost_ranks(now);
+    }
+
+    /// A distributed run's ranks that went silent (killed, out of memory, host gone):
+    /// each gets a `rank` event with `state: "lost"`, which fails the run naming it.
+    /// Stored once across relays: `(src, seq)` is the rank and when it was last heard.
+    fn lost_ranks(&mut self, now: f64) {
+        let mut lost = Vec::new();
+        for (run, t) in &self.runs {
+            let Some(w) = &t.state.world else { continue };
+            for n in w.silent(now) {
+                let Some(r) = w.rank(n) else { continue };
+                let seen = r.seen_at.unwrap_or(0.0);
+                let mut e = Event::new(EventBody::Rank(Rank {
+                    rank: Some(n),
+                    state: Some("lost".into()),
+                    step: r.step,
+                    message: Some(format!("nothing heard for {:.0} s", now - seen)),
+                    ..Default::default()
+                }));
+                e.src = Some(format!("relay:rank-lost:{n}"));
+                e.seq = Some((seen * 1000.0).max(1.0) as u64);
+                e.time = Some(now);
+                lost.push((run.clone(), e));
+            }
+        }
+        for (run, e) in lost {
+            let hub = self.hub.clone();
+            if let Err(err) = self.store.append(&run, vec![e], now, &|c| hub.publish(c)) {
+                tracing::warn!(run = %run, error = %err, "cannot record a lost rank");
+            }
         }
     }
 

@@ -210,14 +210,15 @@ pub async fn command_stream(
     let who = identity(&req);
     let ticket = open_ticket(&data, &who)?;
     let mut live = data.hub.subscribe_run(&run);
-    let open: Vec<String> = data
+    // With their event ids: the ranks of a distributed run agree on them by number.
+    let open: Vec<(Option<u64>, String)> = data
         .store
         .state(&run)
         .map(|s| {
             s.open_commands()
                 .map(|c| {
-                    json!({"event": "command", "command_id": c.id, "command": c.command, "args": c.args, "time": c.sent_at})
-                        .to_string()
+                    let json = json!({"event": "command", "command_id": c.id, "command": c.command, "args": c.args, "time": c.sent_at});
+                    (c.event_id, json.to_string())
                 })
                 .collect()
         })
@@ -230,8 +231,8 @@ pub async fn command_stream(
         if start(&tx).await.is_err() {
             return;
         }
-        for json in &open {
-            if deliver(&tx, command_message(None, json)).await.is_err() {
+        for (id, json) in &open {
+            if deliver(&tx, command_message(*id, json)).await.is_err() {
                 return;
             }
         }

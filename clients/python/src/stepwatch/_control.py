@@ -52,7 +52,7 @@ from collections import deque
 from types import CodeType, FrameType, FunctionType, ModuleType
 from typing import Any, Callable
 
-from . import _resume
+from . import _dist, _resume
 from ._emitter import TrainingEventEmitter
 
 _log = logging.getLogger("stepwatch")
@@ -230,8 +230,14 @@ class Controller:
         token: str | None = None,
         raise_on_stop: bool = False,
         stop: str | None = None,
+        world: _dist.World | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        #: In a distributed run: this rank, and how the ranks agree on a command's step.
+        self.world = world
+        self._agreement = _dist.Agreement(world) if world is not None else None
+        self._inbox: list[tuple[int, dict[str, Any]]] = []  # (event id, command) to agree
+        self._newest = 0  # the newest command id received
         self.run = run
         self.token = token
         #: How a stop reaches the loop: one of :data:`STOP_MODES`.
@@ -307,9 +313,40 @@ class Controller:
             self._batches += 1
             step = record.get("step")
             self._step = step if step is not None else self._batches
+            if self._agreement is not None:
+                self._agree(self._agreement)
         elif event == "epoch_start" and self._stop_id is not None:
             self._epochs_since_stop += 1
         self.control_point(where=event)
+
+    # -- distributed runs ----------------------------------------------------------------
+    def _receive(self, cmd: dict[str, Any], eid: int | None) -> None:
+        """A command from the stream. In a distributed run it waits in the inbox for the
+        step every rank acts at (see :class:`stepwatch._dist.Agreement`); while paused, or
+        when the ranks cannot agree, it is handled at once."""
+        a = self._agreement
+        with self._cond:
+            if a is None or a.failed is not None or self._pause_id is not None:
+                self._dispatch(cmd)
+                return
+            self._inbox.append((eid or 0, cmd))
+            self._newest = max(self._newest, eid or 0)
+            self._cond.notify_all()
+
+    def _agree(self, a: _dist.Agreement) -> None:
+        """At a ``batch_end``: every rank takes the commands up to the newest id all of
+        them have received, so all act on them at this step."""
+        if not self._inbox and not a.available():
+            return
+        upto = a.agree(self._newest) if a.available() else None
+        self._flush_inbox(upto)
+
+    def _flush_inbox(self, upto: int | None) -> None:
+        with self._cond:
+            take = [c for i, c in self._inbox if upto is None or i <= upto]
+            self._inbox = [(i, c) for i, c in self._inbox if upto is not None and i > upto]
+            for cmd in take:
+                self._dispatch(cmd)
 
     def control_point(self, raise_on_stop: bool | None = None, where: str | None = None) -> None:
         """Runs queued commands; blocks while paused; after a stop, may raise
@@ -323,9 +360,12 @@ class Controller:
             pause_id = self._pause_id
             if not self._pause_acked:
                 self._pause_acked = True
-                self._ack(pause_id, "pause", "accepted", "paused")
+                self._ack(pause_id, "pause", "accepted", "paused", step=self._step)
             with self._cond:
                 while self._resume_id is None and self._stop_id is None and not self._closed:
+                    if self._inbox:  # came before the pause: no collective while paused
+                        self._flush_inbox(None)
+                        continue
                     self._cond.wait(0.2)
                     if self._work:
                         self._cond.release()
@@ -472,9 +512,17 @@ class Controller:
 
     # -- answers ------------------------------------------------------------------------
     def _ack(
-        self, cid: str, command: str, status: str, message: str = "", output: Any = None
+        self,
+        cid: str,
+        command: str,
+        status: str,
+        message: str = "",
+        output: Any = None,
+        step: Any = None,
     ) -> None:
         fields: dict[str, Any] = {"command_id": cid, "command": command, "status": status}
+        if step is not None:
+            fields["step"] = step  # where the loop acted (a pause: the step it holds at)
         if message:
             fields["message"] = message
         if output is not None:
@@ -517,6 +565,9 @@ class Controller:
         self._seen.add(cid)
         if name not in KNOWN:
             self._ack(cid, str(name), "rejected", f"unknown command {name!r}")
+            return
+        if name == "ask" and self.world is not None and self.world.rank != 0:
+            self._ack(cid, name, "done", "answered by rank 0")
             return
         with self._cond:
             if name == "pause":
@@ -568,7 +619,7 @@ class Controller:
                 with urllib.request.urlopen(req, timeout=60) as resp:
                     self.connected = True
                     backoff = 0.2
-                    event, data = "", []
+                    event, data, eid = "", [], None
                     for raw in resp:
                         if self._closed:
                             return
@@ -577,13 +628,15 @@ class Controller:
                             event = line[6:].strip()
                         elif line.startswith("data:"):
                             data.append(line[5:].strip())
+                        elif line.startswith("id:"):
+                            eid = int(line[3:].strip()) if line[3:].strip().isdigit() else None
                         elif not line:
                             if event == "command" and data:
                                 try:
-                                    self._dispatch(json.loads("\n".join(data)))
+                                    self._receive(json.loads("\n".join(data)), eid)
                                 except ValueError:
                                     _log.warning("stepwatch: bad command message %r", data)
-                            event, data = "", []
+                            event, data, eid = "", [], None
             except Exception:
                 pass  # relay down or restarting: reconnect, open commands come again
             self.connected = False

@@ -34,6 +34,11 @@ def run_open() -> bool:
     ) and not training_emitter.get_history("training_end")
 
 
+def _rank_without_run() -> bool:
+    """A rank of a distributed run whose own process never emitted ``training_start``."""
+    return _session.rank_filter is not None and not training_emitter.get_history("training_end")
+
+
 #: How an error after a stop is introduced in its ``error_occurred`` message.
 AFTER_STOP = "after the stop: "
 
@@ -98,8 +103,14 @@ def report_after_end(exc: BaseException, tb: Any = None) -> bool:
 
 def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
     try:
+        stopped = isinstance(value, (KeyboardInterrupt, _control.StopTraining))
+        _session.exit_status = "stopped" if stopped else "failed"
         if run_open():
             end_run_for(value, tb)
+        elif _rank_without_run() and not stopped:
+            # A rank whose script began the run on rank 0 only: its error still fails it.
+            text = "".join(traceback.format_exception(tp, value, tb))
+            emit_error_occurred(value, traceback=text, fatal=True)
         else:
             report_after_end(value, tb)
     except Exception:
@@ -110,6 +121,7 @@ def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     try:
+        _session.exit_status = _session.exit_status or "stopped"
         if run_open():
             emit_training_end(status="stopped")
     except Exception:

@@ -14,7 +14,18 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _alerts, _control, _helpers, _http, _lifecycle, _logs, _runmeta, _session, _system
+from . import (
+    _alerts,
+    _control,
+    _dist,
+    _helpers,
+    _http,
+    _lifecycle,
+    _logs,
+    _runmeta,
+    _session,
+    _system,
+)
 from ._emitter import TrainingEventEmitter, training_emitter
 from ._sender import (
     DEFAULT_EXIT_FLUSH,
@@ -86,6 +97,7 @@ def connect(
     tags: Sequence[str] | str | None = None,
     group: str | None = None,
     notes: str | None = None,
+    rank_metrics: bool | None = None,
     **options: Any,
 ) -> RelaySender:
     """Forwards every event of ``emitter`` to the relay at ``url`` as run ``run``.
@@ -112,20 +124,37 @@ def connect(
     ``tags`` (a list, or one comma-separated string; default ``STEPWATCH_TAGS``),
     ``group`` (default ``STEPWATCH_GROUP``) and ``notes`` (Markdown) label the run in
     the dashboard; sent as one ``run_meta`` event, checked first like ``alerts``.
+    Under a distributed launcher (``torchrun``, ``srun``, ``mpirun``: see
+    :mod:`stepwatch._dist`) every rank joins one run, named alike on each rank when
+    ``run`` is not given; rank 0 reports the training events, every rank its system
+    samples, logs, errors and command answers, and its own metrics too with
+    ``rank_metrics`` (default ``STEPWATCH_RANK_METRICS``). Commands take effect on every
+    rank at the same step.
     Calling it again replaces the previous connection.
     """
     global _sampler, _log_handler
     rules = _alerts.check_rules(alerts) if alerts is not None else []
     meta = _runmeta.check_meta(*_runmeta.from_env(tags, group), notes)
     url = _http.relay_url(url)
-    run = run or os.environ.get("STEPWATCH_RUN") or default_run_id()
+    world = _dist.detect()
+    run = (
+        run
+        or os.environ.get("STEPWATCH_RUN")
+        or (_dist.run_id(world) if world else None)
+        or default_run_id()
+    )
     token = _http.relay_token(token)
     with _lock:
         if _session.sender is not None:
-            emitter.off("*", _session.sender)
+            emitter.off("*", _session.listener or _session.sender)
             _session.sender.close(timeout=1.0)
         sender = _session.sender = RelaySender(url, run, token=token, **options)
-        emitter.on("*", sender)
+        flt = None
+        if world is not None:
+            flt = _dist.RankFilter(sender, world, _dist.rank_metrics_from_env(rank_metrics))
+        _session.rank_filter = flt
+        _session.listener = flt or sender
+        emitter.on("*", _session.listener)
         _alerts.emit_rules(rules, emitter)
         _runmeta.emit_meta(meta, emitter)
         if _session.controller is not None:
@@ -134,7 +163,7 @@ def connect(
             emitter.control_hook = None
         if commands:
             controller = _session.controller = _control.Controller(
-                url, run, emitter, token=token, raise_on_stop=raise_on_stop, stop=stop
+                url, run, emitter, token=token, raise_on_stop=raise_on_stop, stop=stop, world=world
             )
             emitter.control_hook = controller.at_event
         _stop_extras()
@@ -152,6 +181,9 @@ def connect(
             _sampler = _system.SystemSampler(
                 emitter.emit, interval=heartbeat_interval, metrics=False
             )
+        if flt is not None:
+            beat = system_interval if system_interval > 0 else heartbeat_interval
+            flt.send_start(beat if beat > 0 else None)
         if capture_logging:
             _log_handler = _logs.LogHandler(emitter)
             logging.getLogger().addHandler(_log_handler)
@@ -183,7 +215,9 @@ def disconnect(timeout: float = DEFAULT_EXIT_FLUSH) -> bool:
     _stop_extras()
     if s is None:
         return True
-    training_emitter.off("*", s)
+    _session.end_rank()
+    training_emitter.off("*", _session.listener or s)
+    _session.listener = _session.rank_filter = None
     return s.close(timeout)
 
 
@@ -200,6 +234,7 @@ def _at_exit() -> None:
         # The stop ended the loop (an interrupt the script caught, StopTraining, a loop
         # that checked should_stop()) and the script exited without emit_training_end.
         _helpers.emit_training_end()
+    _session.end_rank()
     s = _session.sender
     if s is not None:
         wait = float(os.environ.get("STEPWATCH_EXIT_FLUSH", DEFAULT_EXIT_FLUSH))

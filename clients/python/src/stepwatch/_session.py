@@ -6,12 +6,28 @@ helpers, the lifecycle hooks and the integrations only read them, so none of the
 
 from __future__ import annotations
 
-from . import _control
+from typing import Any
+
+from . import _control, _dist
 from ._sender import RelaySender
 
 #: The active connection's sender and controller (None when not connected / commands off).
 sender: RelaySender | None = None
 controller: _control.Controller | None = None
+#: What listens to the emitter: the sender, or in a distributed run its rank's filter.
+listener: Any = None
+#: In a distributed run: this rank's filter (None for a single process).
+rank_filter: _dist.RankFilter | None = None
+#: How this process is ending, once known: ``failed`` (an uncaught error) or
+#: ``stopped`` (a signal); None: it ends normally.
+exit_status: str | None = None
+
+
+def end_rank(status: str | None = None) -> None:
+    """In a distributed run, tells the relay this rank's process is ending (once)."""
+    f = rank_filter
+    if f is not None and not f.ended:
+        f.send_end(status or exit_status or "completed")
 
 
 def current() -> RelaySender | None:

@@ -1,0 +1,259 @@
+//! A distributed run's world: its ranks (processes), where they run and how each is
+//! doing. Every rank's SDK joins the same run; its `rank` event says where it runs, its
+//! `system` samples say its load, step and step time, and its errors, log records and
+//! command answers carry its rank. The reducer ([`crate::RunState`]) keeps one
+//! [`RankInfo`] per rank here, judges a command done when every rank has done it
+//! ([`World::ack`]) and names the rank that failed a run.
+
+use crate::bodies::{Rank, System};
+use crate::num;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The most ranks a state tracks (a larger world keeps its first ranks).
+pub const MAX_RANKS: u64 = 4096;
+
+/// The ranks of a distributed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct World {
+    /// `WORLD_SIZE`: how many ranks the run has.
+    pub size: u64,
+    /// One entry per rank heard from, by rank.
+    pub ranks: Vec<RankInfo>,
+}
+
+/// One rank of a distributed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RankInfo {
+    pub rank: u64,
+    pub host: Option<String>,
+    pub local_rank: Option<u64>,
+    pub node_rank: Option<u64>,
+    pub pid: Option<u64>,
+    /// `running`, `ended`, `failed` (it reported a fatal error) or `lost` (it went silent).
+    pub state: String,
+    /// How it ended, when it did: `completed`, `failed`, `stopped`.
+    pub status: Option<String>,
+    /// Relay time of the latest event from it.
+    #[serde(with = "num::opt", default)]
+    pub seen_at: Option<f64>,
+    /// Seconds between its heartbeats.
+    #[serde(with = "num::opt", default)]
+    pub interval: Option<f64>,
+    /// Its step and mean step time (ms) at its latest sample.
+    pub step: Option<u64>,
+    #[serde(with = "num::opt", default)]
+    pub step_ms: Option<f64>,
+    /// Its latest load: CPU %, and the mean utilisation and summed memory of its GPUs.
+    #[serde(with = "num::opt", default)]
+    pub cpu_percent: Option<f64>,
+    #[serde(with = "num::opt", default)]
+    pub gpu_util: Option<f64>,
+    pub gpu_mem_bytes: Option<u64>,
+    pub gpu_mem_total_bytes: Option<u64>,
+}
+
+impl RankInfo {
+    /// Gone for good: ended, failed or lost.
+    pub fn is_over(&self) -> bool {
+        matches!(self.state.as_str(), "ended" | "failed" | "lost")
+    }
+}
+
+/// A command's answer from one rank, and where the command stands over all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankAck {
+    /// The command's overall status: `done` once every live rank is done, `rejected` /
+    /// `failed` as soon as one rank says so, else `accepted`.
+    pub status: String,
+    /// Ranks that have not reached this rank's status yet.
+    pub waiting: Vec<u64>,
+}
+
+impl World {
+    /// The entry of `rank`, made when first heard from (`None` past [`MAX_RANKS`]).
+    pub fn rank_mut(&mut self, rank: u64) -> Option<&mut RankInfo> {
+        if rank >= MAX_RANKS {
+            return None;
+        }
+        self.size = self.size.max(rank + 1);
+        let i = match self.ranks.binary_search_by_key(&rank, |r| r.rank) {
+            Ok(i) => i,
+            Err(i) => {
+                self.ranks.insert(
+                    i,
+                    RankInfo {
+                        rank,
+                        state: "running".into(),
+                        ..Default::default()
+                    },
+                );
+                i
+            }
+        };
+        self.ranks.get_mut(i)
+    }
+
+    /// The entry of `rank`, if heard from.
+    pub fn rank(&self, rank: u64) -> Option<&RankInfo> {
+        self.ranks
+            .binary_search_by_key(&rank, |r| r.rank)
+            .ok()
+            .and_then(|i| self.ranks.get(i))
+    }
+
+    /// Any event from `rank`, received at `at`.
+    pub fn seen(&mut self, rank: u64, at: Option<f64>) {
+        if let Some(r) = self.rank_mut(rank) {
+            if at.is_some() {
+                r.seen_at = at;
+            }
+            if r.state == "lost" {
+                r.state = "running".into(); // it came back
+            }
+        }
+    }
+
+    /// A `rank` event.
+    pub fn rank_event(&mut self, e: &Rank) {
+        let Some(n) = e.rank else { return };
+        if let Some(w) = e.world_size {
+            self.size = self.size.max(w.min(MAX_RANKS));
+        }
+        let Some(r) = self.rank_mut(n) else { return };
+        let keep = |dst: &mut Option<u64>, v: Option<u64>| {
+            if v.is_some() {
+                *dst = v;
+            }
+        };
+        keep(&mut r.local_rank, e.local_rank);
+        keep(&mut r.node_rank, e.node_rank);
+        keep(&mut r.pid, e.pid);
+        keep(&mut r.step, e.step);
+        if e.host.is_some() {
+            r.host = e.host.clone();
+        }
+        if e.interval.is_some() {
+            r.interval = e.interval;
+        }
+        match e.state.as_deref() {
+            Some("started") => {
+                r.state = "running".into();
+                r.status = None;
+            }
+            Some("ended") => {
+                r.status = Some(e.status.clone().unwrap_or_else(|| "completed".into()));
+                if r.state != "failed" {
+                    r.state = "ended".into();
+                }
+            }
+            Some("lost") if !r.is_over() => r.state = "lost".into(),
+            _ => {}
+        }
+    }
+
+    /// A `system` sample from `rank`.
+    pub fn system(&mut self, rank: u64, s: &System) {
+        let Some(r) = self.rank_mut(rank) else { return };
+        if s.step.is_some() {
+            r.step = s.step;
+        }
+        if s.step_ms.is_some() {
+            r.step_ms = s.step_ms;
+        }
+        if s.cpu_percent.is_some() {
+            r.cpu_percent = s.cpu_percent;
+        }
+        if let Some(gpus) = &s.gpus {
+            let num = |g: &serde_json::Map<String, serde_json::Value>, k: &str| {
+                g.get(k).and_then(serde_json::Value::as_f64)
+            };
+            let utils: Vec<f64> = gpus.iter().filter_map(|g| num(g, "util_percent")).collect();
+            r.gpu_util =
+                (!utils.is_empty()).then(|| utils.iter().sum::<f64>() / utils.len() as f64);
+            let sum = |k: &str| {
+                let v: Vec<f64> = gpus.iter().filter_map(|g| num(g, k)).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() as u64)
+            };
+            r.gpu_mem_bytes = sum("mem_used_bytes");
+            r.gpu_mem_total_bytes = sum("mem_total_bytes");
+        }
+    }
+
+    /// Ranks, in `0..size`, that are not over and have not answered `status` (or a
+    /// later one) in `acks`.
+    fn waiting(&self, acks: &BTreeMap<u64, String>, status: &str) -> Vec<u64> {
+        let rank_of = |s: &str| match s {
+            "accepted" => 1,
+            "done" => 2,
+            _ => 0,
+        };
+        let need = rank_of(status);
+        (0..self.size.min(MAX_RANKS))
+            .filter(|n| !self.rank(*n).is_some_and(RankInfo::is_over))
+            .filter(|n| acks.get(n).is_none_or(|s| rank_of(s) < need))
+            .collect()
+    }
+
+    /// Rank `rank` answered a command with `status`; `acks` holds every rank's latest
+    /// answer to it.
+    pub fn ack(&self, acks: &mut BTreeMap<u64, String>, rank: u64, status: &str) -> RankAck {
+        acks.insert(rank, status.to_string());
+        if matches!(status, "rejected" | "failed") {
+            return RankAck {
+                status: status.to_string(),
+                waiting: Vec::new(),
+            };
+        }
+        let done = self.waiting(acks, "done");
+        if done.is_empty() {
+            return RankAck {
+                status: "done".into(),
+                waiting: done,
+            };
+        }
+        RankAck {
+            status: "accepted".into(),
+            waiting: self.waiting(acks, status),
+        }
+    }
+
+    /// "rank 1 (host-a)": how messages name a rank.
+    pub fn name(&self, rank: u64) -> String {
+        match self.rank(rank).and_then(|r| r.host.as_deref()) {
+            Some(h) => format!("rank {rank} ({h})"),
+            None => format!("rank {rank}"),
+        }
+    }
+
+    /// Ranks that went silent at relay time `now`: running, heard from before, and not
+    /// for [`lost_after`] their interval; or for one interval and 2 s while every other
+    /// rank is over (the launcher took the rest down after it died).
+    pub fn silent(&self, now: f64) -> Vec<u64> {
+        let all_others_over = |n: u64| {
+            self.ranks.len() > 1
+                && self
+                    .ranks
+                    .iter()
+                    .filter(|r| r.rank != n)
+                    .all(RankInfo::is_over)
+        };
+        self.ranks
+            .iter()
+            .filter(|r| r.state == "running")
+            .filter(|r| {
+                let Some(seen) = r.seen_at else { return false };
+                let quiet = now - seen;
+                let grace = r.interval.unwrap_or(5.0) + 2.0;
+                quiet > lost_after(r.interval) || (quiet > grace && all_others_over(r.rank))
+            })
+            .map(|r| r.rank)
+            .collect()
+    }
+}
+
+/// Silence after which a rank with heartbeat `interval` is lost: three heartbeats, and
+/// at least 15 s.
+pub fn lost_after(interval: Option<f64>) -> f64 {
+    (interval.unwrap_or(5.0).max(0.5) * 3.0).max(15.0)
+}

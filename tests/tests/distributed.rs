@@ -1,0 +1,180 @@
+//! Distributed runs on real parts: `torchrun --nproc_per_node=N` with the gloo backend
+//! on CPU runs `examples/ddp_train.py` (instrumented as README says, no run id passed)
+//! against a real relay. The ranks are one run with per-rank system samples; Pause
+//! clicked in the dashboard holds every rank at the same step, Resume goes on, Stop ends
+//! every rank with rank 0's final checkpoint; a rank killed with `kill -9` fails the run
+//! naming it.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use stepwatch_e2e::{python, repo, wait_until, Browser, Relay, TempDir};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// `torchrun --nproc_per_node=nproc examples/ddp_train.py` against `url`.
+fn torchrun(url: &str, dir: &TempDir, nproc: u32, steps: u32) -> Child {
+    Command::new(python())
+        .args(["-m", "torch.distributed.run", "--nproc_per_node"])
+        .arg(nproc.to_string())
+        .arg("--master_port")
+        .arg(stepwatch_e2e::free_port().to_string())
+        .arg(repo().join("examples/ddp_train.py"))
+        .env("PYTHONPATH", repo().join("clients/python/src"))
+        .env("STEPWATCH_URL", url)
+        .env("STEPWATCH_SYSTEM_INTERVAL", "0.5")
+        .env("STEPWATCH_SPOOL_DIR", dir.0.join("spool"))
+        .env("DDP_STEPS", steps.to_string())
+        .env("DDP_CKPT", dir.0.join("final.pt"))
+        .env("OMP_NUM_THREADS", "1")
+        .env_remove("STEPWATCH_RUN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// The one run the ranks made (waits for it), with its state.
+fn the_run(relay: &Relay, ranks: usize) -> (String, Value) {
+    let run = wait_until("the ranks' run", WAIT, || {
+        let runs = relay.get_ok("/api/runs");
+        let runs = runs.as_array()?.clone();
+        let r = runs.first()?["run"].as_str()?.to_string();
+        assert_eq!(runs.len(), 1, "every rank joins one run: {runs:?}");
+        Some(r)
+    });
+    assert!(run.starts_with("ddp-"), "{run}");
+    let state = wait_until("every rank sampled", WAIT, || {
+        let s = relay.get_ok(&format!("/api/runs/{run}"));
+        let w = s["world"]["ranks"].as_array()?;
+        (w.len() == ranks && w.iter().all(|r| r["step"].as_u64().unwrap_or(0) > 3)).then_some(s)
+    });
+    (run, state)
+}
+
+fn acks(relay: &Relay, run: &str, command: &str, status: &str) -> Vec<Value> {
+    relay
+        .get_ok(&format!("/api/runs/{run}/events?event=command_ack&limit=1000"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["command"] == command && e["status"] == status)
+        .cloned()
+        .collect()
+}
+
+fn click(b: &Browser, testid: &str) {
+    b.eval(&format!(
+        "document.querySelector('[data-testid={testid}]').click(); return 1;"
+    ));
+}
+
+#[test]
+fn torchrun_ranks_are_one_run_paused_resumed_and_stopped_at_one_step() {
+    let dir = TempDir::new("ddp");
+    let relay = Relay::with_dashboard(&dir.0);
+    let mut job = torchrun(&relay.url, &dir, 2, 100_000);
+    let (run, state) = the_run(&relay, 2);
+    let ranks = state["world"]["ranks"].as_array().unwrap();
+    assert_eq!(state["world"]["size"], 2);
+    for (i, r) in ranks.iter().enumerate() {
+        assert_eq!(r["rank"], i as u64);
+        assert_eq!(r["local_rank"], i as u64);
+        assert!(r["host"].as_str().is_some_and(|h| !h.is_empty()), "{r}");
+        assert!(r["step_ms"].as_f64().is_some_and(|ms| ms > 5.0), "{r}");
+    }
+    // Training events come once (from rank 0): one batch_end per step.
+    let s = relay.get_ok(&format!("/api/runs/{run}"));
+    assert!(s["batch_count"].as_u64().unwrap() <= s["step"].as_u64().unwrap() + 1);
+
+    let b = Browser::start();
+    b.goto(&format!("{}/#/runs/{run}", relay.url));
+    b.wait_for(
+        "pause button",
+        WAIT,
+        "return document.querySelector('[data-testid=pause]') !== null;",
+    );
+    click(&b, "pause");
+    b.wait_for(
+        "paused on every rank",
+        WAIT,
+        "return document.querySelector('[data-testid=status]')?.dataset.status === 'paused';",
+    );
+    let paused = acks(&relay, &run, "pause", "accepted");
+    assert_eq!(paused.len(), 2, "{paused:?}");
+    let steps: Vec<u64> = paused.iter().map(|a| a["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps[0], steps[1], "the ranks paused at different steps: {paused:?}");
+    std::thread::sleep(Duration::from_millis(1500)); // longer than a few steps
+    let held = relay.get_ok(&format!("/api/runs/{run}"));
+    assert_eq!(held["step"], steps[0], "rank 0 trained on while paused");
+
+    click(&b, "resume");
+    wait_until("training again", WAIT, || {
+        let s = relay.get_ok(&format!("/api/runs/{run}"));
+        (s["status"] == "running" && s["step"].as_u64()? > steps[0] + 5).then_some(())
+    });
+    assert_eq!(acks(&relay, &run, "resume", "done").len(), 2);
+
+    click(&b, "stop");
+    let status = wait_until("every rank ended", WAIT, || job.try_wait().unwrap());
+    assert!(status.success(), "torchrun: {status}");
+    let end = wait_until("stopped", WAIT, || {
+        let s = relay.get_ok(&format!("/api/runs/{run}"));
+        (s["status"] == "stopped").then_some(s)
+    });
+    let ranks = end["world"]["ranks"].as_array().unwrap();
+    assert!(
+        ranks
+            .iter()
+            .all(|r| r["state"] == "ended" && r["status"] == "stopped"),
+        "{ranks:?}"
+    );
+    assert_eq!(ranks[0]["step"], ranks[1]["step"], "stopped at one step");
+    let ckpt = dir.0.join("final.pt");
+    assert!(ckpt.exists(), "rank 0 saves the final checkpoint");
+    assert_eq!(
+        end["checkpoints"][0]["path"].as_str(),
+        ckpt.to_str(),
+        "{end}"
+    );
+    let stop = end["commands"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(stop["status"], "done", "{stop}");
+    assert_eq!(stop["ranks"]["0"], "done");
+    assert_eq!(stop["ranks"]["1"], "done");
+}
+
+#[test]
+fn a_rank_killed_with_sigkill_fails_the_run_naming_it() {
+    let dir = TempDir::new("ddp-kill");
+    let relay = Relay::start(&dir.0, &[]);
+    let mut job = torchrun(&relay.url, &dir, 4, 100_000);
+    let (run, state) = the_run(&relay, 4);
+    let victim = &state["world"]["ranks"][2];
+    let pid = victim["pid"].as_u64().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_until("torchrun gives up", WAIT, || job.try_wait().unwrap());
+    assert!(!status.success());
+    let failed = wait_until("the run failed naming rank 2", WAIT, || {
+        let s = relay.get_ok(&format!("/api/runs/{run}"));
+        let lost = s["world"]["ranks"][2]["state"] == "lost";
+        (s["status"] == "failed" && lost).then_some(s)
+    });
+    let err = &failed["last_error"];
+    assert_eq!(err["rank"], 2, "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.starts_with("rank 2 ("), "{message}");
+    assert!(message.contains("died"), "{message}");
+    // The others ended as the launcher stopped them, or failed on the broken collective.
+    for r in [0, 1, 3] {
+        let rank = &failed["world"]["ranks"][r];
+        assert!(
+            rank["state"] == "ended" || rank["state"] == "failed",
+            "{rank}"
+        );
+    }
+}
