@@ -55,7 +55,9 @@ fn the_run(relay: &Relay, ranks: usize) -> (String, Value) {
 
 fn acks(relay: &Relay, run: &str, command: &str, status: &str) -> Vec<Value> {
     relay
-        .get_ok(&format!("/api/runs/{run}/events?event=command_ack&limit=1000"))
+        .get_ok(&format!(
+            "/api/runs/{run}/events?event=command_ack&limit=1000"
+        ))
         .as_array()
         .unwrap()
         .iter()
@@ -104,7 +106,10 @@ fn torchrun_ranks_are_one_run_paused_resumed_and_stopped_at_one_step() {
     let paused = acks(&relay, &run, "pause", "accepted");
     assert_eq!(paused.len(), 2, "{paused:?}");
     let steps: Vec<u64> = paused.iter().map(|a| a["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps[0], steps[1], "the ranks paused at different steps: {paused:?}");
+    assert_eq!(
+        steps[0], steps[1],
+        "the ranks paused at different steps: {paused:?}"
+    );
     std::thread::sleep(Duration::from_millis(1500)); // longer than a few steps
     let held = relay.get_ok(&format!("/api/runs/{run}"));
     assert_eq!(held["step"], steps[0], "rank 0 trained on while paused");

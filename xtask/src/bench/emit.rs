@@ -77,3 +77,59 @@ pub fn python_emit_cost(root: &Path, relay: &BenchRelay) -> Result<()> {
     }
     Ok(())
 }
+
+/// A distributed run's cost per step on each rank and command → every rank paused:
+/// `clients/python/bench/ddp_bench.py` under `torchrun --nproc_per_node=2` (gloo, CPU,
+/// 10 ms steps).
+pub fn ddp_cost(root: &Path, relay: &BenchRelay) -> Result<()> {
+    let out = Command::new(stepwatch_e2e::python())
+        .args(["-m", "torch.distributed.run", "--nproc_per_node=2"])
+        .arg("--master_port")
+        .arg(stepwatch_e2e::free_port().to_string())
+        .arg(root.join("clients/python/bench/ddp_bench.py"))
+        .arg(&relay.url)
+        .env("PYTHONPATH", root.join("clients/python/src"))
+        .env("OMP_NUM_THREADS", "1")
+        .env("BENCH_RUN", format!("bench-ddp-{}", std::process::id()))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+        format!(
+            "ddp benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    for r in v["ranks"].as_array().cloned().unwrap_or_default().iter() {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        row(
+            "DDP 10 ms step: plain / with Stepwatch / plain again (ms)",
+            format!(
+                "{:.2} / {:.2} / {:.2} (+{:.0} µs)",
+                f("plain_ms"),
+                f("with_ms"),
+                f("plain2_ms"),
+                1000.0 * (f("with_ms") - (f("plain_ms") + f("plain2_ms")) / 2.0)
+            ),
+            "within noise",
+        );
+    }
+    let lat: Vec<f64> = v["pause_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    let max = lat.iter().copied().fold(f64::NAN, f64::max);
+    row(
+        "pause → every rank paused (median / max of 5)",
+        format!(
+            "{:.0} / {max:.0} ms",
+            v["pause_median_ms"].as_f64().unwrap_or(f64::NAN)
+        ),
+        "< one step + 100 ms",
+    );
+    Ok(())
+}

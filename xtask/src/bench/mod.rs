@@ -25,7 +25,7 @@ use table::row;
 
 /// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
 pub const GROUPS: &[&str] = &[
-    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "launch", "alerts",
+    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "ddp", "launch", "alerts",
 ];
 
 /// Runs the groups named in `only` (all when empty), or with `--database URL` the
@@ -85,6 +85,9 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
         emit::rust_emit_cost(&relay.url);
         emit::rust_emit_cost("http://127.0.0.1:9");
         emit::python_emit_cost(root, &relay)?;
+    }
+    if want("ddp") {
+        emit::ddp_cost(root, &relay)?;
     }
     if want("launch") {
         launch::launch(root)?;
