@@ -15,12 +15,25 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// `torchrun --nproc_per_node=nproc examples/ddp_train.py` against `url`.
 fn torchrun(url: &str, dir: &TempDir, nproc: u32, steps: u32) -> Child {
+    torchrun_script("examples/ddp_train.py", url, dir, nproc, steps, &[])
+}
+
+/// `torchrun --nproc_per_node=nproc <script>` (a path in the repo) against `url`.
+fn torchrun_script(
+    script: &str,
+    url: &str,
+    dir: &TempDir,
+    nproc: u32,
+    steps: u32,
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(python())
         .args(["-m", "torch.distributed.run", "--nproc_per_node"])
         .arg(nproc.to_string())
         .arg("--master_port")
         .arg(stepwatch_e2e::free_port().to_string())
-        .arg(repo().join("examples/ddp_train.py"))
+        .arg(repo().join(script))
+        .envs(env.iter().copied())
         .env("PYTHONPATH", repo().join("clients/python/src"))
         .env("STEPWATCH_URL", url)
         .env("STEPWATCH_SYSTEM_INTERVAL", "0.5")
@@ -182,4 +195,73 @@ fn a_rank_killed_with_sigkill_fails_the_run_naming_it() {
             "{rank}"
         );
     }
+}
+
+/// The run's training events come from one sender (rank 0), once.
+fn reported_once(relay: &Relay, run: &str) {
+    let events = relay.get_ok(&format!(
+        "/api/runs/{run}/events?event=training_start,batch_end&limit=1000"
+    ));
+    let events = events.as_array().unwrap();
+    let starts = events
+        .iter()
+        .filter(|e| e["event"] == "training_start")
+        .count();
+    assert_eq!(starts, 1, "training_start once, not once per rank");
+    let mut senders: Vec<&str> = events.iter().filter_map(|e| e["src"].as_str()).collect();
+    senders.dedup();
+    assert_eq!(senders.len(), 1, "batch_end from rank 0 only: {senders:?}");
+    assert!(events.len() > 3, "{events:?}");
+}
+
+#[test]
+fn hugging_face_and_lightning_under_ddp_report_one_run_and_stop_on_every_rank() {
+    let dir = TempDir::new("ddp-frameworks");
+    let relay = Relay::start(&dir.0, &[]);
+    // Hugging Face: stopped from the API mid-run; every rank ends, torchrun exits 0.
+    let run = [("DDP_TEST_RUN", "hf-ddp")];
+    let mut job = torchrun_script("tests/ddp/hf_ddp.py", &relay.url, &dir, 2, 100_000, &run);
+    wait_until("both ranks training", WAIT, || {
+        let s = relay.get_ok("/api/runs/hf-ddp");
+        let ranks = s["world"]["ranks"].as_array()?.len();
+        (ranks == 2 && s["step"].as_u64()? > 10).then_some(())
+    });
+    let sent = ureq::post(&format!("{}/api/runs/hf-ddp/commands", relay.url))
+        .send_json(serde_json::json!({"command": "stop"}));
+    assert!(sent.is_ok(), "{sent:?}");
+    let status = wait_until("every rank ended", WAIT, || job.try_wait().unwrap());
+    assert!(status.success(), "torchrun: {status}");
+    let s = wait_until("stopped", WAIT, || {
+        let s = relay.get_ok("/api/runs/hf-ddp");
+        (s["status"] == "stopped").then_some(s)
+    });
+    for r in s["world"]["ranks"].as_array().unwrap() {
+        assert_eq!(r["status"], "stopped", "{r}");
+    }
+    let stop = s["commands"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&stop["ranks"]["0"], &stop["ranks"]["1"]),
+        (&"done".into(), &"done".into()),
+        "{stop}"
+    );
+    reported_once(&relay, "hf-ddp");
+
+    // Lightning's ddp strategy under torchrun: runs to the end, reported once.
+    let run = [("DDP_TEST_RUN", "pl-ddp")];
+    let mut job = torchrun_script("tests/ddp/lightning_ddp.py", &relay.url, &dir, 2, 30, &run);
+    let status = wait_until("lightning ended", WAIT, || job.try_wait().unwrap());
+    assert!(status.success(), "torchrun: {status}");
+    let s = wait_until("completed", WAIT, || {
+        let s = relay.get_ok("/api/runs/pl-ddp");
+        (s["status"] == "completed").then_some(s)
+    });
+    assert_eq!(s["step"], 30);
+    let ranks = s["world"]["ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 2);
+    assert!(
+        ranks.iter().all(|r| r["status"] == "completed"),
+        "{ranks:?}"
+    );
+    reported_once(&relay, "pl-ddp");
+    assert_eq!(relay.get_ok("/api/runs").as_array().unwrap().len(), 2);
 }

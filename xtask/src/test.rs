@@ -180,6 +180,7 @@ pub fn python_lints(py: &Path) -> Result<()> {
             "clients/python",
             "examples",
             "tests/kube-standin",
+            "tests/ddp",
         ],
     )?;
     run(
@@ -192,6 +193,7 @@ pub fn python_lints(py: &Path) -> Result<()> {
             "clients/python",
             "examples",
             "tests/kube-standin",
+            "tests/ddp",
         ],
     )?;
     run(

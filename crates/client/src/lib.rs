@@ -19,13 +19,20 @@
 //!
 //! The crate mirrors the Python package: `sender` (queue and delivery, Python's
 //! `_relay`), `control` (commands, Python's `_control`), [`spool`] (`_spool`) and
-//! `helpers` (the event methods, `_helpers`); this file is the facade.
+//! `helpers` (the event methods, `_helpers`), [`world`] (distributed runs, `_dist`);
+//! this file is the facade.
+//!
+//! Under `torchrun` / `srun` / `mpirun` ([`World::detect`], on by default in
+//! [`Options`]) every rank connects to the run [`World::run_id`] names alike on all of
+//! them; rank 0 reports the training, the others only their logs, errors and answers,
+//! each tagged with its rank.
 
 mod alerts;
 mod control;
 mod helpers;
 mod sender;
 pub mod spool;
+pub mod world;
 
 pub use control::{AskHandler, Command, Flow, Handlers, LoadHandler, PAUSE_POLL};
 pub use sender::{DEFAULT_LINGER, DEFAULT_MAX_BATCH, MAX_BACKOFF, MIN_BACKOFF, SPILL_EVERY};
@@ -35,7 +42,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use stepwatch_events::event::Rank;
 use stepwatch_events::EventBody;
+pub use world::World;
 
 /// Events the queue holds before emits are dropped.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
@@ -59,6 +68,10 @@ pub struct Options {
     /// client is created ([`Client::try_with_options`]) and sent as `alert_rule` events
     /// right after connecting.
     pub alerts: Vec<serde_json::Value>,
+    /// This process's place in a distributed job ([`World::detect`] by default): its
+    /// samples, logs, errors and answers carry its rank, it sends `rank` events when it
+    /// starts and ends, and a rank other than 0 sends nothing else.
+    pub world: Option<World>,
 }
 
 impl Default for Options {
@@ -72,6 +85,7 @@ impl Default for Options {
                 .filter(|t| !t.is_empty()),
             commands: true,
             alerts: Vec::new(),
+            world: World::detect(),
         }
     }
 }
@@ -81,6 +95,8 @@ pub struct Client {
     outbox: Arc<sender::Outbox>,
     control: control::Control,
     thread: Option<JoinHandle<()>>,
+    /// The rank's `ended` event went out (distributed runs).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -144,7 +160,20 @@ impl Client {
             capacity: options.queue_capacity,
             spool_dir: options.spool_dir.as_deref(),
             spool_max_bytes: options.spool_max_bytes,
+            rank: options.world.as_ref().map(|w| w.rank),
         });
+        if let Some(w) = &options.world {
+            outbox.emit(EventBody::Rank(Rank {
+                state: Some("started".into()),
+                world_size: Some(w.size),
+                local_rank: Some(w.local_rank),
+                local_world_size: Some(w.local_size),
+                node_rank: Some(w.node_rank),
+                host: Some(w.host.clone()),
+                pid: Some(u64::from(std::process::id())),
+                ..Default::default()
+            }));
+        }
         for rule in options.alerts {
             outbox.emit(alerts::rule_event(rule));
         }
@@ -159,17 +188,37 @@ impl Client {
             outbox,
             control,
             thread,
+            ended: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A distributed run's rank says it ends (`completed`, `stopped`, `failed`), once.
+    fn end_rank(&self, status: &str) {
+        if self.outbox.rank.is_none() || self.ended.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.outbox.emit(EventBody::Rank(Rank {
+            state: Some("ended".into()),
+            status: Some(status.into()),
+            ..Default::default()
+        }));
     }
 
     /// Queues one event; never blocks, never fails (a full queue drops the oldest event
     /// that is not part of the run's lifecycle, and counts it). A `training_end` first
     /// answers a stop from the dashboard (`done`, "stopped").
     pub fn emit(&self, body: EventBody) {
-        if matches!(body, EventBody::TrainingEnd(_)) {
+        let end = match &body {
+            EventBody::TrainingEnd(t) => Some(t.status.clone()),
+            _ => None,
+        };
+        if end.is_some() {
             self.control.finish_stop();
         }
         self.outbox.emit(body);
+        if let Some(status) = end {
+            self.end_rank(status.as_deref().unwrap_or("completed"));
+        }
     }
 
     /// Sets the run's tags, group or notes (a field left `None` stays as it is; `""`
@@ -254,6 +303,7 @@ impl Client {
         if self.control.stop_pending() {
             self.training_end("stopped");
         }
+        self.end_rank("completed");
         self.control.close();
         let ok = self.flush(timeout);
         let deadline = Instant::now() + Duration::from_secs(2);

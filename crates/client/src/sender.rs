@@ -156,11 +156,30 @@ pub(crate) struct Outbox {
     pub counters: Arc<Counters>,
     pub src: String,
     seq: AtomicU64,
+    /// In a distributed run: this process's rank (see `crate::world`).
+    pub rank: Option<u64>,
 }
 
 impl Outbox {
-    /// Queues one event; never blocks, never fails (a full queue drops and counts).
-    pub fn emit(&self, body: EventBody) {
+    /// Queues one event; never blocks, never fails (a full queue drops and counts). In a
+    /// distributed run the rank's own events are tagged with it, and a rank other than 0
+    /// sends only those.
+    pub fn emit(&self, mut body: EventBody) {
+        if let Some(r) = self.rank {
+            let own = match &mut body {
+                EventBody::System(b) => Some(&mut b.rank),
+                EventBody::Log(b) => Some(&mut b.rank),
+                EventBody::ErrorOccurred(b) => Some(&mut b.rank),
+                EventBody::CommandAck(b) => Some(&mut b.rank),
+                EventBody::Rank(b) => Some(&mut b.rank),
+                _ => None,
+            };
+            match own {
+                Some(slot) => *slot = Some(r),
+                None if r != 0 => return, // rank 0 reports the training
+                None => {}
+            }
+        }
         let mut e = Event::new(body);
         e.time = Some(now());
         e.src = Some(self.src.clone());
@@ -192,6 +211,7 @@ pub(crate) struct Setup<'a> {
     pub capacity: usize,
     pub spool_dir: Option<&'a std::path::Path>,
     pub spool_max_bytes: u64,
+    pub rank: Option<u64>,
 }
 
 /// Starts the sender thread; returns the outbox feeding it and the thread.
@@ -232,6 +252,7 @@ pub(crate) fn start(s: Setup<'_>) -> (Arc<Outbox>, Option<std::thread::JoinHandl
         counters,
         src: s.src,
         seq: AtomicU64::new(0),
+        rank: s.rank,
     });
     (outbox, thread)
 }

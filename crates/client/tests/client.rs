@@ -246,3 +246,62 @@ fn a_full_spool_drops_old_batch_ends_keeps_the_rest_and_reports_the_count() {
     assert_eq!(report["dropped_events"].as_u64().unwrap(), dropped);
     assert_eq!(report["level"], "warning");
 }
+
+#[test]
+fn ranks_of_a_distributed_job_are_one_run_reported_by_rank_zero() {
+    let dir = TempDir::new("client-ranks");
+    let relay = Relay::start(&dir.0, &[]);
+    let env = |rank: &'static str| {
+        move |k: &str| {
+            let v = match k {
+                "RANK" | "LOCAL_RANK" => rank,
+                "WORLD_SIZE" | "LOCAL_WORLD_SIZE" => "2",
+                "TORCHELASTIC_RUN_ID" => "job-7",
+                _ => return None,
+            };
+            Some(v.to_string())
+        }
+    };
+    let worlds: Vec<_> = ["0", "1"]
+        .into_iter()
+        .map(|r| stepwatch_client::World::detect_from(&env(r), "node-a", 1).unwrap())
+        .collect();
+    let run = worlds[0].run_id().unwrap();
+    assert_eq!(worlds[1].run_id().as_deref(), Some(run.as_str()));
+    let clients: Vec<Client> = worlds
+        .into_iter()
+        .map(|w| {
+            let o = Options {
+                world: Some(w),
+                ..options(&dir, 1 << 20)
+            };
+            Client::with_options(&relay.url, &run, o)
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.training_start("ddp", 1, 10, serde_json::Map::new());
+        c.batch_end(1, 0, 1, 0.5 + i as f64, 0.1);
+        c.log("info", &format!("hello from {i}"));
+    }
+    for c in clients {
+        assert!(c.close(Duration::from_secs(10)));
+    }
+    let all = events(&relay, &run);
+    let batches: Vec<_> = all.iter().filter(|e| e["event"] == "batch_end").collect();
+    assert_eq!(batches.len(), 1, "rank 0 alone reports training: {all:?}");
+    assert_eq!(batches[0]["loss"], 0.5);
+    let logs: Vec<_> = all.iter().filter(|e| e["event"] == "log").collect();
+    assert_eq!(logs.len(), 2);
+    assert!(logs
+        .iter()
+        .any(|e| e["rank"] == 1 && e["message"] == "hello from 1"));
+    let state = relay.get_ok(&format!("/api/runs/{run}"));
+    let ranks = state["world"]["ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 2);
+    assert!(
+        ranks
+            .iter()
+            .all(|r| r["host"] == "node-a" && r["state"] == "ended"),
+        "{ranks:?}"
+    );
+}

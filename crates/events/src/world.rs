@@ -226,9 +226,10 @@ impl World {
         }
     }
 
-    /// Ranks that went silent at relay time `now`: running, heard from before, and not
-    /// for [`lost_after`] their interval; or for one interval and 2 s while every other
-    /// rank is over (the launcher took the rest down after it died).
+    /// Ranks that went silent at relay time `now`: running, with a heartbeat interval,
+    /// heard from before, and not for [`lost_after`] their interval; or for one interval
+    /// and 2 s while every other rank is over (the launcher took the rest down after it
+    /// died).
     pub fn silent(&self, now: f64) -> Vec<u64> {
         let all_others_over = |n: u64| {
             self.ranks.len() > 1
@@ -242,10 +243,12 @@ impl World {
             .iter()
             .filter(|r| r.state == "running")
             .filter(|r| {
-                let Some(seen) = r.seen_at else { return false };
+                // A rank without heartbeats (no interval) is not judged by its silence.
+                let (Some(seen), Some(interval)) = (r.seen_at, r.interval) else {
+                    return false;
+                };
                 let quiet = now - seen;
-                let grace = r.interval.unwrap_or(5.0) + 2.0;
-                quiet > lost_after(r.interval) || (quiet > grace && all_others_over(r.rank))
+                quiet > lost_after(interval) || (quiet > interval + 2.0 && all_others_over(r.rank))
             })
             .map(|r| r.rank)
             .collect()
@@ -254,6 +257,6 @@ impl World {
 
 /// Silence after which a rank with heartbeat `interval` is lost: three heartbeats, and
 /// at least 15 s.
-pub fn lost_after(interval: Option<f64>) -> f64 {
-    (interval.unwrap_or(5.0).max(0.5) * 3.0).max(15.0)
+pub fn lost_after(interval: f64) -> f64 {
+    (interval.max(0.5) * 3.0).max(15.0)
 }

@@ -235,7 +235,7 @@ class Controller:
         self.url = url.rstrip("/")
         #: In a distributed run: this rank, and how the ranks agree on a command's step.
         self.world = world
-        self._agreement = _dist.Agreement(world) if world is not None else None
+        self._agreement = _dist.Agreement(world, run) if world is not None else None
         self._inbox: list[tuple[int, dict[str, Any]]] = []  # (event id, command) to agree
         self._newest = 0  # the newest command id received
         self.run = run
@@ -313,11 +313,17 @@ class Controller:
             self._batches += 1
             step = record.get("step")
             self._step = step if step is not None else self._batches
-            if self._agreement is not None:
+            if self._agreement is not None and _framework is None:
+                # (an integration agrees at its own per-step hook, on every rank)
                 self._agree(self._agreement)
         elif event == "epoch_start" and self._stop_id is not None:
             self._epochs_since_stop += 1
         self.control_point(where=event)
+
+    def note_step(self, step: int) -> None:
+        """The loop's global step, from an integration's step hook (it may send no
+        ``batch_end`` on this rank)."""
+        self._step = step
 
     # -- distributed runs ----------------------------------------------------------------
     def _receive(self, cmd: dict[str, Any], eid: int | None) -> None:
@@ -348,11 +354,17 @@ class Controller:
             for cmd in take:
                 self._dispatch(cmd)
 
-    def control_point(self, raise_on_stop: bool | None = None, where: str | None = None) -> None:
+    def control_point(
+        self, raise_on_stop: bool | None = None, where: str | None = None, agree: bool = False
+    ) -> None:
         """Runs queued commands; blocks while paused; after a stop, may raise
         :class:`StopInterrupt` or :class:`StopTraining` (see the module docstring).
-        ``raise_on_stop=False``: an integration's own control point, which never raises."""
+        ``raise_on_stop=False``: an integration's own control point, which never raises.
+        ``agree``: a point every rank of a distributed run reaches once per step, where
+        they agree on the commands to carry out (the integrations' step hooks)."""
         self._train_thread = threading.get_ident()
+        if agree and self._agreement is not None:
+            self._agree(self._agreement)
         if not self._resume_checked:
             self._resume_once(where or "control_point")
         self._run_work()

@@ -40,6 +40,9 @@ _log = logging.getLogger("stepwatch")
 RANK_EVENTS = frozenset(("system", "heartbeat", "log", "error_occurred", "command_ack", "rank"))
 #: Seconds one agreement may wait for the other ranks before it is given up.
 DEFAULT_TIMEOUT = 60.0
+#: Seconds rank 0 waits, once, at its first ``batch_end``, for every rank to say it is
+#: connected (see :meth:`Agreement._handshake`).
+HANDSHAKE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -260,8 +263,9 @@ class Agreement:
     one collective failed): :meth:`agree` returns None and the ranks act as commands
     reach each of them."""
 
-    def __init__(self, world: World, timeout: float | None = None) -> None:
+    def __init__(self, world: World, run: str = "", timeout: float | None = None) -> None:
         self.world = world
+        self.run = run
         self.timeout = timeout if timeout is not None else _timeout_from_env()
         self._group: Any = None
         self._dist: Any = None
@@ -300,6 +304,38 @@ class Agreement:
             )
         self._tensor = torch.zeros(1, dtype=torch.int64)
 
+    def _handshake(self) -> bool:
+        """Whether every rank takes part: each says so in the process group's store (no
+        collective); rank 0 waits up to :data:`HANDSHAKE_S` for all of them, and every
+        rank follows its decision. A script that connects rank 0 only is not held up
+        again, and its ranks never meet in a collective only some of them call."""
+        import datetime
+
+        from torch.distributed import distributed_c10d as c10d
+
+        store = c10d._get_default_store()
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        prefix = f"stepwatch/{self.run}/{restart}/"
+        store.set(f"{prefix}rank{self.world.rank}", "1")
+        wait = datetime.timedelta(seconds=HANDSHAKE_S)
+        if self.world.rank == 0:
+            keys = [f"{prefix}rank{i}" for i in range(self.world.size)]
+            try:
+                store.wait(keys, wait)
+                ok = True
+            except Exception:
+                missing = [i for i in range(self.world.size) if not store.check([keys[i]])]
+                _log.warning(
+                    "stepwatch: ranks %s are not connected to Stepwatch: commands act on "
+                    "rank 0 alone (connect on every rank so they act at one step)",
+                    missing,
+                )
+                ok = False
+            store.set(prefix + "agree", "1" if ok else "0")
+            return ok
+        store.wait([prefix + "agree"], wait * 2)
+        return bool(store.get(prefix + "agree") == b"1")
+
     def agree(self, newest: int) -> int | None:
         """The newest command id every rank has seen (all ranks call this at the same
         step), or None when the ranks cannot agree."""
@@ -307,6 +343,9 @@ class Agreement:
             return None
         try:
             if self._tensor is None:
+                if not self._handshake():
+                    self.failed = "not every rank is connected"
+                    return None
                 self._setup()
             t = self._tensor
             t[0] = newest

@@ -27,7 +27,11 @@ def end_rank(status: str | None = None) -> None:
     """In a distributed run, tells the relay this rank's process is ending (once)."""
     f = rank_filter
     if f is not None and not f.ended:
-        f.send_end(status or exit_status or "completed")
+        c = controller
+        stopped = c is not None and c.stop_asked
+        if stopped and c is not None:
+            c.finish_stop()  # this rank's answer: it stopped with the others
+        f.send_end(status or exit_status or ("stopped" if stopped else "completed"))
 
 
 def current() -> RelaySender | None:
@@ -56,6 +60,22 @@ def control_point(raise_on_stop: bool | None = None) -> None:
     c = controller
     if c is not None:
         c.control_point(raise_on_stop)
+
+
+def step_point(step: int | None = None) -> None:
+    """An integration's per-step control point, reached by every rank of a distributed
+    run at each optimizer step (``step``: the global step): the ranks agree there on the
+    commands to carry out, then it is :func:`control_point` that never raises."""
+    c = controller
+    if c is not None:
+        if step is not None:
+            c.note_step(step)
+        c.control_point(False, agree=True)
+
+
+def distributed() -> bool:
+    """This process is one rank of a distributed run (connected)."""
+    return rank_filter is not None
 
 
 def should_stop() -> bool:

@@ -58,7 +58,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test without tran
         "pip install transformers"
     ) from _e
 
-from .. import _control, _relay, _resume
+from .. import _control, _dist, _relay, _resume, _session
 from .._helpers import (
     emit_batch_end,
     emit_checkpoint_loaded,
@@ -153,9 +153,17 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
 
     # -- events ---------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._main(state):
-            return
         run_name = getattr(args, "run_name", None)
+        if not self._main(state):
+            # Another rank of a distributed run: it joins the run to obey commands at the
+            # same step as rank 0 (and sends its samples); rank 0 alone reports training.
+            if _dist.detect() is not None:
+                _common.ensure_connected(
+                    self.url, self.run, _common.safe_run_id(run_name), **self.connect_kwargs
+                )
+                self._stop_seen = False
+                _control.framework_stops("Hugging Face")
+            return
         _common.ensure_connected(
             self.url, self.run, _common.safe_run_id(run_name), **self.connect_kwargs
         )
@@ -243,9 +251,9 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
             emit_metric_update(metrics=metrics, step=step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._main(state):
+        if not self._main(state) and not _session.distributed():
             return
-        _relay.control_point(raise_on_stop=False)  # pause blocks here; commands run here
+        _session.step_point(int(state.global_step))  # every rank: pause blocks here
         if _relay.stop_requested() and not self._stop_seen:
             self._stop_seen = True
             control.should_training_stop = True
@@ -269,6 +277,8 @@ class StepwatchCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._main(state):
+            if _session.distributed():
+                _control.framework_stops(None)
             return
         if _common.run_open():
             emit_training_end()  # "stopped" when the dashboard asked, else "completed"

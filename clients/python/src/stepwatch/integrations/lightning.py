@@ -86,7 +86,7 @@ except ImportError as _first:  # pragma: no cover - depends on what is installed
             "pip install lightning (or pip install pytorch-lightning)"
         ) from _first
 
-from .. import _control, _relay, _resume
+from .. import _control, _dist, _relay, _resume, _session
 from .._helpers import (
     emit_batch_end,
     emit_checkpoint_loaded,
@@ -235,6 +235,7 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
         self._seen_paths: dict[int, str] = {}
         self._pending_save: tuple[int | None, int | None] = (None, None)
         self._resumed: str | None = None  # the retried job's checkpoint, restored
+        self._rank_joined = False  # a rank other than 0 of a distributed run, connected
 
     # -- helpers --------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -344,13 +345,22 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
             _report_checkpoint(path, step, epoch, _checkpoint_metrics(cb, path))
 
     def _obey(self, trainer: Any) -> None:
-        _relay.control_point(raise_on_stop=False)  # pause blocks here; commands run here
+        # Every rank: pause blocks here; commands run here.
+        _session.step_point(int(getattr(trainer, "global_step", 0) or 0) or None)
         if _relay.stop_requested() and not getattr(trainer, "should_stop", False):
             trainer.should_stop = True
 
     # -- hooks ----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
+            # Another rank of a distributed run: it joins the run to obey commands at the
+            # same step as rank 0 (and sends its samples); rank 0 alone reports training.
+            if _dist.detect() is not None:
+                _common.ensure_connected(
+                    self.url, self.run, self._default_run(trainer), **self.connect_kwargs
+                )
+                self._rank_joined = True
+                _control.framework_stops("Lightning")
             return
         _common.ensure_connected(
             self.url, self.run, self._default_run(trainer), **self.connect_kwargs
@@ -387,6 +397,9 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self._rank_joined and not trainer.is_global_zero:
+            self._obey(trainer)
+            return
         if not (trainer.is_global_zero and self._active):
             return
         self._poll_checkpoints(trainer)
@@ -464,6 +477,10 @@ class StepwatchCallback(Callback):  # type: ignore[misc]
         _relay.flush(_common.end_flush(self.end_flush))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._rank_joined and not trainer.is_global_zero:
+            self._rank_joined = False
+            _control.framework_stops(None)
+            return
         if not (trainer.is_global_zero and self._active):
             return
         self._poll_checkpoints(trainer)
