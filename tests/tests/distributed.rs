@@ -7,15 +7,43 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use stepwatch_e2e::{python, repo, wait_until, Browser, Relay, TempDir};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// A torchrun job in its own process group, killed with all its ranks when dropped
+/// (a failing test leaves no rank behind).
+struct Job(Child);
+
+impl Job {
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let group = format!("-{}", self.0.id());
+            let _ = Command::new("kill").args(["-9", "--", &group]).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The run's state once it exists.
+fn state(relay: &Relay, run: &str) -> Option<Value> {
+    let (status, v) = relay.get(&format!("/api/runs/{run}"));
+    (status == 200).then_some(v)
+}
+
 /// `torchrun --nproc_per_node=nproc examples/ddp_train.py` against `url`.
-fn torchrun(url: &str, dir: &TempDir, nproc: u32, steps: u32) -> Child {
-    torchrun_script("examples/ddp_train.py", url, dir, nproc, steps, &[])
+fn torchrun(url: &str, dir: &TempDir, nproc: u32, steps: u32) -> Job {
+    let fast = [("STEPWATCH_SYSTEM_INTERVAL", "0.5")];
+    torchrun_script("examples/ddp_train.py", url, dir, nproc, steps, &fast)
 }
 
 /// `torchrun --nproc_per_node=nproc <script>` (a path in the repo) against `url`.
@@ -26,8 +54,8 @@ fn torchrun_script(
     nproc: u32,
     steps: u32,
     env: &[(&str, &str)],
-) -> Child {
-    Command::new(python())
+) -> Job {
+    let child = Command::new(python())
         .args(["-m", "torch.distributed.run", "--nproc_per_node"])
         .arg(nproc.to_string())
         .arg("--master_port")
@@ -36,7 +64,6 @@ fn torchrun_script(
         .envs(env.iter().copied())
         .env("PYTHONPATH", repo().join("clients/python/src"))
         .env("STEPWATCH_URL", url)
-        .env("STEPWATCH_SYSTEM_INTERVAL", "0.5")
         .env("STEPWATCH_SPOOL_DIR", dir.0.join("spool"))
         .env("DDP_STEPS", steps.to_string())
         .env("DDP_CKPT", dir.0.join("final.pt"))
@@ -44,8 +71,10 @@ fn torchrun_script(
         .env_remove("STEPWATCH_RUN")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
-        .unwrap()
+        .unwrap();
+    Job(child)
 }
 
 /// The one run the ranks made (waits for it), with its state.
@@ -59,7 +88,7 @@ fn the_run(relay: &Relay, ranks: usize) -> (String, Value) {
     });
     assert!(run.starts_with("ddp-"), "{run}");
     let state = wait_until("every rank sampled", WAIT, || {
-        let s = relay.get_ok(&format!("/api/runs/{run}"));
+        let s = state(relay, &run)?;
         let w = s["world"]["ranks"].as_array()?;
         (w.len() == ranks && w.iter().all(|r| r["step"].as_u64().unwrap_or(0) > 3)).then_some(s)
     });
@@ -135,7 +164,7 @@ fn torchrun_ranks_are_one_run_paused_resumed_and_stopped_at_one_step() {
     assert_eq!(acks(&relay, &run, "resume", "done").len(), 2);
 
     click(&b, "stop");
-    let status = wait_until("every rank ended", WAIT, || job.try_wait().unwrap());
+    let status = wait_until("every rank ended", WAIT, || job.try_wait());
     assert!(status.success(), "torchrun: {status}");
     let end = wait_until("stopped", WAIT, || {
         let s = relay.get_ok(&format!("/api/runs/{run}"));
@@ -175,7 +204,7 @@ fn a_rank_killed_with_sigkill_fails_the_run_naming_it() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = wait_until("torchrun gives up", WAIT, || job.try_wait().unwrap());
+    let status = wait_until("torchrun gives up", WAIT, || job.try_wait());
     assert!(!status.success());
     let failed = wait_until("the run failed naming rank 2", WAIT, || {
         let s = relay.get_ok(&format!("/api/runs/{run}"));
@@ -222,14 +251,14 @@ fn hugging_face_and_lightning_under_ddp_report_one_run_and_stop_on_every_rank() 
     let run = [("DDP_TEST_RUN", "hf-ddp")];
     let mut job = torchrun_script("tests/ddp/hf_ddp.py", &relay.url, &dir, 2, 100_000, &run);
     wait_until("both ranks training", WAIT, || {
-        let s = relay.get_ok("/api/runs/hf-ddp");
+        let s = state(&relay, "hf-ddp")?;
         let ranks = s["world"]["ranks"].as_array()?.len();
         (ranks == 2 && s["step"].as_u64()? > 10).then_some(())
     });
     let sent = ureq::post(&format!("{}/api/runs/hf-ddp/commands", relay.url))
         .send_json(serde_json::json!({"command": "stop"}));
     assert!(sent.is_ok(), "{sent:?}");
-    let status = wait_until("every rank ended", WAIT, || job.try_wait().unwrap());
+    let status = wait_until("every rank ended", WAIT, || job.try_wait());
     assert!(status.success(), "torchrun: {status}");
     let s = wait_until("stopped", WAIT, || {
         let s = relay.get_ok("/api/runs/hf-ddp");
@@ -249,7 +278,7 @@ fn hugging_face_and_lightning_under_ddp_report_one_run_and_stop_on_every_rank() 
     // Lightning's ddp strategy under torchrun: runs to the end, reported once.
     let run = [("DDP_TEST_RUN", "pl-ddp")];
     let mut job = torchrun_script("tests/ddp/lightning_ddp.py", &relay.url, &dir, 2, 30, &run);
-    let status = wait_until("lightning ended", WAIT, || job.try_wait().unwrap());
+    let status = wait_until("lightning ended", WAIT, || job.try_wait());
     assert!(status.success(), "torchrun: {status}");
     let s = wait_until("completed", WAIT, || {
         let s = relay.get_ok("/api/runs/pl-ddp");
@@ -263,5 +292,12 @@ fn hugging_face_and_lightning_under_ddp_report_one_run_and_stop_on_every_rank() 
         "{ranks:?}"
     );
     reported_once(&relay, "pl-ddp");
-    assert_eq!(relay.get_ok("/api/runs").as_array().unwrap().len(), 2);
+    let runs = relay.get_ok("/api/runs");
+    let names: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["run"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "one run per job: {names:?}");
 }

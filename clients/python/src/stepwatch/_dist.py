@@ -151,8 +151,14 @@ class RankFilter:
         self._step: Any = None
         self._batches = 0
         self._ended = False
+        self._start: dict[str, Any] | None = None  # the `rank` started event, until sent
 
     def __call__(self, record: dict[str, Any]) -> None:
+        if self._start is not None and record.get("event") != "rank":
+            # Sent with the rank's first event: a connection replaced before it sends
+            # anything (an integration naming the run) leaves no empty run behind.
+            start, self._start = self._start, None
+            self(start)
         event = record.get("event")
         if event == "batch_end":
             self._tick(record)
@@ -237,8 +243,8 @@ class RankFilter:
         return e
 
     def send_start(self, interval: float | None) -> None:
-        """This rank joined: where it runs (sent once, on connect)."""
-        self({**self.start_event(interval)})
+        """This rank joined: where it runs (sent once, before its first event)."""
+        self._start = self.start_event(interval)
 
     def send_end(self, status: str) -> None:
         """This rank's process ends (``completed``, ``failed``, ``stopped``); once."""

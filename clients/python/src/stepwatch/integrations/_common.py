@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import _lifecycle, _relay
+from .. import _dist, _lifecycle, _relay
 from .._control import StopTraining
 from .._emitter import training_emitter
 
@@ -35,8 +35,12 @@ def current_sender() -> _relay.RelaySender | None:
 
 
 def _is_sdk_default_run(run: str) -> bool:
-    """The run id ``connect()`` made up because none was given (``run-<time>-<pid>``)."""
-    return re.fullmatch(rf"run-\d{{8}}-\d{{6}}-{os.getpid()}", run) is not None
+    """The run id ``connect()`` made up because none was given (``run-<time>-<pid>``,
+    or a distributed job's ``ddp-<hash>``)."""
+    if re.fullmatch(rf"run-\d{{8}}-\d{{6}}-{os.getpid()}", run) is not None:
+        return True
+    world = _dist.detect()
+    return world is not None and run == _dist.run_id(world)
 
 
 def safe_run_id(name: str | None) -> str | None:
