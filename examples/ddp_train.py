@@ -7,9 +7,11 @@ run (named alike on every rank from torchrun's environment), sends the training 
 from rank 0 only, and system samples, logs and errors from every rank. Pause, Stop and
 Load from the dashboard act on every rank at the same step. Options (environment):
 ``DDP_STEPS`` (default 400), ``DDP_STEP_S`` (sleep per step, default 0.01),
-``DDP_CKPT`` (where rank 0 saves the final checkpoint, default /tmp/ddp_final.pt).
+``DDP_CKPT`` (where rank 0 saves the final checkpoint, default /tmp/ddp_final.pt),
+``DDP_BACKEND`` (default gloo on CPU; ``nccl`` trains on ``cuda:LOCAL_RANK``).
 """
 
+import logging
 import os
 import time
 
@@ -26,21 +28,25 @@ from stepwatch import (
     emit_training_start,
 )
 
-dist.init_process_group("gloo")
+backend = os.environ.get("DDP_BACKEND", "gloo")
+dist.init_process_group(backend)
 rank, world = dist.get_rank(), dist.get_world_size()
+device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if backend == "nccl" else "cpu")
 stepwatch.connect()  # every rank: one run, from torchrun's environment
+logging.warning("rank %d of %d ready", rank, world)  # in the run's log, tagged with the rank
 
 steps = int(os.environ.get("DDP_STEPS", "400"))
 pause_s = float(os.environ.get("DDP_STEP_S", "0.01"))
 ckpt = os.environ.get("DDP_CKPT", "/tmp/ddp_final.pt")
 
 torch.manual_seed(rank)
-model = DDP(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1)))
+net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1)).to(device)
+model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
 
 
 def load_checkpoint(path):
-    model.module.load_state_dict(torch.load(path, map_location="cpu"))
+    model.module.load_state_dict(torch.load(path, map_location=device))
 
 
 stepwatch.on_command("load_checkpoint", load_checkpoint)
@@ -49,7 +55,7 @@ emit_training_start(total_batches=steps, config={"world_size": world, "lr": 0.05
 step = 0
 try:
     for step in range(1, steps + 1):
-        x = torch.randn(64, 16)
+        x = torch.randn(64, 16, device=device)
         y = x[:, :1] * 2.0
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()

@@ -135,6 +135,16 @@ strings! {
     Paused => "Paused", "已暂停";
     System => "System", "系统资源";
     NoSystem => "No system samples yet.", "还没有系统资源数据。";
+    World => "Ranks", "分布式进程";
+    Node => "node", "节点";
+    Utilisation => "utilisation", "利用率";
+    Memory => "memory", "内存";
+    StepTime => "step · step time", "步数 · 每步用时";
+    Slowest => "slowest rank", "最慢进程";
+    RankEnded => "ended", "已结束";
+    RankLost => "lost", "失联";
+    AllRanks => "all ranks", "全部进程";
+    WaitingRanks => "waiting for ranks", "等待进程";
     Cpu => "CPU", "CPU";
     Ram => "RAM", "内存";
     Gpu => "GPU", "GPU";

@@ -117,9 +117,10 @@ pub struct CommandState {
     /// Id of the `command` event (commands are carried out in this order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<u64>,
-    /// A distributed run's answers, by rank (each rank's latest status).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ranks: BTreeMap<u64, String>,
+    /// A distributed run's answers: each rank's latest status, by rank (`""` for a rank
+    /// that has not answered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<String>,
     /// Ranks that have not acted on it yet (distributed runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<u64>,

@@ -112,6 +112,10 @@ pub struct RunState {
     pub notes: Option<String>,
     /// A distributed run's ranks (see [`crate::world`]); none for a single process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        target_arch = "wasm32",
+        serde(deserialize_with = "crate::world::deserialize_opt")
+    )]
     pub world: Option<World>,
 }
 

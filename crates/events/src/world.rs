@@ -6,9 +6,8 @@
 //! ([`World::ack`]) and names the rank that failed a run.
 
 use crate::bodies::{Rank, System};
-use crate::num;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 /// The most ranks a state tracks (a larger world keeps its first ranks).
 pub const MAX_RANKS: u64 = 4096;
@@ -35,19 +34,14 @@ pub struct RankInfo {
     /// How it ended, when it did: `completed`, `failed`, `stopped`.
     pub status: Option<String>,
     /// Relay time of the latest event from it.
-    #[serde(with = "num::opt", default)]
     pub seen_at: Option<f64>,
     /// Seconds between its heartbeats.
-    #[serde(with = "num::opt", default)]
     pub interval: Option<f64>,
     /// Its step and mean step time (ms) at its latest sample.
     pub step: Option<u64>,
-    #[serde(with = "num::opt", default)]
     pub step_ms: Option<f64>,
     /// Its latest load: CPU %, and the mean utilisation and summed memory of its GPUs.
-    #[serde(with = "num::opt", default)]
     pub cpu_percent: Option<f64>,
-    #[serde(with = "num::opt", default)]
     pub gpu_util: Option<f64>,
     pub gpu_mem_bytes: Option<u64>,
     pub gpu_mem_total_bytes: Option<u64>,
@@ -181,8 +175,8 @@ impl World {
     }
 
     /// Ranks, in `0..size`, that are not over and have not answered `status` (or a
-    /// later one) in `acks`.
-    fn waiting(&self, acks: &BTreeMap<u64, String>, status: &str) -> Vec<u64> {
+    /// later one) in `acks` (each rank's latest answer, by rank).
+    fn waiting(&self, acks: &[String], status: &str) -> Vec<u64> {
         let rank_of = |s: &str| match s {
             "accepted" => 1,
             "done" => 2,
@@ -191,14 +185,18 @@ impl World {
         let need = rank_of(status);
         (0..self.size.min(MAX_RANKS))
             .filter(|n| !self.rank(*n).is_some_and(RankInfo::is_over))
-            .filter(|n| acks.get(n).is_none_or(|s| rank_of(s) < need))
+            .filter(|n| acks.get(*n as usize).is_none_or(|s| rank_of(s) < need))
             .collect()
     }
 
     /// Rank `rank` answered a command with `status`; `acks` holds every rank's latest
-    /// answer to it.
-    pub fn ack(&self, acks: &mut BTreeMap<u64, String>, rank: u64, status: &str) -> RankAck {
-        acks.insert(rank, status.to_string());
+    /// answer to it, by rank (`""`: none yet).
+    pub fn ack(&self, acks: &mut Vec<String>, rank: u64, status: &str) -> RankAck {
+        let i = rank.min(MAX_RANKS) as usize;
+        if acks.len() <= i {
+            acks.resize(i + 1, String::new());
+        }
+        acks[i] = status.to_string();
         if matches!(status, "rejected" | "failed") {
             return RankAck {
                 status: status.to_string(),
@@ -253,6 +251,40 @@ impl World {
             .map(|r| r.rank)
             .collect()
     }
+}
+
+/// The world from its JSON, field by field: what the dashboard draws of it (its place,
+/// state, step and step time; its own reducer fills in the rest from the stream).
+/// Decoding through [`Value`], whose decoder the dashboard has anyway, costs it far
+/// fewer bytes than a derived decoder would.
+pub fn from_value(v: &Value) -> Option<World> {
+    let ranks = v.get("ranks")?.as_array()?;
+    let ranks = ranks.iter().filter_map(|r| {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+        let u = |k: &str| r.get(k).and_then(Value::as_u64);
+        Some(RankInfo {
+            rank: u("rank")?,
+            host: s("host"),
+            local_rank: u("local_rank"),
+            node_rank: u("node_rank"),
+            state: s("state").unwrap_or_default(),
+            status: s("status"),
+            step: u("step"),
+            step_ms: r.get("step_ms").and_then(Value::as_f64),
+            ..Default::default()
+        })
+    });
+    Some(World {
+        size: v.get("size")?.as_u64()?,
+        ranks: ranks.collect(),
+    })
+}
+
+/// `RunState.world` as the dashboard decodes it (see [`from_value`]).
+pub fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<World>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?
+        .as_ref()
+        .and_then(from_value))
 }
 
 /// Silence after which a rank with heartbeat `interval` is lost: three heartbeats, and

@@ -81,7 +81,7 @@ fn a_command_is_done_when_every_rank_has_done_it() {
     );
     assert_eq!(s.commands[0].status, "done");
     assert_eq!(s.status, RunStatus::Running);
-    assert_eq!(s.commands[0].ranks.len(), 2);
+    assert_eq!(s.commands[0].ranks, ["done", "done"]);
     // A refusal by any rank is final, and names it.
     apply(
         &mut s,
@@ -174,4 +174,23 @@ fn a_single_process_run_has_no_world() {
     );
     assert!(s.world.is_none());
     assert_eq!(s.last_error.unwrap().message, "boom");
+}
+
+#[test]
+fn the_dashboards_decoding_keeps_what_it_draws() {
+    let mut s = two_ranks();
+    apply(
+        &mut s,
+        r#"{"event":"system","rank":1,"step":7,"step_ms":12.5,"received":101}"#,
+    );
+    let json = serde_json::to_value(s.world.as_ref().unwrap()).unwrap();
+    let w = stepwatch_events::world::from_value(&json).unwrap();
+    assert_eq!(w.size, 2);
+    let r = w.rank(1).unwrap();
+    assert_eq!(
+        (r.host.as_deref(), r.step, r.step_ms),
+        (Some("h1"), Some(7), Some(12.5))
+    );
+    assert_eq!(r.state, "running");
+    assert!(stepwatch_events::world::from_value(&serde_json::json!({"size": 2})).is_none());
 }

@@ -16,6 +16,7 @@ pub mod points;
 pub mod sort;
 pub mod table;
 pub mod tail;
+pub mod world;
 
 pub use format::*;
 pub use points::{metric_order, zoomed, Page, Point};
@@ -114,6 +115,17 @@ impl RunView {
         self.page_done(m);
     }
 
+    /// System samples kept: [`MAX_SYSTEM`] per rank of a distributed run (up to 16).
+    fn max_system(&self) -> usize {
+        let ranks = self.state.world.as_ref().map_or(1, |w| w.size.clamp(1, 16));
+        MAX_SYSTEM * ranks as usize
+    }
+
+    /// Rank 0's system samples (every sample of a single process), oldest first.
+    pub fn own_system(&self) -> impl Iterator<Item = &SystemSample> {
+        self.system.iter().filter(|s| s.rank.unwrap_or(0) == 0)
+    }
+
     /// Adds stored `log` and `system` events, newest first (as `order=desc` answers),
     /// before the live ones: only those up to `upto` (the id the stream starts after).
     pub fn add_history(&mut self, events: &[Event], upto: u64) {
@@ -124,7 +136,7 @@ impl RunView {
                     self.logs.push_front(l);
                 }
             } else if let Some(s) = system_sample(e, time) {
-                if self.system.len() < MAX_SYSTEM {
+                if self.system.len() < self.max_system() {
                     self.system.push_front(s);
                 }
             }
@@ -172,7 +184,7 @@ impl RunView {
             }
         } else if let Some(s) = system_sample(e, time) {
             self.system.push_back(s);
-            if self.system.len() > MAX_SYSTEM {
+            if self.system.len() > self.max_system() {
                 self.system.pop_front();
             }
         }

@@ -11,6 +11,8 @@ pub struct LogLine {
     pub level: String,
     pub message: String,
     pub logger: String,
+    /// The rank that logged it, in a distributed run.
+    pub rank: Option<u64>,
 }
 
 /// One GPU in a system sample.
@@ -33,6 +35,8 @@ pub struct SystemSample {
     pub mem_used_bytes: Option<f64>,
     pub mem_total_bytes: Option<f64>,
     pub gpus: Vec<GpuSample>,
+    /// The rank it came from, in a distributed run.
+    pub rank: Option<u64>,
 }
 
 /// A `log` event as a line of the tail (`None` for any other event).
@@ -50,6 +54,7 @@ pub fn log_line(e: &Event, time: f64) -> Option<LogLine> {
             .to_ascii_lowercase(),
         message: l.message.clone().unwrap_or_default(),
         logger: l.logger.clone().unwrap_or_default(),
+        rank: l.rank,
     })
 }
 
@@ -84,5 +89,6 @@ pub fn system_sample(e: &Event, time: f64) -> Option<SystemSample> {
                 power_w: f(g, "power_w"),
             })
             .collect(),
+        rank: s.rank,
     })
 }

@@ -330,7 +330,7 @@ pub fn CommandsPanel() -> impl IntoView {
                             <td class="mono">{c.command.clone()}</td>
                             <td class="mono small muted">{args}</td>
                             <td><span class=format!("cmd-state {st}")>{label(i18n, &c, now)}</span></td>
-                            <td class="small muted cmd-msg" data-testid="command-message">{command_story(&c)}</td>
+                            <td class="small muted cmd-msg" data-testid="command-message">{command_story(&c)}{waiting(i18n.t(Key::WaitingRanks), &c)}</td>
                             <td class="small muted" data-testid="command-sender">{c.sender.clone().map(|who| format!("{} {who}, {}", i18n.t(Key::SentBy), clock_time(c.sent_at)))}</td>
                             <td>{(allowed.get_untracked() && (st == "unanswered" || st == "pending")).then(|| view! {
                                 <button class="mini" data-testid="cancel" on:click=move |_| {
@@ -346,6 +346,15 @@ pub fn CommandsPanel() -> impl IntoView {
             </table>
         </section>
     }
+}
+
+/// " · waiting for ranks 1, 3": the ranks of a distributed run that have not acted yet.
+fn waiting(words: &str, c: &CommandState) -> String {
+    if c.waiting.is_empty() || !c.is_open() {
+        return String::new();
+    }
+    let ranks: Vec<String> = c.waiting.iter().map(u64::to_string).collect();
+    format!(" · {words} {}", ranks.join(", "))
 }
 
 /// Local wall-clock time "14:02" of unix seconds.

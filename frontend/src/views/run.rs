@@ -11,7 +11,7 @@ use super::common::{ago, download, fmt_loss, fmt_lr, use_clock, ConnBadge, Stat,
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton};
 use super::job::{JobPanel, RerunButton};
 use super::meta::MetaPanel;
-use super::tails::{LogsPanel, SystemPanel};
+use super::tails::{LogsPanel, SystemPanel, WorldPanel};
 use crate::api;
 use crate::i18n::{use_i18n, Key};
 use crate::load::{self, use_run};
@@ -41,6 +41,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         <MetaPanel/>
         <JobPanel run=run/>
         <RunCharts/>
+        <WorldPanel/>
         <div class="two-col">
             <Checkpoints/>
             <ConfigTable/>

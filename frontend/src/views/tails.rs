@@ -1,5 +1,6 @@
-//! The run page's live tails: the log panel (level filter, search, follow) and the
-//! system panel (CPU, RAM and each GPU, with sparklines).
+//! The run page's live tails: the log panel (level and rank filters, search, follow),
+//! the system panel (CPU, RAM and each GPU, with sparklines) and, for a distributed run,
+//! the world panel (its ranks by node: state, step time, heat strips).
 
 use super::common::{ago, use_clock};
 use crate::i18n::{use_i18n, I18n, Key};
@@ -22,18 +23,21 @@ pub fn LogsPanel() -> impl IntoView {
     let i18n = use_i18n();
     let view_state = use_run().view;
     let min_level = RwSignal::new(0usize);
+    let rank = RwSignal::new(u64::MAX); // every rank
     let query = RwSignal::new(String::new());
     let follow = RwSignal::new(true);
     let list = NodeRef::<leptos::html::Div>::new();
     let lines = Memo::new(move |_| {
         let q = fold_case(&query.get());
         let min = min_level.get();
+        let only = rank.get();
         view_state.with(|v| {
             let mut out: Vec<model::LogLine> = v
                 .logs
                 .iter()
                 .rev()
                 .filter(|l| level_rank(&l.level) >= min)
+                .filter(|l| only == u64::MAX || l.rank.unwrap_or(0) == only)
                 .filter(|l| {
                     q.is_empty()
                         || fold_case(&l.message).contains(&q)
@@ -63,6 +67,12 @@ pub fn LogsPanel() -> impl IntoView {
                     <option value="0">{i18n.tr(Key::AllLevels)}</option>
                     {LEVELS.iter().enumerate().skip(1).map(|(i, l)| view! { <option value=i.to_string()>{format!("≥ {l}")}</option> }).collect_view()}
                 </select>
+                {move || view_state.with(|v| v.state.world.as_ref().map(|w| w.size)).filter(|n| *n > 1).map(|n| view! {
+                    <select data-testid="log-rank" on:change=move |ev| rank.set(event_target_value(&ev).parse().unwrap_or(u64::MAX))>
+                        <option value="all">{i18n.tr(Key::AllRanks)}</option>
+                        {(0..n.min(1024)).map(|r| view! { <option value=r.to_string()>{format!("#{r}")}</option> }).collect_view()}
+                    </select>
+                })}
                 <input type="search" data-testid="log-search" placeholder=i18n.tr(Key::Search)
                     on:input=move |ev| query.set(event_target_value(&ev))/>
                 <button class=move || if follow.get() { "btn on" } else { "btn" } data-testid="log-follow"
@@ -76,6 +86,7 @@ pub fn LogsPanel() -> impl IntoView {
                     <div class=format!("log-line lvl-{}", l.level) data-testid="log-line">
                         <span class="log-time mono">{crate::chart::fmt_x(l.time, crate::chart::XMode::Wall)}</span>
                         <span class="log-level">{l.level.clone()}</span>
+                        {l.rank.map(|r| view! { <span class="log-rank mono">{format!("#{r}")}</span> })}
                         <span class="log-msg">{l.message.clone()}</span>
                     </div>
                 </For>
@@ -146,10 +157,9 @@ fn row(label: String, value: String, spark: Vec<f64>, max: f64, testid: String) 
 
 /// The system panel's rows: CPU, RAM, then each GPU's (`None` before any sample).
 fn system_rows(i18n: I18n, v: &RunView) -> Option<Vec<AnyView>> {
-    let last = v.system.back()?;
+    let last = v.own_system().last()?;
     let hist = |f: &dyn Fn(&model::SystemSample) -> Option<f64>| {
-        v.system
-            .iter()
+        v.own_system()
             .map(|s| f(s).unwrap_or(f64::NAN))
             .collect::<Vec<_>>()
     };
@@ -197,8 +207,7 @@ fn system_rows(i18n: I18n, v: &RunView) -> Option<Vec<AnyView>> {
 /// GPU `gi`'s rows: its name, then utilisation, memory, temperature, power.
 fn gpu_rows(i18n: I18n, v: &RunView, gi: usize, g: &model::GpuSample, rows: &mut Vec<AnyView>) {
     let gh = |f: &dyn Fn(&model::GpuSample) -> Option<f64>| {
-        v.system
-            .iter()
+        v.own_system()
             .map(|s| s.gpus.get(gi).and_then(f).unwrap_or(f64::NAN))
             .collect::<Vec<_>>()
     };
@@ -257,4 +266,39 @@ fn gpu_rows(i18n: I18n, v: &RunView, gi: usize, g: &model::GpuSample, rows: &mut
             .into_any(),
         );
     }
+}
+
+/// A distributed run's world: its ranks by node, each with its state, step and step
+/// time (the straggler marked) and heat strips of utilisation and memory.
+#[component]
+pub fn WorldPanel() -> impl IntoView {
+    let i18n = use_i18n();
+    let view_state = use_run().view;
+    let html = move || {
+        let words = model::world::Words {
+            node: i18n.t(Key::Node),
+            util: i18n.t(Key::Utilisation),
+            mem: i18n.t(Key::Memory),
+            step_time: i18n.t(Key::StepTime),
+            slowest: i18n.t(Key::Slowest),
+            states: [
+                i18n.t(Key::StatusRunning),
+                i18n.t(Key::RankEnded),
+                i18n.t(Key::StatusFailed),
+                i18n.t(Key::RankLost),
+            ],
+        };
+        view_state.with(|v| model::world::world_html(v, &words).unwrap_or_default())
+    };
+    let many = Signal::derive(move || {
+        view_state.with(|v| v.state.world.as_ref().is_some_and(|w| w.size > 1))
+    });
+    super::common::show(many, move || {
+        view! {
+            <section class="panel world" data-testid="world">
+                <div class="panel-head"><h2>{i18n.tr(Key::World)}</h2></div>
+                <div inner_html=html></div>
+            </section>
+        }
+    })
 }
