@@ -164,7 +164,7 @@ fn runs_list_filters_and_groups(b: &Browser) {
     let cells = b.wait_for(
         "the model column",
         WAIT,
-        "const c = [...document.querySelectorAll('[data-testid=run-row] td.extra')].map(t => t.textContent); return c.length === 3 && c.join(',');",
+        "const c = [...document.querySelectorAll('[data-testid=run-row] td.extra')].map(t => t.textContent); return c.length === 3 && !c.includes('–') && c.join(',');",
     );
     assert_eq!(cells, json!("mlp,mlp,mlp"));
     assert_eq!(

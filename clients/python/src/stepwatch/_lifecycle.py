@@ -101,7 +101,25 @@ def report_after_end(exc: BaseException, tb: Any = None) -> bool:
     return True
 
 
+#: Inside :func:`_excepthook` (a hook it chained to may call it again).
+_in_hook = False
+
+
 def _excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
+    global _in_hook
+    if _in_hook:
+        # A hook installed after ours wrapped it, and ours (connected again) wrapped that
+        # one: torch.distributed's rank-prefixing hook does so. Print, once, and return.
+        sys.__excepthook__(tp, value, tb)
+        return
+    _in_hook = True
+    try:
+        _report_and_chain(tp, value, tb)
+    finally:
+        _in_hook = False
+
+
+def _report_and_chain(tp: type[BaseException], value: BaseException, tb: Any) -> None:
     try:
         stopped = isinstance(value, (KeyboardInterrupt, _control.StopTraining))
         _session.exit_status = "stopped" if stopped else "failed"
