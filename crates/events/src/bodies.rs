@@ -307,3 +307,52 @@ body!(
         sender: String,
     }
 );
+body!(
+    /// `text_sample`: what a model wrote at a step: one `text`, a `prompt` and its
+    /// `completion`, or a table (`columns` and `rows`). Checked by [`crate::media`].
+    TextSample {
+        /// The sample's tag, like a metric name.
+        name: String,
+        step: u64,
+        caption: String,
+        text: String,
+        prompt: String,
+        completion: String,
+        columns: Vec<String>,
+        /// Arrays as long as `columns`, of strings, numbers, booleans or null.
+        rows: Value,
+    }
+);
+body!(
+    /// `image`: an image uploaded to the run (`PUT /api/runs/{run}/media/{sha256}`),
+    /// shown at its step. The relay fills in `mime`, `width`, `height` and `size` from the
+    /// bytes it holds.
+    Image {
+        name: String,
+        step: u64,
+        caption: String,
+        /// Lowercase hex SHA-256 of the bytes.
+        media: String,
+        /// Its place among several images at one step (0 first).
+        index: u64,
+        mime: String,
+        width: u64,
+        height: u64,
+        size: u64,
+    }
+);
+body!(
+    /// `histogram`: the distribution of a tensor at a step: `counts[i]` values fell in
+    /// `[edges[i], edges[i + 1])`.
+    Histogram {
+        name: String,
+        step: u64,
+        caption: String,
+        edges: Vec<f64>,
+        counts: Vec<f64>,
+        min: f64,
+        max: f64,
+        sum: f64,
+        count: f64,
+    }
+);

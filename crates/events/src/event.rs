@@ -10,7 +10,8 @@
 pub use crate::bodies::{
     Alert, AlertDelivery, AlertFired, AlertResolved, AlertRule, BatchEnd, BatchStart,
     CheckpointLoaded, CheckpointSaved, Command, CommandAck, EpochEnd, EpochStart, ErrorOccurred,
-    Log, MetricUpdate, Rank, RunMeta, System, TrainingEnd, TrainingStart,
+    Histogram, Image, Log, MetricUpdate, Rank, RunMeta, System, TextSample, TrainingEnd,
+    TrainingStart,
 };
 use crate::fields::{kind, take, write_f64, write_key};
 pub use crate::fields::{EventError, Metrics};
@@ -67,6 +68,9 @@ pub enum EventBody {
     AlertDelivery(AlertDelivery),
     RunMeta(RunMeta),
     Rank(Rank),
+    TextSample(TextSample),
+    Image(Image),
+    Histogram(Histogram),
     /// Any other valid name: stored, streamed and listed as sent.
     Custom {
         name: String,
@@ -76,7 +80,7 @@ pub enum EventBody {
 
 /// Every event name with a typed body ([`EventBody`] other than `Custom`): what a run's
 /// stream carries that a client understands (the dashboard listens for these).
-pub const KNOWN_EVENTS: [&str; 21] = [
+pub const KNOWN_EVENTS: [&str; 24] = [
     "training_start",
     "training_end",
     "epoch_start",
@@ -98,6 +102,9 @@ pub const KNOWN_EVENTS: [&str; 21] = [
     "alert_delivery",
     "run_meta",
     "rank",
+    "text_sample",
+    "image",
+    "histogram",
 ];
 
 impl EventBody {
@@ -125,6 +132,9 @@ impl EventBody {
             EventBody::AlertDelivery(_) => "alert_delivery",
             EventBody::RunMeta(_) => "run_meta",
             EventBody::Rank(_) => "rank",
+            EventBody::TextSample(_) => "text_sample",
+            EventBody::Image(_) => "image",
+            EventBody::Histogram(_) => "histogram",
             EventBody::Custom { name, .. } => name,
         }
     }
@@ -154,6 +164,9 @@ impl EventBody {
             "alert_delivery" => EventBody::AlertDelivery(AlertDelivery::take_from(fields)?),
             "run_meta" => EventBody::RunMeta(RunMeta::take_from(fields)?),
             "rank" => EventBody::Rank(Rank::take_from(fields)?),
+            "text_sample" => EventBody::TextSample(TextSample::take_from(fields)?),
+            "image" => EventBody::Image(Image::take_from(fields)?),
+            "histogram" => EventBody::Histogram(Histogram::take_from(fields)?),
             _ => EventBody::Custom {
                 name,
                 fields: std::mem::take(fields),
@@ -184,6 +197,9 @@ impl EventBody {
             EventBody::AlertDelivery(b) => b.write_fields(out, taken),
             EventBody::RunMeta(b) => b.write_fields(out, taken),
             EventBody::Rank(b) => b.write_fields(out, taken),
+            EventBody::TextSample(b) => b.write_fields(out, taken),
+            EventBody::Image(b) => b.write_fields(out, taken),
+            EventBody::Histogram(b) => b.write_fields(out, taken),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     if !taken(k) {
@@ -218,6 +234,9 @@ impl EventBody {
             EventBody::AlertDelivery(b) => b.put_into(out),
             EventBody::RunMeta(b) => b.put_into(out),
             EventBody::Rank(b) => b.put_into(out),
+            EventBody::TextSample(b) => b.put_into(out),
+            EventBody::Image(b) => b.put_into(out),
+            EventBody::Histogram(b) => b.put_into(out),
             EventBody::Custom { fields, .. } => {
                 for (k, v) in fields {
                     out.entry(k.clone()).or_insert_with(|| v.clone());

@@ -268,3 +268,25 @@ impl Field for Vec<String> {
         Value::Array(self.iter().cloned().map(Value::String).collect())
     }
 }
+
+impl Field for Vec<f64> {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    num::from_json(&item)
+                        .ok_or_else(|| format!("item {i}: expected a number, got {}", kind(&item)))
+                })
+                .collect(),
+            other => Err(format!(
+                "expected an array of numbers, got {}",
+                kind(&other)
+            )),
+        }
+    }
+    fn to_json(&self) -> Value {
+        Value::Array(self.iter().map(|&x| num::to_json(x)).collect())
+    }
+}

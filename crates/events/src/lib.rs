@@ -14,6 +14,8 @@
 //! - [`state`]: [`RunState::apply`], the reducer; [`records`]: the plain data it keeps
 //!   (status, checkpoints, commands, last error); [`summary`]: [`RunSummary`] for run lists.
 //! - [`world`]: a distributed run's ranks (`rank` events, per-rank samples and answers).
+//! - [`media`]: text samples, images and histograms: their checks, the tags the reducer
+//!   keeps (`RunState.media`), and telling an image by its bytes ([`media::sniff`]).
 //! - [`meta`]: a run's tags, group and notes (`run_meta`): the checks and normalisation
 //!   every writer applies.
 //! - [`progress`]: [`Pace`] and [`Progress`] (1-based epochs, batches done, ETA), read by
@@ -38,6 +40,7 @@ pub mod event;
 pub mod field_error;
 pub mod fields;
 pub mod jobs;
+pub mod media;
 pub mod meta;
 pub mod num;
 pub mod progress;

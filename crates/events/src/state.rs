@@ -117,6 +117,9 @@ pub struct RunState {
         serde(deserialize_with = "crate::world::deserialize_opt")
     )]
     pub world: Option<World>,
+    /// Text samples, images and histograms, one entry per tag (see [`crate::media`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<crate::media::MediaTag>,
 }
 
 impl RunState {
@@ -144,7 +147,9 @@ impl RunState {
             EventBody::BatchEnd(b) => b.step.unwrap_or(self.step),
             EventBody::MetricUpdate(m) => m.step.unwrap_or(self.step),
             EventBody::CheckpointSaved(c) => c.step.unwrap_or(self.step),
-            _ => self.step,
+            body => crate::media::media_of(body)
+                .and_then(|(_, _, step)| step)
+                .unwrap_or(self.step),
         }
     }
 
@@ -205,6 +210,12 @@ impl RunState {
             EventBody::AlertResolved(r) => self.alerts.resolved(r, t),
             EventBody::AlertDelivery(d) => self.alerts.delivery(d, t),
             EventBody::RunMeta(m) => self.run_meta(m),
+            EventBody::TextSample(_) | EventBody::Image(_) | EventBody::Histogram(_) => {
+                if let Some((kind, Some(name), step)) = crate::media::media_of(&e.body) {
+                    let step = step.unwrap_or(self.step);
+                    crate::media::note(&mut self.media, kind, name, step, e.id);
+                }
+            }
             EventBody::Log(_) | EventBody::Alert(_) | EventBody::Custom { .. } => {}
         }
     }

@@ -24,7 +24,8 @@ pub fn action_of<'a>(method: &Method, path: &'a str) -> Option<Action<'a>> {
     match (method.as_str(), parts.as_slice()) {
         (_, ["", "healthz" | "readyz"]) => None,
         ("POST", ["", "api", "login"] | ["", "api", "logout"]) | ("GET", ["", "api", "me"]) => None,
-        ("POST", ["", "api", "runs", run, "events"]) => Some(Action::WriteEvents(run)),
+        ("POST", ["", "api", "runs", run, "events"])
+        | ("PUT", ["", "api", "runs", run, "media", _]) => Some(Action::WriteEvents(run)),
         ("GET", ["", "api", "runs", run, "commands", "stream"]) => Some(Action::ReadCommands(run)),
         ("POST", ["", "api", "runs", _, "commands"])
         | ("POST", ["", "api", "runs", _, "commands", _, "cancel"])

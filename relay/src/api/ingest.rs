@@ -34,7 +34,7 @@ async fn ingest(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_run(&run)?;
-    let body = read_body(req, payload, data.max_body).await?;
+    let body = read_body(req, payload, data.max_body, "send smaller batches").await?;
     let Ok(text) = std::str::from_utf8(&body) else {
         return Err(ApiError::bad_request("request body is not UTF-8"));
     };
@@ -48,6 +48,7 @@ async fn ingest(
     let events = parse(text, ndjson, &data.limits)?;
     super::alerts::check_ingest(&events)?;
     super::meta::check_ingest(&events)?;
+    let events = super::media::check_ingest(data, &run, events).await?;
     if data.store.state(&run).is_none() && data.store.runs().len() >= data.limits.max_runs {
         return Err(ApiError::conflict(format!(
             "the relay already holds {} runs, the limit (--max-runs): delete old runs or raise it",
@@ -57,16 +58,19 @@ async fn ingest(
     commit(data, run, events).await
 }
 
-/// The request body, refused with 413 as soon as it is known to be over `max_body`.
-async fn read_body(
+/// The request body, refused with 413 as soon as it is known to be over `max_body`
+/// (the refusal ends with `hint`: what to do about it).
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     max_body: usize,
+    hint: &str,
 ) -> Result<BytesMut, ApiError> {
     let too_big = || {
         ApiError::too_large(format!(
-            "request body over the limit of {max_body} bytes: send smaller batches"
+            "request body over the limit of {max_body} bytes: {hint}"
         ))
+        .with("limit", max_body)
     };
     let declared = req
         .headers()

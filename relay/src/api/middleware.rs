@@ -4,7 +4,7 @@
 /// CORS for the API: the listed origins (`*`: any) may call it from a browser.
 pub fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut c = actix_cors::Cors::default()
-        .allowed_methods(vec!["GET", "POST", "DELETE", "OPTIONS"])
+        .allowed_methods(vec!["GET", "POST", "PUT", "DELETE", "OPTIONS"])
         .allowed_headers(vec![
             actix_web::http::header::CONTENT_TYPE,
             actix_web::http::header::AUTHORIZATION,

@@ -1,7 +1,7 @@
 //! The route table: which handler answers each method and path of the API.
 
 use super::error::ApiError;
-use super::{access, alerts, commands, health, ingest, jobs, meta, metrics, reads, sse};
+use super::{access, alerts, commands, health, ingest, jobs, media, meta, metrics, reads, sse};
 use actix_web::{web, HttpRequest};
 
 /// Wires the API routes into an actix app.
@@ -36,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/runs/{run}/job", web::get().to(jobs::of_run))
                 .route("/runs/{run}/meta", web::post().to(meta::set))
+                .route("/runs/{run}/media/{sha}", web::put().to(media::put))
+                .route("/runs/{run}/media/{sha}", web::get().to(media::get))
                 .route("/values", web::get().to(meta::values))
                 .route("/alerts/config", web::get().to(alerts::config))
                 .route("/runs/{run}/alerts", web::get().to(alerts::of_run))

@@ -11,6 +11,13 @@ use std::sync::Arc;
 /// Largest request body accepted by the ingest endpoint.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest uploaded image, in bytes.
+pub const DEFAULT_MEDIA_MAX_ITEM: usize = 16 * 1024 * 1024;
+/// Most pixels of one uploaded image (a browser decodes every one of them).
+pub const DEFAULT_MEDIA_MAX_PIXELS: u64 = 40_000_000;
+/// Most media bytes one run holds.
+pub const DEFAULT_MEDIA_MAX_RUN: u64 = 1024 * 1024 * 1024;
+
 /// Shared state of the HTTP layer.
 pub struct AppState {
     pub store: Arc<dyn Storage>,
@@ -47,6 +54,12 @@ pub struct Limits {
     pub max_runs: usize,
     /// Metric series one run may have (`--max-metrics`).
     pub max_metrics: usize,
+    /// Bytes of one uploaded image (`--media-max-item`).
+    pub media_max_item: usize,
+    /// Pixels of one uploaded image, width × height (`--media-max-pixels`).
+    pub media_max_pixels: u64,
+    /// Bytes of media one run may hold in all (`--media-max-run`).
+    pub media_max_run: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +70,9 @@ impl Default for Limits {
             max_depth: 16,
             max_runs: 10_000,
             max_metrics: 1000,
+            media_max_item: DEFAULT_MEDIA_MAX_ITEM,
+            media_max_pixels: DEFAULT_MEDIA_MAX_PIXELS,
+            media_max_run: DEFAULT_MEDIA_MAX_RUN,
         }
     }
 }

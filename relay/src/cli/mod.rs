@@ -123,6 +123,15 @@ enum Cmd {
         /// Most metric series one run may have.
         #[arg(long, default_value_t = 1000)]
         max_metrics: usize,
+        /// Largest uploaded image, in bytes.
+        #[arg(long, default_value_t = api::DEFAULT_MEDIA_MAX_ITEM)]
+        media_max_item: usize,
+        /// Most pixels (width × height) of one uploaded image.
+        #[arg(long, default_value_t = api::DEFAULT_MEDIA_MAX_PIXELS)]
+        media_max_pixels: u64,
+        /// Most bytes of media one run may hold.
+        #[arg(long, default_value_t = api::DEFAULT_MEDIA_MAX_RUN)]
+        media_max_run: u64,
         /// Queues and templates for launching jobs (docs/LAUNCH.md).
         #[arg(long, env = "STEPWATCH_LAUNCH")]
         launch: Option<PathBuf>,
@@ -219,6 +228,9 @@ pub fn main() -> anyhow::Result<()> {
             max_depth,
             max_runs,
             max_metrics,
+            media_max_item,
+            media_max_pixels,
+            media_max_run,
             launch,
             local_agent,
             alerts,
@@ -256,6 +268,9 @@ pub fn main() -> anyhow::Result<()> {
                     max_depth,
                     max_runs,
                     max_metrics,
+                    media_max_item,
+                    media_max_pixels,
+                    media_max_run,
                 },
                 launch,
                 alerts,

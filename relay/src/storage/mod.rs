@@ -23,6 +23,7 @@
 //! - [`series`]: the metric series index (database-agnostic, behind `SeriesDb`);
 //! - [`sqlite`], [`pg`]: what differs per backend (schema, SQL, pool, TLS …);
 //! - [`jobs`]: launched jobs, agents and the token key as rows ([`jobs::JobDb`]);
+//! - [`media`]: uploaded images as rows beside the events ([`media::MediaDb`]);
 //! - [`copy`]: `stepwatch migrate`, SQLite into PostgreSQL.
 
 pub(crate) mod append;
@@ -30,6 +31,7 @@ pub mod copy;
 pub mod error;
 pub(crate) mod fold;
 pub mod jobs;
+pub mod media;
 pub mod peers;
 pub mod pg;
 pub mod series;
@@ -103,4 +105,6 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Launched jobs, agents and the run-token key.
     fn jobs(&self) -> &dyn jobs::JobDb;
+    /// Uploaded media.
+    fn media(&self) -> &dyn media::MediaDb;
 }

@@ -32,6 +32,7 @@ mod batch;
 mod conninfo;
 mod jobs;
 pub mod listen;
+mod media;
 mod pool;
 pub mod schema;
 mod series;
@@ -370,10 +371,14 @@ impl Storage for PgStore {
             let Conn { client, cache } = conn;
             let mut tx = client.transaction()?;
             if Self::lock_run(&mut tx, cache, run)?.is_none() {
+                // Media uploaded for a run whose events never came go too.
+                tx.execute("DELETE FROM media WHERE run = $1", &[&run])?;
+                tx.commit()?;
                 return Ok(None);
             }
             let n = tx.execute("DELETE FROM events WHERE run = $1", &[&run])?;
             for sql in [
+                "DELETE FROM media WHERE run = $1",
                 "DELETE FROM sources WHERE run = $1",
                 "DELETE FROM series WHERE run = $1",
                 "DELETE FROM series_runs WHERE run = $1",
@@ -403,6 +408,10 @@ impl Storage for PgStore {
 
     fn stored_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn media(&self) -> &dyn crate::storage::media::MediaDb {
+        self
     }
 
     fn jobs(&self) -> &dyn crate::storage::jobs::JobDb {

@@ -100,10 +100,25 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
          value TEXT NOT NULL
      );",
     ),
+    (
+        5,
+        // Uploaded media: the bytes beside the run's events, deleted with them.
+        "CREATE TABLE media (
+         run     TEXT NOT NULL,
+         sha     TEXT NOT NULL,
+         mime    TEXT NOT NULL,
+         width   INTEGER NOT NULL,
+         height  INTEGER NOT NULL,
+         size    BIGINT NOT NULL,
+         created DOUBLE PRECISION NOT NULL,
+         data    BYTEA NOT NULL,
+         PRIMARY KEY (run, sha)
+     );",
+    ),
 ];
 
 /// The newest schema this binary knows.
-pub const PG_SCHEMA_VERSION: i64 = 4;
+pub const PG_SCHEMA_VERSION: i64 = 5;
 /// Key of the advisory lock taken while migrating.
 const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
 

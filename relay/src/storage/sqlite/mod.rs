@@ -7,6 +7,7 @@
 
 mod batch;
 mod jobs;
+mod media;
 mod read;
 pub mod schema;
 pub mod series;
@@ -211,6 +212,10 @@ impl Storage for SqliteStore {
         self
     }
 
+    fn media(&self) -> &dyn crate::storage::media::MediaDb {
+        self
+    }
+
     fn append(
         &self,
         run: &str,
@@ -318,6 +323,8 @@ impl Storage for SqliteStore {
     fn delete_run(&self, run: &str) -> Result<Option<u64>, StoreError> {
         let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
         if self.state(run).is_none() {
+            // Media uploaded for a run whose events never came go too.
+            w.conn.execute("DELETE FROM media WHERE run = ?1", [run])?;
             return Ok(None);
         }
         let Writer {
@@ -331,6 +338,7 @@ impl Storage for SqliteStore {
         tx.execute("DELETE FROM runs WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM series WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM series_runs WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM media WHERE run = ?1", [run])?;
         tx.commit()?;
         index.forget(run);
         sources.remove(run);

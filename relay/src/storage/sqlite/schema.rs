@@ -47,8 +47,9 @@ CREATE TABLE IF NOT EXISTS sources (
 
 /// The schema this binary writes. 1: events with a unique `(run, src, seq)` index;
 /// 2: the highest `seq` per `(run, src)` in `sources` instead, plus the series index;
-/// 3: launched jobs, their history, agents and the token key (new tables only).
-pub const SCHEMA_VERSION: i64 = 3;
+/// 3: launched jobs, their history, agents and the token key (new tables only);
+/// 4: uploaded media (a new table only).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Brings an older database up to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -63,6 +64,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(series::SCHEMA)?;
     tx.execute_batch(super::jobs::SCHEMA)?;
+    tx.execute_batch(super::media::SCHEMA)?;
     let old_index: bool = tx
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_src_seq'",
