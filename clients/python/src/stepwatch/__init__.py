@@ -33,6 +33,7 @@ from ._helpers import (
 from ._hooks import WebUIHooks
 from ._launch import Job, LaunchError, LaunchWarning, get_job, jobs, launch, queues, templates
 from ._logs import LogHandler, capture_output
+from ._media import log_histogram, log_image, log_text
 from ._relay import (
     RelaySender,
     connect,
@@ -45,6 +46,12 @@ from ._relay import (
 from ._resume import resume_from
 from ._runmeta import set_meta
 from ._system import parse_nvidia_smi_csv
+from ._watch import WatchHandle, unwatch, watch
+
+#: The media calls under the seed's ``emit_*`` names.
+emit_text_sample = log_text
+emit_image = log_image
+emit_histogram = log_histogram
 
 __all__ = [
     "Api",
@@ -66,6 +73,7 @@ __all__ = [
     "on_command",
     "should_stop",
     "TrainingEventEmitter",
+    "WatchHandle",
     "WebUIHooks",
     "alert",
     "check_rule",
@@ -79,19 +87,27 @@ __all__ = [
     "emit_epoch_end",
     "emit_epoch_start",
     "emit_error_occurred",
+    "emit_histogram",
+    "emit_image",
     "emit_log",
     "emit_metric_update",
+    "emit_text_sample",
     "emit_training_end",
     "emit_training_start",
     "flush",
     "get_job",
     "jobs",
     "launch",
+    "log_histogram",
+    "log_image",
+    "log_text",
     "queues",
     "resume_from",
     "set_meta",
     "templates",
     "training_emitter",
+    "unwatch",
+    "watch",
 ]
 
 __version__ = "0.1.0"

@@ -238,6 +238,8 @@ def _at_exit() -> None:
     s = _session.sender
     if s is not None:
         wait = float(os.environ.get("STEPWATCH_EXIT_FLUSH", DEFAULT_EXIT_FLUSH))
+        for f in _session.before_flush:
+            f(min(wait, 1.0))
         s.close(timeout=wait)
 
 

@@ -13,6 +13,7 @@ in order once the relay is back. Nothing here ever raises into training.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,21 @@ MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 SPILL_EVERY = 0.2
 #: Default bounded wait (seconds) for the final flush at exit.
 DEFAULT_EXIT_FLUSH = 3.0
+#: Bytes of images (pixels copied, or encoded and not yet uploaded) held in memory at
+#: most (``STEPWATCH_MEDIA_MAX_BYTES``); an image past it is dropped and counted.
+DEFAULT_MEDIA_MAX_BYTES = 64 * 1024 * 1024
+
+
+def media_max_from_env() -> int:
+    """``STEPWATCH_MEDIA_MAX_BYTES`` (an integer, optionally with K/M/G) or the default."""
+    raw = os.environ.get("STEPWATCH_MEDIA_MAX_BYTES", "").strip().upper()
+    if not raw:
+        return DEFAULT_MEDIA_MAX_BYTES
+    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(raw[-1], 1)
+    try:
+        return max(0, int(float(raw.rstrip("KMG")) * scale))
+    except ValueError:
+        return DEFAULT_MEDIA_MAX_BYTES
 
 
 def default_spool_dir() -> Path:
@@ -61,7 +77,18 @@ class RelaySender:
 
     ``spool_max_bytes`` caps the spool file (default ``STEPWATCH_SPOOL_MAX_BYTES`` or
     128 MiB); ``dropped`` counts events given up to stay within the memory queue and
-    the spool cap (never run start/end, checkpoints or errors from the spool).
+    the spool cap (never run start/end, checkpoints or errors from the spool), and
+    images given up to stay within ``media_max_bytes`` in memory (default
+    ``STEPWATCH_MEDIA_MAX_BYTES`` or 64 MiB) or the spool cap on disk.
+
+    Images (``image`` events carrying a :class:`stepwatch._media.PendingImage` in
+    ``_media``): the sender thread encodes each when it takes it from the queue, keeps
+    the bytes in memory by their SHA-256, and before POSTing a batch uploads the bytes
+    of each image in it (``PUT …/media/{sha256}``); an image event is never POSTed
+    before the relay took its bytes. A refusal (4xx: not an image, over a limit)
+    drops that image and its event with a warning and sends the rest; a relay away or
+    failing (5xx) fails the batch as for events, so it is retried, and spooled with
+    the bytes written beside the spool file (``<spool>/<run>/media/<sha256>``).
     """
 
     def __init__(
@@ -73,6 +100,7 @@ class RelaySender:
         timeout: float = 10.0,
         spool_dir: Path | str | None = None,
         spool_max_bytes: int | None = None,
+        media_max_bytes: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir()
@@ -105,6 +133,25 @@ class RelaySender:
             max_bytes=spool_max_bytes or max_bytes_from_env(),
         )
         self._inflight: list[dict[str, Any]] | None = None
+        # Media: bytes held in memory are what the training thread handed in
+        # (_media_in, its counter) less what the sender thread encoded or dropped
+        # (_media_out, its own), plus encoded bytes waiting for their upload.
+        self.media_max_bytes = (
+            media_max_from_env() if media_max_bytes is None else max(0, media_max_bytes)
+        )
+        self._media_in = 0
+        self._media_out = 0
+        self._blob_bytes = 0
+        self._blobs: dict[str, bytes] = {}
+        self._uploaded: set[str] = set()  # held by the relay for this run
+        #: Images dropped over the memory bound (training thread) / the disk cap, lost
+        #: or unencodable (sender thread).
+        self.media_dropped = 0
+        self.media_lost = 0
+        self._media_reported = 0
+        self.media_dir = self.spool_dir / run / "media"
+        self._media_disk = _dir_size(self.media_dir)
+        self._media_endpoint = f"{self.url}/api/runs/{run}/media/"
         self._wake = threading.Event()
         self._stop = False
         self._stop_evt = threading.Event()
@@ -113,8 +160,30 @@ class RelaySender:
 
     @property
     def dropped(self) -> int:
-        """Events given up: memory queue overflow plus spool-cap drops."""
-        return self._queue_dropped + self.spool.dropped
+        """Events given up: memory queue overflow plus spool-cap drops, plus images
+        dropped over the bounds of pending media."""
+        return self._queue_dropped + self.spool.dropped + self.media_dropped + self.media_lost
+
+    @property
+    def media_pending_bytes(self) -> int:
+        """Bytes of images held in memory now (pixels to encode, bytes to upload)."""
+        return self._media_in - self._media_out + self._blob_bytes
+
+    def hold_media(self, nbytes: int) -> bool:
+        """Training thread: room for ``nbytes`` more of pending images? False (the
+        image is dropped and counted) past :attr:`media_max_bytes`."""
+        if self.media_pending_bytes + nbytes > self.media_max_bytes:
+            self.media_dropped += 1
+            if self.media_dropped == 1:
+                _log.warning(
+                    "stepwatch: an image was dropped: %d bytes of images already wait "
+                    "for the relay (STEPWATCH_MEDIA_MAX_BYTES=%d)",
+                    self.media_pending_bytes,
+                    self.media_max_bytes,
+                )
+            return False
+        self._media_in += nbytes
+        return True
 
     # -- training thread -------------------------------------------------------------
     def __call__(self, record: dict[str, Any]) -> None:
@@ -137,6 +206,9 @@ class RelaySender:
             except RuntimeError:  # another thread emitted meanwhile: drop this one
                 oldest = None
             if oldest is not None:
+                item = self._queue[oldest].get("_media")
+                if item is not None:
+                    self._media_in -= item.nbytes  # its pixels are let go with it
                 del self._queue[oldest]  # counted in _appended when it was queued
             elif record.get("event") not in PROTECTED:
                 self._appended += 1  # handed in, and dropped
@@ -154,6 +226,7 @@ class RelaySender:
             and not self.spool.pending()
             and not self._older  # earlier processes' spools count too
             and self.spool.dropped <= self._reported  # the drop report is still to go
+            and self.media_dropped + self.media_lost <= self._media_reported
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -184,6 +257,8 @@ class RelaySender:
                 _log.warning(
                     "stepwatch: relay unreachable; unsent events left in %s", self.spool.path
                 )
+        elif ok and self._media_disk:
+            self.clear_media_dir()
         return ok
 
     def _stamp(self, record: dict[str, Any], seq: int) -> dict[str, Any]:
@@ -202,7 +277,39 @@ class RelaySender:
                     break
                 self._seq += 1
                 batch.append(self._stamp(record, self._seq))
-        return batch
+        return self._resolve(batch)
+
+    def _resolve(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Encodes the images of a batch just taken (sender thread): each image event
+        gets its ``media`` reference and loses its pixels; the bytes wait in memory
+        for their upload. An image that cannot be encoded is dropped, with a warning."""
+        if not any("_media" in e for e in batch):
+            return batch
+        out: list[dict[str, Any]] = []
+        for e in batch:
+            item = e.pop("_media", None)
+            if item is None:
+                out.append(e)
+                continue
+            try:
+                blob = item.encode()
+            except Exception as ex:
+                from ._media import warn_once  # (not at import: _media needs _session)
+
+                blob = None
+                warn_once("image", str(e.get("name")), f"could not be encoded: {ex}")
+            self._media_out += item.nbytes
+            if blob is None:
+                self.media_lost += 1
+                self._done += 1
+                continue
+            sha = hashlib.sha256(blob).hexdigest()
+            e["media"] = sha
+            if sha not in self._uploaded and sha not in self._blobs:
+                self._blobs[sha] = blob
+                self._blob_bytes += len(blob)
+            out.append(e)
+        return out
 
     def _put_back(self, batch: list[dict[str, Any]]) -> None:
         """Returns a batch to the front of the queue, in order (the disk refuses)."""
@@ -213,12 +320,44 @@ class RelaySender:
     def _spool_append(self, batch: list[dict[str, Any]]) -> bool:
         before = self.spool.dropped
         try:
+            batch = self._spool_media(batch)
             self.spool.append(batch)
         except OSError as e:
             self.last_error = f"spool unwritable: {e}"
             return False
         self._done += self.spool.dropped - before
         return True
+
+    def _spool_media(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Writes the bytes of the batch's images still in memory beside the spool
+        (``media/<sha256>``), before their events are spooled; an image over the
+        spool's cap on disk is dropped with its event. Raises OSError."""
+        out: list[dict[str, Any]] = []
+        for e in batch:
+            sha = e.get("media") if e.get("event") == "image" else None
+            blob = self._blobs.get(sha) if isinstance(sha, str) else None
+            if blob is None or sha is None:
+                out.append(e)
+                continue
+            if self._media_disk + len(blob) > self.spool.max_bytes:
+                self.media_lost += 1
+                self._done += e.get("src") == self.src
+                self._forget_blob(sha)
+                continue
+            self.media_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.media_dir / f".{sha}.{self.src}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, self.media_dir / sha)
+            self._media_disk += len(blob)
+            self._forget_blob(sha)
+            out.append(e)
+        return out
+
+    def _forget_blob(self, sha: str) -> None:
+        blob = self._blobs.pop(sha, None)
+        if blob is not None:
+            self._blob_bytes -= len(blob)
 
     def _spill(self) -> None:
         """Moves everything in memory to the spool (relay unreachable)."""
@@ -249,6 +388,11 @@ class RelaySender:
                     self._reported = self.spool.dropped
                     self._injected += 1
                     self._queue.append(drop_report(self._reported, self.spool.dropped_batch_end))
+                lost = self.media_dropped + self.media_lost
+                if lost > self._media_reported:
+                    self._media_reported = lost
+                    self._injected += 1
+                    self._queue.append(media_drop_report(lost))
                 if not self._queue:
                     if self._stop:
                         return
@@ -278,7 +422,16 @@ class RelaySender:
 
     def _post(self, batch: list[Any], own: int) -> bool:
         """One delivery attempt: True when the relay took (or refused) every event,
-        False when it is unreachable or failing. ``own`` of them count as this process's."""
+        False when it is unreachable or failing. ``own`` of them count as this process's.
+        The bytes of the batch's images go first; an image refused goes no further."""
+        if any(e.get("event") == "image" for e in batch):
+            taken = self._upload_media(batch)
+            if taken is None:
+                return False
+            own -= sum(e.get("src") == self.src for e in batch) - sum(
+                e.get("src") == self.src for e in taken
+            )
+            batch = taken
         while batch:
             n = len(batch)
             body = _wire.dumps_array(batch)
@@ -327,6 +480,104 @@ class RelaySender:
             return False
         return True
 
+    # -- media (sender thread) ---------------------------------------------------------
+    def _upload_media(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Uploads the bytes of every image of ``batch`` the relay does not hold yet.
+        The batch without the images refused (each dropped with a warning), or None
+        when the relay is away or failing (the batch is to be retried)."""
+        keep: list[dict[str, Any]] = []
+        refused: dict[str, str] = {}
+        for e in batch:
+            sha = e.get("media") if e.get("event") == "image" else None
+            if not isinstance(sha, str) or sha in self._uploaded:
+                keep.append(e)
+                continue
+            why = refused.get(sha)
+            if why is None:
+                answer = self._put_media(sha)
+                if answer is False:
+                    return None
+                if answer is True:
+                    keep.append(e)
+                    continue
+                why = refused[sha] = answer
+            self.rejected += 1
+            self._done += e.get("src") == self.src
+            self.last_rejection = f"relay refused image {e.get('name')!r}: {why}"
+            _log.warning("stepwatch: %s; the image is dropped", self.last_rejection)
+        return keep
+
+    def _put_media(self, sha: str) -> bool | str:
+        """One image's bytes to the relay: True once it holds them, False when it is
+        away or failing, else why it refused them (or why they are gone)."""
+        blob = self._blobs.get(sha)
+        on_disk = False
+        if blob is None:
+            try:
+                blob = (self.media_dir / sha).read_bytes()
+                on_disk = True
+            except OSError:
+                held = self._media_request("GET", sha, None)
+                if held is True:
+                    self._uploaded.add(sha)
+                    return True
+                if isinstance(held, str):
+                    return "its bytes were lost before they were sent"
+                return False
+        answer = self._media_request("PUT", sha, blob)
+        if answer is False:
+            return False
+        # Taken or refused: either way these bytes are done with.
+        if answer is True:
+            self._uploaded.add(sha)
+        self._forget_blob(sha)
+        if on_disk:
+            try:
+                (self.media_dir / sha).unlink()
+                self._media_disk -= len(blob)
+            except OSError:
+                pass
+        return answer
+
+    def _media_request(self, method: str, sha: str, body: bytes | None) -> bool | str:
+        """``method`` on ``…/media/{sha}``: True on 200, False when the relay is away, failing
+        or refusing our credentials, else the relay's error."""
+        req = urllib.request.Request(self._media_endpoint + sha, data=body, method=method)
+        if body is not None:
+            req.add_header("Content-Type", "application/octet-stream")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=max(self.timeout, 30.0)) as resp:
+                resp.read()
+            return True
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:500]
+            if e.code in (401, 403):
+                if self.last_error is None or "credentials" not in self.last_error:
+                    _log.warning("stepwatch: relay refused our credentials: %s", detail)
+                self.last_error = f"relay refused our credentials ({e.code}): {detail}"
+                return False
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                return f"{e.code} {_error_of(detail) or e.reason}"
+            self.last_error = f"relay answered {e.code} to an image: {detail}"
+        except Exception as e:
+            self.last_error = f"relay unreachable: {e}"
+        return False
+
+    def clear_media_dir(self) -> None:
+        """Removes image bytes left beside the spool once no spool file of the run
+        refers to them any more (everything sent)."""
+        try:
+            if spool_files(self.spool_dir, self.run):
+                return
+            for p in self.media_dir.iterdir():
+                p.unlink()
+            self.media_dir.rmdir()
+        except OSError:
+            pass
+        self._media_disk = 0
+
 
 def _bad_index(detail: str, n: int) -> int | None:
     """The index of the bad event in a 400 answer, if the relay named one."""
@@ -335,3 +586,33 @@ def _bad_index(detail: str, n: int) -> int | None:
     except (ValueError, AttributeError):
         return None
     return index if isinstance(index, int) and 0 <= index < n else None
+
+
+def _error_of(detail: str) -> str | None:
+    """The ``error`` of a JSON answer."""
+    try:
+        err = json.loads(detail).get("error")
+    except (ValueError, AttributeError):
+        return detail.strip() or None
+    return str(err) if err else (detail.strip() or None)
+
+
+def _dir_size(path: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    except OSError:
+        return 0
+
+
+def media_drop_report(dropped: int) -> dict[str, Any]:
+    """The ``log`` event that tells the dashboard images were dropped."""
+    return {
+        "event": "log",
+        "level": "warning",
+        "logger": "stepwatch",
+        "message": (
+            f"stepwatch: {dropped} images dropped (over the bound of images waiting "
+            "for the relay, refused unencodable, or the spool full)"
+        ),
+        "dropped_media": dropped,
+    }

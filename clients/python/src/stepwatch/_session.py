@@ -6,7 +6,7 @@ helpers, the lifecycle hooks and the integrations only read them, so none of the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from . import _control, _dist
 from ._sender import RelaySender
@@ -18,6 +18,9 @@ controller: _control.Controller | None = None
 listener: Any = None
 #: In a distributed run: this rank's filter (None for a single process).
 rank_filter: _dist.RankFilter | None = None
+#: Called with the timeout before a flush: work that still emits events (watch()'s
+#: background thread) finishes first.
+before_flush: list[Callable[[float], Any]] = []
 #: How this process is ending, once known: ``failed`` (an uncaught error) or
 #: ``stopped`` (a signal); None: it ends normally.
 exit_status: str | None = None
@@ -47,6 +50,8 @@ def current_run() -> str | None:
 
 def flush(timeout: float = 5.0) -> bool:
     """Waits up to ``timeout`` s for queued events to reach the relay."""
+    for f in before_flush:
+        f(timeout)
     s = sender
     return True if s is None else s.flush(timeout)
 
@@ -113,3 +118,26 @@ def finish_stop() -> bool:
     """Answers a pending stop command; True when training ends because of one."""
     c = controller
     return c is not None and c.finish_stop()
+
+
+def current_step() -> int | None:
+    """The loop's global step as the SDK knows it (the last ``batch_end``'s ``step``,
+    else how many there were; an integration's step), or None: the relay's reducer
+    then derives it."""
+    for source in (controller, rank_filter):
+        step = getattr(source, "_step", None)
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+    return None
+
+
+def media_sender() -> RelaySender | None:
+    """The sender images go to: None when not connected, or on a rank of a distributed
+    run other than 0 (only rank 0 reports training events)."""
+    s = sender
+    if s is None:
+        return None
+    f = rank_filter
+    if f is not None and f.world.rank != 0:
+        return None
+    return s
