@@ -763,6 +763,14 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
     let quiet = ["--alerts", quiet.to_str().unwrap()];
     let mut old = Relay::start_sqlite(&sqlite_dir, &quiet);
     post_history(&old);
+    // An image of run done: its bytes go along with its event.
+    let img = stepwatch_e2e::png(12, 9, |x, y| [x as u8 * 20, y as u8 * 25, 99]);
+    let sha = stepwatch_e2e::sha256_hex(&img);
+    let (s, v) = stepwatch_e2e::put_media(&old.url, "done", &img, None, "image/png");
+    assert_eq!(s, 200, "{v}");
+    let image = format!(r#"{{"event":"image","name":"recon","media":"{sha}"}}"#);
+    let (s, v) = old.post("done", &image, JSON);
+    assert_eq!(s, 200, "{v}");
     let runs = ["crashed", "done", "live"];
     // What the SQLite relay serves.
     let snapshot = |r: &Relay| -> Vec<(String, Value)> {
@@ -837,8 +845,16 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
         runs.len()
     );
 
+    assert!(said.contains("1 media items"), "{said}");
+
     // A relay on the database (and an empty data dir) serves exactly the same.
     let new = Relay::start_on(&db, &dir.0.join("pg-cache"), &quiet);
+    let (s, _, bytes) = stepwatch_e2e::get_media(&new.url, "done", &sha, &[]);
+    assert_eq!(
+        (s, bytes == img),
+        (200, true),
+        "the image's bytes were not copied"
+    );
     let after = snapshot(&new);
     assert_eq!(before.len(), after.len());
     for ((what, want), (_, got)) in before.iter().zip(&after) {

@@ -26,6 +26,7 @@ pub const POSTGRES_SUITES: &[&str] = &[
     "alerts",
     "alerts_rules",
     "meta",
+    "media",
 ];
 
 /// The Python tests that run again with the relay on PostgreSQL.

@@ -279,10 +279,11 @@ pub fn main() -> anyhow::Result<()> {
         Cmd::Migrate { data_dir, database } => {
             let report = crate::storage::copy::copy_from_sqlite(&data_dir, &database)?;
             println!(
-                "copied {} runs, {} events and {} series blocks from {} into {}",
+                "copied {} runs, {} events, {} series blocks and {} media items from {} into {}",
                 report.runs,
                 report.events,
                 report.blocks,
+                report.media,
                 data_dir.join("stepwatch.db").display(),
                 crate::storage::pg::redact(&database)
             );

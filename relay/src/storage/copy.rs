@@ -14,6 +14,8 @@ pub struct CopyReport {
     pub runs: u64,
     pub events: u64,
     pub blocks: u64,
+    /// Uploaded media items.
+    pub media: u64,
 }
 
 /// A runs row: run, last_id, state, created, updated.
@@ -21,6 +23,27 @@ type RunRow = (String, i64, String, f64, f64);
 
 /// An events row: id, name, src, seq, data.
 type EventRow = (i64, String, Option<String>, Option<i64>, String);
+
+/// A run's uploaded media, one row at a time (each is up to `--media-max-item`).
+fn copy_media(lite: &Connection, tx: &mut Transaction<'_>, run: &str) -> anyhow::Result<u64> {
+    let mut stmt = lite.prepare(
+        "SELECT sha, mime, width, height, size, created, data FROM media WHERE run = ?1",
+    )?;
+    let mut rows = stmt.query([run])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let (sha, mime): (String, String) = (r.get(0)?, r.get(1)?);
+        let (width, height, size): (i32, i32, i64) = (r.get(2)?, r.get(3)?, r.get(4)?);
+        let (created, data): (f64, Vec<u8>) = (r.get(5)?, r.get(6)?);
+        tx.execute(
+            "INSERT INTO media (run, sha, mime, width, height, size, created, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            &[&run, &sha, &mime, &width, &height, &size, &created, &data],
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}
 
 /// Rows copied per statement.
 const COPY_CHUNK: usize = 5000;
@@ -72,6 +95,7 @@ pub fn copy_from_sqlite(dir: &std::path::Path, url: &str) -> anyhow::Result<Copy
     let mut report = CopyReport::default();
     for run in &runs {
         copy_run(&lite, &mut tx, run, &mut report)?;
+        report.media += copy_media(&lite, &mut tx, &run.0)?;
     }
     // Running relays pick the new runs up at once.
     tx.execute("SELECT pg_notify('stepwatch', 'migrate *')", &[])?;
