@@ -750,6 +750,18 @@ fn post_history(relay: &Relay) {
     );
 }
 
+/// An image for `run`: its bytes uploaded, its event posted; returns the bytes and hash.
+fn post_image(relay: &Relay, run: &str) -> (Vec<u8>, String) {
+    let img = stepwatch_e2e::png(12, 9, |x, y| [x as u8 * 20, y as u8 * 25, 99]);
+    let sha = stepwatch_e2e::sha256_hex(&img);
+    let (s, v) = stepwatch_e2e::put_media(&relay.url, run, &img, None, "image/png");
+    assert_eq!(s, 200, "{v}");
+    let image = format!(r#"{{"event":"image","name":"recon","media":"{sha}"}}"#);
+    let (s, v) = relay.post(run, &image, JSON);
+    assert_eq!(s, 200, "{v}");
+    (img, sha)
+}
+
 #[test]
 fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twice() {
     let Some(_) = pg_server_or_skip("migrate") else {
@@ -763,14 +775,7 @@ fn migrate_copies_a_sqlite_history_into_postgres_exactly_and_refuses_to_copy_twi
     let quiet = ["--alerts", quiet.to_str().unwrap()];
     let mut old = Relay::start_sqlite(&sqlite_dir, &quiet);
     post_history(&old);
-    // An image of run done: its bytes go along with its event.
-    let img = stepwatch_e2e::png(12, 9, |x, y| [x as u8 * 20, y as u8 * 25, 99]);
-    let sha = stepwatch_e2e::sha256_hex(&img);
-    let (s, v) = stepwatch_e2e::put_media(&old.url, "done", &img, None, "image/png");
-    assert_eq!(s, 200, "{v}");
-    let image = format!(r#"{{"event":"image","name":"recon","media":"{sha}"}}"#);
-    let (s, v) = old.post("done", &image, JSON);
-    assert_eq!(s, 200, "{v}");
+    let (img, sha) = post_image(&old, "done");
     let runs = ["crashed", "done", "live"];
     // What the SQLite relay serves.
     let snapshot = |r: &Relay| -> Vec<(String, Value)> {
