@@ -106,8 +106,9 @@ with SummaryWriter(os.path.join(os.environ["OUT"], "runs", "tb-shim")) as w:
     w.add_scalar("Accuracy/test", float("nan"), 9)
     w.add_scalar("Loss/train", float("inf"), 10)
     w.add_text("notes", "hello from tensorboard", 10)
-    w.add_histogram("weights", [1, 2, 3], 10)  # accepted, ignored
-    w.add_image("sample", object(), 10)
+    w.add_histogram("weights", [1, 2, 3], 10)
+    w.add_image("sample", object(), 10)  # no image: a warning, nothing sent
+    w.add_embedding([[1.0]])  # accepted, ignored
     assert w.get_logdir().endswith("tb-shim")
     w.flush()
 assert "torch" not in sys.modules, "the shim imported torch"
@@ -144,8 +145,13 @@ def test_summary_writer_switches_by_one_import(relay, run_script, tmp_path):
     nan = [e for e in updates if e.get("name") == "Accuracy/test"]
     assert nan and nan[0]["value"] == "NaN" and nan[0]["step"] == 9
     assert not any(e.get("name", "").startswith("Loss/train") for e in updates)
-    logs = [e for e in events(relay, "tb-shim", "log") if e.get("logger") == "notes"]
-    assert [e["message"] for e in logs] == ["hello from tensorboard"]
+    texts = events(relay, "tb-shim", "text_sample")
+    assert [(e["name"], e["text"], e["step"]) for e in texts] == [
+        ("notes", "hello from tensorboard", 10)
+    ]
+    (hist,) = events(relay, "tb-shim", "histogram")
+    assert (hist["name"], hist["step"], sum(hist["counts"]), hist["max"]) == ("weights", 10, 3, 3)
+    assert events(relay, "tb-shim", "image") == []
     assert len(events(relay, "tb-shim", "training_start")) == 1
 
 

@@ -7,11 +7,18 @@ back, the stored events, a relay that refuses, a relay that is away and comes ba
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import struct
+import time
+import urllib.request
 import zlib
+from typing import Any
 
 import pytest
+from conftest import Relay
+from test_resilience import start_trainer, wait_for_file
 
 import stepwatch
 from stepwatch import _media, _png, _session, _watch
@@ -382,3 +389,272 @@ def test_watch_without_gradients_or_a_module_does_not_break_the_loop(events, cap
 
 
 # -- against a relay ------------------------------------------------------------------------
+def all_events(relay: Relay, run: str, *names: str) -> list[dict]:
+    query = f"&event={','.join(names)}" if names else ""
+    return relay.get(f"/api/runs/{run}/events?limit=10000{query}")
+
+
+def media_bytes(relay: Relay, run: str, sha: str) -> tuple[bytes, Any]:
+    with urllib.request.urlopen(f"{relay.url}/api/runs/{run}/media/{sha}", timeout=5) as r:
+        return r.read(), r.headers
+
+
+@pytest.fixture
+def connected(relay, tmp_path):
+    """Connects to ``relay`` as a run of the test's own, with a private spool."""
+    made = []
+
+    def connect(run: str, **kw):
+        s = stepwatch.connect(
+            relay.url,
+            run=run,
+            commands=False,
+            system_interval=0,
+            heartbeat_interval=0,
+            capture_logging=False,
+            spool_dir=tmp_path / "spool",
+            **kw,
+        )
+        made.append(s)
+        return s
+
+    _media._warned.clear()
+    yield connect
+    stepwatch.unwatch()
+    stepwatch.disconnect(timeout=1)
+
+
+def test_images_arrive_byte_for_byte_and_the_event_follows_its_bytes(relay, connected):
+    s = connected("imgs")
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, size=(32, 48, 3), dtype=np.uint8)
+    ten = torch.rand(1, 20, 10, generator=torch.Generator().manual_seed(1))
+    png = _png.encode_png(3, 2, 4, bytes(range(24)))
+    stepwatch.emit_batch_end(batch_idx=0, loss=1.0)
+    ev = stepwatch.log_image("samples/array", arr, caption="an array")
+    stepwatch.log_image("samples/tensor", ten, step=5, index=2)
+    stepwatch.log_image("samples/bytes", png)
+    assert "media" not in ev and "_media" in ev  # filled in by the sender, later
+    assert stepwatch.flush(15)
+    got = {e["name"]: e for e in all_events(relay, "imgs", "image")}
+    assert sorted(got) == ["samples/array", "samples/bytes", "samples/tensor"]
+    a, t, b = got["samples/array"], got["samples/tensor"], got["samples/bytes"]
+    assert (a["mime"], a["width"], a["height"], a["caption"]) == ("image/png", 48, 32, "an array")
+    assert a["step"] == 1  # the reducer's step: one batch_end before it
+    assert (t["width"], t["height"], t["step"], t["index"]) == (10, 20, 5, 2)
+    body, headers = media_bytes(relay, "imgs", a["media"])
+    assert hashlib.sha256(body).hexdigest() == a["media"] == a["media"].lower()
+    assert headers["Content-Type"] == "image/png" and a["size"] == len(body)
+    assert read_png(body) == (48, 32, 3, arr.tobytes())
+    want = (ten[0].numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    assert read_png(media_bytes(relay, "imgs", t["media"])[0]) == (10, 20, 1, want.tobytes())
+    assert media_bytes(relay, "imgs", b["media"])[0] == png  # encoded bytes pass through
+    # the pixels are let go once sent: the emitter's history keeps no copy
+    assert ev["_media"].source is None
+    assert s.media_pending_bytes == 0 and not s._blobs
+    state = relay.get("/api/runs/imgs")
+    kinds = {(m["name"], m["kind"]) for m in state["media"]}
+    assert ("samples/array", "image") in kinds
+
+
+def test_text_samples_and_histograms_are_stored(relay, connected):
+    connected("texts")
+    stepwatch.log_text("notes", "plain text", step=1)
+    stepwatch.log_text("chat", prompt="Q?", completion="A.", step=2, caption="sample")
+    stepwatch.log_text("table", columns=["k", "v"], rows=[["a", 1], ["b", None]], step=3)
+    stepwatch.log_histogram("list", [1, 2, 2, 3, float("nan")], bins=2, step=4)
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(2))
+    stepwatch.log_histogram("tensor", x, step=5)
+    stepwatch.log_histogram("given", edges=[0, 1, 2], counts=[5, 6], step=6)
+    assert stepwatch.flush(15)
+    texts = {e["name"]: e for e in all_events(relay, "texts", "text_sample")}
+    assert texts["notes"]["text"] == "plain text"
+    assert (texts["chat"]["prompt"], texts["chat"]["completion"]) == ("Q?", "A.")
+    assert texts["table"]["rows"] == [["a", 1], ["b", None]]
+    hists = {e["name"]: e for e in all_events(relay, "texts", "histogram")}
+    assert hists["list"]["counts"] == [1, 3] and hists["list"]["nonfinite"] == 1
+    assert sum(hists["tensor"]["counts"]) == 10_000 and len(hists["tensor"]["edges"]) == 65
+    assert hists["given"]["counts"] == [5, 6] and hists["given"]["step"] == 6
+
+
+def test_watch_sends_gradient_histograms_to_the_relay(relay, connected):
+    connected("watched")
+    model = tiny_model()
+    stepwatch.watch(model, log="all", every=5)
+    train(model, 12)
+    assert stepwatch.flush(15)
+    hists = all_events(relay, "watched", "histogram")
+    steps = {(e["name"].split("/")[0], e["step"]) for e in hists}
+    assert steps == {(k, s) for k in ("gradients", "parameters") for s in (5, 10)}
+    assert len(hists) == 4 * 4  # 4 parameters, 2 kinds, 2 steps
+
+
+def test_a_refused_image_is_dropped_with_the_relays_reason_and_the_rest_goes_on(tmp_path, caplog):
+    relay = Relay(tmp_path / "data")
+    relay.extra = ["--media-max-item", "300"]
+    relay.start()
+    try:
+        stepwatch.connect(
+            relay.url,
+            run="refused",
+            commands=False,
+            system_interval=0,
+            heartbeat_interval=0,
+            capture_logging=False,
+            spool_dir=tmp_path / "spool",
+        )
+        noise = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        small = np.zeros((4, 4), dtype=np.uint8)
+        with caplog.at_level(logging.WARNING, logger="stepwatch"):
+            for i in range(3):
+                stepwatch.emit_batch_end(batch_idx=i, loss=1.0 / (i + 1))
+                stepwatch.log_image("big", noise)  # ~12 KB as PNG: over the limit
+                stepwatch.log_image("small", small, index=i)
+                stepwatch.log_text("t", f"step {i}")
+            t0 = time.perf_counter()
+            assert stepwatch.flush(15)
+        assert time.perf_counter() - t0 < 10
+        names = [e["event"] for e in all_events(relay, "refused")]
+        assert names.count("batch_end") == 3 and names.count("text_sample") == 3
+        images = all_events(relay, "refused", "image")
+        assert [(e["name"], e["index"]) for e in images] == [
+            ("small", 0),
+            ("small", 1),
+            ("small", 2),
+        ]
+        warned = [r.getMessage() for r in caplog.records if "'big'" in r.getMessage()]
+        assert warned and "413" in warned[0] and "media-max-item" in warned[0]
+        sender = _session.sender
+        assert sender is not None and sender.rejected == 3
+    finally:
+        stepwatch.disconnect(timeout=1)
+        relay.stop()
+
+
+def test_images_over_the_memory_bound_are_dropped_and_reported(relay, connected):
+    s = connected("bounded", media_max_bytes=10_000)
+    block = np.zeros((50, 50, 3), dtype=np.uint8)  # 7,500 bytes of pixels each
+    s._wake.clear()
+    kept = [stepwatch.log_image("b", block, index=i) is not None for i in range(20)]
+    assert kept[0] and not all(kept), "nothing was dropped"
+    assert s.dropped >= 1 and s.media_dropped == kept.count(False)
+    assert stepwatch.flush(15)
+    assert len(all_events(relay, "bounded", "image")) == kept.count(True)
+    reports = [e for e in all_events(relay, "bounded", "log") if "dropped_media" in e]
+    assert reports and reports[-1]["dropped_media"] == kept.count(False)
+
+
+def test_tensorboard_shim_and_lightning_logger_send_media(relay, connected):
+    connected("shim")
+    from stepwatch.tensorboard import SummaryWriter
+
+    w = SummaryWriter(run="shim", end_run_on_close=False)
+    w.add_image("tb/chw", torch.rand(3, 8, 6), 1)
+    w.add_image("tb/hwc", np.zeros((5, 7, 3), dtype=np.uint8), 2, dataformats="HWC")
+    w.add_image("tb/wh", np.zeros((9, 4), dtype=np.uint8), 3, dataformats="WH")
+    w.add_images("tb/batch", torch.rand(4, 1, 6, 6), 4)
+    w.add_histogram("tb/hist", torch.randn(1000), 5, bins="tensorflow")
+    w.add_text("tb/text", "hi", 6)
+    pytest.importorskip("lightning")
+    from stepwatch.integrations.lightning import StepwatchLogger
+
+    lg = StepwatchLogger(run="shim")
+    lg.log_image("pl/img", [torch.rand(3, 4, 4), np.zeros((4, 4))], step=7, caption=["a", "b"])
+    lg.log_table("pl/table", columns=["x"], data=[[1], [2]], step=8)
+    assert stepwatch.flush(15)
+    images = all_events(relay, "shim", "image")
+    dims = {(e["name"], e.get("index")): (e["width"], e["height"], e["step"]) for e in images}
+    assert dims[("tb/chw", None)] == (6, 8, 1)
+    assert dims[("tb/hwc", None)] == (7, 5, 2)
+    assert dims[("tb/wh", None)] == (9, 4, 3)
+    assert [k[1] for k in dims if k[0] == "tb/batch"] == [0, 1, 2, 3]
+    assert dims[("pl/img", 1)] == (4, 4, 7)
+    assert [e["caption"] for e in images if e["name"] == "pl/img"] == ["a", "b"]
+    (hist,) = all_events(relay, "shim", "histogram")
+    assert sum(hist["counts"]) == 1000 and len(hist["counts"]) == 64
+    texts = {e["name"]: e for e in all_events(relay, "shim", "text_sample")}
+    assert texts["tb/text"]["text"] == "hi" and texts["pl/table"]["rows"] == [[1], [2]]
+
+
+def test_images_wait_in_the_spool_while_the_relay_is_away(tmp_path):
+    relay = Relay(tmp_path / "data")  # not started yet
+    spool = tmp_path / "spool"
+    s = stepwatch.connect(
+        relay.url,
+        run="away",
+        commands=False,
+        system_interval=0,
+        heartbeat_interval=0,
+        capture_logging=False,
+        spool_dir=spool,
+    )
+    try:
+        arr = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+        for i in range(5):
+            stepwatch.emit_batch_end(batch_idx=i, loss=1.0)
+            stepwatch.log_image("spooled", arr + i, index=i)
+        deadline = time.monotonic() + 20
+        media_dir = spool / "away" / "media"
+        while len(list(media_dir.glob("[0-9a-f]*"))) < 5 or s._queue:
+            assert time.monotonic() < deadline, "the images never reached the spool on disk"
+            time.sleep(0.05)
+        assert s.media_pending_bytes == 0, "spooled images still held in memory"
+        lines = [json.loads(x) for p in (spool / "away").glob("*.ndjson") for x in p.open()]
+        spooled = [e for e in lines if e["event"] == "image"]
+        assert len(spooled) == 5 and all(len(e["media"]) == 64 for e in spooled)
+        relay.start()
+        assert stepwatch.flush(30)
+        images = all_events(relay, "away", "image")
+        assert [e["index"] for e in images] == [0, 1, 2, 3, 4]
+        for e in images:
+            body = media_bytes(relay, "away", e["media"])[0]
+            assert read_png(body)[3] == (arr + e["index"]).tobytes()
+        stepwatch.disconnect(timeout=2)
+        assert not media_dir.exists(), "image bytes left in the spool after sending"
+    finally:
+        stepwatch.disconnect(timeout=1)
+        relay.stop()
+
+
+def test_a_killed_trainers_spooled_images_are_sent_by_the_next_process(tmp_path):
+    relay = Relay(tmp_path / "data")  # down while the first trainer runs
+    code = f"""
+import time, stepwatch, numpy as np
+from pathlib import Path
+s = stepwatch.connect("{relay.url}", run="crash-img")
+stepwatch.emit_training_start(total_epochs=1)
+for i in range(3):
+    stepwatch.emit_batch_end(batch_idx=i, loss=1.0)
+    stepwatch.log_image("img", np.full((8, 8), 40 * i, dtype=np.uint8), index=i)
+media = Path("{tmp_path}/spool/crash-img/media")
+while len(list(media.glob("[0-9a-f]*"))) < 3 or s._queue:
+    time.sleep(0.02)
+open("{tmp_path / "spooled"}", "w").close()
+time.sleep(600)
+"""
+    first = start_trainer(tmp_path, code)
+    try:
+        wait_for_file(tmp_path / "spooled", first)
+        first.kill()
+        first.wait(10)
+        relay.start()
+        second = start_trainer(
+            tmp_path,
+            f"""
+import stepwatch
+stepwatch.connect("{relay.url}", run="crash-img")
+stepwatch.emit_training_end()
+assert stepwatch.flush(30), "not delivered"
+""",
+        )
+        assert second.wait(60) == 0, second.stderr.read()
+        images = all_events(relay, "crash-img", "image")
+        assert [e["index"] for e in images] == [0, 1, 2]
+        for e in images:
+            body = media_bytes(relay, "crash-img", e["media"])[0]
+            assert read_png(body) == (8, 8, 1, bytes([40 * e["index"]] * 64))
+        names = [e["event"] for e in all_events(relay, "crash-img")]
+        assert names[0] == "training_start" and names[-1] == "training_end"
+    finally:
+        first.kill()
+        relay.stop()

@@ -439,7 +439,7 @@ def _edges(lo: float, hi: float, n: int) -> list[float]:
 def histogram_of_list(values: Sequence[Any], bins: int) -> dict[str, Any]:
     """Pure-Python binning: ``edges``, ``counts``, ``min``, ``max``, ``sum``, ``count``
     of the finite values, ``nonfinite`` when some were not."""
-    vals = [float(v) for v in values]
+    vals = list(map(float, values))
     finite = [v for v in vals if v - v == 0.0]  # inf - inf and nan - nan are nan
     nonfinite = len(vals) - len(finite)
     out: dict[str, Any]

@@ -257,7 +257,7 @@ class RelaySender:
                 _log.warning(
                     "stepwatch: relay unreachable; unsent events left in %s", self.spool.path
                 )
-        elif ok and self._media_disk:
+        elif ok and self.media_dir.exists():
             self.clear_media_dir()
         return ok
 

@@ -42,7 +42,18 @@ What each call sends:
 - ``add_hparams(hparams, metrics)``: the hyperparameters become the run's ``config``
   when no other ``add_*`` call came first (the run starts with the writer's first call);
   after that, a ``log`` line. The metrics are a ``metric_update``.
-- ``add_text(tag, text, step)``: a ``log`` event (``logger=tag``).
+- ``add_text(tag, text, step)``: a ``text_sample`` (``name=tag``), as
+  :func:`stepwatch.log_text`.
+- ``add_image(tag, img, step, dataformats="CHW")``: an ``image`` (a tensor, an array, a
+  PIL image or PNG/JPEG/WebP bytes; floats in [0, 1] as TensorBoard takes them), as
+  :func:`stepwatch.log_image`: the pixels are copied, encoded and uploaded off the
+  training thread. ``add_images(tag, imgs, step, dataformats="NCHW")``: one image per
+  item, ``index`` 0..N-1 (TensorBoard tiles them into one grid; the dashboard shows
+  them side by side).
+- ``add_histogram(tag, values, step, bins=...)``: a ``histogram`` of the values, as
+  :func:`stepwatch.log_histogram` (a tensor binned on its device). ``bins`` an int is
+  the number of equal bins; TensorBoard's ``"tensorflow"`` and numpy's named rules
+  become 64 (``max_bins`` caps it, 512 at most).
 - ``flush()``: waits (bounded, ``flush_timeout`` s) for delivery.
 - ``close()`` and leaving a ``with`` block: ``training_end`` for the run this writer
   started (``completed``; ``stopped`` after a stop from the dashboard; leaving a ``with``
@@ -50,7 +61,7 @@ What each call sends:
   bounded wait for delivery. Writers that did not start the run only flush.
 
 The first ``add_*`` call starts the run (``training_start``) if nothing has. Other
-``SummaryWriter`` methods (``add_histogram``, ``add_image``, ``add_graph`` ...) are
+``SummaryWriter`` methods (``add_graph``, ``add_embedding``, ``add_figure`` ...) are
 accepted and ignored, so existing code runs unchanged. ``walltime`` is ignored: events
 carry the time they are sent.
 
@@ -65,12 +76,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Callable
 
-from . import _relay
+from . import _media, _relay
 from ._helpers import (
     emit_batch_end,
     emit_log,
@@ -84,6 +96,34 @@ __all__ = ["SummaryWriter"]
 
 #: Default bounded wait (seconds) of ``flush()``.
 FLUSH_TIMEOUT = 2.0
+
+
+#: Bins of ``add_histogram`` when ``bins`` is TensorBoard's ``"tensorflow"`` or a rule.
+HISTOGRAM_BINS = 64
+
+
+def _step(global_step: Any) -> int | None:
+    return int(global_step) if global_step is not None else None
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _hwc(img: Any, dataformats: str) -> tuple[Any, str | None]:
+    """An array or tensor in ``dataformats`` order as a view in HW, HWC or CHW order,
+    with that order (for :func:`stepwatch.log_image`); anything else as it is."""
+    fmt = dataformats.upper()
+    shape = getattr(img, "shape", None)
+    if shape is None or not callable(getattr(img, "transpose", None)):
+        return img, None
+    if fmt in ("HW", "HWC", "CHW") or len(shape) != len(fmt) or set(fmt) - set("CHW"):
+        return img, fmt if len(shape) == len(fmt) else None
+    target = "HWC" if "C" in fmt else "HW"
+    order = [fmt.index(ch) for ch in target]
+    view = img.permute(*order) if _is_tensor(img) else img.transpose(order)
+    return view, target
 
 
 def _default_log_dir(comment: str) -> str:
@@ -247,11 +287,65 @@ class SummaryWriter:
         global_step: int | None = None,
         walltime: float | None = None,
     ) -> None:
-        """A ``log`` event with the text, ``logger=tag``."""
+        """A ``text_sample`` named ``tag``."""
         self._ensure_run()
         text = text_string if isinstance(text_string, str) else "\n".join(map(str, text_string))
-        step = int(global_step) if global_step is not None else None
-        emit_log(text, level="info", logger=tag, step=step)
+        _media.log_text(tag, text, step=_step(global_step))
+
+    def add_image(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "CHW",
+    ) -> None:
+        """An ``image`` named ``tag`` (``dataformats``: the order of ``C``, ``H``, ``W``)."""
+        self._ensure_run()
+        img, fmt = _hwc(img_tensor, dataformats)
+        _media.log_image(tag, img, step=_step(global_step), dataformats=fmt)
+
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "NCHW",
+    ) -> None:
+        """One ``image`` per item of the batch, ``index`` 0..N-1."""
+        self._ensure_run()
+        fmt = dataformats.upper()
+        shape = getattr(img_tensor, "shape", None)
+        if "N" not in fmt or shape is None or len(shape) != len(fmt):
+            _media.warn_once("image", tag, f"add_images of shape {shape} as {dataformats}")
+            return
+        n_axis = fmt.index("N")
+        rest = fmt.replace("N", "")
+        step = _step(global_step)
+        for i in range(min(int(shape[n_axis]), _media.MAX_INDEX)):
+            item = img_tensor.select(n_axis, i) if _is_tensor(img_tensor) else None
+            if item is None:
+                item = img_tensor.take(i, axis=n_axis)
+            img, f = _hwc(item, rest)
+            _media.log_image(tag, img, step=step, index=i, dataformats=f)
+
+    def add_histogram(
+        self,
+        tag: str,
+        values: Any,
+        global_step: int | None = None,
+        bins: Any = "tensorflow",
+        walltime: float | None = None,
+        max_bins: int | None = None,
+    ) -> None:
+        """A ``histogram`` named ``tag`` of ``values``."""
+        self._ensure_run()
+        n = bins if isinstance(bins, int) and not isinstance(bins, bool) else HISTOGRAM_BINS
+        if max_bins is not None:
+            n = min(n, int(max_bins))
+        n = max(1, min(n, _media.MAX_BINS))
+        _media.log_histogram(tag, values, bins=n, step=_step(global_step))
 
     def flush(self) -> None:
         """Waits up to ``flush_timeout`` s for what was sent to reach the relay."""
@@ -285,7 +379,7 @@ class SummaryWriter:
         self._finish(exc)
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        # add_histogram, add_image, add_graph, add_embedding, ...: accepted, not sent.
+        # add_graph, add_embedding, add_figure, ...: accepted, not sent.
         if name.startswith("add_"):
 
             def ignored(*args: Any, **kwargs: Any) -> None:

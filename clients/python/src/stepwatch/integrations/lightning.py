@@ -49,6 +49,9 @@ report from global rank 0 only. Epochs are numbered from 1 (``current_epoch + 1`
   training values in ``metrics``; evaluation values and everything else ->
   ``metric_update``. While a ``StepwatchCallback`` runs, metrics are the callback's job.
 - ``after_save_checkpoint`` -> ``checkpoint_saved``.
+- ``log_image(key, images, step, caption=[...])`` -> ``image`` events (``index`` 0..N-1),
+  ``log_text`` / ``log_table(key, columns, data, dataframe, step)`` -> a ``text_sample``
+  table: the signatures of WandbLogger's, so code written for it runs unchanged.
 - ``finalize(status)`` -> ``training_end``: ``success`` -> ``completed`` (``stopped``
   after a stop from the dashboard), ``failed`` -> ``failed`` (``stopped`` for Ctrl-C),
   with the exception as ``error_occurred``.
@@ -68,7 +71,7 @@ import math
 import os
 import sys
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 try:
@@ -86,7 +89,7 @@ except ImportError as _first:  # pragma: no cover - depends on what is installed
             "pip install lightning (or pip install pytorch-lightning)"
         ) from _first
 
-from .. import _control, _dist, _relay, _resume, _session
+from .. import _control, _dist, _media, _relay, _resume, _session
 from .._helpers import (
     emit_batch_end,
     emit_checkpoint_loaded,
@@ -635,6 +638,63 @@ class StepwatchLogger(Logger):  # type: ignore[misc]
         rest = {**train, **evals}
         if rest:
             emit_metric_update(metrics=rest, step=step)
+
+    def log_image(
+        self, key: str, images: Sequence[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Images under ``key`` as WandbLogger takes them: a list (tensors, arrays, PIL
+        images, PNG/JPEG/WebP bytes), ``index`` 0..N-1, and ``caption=[...]``, one per
+        image; other per-image lists are ignored. As :func:`stepwatch.log_image`: the
+        pixels are copied, encoded and uploaded off the training thread."""
+        if not _rank_zero():
+            return
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        captions = kwargs.get("caption")
+        if captions is not None and (
+            not isinstance(captions, (list, tuple)) or len(captions) != len(images)
+        ):
+            captions = None
+        self._ensure_run()
+        several = len(images) > 1
+        for i, img in enumerate(images):
+            caption = captions[i] if captions is not None else None
+            _media.log_image(
+                key,
+                img,
+                step=step,
+                index=i if several else None,
+                caption=None if caption is None else str(caption),
+            )
+
+    def log_text(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """A table of text under ``key`` (``columns`` and rows of ``data``, or a pandas
+        ``dataframe``), as WandbLogger takes it: a ``text_sample`` table."""
+        self.log_table(key, columns, data, dataframe, step)
+
+    def log_table(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """A table under ``key``: a ``text_sample`` with ``columns`` and ``rows``."""
+        if not _rank_zero():
+            return
+        if dataframe is not None:
+            columns = [str(c) for c in dataframe.columns]
+            data = dataframe.values.tolist()
+        self._ensure_run()
+        _media.log_text(key, columns=list(columns or []), rows=list(data or []), step=step)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         if not _rank_zero() or _active_callbacks:
