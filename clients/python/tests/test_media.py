@@ -12,6 +12,7 @@ import json
 import logging
 import struct
 import time
+import urllib.error
 import urllib.request
 import zlib
 from typing import Any
@@ -394,6 +395,16 @@ def all_events(relay: Relay, run: str, *names: str) -> list[dict]:
     return relay.get(f"/api/runs/{run}/events?limit=10000{query}")
 
 
+def stored(relay: Relay, run: str, *names: str) -> list[dict]:
+    """:func:`all_events`, or none while the run does not exist yet."""
+    try:
+        return all_events(relay, run, *names)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return []
+        raise
+
+
 def media_bytes(relay: Relay, run: str, sha: str) -> tuple[bytes, Any]:
     with urllib.request.urlopen(f"{relay.url}/api/runs/{run}/media/{sha}", timeout=5) as r:
         return r.read(), r.headers
@@ -658,3 +669,55 @@ assert stepwatch.flush(30), "not delivered"
     finally:
         first.kill()
         relay.stop()
+
+
+def failing_puts(sender, times: int):
+    """Makes the relay seem to answer the next ``times`` uploads with 503."""
+    real = sender._media_request
+    left = [times]
+
+    def request(method, sha, body):
+        if method == "PUT" and left[0] > 0:
+            left[0] -= 1
+            sender.last_error = "relay answered 503 to an image"
+            return None
+        return real(method, sha, body)
+
+    sender._media_request = request
+    return left
+
+
+def test_an_upload_answered_5xx_holds_back_only_its_image(relay, connected, monkeypatch):
+    monkeypatch.setattr("stepwatch._sender.MEDIA_RETRY_BACKOFF", 0.3)
+    s = connected("flaky")
+    failing_puts(s, 2)
+    stepwatch.emit_batch_end(batch_idx=0, loss=1.0)
+    stepwatch.log_image("img", np.zeros((4, 4), dtype=np.uint8))
+    stepwatch.log_text("after", "sent without waiting for the image")
+    # the batch's other events are stored while the image waits for its retry
+    deadline = time.monotonic() + 10
+    while len(stored(relay, "flaky", "text_sample")) < 1:
+        assert time.monotonic() < deadline, "the batch waited for the failing image"
+        time.sleep(0.02)
+    assert all_events(relay, "flaky", "image") == []
+    assert stepwatch.flush(15)
+    (img,) = all_events(relay, "flaky", "image")
+    text = all_events(relay, "flaky", "text_sample")[0]
+    assert img["seq"] > text["seq"], "retried with its old seq: the relay would skip it"
+    assert img["width"] == 4
+
+
+def test_an_upload_failing_every_time_is_dropped_after_its_retries(
+    relay, connected, monkeypatch, caplog
+):
+    monkeypatch.setattr("stepwatch._sender.MEDIA_RETRY_BACKOFF", 0.02)
+    s = connected("broken")
+    failing_puts(s, 1000)
+    with caplog.at_level(logging.WARNING, logger="stepwatch"):
+        stepwatch.log_image("img", np.zeros((4, 4), dtype=np.uint8))
+        stepwatch.emit_batch_end(batch_idx=0, loss=1.0)
+        assert stepwatch.flush(15)
+    assert s.media_lost == 1 and s.media_pending_bytes == 0
+    assert all_events(relay, "broken", "image") == []
+    assert len(all_events(relay, "broken", "batch_end")) == 1
+    assert any("failed its upload" in r.getMessage() for r in caplog.records)

@@ -48,6 +48,10 @@ DEFAULT_EXIT_FLUSH = 3.0
 #: Bytes of images (pixels copied, or encoded and not yet uploaded) held in memory at
 #: most (``STEPWATCH_MEDIA_MAX_BYTES``); an image past it is dropped and counted.
 DEFAULT_MEDIA_MAX_BYTES = 64 * 1024 * 1024
+#: An image whose upload the relay answers with 5xx is retried this many times (its
+#: batch's other events go on without it), first after this many seconds, doubling.
+MEDIA_RETRIES = 5
+MEDIA_RETRY_BACKOFF = 0.5
 
 
 def media_max_from_env() -> int:
@@ -86,9 +90,11 @@ class RelaySender:
     the bytes in memory by their SHA-256, and before POSTing a batch uploads the bytes
     of each image in it (``PUT …/media/{sha256}``); an image event is never POSTed
     before the relay took its bytes. A refusal (4xx: not an image, over a limit)
-    drops that image and its event with a warning and sends the rest; a relay away or
-    failing (5xx) fails the batch as for events, so it is retried, and spooled with
-    the bytes written beside the spool file (``<spool>/<run>/media/<sha256>``).
+    drops that image and its event with a warning and sends the rest. A relay away
+    fails the batch as for events, so it is retried, and spooled with the bytes
+    written beside the spool file (``<spool>/<run>/media/<sha256>``). A relay that
+    answers an upload with 5xx gets the batch without that image, which is retried
+    on its own (:data:`MEDIA_RETRIES` times, with a new ``seq``) before it is dropped.
     """
 
     def __init__(
@@ -152,6 +158,10 @@ class RelaySender:
         self.media_dir = self.spool_dir / run / "media"
         self._media_disk = _dir_size(self.media_dir)
         self._media_endpoint = f"{self.url}/api/runs/{run}/media/"
+        # Image events held back while the relay answers their upload with 5xx.
+        self._media_retry: list[dict[str, Any]] = []
+        self._media_retry_at = 0.0
+        self._media_attempts: dict[str, int] = {}
         self._wake = threading.Event()
         self._stop = False
         self._stop_evt = threading.Event()
@@ -227,6 +237,7 @@ class RelaySender:
             and not self._older  # earlier processes' spools count too
             and self.spool.dropped <= self._reported  # the drop report is still to go
             and self.media_dropped + self.media_lost <= self._media_reported
+            and not self._media_retry
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -251,6 +262,8 @@ class RelaySender:
             inflight = self._inflight
             if self._thread.is_alive() and inflight:
                 self._spool_append(inflight)  # may arrive twice; the relay keeps one
+            if self._media_retry:
+                self._spool_append(self._take_retry())
             self._spill()
             self.spool.settle()
             if self.spool.pending():
@@ -393,13 +406,14 @@ class RelaySender:
                     self._media_reported = lost
                     self._injected += 1
                     self._queue.append(media_drop_report(lost))
-                if not self._queue:
+                retry = bool(self._media_retry) and time.monotonic() >= self._media_retry_at
+                if not self._queue and not retry:
                     if self._stop:
                         return
                     self._wake.wait(DEFAULT_LINGER)
                     self._wake.clear()
                     continue
-                batch = self._take(DEFAULT_MAX_BATCH)
+                batch = self._take_retry() if retry else self._take(DEFAULT_MAX_BATCH)
                 self._inflight = batch
                 ok = self._post(batch, own=len(batch))
                 self._inflight = None
@@ -428,10 +442,13 @@ class RelaySender:
             taken = self._upload_media(batch)
             if taken is None:
                 return False
+            keep, deferred = taken
             own -= sum(e.get("src") == self.src for e in batch) - sum(
-                e.get("src") == self.src for e in taken
+                e.get("src") == self.src for e in keep
             )
-            batch = taken
+            if deferred:
+                self._defer(deferred)  # counted again when retried with our src
+            batch = keep
         while batch:
             n = len(batch)
             body = _wire.dumps_array(batch)
@@ -481,19 +498,24 @@ class RelaySender:
         return True
 
     # -- media (sender thread) ---------------------------------------------------------
-    def _upload_media(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def _upload_media(
+        self, batch: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
         """Uploads the bytes of every image of ``batch`` the relay does not hold yet.
-        The batch without the images refused (each dropped with a warning), or None
-        when the relay is away or failing (the batch is to be retried)."""
+        The batch without the images refused (each dropped with a warning) or failing
+        (5xx: the second list, to retry on their own), or None when the relay is away
+        (the whole batch is to be retried)."""
         keep: list[dict[str, Any]] = []
-        refused: dict[str, str] = {}
+        deferred: list[dict[str, Any]] = []
+        refused: dict[str, str | None] = {}
         for e in batch:
             sha = e.get("media") if e.get("event") == "image" else None
             if not isinstance(sha, str) or sha in self._uploaded:
                 keep.append(e)
                 continue
-            why = refused.get(sha)
-            if why is None:
+            if sha in refused:
+                why = refused[sha]
+            else:
                 answer = self._put_media(sha)
                 if answer is False:
                     return None
@@ -501,15 +523,66 @@ class RelaySender:
                     keep.append(e)
                     continue
                 why = refused[sha] = answer
+            if why is None:
+                deferred.append(e)
+                continue
             self.rejected += 1
             self._done += e.get("src") == self.src
             self.last_rejection = f"relay refused image {e.get('name')!r}: {why}"
             _log.warning("stepwatch: %s; the image is dropped", self.last_rejection)
-        return keep
+        return keep, deferred
 
-    def _put_media(self, sha: str) -> bool | str:
+    def _defer(self, events: list[dict[str, Any]]) -> None:
+        """Holds back image events whose upload failed with 5xx, or drops them (with a
+        warning) after :data:`MEDIA_RETRIES` tries."""
+        tries = 0
+        for e in events:
+            sha = str(e.get("media"))
+            tries = self._media_attempts.get(sha, 0) + 1
+            if tries > MEDIA_RETRIES:
+                self.media_lost += 1
+                self._done += e.get("src") == self.src
+                self._media_attempts.pop(sha, None)
+                self._drop_bytes(sha)
+                _log.warning(
+                    "stepwatch: image %r dropped: the relay failed its upload %d times (%s)",
+                    e.get("name"),
+                    MEDIA_RETRIES,
+                    self.last_error,
+                )
+                continue
+            self._media_attempts[sha] = tries
+            self._media_retry.append(e)
+        delay = MEDIA_RETRY_BACKOFF * 2 ** max(0, tries - 1)
+        self._media_retry_at = time.monotonic() + min(delay, MAX_BACKOFF)
+
+    def _take_retry(self) -> list[dict[str, Any]]:
+        """The held-back image events, each with a new ``seq`` of this sender (the
+        relay stores a sender's events only in increasing ``seq``)."""
+        batch, self._media_retry = self._media_retry, []
+        with self._queue_lock:
+            for e in batch:
+                if e.get("src") != self.src:
+                    self._injected += 1  # another process's: ours to deliver now
+                    e["src"] = self.src
+                self._seq += 1
+                e["seq"] = self._seq
+        return batch
+
+    def _drop_bytes(self, sha: str) -> None:
+        self._forget_blob(sha)
+        path = self.media_dir / sha
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            self._media_disk -= size
+        except OSError:
+            pass
+
+    def _put_media(self, sha: str) -> bool | str | None:
         """One image's bytes to the relay: True once it holds them, False when it is
-        away or failing, else why it refused them (or why they are gone)."""
+        away, None when it failed (5xx), else why it refused them (or why they are
+        gone)."""
         blob = self._blobs.get(sha)
         on_disk = False
         if blob is None:
@@ -523,13 +596,14 @@ class RelaySender:
                     return True
                 if isinstance(held, str):
                     return "its bytes were lost before they were sent"
-                return False
+                return held
         answer = self._media_request("PUT", sha, blob)
-        if answer is False:
-            return False
+        if answer is False or answer is None:
+            return answer
         # Taken or refused: either way these bytes are done with.
         if answer is True:
             self._uploaded.add(sha)
+            self._media_attempts.pop(sha, None)
         self._forget_blob(sha)
         if on_disk:
             try:
@@ -539,9 +613,10 @@ class RelaySender:
                 pass
         return answer
 
-    def _media_request(self, method: str, sha: str, body: bytes | None) -> bool | str:
-        """``method`` on ``…/media/{sha}``: True on 200, False when the relay is away, failing
-        or refusing our credentials, else the relay's error."""
+    def _media_request(self, method: str, sha: str, body: bytes | None) -> bool | str | None:
+        """``method`` on ``…/media/{sha}``: True on 200, False when the relay is away or
+        refusing our credentials, None when it answered 5xx (or 408 / 429), else the
+        relay's error."""
         req = urllib.request.Request(self._media_endpoint + sha, data=body, method=method)
         if body is not None:
             req.add_header("Content-Type", "application/octet-stream")
@@ -561,6 +636,7 @@ class RelaySender:
             if 400 <= e.code < 500 and e.code not in (408, 429):
                 return f"{e.code} {_error_of(detail) or e.reason}"
             self.last_error = f"relay answered {e.code} to an image: {detail}"
+            return None
         except Exception as e:
             self.last_error = f"relay unreachable: {e}"
         return False
