@@ -546,7 +546,7 @@ def summary_no_sync(x: Any, bins: int) -> Any:
     torch = sys.modules["torch"]
     dt = x.dtype
     finite = torch.isfinite(x)
-    inf = torch.tensor(float("inf"), dtype=dt, device=x.device)
+    inf = torch.full((), float("inf"), dtype=dt, device=x.device)  # a fill, not a copy
     lo = torch.where(finite, x, inf).min() if x.numel() else inf
     hi = torch.where(finite, x, -inf).max() if x.numel() else -inf
     wide = hi <= lo

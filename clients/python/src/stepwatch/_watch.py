@@ -18,7 +18,8 @@ every N steps, at a bounded cost.
   happen on a background thread, not the training thread.
 
 Without torch, with a model that has no parameters, or when a hook fails, it warns
-(once) and does nothing more: it never raises into the training loop.
+(once) and does nothing more: it never raises into the training loop. In a
+distributed run only rank 0 computes and sends them.
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def _submit(step: int, names: list[str], rows: list[Any], bins: int) -> None:
         _log.warning("stepwatch: watch() histograms at step %s dropped (busy)", step)
 
 
+def _reports() -> bool:
+    """Only rank 0 of a distributed run sends histograms (the others' would be dropped:
+    with DDP their gradients are the same anyway)."""
+    f = _session.rank_filter
+    return f is None or f.world.rank == 0
+
+
 class WatchHandle:
     """What :func:`watch` returns: ``remove()`` stops watching."""
 
@@ -162,7 +170,7 @@ class WatchHandle:
         self._last = s
         if self._hooks or self._captured:
             self._collect(s)
-        if self._failed:
+        if self._failed or not _reports():
             return
         if self.weights and self._crosses(last, s):
             self._send_weights(s)
@@ -171,12 +179,12 @@ class WatchHandle:
 
     def _before_opt_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         nxt = self._count + 1
-        if self.grads and not self._failed and self._crosses(self._count, nxt):
+        if self.grads and not self._failed and self._crosses(self._count, nxt) and _reports():
             self._guard(self._send_grads_now, nxt)
 
     def _after_opt_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         before, self._count = self._count, self._count + 1
-        if self.weights and not self._failed and self._crosses(before, self._count):
+        if self.weights and not self._failed and self._crosses(before, self._count) and _reports():
             self._guard(self._send_weights, self._count)
 
     # -- work on due steps -------------------------------------------------------------------

@@ -48,8 +48,7 @@ What each call sends:
   PIL image or PNG/JPEG/WebP bytes; floats in [0, 1] as TensorBoard takes them), as
   :func:`stepwatch.log_image`: the pixels are copied, encoded and uploaded off the
   training thread. ``add_images(tag, imgs, step, dataformats="NCHW")``: one image per
-  item, ``index`` 0..N-1 (TensorBoard tiles them into one grid; the dashboard shows
-  them side by side).
+  item, ``index`` 0..N-1 (where TensorBoard tiles them into one grid image).
 - ``add_histogram(tag, values, step, bins=...)``: a ``histogram`` of the values, as
   :func:`stepwatch.log_histogram` (a tensor binned on its device). ``bins`` an int is
   the number of equal bins; TensorBoard's ``"tensorflow"`` and numpy's named rules
