@@ -265,7 +265,7 @@ pub fn fmt_y(y: f64, log_y: bool) -> String {
 }
 
 /// Sizes the canvas to its CSS box times the device pixel ratio; returns the ratio.
-fn fit(canvas: &HtmlCanvasElement) -> f64 {
+pub(crate) fn fit(canvas: &HtmlCanvasElement) -> f64 {
     let dpr = web_sys::window()
         .map(|w| w.device_pixel_ratio())
         .unwrap_or(1.0)

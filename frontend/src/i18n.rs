@@ -136,6 +136,10 @@ strings! {
     System => "System", "系统资源";
     NoSystem => "No system samples yet.", "还没有系统资源数据。";
     World => "Ranks", "分布式进程";
+    Samples => "Samples", "样本";
+    Latest => "latest", "最新";
+    Prompt => "Prompt", "输入";
+    Answer => "Answer", "回答";
     Node => "node", "节点";
     Utilisation => "utilisation", "利用率";
     Memory => "memory", "内存";

@@ -5,7 +5,7 @@
 //! history (decoded by `stepwatch_events::api`) and subscribes to SSE streams, folding
 //! events with the shared [`stepwatch_events::RunState`] reducer into [`model::RunView`],
 //! plain data the views only read (shared through Leptos context); [`chart`] draws
-//! charts with plotters on canvas. The URL hash ([`route`]) holds the page and its
+//! charts with plotters on canvas, and [`heatmap`] histograms over steps. The URL hash ([`route`]) holds the page and its
 //! settings; [`views`] has one file per screen.
 //! Every UI string lives in [`i18n`] (English and Simplified Chinese).
 //!
@@ -14,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod chart;
+pub mod heatmap;
 pub mod i18n;
 pub mod load;
 pub mod model;

@@ -25,10 +25,11 @@ pub fn use_run() -> Loaded {
     expect_context::<Loaded>()
 }
 
-/// The newest log and system events a run page loads (newest first).
-pub const TAILS: [&str; 2] = [
+/// The newest log, system and media events a run page loads (newest first).
+pub const TAILS: [&str; 3] = [
     "/events?event=log&order=desc&limit=500",
     "/events?event=system&order=desc&limit=300",
+    "/events?event=text_sample,image,histogram&order=desc&limit=2000",
 ];
 
 /// The one (dyn) way to change a run's view: keeps the download small. False once the

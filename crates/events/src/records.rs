@@ -124,6 +124,9 @@ pub struct CommandState {
     /// Ranks that have not acted on it yet (distributed runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<u64>,
+    /// The run's step when its output came (an `ask`'s answer belongs to that step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
 }
 
 impl CommandState {

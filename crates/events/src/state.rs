@@ -512,6 +512,7 @@ impl RunState {
         }
         if a.output.is_some() {
             cmd.output = a.output.clone();
+            cmd.step = Some(self.step);
         }
         cmd.updated_at = t;
         let command = cmd.command.clone();

@@ -11,6 +11,7 @@
 
 pub mod format;
 pub mod markdown;
+pub mod media;
 pub mod params;
 pub mod points;
 pub mod sort;
@@ -44,6 +45,8 @@ pub struct RunView {
     pub logs: VecDeque<LogLine>,
     /// The newest system samples (at most [`MAX_SYSTEM`]).
     pub system: VecDeque<SystemSample>,
+    /// The newest media events, oldest first (at most [`media::MAX_MEDIA`]).
+    pub media: VecDeque<Event>,
     /// Trainer times of the events of the last [`RATE_WINDOW_S`] seconds.
     recent: VecDeque<f64>,
     /// Per metric, the newest event id its history page covers: streamed events up to
@@ -126,7 +129,7 @@ impl RunView {
         self.system.iter().filter(|s| s.rank.unwrap_or(0) == 0)
     }
 
-    /// Adds stored `log` and `system` events, newest first (as `order=desc` answers),
+    /// Adds stored `log`, `system` and media events, newest first (as `order=desc` answers),
     /// before the live ones: only those up to `upto` (the id the stream starts after).
     pub fn add_history(&mut self, events: &[Event], upto: u64) {
         for e in events.iter().filter(|e| e.id.is_some_and(|id| id <= upto)) {
@@ -134,6 +137,10 @@ impl RunView {
             if let Some(l) = log_line(e, time) {
                 if self.logs.len() < MAX_LOGS {
                     self.logs.push_front(l);
+                }
+            } else if stepwatch_events::media::media_of(&e.body).is_some() {
+                if self.media.len() < media::MAX_MEDIA {
+                    self.media.push_front(e.clone());
                 }
             } else if let Some(s) = system_sample(e, time) {
                 if self.system.len() < self.max_system() {
@@ -186,6 +193,11 @@ impl RunView {
             self.system.push_back(s);
             if self.system.len() > self.max_system() {
                 self.system.pop_front();
+            }
+        } else if stepwatch_events::media::media_of(&e.body).is_some() {
+            self.media.push_back(e.clone());
+            if self.media.len() > media::MAX_MEDIA {
+                self.media.pop_front();
             }
         }
     }

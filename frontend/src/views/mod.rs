@@ -12,6 +12,7 @@ pub mod launch;
 pub mod launch_form;
 pub mod launch_html;
 pub mod login;
+pub mod media;
 pub mod meta;
 pub mod notify;
 pub mod params;

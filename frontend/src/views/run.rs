@@ -10,6 +10,7 @@ use super::chart::{ChartPanel, ChartSettings, ChartToolbar, Source};
 use super::common::{ago, download, fmt_loss, fmt_lr, use_clock, ConnBadge, Stat, StatusPill};
 use super::control::{AskPanel, CommandsPanel, ControlBar, LoadButton};
 use super::job::{JobPanel, RerunButton};
+use super::media::MediaPanel;
 use super::meta::MetaPanel;
 use super::tails::{LogsPanel, SystemPanel, WorldPanel};
 use crate::api;
@@ -42,6 +43,7 @@ pub fn RunPage(base: String, run: String, route: Route) -> impl IntoView {
         <JobPanel run=run/>
         <RunCharts/>
         <WorldPanel/>
+        <MediaPanel/>
         <div class="two-col">
             <Checkpoints/>
             <ConfigTable/>
