@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -537,6 +538,9 @@ def test_a_refused_image_is_dropped_with_the_relays_reason_and_the_rest_goes_on(
         assert warned and "413" in warned[0] and "media-max-item" in warned[0]
         sender = _session.sender
         assert sender is not None and sender.rejected == 3
+        # the dashboard hears of it too: once, in the run's log
+        told = [e for e in all_events(relay, "refused", "log") if "'big'" in e["message"]]
+        assert len(told) == 1 and "413" in told[0]["message"]
     finally:
         stepwatch.disconnect(timeout=1)
         relay.stop()
@@ -721,3 +725,39 @@ def test_an_upload_failing_every_time_is_dropped_after_its_retries(
     assert all_events(relay, "broken", "image") == []
     assert len(all_events(relay, "broken", "batch_end")) == 1
     assert any("failed its upload" in r.getMessage() for r in caplog.records)
+
+
+def test_python_m_stepwatch_sync_uploads_spooled_images_first(tmp_path, run_script):
+    import subprocess
+    import sys
+
+    relay = Relay(tmp_path / "data")  # down while the trainer runs
+    spool = tmp_path / "spool"
+    code = f"""
+import numpy as np, stepwatch
+stepwatch.connect("{relay.url}", run="sync-img")
+stepwatch.emit_batch_end(batch_idx=0, loss=1.0)
+stepwatch.log_image("a", np.full((3, 5), 7, dtype=np.uint8))
+stepwatch.log_image("b", b"GIF89a-not-sent")  # refused before sending: a warning
+stepwatch.log_text("t", "after the image")
+"""
+    proc = run_script(code, env={"STEPWATCH_EXIT_FLUSH": "0.3"})
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((spool / "sync-img" / "media").iterdir())) == 1
+    relay.start()
+    try:
+        env = {"PYTHONPATH": str(Path(stepwatch.__file__).parents[1])}
+        cmd = [sys.executable, "-m", "stepwatch", "sync", str(spool), "--url", relay.url]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "1 spool files sent, 0 left" in out.stdout
+        names = [e["event"] for e in all_events(relay, "sync-img") if e["event"] != "log"]
+        assert names == ["batch_end", "image", "text_sample"]
+        # the refusal reached the run's log (capture_logging), never an exception
+        logs = [e["message"] for e in all_events(relay, "sync-img", "log")]
+        assert any("'b' not sent" in m for m in logs), logs
+        (img,) = all_events(relay, "sync-img", "image")
+        assert read_png(media_bytes(relay, "sync-img", img["media"])[0]) == (5, 3, 1, b"\x07" * 15)
+        assert not (spool / "sync-img" / "media").exists()
+    finally:
+        relay.stop()

@@ -10,7 +10,9 @@ the ``stepwatch-server`` binary when the server package is installed
 A trainer that exits while the relay is down leaves its unsent events in the spool
 (``STEPWATCH_SPOOL_DIR`` or ~/.cache/stepwatch/spool, one folder per run). The next
 process for the same run sends them by itself; this command sends them all now. Events
-carry their ``src``/``seq``, so sending twice stores them once.
+carry their ``src``/``seq``, so sending twice stores them once. The bytes of spooled
+images (``<run>/media/<sha256>``) are uploaded before the events that refer to them; an
+image the relay refuses, or whose bytes are gone, is left out with a message.
 """
 
 from __future__ import annotations
@@ -46,13 +48,57 @@ def _post(url: str, lines: list[dict[str, Any]], token: str | None) -> dict[str,
         return answer
 
 
+def _media(method: str, url: str, body: bytes | None, token: str | None) -> None:
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/octet-stream")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.read()
+
+
+def _with_images(
+    base: str, run_dir: Path, lines: list[dict[str, Any]], token: str | None, done: set[str]
+) -> list[dict[str, Any]]:
+    """Uploads the bytes of the images in ``lines`` (``done``: held already); the lines
+    without the images refused or lost. Raises on a relay away or failing (5xx)."""
+    keep = []
+    for e in lines:
+        sha = e.get("media") if e.get("event") == "image" else None
+        if not isinstance(sha, str) or sha in done:
+            keep.append(e)
+            continue
+        path = run_dir / "media" / sha
+        try:
+            try:
+                blob = path.read_bytes()
+            except OSError:
+                _media("GET", f"{base}/media/{sha}", None, token)  # held already?
+            else:
+                _media("PUT", f"{base}/media/{sha}", blob, token)
+            done.add(sha)
+            keep.append(e)
+        except urllib.error.HTTPError as e2:
+            if e2.code >= 500 or e2.code in (401, 403, 408, 429):
+                raise
+            detail = e2.read().decode(errors="replace")[:300]
+            print(
+                f"{run_dir.name}: image {e.get('name')!r} left out ({e2.code}: {detail})",
+                file=sys.stderr,
+            )
+    return keep
+
+
 def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
     """Sends every spool file under ``spool`` in chunks, oldest first; a file is removed
     once the relay took all of it. Returns (files sent, files left)."""
     sent = left = 0
     runs = sorted(p for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else []
     for run_dir in runs:
-        endpoint = f"{url.rstrip('/')}/api/runs/{run_dir.name}/events"
+        base = f"{url.rstrip('/')}/api/runs/{run_dir.name}"
+        endpoint = f"{base}/events"
+        images: set[str] = set()
         for path in spool_files(spool, run_dir.name):
             stored = duplicates = pos = 0
             try:
@@ -60,6 +106,9 @@ def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
                     lines, pos = read_lines(path, pos, CHUNK)
                     if not lines:
                         break
+                    lines = _with_images(base, run_dir, lines, token, images)
+                    if not lines:
+                        continue
                     answer = _post(endpoint, lines, token)
                     stored += answer.get("accepted", 0)
                     duplicates += answer.get("duplicates", 0)
@@ -73,6 +122,14 @@ def sync(spool: Path, url: str, token: str | None = None) -> tuple[int, int]:
             except (urllib.error.URLError, OSError) as e:
                 left += 1
                 print(f"{run_dir.name}: {path.name}: not sent ({e})", file=sys.stderr)
+        media = run_dir / "media"
+        if media.is_dir() and not spool_files(spool, run_dir.name):
+            try:
+                for p in media.iterdir():  # every event that referred to them was sent
+                    p.unlink()
+                media.rmdir()
+            except OSError:
+                pass
     return sent, left
 
 

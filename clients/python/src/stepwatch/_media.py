@@ -43,12 +43,18 @@ _warned: set[tuple[str, str]] = set()
 
 
 def warn_once(kind: str, name: str, message: str) -> None:
-    """Logs ``message`` once per ``(kind, name)``."""
+    """Logs ``message`` once per ``(kind, name)``, and tells the run's log (a ``log``
+    event: the dashboard shows it; the SDK's own warnings are not captured)."""
     key = (kind, name)
     if key in _warned:
         return
     _warned.add(key)
-    _log.warning("stepwatch: %s %r not sent: %s", kind, name, message)
+    text = f"stepwatch: {kind} {name!r} not sent: {message}"
+    _log.warning("%s", text)
+    try:
+        training_emitter.emit("log", level="warning", logger="stepwatch", message=text)
+    except Exception:
+        pass
 
 
 def _check_name(kind: str, name: Any) -> str | None:

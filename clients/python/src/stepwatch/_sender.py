@@ -162,6 +162,7 @@ class RelaySender:
         self._media_retry: list[dict[str, Any]] = []
         self._media_retry_at = 0.0
         self._media_attempts: dict[str, int] = {}
+        self._refused_names: set[Any] = set()
         self._wake = threading.Event()
         self._stop = False
         self._stop_evt = threading.Event()
@@ -530,7 +531,17 @@ class RelaySender:
             self._done += e.get("src") == self.src
             self.last_rejection = f"relay refused image {e.get('name')!r}: {why}"
             _log.warning("stepwatch: %s; the image is dropped", self.last_rejection)
+            if e.get("name") not in self._refused_names:  # the run's log: once a name
+                self._refused_names.add(e.get("name"))
+                self._tell(f"stepwatch: {self.last_rejection}; the image is dropped")
         return keep, deferred
+
+    def _tell(self, message: str) -> None:
+        """A warning for the run's log, from the sender thread."""
+        self._injected += 1
+        self._queue.append(
+            {"event": "log", "level": "warning", "logger": "stepwatch", "message": message}
+        )
 
     def _defer(self, events: list[dict[str, Any]]) -> None:
         """Holds back image events whose upload failed with 5xx, or drops them (with a
