@@ -72,7 +72,7 @@ pub fn load_run(base: &str, run: &str, tails: bool) -> Loaded {
                     let fired = v.state.alerts.fired;
                     for (_, data) in &batch {
                         if let Ok(e) = Event::from_json(data) {
-                            v.apply(&e);
+                            v.take(e);
                         }
                     }
                     // A firing while the page is open: a browser notification, if allowed.
@@ -127,10 +127,10 @@ async fn load_history(
         return None;
     }
     for tail in TAILS.iter().filter(|_| tails) {
-        let events = get(url(tail))
+        let mut events = get(url(tail))
             .await
             .map_or_else(Vec::new, |t| answers::decode_events(&t));
-        edit(view, &mut |v| v.add_history(&events, s));
+        edit(view, &mut |v| v.add_history(std::mem::take(&mut events), s));
     }
     edit(view, &mut |v| v.history_loading = false);
     Some(after)

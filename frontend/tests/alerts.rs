@@ -104,7 +104,7 @@ async fn the_banner_shows_each_active_alert_and_the_last_good_checkpoint() {
     view.update(|v| {
         v.apply(&ev(
             r#"{"id":7,"event":"alert_resolved","time":7,"alert_id":"nan#5","rule":"nan"}"#,
-        ))
+        ));
     });
     settle().await;
     let banner = doc.get_element_by_id("alert-banner").unwrap();

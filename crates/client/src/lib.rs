@@ -30,6 +30,7 @@
 mod alerts;
 mod control;
 mod helpers;
+pub mod media;
 mod sender;
 pub mod spool;
 pub mod world;
@@ -97,6 +98,10 @@ pub struct Client {
     thread: Option<JoinHandle<()>>,
     /// The rank's `ended` event went out (distributed runs).
     ended: std::sync::atomic::AtomicBool,
+    /// Where images go up (`PUT …/media/{sha256}`): the relay, the run, the token.
+    media_to: (String, String, Option<String>),
+    /// The image upload thread, started with the first image.
+    media: std::sync::OnceLock<media::Uploader>,
 }
 
 impl Client {
@@ -177,6 +182,7 @@ impl Client {
         for rule in options.alerts {
             outbox.emit(alerts::rule_event(rule));
         }
+        let media_to = (base.to_string(), run.to_string(), options.token.clone());
         let control = control::Control::start(
             format!("{base}/api/runs/{run}/commands/stream"),
             options.token,
@@ -189,6 +195,42 @@ impl Client {
             control,
             thread,
             ended: std::sync::atomic::AtomicBool::new(false),
+            media_to,
+            media: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// An image (the bytes of a PNG, JPEG or WebP) under tag `name` at `step`. Never
+    /// blocks: the bytes are uploaded on a thread of their own and the `image` event
+    /// follows once the relay holds them; an image the relay refuses (not an image,
+    /// over a limit) is logged as a warning, one it cannot reach in about 20 s is
+    /// dropped and counted in [`Client::dropped`].
+    pub fn log_image(&self, name: &str, step: u64, bytes: Vec<u8>, caption: Option<&str>) {
+        let up = self.media.get_or_init(|| {
+            let (base, run, token) = self.media_to.clone();
+            media::Uploader::start(&base, &run, token, self.outbox.clone())
+        });
+        up.send(name, step, bytes, caption);
+    }
+
+    /// A text sample under tag `name` at `step`: a `prompt` and what the model made of
+    /// it (`completion`), or a `text` alone (pass `None` for the prompt).
+    pub fn log_text(&self, name: &str, step: u64, prompt: Option<&str>, text: &str) {
+        self.emit(EventBody::TextSample(stepwatch_events::event::TextSample {
+            name: Some(name.to_string()),
+            step: Some(step),
+            prompt: prompt.map(str::to_string),
+            completion: prompt.map(|_| text.to_string()),
+            text: prompt.is_none().then(|| text.to_string()),
+            ..Default::default()
+        }));
+    }
+
+    /// A histogram of `values` in `bins` equal bins (at most 512) under tag `name` at
+    /// `step`; nothing when no value is finite.
+    pub fn log_histogram(&self, name: &str, step: u64, values: &[f64], bins: usize) {
+        if let Some(h) = media::histogram(name, step, values, bins) {
+            self.emit(EventBody::Histogram(h));
         }
     }
 
@@ -271,6 +313,14 @@ impl Client {
     /// spool had to make room (oldest `batch_end` first; never run start/end,
     /// checkpoints, errors or command answers).
     pub fn dropped(&self) -> u64 {
+        let images = self
+            .media
+            .get()
+            .map_or(0, |m| m.dropped.load(Ordering::Relaxed));
+        images + self.dropped_events()
+    }
+
+    fn dropped_events(&self) -> u64 {
         let c = &self.outbox.counters;
         c.dropped.load(Ordering::Relaxed) + c.spool_dropped.load(Ordering::Relaxed)
     }
@@ -292,7 +342,15 @@ impl Client {
 
     /// Waits up to `timeout` until everything emitted so far is acknowledged.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.outbox.flush(timeout)
+        let deadline = Instant::now() + timeout;
+        if let Some(m) = self.media.get() {
+            // Images first: their events join the queue once uploaded.
+            while m.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.outbox
+            .flush(deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Flushes (bounded by `timeout`) and stops the sender thread. What the relay did

@@ -118,7 +118,9 @@ pub struct RunState {
     )]
     pub world: Option<World>,
     /// Text samples, images and histograms, one entry per tag (see [`crate::media`]).
+    /// (The dashboard reads its media from their events: it skips decoding this.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub media: Vec<crate::media::MediaTag>,
 }
 

@@ -6,6 +6,7 @@
 //! ship than one view per shape).
 
 use super::markdown::escape;
+use super::sort::sort_by;
 use super::RunView;
 use stepwatch_events::event::{Histogram, Image, TextSample};
 use stepwatch_events::num;
@@ -24,17 +25,25 @@ pub struct Words<'a> {
     pub answer: &'a str,
 }
 
+/// Changes whenever what the samples panel shows may: a media event or an answer came.
+pub fn revision(v: &RunView) -> (usize, Option<u64>, usize) {
+    (
+        v.media.len(),
+        v.media.back().and_then(|e| e.id),
+        asks(v).count(),
+    )
+}
+
 /// Every step at which the run has a sample (media or an answered ask), ascending.
 pub fn steps(v: &RunView) -> Vec<u64> {
-    let mut s: Vec<u64> = v
-        .media
-        .iter()
-        .map(|e| v.state.step_of(e))
-        .chain(asks(v).map(|(step, _, _)| step))
-        .collect();
-    s.sort_unstable();
-    s.dedup();
-    s
+    super::sort::set(
+        v.media
+            .iter()
+            .map(|e| v.state.step_of(e))
+            .chain(asks(v).map(|(step, _, _)| step)),
+    )
+    .into_iter()
+    .collect()
 }
 
 /// Answered asks: (step, what was asked, the answer).
@@ -104,7 +113,7 @@ pub fn images_html(v: &RunView, base: &str, at: Option<u64>, w: &Words) -> Strin
     let mut h = String::new();
     for (name, list) in newest_per_tag(v, "image", at) {
         let mut imgs: Vec<&Image> = list.iter().filter_map(|e| image_of(e)).collect();
-        imgs.sort_by_key(|i| i.index.unwrap_or(0));
+        sort_by(&mut imgs, |a, b| a.index.cmp(&b.index));
         let step = list.first().map_or(0, |e| v.state.step_of(e));
         h.push_str("<figure class=\"media-fig\" data-testid=\"image-tag\"><figcaption><b>");
         escape(name, &mut h);
@@ -228,7 +237,7 @@ pub fn texts_html(v: &RunView, at: Option<u64>, w: &Words) -> String {
         h.push_str("</pre></div>");
         rows.push((step, MAX_MEDIA + n, h));
     }
-    rows.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
+    sort_by(&mut rows, |a, b| (b.0, b.1).cmp(&(a.0, a.1)));
     rows.into_iter().take(MAX_LISTED).map(|r| r.2).collect()
 }
 
@@ -272,9 +281,27 @@ pub fn histograms(v: &RunView) -> Vec<HistSeries<'_>> {
         s.rows.push((step, hg));
     }
     for s in &mut out {
-        s.rows.sort_by_key(|r| r.0);
+        sort_by(&mut s.rows, |a, b| a.0.cmp(&b.0));
     }
     out
+}
+
+/// One block per histogram tag: its name, its note at step `at` and the canvas its
+/// heatmap is drawn on (`data-n`: its place in [`histograms`]).
+pub fn hists_html(v: &RunView, at: Option<u64>, w: &Words) -> String {
+    let mut h = String::new();
+    for (n, s) in histograms(v).iter().enumerate() {
+        h.push_str("<div class=\"hist\" data-testid=\"histogram\" data-tag=\"");
+        escape(s.name, &mut h);
+        h.push_str("\"><div class=\"small\"><b>");
+        escape(s.name, &mut h);
+        h.push_str("</b> <span class=\"muted\" data-testid=\"hist-note\">");
+        escape(&hist_note(s, at, w), &mut h);
+        h.push_str(&format!(
+            "</span></div><canvas class=\"hist-canvas\" data-n=\"{n}\"></canvas></div>"
+        ));
+    }
+    h
 }
 
 /// A histogram's summary line at step `at`: min, max, count.
@@ -315,7 +342,7 @@ mod tests {
         for (i, json) in events.iter().enumerate() {
             let mut e = Event::from_json(json).unwrap();
             e.id = Some(i as u64 + 1);
-            v.apply(&e);
+            v.take(e);
         }
         v
     }

@@ -131,18 +131,21 @@ impl RunView {
 
     /// Adds stored `log`, `system` and media events, newest first (as `order=desc` answers),
     /// before the live ones: only those up to `upto` (the id the stream starts after).
-    pub fn add_history(&mut self, events: &[Event], upto: u64) {
-        for e in events.iter().filter(|e| e.id.is_some_and(|id| id <= upto)) {
+    pub fn add_history(&mut self, events: Vec<Event>, upto: u64) {
+        for e in events
+            .into_iter()
+            .filter(|e| e.id.is_some_and(|id| id <= upto))
+        {
             let time = e.timestamp().unwrap_or(0.0);
-            if let Some(l) = log_line(e, time) {
+            if let Some(l) = log_line(&e, time) {
                 if self.logs.len() < MAX_LOGS {
                     self.logs.push_front(l);
                 }
             } else if stepwatch_events::media::media_of(&e.body).is_some() {
                 if self.media.len() < media::MAX_MEDIA {
-                    self.media.push_front(e.clone());
+                    self.media.push_front(e);
                 }
-            } else if let Some(s) = system_sample(e, time) {
+            } else if let Some(s) = system_sample(&e, time) {
                 if self.system.len() < self.max_system() {
                     self.system.push_front(s);
                 }
@@ -150,11 +153,22 @@ impl RunView {
         }
     }
 
-    /// Applies one streamed event; events already applied (by id) are ignored.
-    pub fn apply(&mut self, e: &Event) {
+    /// Applies one streamed event and keeps it if it is a media event (moved, not
+    /// copied); events already applied (by id) are ignored.
+    pub fn take(&mut self, e: Event) {
+        if self.apply(&e) && stepwatch_events::media::media_of(&e.body).is_some() {
+            self.media.push_back(e);
+            if self.media.len() > media::MAX_MEDIA {
+                self.media.pop_front();
+            }
+        }
+    }
+
+    /// Applies one streamed event; events already applied (by id) are ignored (false).
+    pub fn apply(&mut self, e: &Event) -> bool {
         if let Some(id) = e.id {
             if id <= self.state.last_id {
-                return;
+                return false;
             }
         }
         self.state.apply(e);
@@ -194,12 +208,8 @@ impl RunView {
             if self.system.len() > self.max_system() {
                 self.system.pop_front();
             }
-        } else if stepwatch_events::media::media_of(&e.body).is_some() {
-            self.media.push_back(e.clone());
-            if self.media.len() > media::MAX_MEDIA {
-                self.media.pop_front();
-            }
         }
+        true
     }
 
     /// Events per second over the last [`RATE_WINDOW_S`] seconds before `now`.
@@ -360,11 +370,11 @@ mod tests {
                 ))
             })
             .collect();
-        v.add_history(&stored, 10);
+        v.add_history(stored, 10);
         let msgs: Vec<&str> = v.logs.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(msgs, vec!["m4", "m9", "live"]);
         v.add_history(
-            &[ev(r#"{"id":3,"time":3,"event":"system","cpu_percent":7}"#)],
+            vec![ev(r#"{"id":3,"time":3,"event":"system","cpu_percent":7}"#)],
             10,
         );
         assert_eq!(v.system[0].cpu_percent, Some(7.0));

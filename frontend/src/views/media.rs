@@ -1,7 +1,7 @@
 //! The samples panel of a run: what the model produced, by step. A step slider (live:
 //! following the newest step until moved) chooses what shows: the image grid (each tag's
 //! images of that step; a click opens one full size), each histogram tag as a heatmap
-//! over steps with that step marked ([`crate::heatmap`]), and the text samples and "Try
+//! over steps with that step marked ([`crate::heatmap`], drawn into the markup's canvases), and the text samples and "Try
 //! the model" answers up to that step, newest first. The markup comes from
 //! [`crate::model::media`].
 
@@ -21,24 +21,58 @@ pub fn MediaPanel() -> impl IntoView {
     // `None`: follow the newest step.
     let at = RwSignal::new(None::<u64>);
     let zoom = RwSignal::new(None::<String>);
-    let steps = Memo::new(move |_| view_state.with(media::steps));
+    // What the panel shows changes with the media and the answers, not with every
+    // event: everything below reads the run through this.
+    let rev = Memo::new(move |_| view_state.with(media::revision));
+    let steps = Memo::new(move |_| {
+        rev.track();
+        view_state.with_untracked(media::steps)
+    });
     let words = move || media::Words {
         step: i18n.t(Key::Step),
         asked: i18n.t(Key::TryModel),
         prompt: i18n.t(Key::Prompt),
         answer: i18n.t(Key::Answer),
     };
-    let images = move || {
-        base.with_value(|b| view_state.with(|v| media::images_html(v, b, at.get(), &words())))
-    };
-    let texts = move || view_state.with(|v| media::texts_html(v, at.get(), &words()));
-    let tags = Memo::new(move |_| {
-        view_state.with(|v| {
-            media::histograms(v)
-                .iter()
-                .map(|s| s.name.to_string())
-                .collect::<Vec<_>>()
-        })
+    let markup =
+        move |f: fn(&crate::model::RunView, &str, Option<u64>, &media::Words) -> String| {
+            Memo::new(move |_| {
+                rev.track();
+                let w = words();
+                base.with_value(|b| view_state.with_untracked(|v| f(v, b, at.get(), &w)))
+            })
+        };
+    let images = markup(media::images_html);
+    let texts = markup(|v, _, at, w| media::texts_html(v, at, w));
+    let hists = markup(|v, _, at, w| media::hists_html(v, at, w));
+    let holder = NodeRef::<leptos::html::Div>::new();
+    // Each heatmap drawn once its canvas is in the page (after the markup's update).
+    Effect::new(move |_| {
+        let when = at.get();
+        hists.track();
+        rev.track();
+        request_animation_frame(move || {
+            let Some(el) = holder.get_untracked() else {
+                return;
+            };
+            let theme = if prefers_light() {
+                crate::chart::LIGHT
+            } else {
+                crate::chart::DARK
+            };
+            view_state.with_untracked(|v| {
+                for (i, s) in media::histograms(v).iter().enumerate() {
+                    let canvas = el
+                        .query_selector(&format!("canvas[data-n='{i}']"))
+                        .ok()
+                        .flatten()
+                        .and_then(|c| c.dyn_into::<web_sys::HtmlCanvasElement>().ok());
+                    if let Some(c) = canvas {
+                        crate::heatmap::draw(&c, s, when, theme);
+                    }
+                }
+            });
+        });
     });
     let index = move || {
         let s = steps.get();
@@ -93,9 +127,7 @@ pub fn MediaPanel() -> impl IntoView {
                     </div>
                 </div>
                 <div class="media-images" data-testid="images" on:click=open inner_html=images></div>
-                <For each=move || tags.get() key=|t| t.clone() let:tag>
-                    <HistogramView tag=tag at=at/>
-                </For>
+                <div node_ref=holder inner_html=hists></div>
                 <div class="samples" data-testid="samples" inner_html=texts></div>
                 {move || zoom.get().map(|url| view! {
                     <div class="lightbox" data-testid="lightbox" on:click=move |_| zoom.set(None)>
@@ -105,50 +137,4 @@ pub fn MediaPanel() -> impl IntoView {
             </section>
         }
     })
-}
-
-#[component]
-fn HistogramView(tag: String, at: RwSignal<Option<u64>>) -> impl IntoView {
-    let i18n = use_i18n();
-    let view_state = use_run().view;
-    let canvas = NodeRef::<leptos::html::Canvas>::new();
-    let name = tag.clone();
-    let words = move || media::Words {
-        step: i18n.t(Key::Step),
-        asked: "",
-        prompt: "",
-        answer: "",
-    };
-    let note = {
-        let name = name.clone();
-        move || {
-            view_state.with(|v| {
-                media::histograms(v)
-                    .iter()
-                    .find(|s| s.name == name)
-                    .map(|s| media::hist_note(s, at.get(), &words()))
-                    .unwrap_or_default()
-            })
-        }
-    };
-    Effect::new(move |_| {
-        let Some(c) = canvas.get() else { return };
-        let when = at.get();
-        let theme = if prefers_light() {
-            crate::chart::LIGHT
-        } else {
-            crate::chart::DARK
-        };
-        view_state.with(|v| {
-            if let Some(s) = media::histograms(v).iter().find(|s| s.name == name) {
-                crate::heatmap::draw(&c, s, when, theme);
-            }
-        });
-    });
-    view! {
-        <div class="hist" data-testid="histogram" data-tag=tag.clone()>
-            <div class="small"><b>{tag.clone()}</b>" "<span class="muted" data-testid="hist-note">{note}</span></div>
-            <canvas node_ref=canvas class="hist-canvas"></canvas>
-        </div>
-    }
 }
