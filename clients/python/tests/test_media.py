@@ -461,6 +461,20 @@ def test_images_arrive_byte_for_byte_and_the_event_follows_its_bytes(relay, conn
     want = (ten[0].numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
     assert read_png(media_bytes(relay, "imgs", t["media"])[0]) == (10, 20, 1, want.tobytes())
     assert media_bytes(relay, "imgs", b["media"])[0] == png  # encoded bytes pass through
+    # JPEG and WebP headers go as they are too (the relay reads their size)
+    jpeg = b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x07\x00\x09\x01\x01\x11\x00\xff\xd9"
+    bits = (13 - 1) | ((6 - 1) << 14)
+    webp_body = b"VP8L" + struct.pack("<I", 5) + b"\x2f" + struct.pack("<I", bits) + b"\0" * 8
+    webp = b"RIFF" + struct.pack("<I", 4 + len(webp_body)) + b"WEBP" + webp_body
+    stepwatch.log_image("samples/jpeg", jpeg)
+    stepwatch.log_image("samples/webp", bytearray(webp))
+    assert stepwatch.flush(15)
+    more = {e["name"]: e for e in all_events(relay, "imgs", "image")}
+    j, w = more["samples/jpeg"], more["samples/webp"]
+    assert (j["mime"], j["width"], j["height"]) == ("image/jpeg", 9, 7)
+    assert (w["mime"], w["width"], w["height"]) == ("image/webp", 13, 6)
+    assert media_bytes(relay, "imgs", j["media"])[0] == jpeg
+    assert media_bytes(relay, "imgs", w["media"])[0] == webp
     # the pixels are let go once sent: the emitter's history keeps no copy
     assert ev["_media"].source is None
     assert s.media_pending_bytes == 0 and not s._blobs
