@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import struct
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -89,6 +90,14 @@ def test_png_round_trips_pixel_for_pixel(channels, size):
     assert read_png(png) == (w, h, channels, pixels)
     assert _png.decode_png(png) == (w, h, channels, pixels)
     assert _png.sniff(png) == "image/png"
+
+
+def test_png_without_numpy_writes_the_same_bytes(monkeypatch):
+    pixels = bytes(range(256)) * 3
+    with_numpy = _png.encode_png(16, 16, 3, pixels)
+    monkeypatch.delitem(sys.modules, "numpy")
+    assert _png.encode_png(16, 16, 3, pixels) == with_numpy
+    assert read_png(with_numpy)[3] == pixels
 
 
 def test_png_refuses_a_wrong_size_or_channel_count():

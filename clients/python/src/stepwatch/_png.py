@@ -5,6 +5,7 @@ encodes images on its sender thread without Pillow."""
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 
 #: PNG colour type by channel count: gray, RGB, RGBA.
@@ -37,16 +38,21 @@ def encode_png(
     view = memoryview(pixels).cast("B")
     if len(view) != stride * height:
         raise ValueError(f"{len(view)} bytes for {width}x{height}x{channels} pixels")
-    raw = bytearray((stride + 1) * height)  # each row: filter byte 0, then the row
-    for y in range(height):
-        start = y * (stride + 1) + 1
-        raw[start : start + stride] = view[y * stride : (y + 1) * stride]
+    np = sys.modules.get("numpy")
+    if np is not None:  # one C call instead of a loop over rows (less time holding the GIL)
+        rows = np.frombuffer(view, dtype=np.uint8).reshape(height, stride)
+        raw: bytes | bytearray = np.hstack((np.zeros((height, 1), np.uint8), rows)).tobytes()
+    else:
+        raw = bytearray((stride + 1) * height)  # each row: filter byte 0, then the row
+        for y in range(height):
+            start = y * (stride + 1) + 1
+            raw[start : start + stride] = view[y * stride : (y + 1) * stride]
     header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
     return b"".join(
         (
             PNG_SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(bytes(raw), level)),
+            _chunk(b"IDAT", zlib.compress(raw, level)),
             _chunk(b"IEND", b""),
         )
     )
