@@ -446,7 +446,12 @@ def histogram_of_list(values: Sequence[Any], bins: int) -> dict[str, Any]:
     """Pure-Python binning: ``edges``, ``counts``, ``min``, ``max``, ``sum``, ``count``
     of the finite values, ``nonfinite`` when some were not."""
     vals = list(map(float, values))
-    finite = [v for v in vals if v - v == 0.0]  # inf - inf and nan - nan are nan
+    total = sum(vals)
+    if math.isfinite(total):  # no NaN or infinity among them: no pass to filter them
+        finite = vals
+    else:
+        finite = [v for v in vals if v - v == 0.0]  # inf - inf and nan - nan are nan
+        total = math.fsum(finite) if finite else 0.0
     nonfinite = len(vals) - len(finite)
     out: dict[str, Any]
     if not finite:
@@ -471,7 +476,7 @@ def histogram_of_list(values: Sequence[Any], bins: int) -> dict[str, Any]:
             "counts": counts,
             "min": lo,
             "max": hi,
-            "sum": math.fsum(finite),
+            "sum": total,
             "count": len(finite),
         }
     if nonfinite:
