@@ -582,6 +582,26 @@ def test_images_over_the_memory_bound_are_dropped_and_reported(relay, connected)
     assert reports and reports[-1]["dropped_media"] == kept.count(False)
 
 
+def test_a_full_queue_dropping_an_image_lets_its_pixels_go(tmp_path):
+    s = stepwatch.RelaySender(
+        "http://127.0.0.1:9", "full", queue_size=3, spool_dir=tmp_path / "spool"
+    )
+    # the sender thread stopped: nothing is taken from the queue meanwhile
+    s._stop = True
+    s._stop_evt.set()
+    s._wake.set()
+    s._thread.join(5)
+    img = np.zeros((10, 10, 3), dtype=np.uint8)
+    for i in range(3):
+        item = _media.pending_image(img)
+        assert s.hold_media(item.nbytes)
+        s({"event": "image", "name": "i", "index": i, "_media": item})
+    assert s.media_pending_bytes == 900
+    s({"event": "training_end"})  # full: the oldest image makes room
+    assert s.media_pending_bytes == 600 and s._queue_dropped == 1
+    assert [e["index"] for e in s._queue if e["event"] == "image"] == [1, 2]
+
+
 def test_tensorboard_shim_and_lightning_logger_send_media(relay, connected):
     connected("shim")
     from stepwatch.tensorboard import SummaryWriter

@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
             "environment: STEPWATCH_URL (relay, default http://127.0.0.1:8080), "
             "STEPWATCH_RUN, STEPWATCH_TOKEN, STEPWATCH_SPOOL_DIR (default "
             "~/.cache/stepwatch/spool), STEPWATCH_SPOOL_MAX_BYTES (default 128M), "
-            "STEPWATCH_EXIT_FLUSH (seconds, default 3), STEPWATCH_SYSTEM_INTERVAL, "
+            "STEPWATCH_EXIT_FLUSH (seconds, default 3), STEPWATCH_MEDIA_MAX_BYTES (images "
+            "held in memory, default 64M), STEPWATCH_SYSTEM_INTERVAL, "
             "STEPWATCH_HEARTBEAT_INTERVAL (seconds, 0 = off)"
         ),
     )
