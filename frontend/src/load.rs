@@ -45,8 +45,8 @@ async fn get(url: String) -> Option<String> {
 
 /// Loads `run` for the lifetime of the calling component, without replaying its events:
 /// first its state (the header shows at once; S = its `last_id`), then each metric's
-/// history from the series endpoint, the loss first (and, with `tails`, the newest logs
-/// and system samples up to S), then a stream of the events after S only. Metric points
+/// history from the series endpoint, the loss first (and its newest media; with `tails`,
+/// the newest logs and system samples, all up to S), then a stream of the events after S only. Metric points
 /// a page already holds are not added twice ([`RunView::merge_page`]). The stream opens
 /// once history is in (so the connection badge turns live with the page complete, and a
 /// page comparing several runs does not hold the browser's few connections per host
@@ -126,7 +126,8 @@ async fn load_history(
     if !load_series(base, run, view, has_loss).await {
         return None;
     }
-    for tail in TAILS.iter().filter(|_| tails) {
+    // Media for every page that loads a run (the compare page shows samples too).
+    for tail in TAILS.iter().filter(|t| tails || t.contains("image")) {
         let mut events = get(url(tail))
             .await
             .map_or_else(Vec::new, |t| answers::decode_events(&t));

@@ -149,6 +149,7 @@ pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoVi
         last_n,
     });
     let metrics = compared_metrics();
+    let (media_runs, media_names) = (use_compared().loaded, names);
     let params_href = Route::hash(&Page::Params, &[("runs", use_compared().runs.join(","))]);
     view! {
         <div class="crumbs"><a href="#/" data-testid="back">{i18n.tr(Key::BackToRuns)}</a></div>
@@ -169,6 +170,7 @@ pub fn ComparePage(base: String, runs: Vec<String>, route: Route) -> impl IntoVi
             <ConfigDiff/>
             <SummaryTable metrics=metrics/>
         </div>
+        <super::media::CompareSamples loaded=media_runs names=media_names/>
     }
 }
 

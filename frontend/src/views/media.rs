@@ -138,3 +138,87 @@ pub fn MediaPanel() -> impl IntoView {
         }
     })
 }
+
+/// The compare page's samples: one step slider over every run's sample steps, and each
+/// run's images and text samples at that step side by side.
+#[component]
+pub fn CompareSamples(
+    loaded: Vec<crate::load::Loaded>,
+    names: Signal<Vec<String>>,
+) -> impl IntoView {
+    let i18n = use_i18n();
+    let base = StoredValue::new(expect_context::<api::Base>().0);
+    let views: Vec<_> = loaded.iter().map(|l| l.view).collect();
+    let at = RwSignal::new(None::<u64>);
+    let steps = Memo::new({
+        let views = views.clone();
+        move |_| {
+            let all = views.iter().flat_map(|v| v.with(media::steps));
+            crate::model::sort::set(all)
+                .into_iter()
+                .collect::<Vec<u64>>()
+        }
+    });
+    let columns = Memo::new(move |_| {
+        let w = media::Words {
+            step: i18n.t(Key::Step),
+            asked: i18n.t(Key::TryModel),
+            prompt: i18n.t(Key::Prompt),
+            answer: i18n.t(Key::Answer),
+        };
+        let names = names.get();
+        let mut h = String::new();
+        for (i, v) in views.iter().enumerate() {
+            h.push_str("<div class=\"compare-col\" data-testid=\"compare-samples-run\"><h3>");
+            crate::model::markdown::escape(names.get(i).map_or("", String::as_str), &mut h);
+            h.push_str("</h3>");
+            base.with_value(|b| {
+                v.with(|v| {
+                    h.push_str(&media::images_html(v, b, at.get(), &w));
+                    h.push_str("<div class=\"samples\">");
+                    h.push_str(&media::texts_html(v, at.get(), &w));
+                    h.push_str("</div>");
+                })
+            });
+            h.push_str("</div>");
+        }
+        h
+    });
+    let pick = move |ev: leptos::ev::Event| {
+        let i: usize = event_target_value(&ev).parse().unwrap_or(0);
+        let s = steps.get_untracked();
+        at.set(if i + 1 >= s.len() {
+            None
+        } else {
+            s.get(i).copied()
+        });
+    };
+    let index = move || {
+        let s = steps.get();
+        at.get()
+            .and_then(|a| s.iter().position(|x| *x >= a))
+            .unwrap_or(s.len().saturating_sub(1))
+    };
+    let label = move || {
+        let step = at.get().or(steps.get().last().copied()).unwrap_or(0);
+        format!("{} {step}", i18n.t(Key::Step))
+    };
+    let any = Signal::derive(move || !steps.with(Vec::is_empty));
+    show(any, move || {
+        view! {
+            <section class="panel media" data-testid="compare-samples">
+                <div class="panel-head">
+                    <h2>{i18n.tr(Key::Samples)}</h2>
+                    <div class="media-bar">
+                        <input type="range" data-testid="media-step" min="0"
+                            prop:max=move || steps.with(|s| s.len().saturating_sub(1)).to_string()
+                            prop:value=move || index().to_string()
+                            on:input=pick/>
+                        <span class="mono small" data-testid="media-step-label">{label}</span>
+                    </div>
+                </div>
+                <div class="compare-samples" inner_html=move || columns.get()></div>
+            </section>
+        }
+    })
+}

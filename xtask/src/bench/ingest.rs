@@ -63,10 +63,11 @@ pub fn ingest_rate(relays: &[&BenchRelay], tag: &str) -> Result<f64> {
     let threads = 4;
     let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
     let failed = std::sync::atomic::AtomicUsize::new(0);
+    let first_error = std::sync::Mutex::new(None::<String>);
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (bodies, failed) = (&bodies, &failed);
+            let (bodies, failed, first_error) = (&bodies, &failed, &first_error);
             let url = format!(
                 "{}/api/runs/bench-{tag}-{t}/events",
                 relays[t % relays.len()].url
@@ -78,8 +79,17 @@ pub fn ingest_rate(relays: &[&BenchRelay], tag: &str) -> Result<f64> {
                         .post(&url)
                         .set("Content-Type", "application/x-ndjson")
                         .send_string(&bodies[b % bodies.len()]);
-                    if sent.is_err() {
+                    if let Err(e) = sent {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let why = match e {
+                            ureq::Error::Status(code, r) => {
+                                format!("{code} {}", r.into_string().unwrap_or_default())
+                            }
+                            other => other.to_string(),
+                        };
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert(why);
+                        }
                     }
                 }
             });
@@ -88,7 +98,12 @@ pub fn ingest_rate(relays: &[&BenchRelay], tag: &str) -> Result<f64> {
     let dt = t0.elapsed().as_secs_f64();
     let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
-        bail!("{failed} ingest requests failed");
+        let why = first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        bail!("{failed} ingest requests failed (first: {why})");
     }
     Ok((BATCH * BATCHES) as f64 / dt)
 }

@@ -14,6 +14,7 @@ mod latency;
 mod launch;
 mod launch_engines;
 mod load;
+mod media;
 mod open;
 mod postgres;
 mod relay;
@@ -25,7 +26,8 @@ use table::row;
 
 /// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
 pub const GROUPS: &[&str] = &[
-    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "ddp", "launch", "alerts",
+    "size", "ingest", "latency", "fanout", "browser", "open", "emit", "ddp", "media", "launch",
+    "alerts",
 ];
 
 /// Runs the groups named in `only` (all when empty), or with `--database URL` the
@@ -88,6 +90,9 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
     }
     if want("ddp") {
         emit::ddp_cost(root, &relay)?;
+    }
+    if want("media") {
+        media::media(root, &relay)?;
     }
     if want("launch") {
         launch::launch(root)?;

@@ -1,6 +1,7 @@
 //! SQLite's media rows ([`MediaDb`]): the bytes in a BLOB column of a rowid table (large
-//! rows belong in one), written on the jobs connection so an upload never holds the
-//! ingest writer's lock in this process.
+//! rows belong in one), written through the ingest writer's connection and lock, so an
+//! upload queues behind a batch in this process instead of racing it for SQLite's one
+//! write lock; read on the jobs connection.
 
 use super::SqliteStore;
 use crate::clock::now;
@@ -33,6 +34,50 @@ fn row(sha: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
     })
 }
 
+fn put(
+    conn: &mut rusqlite::Connection,
+    run: &str,
+    m: &MediaRow,
+    bytes: &[u8],
+    max_run: u64,
+) -> Result<Put, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let held: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM media WHERE run = ?1 AND sha = ?2",
+            params![run, m.sha],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if held.is_some() {
+        return Ok(Put::Held);
+    }
+    let used: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(size), 0) FROM media WHERE run = ?1",
+        [run],
+        |r| r.get(0),
+    )?;
+    if used as u64 + bytes.len() as u64 > max_run {
+        return Ok(Put::RunFull { used: used as u64 });
+    }
+    tx.execute(
+        "INSERT INTO media (run, sha, mime, width, height, size, created, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            run,
+            m.sha,
+            m.mime,
+            m.width,
+            m.height,
+            bytes.len() as i64,
+            now(),
+            bytes
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Put::Stored)
+}
+
 impl MediaDb for SqliteStore {
     fn put_media(
         &self,
@@ -41,42 +86,7 @@ impl MediaDb for SqliteStore {
         bytes: &[u8],
         max_run: u64,
     ) -> Result<Put, StoreError> {
-        let mut conn = self.jobs_conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let held: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM media WHERE run = ?1 AND sha = ?2",
-                params![run, m.sha],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if held.is_some() {
-            return Ok(Put::Held);
-        }
-        let used: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM media WHERE run = ?1",
-            [run],
-            |r| r.get(0),
-        )?;
-        if used as u64 + bytes.len() as u64 > max_run {
-            return Ok(Put::RunFull { used: used as u64 });
-        }
-        tx.execute(
-            "INSERT INTO media (run, sha, mime, width, height, size, created, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                run,
-                m.sha,
-                m.mime,
-                m.width,
-                m.height,
-                bytes.len() as i64,
-                now(),
-                bytes
-            ],
-        )?;
-        tx.commit()?;
-        Ok(Put::Stored)
+        self.with_writer(|conn| put(conn, run, m, bytes, max_run))
     }
 
     fn media_row(&self, run: &str, sha: &str) -> Result<Option<MediaRow>, StoreError> {

@@ -193,6 +193,16 @@ impl SqliteStore {
         Ok(c)
     }
 
+    /// The writer's connection, for writes that must queue behind ingest in this process
+    /// (media) rather than race it in SQLite's busy handler.
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = self.writer.lock().map_err(|_| StoreError::poisoned())?;
+        f(&mut w.conn)
+    }
+
     /// The jobs connection, opened on first use.
     pub(crate) fn jobs_conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.jobs.lock().map_err(|_| StoreError::poisoned())
@@ -238,7 +248,9 @@ impl Storage for SqliteStore {
             sources,
         } = &mut *w;
         let begun = Begun {
-            tx: LiteTx(conn.transaction()?),
+            // IMMEDIATE: the write lock is taken (or waited for, under the busy timeout) at
+            // BEGIN, so another connection's write (jobs) never makes it fail midway.
+            tx: LiteTx(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?),
             index,
             state,
             known: sources.get(run),
