@@ -582,6 +582,23 @@ def test_images_over_the_memory_bound_are_dropped_and_reported(relay, connected)
     assert reports and reports[-1]["dropped_media"] == kept.count(False)
 
 
+def test_an_image_that_fails_to_encode_is_dropped_and_told(relay, connected):
+    class BadPil:  # a Pillow stand-in whose save() writes no image
+        mode, size = "P", (2, 2)
+
+        def save(self, fp, format=None):
+            fp.write(b"not a png")
+
+    s = connected("unencodable")
+    assert stepwatch.log_image("bad", BadPil()) is not None  # refused on the sender thread
+    stepwatch.log_image("good", np.zeros((2, 2), dtype=np.uint8))
+    assert stepwatch.flush(15)
+    assert [e["name"] for e in all_events(relay, "unencodable", "image")] == ["good"]
+    told = [e["message"] for e in all_events(relay, "unencodable", "log")]
+    assert any("'bad'" in m and "encoded" in m for m in told), told
+    assert s.media_lost == 1 and s.media_pending_bytes == 0
+
+
 def test_a_full_queue_dropping_an_image_lets_its_pixels_go(tmp_path):
     s = stepwatch.RelaySender(
         "http://127.0.0.1:9", "full", queue_size=3, spool_dir=tmp_path / "spool"

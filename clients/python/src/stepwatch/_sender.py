@@ -308,10 +308,12 @@ class RelaySender:
             try:
                 blob = item.encode()
             except Exception as ex:
-                from ._media import warn_once  # (not at import: _media needs _session)
-
                 blob = None
-                warn_once("image", str(e.get("name")), f"could not be encoded: {ex}")
+                why = f"stepwatch: image {e.get('name')!r} not sent: could not be encoded: {ex}"
+                _log.warning("%s", why)
+                if e.get("name") not in self._refused_names:  # the run's log: once a name
+                    self._refused_names.add(e.get("name"))
+                    self._tell(why)
             self._media_out += item.nbytes
             if blob is None:
                 self.media_lost += 1
