@@ -25,7 +25,7 @@ pub fn MediaPanel() -> impl IntoView {
     // event: everything below reads the run through this.
     let rev = Memo::new(move |_| view_state.with(media::revision));
     let steps = Memo::new(move |_| {
-        rev.track();
+        let _ = rev.get();
         view_state.with_untracked(media::steps)
     });
     let words = move || media::Words {
@@ -37,7 +37,7 @@ pub fn MediaPanel() -> impl IntoView {
     let markup =
         move |f: fn(&crate::model::RunView, &str, Option<u64>, &media::Words) -> String| {
             Memo::new(move |_| {
-                rev.track();
+                let _ = rev.get();
                 let w = words();
                 base.with_value(|b| view_state.with_untracked(|v| f(v, b, at.get(), &w)))
             })
@@ -49,8 +49,8 @@ pub fn MediaPanel() -> impl IntoView {
     // Each heatmap drawn once its canvas is in the page (after the markup's update).
     Effect::new(move |_| {
         let when = at.get();
-        hists.track();
-        rev.track();
+        let _ = hists.get();
+        let _ = rev.get();
         request_animation_frame(move || {
             let Some(el) = holder.get_untracked() else {
                 return;
