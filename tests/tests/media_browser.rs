@@ -29,6 +29,40 @@ fn image_step(b: &Browser) -> u64 {
         .unwrap_or(0)
 }
 
+/// Compare: the runs' samples side by side under one slider; back to the run page.
+fn compare_side_by_side(b: &Browser, relay: &Relay) {
+    let other =
+        r#"{"event":"text_sample","name":"samples","step":5,"text":"another run's sample"}"#;
+    assert_eq!(relay.post("media-other", other, "application/json").0, 200);
+    b.goto(&format!(
+        "{}/#/compare?runs=media-e2e,media-other",
+        relay.url
+    ));
+    b.wait_for(
+        "both runs' samples",
+        WAIT,
+        "const c = [...document.querySelectorAll('[data-testid=compare-samples-run]')];
+         return c.length === 2 && c[0].querySelector('[data-testid=image]') && c[1].textContent.includes(\"another run's sample\");",
+    );
+    b.eval(
+        "const s = document.querySelector('[data-testid=media-step]'); s.value = 1;
+         s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
+    );
+    b.wait_for(
+        "compare at step 5",
+        WAIT,
+        "const c = [...document.querySelectorAll('[data-testid=compare-samples-run]')];
+         return c[0].querySelector('[data-testid=image-step]')?.textContent.endsWith(' 1')
+             && c[1].textContent.includes(\"another run's sample\");",
+    );
+    b.goto(&format!("{}/#/runs/media-e2e", relay.url));
+    b.wait_for(
+        "the run page",
+        WAIT,
+        "return document.querySelector('[data-testid=image]');",
+    );
+}
+
 #[test]
 fn a_pytorch_loops_images_text_and_histograms_live_and_by_step() {
     let dir = TempDir::new("media-browser");
@@ -138,37 +172,7 @@ fn a_pytorch_loops_images_text_and_histograms_live_and_by_step() {
         "return !document.querySelector('[data-testid=lightbox]');",
     );
 
-    // Compare: the runs' samples side by side under one slider.
-    let other =
-        r#"{"event":"text_sample","name":"samples","step":5,"text":"another run's sample"}"#;
-    assert_eq!(relay.post("media-other", other, "application/json").0, 200);
-    b.goto(&format!(
-        "{}/#/compare?runs=media-e2e,media-other",
-        relay.url
-    ));
-    b.wait_for(
-        "both runs' samples",
-        WAIT,
-        "const c = [...document.querySelectorAll('[data-testid=compare-samples-run]')];
-         return c.length === 2 && c[0].querySelector('[data-testid=image]') && c[1].textContent.includes(\"another run's sample\");",
-    );
-    b.eval(
-        "const s = document.querySelector('[data-testid=media-step]'); s.value = 1;
-         s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
-    );
-    b.wait_for(
-        "compare at step 5",
-        WAIT,
-        "const c = [...document.querySelectorAll('[data-testid=compare-samples-run]')];
-         return c[0].querySelector('[data-testid=image-step]')?.textContent.endsWith(' 1')
-             && c[1].textContent.includes(\"another run's sample\");",
-    );
-    b.goto(&format!("{}/#/runs/media-e2e", relay.url));
-    b.wait_for(
-        "the run page",
-        WAIT,
-        "return document.querySelector('[data-testid=image]');",
-    );
+    compare_side_by_side(&b, &relay);
 
     // In Chinese.
     b.eval("[...document.querySelectorAll('.lang')].find(x => x.textContent.includes('中文')).click(); return 1;");
