@@ -4,7 +4,8 @@
     PYTHONPATH=clients/python/src python examples/tensorboard_shim.py
 
 No framework needed: the "training" is simulated. In a real script only the import
-changes; ``add_histogram``, ``add_image`` and other calls keep working (ignored).
+changes; ``add_text``, ``add_image(s)`` and ``add_histogram`` reach the run's Samples
+panel, and calls the shim does not know keep working (ignored).
 """
 
 import math
