@@ -11,6 +11,7 @@
 //! | `GET /api/runs/{run}/series` | a list of [`SeriesInfo`] |
 //! | `GET /api/runs/{run}/events`, `…/stream` (SSE, one type per [`KNOWN_EVENTS`] name) | [`Event`]s |
 
+use crate::decode;
 use crate::event::Event;
 pub use crate::event::KNOWN_EVENTS;
 use crate::progress::Progress;
@@ -18,6 +19,7 @@ use crate::series::{SeriesInfo, SeriesPage};
 use crate::state::RunState;
 use crate::summary::RunSummary;
 use serde::Serialize;
+use serde_json::Value;
 
 /// The SSE event type of a run summary on the runs stream (`/api/stream`).
 pub const SUMMARY_EVENT: &str = "run";
@@ -41,35 +43,51 @@ impl<'a> RunAnswer<'a> {
     }
 }
 
+/// JSON text as a [`Value`], read further by [`crate::decode`]'s readers (smaller in the
+/// dashboard's download than derived decoders).
+fn parse(json: &str) -> Option<Value> {
+    serde_json::from_str(json).ok()
+}
+
+/// A JSON array each of whose items reads with `item`; empty when the text is no such
+/// array (an error answer) or one item does not read.
+fn list<T>(json: &str, item: fn(&Value) -> Option<T>) -> Vec<T> {
+    parse(json)
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().map(item).collect())
+        .unwrap_or_default()
+}
+
 /// A [`RunAnswer`] read back as the state: `progress` is derived from the state's pace
 /// ([`RunState::progress`] computes it again), so it is skipped.
 pub fn decode_state(json: &str) -> Option<RunState> {
-    serde_json::from_str(json).ok()
+    decode::state(&parse(json)?)
 }
 
 /// One run summary: a message of the runs stream, or an item of `GET /api/runs`.
 pub fn decode_summary(json: &str) -> Option<RunSummary> {
-    serde_json::from_str(json).ok()
+    decode::summary(&parse(json)?)
 }
 
 /// `GET /api/runs`: every run's summary.
 pub fn decode_runs(json: &str) -> Vec<RunSummary> {
-    serde_json::from_str(json).unwrap_or_default()
+    list(json, decode::summary)
 }
 
 /// One metric's page of the series endpoint.
 pub fn decode_series_page(json: &str) -> Option<SeriesPage> {
-    serde_json::from_str(json).ok()
+    decode::series_page(&parse(json)?)
 }
 
 /// The series endpoint without a metric: the run's metrics and their sizes.
 pub fn decode_series_list(json: &str) -> Vec<SeriesInfo> {
-    serde_json::from_str(json).unwrap_or_default()
+    list(json, decode::series_info)
 }
 
 /// An events page (a JSON array); events that do not parse are left out.
 pub fn decode_events(json: &str) -> Vec<Event> {
-    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(json) else {
+    let Some(Value::Array(items)) = parse(json) else {
         return Vec::new();
     };
     items

@@ -35,6 +35,7 @@
 pub mod alerts;
 pub mod api;
 pub mod bodies;
+mod decode;
 pub mod downsample;
 pub mod event;
 pub mod field_error;

@@ -92,9 +92,9 @@ pub struct RunState {
     pub batch_count: u64,
     /// Running sum and count behind `avg_loss` (kept so a restored state continues the epoch).
     #[serde(with = "num::float", default)]
-    epoch_loss_sum: f64,
+    pub(crate) epoch_loss_sum: f64,
     #[serde(default)]
-    epoch_loss_n: u64,
+    pub(crate) epoch_loss_n: u64,
     /// Numbering and pace, behind [`RunState::progress`] and [`RunState::eta_s`].
     #[serde(default)]
     pub pace: Pace,

@@ -1,7 +1,7 @@
 //! Wire format: every golden fixture round-trips, bad input names its field.
 #![allow(clippy::unwrap_used)]
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use stepwatch_events::api::{self, RunAnswer};
 use stepwatch_events::series::{SeriesInfo, SeriesPage, SeriesPoint};
@@ -421,5 +421,56 @@ fn the_known_names_are_exactly_the_typed_bodies() {
         if !matches!(e.body, EventBody::Custom { .. }) {
             assert!(KNOWN_EVENTS.contains(&e.name()), "{name}: {}", e.name());
         }
+    }
+}
+
+/// Events that fill what [`RICH`] leaves empty: alerts (active, records, the run's
+/// rules), ranks, tags, group and notes, a best validation loss, media.
+const MORE: &[&str] = &[
+    r#"{"id":15,"time":24,"event":"alert_fired","alert_id":"nan#1","rule":"nan","kind":"non_finite","level":"error","title":"t","text":"x","metric":"loss","value":"NaN","step":3,"channels":["a","b"]}"#,
+    r#"{"id":16,"time":25,"event":"alert_delivery","alert_id":"nan#1","channel":"a","ok":false,"attempt":1}"#,
+    r#"{"id":17,"time":26,"event":"alert_rule","rule":{"name":"x","kind":"stale"},"sender":"ana"}"#,
+    r#"{"id":18,"time":27,"event":"rank","rank":1,"state":"started","world_size":2,"host":"h1","interval":1,"received":100}"#,
+    r#"{"id":19,"time":28,"event":"run_meta","tags":["a","b"],"group":"g","notes":"n"}"#,
+    r#"{"id":20,"time":29,"event":"metric_update","name":"val_loss","value":0.25,"step":4}"#,
+    r#"{"id":21,"time":30,"event":"text_sample","name":"samples","step":4,"text":"hi"}"#,
+];
+
+#[test]
+fn the_field_readers_decode_what_the_derived_decoders_do() {
+    let events: Vec<Event> = RICH
+        .iter()
+        .chain(MORE)
+        .map(|j| Event::from_json(j).unwrap())
+        .collect();
+    let state = RunState::from_events("more", &events);
+    assert!(!state.alerts.active.is_empty() && !state.alerts.recent.is_empty());
+    assert!(!state.alerts.rules.is_empty() && state.world.is_some());
+    assert!(state.best_val.is_some() && state.group.is_some() && !state.tags.is_empty());
+    assert!(!state.media.is_empty() && state.commands[0].step.is_some());
+    let text = serde_json::to_string(&RunAnswer::new(&state)).unwrap();
+    // Compared as JSON: the state holds a NaN, unequal to itself.
+    let derived: RunState = serde_json::from_str(&text).unwrap();
+    let read = api::decode_state(&text).unwrap();
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        serde_json::to_value(&derived).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        serde_json::to_value(&state).unwrap()
+    );
+    let summary = serde_json::to_string(&state.summary()).unwrap();
+    assert_eq!(api::decode_summary(&summary), Some(state.summary()));
+    // A field that must be there, or a part that does not read, fails the answer.
+    for (key, bad) in [
+        ("run", Value::Null),
+        ("checkpoints", json!([{}])),
+        ("pace", json!(1)),
+    ] {
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v[key] = bad;
+        assert!(api::decode_state(&v.to_string()).is_none(), "{key}");
+        assert!(serde_json::from_value::<RunState>(v).is_err(), "{key}");
     }
 }
