@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 const TRUNK_VERSION: &str = "0.21.14";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
+/// Binaryen's `wasm-opt`, run by trunk on the dashboard's wasm (`data-wasm-opt` in
+/// index.html); must equal `[tools] wasm_opt` in Trunk.toml.
+const BINARYEN_VERSION: &str = "132";
 const APT_PACKAGES: &[&str] = &["chromium", "chromium-driver", "fonts-wqy-zenhei"];
 /// A one-node Slurm cluster for the launch tests (the Slurm engine).
 const SLURM_PACKAGES: &[&str] = &["slurmctld", "slurmd", "slurm-client", "munge"];
@@ -27,9 +30,10 @@ fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, flags: &[&str]) -> R
     Ok(())
 }
 
-/// The wasm target, trunk and a matching wasm-bindgen CLI.
+/// The wasm target, trunk, a matching wasm-bindgen CLI and wasm-opt.
 pub fn ensure_web_tools() -> Result<()> {
     ensure_wasm_tools()?;
+    ensure_wasm_opt()?;
     // Without its default features (the crates.io update check and TLS for `trunk serve`,
     // neither usable offline): 382 s to compile here instead of 419 s, the same dist/
     // byte for byte.
@@ -58,6 +62,37 @@ pub fn ensure_wasm_tools() -> Result<()> {
         WASM_BINDGEN_VERSION,
         &["--force"],
     )
+}
+
+/// Binaryen's `wasm-opt` at [`BINARYEN_VERSION`] on PATH for trunk, which would
+/// otherwise download it from GitHub: the one on PATH when it is that version, else
+/// npm's `binaryen` package (its Node.js build) installed once into
+/// `~/.cache/stepwatch/binaryen` and put first on PATH for what runs next.
+fn ensure_wasm_opt() -> Result<()> {
+    let wanted = format!("version {BINARYEN_VERSION} ");
+    let is_wanted = |bin: &str| output(bin, &["--version"]).is_some_and(|v| v.contains(&wanted));
+    if is_wanted("wasm-opt") {
+        return Ok(());
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| root().join("target"), PathBuf::from);
+    let dir = home.join(".cache/stepwatch/binaryen");
+    let bin = dir.join("node_modules/.bin");
+    if !is_wanted(&bin.join("wasm-opt").to_string_lossy()) {
+        if on_path("npm").is_none() {
+            apt_install(&["npm"])?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let package = format!("binaryen@{BINARYEN_VERSION}.0.0");
+        let prefix = dir.to_string_lossy();
+        run(
+            "npm",
+            &["install", "--no-save", "--prefix", &prefix, &package],
+        )?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(bin).chain(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(paths)?);
+    Ok(())
 }
 
 /// Installs Debian packages (with sudo unless root).
