@@ -53,9 +53,7 @@ fn parse(json: &str) -> Option<Value> {
 /// array (an error answer) or one item does not read.
 fn list<T>(json: &str, item: fn(&Value) -> Option<T>) -> Vec<T> {
     parse(json)
-        .as_ref()
-        .and_then(Value::as_array)
-        .and_then(|items| items.iter().map(item).collect())
+        .and_then(|v| decode::items(&v, item))
         .unwrap_or_default()
 }
 

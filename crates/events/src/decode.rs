@@ -54,7 +54,7 @@ impl<'a> O<'a> {
 
     /// A list whose every item reads with `f`; `None` when missing or when one does not.
     fn list<T>(self, k: &str, f: fn(&Value) -> Option<T>) -> Option<Vec<T>> {
-        self.get(k)?.as_array()?.iter().map(f).collect()
+        items(self.get(k)?, f)
     }
 
     /// An optional part: `Some(None)` when missing, `None` when there but unreadable.
@@ -80,6 +80,17 @@ impl<'a> O<'a> {
         }
         Some(out)
     }
+}
+
+/// The items of a JSON array, each read with `f`; `None` when `v` is no array or an item
+/// does not read. A loop, not `collect`: that adapter is compiled again for every `T`.
+pub(crate) fn items<T>(v: &Value, f: fn(&Value) -> Option<T>) -> Option<Vec<T>> {
+    let a = v.as_array()?;
+    let mut out = Vec::with_capacity(a.len());
+    for x in a {
+        out.push(f(x)?);
+    }
+    Some(out)
 }
 
 fn status(v: &Value) -> Option<RunStatus> {
