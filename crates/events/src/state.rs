@@ -292,6 +292,18 @@ impl RunState {
     fn rank_event(&mut self, r: &Rank, t: Option<f64>) {
         let world = self.world.get_or_insert_with(World::default);
         world.rank_event(r);
+        if matches!(r.state.as_deref(), Some("ended" | "lost")) && world.size > 1 {
+            // A command waiting for this rank now waits only for the ranks still running.
+            for cmd in self
+                .commands
+                .iter_mut()
+                .filter(|c| c.is_open() && !c.ranks.is_empty())
+            {
+                let got = world.recheck(&cmd.ranks, &cmd.status);
+                cmd.waiting = got.waiting;
+                cmd.status = got.status;
+            }
+        }
         let (Some(n), Some("lost")) = (r.rank, r.state.as_deref()) else {
             return;
         };

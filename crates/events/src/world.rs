@@ -216,6 +216,22 @@ impl World {
         }
     }
 
+    /// A command's answers seen again after a rank ended or was lost: `done` when every
+    /// rank still running has done it, else the ranks it still waits for at `status`.
+    pub fn recheck(&self, acks: &[String], status: &str) -> RankAck {
+        let done = self.waiting(acks, "done");
+        if done.is_empty() {
+            return RankAck {
+                status: "done".into(),
+                waiting: done,
+            };
+        }
+        RankAck {
+            status: status.to_string(),
+            waiting: self.waiting(acks, status),
+        }
+    }
+
     /// "rank 1 (host-a)": how messages name a rank.
     pub fn name(&self, rank: u64) -> String {
         match self.rank(rank).and_then(|r| r.host.as_deref()) {

@@ -194,3 +194,40 @@ fn the_dashboards_decoding_keeps_what_it_draws() {
     assert_eq!(r.state, "running");
     assert!(stepwatch_events::world::from_value(&serde_json::json!({"size": 2})).is_none());
 }
+
+#[test]
+fn a_command_waiting_for_a_rank_that_dies_finishes_over_the_ranks_still_running() {
+    let mut s = two_ranks();
+    apply(
+        &mut s,
+        r#"{"event":"command","command_id":"c1","command":"load_checkpoint","args":{"path":"a.pt"}}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"command_ack","command_id":"c1","status":"done","rank":0}"#,
+    );
+    let c = s.commands.last().unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.waiting.as_slice()),
+        ("accepted", &[1][..])
+    );
+    // Rank 1 is killed before it answers: the command is done by the ranks that remain.
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":1,"state":"lost","received":120}"#,
+    );
+    let c = s.commands.last().unwrap();
+    assert_eq!(c.status, "done");
+    assert!(c.waiting.is_empty());
+    // A command no rank has answered yet is left alone.
+    let mut s = two_ranks();
+    apply(
+        &mut s,
+        r#"{"event":"command","command_id":"c2","command":"stop"}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":1,"state":"ended","status":"completed"}"#,
+    );
+    assert_eq!(s.commands.last().unwrap().status, "pending");
+}
