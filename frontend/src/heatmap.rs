@@ -51,7 +51,11 @@ pub fn draw(canvas: &HtmlCanvasElement, s: &HistSeries, at: Option<u64>, theme: 
         .x_labels(5)
         .y_labels(5)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| crate::chart::fmt_y(*y, false))
+        // A tick a rounding error away from 0 reads as 0, not 5.55e-17.
+        .y_label_formatter(&|y| {
+            let y = if y.abs() < (y1 - y0) * 1e-9 { 0.0 } else { *y };
+            crate::chart::fmt_y(y, false)
+        })
         .draw();
     let color = PALETTE[0];
     for (i, (step, h)) in s.rows.iter().enumerate() {

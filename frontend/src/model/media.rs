@@ -118,13 +118,15 @@ pub fn images_html(v: &RunView, base: &str, at: Option<u64>, w: &Words) -> Strin
         h.push_str("<figure class=\"media-fig\" data-testid=\"image-tag\"><figcaption><b>");
         escape(name, &mut h);
         h.push_str(&format!("</b> <span class=\"muted\" data-testid=\"image-step\">{} {step}</span></figcaption><div class=\"media-grid\">", w.step));
-        for i in imgs {
+        let first = imgs.first().and_then(|i| i.caption.as_deref());
+        let same = imgs.iter().all(|i| i.caption.as_deref() == first);
+        for i in &imgs {
             let Some(sha) = i.media.as_deref() else {
                 continue;
             };
             let url = media_url(base, &v.state.run, sha);
             let caption = i.caption.as_deref().unwrap_or("");
-            h.push_str("<img data-testid=\"image\" loading=\"lazy\" src=\"");
+            h.push_str("<span class=\"thumb\"><img data-testid=\"image\" loading=\"lazy\" src=\"");
             escape(&url, &mut h);
             h.push_str("\" data-full=\"");
             escape(&url, &mut h);
@@ -133,16 +135,22 @@ pub fn images_html(v: &RunView, base: &str, at: Option<u64>, w: &Words) -> Strin
             h.push_str("\" title=\"");
             escape(caption, &mut h);
             if let (Some(wd), Some(ht)) = (i.width, i.height) {
-                h.push_str(&format!("\" width=\"{wd}\" height=\"{ht}"));
+                // Small images are shown larger: sharp pixels, not a blur.
+                let px = if ht < 128 { " class=\"px\"" } else { "" };
+                h.push_str(&format!("\" width=\"{wd}\" height=\"{ht}\"{px}"));
+            } else {
+                h.push('"');
             }
-            h.push_str("\">");
+            h.push('>');
+            if !same && !caption.is_empty() {
+                h.push_str("<small>");
+                escape(caption, &mut h);
+                h.push_str("</small>");
+            }
+            h.push_str("</span>");
         }
         h.push_str("</div>");
-        if let Some(c) = list
-            .iter()
-            .filter_map(|e| image_of(e)?.caption.as_deref())
-            .next()
-        {
+        if let Some(c) = first.filter(|_| same) {
             h.push_str("<p class=\"small muted\">");
             escape(c, &mut h);
             h.push_str("</p>");
@@ -289,17 +297,40 @@ pub fn histograms(v: &RunView) -> Vec<HistSeries<'_>> {
 /// One block per histogram tag: its name, its note at step `at` and the canvas its
 /// heatmap is drawn on (`data-n`: its place in [`histograms`]).
 pub fn hists_html(v: &RunView, at: Option<u64>, w: &Words) -> String {
+    let all = histograms(v);
     let mut h = String::new();
-    for (n, s) in histograms(v).iter().enumerate() {
-        h.push_str("<div class=\"hist\" data-testid=\"histogram\" data-tag=\"");
-        escape(s.name, &mut h);
-        h.push_str("\"><div class=\"small\"><b>");
-        escape(s.name, &mut h);
-        h.push_str("</b> <span class=\"muted\" data-testid=\"hist-note\">");
-        escape(&hist_note(s, at, w), &mut h);
-        h.push_str(&format!(
-            "</span></div><canvas class=\"hist-canvas\" data-n=\"{n}\"></canvas></div>"
-        ));
+    // Grouped by the prefix before the first `/` (`gradients`, `parameters`), in order.
+    let group = |name: &str| name.split_once('/').map_or("", |(g, _)| g).to_string();
+    let mut groups: Vec<String> = Vec::new();
+    for s in &all {
+        let g = group(s.name);
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for g in &groups {
+        let members = all.iter().enumerate().filter(|(_, s)| group(s.name) == *g);
+        if !g.is_empty() {
+            h.push_str("<h4 class=\"hist-group\">");
+            escape(g, &mut h);
+            h.push_str(&format!(
+                " <span class=\"count\">{}</span></h4>",
+                members.clone().count()
+            ));
+        }
+        h.push_str("<div class=\"hist-grid\">");
+        for (n, s) in members {
+            h.push_str("<div class=\"hist\" data-testid=\"histogram\" data-tag=\"");
+            escape(s.name, &mut h);
+            h.push_str("\"><div class=\"small\"><b>");
+            escape(s.name, &mut h);
+            h.push_str("</b> <span class=\"muted\" data-testid=\"hist-note\">");
+            escape(&hist_note(s, at, w), &mut h);
+            h.push_str(&format!(
+                "</span></div><canvas class=\"hist-canvas\" data-n=\"{n}\"></canvas></div>"
+            ));
+        }
+        h.push_str("</div>");
     }
     h
 }
@@ -372,6 +403,12 @@ mod tests {
         assert!(pb < pa, "{at10}");
         assert!(!at10.contains(&"c".repeat(64)));
         assert!(at10.contains("step 10"));
+        // Captions that differ go under each image; the 8×8 images are shown sharp.
+        assert!(
+            at10.contains("<small>zero</small>") && at10.contains("<small>one</small>"),
+            "{at10}"
+        );
+        assert!(at10.contains("class=\"px\""), "{at10}");
         let latest = images_html(&v, "http://h", None, &WORDS);
         assert!(latest.contains(&format!("http://h/api/runs/r/media/{}", "c".repeat(64))));
         assert!(latest.contains("data-full=") && latest.contains("step 20"));
@@ -432,5 +469,13 @@ mod tests {
         assert_eq!(hist_note(&h[0], Some(15), &WORDS), "step 10 · n=4");
         assert!(hist_note(&h[0], None, &WORDS).starts_with("step 20 · n=4 · [-1.5"));
         assert_eq!(hist_note(&h[0], Some(5), &WORDS), "");
+        let html = hists_html(&v, None, &WORDS);
+        let (g, p) = (
+            html.find("gradients <span").unwrap(),
+            html.find("parameters <span").unwrap(),
+        );
+        assert!(g < p, "{html}");
+        assert_eq!(html.matches("data-testid=\"histogram\"").count(), 2);
+        assert!(html.contains("data-n=\"1\""));
     }
 }
