@@ -821,3 +821,26 @@ stepwatch.log_text("t", "after the image")
         assert not (spool / "sync-img" / "media").exists()
     finally:
         relay.stop()
+
+
+def test_media_read_back_through_the_api(relay, connected):
+    connected("readback")
+    arr = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    stepwatch.log_image("recon", arr, step=3, caption="c")
+    stepwatch.log_image("other", arr[:2], step=4)
+    stepwatch.log_text("gen", prompt="Once", completion="upon", step=3)
+    stepwatch.log_histogram("w", [1.0, 2.0, 3.0], bins=3, step=3)
+    assert stepwatch.flush(15)
+    run = stepwatch.Api(relay.url).run("readback")
+    images = list(run.images("recon"))
+    assert [(i["step"], i["caption"], i["width"], i["height"]) for i in images] == [(3, "c", 6, 4)]
+    assert len(list(run.images())) == 2
+    body = run.image_bytes(images[0])
+    assert read_png(body) == (6, 4, 3, arr.tobytes())
+    assert run.image_bytes(images[0]["media"]) == body
+    assert [t["completion"] for t in run.text_samples("gen")] == ["upon"]
+    assert [h["counts"] for h in run.histograms()] == [[1, 1, 1]]
+    with pytest.raises(stepwatch.ApiError) as e:
+        run.image_bytes("0" * 64)
+    assert e.value.status == 404 and not isinstance(e.value, stepwatch.RunNotFound)
+    assert "holds no media" in str(e.value)

@@ -140,10 +140,20 @@ class Api:
         """``POST path`` with ``body`` as JSON; the answer's JSON, errors as :meth:`get`."""
         return self._call("POST", path, body, run)
 
-    def _call(self, method: str, path: str, body: Any, run: str | None) -> Any:
+    def get_bytes(self, path: str, run: str | None = None) -> bytes:
+        """``GET path``; the answer's bytes as they came (media). Errors as :meth:`get`."""
+        return bytes(self._call("GET", path, None, run, raw=True))
+
+    def _call(self, method: str, path: str, body: Any, run: str | None, raw: bool = False) -> Any:
         try:
             return _http.call(
-                method, path, body, url=self.url, token=self.token, timeout=self.timeout
+                method,
+                path,
+                body,
+                url=self.url,
+                token=self.token,
+                timeout=self.timeout,
+                raw=raw,
             )
         except _http.Unreachable as e:
             raise RelayUnreachable(
@@ -413,6 +423,33 @@ class Run:
             del page
             if not full:
                 return
+
+    # -- media ----------------------------------------------------------------------------
+    def _media_events(self, event: str, name: str | None) -> Iterator[dict[str, Any]]:
+        return (e for e in self.events(event) if name is None or e.get("name") == name)
+
+    def images(self, name: str | None = None) -> Iterator[dict[str, Any]]:
+        """The run's ``image`` events (only tag ``name`` if given), oldest first: ``name``,
+        ``step``, ``caption``, ``index``, ``media`` (the bytes' SHA-256), ``mime``,
+        ``width``, ``height``; the bytes with :meth:`image_bytes`. A generator."""
+        return self._media_events("image", name)
+
+    def image_bytes(self, image: Mapping[str, Any] | str) -> bytes:
+        """An image's bytes (PNG, JPEG or WebP, as uploaded): from an event of
+        :meth:`images` or its ``media`` hash."""
+        sha = image if isinstance(image, str) else str(image.get("media") or "")
+        # run=None: a 404 here is a missing image (ApiError), not a missing run.
+        return self.api.get_bytes(f"{self._path}/media/{urllib.parse.quote(sha)}")
+
+    def text_samples(self, name: str | None = None) -> Iterator[dict[str, Any]]:
+        """The run's ``text_sample`` events (``text``; or ``prompt`` and ``completion``;
+        or ``columns`` and ``rows``), oldest first, only tag ``name`` if given."""
+        return self._media_events("text_sample", name)
+
+    def histograms(self, name: str | None = None) -> Iterator[dict[str, Any]]:
+        """The run's ``histogram`` events (``edges``, ``counts``, ``min``, ``max``…),
+        oldest first, only tag ``name`` if given."""
+        return self._media_events("histogram", name)
 
     def logs(self) -> Iterator[dict[str, Any]]:
         """The run's ``log`` events (captured logging records and printed lines), oldest

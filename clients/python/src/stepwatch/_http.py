@@ -57,13 +57,15 @@ def call(
     url: str | None = None,
     token: str | None = None,
     timeout: float = 30.0,
+    raw: bool = False,
 ) -> Any:
     """``method path`` on the relay (``body`` sent as JSON); the answer's JSON, None when
-    it is empty. Raises :class:`Refused` or :class:`Unreachable`."""
+    it is empty (with ``raw``: its bytes as they came). Raises :class:`Refused` or
+    :class:`Unreachable`."""
     base = relay_url(url)
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Accept", "application/json")
+    req.add_header("Accept", "*/*" if raw else "application/json")
     if data is not None:
         req.add_header("Content-Type", "application/json")
     tok = relay_token(token)
@@ -71,7 +73,7 @@ def call(
         req.add_header("Authorization", f"Bearer {tok}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
+            body_bytes: bytes = r.read()
     except urllib.error.HTTPError as e:
         text = e.read().decode(errors="replace")
         message = text.strip()[:500] or str(e.reason)
@@ -86,4 +88,6 @@ def call(
         raise Refused(e.code, message, answer) from None
     except (urllib.error.URLError, OSError) as e:
         raise Unreachable(base, e) from None
-    return json.loads(raw) if raw.strip() else None
+    if raw:
+        return body_bytes
+    return json.loads(body_bytes) if body_bytes.strip() else None
