@@ -50,6 +50,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up), for a server
+/// another process binds later (torchrun's rendezvous): a port from [`free_port`] can be
+/// handed to some process's outgoing connection before the server binds it, one from
+/// here only to an explicit bind. Ports of one test process never repeat.
+pub fn listen_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = std::process::id() % 12_700;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_700;
+        // 20000 to 32699, a different one each call, spread across test processes.
+        let port = 20_000 + (pid * 37 + n * 7_919) % 12_700;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 impl TempDir {

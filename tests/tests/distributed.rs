@@ -59,7 +59,7 @@ fn torchrun_script(
         .args(["-m", "torch.distributed.run", "--nproc_per_node"])
         .arg(nproc.to_string())
         .arg("--master_port")
-        .arg(stepwatch_e2e::free_port().to_string())
+        .arg(stepwatch_e2e::listen_port().to_string())
         .arg(repo().join(script))
         .envs(env.iter().copied())
         .env("PYTHONPATH", repo().join("clients/python/src"))
