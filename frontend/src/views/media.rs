@@ -74,35 +74,6 @@ pub fn MediaPanel() -> impl IntoView {
             });
         });
     });
-    let index = move || {
-        let s = steps.get();
-        match at.get() {
-            None => s.len().saturating_sub(1),
-            Some(a) => s
-                .iter()
-                .position(|x| *x >= a)
-                .unwrap_or(s.len().saturating_sub(1)),
-        }
-    };
-    let label = move || {
-        let s = steps.get();
-        let step = at.get().or(s.last().copied()).unwrap_or(0);
-        let live = if at.get().is_none() {
-            format!(" · {}", i18n.t(Key::Latest))
-        } else {
-            String::new()
-        };
-        format!("{} {step}{live}", i18n.t(Key::Step))
-    };
-    let pick = move |ev: leptos::ev::Event| {
-        let i: usize = event_target_value(&ev).parse().unwrap_or(0);
-        let s = steps.get_untracked();
-        at.set(if i + 1 >= s.len() {
-            None
-        } else {
-            s.get(i).copied()
-        });
-    };
     let open = move |ev: leptos::ev::MouseEvent| {
         let full = ev
             .target()
@@ -118,13 +89,7 @@ pub fn MediaPanel() -> impl IntoView {
             <section class="panel media" data-testid="media">
                 <div class="panel-head">
                     <h2>{i18n.tr(Key::Samples)}</h2>
-                    <div class="media-bar">
-                        <input type="range" data-testid="media-step" min="0"
-                            prop:max=move || steps.with(|s| s.len().saturating_sub(1)).to_string()
-                            prop:value=move || index().to_string()
-                            on:input=pick/>
-                        <span class="mono small" data-testid="media-step-label">{label}</span>
-                    </div>
+                    <StepSlider steps=steps at=at/>
                 </div>
                 <div class="media-images" data-testid="images" on:click=open inner_html=images></div>
                 <div node_ref=holder inner_html=hists></div>
@@ -184,6 +149,40 @@ pub fn CompareSamples(
         }
         h
     });
+    let any = Signal::derive(move || !steps.with(Vec::is_empty));
+    show(any, move || {
+        view! {
+            <section class="panel media" data-testid="compare-samples">
+                <div class="panel-head">
+                    <h2>{i18n.tr(Key::Samples)}</h2>
+                    <StepSlider steps=steps at=at/>
+                </div>
+                <div class="compare-samples" inner_html=move || columns.get()></div>
+            </section>
+        }
+    })
+}
+
+/// The samples' step slider: one position per step that has a sample, the last one
+/// following the newest step (`at` = `None`, "latest") until it is moved.
+#[component]
+fn StepSlider(steps: Memo<Vec<u64>>, at: RwSignal<Option<u64>>) -> impl IntoView {
+    let i18n = use_i18n();
+    let index = move || {
+        let s = steps.get();
+        at.get()
+            .and_then(|a| s.iter().position(|x| *x >= a))
+            .unwrap_or(s.len().saturating_sub(1))
+    };
+    let label = move || {
+        let step = at.get().or(steps.get().last().copied()).unwrap_or(0);
+        let live = if at.get().is_none() {
+            format!(" · {}", i18n.t(Key::Latest))
+        } else {
+            String::new()
+        };
+        format!("{} {step}{live}", i18n.t(Key::Step))
+    };
     let pick = move |ev: leptos::ev::Event| {
         let i: usize = event_target_value(&ev).parse().unwrap_or(0);
         let s = steps.get_untracked();
@@ -193,32 +192,13 @@ pub fn CompareSamples(
             s.get(i).copied()
         });
     };
-    let index = move || {
-        let s = steps.get();
-        at.get()
-            .and_then(|a| s.iter().position(|x| *x >= a))
-            .unwrap_or(s.len().saturating_sub(1))
-    };
-    let label = move || {
-        let step = at.get().or(steps.get().last().copied()).unwrap_or(0);
-        format!("{} {step}", i18n.t(Key::Step))
-    };
-    let any = Signal::derive(move || !steps.with(Vec::is_empty));
-    show(any, move || {
-        view! {
-            <section class="panel media" data-testid="compare-samples">
-                <div class="panel-head">
-                    <h2>{i18n.tr(Key::Samples)}</h2>
-                    <div class="media-bar">
-                        <input type="range" data-testid="media-step" min="0"
-                            prop:max=move || steps.with(|s| s.len().saturating_sub(1)).to_string()
-                            prop:value=move || index().to_string()
-                            on:input=pick/>
-                        <span class="mono small" data-testid="media-step-label">{label}</span>
-                    </div>
-                </div>
-                <div class="compare-samples" inner_html=move || columns.get()></div>
-            </section>
-        }
-    })
+    view! {
+        <div class="media-bar">
+            <input type="range" data-testid="media-step" min="0"
+                prop:max=move || steps.with(|s| s.len().saturating_sub(1)).to_string()
+                prop:value=move || index().to_string()
+                on:input=pick/>
+            <span class="mono small" data-testid="media-step-label">{label}</span>
+        </div>
+    }
 }
