@@ -316,6 +316,15 @@ class Controller:
             if self._agreement is not None and _framework is None:
                 # (an integration agrees at its own per-step hook, on every rank)
                 self._agree(self._agreement)
+            elif (
+                not self._work
+                and self._pause_id is None
+                and self._stop_id is None
+                and self._resume_checked
+            ):
+                # Nothing to do at this control point (every step's case): done here.
+                self._train_thread = threading.get_ident()
+                return
         elif event == "epoch_start" and self._stop_id is not None:
             self._epochs_since_stop += 1
         self.control_point(where=event)

@@ -56,21 +56,38 @@ class TrainingEventEmitter:
 
     def emit(self, event: str, **data: Any) -> dict[str, Any]:
         """Records and dispatches one event; returns the event's data dict."""
-        record = {"event": event, "time": time.time(), **data}
+        return self.dispatch({"event": event, "time": time.time(), **data})
+
+    def dispatch(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Records and dispatches an event already made (``record["event"]`` its name,
+        ``record["time"]`` its time), as :meth:`emit` does; returns it."""
+        event = record["event"]
         hist = self._history.get(event)
         if hist is None:
             hist = self._history.setdefault(event, deque(maxlen=self._history_len))
         hist.append(record)
-        for cb in self._listeners.get(event, ()):
-            self._call(cb, record)
+        named = self._listeners.get(event)
+        if named:
+            for cb in named:
+                try:
+                    cb(record)
+                except Exception:  # a listener must never break training
+                    self._failed(cb, record)
         for cb in self._any:
-            self._call(cb, record)
+            try:
+                cb(record)
+            except Exception:
+                self._failed(cb, record)
         hook = self.control_hook
         if hook is not None and event in CONTROL_EVENTS:
             # May block while paused; after a Stop may raise KeyboardInterrupt (or
             # StopTraining when asked to), deliberately: see stepwatch._control.
             hook(record)
         return record
+
+    @staticmethod
+    def _failed(cb: Listener, record: dict[str, Any]) -> None:
+        _log.exception("stepwatch listener %r failed on %s", cb, record.get("event"))
 
     @staticmethod
     def _call(cb: Listener, record: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback as _tb
+from time import time as _now
 from typing import Any
 
 from . import _session
@@ -71,16 +72,23 @@ def emit_batch_end(
     metrics: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    return _emit(
-        "batch_end",
-        batch_idx=batch_idx,
-        loss=loss,
-        lr=lr,
-        step=step,
-        epoch=epoch,
-        metrics=metrics,
-        **extra,
-    )
+    # The per-step call: the record made here, in one dict (what _emit makes in three).
+    record = {"event": "batch_end", "time": _now(), "batch_idx": batch_idx}
+    if loss is not None:
+        record["loss"] = loss
+    if lr is not None:
+        record["lr"] = lr
+    if step is not None:
+        record["step"] = step
+    if epoch is not None:
+        record["epoch"] = epoch
+    if metrics is not None:
+        record["metrics"] = metrics
+    if extra:
+        if "event" in extra:
+            raise TypeError("emit_batch_end() got an event= field")
+        record.update({k: v for k, v in extra.items() if v is not None})
+    return training_emitter.dispatch(record)
 
 
 def emit_checkpoint_saved(

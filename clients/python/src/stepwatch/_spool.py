@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,26 @@ def read_lines(path: Path, pos: int, max_events: int) -> tuple[list[dict[str, An
     return events, pos
 
 
+_NAMED = re.compile(rb'\{"src":"[^"\\]*","seq":\d+,"event":"([a-z0-9_.-]{1,64})"[,}]')
+
+
+def _split(data: bytes, limit: int = -1) -> list[bytes]:
+    """Whole lines of ``data`` (which ends in a newline), each with its newline; at most
+    ``limit`` of them when given."""
+    parts = data.split(b"\n", limit) if limit >= 0 else data.split(b"\n")
+    if limit >= 0 and len(parts) > limit:
+        parts = parts[:limit]
+    elif parts and not parts[-1]:
+        parts.pop()
+    return [p + b"\n" for p in parts]
+
+
 def _event_name(line: bytes) -> str | None:
+    # The sender writes src, seq, then the event's own first field, its name: read it
+    # there without parsing the line; any other line is parsed.
+    m = _NAMED.match(line)
+    if m is not None:
+        return m.group(1).decode()
     try:
         name = json.loads(line).get("event")
     except (ValueError, AttributeError):
@@ -124,18 +144,52 @@ class Spool:
 
     def append(self, events: list[dict[str, Any]]) -> None:
         """Appends events (already stamped). Raises OSError when the disk refuses."""
-        if not events:
+        self.append_lines([dumps(e) + "\n" for e in events])
+
+    def append_lines(self, lines: list[str] | list[bytes], first: bool = False) -> None:
+        """Appends NDJSON lines (each stamped, each ending in a newline); ``first``: puts
+        them before every line not sent yet instead (a batch the relay did not take,
+        older than what was spooled meanwhile). Raises OSError when the disk refuses."""
+        if not lines:
             return
-        lines = [(dumps(e) + "\n").encode() for e in events]
-        incoming = sum(len(ln) for ln in lines)
+        data = lines[0][:0].join(lines)  # type: ignore[arg-type]
+        blob = data.encode() if isinstance(data, str) else data
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.size - self.read_pos + incoming > self.max_bytes:
-                self._compact(lines)
+            if first and self.size > self.read_pos:
+                rest = self._remaining_bytes()
+                self._rewrite_blob(blob + rest)
+            elif self.size - self.read_pos + len(blob) > self.max_bytes:
+                self._compact(_split(blob))
                 return
-            with open(self.path, "ab") as f:
-                f.writelines(lines)
-            self.size += incoming
+            else:
+                with open(self.path, "ab") as f:
+                    f.write(blob)
+                self.size += len(blob)
+            if self.size - self.read_pos > self.max_bytes:
+                self._compact([])
+
+    def read_raw(self, max_events: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+        """Up to ``max_events`` whole lines (about ``max_bytes`` at most, one at least)
+        from the read offset, unparsed; the offset after them and the generation. A line
+        cut short by a crash is skipped."""
+        with self._lock:
+            pos = self.read_pos
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read(max_bytes)
+                    cut = data.rfind(b"\n")
+                    if cut < 0 and data:  # one line longer than max_bytes
+                        data += f.readline()
+                        cut = data.rfind(b"\n")
+            except OSError:
+                return [], pos, self.generation
+            if cut < 0:
+                # nothing whole: at the end of the file, a torn last line is skipped
+                return [], pos + len(data), self.generation
+            lines = _split(data[: cut + 1], max_events)
+            return lines, pos + sum(len(ln) for ln in lines), self.generation
 
     def read(self, max_events: int) -> tuple[list[dict[str, Any]], int, int]:
         """The next events to send, the offset after them, and the generation."""
@@ -143,14 +197,16 @@ class Spool:
             events, pos = read_lines(self.path, self.read_pos, max_events)
             return events, pos, self.generation
 
-    def advance(self, pos: int, generation: int) -> None:
-        """Marks everything before ``pos`` as taken by the relay."""
+    def advance(self, pos: int, generation: int) -> bool:
+        """Marks everything before ``pos`` as taken by the relay; False when the file was
+        rewritten since it was read (what was read is still there, to send again)."""
         with self._lock:
             if generation != self.generation:
-                return
+                return False
             self.read_pos = max(self.read_pos, pos)
             if self.read_pos >= self.size:
                 self._remove()
+            return True
 
     def settle(self) -> None:
         """At exit: drops the part already sent, or the file when all of it was."""
@@ -169,20 +225,28 @@ class Spool:
         self.size = self.read_pos = 0
         self.generation += 1
 
-    def _remaining(self) -> list[bytes]:
+    def _remaining_bytes(self) -> bytes:
+        """The unsent part of the file, whole lines only."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.read_pos)
-                return [ln for ln in f if ln.endswith(b"\n")]
+                data = f.read()
         except OSError:
-            return []
+            return b""
+        return data[: data.rfind(b"\n") + 1]
+
+    def _remaining(self) -> list[bytes]:
+        return _split(self._remaining_bytes())
 
     def _rewrite(self, lines: list[bytes]) -> None:
+        self._rewrite_blob(b"".join(lines))
+
+    def _rewrite_blob(self, blob: bytes) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.writelines(lines)
+            f.write(blob)
         os.replace(tmp, self.path)
-        self.size = sum(len(ln) for ln in lines)
+        self.size = len(blob)
         self.read_pos = 0
         self.generation += 1
 

@@ -2,16 +2,43 @@
 "-Infinity" (see docs/DESIGN.md), tensors and numpy scalars as plain numbers.
 
 The common case (plain floats, ints and strings) goes straight to the C encoder; only
-an event it refuses is walked and cleaned in Python.
+an event it refuses is walked and cleaned in Python. :func:`stamped_lines` is the
+sender's encoder: one NDJSON line per event, ``src`` and ``seq`` written in front of the
+event's own fields (no copy of the event), the same text for a request body and for the
+spool file.
 """
 
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
-from typing import Any
+from typing import Any, Callable
 
 _SEPARATORS = (",", ":")
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """The C encoder made once (``json.dumps`` makes one per call), as ``dumps`` would
+    with ``allow_nan=False`` and compact separators; plain ``dumps`` where it is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return lambda v: json.dumps(v, allow_nan=False, separators=_SEPARATORS)
+    enc = make(
+        None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(enc(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder()
 
 
 def clean(value: Any) -> Any:
@@ -53,3 +80,26 @@ def dumps_array(events: list[Any]) -> bytes:
     except (ValueError, TypeError):
         text = "[" + ",".join(dumps(e) for e in events) + "]"
     return text.encode()
+
+
+def stamped_lines(records: list[dict[str, Any]], src: str, first_seq: int) -> list[str]:
+    """``records`` as NDJSON lines (each ending in a newline), the n-th stamped with
+    ``src`` and ``seq`` ``first_seq + n``. A record that already names a ``src`` or
+    ``seq`` has them replaced, as a copy would."""
+    encode = _encode
+    head = f'{{"src":{json.dumps(src)},"seq":'
+    out: list[str] = []
+    append = out.append
+    seq = first_seq
+    for r in records:
+        try:
+            if "src" in r or "seq" in r:
+                raise ValueError
+            body = encode(r)
+            if len(body) < 3:  # "{}": nothing to follow the stamp
+                raise ValueError
+            append(f"{head}{seq},{body[1:]}\n")
+        except (ValueError, TypeError, RecursionError):
+            append(dumps({**r, "src": src, "seq": seq}) + "\n")
+        seq += 1
+    return out
