@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use stepwatch_events::{Event, RunState};
 
+use super::chunks::{pack, ChunkRow};
 use super::error::StoreError;
 use super::fold::{check_metrics, fold_batch, Folded};
 use super::series::{Index, SeriesDb};
@@ -46,13 +47,8 @@ pub(crate) trait BatchTx {
     /// The series index's SQL on this transaction (cheap: a borrow).
     fn series(&mut self) -> Self::Db<'_>;
 
-    /// Inserts the batch's new events; `origin` holds each one's sender and seq.
-    fn insert_events(
-        &mut self,
-        run: &str,
-        stored: &[Arc<StoredEvent>],
-        origin: &[(Option<String>, Option<i64>)],
-    ) -> Result<(), StoreError>;
+    /// Inserts the batch's new events, packed into chunks ([`super::chunks`]).
+    fn insert_chunks(&mut self, run: &str, chunks: &[ChunkRow]) -> Result<(), StoreError>;
 
     /// Stores each sender's new highest seq (`advanced` is not empty).
     fn upsert_sources(
@@ -179,7 +175,7 @@ fn write<T: BatchTx>(
     check_metrics(index, run, &events, max_metrics)?;
     let folded = fold_batch(run, events, received, state, known, index, &mut tx.series())?;
     if !folded.stored.is_empty() {
-        tx.insert_events(run, &folded.stored, &folded.origin)?;
+        tx.insert_chunks(run, &pack(&folded.stored))?;
     }
     if !folded.advanced.is_empty() {
         tx.upsert_sources(run, &folded.advanced)?;
@@ -227,12 +223,7 @@ mod tests {
             Lite(self.conn)
         }
 
-        fn insert_events(
-            &mut self,
-            _: &str,
-            _: &[Arc<StoredEvent>],
-            _: &[(Option<String>, Option<i64>)],
-        ) -> Result<(), StoreError> {
+        fn insert_chunks(&mut self, _: &str, _: &[ChunkRow]) -> Result<(), StoreError> {
             self.step("insert")
         }
 
@@ -258,6 +249,8 @@ mod tests {
         conn.execute_batch(crate::storage::sqlite::schema::SCHEMA)
             .unwrap();
         conn.execute_batch(crate::storage::sqlite::series::SCHEMA)
+            .unwrap();
+        conn.execute_batch(crate::storage::sqlite::chunks::SCHEMA)
             .unwrap();
         conn
     }

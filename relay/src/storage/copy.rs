@@ -5,6 +5,7 @@ use anyhow::Context;
 use postgres::Transaction;
 use rusqlite::Connection;
 
+use super::chunks::ChunkRow;
 use super::pg::{redact, PgStore};
 use super::sqlite::{SqliteStore, SyncLevel};
 
@@ -20,9 +21,6 @@ pub struct CopyReport {
 
 /// A runs row: run, last_id, state, created, updated.
 type RunRow = (String, i64, String, f64, f64);
-
-/// An events row: id, name, src, seq, data.
-type EventRow = (i64, String, Option<String>, Option<i64>, String);
 
 /// A run's uploaded media, one row at a time (each is up to `--media-max-item`).
 fn copy_media(lite: &Connection, tx: &mut Transaction<'_>, run: &str) -> anyhow::Result<u64> {
@@ -45,8 +43,8 @@ fn copy_media(lite: &Connection, tx: &mut Transaction<'_>, run: &str) -> anyhow:
     Ok(n)
 }
 
-/// Rows copied per statement.
-const COPY_CHUNK: usize = 5000;
+/// Chunk rows copied per statement.
+const COPY_CHUNK: usize = 64;
 
 /// `stepwatch migrate`: copies every run of the SQLite data dir `dir` (ids, times,
 /// senders, states and the series index, unchanged) into the PostgreSQL database at
@@ -115,33 +113,31 @@ fn copy_run(
         "INSERT INTO runs (run, last_id, state, created, updated) VALUES ($1, $2, $3, $4, $5)",
         &[run, last_id, state, created, updated],
     )?;
-    let mut stmt =
-        lite.prepare("SELECT id, name, src, seq, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?;
+    // The chunks as they are: the same bytes, the same ids.
+    let mut stmt = lite.prepare(
+        "SELECT name, base, first_id, last_id, n, ids, data FROM chunks
+         WHERE run = ?1 AND last_id > ?2 ORDER BY last_id LIMIT ?3",
+    )?;
     let mut after = 0i64;
     loop {
-        let rows: Vec<EventRow> = stmt
+        let rows: Vec<ChunkRow> = stmt
             .query_map(rusqlite::params![run, after, COPY_CHUNK as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok(ChunkRow {
+                    name: r.get(0)?,
+                    base: r.get::<_, i64>(1)? as u64,
+                    first_id: r.get::<_, i64>(2)? as u64,
+                    last_id: r.get::<_, i64>(3)? as u64,
+                    n: r.get::<_, i64>(4)? as u64,
+                    ids: r.get(5)?,
+                    data: r.get(6)?,
+                })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(last) = rows.last().map(|r| r.0) else {
+        let Some(last) = rows.last().map(|c| c.last_id as i64) else {
             break;
         };
-        let (mut ids, mut names, mut srcs, mut seqs, mut datas) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (id, name, src, seq, data) in rows {
-            ids.push(id);
-            names.push(name);
-            srcs.push(src);
-            seqs.push(seq);
-            datas.push(data);
-        }
-        report.events += ids.len() as u64;
-        tx.execute(
-            "INSERT INTO events (run, id, name, src, seq, data)
-             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[])",
-            &[run, &ids, &names, &srcs, &seqs, &datas],
-        )?;
+        report.events += rows.iter().map(|c| c.n).sum::<u64>();
+        PgStore::insert_chunks(tx, run, &rows)?;
         after = last;
     }
     for row in lite

@@ -15,8 +15,6 @@ pub const MAX_METRIC_NAME: usize = 256;
 /// A batch folded into its run, ready to store.
 pub(crate) struct Folded {
     pub stored: Vec<Arc<StoredEvent>>,
-    /// Sender and seq of each stored event, for the row inserts.
-    pub origin: Vec<(Option<String>, Option<i64>)>,
     /// Highest seq per sender after this batch; written to `sources` with the events.
     pub advanced: HashMap<String, u64>,
     pub duplicates: usize,
@@ -40,7 +38,6 @@ pub(crate) fn fold_batch(
 ) -> Result<Folded, StoreError> {
     let mut out = Folded {
         stored: Vec::with_capacity(events.len()),
-        origin: Vec::with_capacity(events.len()),
         advanced: HashMap::new(),
         duplicates: 0,
         parsed: Vec::with_capacity(events.len()),
@@ -70,8 +67,6 @@ pub(crate) fn fold_batch(
             index.forget(run);
             return Err(e);
         }
-        out.origin
-            .push((event.src.take(), event.seq.map(|s| s as i64)));
         out.stored.push(Arc::new(StoredEvent {
             id,
             name: event.name().to_string(),

@@ -27,6 +27,7 @@
 //! - [`copy`]: `stepwatch migrate`, SQLite into PostgreSQL.
 
 pub(crate) mod append;
+pub mod chunks;
 pub mod copy;
 pub mod error;
 pub(crate) mod fold;

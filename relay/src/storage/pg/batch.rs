@@ -4,16 +4,16 @@
 
 use postgres::{Statement, Transaction};
 use std::collections::HashMap;
-use std::sync::Arc;
 use stepwatch_events::{Event, RunState};
 
 use super::pool::{prepared, Conn};
 use super::series::PgSeries;
 use super::PgStore;
 use crate::storage::append::{self, Batch, BatchTx, Begun};
+use crate::storage::chunks::ChunkRow;
 use crate::storage::error::StoreError;
 use crate::storage::series::Index;
-use crate::storage::types::{Committed, StoredEvent};
+use crate::storage::types::Committed;
 
 /// One batch's transaction on a pooled connection.
 pub(super) struct PgTx<'c> {
@@ -36,26 +36,8 @@ impl<'c> BatchTx for PgTx<'c> {
         }
     }
 
-    fn insert_events(
-        &mut self,
-        run: &str,
-        stored: &[Arc<StoredEvent>],
-        origin: &[(Option<String>, Option<i64>)],
-    ) -> Result<(), StoreError> {
-        let ids: Vec<i64> = stored.iter().map(|e| e.id as i64).collect();
-        let names: Vec<&str> = stored.iter().map(|e| e.name.as_str()).collect();
-        let datas: Vec<&str> = stored.iter().map(|e| e.json.as_str()).collect();
-        let srcs: Vec<Option<&str>> = origin.iter().map(|(s, _)| s.as_deref()).collect();
-        let seqs: Vec<Option<i64>> = origin.iter().map(|(_, q)| *q).collect();
-        let s = prepared(
-            self.cache,
-            &mut self.tx,
-            "INSERT INTO events (run, id, name, src, seq, data)
-             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[])",
-        )?;
-        self.tx
-            .execute(&s, &[&run, &ids, &names, &srcs, &seqs, &datas])?;
-        Ok(())
+    fn insert_chunks(&mut self, run: &str, chunks: &[ChunkRow]) -> Result<(), StoreError> {
+        super::chunks::insert(&mut self.tx, self.cache, run, chunks)
     }
 
     fn upsert_sources(

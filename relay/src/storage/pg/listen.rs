@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwatch_events::RunState;
 
+use super::chunks::PgChunks;
 use super::pool::{prepared, Conn};
 use super::schema::describe;
 use super::{Known, PgStore};
+use crate::storage::chunks;
 use crate::storage::error::StoreError;
 use crate::storage::peers::{Fanout, ListenerJob};
 use crate::storage::types::{Committed, StoredEvent};
@@ -26,7 +28,7 @@ const CHANNEL: &str = "stepwatch";
 /// in case a notification was lost (the listening connection dropped, say).
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Events read per query when catching up.
-const PAGE: i64 = 5000;
+const PAGE: usize = 5000;
 
 /// What a notification says when another relay's data besides runs changed (its
 /// [`ListenerJob`]'s, the sessions; run ids cannot contain `!`).
@@ -75,25 +77,17 @@ impl PgStore {
             let mut after = done;
             let until = first_own.min(upto + 1);
             while after + 1 < until {
-                let s = prepared(
-                    &mut conn.cache,
-                    &mut conn.client,
-                    "SELECT id, name, data FROM events WHERE run = $1 AND id > $2 AND id < $3
-                     ORDER BY id LIMIT $4",
-                )?;
-                let rows = conn
-                    .client
-                    .query(&s, &[&run, &(after as i64), &(until as i64), &PAGE])?;
-                let Some(last) = rows.last().map(|r| r.get::<_, i64>(0) as u64) else {
+                let mut db = PgChunks {
+                    db: &mut conn.client,
+                    cache: &mut conn.cache,
+                };
+                let want = ((until - after - 1) as usize).min(PAGE);
+                let page = chunks::read_after(&mut db, run, after, want, None)?;
+                let before_until = page.iter().take_while(|e| e.id < until).count();
+                let Some(last) = page[..before_until].last().map(|e| e.id) else {
                     break;
                 };
-                events.extend(rows.iter().map(|r| {
-                    Arc::new(StoredEvent {
-                        id: r.get::<_, i64>(0) as u64,
-                        name: r.get(1),
-                        json: r.get(2),
-                    })
-                }));
+                events.extend(page.into_iter().take(before_until).map(Arc::new));
                 after = last;
             }
         }

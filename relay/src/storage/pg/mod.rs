@@ -29,6 +29,7 @@
 //! start-up and its reads.
 
 mod batch;
+mod chunks;
 mod conninfo;
 mod jobs;
 pub mod listen;
@@ -49,11 +50,13 @@ use std::time::Duration;
 use stepwatch_events::series::{SeriesInfo, SeriesPage};
 use stepwatch_events::{Event, RunState, RunSummary};
 
+use self::chunks::PgChunks;
 pub use self::conninfo::redact;
-use self::pool::{prepared, Conn, Pool};
+use self::pool::{Conn, Pool};
 pub use self::schema::PG_SCHEMA_VERSION;
 use self::schema::{create_database, describe, migrate_schema};
 use self::series::PgSeries;
+use crate::storage::chunks::{read_after, read_before};
 use crate::storage::error::StoreError;
 use crate::storage::peers::Fanout;
 use crate::storage::series::{list, query, Index, SeriesQuery, OPEN_RUNS};
@@ -268,18 +271,12 @@ impl Storage for PgStore {
         limit: usize,
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        // No names: every event (`$3` NULL). The (run, id) key serves both.
         self.pool.read_conn(|c| {
-            let s = prepared(
-                &mut c.cache,
-                &mut c.client,
-                "SELECT id, name, data FROM events WHERE run = $1 AND id > $2
-                 AND ($3::text[] IS NULL OR name = ANY($3)) ORDER BY id LIMIT $4",
-            )?;
-            let rows = c
-                .client
-                .query(&s, &[&run, &(after as i64), &names, &(limit as i64)])?;
-            Ok(rows.iter().map(stored_event).collect())
+            let mut db = PgChunks {
+                db: &mut c.client,
+                cache: &mut c.cache,
+            };
+            read_after(&mut db, run, after, limit, names)
         })
     }
 
@@ -290,18 +287,13 @@ impl Storage for PgStore {
         limit: usize,
         names: Option<&[String]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64;
+        let before = before.unwrap_or(u64::MAX);
         self.pool.read_conn(|c| {
-            let s = prepared(
-                &mut c.cache,
-                &mut c.client,
-                "SELECT id, name, data FROM events WHERE run = $1 AND id < $2
-                 AND ($3::text[] IS NULL OR name = ANY($3)) ORDER BY id DESC LIMIT $4",
-            )?;
-            let rows = c
-                .client
-                .query(&s, &[&run, &before, &names, &(limit as i64)])?;
-            Ok(rows.iter().map(stored_event).collect())
+            let mut db = PgChunks {
+                db: &mut c.client,
+                cache: &mut c.cache,
+            };
+            read_before(&mut db, run, before, limit, names)
         })
     }
 
@@ -370,14 +362,15 @@ impl Storage for PgStore {
         let n = self.pool.with_conn(|conn| {
             let Conn { client, cache } = conn;
             let mut tx = client.transaction()?;
-            if Self::lock_run(&mut tx, cache, run)?.is_none() {
+            let Some((last_id, _, _)) = Self::lock_run(&mut tx, cache, run)? else {
                 // Media uploaded for a run whose events never came go too.
                 tx.execute("DELETE FROM media WHERE run = $1", &[&run])?;
                 tx.commit()?;
                 return Ok(None);
-            }
-            let n = tx.execute("DELETE FROM events WHERE run = $1", &[&run])?;
+            };
+            let n = last_id;
             for sql in [
+                "DELETE FROM chunks WHERE run = $1",
                 "DELETE FROM media WHERE run = $1",
                 "DELETE FROM sources WHERE run = $1",
                 "DELETE FROM series WHERE run = $1",
@@ -434,10 +427,13 @@ impl Storage for PgStore {
     }
 }
 
-fn stored_event(r: &postgres::Row) -> StoredEvent {
-    StoredEvent {
-        id: r.get::<_, i64>(0) as u64,
-        name: r.get(1),
-        json: r.get(2),
+impl PgStore {
+    /// Inserts chunks inside the caller's transaction (`stepwatch migrate`'s copy).
+    pub(crate) fn insert_chunks(
+        tx: &mut postgres::Transaction<'_>,
+        run: &str,
+        rows: &[crate::storage::chunks::ChunkRow],
+    ) -> Result<(), StoreError> {
+        self::chunks::insert(tx, &mut HashMap::new(), run, rows)
     }
 }

@@ -115,10 +115,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
          PRIMARY KEY (run, sha)
      );",
     ),
+    // Events in chunks, one row per batch and event name; the rows of `events` move
+    // in from Rust ([`super::chunks::migrate_events`]) in the same transaction.
+    (6, super::chunks::SCHEMA),
 ];
 
 /// The newest schema this binary knows.
-pub const PG_SCHEMA_VERSION: i64 = 5;
+pub const PG_SCHEMA_VERSION: i64 = 6;
 /// Key of the advisory lock taken while migrating.
 const MIGRATE_LOCK: i64 = 0x5354_4550_5741_5443; // "STEPWATC"
 
@@ -211,6 +214,18 @@ pub(super) fn migrate_schema(client: &mut Client) -> Result<(), StoreError> {
     }
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
         tx.batch_execute(sql)?;
+        let has_events: bool = tx
+            .query_one("SELECT to_regclass('events') IS NOT NULL", &[])?
+            .get(0);
+        if *v == 6 && has_events {
+            let started = std::time::Instant::now();
+            let moved = super::chunks::migrate_events(&mut tx)?;
+            tracing::info!(
+                events = moved,
+                seconds = started.elapsed().as_secs_f64(),
+                "events moved into chunks"
+            );
+        }
         tx.execute("UPDATE stepwatch_schema SET version = $1", &[v])?;
         tracing::info!(version = v, "database schema migrated");
     }

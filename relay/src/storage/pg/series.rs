@@ -122,14 +122,12 @@ impl<C: GenericClient> SeriesDb for PgSeries<'_, C> {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
-        let rows = self.query(
-            "SELECT id, data FROM events WHERE run = $1 AND id > $2 ORDER BY id LIMIT $3",
-            &[&run, &(after as i64), &(limit as i64)],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
-            .collect())
+        let mut db = super::chunks::PgChunks {
+            db: &mut *self.db,
+            cache: &mut *self.cache,
+        };
+        let events = crate::storage::chunks::read_after(&mut db, run, after, limit, None)?;
+        Ok(events.into_iter().map(|e| (e.id, e.json)).collect())
     }
 
     fn headers(

@@ -197,6 +197,23 @@ fn an_older_schema_is_migrated_in_place_keeping_its_runs() {
              INSERT INTO stepwatch_schema VALUES (1);",
         )
         .unwrap();
+        // A run stored one row per event, as every schema before 6 did.
+        let (state, rows) = old_rows();
+        c.execute(
+            "INSERT INTO runs (run, last_id, state, created, updated) VALUES ('old', $1, $2, 0, 0)",
+            &[
+                &(state.last_id as i64),
+                &serde_json::to_string(&state).unwrap(),
+            ],
+        )
+        .unwrap();
+        for (id, name, data) in &rows {
+            c.execute(
+                "INSERT INTO events (run, id, name, data) VALUES ('old', $1, $2, $3)",
+                &[&(*id as i64), name, data],
+            )
+            .unwrap();
+        }
     })
     .join()
     .unwrap();
@@ -223,6 +240,44 @@ fn an_older_schema_is_migrated_in_place_keeping_its_runs() {
     assert_eq!((version, sessions), (PG_SCHEMA_VERSION, 0));
     let store = PgStore::open(&url).unwrap();
     assert_eq!(store.state("r").unwrap().last_id, 3);
+    // The old rows moved into chunks: every read answers as before.
+    let (_, rows) = old_rows();
+    let all = store.events("old", 0, 10_000, None).unwrap();
+    let got: Vec<(u64, String, String)> = all.into_iter().map(|e| (e.id, e.name, e.json)).collect();
+    assert_eq!(got, rows);
+    let logs = store
+        .events_desc("old", None, 3, Some(&["log".to_string()]))
+        .unwrap();
+    let want: Vec<u64> = rows
+        .iter()
+        .rev()
+        .filter(|r| r.1 == "log")
+        .take(3)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(logs.iter().map(|e| e.id).collect::<Vec<_>>(), want);
+    let more = store.append("old", batch("s", 1..3), 2.0, &|_| {}).unwrap();
+    assert_eq!(more.last_id, rows.len() as u64 + 2);
+}
+
+/// A run's events as rows (id, name, wire JSON) and its state after them: 2,500
+/// events, every 7th a log.
+fn old_rows() -> (RunState, Vec<(u64, String, String)>) {
+    let mut state = RunState::new("old");
+    let rows = (1..=2500u64)
+        .map(|id| {
+            let json = if id % 7 == 0 {
+                format!(r#"{{"event":"log","message":"line {id}"}}"#)
+            } else {
+                format!(r#"{{"event":"batch_end","loss":{id}}}"#)
+            };
+            let mut e = Event::from_json(&json).unwrap();
+            e.id = Some(id);
+            state.apply(&e);
+            (id, e.name().to_string(), e.to_json())
+        })
+        .collect();
+    (state, rows)
 }
 
 #[test]

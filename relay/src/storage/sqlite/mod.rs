@@ -6,6 +6,7 @@
 //! (`storage::append`).
 
 mod batch;
+pub(crate) mod chunks;
 mod jobs;
 mod media;
 mod read;
@@ -127,7 +128,6 @@ impl SqliteStore {
                 states.insert(run, Arc::new(state));
             }
         }
-        let total: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         let mut sources: HashMap<String, HashMap<String, u64>> = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT run, src, max_seq FROM sources")?;
@@ -143,6 +143,8 @@ impl SqliteStore {
                 sources.entry(run).or_default().insert(src, seq);
             }
         }
+        // Ids are gapless from 1: a run holds `last_id` events.
+        let total: u64 = states.values().map(|s| s.last_id).sum();
         let jobs = Connection::open(&path)?;
         jobs.busy_timeout(std::time::Duration::from_secs(5))?;
         jobs.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -160,7 +162,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             jobs: Mutex::new(jobs),
             states: RwLock::new(states),
-            total: std::sync::atomic::AtomicU64::new(total as u64),
+            total: std::sync::atomic::AtomicU64::new(total),
         })
     }
 
@@ -345,7 +347,8 @@ impl Storage for SqliteStore {
             sources,
         } = &mut *w;
         let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM events WHERE run = ?1", [run])? as u64;
+        tx.execute("DELETE FROM chunks WHERE run = ?1", [run])?;
+        let n = self.state(run).map_or(0, |s| s.last_id);
         tx.execute("DELETE FROM sources WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM runs WHERE run = ?1", [run])?;
         tx.execute("DELETE FROM series WHERE run = ?1", [run])?;
@@ -514,6 +517,92 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_schema_4_database_moves_its_event_rows_into_chunks_and_reads_the_same() {
+        let dir = temp("chunks");
+        let mut rows: Vec<(u64, String, String)> = Vec::new();
+        {
+            // What schema 4 wrote: one row per event.
+            let conn = Connection::open(dir.join("stepwatch.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE runs (run TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
+                     state TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+                 CREATE TABLE events (run TEXT NOT NULL, id INTEGER NOT NULL, name TEXT NOT NULL,
+                     src TEXT, seq INTEGER, data TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
+                 CREATE TABLE sources (run TEXT NOT NULL, src TEXT NOT NULL,
+                     max_seq INTEGER NOT NULL, PRIMARY KEY (run, src)) WITHOUT ROWID;
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+            let mut state = RunState::new("r");
+            for id in 1..=2345u64 {
+                let json = match id % 9 {
+                    0 => format!(r#"{{"event":"log","message":"m{id}","src":"a","seq":{id}}}"#),
+                    4 => format!(r#"{{"event":"epoch_end","epoch":{id},"src":"a","seq":{id}}}"#),
+                    _ => format!(r#"{{"event":"batch_end","loss":{id},"src":"a","seq":{id}}}"#),
+                };
+                let mut e = event(&json);
+                e.id = Some(id);
+                state.apply(&e);
+                conn.execute(
+                    "INSERT INTO events VALUES ('r', ?1, ?2, 'a', ?1, ?3)",
+                    params![id as i64, e.name(), e.to_json()],
+                )
+                .unwrap();
+                rows.push((id, e.name().to_string(), e.to_json()));
+            }
+            conn.execute(
+                "INSERT INTO runs VALUES ('r', ?1, ?2, 0, 0)",
+                params![state.last_id as i64, serde_json::to_string(&state).unwrap()],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO sources VALUES ('r', 'a', 2345)", [])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&dir, SyncLevel::Normal).unwrap();
+        assert_eq!(store.event_total(), 2345);
+        let triple = |e: StoredEvent| (e.id, e.name, e.json);
+        let all: Vec<_> = store
+            .events("r", 0, 100_000, None)
+            .unwrap()
+            .into_iter()
+            .map(triple)
+            .collect();
+        assert_eq!(all, rows);
+        let names = ["log".to_string(), "epoch_end".to_string()];
+        let page: Vec<_> = store
+            .events_desc("r", Some(2000), 50, Some(&names))
+            .unwrap()
+            .into_iter()
+            .map(triple)
+            .collect();
+        let want: Vec<_> = rows
+            .iter()
+            .rev()
+            .filter(|r| r.0 < 2000 && names.contains(&r.1))
+            .take(50)
+            .cloned()
+            .collect();
+        assert_eq!(page, want);
+        // Dedup goes on from the old senders; new ids follow the old ones.
+        let retry: Vec<Event> = (2344..=2346)
+            .map(|seq| event(&format!(r#"{{"event":"batch_end","src":"a","seq":{seq}}}"#)))
+            .collect();
+        let c = store.append("r", retry, 1.0, &|_| {}).unwrap();
+        assert_eq!((c.accepted, c.duplicates, c.last_id), (1, 2, 2346));
+        drop(store);
+        let conn = Connection::open(dir.join("stepwatch.db")).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the events table is gone");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

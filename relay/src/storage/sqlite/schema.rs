@@ -19,7 +19,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The events, runs and senders tables.
+/// The runs and senders tables (the events are in `chunks`, [`super::chunks`]).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run     TEXT PRIMARY KEY,
@@ -28,15 +28,6 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
-    run  TEXT NOT NULL,
-    id   INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    src  TEXT,
-    seq  INTEGER,
-    data TEXT NOT NULL,
-    PRIMARY KEY (run, id)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sources (
     run     TEXT NOT NULL,
     src     TEXT NOT NULL,
@@ -48,8 +39,9 @@ CREATE TABLE IF NOT EXISTS sources (
 /// The schema this binary writes. 1: events with a unique `(run, src, seq)` index;
 /// 2: the highest `seq` per `(run, src)` in `sources` instead, plus the series index;
 /// 3: launched jobs, their history, agents and the token key (new tables only);
-/// 4: uploaded media (a new table only).
-pub const SCHEMA_VERSION: i64 = 4;
+/// 4: uploaded media (a new table only); 5: events in chunks, one row per batch and
+/// event name, instead of a row each.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Brings an older database up to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -65,6 +57,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     tx.execute_batch(series::SCHEMA)?;
     tx.execute_batch(super::jobs::SCHEMA)?;
     tx.execute_batch(super::media::SCHEMA)?;
+    tx.execute_batch(super::chunks::SCHEMA)?;
+    let has_events: bool = tx.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| Ok(r.get::<_, i64>(0)? > 0),
+    )?;
     let old_index: bool = tx
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_src_seq'",
@@ -81,6 +79,16 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              DROP INDEX events_src_seq;",
         )?;
         tracing::info!("database migrated to schema 2");
+    }
+    if has_events {
+        // Schema ≤ 4 → 5: the rows move into chunks, in this one transaction.
+        let started = std::time::Instant::now();
+        let moved = super::chunks::migrate_events(&tx)?;
+        tracing::info!(
+            events = moved,
+            seconds = started.elapsed().as_secs_f64(),
+            "events moved into chunks (schema 5)"
+        );
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

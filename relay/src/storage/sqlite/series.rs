@@ -122,13 +122,14 @@ impl SeriesDb for Lite<'_> {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT id, data FROM events WHERE run = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        let events = crate::storage::chunks::read_after(
+            &mut super::chunks::LiteChunks(self.0),
+            run,
+            after,
+            limit,
+            None,
         )?;
-        let rows = stmt.query_map(params![run, after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(events.into_iter().map(|e| (e.id, e.json)).collect())
     }
 
     fn headers(
@@ -190,6 +191,8 @@ mod tests {
         conn.execute_batch(crate::storage::sqlite::schema::SCHEMA)
             .unwrap();
         conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(crate::storage::sqlite::chunks::SCHEMA)
+            .unwrap();
         conn
     }
 
