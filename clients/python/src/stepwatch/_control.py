@@ -56,6 +56,7 @@ from . import _dist, _resume
 from ._emitter import TrainingEventEmitter
 
 _log = logging.getLogger("stepwatch")
+_get_ident = threading.get_ident
 
 #: Commands the trainer understands.
 KNOWN = ("pause", "resume", "stop", "load_checkpoint", "ask")
@@ -305,26 +306,26 @@ class Controller:
     def at_event(self, record: dict[str, Any]) -> None:
         """The emitter's control hook: after ``batch_end``, ``batch_start``, ``epoch_start``
         (and ``training_start``, where only a retried job's resume happens)."""
-        event = record.get("event")
-        if event == "training_start":  # only the resume: no pause or stop here
-            self._resume_once("training_start")
-            return
+        event = record["event"]
         if event == "batch_end":
             self._batches += 1
             step = record.get("step")
-            self._step = step if step is not None else self._batches
+            self._step = self._batches if step is None else step
             if self._agreement is not None and _framework is None:
                 # (an integration agrees at its own per-step hook, on every rank)
                 self._agree(self._agreement)
             elif (
-                not self._work
-                and self._pause_id is None
+                self._pause_id is None
                 and self._stop_id is None
                 and self._resume_checked
+                and not self._work
             ):
                 # Nothing to do at this control point (every step's case): done here.
-                self._train_thread = threading.get_ident()
+                self._train_thread = _get_ident()
                 return
+        elif event == "training_start":  # only the resume: no pause or stop here
+            self._resume_once("training_start")
+            return
         elif event == "epoch_start" and self._stop_id is not None:
             self._epochs_since_stop += 1
         self.control_point(where=event)

@@ -153,7 +153,8 @@ def connect(
         if world is not None:
             flt = _dist.RankFilter(sender, world, _dist.rank_metrics_from_env(rank_metrics))
         _session.rank_filter = flt
-        _session.listener = flt or sender
+        # (a bound method: the emitter calls it a little faster than the object)
+        _session.listener = flt or sender.__call__
         emitter.on("*", _session.listener)
         _alerts.emit_rules(rules, emitter)
         _runmeta.emit_meta(meta, emitter)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import operator
 import os
 import random
 import threading
@@ -31,7 +32,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Union
 
-from ._conn import Connection
+from ._conn import Answer, Connection
+from ._encoder import Encoder
 from ._spool import PROTECTED, Spool, drop_report, max_bytes_from_env, spool_files
 from ._upload import (
     DEFAULT_MEDIA_MAX_BYTES,
@@ -39,7 +41,7 @@ from ._upload import (
     media_drop_report,
     media_max_from_env,
 )
-from ._wire import dumps, stamped_lines
+from ._wire import Blob, dumps, stamped_blob
 
 __all__ = ["DEFAULT_MEDIA_MAX_BYTES", "RelaySender", "media_drop_report", "media_max_from_env"]
 
@@ -68,7 +70,7 @@ MEDIA_RETRY_BACKOFF = 0.5
 IDLE_WAIT = 0.5
 
 #: A batch taken from the queue: NDJSON lines, or (when it holds images) stamped dicts.
-Batch = Union[list[str], list[bytes], list[dict[str, Any]]]
+Batch = Union[Blob, list[dict[str, Any]]]
 
 
 def default_spool_dir() -> Path:
@@ -123,6 +125,7 @@ class RelaySender(MediaSending):
         self.max_batch = max(1, DEFAULT_MAX_BATCH)
         self.src = f"py-{uuid.uuid4().hex[:12]}"
         self._conn = Connection(self.url, token, timeout)
+        self._encoder = Encoder()
         self._queue: deque[dict[str, Any]] = deque()
         self._queue_size = max(1, queue_size)
         # Held by whoever takes from the queue: the sender thread, and the training
@@ -239,10 +242,10 @@ class RelaySender(MediaSending):
             records = list(itertools.islice(q, n))
             try:
                 batch = self._encode(records, self._seq + 1)
-                if batch and isinstance(batch[0], dict):
-                    self._spool_dicts(batch)
+                if isinstance(batch, Blob):
+                    self.spool.append_lines(batch)
                 else:
-                    self.spool.append_lines(batch)  # type: ignore[arg-type]
+                    self._spool_dicts(batch)
             except Exception as e:
                 if isinstance(e, OSError):
                     self.last_error = f"spool unwritable: {e}"
@@ -307,16 +310,18 @@ class RelaySender(MediaSending):
                 )
         elif ok and self.media_dir.exists():
             self.clear_media_dir()
+        self._encoder.close()
         return ok
 
     def _encode(self, records: list[dict[str, Any]], first: int) -> Batch:
         """Records just taken, stamped from ``first`` on: NDJSON lines, or the dicts
         when images are among them (their bytes go first: see :mod:`stepwatch._upload`)."""
-        if any(r.get("event") == "image" for r in records):
+        if "image" in map(_event_of, records):
             src = self.src
             stamped = [{**r, "src": src, "seq": s} for r, s in zip(records, itertools.count(first))]
             return self._resolve(stamped)
-        return stamped_lines(records, self.src, first)
+        blob = self._encoder.blob(records, self.src, first)
+        return blob if blob is not None else stamped_blob(records, self.src, first)
 
     def _take(self, limit: int) -> Batch | None:
         """The next batch from the queue; None when spooled events must go first."""
@@ -336,10 +341,10 @@ class RelaySender(MediaSending):
 
     def _spool_append(self, batch: Batch, first: bool = False) -> bool:
         try:
-            if batch and isinstance(batch[0], dict):
-                self._spool_dicts(batch, first)
+            if isinstance(batch, Blob):
+                self.spool.append_lines(batch, first)
             else:
-                self.spool.append_lines(batch, first)  # type: ignore[arg-type]
+                self._spool_dicts(batch, first)
         except OSError as e:
             self.last_error = f"spool unwritable: {e}"
             return False
@@ -480,16 +485,16 @@ class RelaySender(MediaSending):
     def _send_spooled(self) -> bool:
         """The next lines of the oldest spool file, sent as they are."""
         source = self._older[0] if self._older else self.spool
-        lines, pos, gen = source.read_raw(self.max_batch, MAX_BODY)
-        if not lines:  # only torn or unreadable lines left: skip past them
+        blob, pos, gen = source.read_raw(self.max_batch, MAX_BODY)
+        if not blob:  # only torn or unreadable lines left: skip past them
             source.advance(pos if pos > source.read_pos else source.size, gen)
             if source is not self.spool and not source.pending():
                 self._older.pop(0)
             return True
         own = source is self.spool
-        if any(b'"image"' in ln for ln in lines):  # their bytes go first: as events
+        if b'"image"' in blob.data:  # their bytes go first: as events
             events = []
-            for ln in lines:
+            for ln in blob.lines():
                 try:
                     e = json.loads(ln)
                 except ValueError:
@@ -498,7 +503,7 @@ class RelaySender(MediaSending):
                     events.append(e)
             finished = self._post_events(events, own=False)
         else:
-            finished = self._post_lines(lines)
+            finished = self._post_lines(blob)
         if finished is None:
             return False
         if source.advance(pos, gen) and own:  # (a rewritten file sends them again)
@@ -508,12 +513,12 @@ class RelaySender(MediaSending):
     def _post(self, batch: Batch) -> bool:
         """A batch of our own events (lines or dicts): True when the relay took or
         refused every one, False when it is unreachable or failing."""
-        if batch and isinstance(batch[0], dict):
-            finished = self._post_events(batch, own=True)
-        else:
-            finished = self._post_lines(batch)  # type: ignore[arg-type]
+        if isinstance(batch, Blob):
+            finished = self._post_lines(batch)
             if finished is not None:
                 self._done += finished
+        else:
+            finished = self._post_events(batch, own=True)
         return finished is not None
 
     def _post_events(self, batch: list[dict[str, Any]], own: bool) -> int | None:
@@ -533,62 +538,86 @@ class RelaySender(MediaSending):
             self._done += sum(e.get("src") == self.src for e in batch)
         return finished
 
-    def _post_lines(self, lines: list[str] | list[bytes]) -> int | None:
+    def _post_lines(self, batch: Blob | list[str] | list[bytes]) -> int | None:
         """NDJSON lines in requests of at most :data:`MAX_BODY` bytes: how many of them
         the relay took or refused (every one), or None when it is unreachable or failing
         (the caller keeps them all, to send again: a repeat is stored once)."""
-        work: list[list[Any]] = [list(lines)]
+        if isinstance(batch, Blob):
+            if len(batch.data) <= MAX_BODY:  # the usual case: one request as it is
+                answer = self._request(batch.data)
+                if answer is None or self._unavailable(answer):
+                    return None
+                if 200 <= answer.status < 300:
+                    self.sent += batch.count
+                    self.last_error = None
+                    return batch.count
+            lines: list[Any] = batch.lines()  # refused, or too big: line by line
+        else:
+            lines = list(batch)
+        work: list[list[Any]] = [lines]
         finished = acked = 0
         while work:
             chunk = work.pop()
             body, chunk, rest = _body(chunk)
             if rest:
                 work.append(rest)
-            try:
-                answer = self._conn.request("POST", self._path, body, "application/x-ndjson")
-            except Exception as e:  # relay down, DNS, timeout: keep trying
-                self.last_error = f"relay unreachable: {e}"
+            answer = self._request(body)
+            if answer is None or self._unavailable(answer):
                 return None
             status = answer.status
-            if status == 200:
+            if 200 <= status < 300:
                 finished += len(chunk)
                 acked += len(chunk)
                 continue
             detail = answer.body.decode(errors="replace")[:500]
-            if status in (401, 403):
-                # Credentials missing or not allowed: keep the events (spooled) and
-                # retry, so fixing STEPWATCH_TOKEN loses nothing; say it loudly.
-                if self.last_error is None or "credentials" not in self.last_error:
-                    _log.warning("stepwatch: relay refused our credentials: %s", detail)
-                self.last_error = f"relay refused our credentials ({status}): {detail}"
-                return None
             if status == 413 and len(chunk) > 1:  # over the relay's --max-body: halve
                 half = len(chunk) // 2
                 work += [chunk[half:], chunk[:half]]
                 continue
-            if 400 <= status < 500 and status not in (408, 429):
-                bad = _bad_index(detail, len(chunk)) if status == 400 else None
-                if bad is not None:
-                    # Drop only the event the relay named; send the rest again.
-                    self.rejected += 1
-                    finished += 1
-                    name = _name_of(chunk[bad])
-                    self.last_rejection = f"relay refused event {name!r}: {detail}"
-                    _log.warning("stepwatch: %s", self.last_rejection)
-                    rest_of = chunk[:bad] + chunk[bad + 1 :]
-                    if rest_of:
-                        work.append(rest_of)
-                    continue
-                self.rejected += len(chunk)
-                finished += len(chunk)
-                self.last_rejection = f"relay refused a batch ({status}): {detail}"
+            bad = _bad_index(detail, len(chunk)) if status == 400 else None
+            if bad is not None:
+                # Drop only the event the relay named; send the rest again.
+                self.rejected += 1
+                finished += 1
+                name = _name_of(chunk[bad])
+                self.last_rejection = f"relay refused event {name!r}: {detail}"
                 _log.warning("stepwatch: %s", self.last_rejection)
+                rest_of = chunk[:bad] + chunk[bad + 1 :]
+                if rest_of:
+                    work.append(rest_of)
                 continue
-            self.last_error = f"relay answered {status}: {detail}"
-            return None
+            self.rejected += len(chunk)
+            finished += len(chunk)
+            self.last_rejection = f"relay refused a batch ({status}): {detail}"
+            _log.warning("stepwatch: %s", self.last_rejection)
         self.sent += acked
         self.last_error = None
         return finished
+
+    def _request(self, body: bytes) -> Answer | None:
+        """One POST of NDJSON; None when the relay cannot be reached."""
+        try:
+            return self._conn.request("POST", self._path, body, "application/x-ndjson")
+        except Exception as e:  # relay down, DNS, timeout: keep trying
+            self.last_error = f"relay unreachable: {e}"
+            return None
+
+    def _unavailable(self, answer: Answer) -> bool:
+        """The relay answered but did not decide on the events (credentials refused,
+        5xx, 408, 429): keep them and try again later."""
+        status = answer.status
+        if 200 <= status < 300 or (400 <= status < 500 and status not in (401, 403, 408, 429)):
+            return False
+        detail = answer.body.decode(errors="replace")[:500]
+        if status in (401, 403):
+            # Credentials missing or not allowed: keep the events (spooled) and
+            # retry, so fixing STEPWATCH_TOKEN loses nothing; say it loudly.
+            if self.last_error is None or "credentials" not in self.last_error:
+                _log.warning("stepwatch: relay refused our credentials: %s", detail)
+            self.last_error = f"relay refused our credentials ({status}): {detail}"
+        else:
+            self.last_error = f"relay answered {status}: {detail}"
+        return True
 
     # -- media retries (sender thread) ---------------------------------------------------
     def _defer(self, events: list[dict[str, Any]]) -> None:
@@ -629,17 +658,20 @@ class RelaySender(MediaSending):
         return batch
 
 
+_event_of = operator.methodcaller("get", "event")
+
+
 def _body(chunk: list[Any]) -> tuple[bytes, list[Any], list[Any]]:
     """The request body of the first lines of ``chunk`` that fit in :data:`MAX_BODY`
     (one at least), those lines, and the rest."""
-    size = 0
-    for i, ln in enumerate(chunk):
-        size += len(ln)
-        if size > MAX_BODY and i > 0:
-            chunk, rest = chunk[:i], chunk[i:]
-            break
-    else:
-        rest = []
+    rest: list[Any] = []
+    if sum(map(len, chunk)) > MAX_BODY:
+        size = 0
+        for i, ln in enumerate(chunk):
+            size += len(ln)
+            if size > MAX_BODY and i > 0:
+                chunk, rest = chunk[:i], chunk[i:]
+                break
     data = chunk[0][:0].join(chunk)
     return (data.encode() if isinstance(data, str) else data), chunk, rest
 

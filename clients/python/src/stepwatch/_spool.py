@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ._wire import dumps
+from ._wire import Blob, dumps, split_lines
 
 #: Default cap of one sender's spool file.
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
@@ -90,17 +90,6 @@ def read_lines(path: Path, pos: int, max_events: int) -> tuple[list[dict[str, An
 _NAMED = re.compile(rb'\{"src":"[^"\\]*","seq":\d+,"event":"([a-z0-9_.-]{1,64})"[,}]')
 
 
-def _split(data: bytes, limit: int = -1) -> list[bytes]:
-    """Whole lines of ``data`` (which ends in a newline), each with its newline; at most
-    ``limit`` of them when given."""
-    parts = data.split(b"\n", limit) if limit >= 0 else data.split(b"\n")
-    if limit >= 0 and len(parts) > limit:
-        parts = parts[:limit]
-    elif parts and not parts[-1]:
-        parts.pop()
-    return [p + b"\n" for p in parts]
-
-
 def _event_name(line: bytes) -> str | None:
     # The sender writes src, seq, then the event's own first field, its name: read it
     # there without parsing the line; any other line is parsed.
@@ -146,21 +135,24 @@ class Spool:
         """Appends events (already stamped). Raises OSError when the disk refuses."""
         self.append_lines([dumps(e) + "\n" for e in events])
 
-    def append_lines(self, lines: list[str] | list[bytes], first: bool = False) -> None:
+    def append_lines(self, lines: Blob | list[str] | list[bytes], first: bool = False) -> None:
         """Appends NDJSON lines (each stamped, each ending in a newline); ``first``: puts
         them before every line not sent yet instead (a batch the relay did not take,
         older than what was spooled meanwhile). Raises OSError when the disk refuses."""
         if not lines:
             return
-        data = lines[0][:0].join(lines)  # type: ignore[arg-type]
-        blob = data.encode() if isinstance(data, str) else data
+        if isinstance(lines, Blob):
+            blob = lines.data
+        else:
+            data = lines[0][:0].join(lines)  # type: ignore[arg-type]
+            blob = data.encode() if isinstance(data, str) else data
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if first and self.size > self.read_pos:
                 rest = self._remaining_bytes()
                 self._rewrite_blob(blob + rest)
             elif self.size - self.read_pos + len(blob) > self.max_bytes:
-                self._compact(_split(blob))
+                self._compact(split_lines(blob))
                 return
             else:
                 with open(self.path, "ab") as f:
@@ -169,7 +161,7 @@ class Spool:
             if self.size - self.read_pos > self.max_bytes:
                 self._compact([])
 
-    def read_raw(self, max_events: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+    def read_raw(self, max_events: int, max_bytes: int) -> tuple[Blob, int, int]:
         """Up to ``max_events`` whole lines (about ``max_bytes`` at most, one at least)
         from the read offset, unparsed; the offset after them and the generation. A line
         cut short by a crash is skipped."""
@@ -184,12 +176,18 @@ class Spool:
                         data += f.readline()
                         cut = data.rfind(b"\n")
             except OSError:
-                return [], pos, self.generation
+                return Blob(b"", 0), pos, self.generation
             if cut < 0:
                 # nothing whole: at the end of the file, a torn last line is skipped
-                return [], pos + len(data), self.generation
-            lines = _split(data[: cut + 1], max_events)
-            return lines, pos + sum(len(ln) for ln in lines), self.generation
+                return Blob(b"", 0), pos + len(data), self.generation
+            data = data[: cut + 1]
+            count = data.count(b"\n")
+            if count > max_events:
+                cut = -1
+                for _ in range(max_events):
+                    cut = data.find(b"\n", cut + 1)
+                data, count = data[: cut + 1], max_events
+            return Blob(data, count), pos + len(data), self.generation
 
     def read(self, max_events: int) -> tuple[list[dict[str, Any]], int, int]:
         """The next events to send, the offset after them, and the generation."""
@@ -236,7 +234,7 @@ class Spool:
         return data[: data.rfind(b"\n") + 1]
 
     def _remaining(self) -> list[bytes]:
-        return _split(self._remaining_bytes())
+        return split_lines(self._remaining_bytes())
 
     def _rewrite(self, lines: list[bytes]) -> None:
         self._rewrite_blob(b"".join(lines))

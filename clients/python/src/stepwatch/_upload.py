@@ -266,7 +266,7 @@ class MediaSending:
         except Exception as e:
             self.last_error = f"relay unreachable: {e}"
             return False
-        if answer.status == 200:
+        if 200 <= answer.status < 300:
             return True
         detail = answer.body.decode(errors="replace")[:500]
         if answer.status in (401, 403):

@@ -82,6 +82,39 @@ def dumps_array(events: list[Any]) -> bytes:
     return text.encode()
 
 
+class Blob:
+    """A batch of events as NDJSON: ``data``, ``count`` lines each ending in a newline
+    (one bytes object all the way from the encoder to the request or the spool file)."""
+
+    __slots__ = ("data", "count")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def lines(self) -> list[bytes]:
+        return split_lines(self.data)
+
+
+def split_lines(data: bytes, limit: int = -1) -> list[bytes]:
+    """Whole lines of ``data`` (which ends in a newline), each with its newline; at most
+    ``limit`` of them when given."""
+    parts = data.split(b"\n", limit) if limit >= 0 else data.split(b"\n")
+    if limit >= 0 and len(parts) > limit:
+        parts = parts[:limit]
+    elif parts and not parts[-1]:
+        parts.pop()
+    return [p + b"\n" for p in parts]
+
+
+def stamped_blob(records: list[dict[str, Any]], src: str, first_seq: int) -> Blob:
+    """:func:`stamped_lines` as one :class:`Blob`."""
+    return Blob("".join(stamped_lines(records, src, first_seq)).encode(), len(records))
+
+
 def stamped_lines(records: list[dict[str, Any]], src: str, first_seq: int) -> list[str]:
     """``records`` as NDJSON lines (each ending in a newline), the n-th stamped with
     ``src`` and ``seq`` ``first_seq + n``. A record that already names a ``src`` or
@@ -103,3 +136,31 @@ def stamped_lines(records: list[dict[str, Any]], src: str, first_seq: int) -> li
             append(dumps({**r, "src": src, "seq": seq}) + "\n")
         seq += 1
     return out
+
+
+def serve(inp: Any, out: Any) -> None:
+    """The encoder process (:mod:`stepwatch._encoder`): reads frames of a 4-byte length
+    and ``marshal`` of ``(src, first_seq, records)``, answers each with a 4-byte length
+    and :func:`stamped_lines` as bytes (length ``0xFFFFFFFF``: it could not). Ends at
+    the end of its input: when the trainer closes it, or dies."""
+    import marshal
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    out.write(b"SW1\n")
+    out.flush()
+    while True:
+        head = inp.read(4)
+        if len(head) < 4:
+            return
+        n = int.from_bytes(head, "big")
+        data = inp.read(n)
+        if len(data) < n:
+            return
+        try:
+            src, first, records = marshal.loads(data)
+            blob = "".join(stamped_lines(records, src, first)).encode()
+            out.write(len(blob).to_bytes(4, "big") + blob)
+        except Exception:
+            out.write(b"\xff\xff\xff\xff")
+        out.flush()
