@@ -44,8 +44,11 @@ pub struct ChunkRow {
     pub data: Vec<u8>,
 }
 
-/// Chunk rows fetched per query while reading.
-const ROWS_PER_QUERY: usize = 32;
+/// Chunk rows fetched by a read's first query; each next query fetches twice as many,
+/// up to [`MAX_ROWS_PER_QUERY`]. A chunk may hold a whole batch (100 KB and more), and
+/// most reads need one or two.
+const FIRST_ROWS_PER_QUERY: usize = 2;
+const MAX_ROWS_PER_QUERY: usize = 64;
 
 /// The backend's SQL for chunks.
 pub(crate) trait ChunkDb {
@@ -196,10 +199,11 @@ fn walk_after(
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out: Vec<StoredEvent> = Vec::new();
-    let mut cursor = after;
+    let (mut cursor, mut per_query) = (after, FIRST_ROWS_PER_QUERY);
     'pages: loop {
-        let rows = db.chunks_after(run, name, cursor, ROWS_PER_QUERY)?;
-        let full = rows.len() == ROWS_PER_QUERY;
+        let rows = db.chunks_after(run, name, cursor, per_query)?;
+        let full = rows.len() == per_query;
+        per_query = (per_query * 2).min(MAX_ROWS_PER_QUERY);
         for row in &rows {
             if out.len() >= limit {
                 out.sort_by_key(|e| e.id);
@@ -229,10 +233,11 @@ fn walk_before(
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out: Vec<StoredEvent> = Vec::new();
-    let mut below = u64::MAX;
+    let (mut below, mut per_query) = (u64::MAX, FIRST_ROWS_PER_QUERY);
     'pages: loop {
-        let rows = db.chunks_before(run, name, before, below, ROWS_PER_QUERY)?;
-        let full = rows.len() == ROWS_PER_QUERY;
+        let rows = db.chunks_before(run, name, before, below, per_query)?;
+        let full = rows.len() == per_query;
+        per_query = (per_query * 2).min(MAX_ROWS_PER_QUERY);
         for row in &rows {
             if out.len() >= limit {
                 out.sort_by_key(|e| std::cmp::Reverse(e.id));
@@ -417,7 +422,8 @@ mod tests {
 
     #[test]
     fn reading_stops_after_the_chunks_it_needs() {
-        // 100 batches of 1,000: reading 10 events past the middle fetches one page.
+        // 100 batches of 1,000 (300 chunks): a page from the middle, or the newest logs,
+        // fetches a few chunks, not the run.
         struct Counting(Mem, usize);
         impl ChunkDb for Counting {
             fn chunks_after(
@@ -427,8 +433,9 @@ mod tests {
                 a: u64,
                 rows: usize,
             ) -> Result<Vec<ChunkRow>, StoreError> {
-                self.1 += 1;
-                self.0.chunks_after(r, n, a, rows)
+                let got = self.0.chunks_after(r, n, a, rows)?;
+                self.1 += got.len();
+                Ok(got)
             }
             fn chunks_before(
                 &mut self,
@@ -438,18 +445,20 @@ mod tests {
                 below: u64,
                 rows: usize,
             ) -> Result<Vec<ChunkRow>, StoreError> {
-                self.1 += 1;
-                self.0.chunks_before(r, n, b, below, rows)
+                let got = self.0.chunks_before(r, n, b, below, rows)?;
+                self.1 += got.len();
+                Ok(got)
             }
         }
         let (mem, _) = store(&[1000; 100], mixed);
         let mut db = Counting(mem, 0);
         let got = read_after(&mut db, "r", 50_500, 10, None).unwrap();
         assert_eq!(got.first().map(|e| e.id), Some(50_501));
-        assert_eq!(db.1, 1);
+        assert!(db.1 <= 6, "{} chunks fetched", db.1);
+        db.1 = 0;
         let got = read_before(&mut db, "r", u64::MAX, 5, Some(&["log".into()])).unwrap();
         assert_eq!(got.first().map(|e| e.id), Some(99_995));
-        assert_eq!(db.1, 2);
+        assert!(db.1 <= 2, "{} chunks fetched", db.1);
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub fn series_latency(relay: &BenchRelay, run: &str, n: usize, ingest_rate: f64)
         ),
         &format!("(stored at {ingest_rate:.0} ev/s)"),
     );
+    // The page's log and system tails: the newest of a kind the run holds few of.
+    let t0 = Instant::now();
+    for tail in [
+        "event=log&order=desc&limit=500",
+        "event=system&order=desc&limit=300",
+    ] {
+        ureq::get(&format!("{}/api/runs/{run}/events?{tail}", relay.url)).call()?;
+    }
+    row(
+        "  … its log and system tails (newest 500 / 300)",
+        format!("{:.1} ms", t0.elapsed().as_secs_f64() * 1000.0),
+        "(part of opening the run page)",
+    );
     Ok(())
 }
 
