@@ -240,6 +240,7 @@ impl Inner {
 pub struct Base(pub String);
 
 /// Buckets asked for when a run's series are first loaded: up to four points each.
+/// (index.html's script asks for the loss at this many points before the dashboard runs.)
 pub const OVERVIEW_POINTS: usize = 1500;
 
 /// GETs `url` and returns its body: `None` when the relay answers with an error. While
@@ -247,6 +248,9 @@ pub const OVERVIEW_POINTS: usize = 1500;
 /// [`REOPEN_AFTER_MS`], `tries` times in all. One function for every answer, decoded by
 /// the caller with `stepwatch_events::api`: keeps the download small.
 pub async fn get_text(url: &str, mut tries: u32) -> Option<String> {
+    if let Some(text) = take_prefetched(url).await {
+        return Some(text);
+    }
     loop {
         match gloo_net::http::Request::get(url).send().await {
             Ok(resp) if resp.ok() => return resp.text().await.ok(),
@@ -271,6 +275,25 @@ pub async fn get_text(url: &str, mut tries: u32) -> Option<String> {
             Err(_) => return None,
         }
     }
+}
+
+/// The answer index.html's script asked for before this code ran (`window.__sw_prefetch`,
+/// URL → promise of the body, or of null when it failed), taken once; `None` when there
+/// is none or it failed (the caller asks again).
+async fn take_prefetched(url: &str) -> Option<String> {
+    let window: JsValue = web_sys::window()?.into();
+    let table = js_sys::Reflect::get(&window, &"__sw_prefetch".into()).ok()?;
+    if !table.is_object() {
+        return None;
+    }
+    let key = JsValue::from_str(url);
+    let pending = js_sys::Reflect::get(&table, &key).ok()?;
+    let _ = js_sys::Reflect::delete_property(table.unchecked_ref::<js_sys::Object>(), &key);
+    let pending = pending.dyn_into::<js_sys::Promise>().ok()?;
+    wasm_bindgen_futures::JsFuture::from(pending)
+        .await
+        .ok()?
+        .as_string()
 }
 
 /// Tries [`get_value`] makes while loading a run: about a minute of relay downtime.

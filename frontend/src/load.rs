@@ -123,7 +123,7 @@ async fn load_history(
     let Some(s) = after else {
         return Some(None);
     };
-    if !load_series(base, run, view, has_loss).await {
+    if !load_series(base, run, view, has_loss, s).await {
         return None;
     }
     // Media for every page that loads a run (the compare page shows samples too).
@@ -140,7 +140,13 @@ async fn load_history(
 /// Each metric's history, the loss first: it heads the page, so it is asked for even
 /// before the list of series (which takes longer on very long runs). False when the
 /// page went away.
-async fn load_series(base: &str, run: &str, view: RwSignal<RunView>, has_loss: bool) -> bool {
+async fn load_series(
+    base: &str,
+    run: &str,
+    view: RwSignal<RunView>,
+    has_loss: bool,
+    state_id: u64,
+) -> bool {
     let mut todo: Vec<String> = has_loss.then(|| LOSS.to_string()).into_iter().collect();
     let mut listed = false;
     edit(view, &mut |v| v.expect_series(&todo));
@@ -158,11 +164,20 @@ async fn load_series(base: &str, run: &str, view: RwSignal<RunView>, has_loss: b
         }
         let Some(m) = todo.pop() else { continue };
         let u = api::series_url(base, run, &m, api::OVERVIEW_POINTS, None);
-        let mut page = get(u)
+        let mut page = get(u.clone())
             .await
             .as_deref()
             .and_then(answers::decode_series_page)
             .map(Page::from);
+        if page.as_ref().is_some_and(|p| p.last_id < state_id) {
+            // Answered before the state (index.html asked for both at once): the stream
+            // starts after the state's id, so this page must reach it too.
+            page = get(u)
+                .await
+                .as_deref()
+                .and_then(answers::decode_series_page)
+                .map(Page::from);
+        }
         let alive = edit(view, &mut |v| match page.take() {
             Some(p) => v.merge_page(p),
             None => v.page_done(&m),

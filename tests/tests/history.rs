@@ -88,6 +88,16 @@ fn open_from_history(b: &Browser, relay: &Relay, state: &Value) -> f64 {
         "return performance.getEntriesByType('resource').filter(r => r.name.includes('/series?metric=loss')).length;",
     );
     assert_eq!(series_requests, 1);
+    // index.html asked for the state and the loss overview before the dashboard ran, and
+    // the dashboard took both answers instead of asking again.
+    assert_eq!(
+        b.eval("return window.__sw_prefetch && Object.keys(window.__sw_prefetch).length;"),
+        0
+    );
+    let state_requests = b.eval(
+        "return performance.getEntriesByType('resource').filter(r => r.name.endsWith('/api/runs/long')).length;",
+    );
+    assert_eq!(state_requests, 1);
     let streams = b.wait_for(
         "stream",
         WAIT,
