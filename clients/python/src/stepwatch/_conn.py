@@ -13,10 +13,29 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import NamedTuple
+
+
+def kernel_timeout(sock: socket.socket, seconds: float) -> bool:
+    """Makes ``sock`` blocking, its sends and receives bounded by the kernel
+    (``SO_SNDTIMEO`` / ``SO_RCVTIMEO``, Linux): one system call each, where Python's own
+    timeout polls first, and every call lets the GIL go and waits to take it back (up to
+    the 5 ms switch interval while the training thread computes). False where that is
+    not to be had: the socket keeps Python's timeout."""
+    if not sys.platform.startswith("linux") or isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(seconds)
+        return False
+    whole = int(seconds)
+    tv = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    return True
 
 
 class Answer(NamedTuple):
@@ -51,6 +70,7 @@ class Connection:
         self._extra = extra
         self.token = token
         self._sock: socket.socket | None = None
+        self._sock_timeout = 0.0
         try:
             proxies = urllib.request.getproxies()
             proxy = parts.scheme in proxies and not urllib.request.proxy_bypass(self.host)
@@ -87,7 +107,9 @@ class Connection:
         for attempt in (0, 1):
             reused = self._sock is not None
             sock = self._sock if self._sock is not None else self._connect()
-            sock.settimeout(timeout or self.timeout)
+            if (timeout or self.timeout) != self._sock_timeout:
+                self._sock_timeout = timeout or self.timeout
+                kernel_timeout(sock, self._sock_timeout)
             try:
                 sock.sendall(data)
                 return self._answer(sock)
@@ -95,6 +117,9 @@ class Connection:
                 self.close()
                 if not reused or attempt:
                     raise
+            except BlockingIOError:  # a kernel timeout ran out
+                self.close()
+                raise TimeoutError("timed out") from None
             except BaseException:
                 self.close()
                 raise
@@ -111,6 +136,7 @@ class Connection:
             sock.close()
             raise
         self._sock = sock
+        self._sock_timeout = 0.0
         return sock
 
     def _answer(self, sock: socket.socket) -> Answer:

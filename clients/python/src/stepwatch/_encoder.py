@@ -4,7 +4,8 @@ JSON, floats above all) and waits on a pipe with the GIL let go.
 
 The helper runs this interpreter on ``_wire.py`` alone (loaded by its path, in isolated
 mode: it imports no ``stepwatch``, connects nowhere, ignores Ctrl-C), reads frames on
-its stdin and ends when the stdin closes, so it never outlives its trainer. It is
+its stdin (one end of a socket pair, whose timeouts the kernel keeps, so a round trip
+is two system calls) and ends when the stdin closes, so it never outlives its trainer. It is
 started on the first batch worth it and used once it said it is ready; its answer is
 byte for byte what :func:`stepwatch._wire.stamped_lines` makes in this process. A batch
 ``marshal`` cannot carry (numpy scalars, custom objects), a small batch, a helper that
@@ -17,14 +18,14 @@ from __future__ import annotations
 import logging
 import marshal
 import os
-import select
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from . import _wire
+from . import _conn, _wire
 
 _log = logging.getLogger("stepwatch")
 
@@ -41,6 +42,8 @@ _CODE = (
 
 
 def wanted() -> bool:
+    if not hasattr(socket, "MSG_DONTWAIT"):  # (where there is none: Windows)
+        return False
     return os.environ.get("STEPWATCH_ENCODER", "process").strip().lower() != "thread"
 
 
@@ -50,6 +53,7 @@ class Encoder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None  # our end of the helper's stdin/stdout
         self._ready = False
         self._started = 0.0
         self._failed = not wanted()
@@ -83,47 +87,69 @@ class Encoder:
         if self._ready:
             return True
         if self._proc is None:
-            if not sys.executable:
-                self._failed = True
-                return False
-            try:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-I", "-c", _CODE, os.path.abspath(_wire.__file__)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    close_fds=True,
-                )
-            except Exception as e:
-                _log.debug("stepwatch: no encoder process (%s); encoding here", e)
-                self._failed = True
-                return False
-            self._started = time.monotonic()
-            for f in (self._proc.stdin, self._proc.stdout):
-                if f is not None:
-                    os.set_blocking(f.fileno(), False)
-            return False  # this batch here, while it starts
-        out = self._proc.stdout
-        assert out is not None
-        if select.select([out], [], [], 0)[0]:
-            if os.read(out.fileno(), 4) == b"SW1\n":
-                self._ready = True
-                return True
-            self._give_up()
-        elif time.monotonic() - self._started > START_TIMEOUT:
-            self._give_up()
+            return self._start()
+        assert self._sock is not None
+        try:
+            hello = self._sock.recv(4, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if time.monotonic() - self._started > START_TIMEOUT:
+                self._give_up()
+            return False
+        except OSError:
+            hello = b""
+        if hello == b"SW1\n":
+            self._ready = True
+            _conn.kernel_timeout(self._sock, ANSWER_TIMEOUT)
+            return True
+        self._give_up()
+        return False
+
+    def _start(self) -> bool:
+        """Starts the helper; False (this batch is encoded here while it starts)."""
+        if not sys.executable or not hasattr(socket, "socketpair"):
+            self._failed = True
+            return False
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError:
+            self._failed = True
+            return False
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _CODE, os.path.abspath(_wire.__file__)],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except Exception as e:
+            _log.debug("stepwatch: no encoder process (%s); encoding here", e)
+            ours.close()
+            self._failed = True
+            return False
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._started = time.monotonic()
         return False
 
     def _ask(self, frame: bytes) -> bytes | None:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        deadline = time.monotonic() + ANSWER_TIMEOUT
-        _write_all(proc.stdin.fileno(), len(frame).to_bytes(4, "big") + frame, deadline)
-        fd = proc.stdout.fileno()
-        n = int.from_bytes(_read_exact(fd, 4, deadline), "big")
-        if n == 0xFFFFFFFF:
-            return None  # it could not: here, then (its cleaning of odd values is ours)
-        return _read_exact(fd, n, deadline)
+        sock = self._sock
+        assert sock is not None
+        sock.sendall(len(frame).to_bytes(4, "big") + frame)
+        data = b""
+        want = 4
+        while len(data) < want:  # usually one receive: the answer comes in one write
+            chunk = sock.recv(max(1 << 20, want - len(data)))
+            if not chunk:
+                raise EOFError("the encoder process ended")
+            data += chunk
+            if want == 4 and len(data) >= 4:
+                n = int.from_bytes(data[:4], "big")
+                if n == 0xFFFFFFFF:
+                    return None  # it could not: here, then (its cleaning of odd values)
+                want = 4 + n
+        return data[4:]
 
     def _give_up(self) -> None:
         self._failed = True
@@ -131,44 +157,16 @@ class Encoder:
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
+        sock, self._sock = self._sock, None
         self._ready = False
-        if proc is None:
-            return
-        for f in (proc.stdin, proc.stdout):
+        if sock is not None:
             try:
-                if f is not None:
-                    f.close()
+                sock.close()
             except OSError:
                 pass
+        if proc is None:
+            return
         try:
             proc.wait(1.0)
         except Exception:
             proc.kill()
-
-
-def _write_all(fd: int, data: bytes, deadline: float) -> None:
-    view = memoryview(data)
-    while view:
-        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
-            raise TimeoutError("the encoder process does not read")
-        try:
-            view = view[os.write(fd, view[: 1 << 20]) :]
-        except BlockingIOError:
-            pass
-
-
-def _read_exact(fd: int, n: int, deadline: float) -> bytes:
-    parts: list[bytes] = []
-    left = n
-    while left:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise TimeoutError("the encoder process does not answer")
-        try:
-            chunk = os.read(fd, min(left, 1 << 20))
-        except BlockingIOError:
-            continue
-        if not chunk:
-            raise EOFError("the encoder process ended")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)

@@ -169,7 +169,8 @@ class RelaySender(Posting, MediaSending):
         self._idle_since: float | None = None  # since when nothing was queued
         # Queued events that make a batch worth sending at once.
         self._worth = min(self.max_batch, max(1, self._queue_size // 2))
-        self._since: float | None = None  # when the sender saw the queued events
+        # Since when the queued events wait: the last take, or the end of an idle spell.
+        self._since: float | None = None
         self._flushing = 0  # flushes waiting: no lingering meanwhile
         self._flush_lock = threading.Lock()
         self._stop = False
@@ -427,7 +428,7 @@ class RelaySender(Posting, MediaSending):
         batch = self._take_retry() if retry else self._take(self.max_batch)
         if batch is None:
             return None
-        self._since = None
+        self._since = time.monotonic()  # what is queued from now on waits from now
         if not batch:
             return True
         self._inflight = batch
