@@ -405,7 +405,9 @@ class RelaySender(Posting, MediaSending):
                     left = deadline - time.monotonic()
                     if self._stop or left <= 0:
                         break
-                    self._stop_evt.wait(min(SPILL_EVERY, left))
+                    self._wake.clear()  # (an emit that fills a batch: spill it now)
+                    if len(self._queue) < self._worth and not self._stop:
+                        self._wake.wait(min(SPILL_EVERY, left))
                 if self._stop:
                     return
         finally:
