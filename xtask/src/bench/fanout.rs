@@ -210,13 +210,7 @@ fn publisher(url: &str, t0: Instant, phase: Duration, sent: &AtomicUsize) {
 
 /// CPU seconds this process (the load generator) has used so far.
 fn own_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
+    super::relay::cpu_s(std::process::id())
 }
 
 /// Publishes on every run for [`FAN_SECONDS`]: (events stored per run, seconds taken,
