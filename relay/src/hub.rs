@@ -5,6 +5,7 @@
 //! reconnects with Last-Event-ID and catches up from storage).
 
 use crate::storage::{Committed, StoredEvent};
+use actix_web::web::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,7 +13,66 @@ use stepwatch_events::RunSummary;
 use tokio::sync::{broadcast, watch};
 
 /// Messages a run subscriber can fall behind by before it is cut off.
-pub const RUN_CHANNEL_CAPACITY: usize = 4096;
+pub const RUN_CHANNEL_CAPACITY: usize = 1024;
+/// Most events, and most bytes of their SSE text, one run message carries: a committed
+/// batch goes out in pieces this size, so what a lagging subscriber holds in the channel
+/// stays bounded (about 4 MiB of text per run).
+pub const PIECE_EVENTS: usize = 32;
+pub const PIECE_BYTES: usize = 4096;
+
+/// A piece of a committed batch as its run's subscribers receive it: the events, ids in
+/// order with no gap, and their SSE messages rendered once for every subscriber.
+#[derive(Debug)]
+pub struct Live {
+    pub events: Vec<Arc<StoredEvent>>,
+    /// `id:` / `event:` / `data:` of each event, in order.
+    pub sse: Bytes,
+}
+
+impl Live {
+    pub fn first_id(&self) -> u64 {
+        self.events.first().map_or(0, |e| e.id)
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.id)
+    }
+}
+
+/// Appends one event's SSE message to `out`.
+pub fn sse_message(e: &StoredEvent, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(out, "id: {}\nevent: {}\ndata: ", e.id, e.name);
+    out.extend_from_slice(e.json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A batch's events cut into [`Live`] pieces of at most [`PIECE_EVENTS`] events and
+/// (beyond its first event) [`PIECE_BYTES`] of text.
+fn pieces(events: &[Arc<StoredEvent>]) -> Vec<Live> {
+    let mut out = Vec::new();
+    let mut piece: Vec<Arc<StoredEvent>> = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
+    for e in events {
+        let before = text.len();
+        sse_message(e, &mut text);
+        if !piece.is_empty() && (piece.len() == PIECE_EVENTS || text.len() > PIECE_BYTES) {
+            let rest = text.split_off(before);
+            out.push(Live {
+                events: std::mem::take(&mut piece),
+                sse: Bytes::from(std::mem::replace(&mut text, rest)),
+            });
+        }
+        piece.push(e.clone());
+    }
+    if !piece.is_empty() {
+        out.push(Live {
+            events: piece,
+            sse: Bytes::from(text),
+        });
+    }
+    out
+}
 /// Summaries a runs-list subscriber can fall behind by before it is cut off.
 pub const SUMMARY_CHANNEL_CAPACITY: usize = 1024;
 
@@ -27,7 +87,7 @@ pub trait CommitObserver: Send + Sync {
 /// The fan-out hub shared by ingest and every stream.
 pub struct Hub {
     observer: OnceLock<Arc<dyn CommitObserver>>,
-    runs: Mutex<HashMap<String, broadcast::Sender<Arc<StoredEvent>>>>,
+    runs: Mutex<HashMap<String, broadcast::Sender<Arc<Live>>>>,
     summaries: broadcast::Sender<Arc<RunSummary>>,
     /// Subscribers cut off for falling behind, since start.
     pub cut_off: AtomicU64,
@@ -52,7 +112,7 @@ impl Default for Hub {
 
 impl Hub {
     /// Subscribes to a run's live events (call before reading the backlog from storage).
-    pub fn subscribe_run(&self, run: &str) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub fn subscribe_run(&self, run: &str) -> broadcast::Receiver<Arc<Live>> {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.entry(run.to_string())
             .or_insert_with(|| broadcast::channel(RUN_CHANNEL_CAPACITY).0)
@@ -82,16 +142,22 @@ impl Hub {
         if let Some(o) = self.observer.get() {
             o.committed(c);
         }
-        {
+        let tx = {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(tx) = runs.get(&c.run) {
-                for e in &c.events {
-                    if tx.send(e.clone()).is_err() {
-                        // No subscriber left: forget the channel.
-                        runs.remove(&c.run);
-                        break;
-                    }
+            match runs.get(&c.run) {
+                Some(tx) if tx.receiver_count() == 0 => {
+                    // No subscriber left: forget the channel.
+                    runs.remove(&c.run);
+                    None
                 }
+                tx => tx.cloned(),
+            }
+        };
+        if let Some(tx) = tx {
+            // Rendered once here, outside the hub's lock; batches still go out in commit
+            // order, as publishing runs under the writer lock.
+            for piece in pieces(&c.events) {
+                let _ = tx.send(Arc::new(piece));
             }
         }
         let _ = self.summaries.send(Arc::new(c.state.summary()));
@@ -145,5 +211,53 @@ impl Hub {
 
     pub fn note_cut_off(&self) {
         self.cut_off.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64, json_len: usize) -> Arc<StoredEvent> {
+        Arc::new(StoredEvent {
+            id,
+            name: "log".into(),
+            json: format!("{{\"m\":\"{}\"}}", "x".repeat(json_len)),
+        })
+    }
+
+    fn text(events: &[Arc<StoredEvent>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            sse_message(e, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_bounded_gapless_pieces_with_the_same_text() {
+        let small: Vec<_> = (1..=100).map(|id| event(id, 10)).collect();
+        let big: Vec<_> = (101..=110).map(|id| event(id, 3000)).collect();
+        for batch in [small, big, vec![event(1, 10_000)]] {
+            let out = pieces(&batch);
+            let mut next = batch[0].id;
+            let mut all = Vec::new();
+            for p in &out {
+                assert!(!p.events.is_empty() && p.events.len() <= PIECE_EVENTS);
+                assert!(p.events.len() == 1 || p.sse.len() <= PIECE_BYTES);
+                assert_eq!(p.first_id(), next);
+                assert_eq!(p.sse[..], text(&p.events)[..]);
+                next = p.last_id() + 1;
+                all.extend_from_slice(&p.sse);
+            }
+            assert_eq!(all, text(&batch));
+        }
+    }
+
+    #[test]
+    fn an_event_renders_as_one_sse_message() {
+        let mut out = Vec::new();
+        sse_message(&event(7, 1), &mut out);
+        assert_eq!(out, b"id: 7\nevent: log\ndata: {\"m\":\"x\"}\n\n");
     }
 }

@@ -2,7 +2,7 @@
 //! limits in one pass, parsed (one event, a JSON array, or NDJSON), committed, answered.
 //! Every 4xx counts as a rejected request, every storage failure as a storage error.
 
-use super::error::{check_run, ApiError};
+use super::error::{blocking, check_run, ApiError};
 use super::state::{Data, Limits};
 use crate::clock::now;
 use crate::storage::StoreError;
@@ -49,13 +49,25 @@ async fn ingest(
     super::alerts::check_ingest(&events)?;
     super::meta::check_ingest(&events)?;
     let events = super::media::check_ingest(data, &run, events).await?;
-    if data.store.state(&run).is_none() && data.store.runs().len() >= data.limits.max_runs {
+    let new_run = data.store.state(&run).is_none();
+    if new_run && runs_held(data).await? >= data.limits.max_runs {
         return Err(ApiError::conflict(format!(
             "the relay already holds {} runs, the limit (--max-runs): delete old runs or raise it",
             data.limits.max_runs
         )));
     }
-    commit(data, run, events).await
+    commit(data, run, events, new_run).await
+}
+
+/// The runs the relay holds (counted off the async workers, at most once a second).
+async fn runs_held(data: &Data) -> Result<usize, ApiError> {
+    if let Some(n) = data.run_count.fresh() {
+        return Ok(n);
+    }
+    let store = data.store.clone();
+    let n = blocking(move || Ok(store.runs().len())).await?;
+    data.run_count.counted(n);
+    Ok(n)
 }
 
 /// The request body, refused with 413 as soon as it is known to be over `max_body`
@@ -123,7 +135,12 @@ fn parse(text: &str, ndjson: bool, limits: &Limits) -> Result<Vec<Event>, ApiErr
 }
 
 /// Stores the batch (fanned out on commit) and answers what it added.
-async fn commit(data: &Data, run: String, events: Vec<Event>) -> Result<HttpResponse, ApiError> {
+async fn commit(
+    data: &Data,
+    run: String,
+    events: Vec<Event>,
+    new_run: bool,
+) -> Result<HttpResponse, ApiError> {
     let store = data.store.clone();
     let hub = data.hub.clone();
     let arrived = std::time::Instant::now();
@@ -139,6 +156,10 @@ async fn commit(data: &Data, run: String, events: Vec<Event>) -> Result<HttpResp
             ApiError::from(e)
         })?;
     data.ingest_latency.observe(arrived.elapsed().as_secs_f64());
+    if new_run && c.accepted > 0 && c.last_id == c.accepted as u64 {
+        // This batch created the run (ids start at 1).
+        data.run_count.created();
+    }
     if data.launch.enabled() && c.accepted > 0 && data.launch.job_of_run(&run).is_some() {
         let l = data.launch.clone();
         let r = run.clone();

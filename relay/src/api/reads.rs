@@ -43,6 +43,7 @@ pub async fn delete_run(data: Data, path: web::Path<String>) -> Result<HttpRespo
         .await?
         .ok_or_else(|| ApiError::no_run(&run))?;
     tracing::info!(run = %run, events = n, "run deleted");
+    data.run_count.forget();
     data.hub.publish_deleted(&run);
     Ok(HttpResponse::Ok().json(json!({ "deleted": run, "events": n })))
 }

@@ -7,7 +7,7 @@
 use super::access::identity;
 use super::error::{check_run, ApiError};
 use super::state::Data;
-use crate::hub::Hub;
+use crate::hub::{sse_message, Hub, Live};
 use crate::storage::{Storage, StoredEvent};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -33,10 +33,22 @@ const RETRY: &[u8] = b"retry: 1000\n\n";
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 fn sse_event(e: &StoredEvent) -> Bytes {
-    Bytes::from(format!(
-        "id: {}\nevent: {}\ndata: {}\n\n",
-        e.id, e.name, e.json
-    ))
+    let mut out = Vec::with_capacity(e.json.len() + e.name.len() + 32);
+    sse_message(e, &mut out);
+    Bytes::from(out)
+}
+
+/// The SSE text of a live piece's events after `last` (all of them: the text the hub
+/// rendered once, shared).
+fn live_text(piece: &Live, last: u64) -> Bytes {
+    if piece.first_id() > last {
+        return piece.sse.clone();
+    }
+    let mut out = Vec::new();
+    for e in piece.events.iter().filter(|e| e.id > last) {
+        sse_message(e, &mut out);
+    }
+    Bytes::from(out)
 }
 
 /// A ticket to one more stream for this caller, or 429 when they hold too many.
@@ -137,6 +149,12 @@ pub async fn start(tx: &mpsc::Sender<Bytes>) -> Result<(), StreamEnd> {
 /// Hands one message to the connection; a client that takes nothing for
 /// [`STALL_TIMEOUT`] is cut off rather than waited on.
 pub async fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Result<(), StreamEnd> {
+    // Room in the channel: no timer to set (the common case, once per message).
+    let msg = match tx.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(StreamEnd::ClientGone),
+        Err(mpsc::error::TrySendError::Full(msg)) => msg,
+    };
     match tokio::time::timeout(STALL_TIMEOUT, tx.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(StreamEnd::ClientGone),
@@ -179,7 +197,7 @@ async fn stream_run(
     store: Arc<dyn Storage>,
     run: &str,
     after: u64,
-    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    mut live: broadcast::Receiver<Arc<Live>>,
     tx: mpsc::Sender<Bytes>,
 ) -> StreamEnd {
     if let Err(end) = start(&tx).await {
@@ -194,20 +212,21 @@ async fn stream_run(
     loop {
         tokio::select! {
             msg = live.recv() => match msg {
-                Ok(e) => {
-                    if e.id <= last {
+                Ok(piece) => {
+                    if piece.last_id() <= last {
                         continue;
                     }
-                    if e.id > last + 1 {
+                    if piece.first_id() > last + 1 {
                         // Fill a gap from storage, then carry on live.
-                        if let Err(end) = replay(&store, run, &mut last, Some(e.id - 1), &tx).await {
+                        let upto = Some(piece.first_id() - 1);
+                        if let Err(end) = replay(&store, run, &mut last, upto, &tx).await {
                             return end;
                         }
                     }
-                    if let Err(end) = deliver(&tx, sse_event(&e)).await {
+                    if let Err(end) = deliver(&tx, live_text(&piece, last)).await {
                         return end;
                     }
-                    last = e.id;
+                    last = piece.last_id();
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => return StreamEnd::CutOff,
                 Err(broadcast::error::RecvError::Closed) => return StreamEnd::ClientGone,

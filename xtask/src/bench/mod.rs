@@ -9,6 +9,8 @@ mod alerts;
 mod browser;
 mod emit;
 mod fanout;
+mod growth;
+mod growth_page;
 mod ingest;
 mod latency;
 mod launch;
@@ -27,7 +29,7 @@ use table::row;
 /// Benchmark groups `cargo xtask bench NAME…` can pick (all when none is named).
 pub const GROUPS: &[&str] = &[
     "size", "ingest", "latency", "fanout", "browser", "open", "emit", "ddp", "media", "launch",
-    "alerts",
+    "alerts", "growth",
 ];
 
 /// Runs the groups named in `only` (all when empty), or with `--database URL` the
@@ -104,6 +106,9 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
     }
     if want("alerts") {
         alerts::alerts(root)?;
+    }
+    if want("growth") {
+        growth::growth(root)?;
     }
     println!();
     Ok(())

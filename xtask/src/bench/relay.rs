@@ -43,31 +43,37 @@ impl BenchRelay {
         })
     }
 
-    fn proc_file(&self, name: &str) -> String {
-        let pid = self.relay.pid().unwrap_or(0);
-        std::fs::read_to_string(format!("/proc/{pid}/{name}")).unwrap_or_default()
-    }
-
     /// CPU seconds (user + system) the relay has used so far.
     pub fn cpu_s(&self) -> f64 {
-        let stat = self.proc_file("stat");
-        // Fields after the command name (which may hold spaces) start after ')'.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state.
-        let ticks = f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0);
-        ticks / 100.0
+        cpu_s(self.relay.pid().unwrap_or(0))
     }
 
     /// The relay's resident memory, MB.
     pub fn rss_mb(&self) -> f64 {
-        self.proc_file("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        status_mb(self.relay.pid().unwrap_or(0), "VmRSS")
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state.
+    let ticks = f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// A memory field of `/proc/PID/status` (`VmRSS`, `VmHWM` …), MB.
+pub fn status_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
