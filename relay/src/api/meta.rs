@@ -153,6 +153,15 @@ fn wanted(list: Option<&str>) -> Option<BTreeSet<String>> {
 /// asked for: config leaves flattened to dotted keys, each metric's latest value, and
 /// its name. `runs=a,b`, `tag=` and `group=` narrow the runs (the keys too).
 pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpResponse, ApiError> {
+    let store = data.store.clone();
+    let q = q.into_inner();
+    // Off the async workers: it reads every run (tens of ms at 10,000 runs), which would
+    // hold up every stream on the worker.
+    let answer = super::error::blocking(move || Ok(values_of(&*store, &q))).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+fn values_of(store: &dyn crate::storage::Storage, q: &ValuesQuery) -> Value {
     let config = wanted(q.config.as_deref());
     let metrics = wanted(q.metrics.as_deref());
     let only = wanted(q.runs.as_deref());
@@ -161,11 +170,11 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
     let mut config_keys = BTreeSet::new();
     let mut metric_keys = BTreeSet::new();
     let mut runs = Map::new();
-    for summary in data.store.runs() {
+    for summary in store.runs() {
         if only.as_ref().is_some_and(|o| !o.contains(&summary.run)) {
             continue;
         }
-        let Some(state) = data.store.state(&summary.run) else {
+        let Some(state) = store.state(&summary.run) else {
             continue;
         };
         if q.tag.as_ref().is_some_and(|t| !state.tags.contains(t))
@@ -195,7 +204,5 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
             json!({"name": state.name, "config": cfg, "metrics": ms}),
         );
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "config_keys": config_keys, "metric_keys": metric_keys, "runs": runs
-    })))
+    json!({"config_keys": config_keys, "metric_keys": metric_keys, "runs": runs})
 }
