@@ -180,6 +180,7 @@ strings! {
     LastN => "N", "N";
     Missing => "—", "—";
     NoMatch => "No run matches the filter.", "没有符合筛选条件的任务。";
+    ShowMore => "Show more", "显示更多";
     Pause => "Pause", "暂停";
     Resume => "Resume", "继续";
     Stop => "Stop", "停止";

@@ -77,6 +77,13 @@ impl Browser {
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method, path, body) {
+            Ok(v) => v,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    fn try_cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let req = ureq::request(method, &url);
         let res = match body {
@@ -84,12 +91,15 @@ impl Browser {
             None => req.call(),
         };
         match res {
-            Ok(r) => r.into_json::<Value>().unwrap()["value"].clone(),
-            Err(ureq::Error::Status(s, r)) => panic!(
+            Ok(r) => r
+                .into_json::<Value>()
+                .map(|v| v["value"].clone())
+                .map_err(|e| format!("webdriver {path}: {e}")),
+            Err(ureq::Error::Status(s, r)) => Err(format!(
                 "webdriver {path}: {s} {}",
                 r.into_string().unwrap_or_default()
-            ),
-            Err(e) => panic!("webdriver {path}: {e}"),
+            )),
+            Err(e) => Err(format!("webdriver {path}: {e}")),
         }
     }
 
@@ -123,6 +133,17 @@ impl Browser {
             "/execute/sync",
             Some(json!({ "script": script, "args": [] })),
         )
+    }
+
+    /// As [`Browser::eval`], `None` when the call fails (a page too busy to answer
+    /// within the script timeout, say).
+    pub fn try_eval(&self, script: &str) -> Option<Value> {
+        self.try_cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .ok()
     }
 
     /// Runs asynchronous JavaScript: the script calls `done(value)` when finished.

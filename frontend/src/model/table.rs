@@ -50,37 +50,48 @@ pub enum Item {
     Row(RunSummary),
 }
 
-/// The rows under group headings, groups in label order (numbers by value, the runs
-/// without one last), each group's rows in the order given.
-pub fn grouped(rows: Vec<RunSummary>, values: &Value, by: &str) -> Vec<Item> {
+/// The first `limit` lines of the rows under group headings, groups in label order
+/// (numbers by value, the runs without one last), each group's rows in the order given;
+/// and how many lines there are in all. Only the lines returned are copied: the list
+/// stays quick with 10,000 runs.
+pub fn grouped(rows: &[&RunSummary], values: &Value, by: &str, limit: usize) -> (Vec<Item>, usize) {
     if by.is_empty() {
-        return rows.into_iter().map(Item::Row).collect();
+        let items = rows.iter().take(limit).map(|s| Item::Row((*s).clone()));
+        return (items.collect(), rows.len());
     }
-    let mut groups: Vec<(Option<String>, Vec<RunSummary>)> = Vec::new();
-    for s in rows {
-        let g = group_of(&s, values, by);
-        match groups.iter_mut().find(|(k, _)| *k == g) {
-            Some((_, v)) => v.push(s),
-            None => groups.push((g, vec![s])),
-        }
-    }
-    let key = |g: &Option<String>| {
-        let n = g.as_deref().and_then(super::parse_f64);
-        (g.is_none(), n.is_none(), n.unwrap_or(0.0), g.clone())
-    };
-    super::sort::sort_by(&mut groups, |a, b| {
-        let (ka, kb) = (key(&a.0), key(&b.0));
-        (ka.0, ka.1)
-            .cmp(&(kb.0, kb.1))
-            .then(ka.2.total_cmp(&kb.2))
-            .then(ka.3.cmp(&kb.3))
+    // Each row with its group's sort key; a stable sort keeps the order within a group.
+    let mut keyed: Vec<_> = rows
+        .iter()
+        .map(|&s| {
+            let g = group_of(s, values, by);
+            let n = g.as_deref().and_then(super::parse_f64);
+            ((g.is_none(), n.is_none(), n.unwrap_or(0.0), g), s)
+        })
+        .collect();
+    super::sort::sort_by(&mut keyed, |(a, _), (b, _)| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then(a.2.total_cmp(&b.2))
+            .then(a.3.cmp(&b.3))
     });
-    let mut out = Vec::new();
-    for (g, rows) in groups {
-        out.push(Item::Head(g, rows.len()));
-        out.extend(rows.into_iter().map(Item::Row));
+    let (mut out, mut total, mut i) = (Vec::new(), 0, 0);
+    while i < keyed.len() {
+        let label = &keyed[i].0 .3;
+        let n = keyed[i..].iter().take_while(|k| k.0 .3 == *label).count();
+        total += 1 + n;
+        if out.len() < limit {
+            out.push(Item::Head(label.clone(), n));
+            let room = limit - out.len();
+            out.extend(
+                keyed[i..i + n]
+                    .iter()
+                    .take(room)
+                    .map(|k| Item::Row(k.1.clone())),
+            );
+        }
+        i += n;
     }
-    out
+    (out, total)
 }
 
 #[cfg(test)]
@@ -103,15 +114,33 @@ mod tests {
             "b": {"config": {"lr": 0.01}, "metrics": {"val_loss": "NaN"}},
             "c": {"config": {"lr": 0.1}, "metrics": {}},
         }});
-        let rows = vec![run("a", Some("s1")), run("b", None), run("c", Some("s1"))];
-        let by_group = grouped(rows.clone(), &values, "group");
+        let runs = [run("a", Some("s1")), run("b", None), run("c", Some("s1"))];
+        let rows: Vec<&RunSummary> = runs.iter().collect();
+        let (by_group, n) = grouped(&rows, &values, "group", 100);
+        assert_eq!((by_group.len(), n), (5, 5));
         assert_eq!(by_group[0], Item::Head(Some("s1".into()), 2));
         assert_eq!(by_group[3], Item::Head(None, 1));
-        let by_lr = grouped(rows.clone(), &values, "c:lr");
+        let (by_lr, _) = grouped(&rows, &values, "c:lr", 100);
         assert_eq!(by_lr[0], Item::Head(Some("0.01".into()), 1));
         assert_eq!(by_lr[2], Item::Head(Some("0.1".into()), 2));
         assert_eq!(show(value(&values, "b", "m:val_loss")), "NaN");
         assert_eq!(show(value(&values, "c", "m:val_loss")), "–");
-        assert_eq!(grouped(rows, &values, "").len(), 3);
+        assert_eq!(grouped(&rows, &values, "", 100).0.len(), 3);
+    }
+
+    #[test]
+    fn only_the_first_lines_are_made_and_the_count_says_how_many_there_are() {
+        let runs: Vec<RunSummary> = (0..10)
+            .map(|i| run(&format!("r{i}"), Some(if i < 5 { "a" } else { "b" })))
+            .collect();
+        let rows: Vec<&RunSummary> = runs.iter().collect();
+        let values = json!({});
+        let (flat, n) = grouped(&rows, &values, "", 4);
+        assert_eq!((flat.len(), n), (4, 10));
+        assert_eq!(flat[3], Item::Row(runs[3].clone()));
+        let (lines, n) = grouped(&rows, &values, "group", 7);
+        assert_eq!((lines.len(), n), (7, 12));
+        assert_eq!(lines[0], Item::Head(Some("a".into()), 5));
+        assert_eq!(lines[6], Item::Head(Some("b".into()), 5));
     }
 }

@@ -145,11 +145,11 @@ impl ListSettings {
     }
 
     /// The runs that pass the filters, in the chosen order (ties by run id).
-    fn apply(&self, runs: &BTreeMap<String, RunSummary>, now: f64) -> Vec<RunSummary> {
+    fn apply<'a>(&self, runs: &'a BTreeMap<String, RunSummary>, now: f64) -> Vec<&'a RunSummary> {
         let q = fold_case(&self.query.get());
         let st = self.status.get();
         let (tag, group) = (self.tag.get(), self.group.get());
-        let mut v: Vec<RunSummary> = runs
+        let mut v: Vec<&RunSummary> = runs
             .values()
             .filter(|s| tag.is_empty() || s.tags.contains(&tag))
             .filter(|s| group.is_empty() || s.group.as_deref() == Some(group.as_str()))
@@ -159,7 +159,6 @@ impl ListSettings {
             .filter(|s| {
                 st.is_empty() || model::shown_status(s.status, s.last_event_at, now).as_str() == st
             })
-            .cloned()
             .collect();
         let by = self.sort.get();
         let desc = self.desc.get();
@@ -185,6 +184,10 @@ impl ListSettings {
         v
     }
 }
+
+/// Lines the list draws at first, and how many more each "show more" adds: every drawn
+/// row has its own clock-driven cells, and 10,000 of them would stall the page.
+const LINES: usize = 200;
 
 #[component]
 pub fn RunsPage(base: String, route: Route) -> impl IntoView {
@@ -230,10 +233,22 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
         }
         key
     });
-    let shown = move || runs.with(|m| list.apply(m, clock.get_untracked()));
-    let items = move || {
-        let by = list.by.get();
-        values.with(|v| table::grouped(shown(), v, &by))
+    let limit = RwSignal::new(LINES);
+    // The lines drawn, how many there are in all, and whether no run passes the filters.
+    let lines = Memo::new(move |_| {
+        let (by, limit) = (list.by.get(), limit.get());
+        runs.with(|m| {
+            let rows = list.apply(m, clock.get_untracked());
+            let (items, total) = values.with(|v| table::grouped(&rows, v, &by, limit));
+            (items, total, rows.is_empty())
+        })
+    });
+    let items = move || lines.with(|l| l.0.clone());
+    let all_shown = move || {
+        runs.with(|m| {
+            let rows = list.apply(m, clock.get_untracked());
+            rows.into_iter().map(|s| s.run.clone()).collect::<Vec<_>>()
+        })
     };
     let item_key = |it: &Item| match it {
         Item::Head(g, n) => format!("h{g:?}{n}"),
@@ -257,7 +272,7 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                 <table class="runs" data-testid="runs-table">
                     <thead><tr>
                         <th class="pick"><input type="checkbox" data-testid="pick-all" title=i18n.tr(Key::PickAll)
-                            on:change=move |ev| { let on = event_target_checked(&ev); picked.update(|p| { p.clear(); if on { p.extend(shown().into_iter().map(|s| s.run)); } }) }/></th>
+                            on:change=move |ev| { let on = event_target_checked(&ev); picked.update(|p| { p.clear(); if on { p.extend(all_shown()); } }) }/></th>
                         <SortHeader list=list by=SortBy::Name key=Key::ColName class=""/>
                         <SortHeader list=list by=SortBy::Status key=Key::ColStatus class=""/>
                         <th>{i18n.tr(Key::ColProgress)}</th>
@@ -283,8 +298,13 @@ pub fn RunsPage(base: String, route: Route) -> impl IntoView {
                         </For>
                     </tbody>
                 </table>
+                {move || lines.with(|l| (l.1 > l.0.len()).then(|| {
+                    let (drawn, total) = (l.0.len(), l.1);
+                    view! { <button class="btn small more" data-testid="more-runs" on:click=move |_| limit.update(|n| *n += LINES)>
+                        {i18n.tr(Key::ShowMore)}" ("{drawn}" / "{total}")"</button> }
+                }))}
                 </div>
-                {super::common::note_when("muted", Key::NoMatch, Signal::derive(move || shown().is_empty()))} })}
+                {super::common::note_when("muted", Key::NoMatch, Signal::derive(move || lines.with(|l| l.2)))} })}
         </section>
     }
 }
@@ -330,10 +350,10 @@ fn RunsToolbar(
         let ids = if picked.with(|p| !p.is_empty()) {
             picked.with(|p| p.iter().cloned().collect::<Vec<_>>())
         } else if !list.query.get().is_empty() || !list.status.get().is_empty() {
-            runs.with(|m| list.apply(m, crate::api::now_s()))
-                .into_iter()
-                .map(|s| s.run)
-                .collect()
+            runs.with(|m| {
+                let rows = list.apply(m, crate::api::now_s());
+                rows.into_iter().map(|s| s.run.clone()).collect()
+            })
         } else {
             Vec::new()
         };

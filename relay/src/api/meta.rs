@@ -153,6 +153,19 @@ fn wanted(list: Option<&str>) -> Option<BTreeSet<String>> {
 /// asked for: config leaves flattened to dotted keys, each metric's latest value, and
 /// its name. `runs=a,b`, `tag=` and `group=` narrow the runs (the keys too).
 pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpResponse, ApiError> {
+    let store = data.store.clone();
+    let q = q.into_inner();
+    // Off the async workers: it reads every run (tens of ms at 10,000 runs), which would
+    // hold up every stream on the worker.
+    let answer = super::error::blocking(move || Ok(values_of(&*store, &q))).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(answer))
+}
+
+/// The values answer's JSON, written run by run (a tree of 10,000 runs' values would
+/// take ten times the memory of its text, and the allocator keeps it).
+fn values_of(store: &dyn crate::storage::Storage, q: &ValuesQuery) -> Vec<u8> {
     let config = wanted(q.config.as_deref());
     let metrics = wanted(q.metrics.as_deref());
     let only = wanted(q.runs.as_deref());
@@ -160,12 +173,12 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
     let (all_config, all_metrics) = (all(&config), all(&metrics));
     let mut config_keys = BTreeSet::new();
     let mut metric_keys = BTreeSet::new();
-    let mut runs = Map::new();
-    for summary in data.store.runs() {
+    let mut out = b"{\"runs\":{".to_vec();
+    for summary in store.runs() {
         if only.as_ref().is_some_and(|o| !o.contains(&summary.run)) {
             continue;
         }
-        let Some(state) = data.store.state(&summary.run) else {
+        let Some(state) = store.state(&summary.run) else {
             continue;
         };
         if q.tag.as_ref().is_some_and(|t| !state.tags.contains(t))
@@ -190,12 +203,19 @@ pub async fn values(data: Data, q: web::Query<ValuesQuery>) -> Result<HttpRespon
                 ms.insert(k.clone(), stepwatch_events::num::to_json(*v));
             }
         }
-        runs.insert(
-            summary.run.clone(),
-            json!({"name": state.name, "config": cfg, "metrics": ms}),
-        );
+        if out.len() > b"{\"runs\":{".len() {
+            out.push(b',');
+        }
+        let run = json!({"name": state.name, "config": cfg, "metrics": ms});
+        // Strings and maps of JSON values always serialise.
+        let _ = serde_json::to_writer(&mut out, &summary.run);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, &run);
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "config_keys": config_keys, "metric_keys": metric_keys, "runs": runs
-    })))
+    out.extend_from_slice(b"},\"config_keys\":");
+    let _ = serde_json::to_writer(&mut out, &config_keys);
+    out.extend_from_slice(b",\"metric_keys\":");
+    let _ = serde_json::to_writer(&mut out, &metric_keys);
+    out.push(b'}');
+    out
 }

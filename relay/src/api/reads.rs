@@ -7,6 +7,7 @@ use super::state::Data;
 use crate::storage::series::{self, SeriesQuery};
 use crate::storage::StoredEvent;
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,9 +19,46 @@ pub const MAX_EVENTS_LIMIT: usize = 100_000;
 /// Buckets a series answer has when the query names none.
 const DEFAULT_SERIES_POINTS: usize = 1000;
 
+/// `GET /api/runs`: every run's summary, newest first.
 pub async fn list_runs(data: Data) -> HttpResponse {
-    HttpResponse::Ok().json(data.store.runs())
+    let store = data.store.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    // Written off the async workers (at 10,000 runs the summaries and their 5 MB of JSON
+    // take tens of ms, which would hold up every stream on the worker), and sent as it
+    // is written, a page at a time: the whole text is never held, nor copied whole into
+    // the connection's buffer.
+    actix_web::rt::task::spawn_blocking(move || {
+        let runs = store.runs();
+        let mut page = Vec::with_capacity(RUNS_PAGE + 4096);
+        page.push(b'[');
+        for (i, s) in runs.iter().enumerate() {
+            if i > 0 {
+                page.push(b',');
+            }
+            if serde_json::to_writer(&mut page, s).is_err() {
+                return; // unreachable: a summary always serialises
+            }
+            if page.len() >= RUNS_PAGE {
+                let full = std::mem::replace(&mut page, Vec::with_capacity(RUNS_PAGE + 4096));
+                if tx.blocking_send(Bytes::from(full)).is_err() {
+                    return; // the client left
+                }
+            }
+        }
+        page.push(b']');
+        let _ = tx.blocking_send(Bytes::from(page));
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        let page = rx.recv().await?;
+        Some((Ok::<_, actix_web::Error>(page), rx))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body)
 }
+
+/// Bytes of the runs list sent at a time.
+const RUNS_PAGE: usize = 64 * 1024;
 
 pub async fn get_run(data: Data, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();

@@ -331,29 +331,65 @@ pub async fn run_stream(
     Ok(sse_response(rx, &who, &data.auth))
 }
 
+/// Bytes of the runs stream's first messages (each holds many runs' summaries).
+const SUMMARY_PAGE: usize = 64 * 1024;
+
+/// Appends a summary's SSE message to `out`.
+fn summary_message(s: &stepwatch_events::RunSummary, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(stepwatch_events::api::SUMMARY_EVENT.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"{}"); // a summary always serialises
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The summaries' messages in pages of about [`SUMMARY_PAGE`] bytes.
+fn summary_pages(runs: &[stepwatch_events::RunSummary]) -> Vec<Bytes> {
+    let mut pages = Vec::new();
+    let mut page = Vec::with_capacity(SUMMARY_PAGE + 4096);
+    for s in runs {
+        summary_message(s, &mut page);
+        if page.len() >= SUMMARY_PAGE {
+            pages.push(Bytes::from(std::mem::replace(
+                &mut page,
+                Vec::with_capacity(SUMMARY_PAGE + 4096),
+            )));
+        }
+    }
+    if !page.is_empty() {
+        pages.push(Bytes::from(page));
+    }
+    pages
+}
+
 /// `GET /api/stream`: every run's summary, a `ready` event, then summaries as they change.
 pub async fn summary_stream(data: Data, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let who = identity(&req);
     let ticket = open_ticket(&data, &who)?;
     let mut live = data.hub.subscribe_summaries();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let initial = data.store.runs();
+    let store = data.store.clone();
+    // Every run's summary, rendered off the async workers (tens of ms at 10,000 runs)
+    // into a few large messages rather than one per run.
+    let initial = web::block(move || summary_pages(&store.runs()))
+        .await
+        .map_err(|_| ApiError::unavailable("reading the runs failed"))?;
     let guard = StreamGuard::new(data.hub.clone());
     actix_web::rt::spawn(async move {
         let _guard = guard;
         let _ticket = ticket;
         let send = |s: &stepwatch_events::RunSummary| {
-            Bytes::from(format!(
-                "event: {}\ndata: {}\n\n",
-                stepwatch_events::api::SUMMARY_EVENT,
-                serde_json::to_string(s).unwrap_or_default()
-            ))
+            let mut out = Vec::new();
+            summary_message(s, &mut out);
+            Bytes::from(out)
         };
         if start(&tx).await.is_err() {
             return;
         }
-        for s in &initial {
-            if deliver(&tx, send(s)).await.is_err() {
+        for page in initial {
+            if deliver(&tx, page).await.is_err() {
                 return;
             }
         }

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Run in every page before its own scripts: each animation frame, the frame's length
-/// and, when they change, the table's row count and the run counter.
+/// and, when they change, the table's row count and the run counter (with the time
+/// they were seen).
 const WATCH: &str = r#"
 window.__frames = []; window.__rows = [];
 let last = 0, lastRows = -1, lastCount = '';
@@ -20,7 +21,8 @@ const tick = (t) => {
   const c = document.querySelector('[data-testid=run-count]');
   const count = c ? c.textContent : '';
   if (rows !== lastRows || count !== lastCount) {
-    window.__rows.push([t, rows, count]); lastRows = rows; lastCount = count;
+    // The page's clock now, not the frame's start (which can precede a script's change).
+    window.__rows.push([performance.now(), rows, count]); lastRows = rows; lastCount = count;
   }
   requestAnimationFrame(tick);
 };
@@ -72,28 +74,42 @@ impl RunsPage {
         Ok(RunsPage { browser })
     }
 
-    /// Waits until the rows stop changing; the newest change `[t, rows, count]`.
-    fn settle(&self) -> Result<Value> {
+    /// Waits until the rows changed after `since` (the page's clock), then stopped
+    /// changing; the newest change `[t, rows, count]`.
+    fn settle(&self, since: f64) -> Result<Value> {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(300) {
+            // A page busy for longer than the script timeout fails the call: try again.
             let v = self
                 .browser
-                .eval("return [performance.now(), window.__rows[window.__rows.length - 1]];");
-            let (now, last) = (v[0].as_f64().unwrap_or(0.0), &v[1]);
-            if last[1].as_u64().is_some_and(|r| r > 0)
-                && now - last[0].as_f64().unwrap_or(now) > SETTLED
-            {
-                return Ok(last.clone());
+                .try_eval("return [performance.now(), window.__rows[window.__rows.length - 1]];");
+            if let Some(v) = v {
+                let (now, last) = (v[0].as_f64().unwrap_or(0.0), &v[1]);
+                let t = last[0].as_f64().unwrap_or(now);
+                if last[1].as_u64().is_some_and(|r| r > 0) && t >= since && now - t > SETTLED {
+                    return Ok(last.clone());
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("the runs page never settled")
     }
 
+    /// Runs a script, again while the page is too busy to answer.
+    fn eval(&self, script: &str) -> Result<Value> {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(300) {
+            if let Some(v) = self.browser.try_eval(script) {
+                return Ok(v);
+            }
+        }
+        bail!("the runs page stayed too busy to run a script")
+    }
+
     /// The first frame at or after `since` that showed the rows the page settled on.
     fn first_settled(&self, since: f64) -> Result<(f64, u64)> {
-        let last = self.settle()?;
-        let rows: Vec<Value> = serde_json::from_value(self.browser.eval("return window.__rows;"))?;
+        let last = self.settle(since)?;
+        let rows: Vec<Value> = serde_json::from_value(self.eval("return window.__rows;")?)?;
         let t = rows
             .iter()
             .filter(|r| r[0].as_f64().unwrap_or(0.0) >= since)
@@ -104,15 +120,13 @@ impl RunsPage {
     }
 
     /// Types `text` into the name filter; the page's clock when it did.
-    fn filter(&self, text: &str) -> f64 {
+    fn filter(&self, text: &str) -> Result<f64> {
         let text = serde_json::to_string(text).unwrap_or_default();
-        self.browser
-            .eval(&format!(
-                "const f = document.querySelector('[data-testid=filter]'); const t = performance.now(); \
-                 f.value = {text}; f.dispatchEvent(new Event('input', {{bubbles: true}})); return t;"
-            ))
-            .as_f64()
-            .unwrap_or(0.0)
+        let script = format!(
+            "const f = document.querySelector('[data-testid=filter]'); const t = performance.now(); \
+             f.value = {text}; f.dispatchEvent(new Event('input', {{bubbles: true}})); return t;"
+        );
+        Ok(self.eval(&script)?.as_f64().unwrap_or(0.0))
     }
 
     /// Opens the runs page of the relay at `url`, which holds `runs` runs.
@@ -122,27 +136,25 @@ impl RunsPage {
         let count = runs.to_string();
         let shown = loop {
             let (t, rows) = self.first_settled(0.0)?;
-            let last = self.settle()?;
+            let last = self.settle(0.0)?;
             if last[2].as_str() == Some(count.as_str()) {
                 break (t, rows);
             }
         };
         let idle_from = self
-            .browser
-            .eval("return performance.now();")
+            .eval("return performance.now();")?
             .as_f64()
             .unwrap_or(0.0);
         std::thread::sleep(Duration::from_secs(3));
-        let frames: Vec<Value> =
-            serde_json::from_value(self.browser.eval("return window.__frames;"))?;
+        let frames: Vec<Value> = serde_json::from_value(self.eval("return window.__frames;")?)?;
         let worst_frame_ms = frames
             .iter()
             .filter(|f| f[0].as_f64().unwrap_or(0.0) > idle_from)
             .filter_map(|f| f[1].as_f64())
             .fold(0.0, f64::max);
-        let since = self.filter("sweep-12");
+        let since = self.filter("sweep-12")?;
         let (filter_ms, _) = self.first_settled(since)?;
-        let since = self.filter("");
+        let since = self.filter("")?;
         let (clear_ms, _) = self.first_settled(since)?;
         Ok(PageTimes {
             shown_ms: shown.0,
