@@ -180,8 +180,11 @@ impl Browser {
     }
 
     /// Polls a script until it returns something truthy, which is returned.
+    /// On timeout the panic says what the page showed (its address, connection state
+    /// and first lines), so a failure seen only in CI can be read.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Value {
-        wait_until(what, timeout, || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
             let v = self.eval(script);
             let truthy = match &v {
                 Value::Null => false,
@@ -190,8 +193,17 @@ impl Browser {
                 Value::Number(n) => n.as_f64() != Some(0.0),
                 _ => true,
             };
-            truthy.then_some(v)
-        })
+            if truthy {
+                return v;
+            }
+            if std::time::Instant::now() >= deadline {
+                let page = self.try_eval(
+                    "return location.href + ' | ' + (document.body ? document.body.innerText.slice(0, 600) : '(no body)');",
+                );
+                panic!("timed out waiting for {what}; the page showed: {page:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Saves a PNG screenshot.

@@ -383,3 +383,47 @@ assert stepwatch.flush(10)
     b.eval("location.reload(); return 1;");
     b.wait_for("compare after reload", WAIT, "return document.querySelectorAll('[data-testid=legend-item]').length === 2 && location.hash.includes('base=cmp-b');");
 }
+
+#[test]
+fn a_long_runs_list_draws_its_first_lines_and_shows_more_on_demand() {
+    let dir = TempDir::new("dash-many");
+    let relay = Relay::with_dashboard(&dir.0);
+    for i in 0..450 {
+        let run = format!("r{i:03}");
+        let (c, v) = relay.post(
+            &run,
+            &format!(r#"{{"event":"training_start","total_epochs":1,"name":"{run}"}}"#),
+            "application/json",
+        );
+        assert!(c < 300, "{run}: {c} {v}");
+    }
+    let rows = "return document.querySelectorAll('[data-testid=run-row]').length";
+    let b = Browser::start();
+    b.goto(&format!("{}/#/", relay.url));
+    b.wait_for(
+        "the first 200 lines",
+        WAIT,
+        &format!("{rows} === 200 && document.querySelector('[data-testid=more-runs]')?.textContent.includes('200 / 450');"),
+    );
+    b.eval("document.querySelector('[data-testid=more-runs]').click(); return 1;");
+    b.wait_for("400 lines", WAIT, &format!("{rows} === 400;"));
+    b.eval("document.querySelector('[data-testid=more-runs]').click(); return 1;");
+    b.wait_for(
+        "every line, no button",
+        WAIT,
+        &format!("{rows} === 450 && !document.querySelector('[data-testid=more-runs]');"),
+    );
+    // The filter looks at every run, drawn or not (after a reload: 200 drawn again).
+    b.eval("location.reload(); return 1;");
+    b.wait_for("200 again", WAIT, &format!("{rows} === 200;"));
+    b.eval("const f = document.querySelector('[data-testid=filter]'); f.value = 'r44'; f.dispatchEvent(new Event('input')); return 1;");
+    b.wait_for(
+        "ten matches, no button",
+        WAIT,
+        &format!("{rows} === 10 && !document.querySelector('[data-testid=more-runs]');"),
+    );
+    // Clearing the filter draws the first 200 lines of every run again.
+    b.eval("const f = document.querySelector('[data-testid=filter]'); f.value = ''; f.dispatchEvent(new Event('input')); return 1;");
+    b.wait_for("unfiltered", WAIT, &format!("{rows} === 200;"));
+    b.screenshot(&repo().join("target/screenshots/runs-many.png"));
+}
