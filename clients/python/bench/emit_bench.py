@@ -45,11 +45,27 @@ def emit_cost(url: str, run: str) -> float:
 
 
 def work(n: int) -> float:
-    """Pure-Python arithmetic standing in for a training step (n=1500: about 100 µs)."""
+    """Pure-Python arithmetic standing in for a training step (:func:`work_for` says
+    which ``n`` takes how long here)."""
     acc = 0.0
     for k in range(n):
         acc += (k % 7) * 0.5
     return acc
+
+
+def work_for(seconds: float) -> int:
+    """The ``n`` for which :func:`work` takes ``seconds`` on this machine (the best of
+    a few timings of 2,000 steps' worth, so a busy moment does not shorten the steps)."""
+    probe = 3000
+    best = min(_timed(probe, 200) for _ in range(5))
+    return max(1, round(probe * seconds / best))
+
+
+def _timed(n: int, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        work(n)
+    return (time.perf_counter() - t0) / reps
 
 
 def loop_rate(url: str | None, run: str, n: int, steps: int) -> float:
@@ -147,12 +163,13 @@ def latency(url: str, run: str, busy: bool, probes: int = 200) -> tuple[float, f
     time.sleep(0.2)
     rng = random.Random(1)
     step = 0
+    n_1ms = work_for(0.001)
     for k in range(probes):
         gap = rng.uniform(0.02, 0.05)
         if busy:
             end = time.perf_counter() + gap
             while time.perf_counter() < end:
-                work(15_000)  # about 1 ms
+                work(n_1ms)
                 stepwatch.emit_batch_end(batch_idx=step, loss=0.5, lr=0.001)
                 step += 1
         else:
@@ -179,8 +196,9 @@ def main() -> None:
         result["emit_up_us"] = emit_cost(up, f"bench-py-emit-{tag}")
         result["emit_down_us"] = emit_cost(DOWN, f"bench-py-emit-down-{tag}")
     if not only or "loops" in only:
-        result.update(step_rates(up, "100us", 1500, 10_000))
-        result.update(step_rates(up, "1ms", 15_000, 1_000))
+        # Steps of 100 µs and 1 ms of pure-Python work, timed on this machine.
+        result.update(step_rates(up, "100us", work_for(100e-6), 10_000))
+        result.update(step_rates(up, "1ms", work_for(1e-3), 1_000))
     if not only or "latency" in only:
         for busy in (False, True):
             label = "busy" if busy else "idle"

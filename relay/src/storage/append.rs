@@ -13,15 +13,15 @@
 //!    exactly the stored `last_id`: another relay wrote since), checks the metrics
 //!    against the limits, folds the batch ([`fold_batch`]: `(src, seq)` dedup, ids,
 //!    `RunState::apply`, series points), inserts the events, raises the senders'
-//!    `seq`, saves the state, writes due series blocks, announces the commit to other
-//!    relays (PostgreSQL) and commits;
+//!    `seq`, saves the state, writes due series blocks and commits;
 //! 4. any failure on the way rolls the transaction back and makes the index forget the
 //!    run (it may hold points, or have written rows, that rolled back), so the next
 //!    writer rebuilds it from the database;
 //! 5. once committed, the backend remembers the new state and publishes
 //!    ([`Appended::into_committed`] → `on_commit`) before it releases the writer lock,
-//!    so subscribers see each run's batches in id order. Only then is the batch
-//!    acknowledged.
+//!    so subscribers see each run's batches in id order. PostgreSQL then tells the other
+//!    relays (`NOTIFY`, in a transaction of its own: see `pg::batch`). Only then is
+//!    the batch acknowledged.
 //!
 //! Everything here is statically dispatched per backend; the only dynamic call per
 //! event is the series index's, through [`SeriesDb`], as before.
@@ -59,12 +59,6 @@ pub(crate) trait BatchTx {
 
     /// Stores the run's state after the batch (with its `last_id`), at `received`.
     fn save_state(&mut self, run: &str, state: &RunState, received: f64) -> Result<(), StoreError>;
-
-    /// Tells other relays sharing the database, inside the transaction, that the run
-    /// changed (PostgreSQL's `NOTIFY`); nothing for a database of one relay.
-    fn announce(&mut self, _run: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
 
     /// Commits the transaction.
     fn commit(self) -> Result<(), StoreError>;
@@ -183,7 +177,6 @@ fn write<T: BatchTx>(
     if !folded.stored.is_empty() {
         tx.save_state(run, state, received)?;
         index.finish_batch(&mut tx.series(), run, state.last_id)?;
-        tx.announce(run)?;
     }
     Ok(folded)
 }
@@ -235,10 +228,6 @@ mod tests {
             self.step("state")
         }
 
-        fn announce(&mut self, _: &str) -> Result<(), StoreError> {
-            self.step("announce")
-        }
-
         fn commit(self) -> Result<(), StoreError> {
             self.step("commit")
         }
@@ -274,7 +263,7 @@ mod tests {
     #[test]
     fn every_step_runs_in_order_and_any_failure_makes_the_index_forget_the_run() {
         let conn = db();
-        let all = ["insert", "sources", "state", "announce", "commit"];
+        let all = ["insert", "sources", "state", "commit"];
         for fail_at in all.iter().copied().chain(["none"]) {
             let steps = RefCell::new(Vec::new());
             let mut index = Index::default();

@@ -3,10 +3,53 @@
 
 use super::ingest::ingest_rate;
 use super::latency::post_to_stream;
-use super::relay::BenchRelay;
+use super::relay::{cpu_s, BenchRelay};
 use super::table::{header, row};
 use anyhow::Result;
 use std::path::Path;
+use std::time::Instant;
+
+/// CPU seconds used so far by the relays, by PostgreSQL's processes (every process
+/// named `postgres`: the server and its backends) and by this load generator.
+fn cpu_split(relays: &[&BenchRelay]) -> [f64; 3] {
+    let mut pg = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                pg += cpu_s(pid);
+            }
+        }
+    }
+    [
+        relays.iter().map(|r| r.cpu_s()).sum(),
+        pg,
+        cpu_s(std::process::id()),
+    ]
+}
+
+/// Ingest through `relays` with where the CPU went meanwhile: the rate, and the share
+/// of one core used by the relays, PostgreSQL and the load generator.
+fn ingest_with_cpu(relays: &[&BenchRelay], run: &str) -> Result<(f64, [f64; 3])> {
+    let before = cpu_split(relays);
+    let t0 = Instant::now();
+    let rate = ingest_rate(relays, run)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let after = cpu_split(relays);
+    let share = |i: usize| 100.0 * (after[i] - before[i]) / wall;
+    Ok((rate, [share(0), share(1), share(2)]))
+}
+
+fn cpu_row(cpu: [f64; 3]) {
+    row(
+        "  … CPU: relays / PostgreSQL / load generator",
+        format!("{:.0}% / {:.0}% / {:.0}%", cpu[0], cpu[1], cpu[2]),
+        "(200% = both cores)",
+    );
+}
 
 /// The PostgreSQL backend with one and with two relays on the database `url`, beside the
 /// same figures for SQLite.
@@ -16,19 +59,21 @@ pub fn run_postgres(root: &Path, url: &str) -> Result<()> {
     let sqlite = BenchRelay::start(root)?;
     let lite_rate = ingest_rate(&[&sqlite], &format!("lite-{tag}"))?;
     let a = BenchRelay::start_on(root, url)?;
-    let one = ingest_rate(&[&a], &format!("one-{tag}"))?;
+    let (one, cpu) = ingest_with_cpu(&[&a], &format!("one-{tag}"))?;
     row(
         "ingest, 1 relay, NDJSON batches of 1,000",
         format!("{one:.0} events/s"),
         &format!("SQLite: {lite_rate:.0} events/s"),
     );
+    cpu_row(cpu);
     let b = BenchRelay::start_on(root, url)?;
-    let two = ingest_rate(&[&a, &b], &format!("two-{tag}"))?;
+    let (two, cpu) = ingest_with_cpu(&[&a, &b], &format!("two-{tag}"))?;
     row(
         "ingest, 2 relays, one database",
         format!("{two:.0} events/s"),
         "(2 relays + PostgreSQL on 2 cores)",
     );
+    cpu_row(cpu);
     let (p50, p99) = post_to_stream(&sqlite, &sqlite, &format!("lat-lite-{tag}"))?;
     let (same50, same99) = post_to_stream(&a, &a, &format!("lat-same-{tag}"))?;
     row(

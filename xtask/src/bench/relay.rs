@@ -3,7 +3,7 @@
 //! temporary data dir, with the CPU and memory figures read from `/proc`.
 
 use anyhow::{anyhow, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use stepwatch_e2e::TempDir;
 
 /// A relay process for the benchmarks; dropping it kills the process, then deletes its
@@ -15,7 +15,9 @@ pub struct BenchRelay {
 }
 
 impl BenchRelay {
-    /// `target/release/stepwatch serve` serving `dist/`, storing in SQLite.
+    /// `target/release/stepwatch serve` serving `dist/`, storing in SQLite
+    /// (`$STEPWATCH_BENCH_RELAY` names another relay binary: an older build, for a
+    /// before/after figure under the same benchmark code).
     pub fn start(root: &Path) -> Result<BenchRelay> {
         BenchRelay::launch(root, None)
     }
@@ -29,13 +31,10 @@ impl BenchRelay {
         let dir = TempDir::new("bench");
         let dist = root.join("dist");
         let extra = ["--dist", dist.to_str().unwrap_or("dist")];
-        let relay = stepwatch_e2e::Relay::try_start_bin(
-            &root.join("target/release/stepwatch"),
-            &dir.0,
-            &extra,
-            database,
-        )
-        .map_err(|e| anyhow!("relay did not start: {e}"))?;
+        let bin = std::env::var_os("STEPWATCH_BENCH_RELAY")
+            .map_or_else(|| root.join("target/release/stepwatch"), PathBuf::from);
+        let relay = stepwatch_e2e::Relay::try_start_bin(&bin, &dir.0, &extra, database)
+            .map_err(|e| anyhow!("relay did not start: {e}"))?;
         Ok(BenchRelay {
             url: relay.url.clone(),
             relay,

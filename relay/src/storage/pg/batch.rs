@@ -19,8 +19,6 @@ use crate::storage::types::Committed;
 pub(super) struct PgTx<'c> {
     tx: Transaction<'c>,
     cache: &'c mut HashMap<&'static str, Statement>,
-    /// This relay's name, for the commit's notification.
-    node: &'c str,
 }
 
 impl<'c> BatchTx for PgTx<'c> {
@@ -73,10 +71,6 @@ impl<'c> BatchTx for PgTx<'c> {
         Ok(())
     }
 
-    fn announce(&mut self, run: &str) -> Result<(), StoreError> {
-        PgStore::notify(&mut self.tx, self.cache, &format!("{} {run}", self.node))
-    }
-
     fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
     }
@@ -115,11 +109,7 @@ impl PgStore {
             .lock()
             .map_err(|_| StoreError::poisoned())?;
         let begun = Begun {
-            tx: PgTx {
-                tx,
-                cache,
-                node: &self.node,
-            },
+            tx: PgTx { tx, cache },
             index: &mut index,
             state,
             known: Some(&known),
@@ -148,6 +138,14 @@ impl PgStore {
                 on_commit,
             ) {
                 tracing::warn!(run, error = %e, "delivering a committed batch failed; the next poll catches up");
+            }
+            // The other relays hear of the commit after it. A NOTIFY holds PostgreSQL's
+            // one notification lock from its transaction's commit until the end, WAL
+            // flush included: sent inside every batch's transaction it made all the
+            // relays' commits take turns on the disk. A notification lost here (a crash
+            // between the two) loses nothing: the others' poll reads the table.
+            if let Err(e) = Self::announce(conn, &format!("{} {run}", self.node)) {
+                tracing::warn!(run, error = %e, "telling other relays of a commit failed; their poll catches up");
             }
         }
         Ok(done.into_committed(run))
@@ -214,6 +212,25 @@ impl PgStore {
         Ok(tx
             .query_opt(&s, &[&run])?
             .map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2))))
+    }
+
+    /// `NOTIFY` of `payload` in a transaction of its own that does not wait for the
+    /// disk (a notification is a hint, not data), one round trip: the notification
+    /// lock is held for microseconds.
+    /// The payload (a node's hex name and a run id) goes into the SQL text, so anything
+    /// but those characters is refused.
+    fn announce(conn: &mut Conn, payload: &str) -> Result<(), StoreError> {
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"._- ".contains(&b);
+        if !payload.bytes().all(plain) {
+            return Err(StoreError::database(format!(
+                "notification payload {payload:?} has characters a run id cannot"
+            )));
+        }
+        conn.client.batch_execute(&format!(
+            "BEGIN; SET LOCAL synchronous_commit TO OFF; \
+             SELECT pg_notify('stepwatch', '{payload}'); COMMIT"
+        ))?;
+        Ok(())
     }
 
     pub(super) fn notify(

@@ -65,7 +65,7 @@ use crate::storage::Storage;
 
 /// Series index shards: appends to runs in different shards run their transactions
 /// side by side (one run's writers still take turns on its row lock).
-const INDEX_SHARDS: usize = 8;
+const INDEX_SHARDS: usize = 16;
 
 /// A run as this relay knows it: which incarnation, and its state.
 struct Known {
