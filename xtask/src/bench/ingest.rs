@@ -67,9 +67,13 @@ pub fn ingest_single(relay: &BenchRelay) -> Result<()> {
 /// Events/s stored by 4 clients posting batches of 1,000 to their own runs, spread
 /// over `relays`.
 pub fn ingest_rate(relays: &[&BenchRelay], tag: &str) -> Result<f64> {
+    ingest_rate_with(relays, tag, 4)
+}
+
+/// As [`ingest_rate`] with `threads` clients (400 batches in all, whatever their number).
+pub fn ingest_rate_with(relays: &[&BenchRelay], tag: &str, threads: usize) -> Result<f64> {
     const BATCH: usize = 1000;
     const BATCHES: usize = 400;
-    let threads = 4;
     let bodies: Vec<String> = (0..8).map(|i| ndjson_batch(i * BATCH, BATCH)).collect();
     let failed = std::sync::atomic::AtomicUsize::new(0);
     let first_error = std::sync::Mutex::new(None::<String>);

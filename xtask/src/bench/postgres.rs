@@ -1,7 +1,7 @@
 //! `cargo xtask bench --database URL`: the PostgreSQL backend, one and two relays on
 //! one database, beside the same figures for SQLite.
 
-use super::ingest::ingest_rate;
+use super::ingest::{ingest_rate, ingest_rate_with};
 use super::latency::post_to_stream;
 use super::relay::{cpu_s, BenchRelay};
 use super::table::{header, row};
@@ -33,10 +33,10 @@ fn cpu_split(relays: &[&BenchRelay]) -> [f64; 3] {
 
 /// Ingest through `relays` with where the CPU went meanwhile: the rate, and the share
 /// of one core used by the relays, PostgreSQL and the load generator.
-fn ingest_with_cpu(relays: &[&BenchRelay], run: &str) -> Result<(f64, [f64; 3])> {
+fn ingest_with_cpu(relays: &[&BenchRelay], run: &str, clients: usize) -> Result<(f64, [f64; 3])> {
     let before = cpu_split(relays);
     let t0 = Instant::now();
-    let rate = ingest_rate(relays, run)?;
+    let rate = ingest_rate_with(relays, run, clients)?;
     let wall = t0.elapsed().as_secs_f64();
     let after = cpu_split(relays);
     let share = |i: usize| 100.0 * (after[i] - before[i]) / wall;
@@ -59,7 +59,7 @@ pub fn run_postgres(root: &Path, url: &str) -> Result<()> {
     let sqlite = BenchRelay::start(root)?;
     let lite_rate = ingest_rate(&[&sqlite], &format!("lite-{tag}"))?;
     let a = BenchRelay::start_on(root, url)?;
-    let (one, cpu) = ingest_with_cpu(&[&a], &format!("one-{tag}"))?;
+    let (one, cpu) = ingest_with_cpu(&[&a], &format!("one-{tag}"), 4)?;
     row(
         "ingest, 1 relay, NDJSON batches of 1,000",
         format!("{one:.0} events/s"),
@@ -67,13 +67,27 @@ pub fn run_postgres(root: &Path, url: &str) -> Result<()> {
     );
     cpu_row(cpu);
     let b = BenchRelay::start_on(root, url)?;
-    let (two, cpu) = ingest_with_cpu(&[&a, &b], &format!("two-{tag}"))?;
+    let (two, cpu) = ingest_with_cpu(&[&a, &b], &format!("two-{tag}"), 4)?;
     row(
         "ingest, 2 relays, one database",
         format!("{two:.0} events/s"),
         "(2 relays + PostgreSQL on 2 cores)",
     );
     cpu_row(cpu);
+    // Four clients leave the cores half idle (each waits on its commit): with eight,
+    // what a second relay adds.
+    for (relays, label, prefix) in [
+        (vec![&a], "1 relay", "one8"),
+        (vec![&a, &b], "2 relays", "two8"),
+    ] {
+        let (rate, cpu) = ingest_with_cpu(&relays, &format!("{prefix}-{tag}"), 8)?;
+        row(
+            &format!("ingest, {label}, 8 clients"),
+            format!("{rate:.0} events/s"),
+            "(a second relay adds throughput)",
+        );
+        cpu_row(cpu);
+    }
     let (p50, p99) = post_to_stream(&sqlite, &sqlite, &format!("lat-lite-{tag}"))?;
     let (same50, same99) = post_to_stream(&a, &a, &format!("lat-same-{tag}"))?;
     row(
@@ -92,10 +106,12 @@ pub fn run_postgres(root: &Path, url: &str) -> Result<()> {
     for (relay, prefix) in [
         (&a, "one"),
         (&a, "two"),
+        (&a, "one8"),
+        (&a, "two8"),
         (&a, "lat-same"),
         (&a, "lat-cross"),
     ] {
-        for t in 0..4 {
+        for t in 0..8 {
             let _ = agent
                 .delete(&format!("{}/api/runs/bench-{prefix}-{tag}-{t}", relay.url))
                 .call();
