@@ -145,6 +145,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     })
     .workers(2)
+    // Storage calls run on each worker's blocking pool. Its default (256 threads a
+    // worker) grew to ~330 threads when 1,000 streams opened at once, each replaying
+    // from storage: most of the memory an idle subscriber seemed to cost. The database
+    // is the limit there anyway (SQLite's one writer, a pool of 16 on PostgreSQL).
+    .worker_max_blocking_threads(BLOCKING_THREADS)
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
     .bind(opts.bind)?
@@ -224,6 +229,9 @@ pub fn check_bind(opts: &ServeOptions) -> anyhow::Result<()> {
         opts.bind
     )
 }
+
+/// Blocking threads per HTTP worker (storage calls); see where the server is built.
+const BLOCKING_THREADS: usize = 32;
 
 /// How long requests in flight may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
