@@ -316,11 +316,18 @@ impl RunState {
         if let Some(m) = &r.message {
             message.push_str(&format!(" ({m})"));
         }
-        // Another rank's error after this one went quiet followed from it.
+        // Another rank's error after this one went quiet followed from it; one that came
+        // first (an error, or a silence that began before this one's) is the cause.
         let earlier_cause = self.last_error.as_ref().is_some_and(|e| {
-            e.fatal
-                && e.rank.is_some_and(|x| x != n)
-                && matches!((e.time, seen), (Some(a), Some(b)) if a < b)
+            let Some(x) = e.rank.filter(|&x| x != n) else {
+                return false;
+            };
+            let began = world
+                .rank(x)
+                .filter(|r| r.state == "lost")
+                .and_then(|r| r.seen_at)
+                .or(e.time);
+            e.fatal && matches!((began, seen), (Some(a), Some(b)) if a < b)
         });
         if self.status == RunStatus::Completed || earlier_cause {
             return;

@@ -165,6 +165,46 @@ fn a_silent_rank_is_found_and_lost_names_it() {
 }
 
 #[test]
+fn of_two_silent_ranks_the_first_to_go_quiet_is_named() {
+    // Rank 0 is killed (last heard at 100); rank 1 goes on to 103, then is stopped by the
+    // launcher without a word. Both are found lost, rank 0 first, then rank 1: the run
+    // failed because of rank 0.
+    let mut s = two_ranks();
+    apply(
+        &mut s,
+        r#"{"event":"system","rank":1,"step":9,"received":103}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":0,"state":"lost","time":116}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":1,"state":"lost","time":118}"#,
+    );
+    assert_eq!(s.status, RunStatus::Failed);
+    let e = s.last_error.clone().unwrap();
+    assert_eq!(e.rank, Some(0), "{}", e.message);
+    assert!(e.message.starts_with("rank 0 (h0) died"), "{}", e.message);
+    // Found the other way round (rank 1 reported lost first), rank 0 still went quiet
+    // first and is the cause.
+    let mut s = two_ranks();
+    apply(
+        &mut s,
+        r#"{"event":"system","rank":1,"step":9,"received":103}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":1,"state":"lost","time":118}"#,
+    );
+    apply(
+        &mut s,
+        r#"{"event":"rank","rank":0,"state":"lost","time":118}"#,
+    );
+    assert_eq!(s.last_error.unwrap().rank, Some(0));
+}
+
+#[test]
 fn a_single_process_run_has_no_world() {
     let mut s = RunState::new("one");
     apply(&mut s, r#"{"event":"system","cpu_percent":3}"#);
