@@ -180,8 +180,8 @@ impl Browser {
     }
 
     /// Polls a script until it returns something truthy, which is returned.
-    /// On timeout the panic says what the page showed (its address, connection state
-    /// and first lines), so a failure seen only in CI can be read.
+    /// On timeout the panic says what the page showed (its address and first text), so
+    /// a failure seen only in CI can be read.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Value {
         let deadline = std::time::Instant::now() + timeout;
         loop {

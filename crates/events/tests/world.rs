@@ -164,43 +164,33 @@ fn a_silent_rank_is_found_and_lost_names_it() {
     assert_eq!(s.world.as_ref().unwrap().rank(1).unwrap().state, "lost");
 }
 
-#[test]
-fn of_two_silent_ranks_the_first_to_go_quiet_is_named() {
-    // Rank 0 is killed (last heard at 100); rank 1 goes on to 103, then is stopped by the
-    // launcher without a word. Both are found lost, rank 0 first, then rank 1: the run
-    // failed because of rank 0.
+/// [`two_ranks`] with rank 1 last heard at 103 (rank 0 at 100), then both found lost
+/// in the order given.
+fn both_lost(first: u64, then: u64) -> RunState {
     let mut s = two_ranks();
     apply(
         &mut s,
         r#"{"event":"system","rank":1,"step":9,"received":103}"#,
     );
-    apply(
-        &mut s,
-        r#"{"event":"rank","rank":0,"state":"lost","time":116}"#,
-    );
-    apply(
-        &mut s,
-        r#"{"event":"rank","rank":1,"state":"lost","time":118}"#,
-    );
+    for r in [first, then] {
+        apply(
+            &mut s,
+            &format!(r#"{{"event":"rank","rank":{r},"state":"lost","time":118}}"#),
+        );
+    }
+    s
+}
+
+#[test]
+fn of_two_silent_ranks_the_first_to_go_quiet_is_named() {
+    // Rank 0 is killed (last heard at 100); rank 1 goes on to 103, then is stopped by the
+    // launcher without a word. Whichever loss is found first, rank 0 failed the run.
+    let s = both_lost(0, 1);
     assert_eq!(s.status, RunStatus::Failed);
     let e = s.last_error.clone().unwrap();
     assert_eq!(e.rank, Some(0), "{}", e.message);
     assert!(e.message.starts_with("rank 0 (h0) died"), "{}", e.message);
-    // Found the other way round (rank 1 reported lost first), rank 0 still went quiet
-    // first and is the cause.
-    let mut s = two_ranks();
-    apply(
-        &mut s,
-        r#"{"event":"system","rank":1,"step":9,"received":103}"#,
-    );
-    apply(
-        &mut s,
-        r#"{"event":"rank","rank":1,"state":"lost","time":118}"#,
-    );
-    apply(
-        &mut s,
-        r#"{"event":"rank","rank":0,"state":"lost","time":118}"#,
-    );
+    let s = both_lost(1, 0);
     assert_eq!(s.last_error.unwrap().rank, Some(0));
 }
 

@@ -217,6 +217,7 @@ impl PgStore {
     /// `NOTIFY` of `payload` in a transaction of its own that does not wait for the
     /// disk (a notification is a hint, not data), one round trip: the notification
     /// lock is held for microseconds.
+    ///
     /// The payload (a node's hex name and a run id) goes into the SQL text, so anything
     /// but those characters is refused.
     fn announce(conn: &mut Conn, payload: &str) -> Result<(), StoreError> {

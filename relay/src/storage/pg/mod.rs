@@ -8,7 +8,7 @@
 //! - `(src, seq)` deduplication reads the senders' highest seq under that same lock;
 //! - a batch is stored whole or not at all (one transaction), and acknowledged only
 //!   once committed (`synchronous_commit` as the server is configured);
-//! - each commit sends `NOTIFY stepwatch` with the run. Every relay
+//! - each commit is followed by `NOTIFY stepwatch` with the run. Every relay
 //!   listens and delivers what other relays stored to its own subscribers by reading
 //!   the events table after the newest id it has delivered for that run, so a lost
 //!   notification loses nothing: the next one, or the poll every
