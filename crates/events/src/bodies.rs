@@ -2,6 +2,7 @@
 //! the fields a body does not name kept in `extra`.
 
 use crate::fields::{take, write_key, EventError, Field, Metrics};
+use crate::pairs::Source;
 use serde_json::{Map, Value};
 
 /// Declares a typed event body: every field optional, unknown fields kept in `extra`.
@@ -16,10 +17,10 @@ macro_rules! body {
         }
 
         impl $name {
-            pub(crate) fn take_from(fields: &mut Map<String, Value>) -> Result<Self, EventError> {
+            pub(crate) fn take_from<S: Source>(fields: &mut S) -> Result<Self, EventError> {
                 Ok(Self {
                     $( $field: take(fields, stringify!($field))?, )*
-                    extra: std::mem::take(fields),
+                    extra: fields.rest(),
                 })
             }
 

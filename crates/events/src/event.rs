@@ -16,8 +16,10 @@ pub use crate::bodies::{
 use crate::fields::{kind, take, write_f64, write_key};
 pub use crate::fields::{EventError, Metrics};
 use crate::num;
+use crate::pairs::{Name, Object, Source};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Why a batch was refused: the first bad event and its index in the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -139,8 +141,8 @@ impl EventBody {
         }
     }
 
-    fn parse(name: String, fields: &mut Map<String, Value>) -> Result<Self, EventError> {
-        Ok(match name.as_str() {
+    fn parse<S: Source>(name: Cow<'_, str>, fields: &mut S) -> Result<Self, EventError> {
+        Ok(match name.as_ref() {
             "training_start" => EventBody::TrainingStart(TrainingStart::take_from(fields)?),
             "training_end" => EventBody::TrainingEnd(TrainingEnd::take_from(fields)?),
             "epoch_start" => EventBody::EpochStart(EpochStart::take_from(fields)?),
@@ -168,8 +170,8 @@ impl EventBody {
             "image" => EventBody::Image(Image::take_from(fields)?),
             "histogram" => EventBody::Histogram(Histogram::take_from(fields)?),
             _ => EventBody::Custom {
-                name,
-                fields: std::mem::take(fields),
+                name: name.into_owned(),
+                fields: fields.rest(),
             },
         })
     }
@@ -296,9 +298,25 @@ impl Event {
             Value::Null => return Err(EventError::NotAnObject("null")),
         };
         let name = match fields.remove("event") {
-            None | Some(Value::Null) => return Err(EventError::MissingName),
-            Some(Value::String(s)) => s,
-            Some(other) => {
+            None => None,
+            Some(Value::String(s)) => Some(Name::Text(Cow::Owned(s))),
+            Some(other) => Some(Name::Other(other)),
+        };
+        Self::from_fields(name, fields)
+    }
+
+    /// One parsed object ([`crate::pairs`]): the same rules as [`Event::from_value`].
+    fn from_object(o: Object<'_>) -> Result<Self, EventError> {
+        Self::from_fields(o.name, o.fields)
+    }
+
+    /// The event from its `event` field and its other fields: the name first, then the
+    /// metadata, then the body's fields, each refusal naming its field.
+    fn from_fields<S: Source>(name: Option<Name<'_>>, mut fields: S) -> Result<Self, EventError> {
+        let name = match name {
+            None | Some(Name::Other(Value::Null)) => return Err(EventError::MissingName),
+            Some(Name::Text(s)) => s,
+            Some(Name::Other(other)) => {
                 return Err(EventError::BadField {
                     field: "event".into(),
                     problem: format!("expected the event name as a string, got {}", kind(&other)),
@@ -306,9 +324,9 @@ impl Event {
             }
         };
         if !is_valid_event_name(&name) {
-            return Err(EventError::BadName(name));
+            return Err(EventError::BadName(name.into_owned()));
         }
-        let time = take::<f64>(&mut fields, "time")?;
+        let time = take::<f64, _>(&mut fields, "time")?;
         if let Some(t) = time {
             if !t.is_finite() {
                 return Err(EventError::BadField {
@@ -317,10 +335,10 @@ impl Event {
                 });
             }
         }
-        let src = take::<String>(&mut fields, "src")?;
-        let seq = take::<u64>(&mut fields, "seq")?;
-        let id = take::<u64>(&mut fields, "id")?;
-        let received = take::<f64>(&mut fields, "received")?;
+        let src = take::<String, _>(&mut fields, "src")?;
+        let seq = take::<u64, _>(&mut fields, "seq")?;
+        let id = take::<u64, _>(&mut fields, "id")?;
+        let received = take::<f64, _>(&mut fields, "received")?;
         let body = EventBody::parse(name, &mut fields)?;
         Ok(Event {
             time,
@@ -334,6 +352,12 @@ impl Event {
 
     /// Parses one event from JSON text.
     pub fn from_json(text: &str) -> Result<Self, EventError> {
+        if text.trim_start().starts_with('{') {
+            if let Ok(o) = serde_json::from_str::<Object<'_>>(text) {
+                return Self::from_object(o);
+            }
+            // Not JSON after all: the generic parse below says why, as it always has.
+        }
         let v: Value = serde_json::from_str(text).map_err(|e| EventError::BadField {
             field: "(json)".into(),
             problem: format!("invalid JSON: {e}"),
@@ -427,24 +451,43 @@ impl<'de> Deserialize<'de> for Event {
 
 /// Parses a request body: one JSON object, a JSON array of objects, or NDJSON
 /// (one object per line). Returns every event or the first bad one with its index.
+///
+/// Objects are read into [`crate::pairs`] (keys borrowed from `body`); whatever that
+/// refuses is read again as a generic [`Value`], whose error (or event) is the answer,
+/// so a refusal reads the same whichever way it was found.
 pub fn parse_batch(body: &str, ndjson: bool) -> Result<Vec<Event>, BatchError> {
-    let bad_json = |index: usize, e: serde_json::Error| BatchError {
-        index,
-        error: EventError::BadField {
-            field: "(json)".into(),
-            problem: format!("invalid JSON: {e}"),
-        },
-    };
     let trimmed = body.trim_start();
     if ndjson || (!trimmed.starts_with('[') && looks_like_ndjson(trimmed)) {
         let mut out = Vec::new();
         for (index, line) in body.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let v: Value = serde_json::from_str(line).map_err(|e| bad_json(index, e))?;
-            out.push(Event::from_value(v).map_err(|error| BatchError { index, error })?);
+            out.push(Event::from_json(line).map_err(|error| BatchError { index, error })?);
         }
         return Ok(out);
     }
-    let v: Value = serde_json::from_str(body).map_err(|e| bad_json(0, e))?;
+    if trimmed.starts_with('[') {
+        if let Ok(objects) = serde_json::from_str::<Vec<Object<'_>>>(body) {
+            return objects
+                .into_iter()
+                .enumerate()
+                .map(|(index, o)| {
+                    Event::from_object(o).map_err(|error| BatchError { index, error })
+                })
+                .collect();
+        }
+    } else if trimmed.starts_with('{') {
+        if let Ok(o) = serde_json::from_str::<Object<'_>>(body) {
+            return Ok(vec![
+                Event::from_object(o).map_err(|error| BatchError { index: 0, error })?
+            ]);
+        }
+    }
+    let v: Value = serde_json::from_str(body).map_err(|e| BatchError {
+        index: 0,
+        error: EventError::BadField {
+            field: "(json)".into(),
+            problem: format!("invalid JSON: {e}"),
+        },
+    })?;
     match v {
         Value::Array(items) => items
             .into_iter()

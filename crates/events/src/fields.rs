@@ -198,8 +198,8 @@ impl Field for Map<String, Value> {
     }
 }
 
-pub(crate) fn take<T: Field>(
-    fields: &mut Map<String, Value>,
+pub(crate) fn take<T: Field, S: crate::pairs::Source>(
+    fields: &mut S,
     key: &str,
 ) -> Result<Option<T>, EventError> {
     match fields.remove(key) {

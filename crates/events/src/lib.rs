@@ -44,6 +44,7 @@ pub mod jobs;
 pub mod media;
 pub mod meta;
 pub mod num;
+mod pairs;
 pub mod progress;
 pub mod records;
 pub mod series;

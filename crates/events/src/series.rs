@@ -17,7 +17,7 @@ pub const LR: &str = "lr";
 /// Calls `f(name, value)` for every metric value `e` carries: a `batch_end`'s loss, lr,
 /// metrics and extra numeric fields; an `epoch_end`'s metrics; a `metric_update`'s
 /// name/value and metrics. Non-finite values are passed on (they mark divergence).
-pub fn metric_values(e: &Event, mut f: impl FnMut(&str, f64)) {
+pub fn metric_values<'e>(e: &'e Event, mut f: impl FnMut(&'e str, f64)) {
     match &e.body {
         EventBody::BatchEnd(b) => {
             if let Some(loss) = b.loss {

@@ -53,7 +53,12 @@ pub(crate) fn fold_batch(
                 out.duplicates += 1;
                 continue;
             }
-            out.advanced.insert(src.clone(), seq);
+            match out.advanced.get_mut(src.as_str()) {
+                Some(high) => *high = seq,
+                None => {
+                    out.advanced.insert(src.clone(), seq);
+                }
+            }
         }
         let id = state.last_id + 1;
         event.id = Some(id);
@@ -91,9 +96,10 @@ pub(crate) fn check_metrics(
 ) -> Result<(), StoreError> {
     let mut fresh: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut bad: Option<String> = None;
+    let known = index.metrics_of(run);
     for e in events {
         stepwatch_events::series::metric_values(e, |name, _| {
-            if bad.is_some() || index.has_metric(run, name) || fresh.contains(name) {
+            if bad.is_some() || known.has(name) || fresh.contains(name) {
                 return;
             }
             if name.is_empty() || name.len() > MAX_METRIC_NAME || name.chars().any(char::is_control)
@@ -110,7 +116,7 @@ pub(crate) fn check_metrics(
     if let Some(why) = bad {
         return Err(StoreError::Limit(why));
     }
-    let total = index.metric_count(run) + fresh.len();
+    let total = known.count() + fresh.len();
     if total > max {
         return Err(StoreError::Limit(format!(
             "run {run:?} would have {total} metric series, over the limit of {max} (--max-metrics); new here: {}",

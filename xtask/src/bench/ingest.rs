@@ -5,6 +5,7 @@ use super::relay::BenchRelay;
 use super::table::row;
 use anyhow::{bail, Result};
 use std::time::Instant;
+use stepwatch_events::{parse_batch, Event};
 
 pub fn ingest_batched(relay: &BenchRelay) -> Result<()> {
     const BATCH: usize = 1000;
@@ -119,4 +120,45 @@ pub fn ingest_rate_with(relays: &[&BenchRelay], tag: &str, threads: usize) -> Re
         bail!("{failed} ingest requests failed (first: {why})");
     }
     Ok((BATCH * BATCHES) as f64 / dt)
+}
+
+/// Where the relay's parse time goes: a batch of 1,000 NDJSON lines read as the relay
+/// reads them ([`parse_batch`]: keys borrowed from the text) and through a generic JSON
+/// value first (its fallback, and how it read every event before), µs per event (the
+/// best of 30 rounds, in this process: xtask and the events crate build optimised).
+pub fn parse_cost() -> Result<()> {
+    let plain = ndjson_batch(0, 1000);
+    let with_metrics: String = plain
+        .lines()
+        .map(|l| format!("{},\"metrics\":{{\"acc\":0.5,\"grad_norm\":1.0}},\"src\":\"py-0123456789ab\",\"seq\":7}}\n", &l[..l.len() - 1]))
+        .collect();
+    for (what, body) in [
+        ("loss, lr, step", &plain),
+        ("+ 2 metrics, src, seq", &with_metrics),
+    ] {
+        let best = |f: &dyn Fn() -> usize| -> Result<f64> {
+            let mut best = f64::MAX;
+            for _ in 0..30 {
+                let t0 = Instant::now();
+                if f() != 1000 {
+                    bail!("the bench batch did not parse");
+                }
+                best = best.min(t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
+            }
+            Ok(best)
+        };
+        let direct = best(&|| parse_batch(body, true).map_or(0, |v| v.len()))?;
+        let generic = best(&|| {
+            body.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| Event::from_value(v).ok())
+                .count()
+        })?;
+        row(
+            &format!("  … parse per event ({what}): direct / via a JSON value"),
+            format!("{direct:.2} / {generic:.2} µs"),
+            "(where the time goes)",
+        );
+    }
+    Ok(())
 }

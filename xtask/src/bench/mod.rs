@@ -64,6 +64,7 @@ pub fn run_all(root: &Path, only: &[String]) -> Result<()> {
     );
     if want("ingest") {
         ingest::ingest_batched(&relay)?;
+        ingest::parse_cost()?;
         row(
             "relay RSS after storing 1,000,000 events",
             format!("{:.1} MB", relay.rss_mb()),

@@ -254,22 +254,22 @@ impl RunAlerts {
         }
         let was = std::mem::replace(&mut self.status, at.status);
         let step = at.step;
-        // Values of the metrics some rule reads: names borrowed from `watched` (no
-        // allocation per event), owned only for a rule on every metric.
+        // Values of the metrics some rule reads: names borrowed from `watched` or, for a
+        // rule on every metric, from the event (no allocation per name).
         let mut hits = std::mem::take(&mut self.hits);
-        let mut other: Vec<(String, f64)> = Vec::new();
+        let mut other: Vec<(&str, f64)> = Vec::new();
         if !self.watched.is_empty() {
             let (watched, any) = (&self.watched, self.any_metric);
             metric_values(e, |name, v| match watched.iter().position(|m| m == name) {
                 Some(i) => hits.push((i, v)),
-                None if any => other.push((name.to_string(), v)),
+                None if any => other.push((name, v)),
                 None => {}
             });
         }
         let mut values: Vec<(&str, f64)> = Vec::new();
         if !hits.is_empty() || !other.is_empty() {
             values.extend(hits.iter().map(|(i, v)| (self.watched[*i].as_str(), *v)));
-            values.extend(other.iter().map(|(n, v)| (n.as_str(), *v)));
+            values.extend(other.iter().copied());
         }
         let changed = was != at.status;
         let system = matches!(e.body, EventBody::System(_));

@@ -24,6 +24,21 @@ struct OpenRun {
     batch_count: u64,
 }
 
+/// One run's metric names in the index ([`Index::metrics_of`]).
+pub struct RunMetrics<'a>(Option<&'a HashMap<String, OpenBlock>>);
+
+impl RunMetrics<'_> {
+    /// Whether the run has a series of this name.
+    pub fn has(&self, metric: &str) -> bool {
+        self.0.is_some_and(|m| m.contains_key(metric))
+    }
+
+    /// How many series the run has.
+    pub fn count(&self) -> usize {
+        self.0.map_or(0, HashMap::len)
+    }
+}
+
 /// The in-memory side of the index; lives under the store's writer lock.
 #[derive(Debug)]
 pub struct Index {
@@ -159,17 +174,21 @@ impl Index {
         open.seen_id = id;
         open.step = state.step;
         open.batch_count = state.batch_count;
-        let mut values: Vec<(String, f64)> = Vec::new();
-        metric_values(e, |m, v| values.push((m.to_string(), v)));
+        // Names borrowed from the event: a series' name is copied once, when it begins.
+        let mut values: Vec<(&str, f64)> = Vec::new();
+        metric_values(e, |m, v| values.push((m, v)));
         for (metric, value) in values {
-            let b = open.metrics.entry(metric.clone()).or_default();
+            let b = match open.metrics.get_mut(metric) {
+                Some(b) => b,
+                None => open.metrics.entry(metric.to_string()).or_default(),
+            };
             if id <= b.last_id {
                 continue; // already on disk (rebuilding)
             }
             b.points.push(SeriesPoint { step, time, value });
             b.last_id = id;
             if b.points.len() >= BLOCK {
-                write_block(db, run, &metric, b)?;
+                write_block(db, run, metric, b)?;
                 *b = OpenBlock {
                     block: b.block + 1,
                     last_id: id,
@@ -259,16 +278,9 @@ impl Index {
         self.runs.get(run).map(|r| r.seen_id)
     }
 
-    /// Whether the (loaded) run already has this metric.
-    pub fn has_metric(&self, run: &str, metric: &str) -> bool {
-        self.runs
-            .get(run)
-            .is_some_and(|r| r.metrics.contains_key(metric))
-    }
-
-    /// How many metrics the (loaded) run has.
-    pub fn metric_count(&self, run: &str) -> usize {
-        self.runs.get(run).map_or(0, |r| r.metrics.len())
+    /// The (loaded) run's metric names, looked up once for many questions.
+    pub fn metrics_of(&self, run: &str) -> RunMetrics<'_> {
+        RunMetrics(self.runs.get(run).map(|r| &r.metrics))
     }
 
     /// A copy of the metric's newest block, for a query.
