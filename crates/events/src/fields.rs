@@ -36,6 +36,10 @@ impl EventError {
 /// A value type that a typed event field may hold, with the wire rules for it.
 pub(crate) trait Field: Sized {
     fn from_json(v: Value) -> Result<Self, String>;
+    /// The value already typed by the parser, when it read it so (`metrics`).
+    fn typed<S: crate::pairs::Source>(_fields: &mut S) -> Option<Self> {
+        None
+    }
     fn to_json(&self) -> Value;
     /// Writes the value as JSON (the fast path of [`Event::to_json`]).
     fn write_json(&self, out: &mut Vec<u8>) {
@@ -147,6 +151,9 @@ impl Field for bool {
 pub type Metrics = BTreeMap<String, f64>;
 
 impl Field for Metrics {
+    fn typed<S: crate::pairs::Source>(fields: &mut S) -> Option<Self> {
+        fields.typed_metrics()
+    }
     fn from_json(v: Value) -> Result<Self, String> {
         match v {
             Value::Object(m) => {
@@ -202,6 +209,11 @@ pub(crate) fn take<T: Field, S: crate::pairs::Source>(
     fields: &mut S,
     key: &str,
 ) -> Result<Option<T>, EventError> {
+    if key == "metrics" {
+        if let Some(typed) = T::typed(fields) {
+            return Ok(Some(typed));
+        }
+    }
     match fields.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => T::from_json(v)
