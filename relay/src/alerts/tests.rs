@@ -44,7 +44,7 @@ fn names(store: &dyn Storage, run: &str) -> Vec<String> {
         .events(run, 0, 1000, None)
         .unwrap()
         .into_iter()
-        .map(|e| e.name)
+        .map(|e| e.name.to_string())
         .collect()
 }
 

@@ -239,7 +239,7 @@ pub async fn command_stream(
         // A trainer that falls behind is cut off; it reconnects and gets every open command.
         forward_live(&mut live, &tx, &_guard.0, |piece| {
             let mut out = Vec::new();
-            for e in piece.events.iter().filter(|e| e.name == "command") {
+            for e in piece.events.iter().filter(|e| &*e.name == "command") {
                 out.extend_from_slice(&command_message(Some(e.id), &e.json));
             }
             (!out.is_empty()).then(|| Bytes::from(out))

@@ -81,8 +81,8 @@ pub fn pack(stored: &[Arc<StoredEvent>]) -> Vec<ChunkRow> {
     };
     let mut by_name: BTreeMap<&str, ChunkRow> = BTreeMap::new();
     for e in stored {
-        let c = by_name.entry(e.name.as_str()).or_insert_with(|| ChunkRow {
-            name: e.name.clone(),
+        let c = by_name.entry(&*e.name).or_insert_with(|| ChunkRow {
+            name: e.name.to_string(),
             base,
             first_id: e.id,
             last_id: base,
@@ -113,6 +113,7 @@ pub fn unpack(
     };
     let mut lines = row.data.split(|b| *b == b'\n');
     let (mut id, mut at) = (row.base, 0usize);
+    let name = super::types::event_name(&row.name);
     for _ in 0..row.n {
         let delta = read_varint(&row.ids, &mut at).ok_or_else(corrupt)?;
         id += delta;
@@ -121,7 +122,7 @@ pub fn unpack(
             let json = std::str::from_utf8(line).map_err(|_| corrupt())?;
             out.push(StoredEvent {
                 id,
-                name: row.name.clone(),
+                name: name.clone(),
                 json: json.to_string(),
             });
         }
@@ -343,7 +344,7 @@ mod tests {
                     id += 1;
                     Arc::new(StoredEvent {
                         id,
-                        name: name_of(id).to_string(),
+                        name: name_of(id).into(),
                         json: format!("{{\"id\":{id}}}"),
                     })
                 })
@@ -393,7 +394,11 @@ mod tests {
             Some(vec!["nothing".into()]),
         ];
         for names in &filters {
-            let wanted = |e: &&StoredEvent| names.as_ref().is_none_or(|n| n.contains(&e.name));
+            let wanted = |e: &&StoredEvent| {
+                names
+                    .as_ref()
+                    .is_none_or(|n| n.iter().any(|x| *x == *e.name))
+            };
             for limit in [0, 1, 2, 7, 33, 500] {
                 for edge in [0, 1, 5, 6, 45, 46, 100, n, n + 1, n + 5] {
                     let got = read_after(&mut mem, "r", edge, limit, names.as_deref()).unwrap();

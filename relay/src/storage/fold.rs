@@ -74,7 +74,7 @@ pub(crate) fn fold_batch(
         }
         out.stored.push(Arc::new(StoredEvent {
             id,
-            name: event.name().to_string(),
+            name: super::types::event_name(event.name()),
             json,
         }));
         let step = state.step_of(&event);

@@ -7,8 +7,25 @@ use stepwatch_events::{Event, RunState, RunStatus, RunSummary};
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub id: u64,
-    pub name: String,
+    /// Shared: one per known name ([`event_name`]), one per chunk read back.
+    pub name: Arc<str>,
     pub json: String,
+}
+
+/// The name as a [`StoredEvent`] holds it: a known event name's one shared copy (no
+/// allocation per event stored), any other name a copy of its own.
+pub fn event_name(name: &str) -> Arc<str> {
+    static KNOWN: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        stepwatch_events::KNOWN_EVENTS
+            .iter()
+            .map(|n| Arc::from(*n))
+            .collect()
+    });
+    match known.iter().find(|k| &***k == name) {
+        Some(k) => k.clone(),
+        None => Arc::from(name),
+    }
 }
 
 /// What one committed batch produced.
@@ -42,4 +59,19 @@ pub(crate) fn sort_runs(runs: &mut [RunSummary]) {
             .total_cmp(&a.started_at.unwrap_or(0.0))
             .then_with(|| a.run.cmp(&b.run))
     });
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_known_name_is_one_shared_copy_and_any_other_its_own() {
+        let (a, b) = (event_name("batch_end"), event_name("batch_end"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a, "batch_end");
+        let (c, d) = (event_name("my.custom"), event_name("my.custom"));
+        assert_eq!((&*c, &*d), ("my.custom", "my.custom"));
+        assert!(!Arc::ptr_eq(&c, &d));
+    }
 }

@@ -159,7 +159,7 @@ pub(super) fn migrate_events(tx: &mut postgres::Transaction<'_>) -> Result<u64, 
                 .map(|r| {
                     Arc::new(StoredEvent {
                         id: r.get::<_, i64>(0) as u64,
-                        name: r.get(1),
+                        name: Arc::from(r.get::<_, String>(1)),
                         json: r.get(2),
                     })
                 })

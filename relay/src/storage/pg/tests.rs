@@ -243,7 +243,10 @@ fn an_older_schema_is_migrated_in_place_keeping_its_runs() {
     // The old rows moved into chunks: every read answers as before.
     let (_, rows) = old_rows();
     let all = store.events("old", 0, 10_000, None).unwrap();
-    let got: Vec<(u64, String, String)> = all.into_iter().map(|e| (e.id, e.name, e.json)).collect();
+    let got: Vec<(u64, String, String)> = all
+        .into_iter()
+        .map(|e| (e.id, e.name.to_string(), e.json))
+        .collect();
     assert_eq!(got, rows);
     let logs = store
         .events_desc("old", None, 3, Some(&["log".to_string()]))

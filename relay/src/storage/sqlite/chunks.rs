@@ -150,7 +150,7 @@ pub(super) fn migrate_events(conn: &Connection) -> Result<u64, StoreError> {
                 .query_map(params![run, after, MIGRATE_BATCH], |r| {
                     Ok(Arc::new(StoredEvent {
                         id: r.get::<_, i64>(0)? as u64,
-                        name: r.get(1)?,
+                        name: Arc::from(r.get::<_, String>(1)?),
                         json: r.get(2)?,
                     }))
                 })?

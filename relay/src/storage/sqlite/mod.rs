@@ -564,7 +564,7 @@ mod tests {
         }
         let store = SqliteStore::open(&dir, SyncLevel::Normal).unwrap();
         assert_eq!(store.event_total(), 2345);
-        let triple = |e: StoredEvent| (e.id, e.name, e.json);
+        let triple = |e: StoredEvent| (e.id, e.name.to_string(), e.json);
         let all: Vec<_> = store
             .events("r", 0, 100_000, None)
             .unwrap()
