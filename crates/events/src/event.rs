@@ -351,7 +351,7 @@ impl Event {
     }
 
     /// Parses one event from JSON text. (In the dashboard through a JSON value only: the
-    /// direct path's code is a second copy of every body's parser, 8 KB of its download.)
+    /// direct path's code is a second copy of every body's parser, 7.5 KB of its download.)
     pub fn from_json(text: &str) -> Result<Self, EventError> {
         #[cfg(not(target_arch = "wasm32"))]
         if text.trim_start().starts_with('{') {
